@@ -1,0 +1,59 @@
+"""The one place where Numba compilation flags, caching and thread count are set.
+
+Every Numba kernel in the package is compiled through :func:`njit_serial` or
+:func:`njit_parallel`.  The float64 NumPy twins never go through Numba.
+
+Fast-math flags: only ``reassoc`` (reassociation, which lets LLVM vectorise reductions)
+and ``contract`` (fused multiply-add).  Never ``nnan``/``ninf``: the kernels must keep
+IEEE semantics for -inf (masked scores) and must not assume NaN-free data.  Tests bound
+the difference between the kernels and the float64 twins.
+
+Thread count: ``SPARQ_NUM_THREADS`` in the environment, or :func:`set_num_threads`.
+Results never depend on it: kernels ``prange`` over independent (batch, head) rows and
+every reduction inside a row is serial.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numba
+
+#: LLVM fast-math flags used by every kernel (reassociation and contraction only).
+FASTMATH: frozenset[str] = frozenset({"reassoc", "contract"})
+
+#: Whether compiled kernels are cached on disk (``SPARQ_NUMBA_CACHE=0`` turns it off).
+CACHE: bool = os.environ.get("SPARQ_NUMBA_CACHE", "1") != "0"
+
+
+def njit_serial(func=None, **kw):
+    """``numba.njit`` with the project's flags, for serial row functions."""
+    opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True, **kw}
+    if func is None:
+        return lambda f: numba.njit(**opts)(f)
+    return numba.njit(**opts)(func)
+
+
+def njit_parallel(func=None, **kw):
+    """``numba.njit(parallel=True)`` with the project's flags, for kernels over rows."""
+    opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True, "parallel": True, **kw}
+    if func is None:
+        return lambda f: numba.njit(**opts)(f)
+    return numba.njit(**opts)(func)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of Numba threads used by the parallel kernels."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"num_threads: expected a positive int, got {n!r}")
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_threads() -> int:
+    """Number of Numba threads the parallel kernels use now."""
+    return numba.get_num_threads()
+
+
+_env_threads = os.environ.get("SPARQ_NUM_THREADS")
+if _env_threads:
+    set_num_threads(int(_env_threads))
