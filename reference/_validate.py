@@ -1,0 +1,103 @@
+"""Input validation shared by the public functions (never called from jitted code)."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float64 array, checking dtype, rank and finiteness.
+
+    float16 and float32 widen to float64 exactly (the truth path computes in float64; the
+    caller's array is never modified).  Integer, bool, complex or object data raise TypeError.
+    """
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)) or np.isscalar(x):
+            x = np.asarray(x)
+        else:
+            try:
+                x = np.asarray(x)
+            except Exception as exc:  # pragma: no cover - exotic inputs
+                raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}") from exc
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name}: expected a float16, float32 or float64 array, got dtype {x.dtype}"
+            " (cast explicitly if you mean it)"
+        )
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {x.shape}")
+    if np.isnan(x).any():
+        idx = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
+        raise ValueError(f"{name}: contains NaN (first at index {idx}); NaN is not accepted")
+    if not allow_inf and np.isinf(x).any():
+        idx = tuple(int(i) for i in np.argwhere(np.isinf(x))[0])
+        raise ValueError(f"{name}: contains +/-inf (first at index {idx}); only finite values")
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def as_int(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer parameter in [lo, hi] (bool and float are rejected)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an int, got bool {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}") from None
+    if lo is not None and v < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name}: expected an int <= {hi}, got {v}")
+    return int(v)
+
+
+def as_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_attention_inputs(q, k_cache, v_cache, mask):
+    """Validate decode-attention inputs; return (q, k, v, mask, B, H, Hkv, S, d)."""
+    q = as_float_array("q", q, 3)
+    k_cache = as_float_array("k_cache", k_cache, 4)
+    v_cache = as_float_array("v_cache", v_cache, 4)
+    B, H, d = q.shape
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(
+            f"k_cache, v_cache: expected equal shapes (B, Hkv, S, d), got {k_cache.shape}"
+            f" and {v_cache.shape}"
+        )
+    Bk, Hkv, S, dk = k_cache.shape
+    if Bk != B:
+        raise ValueError(f"k_cache: expected batch {B} (from q {q.shape}), got {Bk}")
+    if dk != d:
+        raise ValueError(f"k_cache: expected head dim {d} (from q {q.shape}), got {dk}")
+    if d < 1 or S < 1 or B < 1 or H < 1 or Hkv < 1:
+        raise ValueError(
+            f"q, k_cache: every dimension must be >= 1, got q {q.shape}, k_cache {k_cache.shape}"
+        )
+    if H % Hkv != 0:
+        raise ValueError(
+            f"q: number of query heads H={H} must be a multiple of the KV heads Hkv={Hkv}"
+        )
+    if mask is None:
+        mask = np.ones((B, S), dtype=np.bool_)
+    else:
+        if not isinstance(mask, np.ndarray):
+            mask = np.asarray(mask)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"mask: expected a bool array (True = attend), got dtype {mask.dtype}")
+        if mask.shape != (B, S):
+            raise ValueError(f"mask: expected shape (B, S) = {(B, S)}, got {mask.shape}")
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            raise ValueError(
+                f"mask: every batch row needs at least one True (valid) position; rows"
+                f" {np.flatnonzero(empty).tolist()} are all False"
+            )
+        mask = np.ascontiguousarray(mask)
+    return q, k_cache, v_cache, mask, B, H, Hkv, S, d

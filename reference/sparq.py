@@ -1,0 +1,437 @@
+"""SparQ Attention (Ribar et al., ICML 2024, arXiv 2312.04985): float64 truth and Numba kernel.
+
+Semantics follow ``../shared/spec/sparq.md`` and the public evaluation code
+(``llminference/methods/ann_attention.py``), with the paper's counting of ``k``:
+``k`` is the total number of positions kept and ``local_window`` counts the current token.
+The evaluation code's ``Settings(k=K, local_k=L)`` equals ``k=K + 1, local_window=L + 1`` here.
+
+Per (batch, selection group) — a group is the g query heads of one KV head (default,
+``selection="group"``) or a single query head (``selection="head"``):
+
+1. components ``i1`` = top-r of ``sum_h |q_h|`` (Alg. 1 line 1; eval code sums over the group)
+2. temperature per head ``tau_h`` (L1 coverage by default, Alg. 1 line 3 / eval code)
+3. approximate logits ``s_h = (q_h[i1] . K[:, i1]) / tau_h`` (Alg. 1 line 2), -inf where masked
+4. positions ``i2`` = top-k of the group score with the local window forced (Alg. 1 line 4)
+5. ``alpha_h = sum_{j in i2} softmax(s_h)_j`` (Alg. 1 line 5)
+6. ``v_mean`` = masked mean of V (Alg. 1 line 6)
+7. ``y_h = softmax(q_h . K[i2] / sqrt(d)) V[i2]`` (Alg. 1 line 7)
+8. ``out_h = alpha_h y_h + (1 - alpha_h) v_mean`` (Alg. 1 line 8)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import prange
+
+from reference._config import njit_parallel, njit_serial
+from reference._validate import as_choice, as_float_array, as_int, check_attention_inputs
+from reference.dense import _softmax_attend_row
+from reference.topk import topk_naive, topk_row
+
+TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
+GROUP_SCORES = ("logits", "probs")
+SELECTIONS = ("group", "head")
+IMPLS = ("numba", "naive")
+
+
+@dataclass(frozen=True)
+class SparqSteps:
+    """Every intermediate of one SparQ decode step (all float64 / int64).
+
+    ``G`` below is ``Hkv`` with ``selection="group"`` and ``H`` with ``selection="head"``.
+
+    Attributes
+    ----------
+    out : (B, H, d) output.
+    components : (B, G, r) i1, ordered by score (sum of |q|) descending, ties to lower index.
+    approx_logits : (B, H, S) approximate logits ``s_h`` (un-forced); -inf at masked positions.
+    positions : (B, G, k) i2, ordered by selection score descending (forced local window first,
+        since its score is +inf), ties to lower index; -1 in unused slots.
+    alpha : (B, H) softmax mass of the approximate logits on i2 (1.0 if ``reallocate=False``).
+    v_mean : (B, Hkv, d) mean of V over valid positions (or the caller's ``v_mean``).
+    y : (B, H, d) exact attention over i2 alone (renormalised), before reallocation.
+    temperature : (B, H) tau_h used for the approximate logits.
+    """
+
+    out: np.ndarray
+    components: np.ndarray
+    approx_logits: np.ndarray
+    positions: np.ndarray
+    alpha: np.ndarray
+    v_mean: np.ndarray
+    y: np.ndarray
+    temperature: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Float64 NumPy twin: the ground truth, written to be read next to the paper.
+# ---------------------------------------------------------------------------------------------
+
+
+def _temperature_naive(qh: np.ndarray, i1: np.ndarray, mode: str) -> float:
+    d = qh.shape[0]
+    if mode == "sqrt_d":
+        return math.sqrt(d)
+    if mode == "sqrt_r":
+        return math.sqrt(i1.shape[0])
+    total = np.abs(qh).sum()
+    coverage = np.abs(qh[i1]).sum() / total if total > 0 else 1.0
+    return math.sqrt(d * coverage)
+
+
+def _softmax_naive(x: np.ndarray) -> np.ndarray:
+    w = np.exp(x - x.max())
+    return w / w.sum()
+
+
+def _sparq_group_naive(qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean):
+    """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d)."""
+    G, d = qg.shape
+    S = K.shape[0]
+    # Step 1: components.
+    i1 = topk_naive(np.abs(qg).sum(axis=0), r)
+    # Steps 2-3: temperature and approximate logits (masked positions -inf).
+    tau = np.array([_temperature_naive(qg[h], i1, temperature) for h in range(G)])
+    s = np.full((G, S), -np.inf)
+    for h in range(G):
+        if tau[h] > 0:
+            s[h, valid] = (K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h]
+        else:  # q_h is zero on every kept component: approximate logits are 0 (convention)
+            s[h, valid] = 0.0
+    # Step 4: group score, forced local window, top-k among valid positions.
+    if group_score == "logits":
+        score = s[:, valid].sum(axis=0)
+    else:
+        score = np.array([_softmax_naive(s[h, valid]) for h in range(G)]).sum(axis=0)
+    n_local = min(local_window, valid.shape[0])
+    if n_local > 0:
+        score[valid.shape[0] - n_local :] = np.inf  # the most recent valid positions
+    n_sel = min(k, valid.shape[0])
+    chosen = valid[topk_naive(score, n_sel)]
+    positions = np.full(k, -1, dtype=np.int64)
+    positions[:n_sel] = chosen
+    # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
+    alpha = np.array([_softmax_naive(s[h, valid])[np.isin(valid, chosen)].sum() for h in range(G)])
+    # Steps 7-8: exact attention over the chosen positions, reallocation to v_mean.
+    y = np.empty((G, d))
+    for h in range(G):
+        w = _softmax_naive(K[chosen] @ qg[h] / math.sqrt(d))
+        y[h] = w @ V[chosen]
+    out = alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :]
+    return out, i1, s, positions, alpha, y, tau
+
+
+def sparq_attention_naive(
+    q,
+    k_cache,
+    v_cache,
+    *,
+    r: int,
+    k: int,
+    local_window: int = 0,
+    mask=None,
+    reallocate: bool = True,
+    temperature: str = "l1",
+    group_score: str = "logits",
+    selection: str = "group",
+    v_mean=None,
+) -> SparqSteps:
+    """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`."""
+    q, K, V, mask, r, k, local_window, v_mean, opts = _check(
+        q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
+        selection, v_mean,
+    )  # fmt: skip
+    B, H, d = q.shape
+    Hkv, S = K.shape[1], K.shape[2]
+    g = H // Hkv
+    G = Hkv if selection == "group" else H
+    per = g if selection == "group" else 1  # query heads per selection group
+    out = np.empty((B, H, d))
+    y = np.empty((B, H, d))
+    comps = np.empty((B, G, r), dtype=np.int64)
+    s_all = np.empty((B, H, S))
+    pos = np.empty((B, G, k), dtype=np.int64)
+    alpha = np.empty((B, H))
+    tau = np.empty((B, H))
+    for b in range(B):
+        valid = np.flatnonzero(mask[b])
+        for grp in range(G):
+            heads = slice(grp * per, (grp + 1) * per)
+            kv = (grp * per) // g
+            o, i1, s, p, a, yy, t = _sparq_group_naive(
+                q[b, heads], K[b, kv], V[b, kv], valid, r, k, local_window, temperature,
+                group_score, v_mean[b, kv],
+            )  # fmt: skip
+            if not reallocate:
+                a = np.ones_like(a)
+                o = yy
+            out[b, heads], comps[b, grp], s_all[b, heads], pos[b, grp] = o, i1, s, p
+            alpha[b, heads], y[b, heads], tau[b, heads] = a, yy, t
+    return SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernel: prange over (batch, selection group); serial row function per group.
+# ---------------------------------------------------------------------------------------------
+
+_TEMP_CODE = {"l1": 0, "sqrt_d": 1, "sqrt_r": 2}
+
+
+@njit_serial
+def _sparq_group_row(
+    qg, K, V, maskrow, r, k, local_window, temp_code, probs, reallocate, vmean,
+    out, comps, s, pos, alpha, y, tau,
+):  # fmt: skip
+    G, d = qg.shape
+    S = K.shape[0]
+    # valid positions in order
+    valid = np.empty(S, dtype=np.int64)
+    nv = 0
+    for j in range(S):
+        if maskrow[j]:
+            valid[nv] = j
+            nv += 1
+    # Step 1: components.
+    a = np.zeros(d)
+    for h in range(G):
+        for c in range(d):
+            a[c] += abs(qg[h, c])
+    topk_row(a, r, comps)
+    # Step 2: temperature.
+    for h in range(G):
+        if temp_code == 1:
+            tau[h] = math.sqrt(d)
+        elif temp_code == 2:
+            tau[h] = math.sqrt(r)
+        else:
+            total = 0.0
+            for c in range(d):
+                total += abs(qg[h, c])
+            kept = 0.0
+            for t in range(r):
+                kept += abs(qg[h, comps[t]])
+            cov = kept / total if total > 0 else 1.0
+            tau[h] = math.sqrt(d * cov)
+    # Step 3: approximate logits; per-head max for the softmaxes.
+    qs = np.empty((G, r))
+    for h in range(G):
+        for t in range(r):
+            qs[h, t] = qg[h, comps[t]]
+    for h in range(G):
+        for j in range(S):
+            s[h, j] = -np.inf
+    smax = np.full(G, -np.inf)
+    for t in range(nv):
+        j = valid[t]
+        for h in range(G):
+            if tau[h] > 0:
+                acc = 0.0
+                for u in range(r):
+                    acc += qs[h, u] * K[j, comps[u]]
+                v = acc / tau[h]
+            else:
+                v = 0.0
+            s[h, j] = v
+            if v > smax[h]:
+                smax[h] = v
+    ssum = np.zeros(G)
+    for h in range(G):
+        for t in range(nv):
+            ssum[h] += math.exp(s[h, valid[t]] - smax[h])
+    # Step 4: group score over valid positions (compacted), forced local window, top-k.
+    score = np.zeros(nv)
+    for t in range(nv):
+        j = valid[t]
+        acc = 0.0
+        for h in range(G):
+            if probs:
+                acc += math.exp(s[h, j] - smax[h]) / ssum[h]
+            else:
+                acc += s[h, j]
+        score[t] = acc
+    n_local = min(local_window, nv)
+    for t in range(nv - n_local, nv):
+        score[t] = np.inf
+    n_sel = min(k, nv)
+    sel = np.empty(n_sel, dtype=np.int64)
+    topk_row(score, n_sel, sel)
+    for t in range(n_sel):
+        sel[t] = valid[sel[t]]
+        pos[t] = sel[t]
+    for t in range(n_sel, k):
+        pos[t] = -1
+    # Step 5: alpha.
+    for h in range(G):
+        if reallocate:
+            acc = 0.0
+            for t in range(n_sel):
+                acc += math.exp(s[h, sel[t]] - smax[h])
+            alpha[h] = acc / ssum[h]
+        else:
+            alpha[h] = 1.0
+    # Steps 7-8.
+    scale = 1.0 / math.sqrt(d)
+    for h in range(G):
+        _softmax_attend_row(qg[h], K, V, sel, n_sel, scale, y[h])
+        for c in range(d):
+            out[h, c] = alpha[h] * y[h, c] + (1.0 - alpha[h]) * vmean[c]
+
+
+@njit_parallel
+def _sparq_kernel(
+    q, K, V, mask, r, k, local_window, temp_code, probs, reallocate, per, vmean,
+    out, comps, s, pos, alpha, y, tau,
+):  # fmt: skip
+    B, H, d = q.shape
+    Hkv = K.shape[1]
+    g = H // Hkv
+    G = H // per
+    for row in prange(B * G):
+        b = row // G
+        grp = row % G
+        h0 = grp * per
+        kv = h0 // g
+        _sparq_group_row(
+            q[b, h0 : h0 + per], K[b, kv], V[b, kv], mask[b], r, k, local_window, temp_code,
+            probs, reallocate, vmean[b, kv], out[b, h0 : h0 + per], comps[b, grp],
+            s[b, h0 : h0 + per], pos[b, grp], alpha[b, h0 : h0 + per], y[b, h0 : h0 + per],
+            tau[b, h0 : h0 + per],
+        )  # fmt: skip
+
+
+@njit_parallel
+def _masked_mean_kernel(V, mask, out):
+    B, Hkv, S, d = V.shape
+    for row in prange(B * Hkv):
+        b = row // Hkv
+        kv = row % Hkv
+        n = 0
+        for c in range(d):
+            out[b, kv, c] = 0.0
+        for j in range(S):
+            if mask[b, j]:
+                n += 1
+                for c in range(d):
+                    out[b, kv, c] += V[b, kv, j, c]
+        for c in range(d):
+            out[b, kv, c] /= n
+
+
+def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Float64 mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d)."""
+    w = mask[:, None, :, None].astype(np.float64)
+    return (np.asarray(v_cache, np.float64) * w).sum(axis=2) / w.sum(axis=2)
+
+
+def _check(
+    q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
+    selection, v_mean, naive=True,
+):  # fmt: skip
+    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
+    r = as_int("r", r, lo=1, hi=d)
+    k = as_int("k", k, lo=1)
+    local_window = as_int("local_window", local_window, lo=0, hi=k)
+    if not isinstance(reallocate, (bool, np.bool_)):
+        raise TypeError(f"reallocate: expected a bool, got {type(reallocate).__name__}")
+    as_choice("temperature", temperature, TEMPERATURES)
+    as_choice("group_score", group_score, GROUP_SCORES)
+    as_choice("selection", selection, SELECTIONS)
+    if v_mean is None:
+        v_mean = masked_mean_naive(V, mask) if naive else None
+    else:
+        v_mean = as_float_array("v_mean", v_mean, 3)
+        if v_mean.shape != (B, Hkv, d):
+            raise ValueError(f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}")
+    return q, K, V, mask, r, k, local_window, v_mean, None
+
+
+def sparq_attention(
+    q,
+    k_cache,
+    v_cache,
+    *,
+    r: int,
+    k: int,
+    local_window: int = 0,
+    mask=None,
+    reallocate: bool = True,
+    return_steps: bool = False,
+    temperature: str = "l1",
+    group_score: str = "logits",
+    selection: str = "group",
+    v_mean=None,
+    impl: str = "numba",
+) -> np.ndarray | SparqSteps:
+    """SparQ Attention for one decode step (float64 truth, Ribar et al. 2024, Alg. 1).
+
+    Parameters
+    ----------
+    q : ndarray, shape (B, H, d)
+        Queries of the token being generated (post-RoPE), float16/32/64.
+    k_cache, v_cache : ndarray, shape (B, Hkv, S, d)
+        Caches including the current token at the last valid position; ``H % Hkv == 0``.
+    r : int
+        Query components kept, ``1 <= r <= d``.
+    k : int
+        Positions kept in total (paper counting), ``k >= 1``; if ``k`` is at least the number of
+        valid positions, every valid position is kept.
+    local_window : int
+        Most recent valid positions always kept (the current token counts), ``0 <= l <= k``.
+    mask : ndarray of bool, shape (B, S), optional
+        True = attend.  Masked positions may hold any finite values.
+    reallocate : bool
+        Mix in ``v_mean`` with weight ``1 - alpha`` (Alg. 1 line 8); False means alpha = 1.
+    return_steps : bool
+        Return a :class:`SparqSteps` with every intermediate instead of ``out`` alone.
+    temperature : {"l1", "sqrt_d", "sqrt_r"}
+        ``tau_h``: ``sqrt(d * L1 coverage)`` (evaluation code), ``sqrt(d)`` or ``sqrt(r)``.
+    group_score : {"logits", "probs"}
+        Sum over the group of approximate logits (evaluation code) or of their softmax
+        probabilities (paper App. B).  Identical selections for g = 1.
+    selection : {"group", "head"}
+        One i1/i2 per KV head shared by its g query heads, or one per query head.
+    v_mean : ndarray, shape (B, Hkv, d), optional
+        Caller-supplied mean value (e.g. a running mean); default: masked mean of V.
+    impl : {"numba", "naive"}
+        The Numba-parallel kernel (default) or the float64 NumPy twin.
+
+    Returns
+    -------
+    out : ndarray of float64, shape (B, H, d), or :class:`SparqSteps` if ``return_steps``.
+    """
+    as_choice("impl", impl, IMPLS)
+    if impl == "naive":
+        steps = sparq_attention_naive(
+            q, k_cache, v_cache, r=r, k=k, local_window=local_window, mask=mask,
+            reallocate=reallocate, temperature=temperature, group_score=group_score,
+            selection=selection, v_mean=v_mean,
+        )  # fmt: skip
+        return steps if return_steps else steps.out
+    q, K, V, mask, r, k, local_window, v_mean, _ = _check(
+        q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
+        selection, v_mean, naive=False,
+    )  # fmt: skip
+    B, H, d = q.shape
+    Hkv, S = K.shape[1], K.shape[2]
+    if v_mean is None:
+        v_mean = np.empty((B, Hkv, d))
+        _masked_mean_kernel(V, mask, v_mean)
+    per = H // Hkv if selection == "group" else 1
+    G = H // per
+    out = np.empty((B, H, d))
+    y = np.empty((B, H, d))
+    comps = np.empty((B, G, r), dtype=np.int64)
+    s = np.empty((B, H, S))
+    pos = np.empty((B, G, k), dtype=np.int64)
+    alpha = np.empty((B, H))
+    tau = np.empty((B, H))
+    _sparq_kernel(
+        q, K, V, mask, r, k, local_window, _TEMP_CODE[temperature], group_score == "probs",
+        bool(reallocate), per, v_mean, out, comps, s, pos, alpha, y, tau,
+    )  # fmt: skip
+    if not return_steps:
+        return out
+    return SparqSteps(out, comps, s, pos, alpha, v_mean, y, tau)
