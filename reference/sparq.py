@@ -344,7 +344,9 @@ def _check(
     else:
         v_mean = as_float_array("v_mean", v_mean, 3)
         if v_mean.shape != (B, Hkv, d):
-            raise ValueError(f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}")
+            raise ValueError(
+                f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}"
+            )
     return q, K, V, mask, r, k, local_window, v_mean, None
 
 

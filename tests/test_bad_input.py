@@ -1,0 +1,91 @@
+"""Bad input to the attention functions: clear errors naming the argument."""
+
+import numpy as np
+import pytest
+
+from reference import dense_attention, sparq_attention
+from tests._cases import random_case
+
+
+def _case():
+    return random_case(0, B=2, H=4, Hkv=2, S=9, d=8)
+
+
+def _call(fn, **over):
+    q, K, V, mask = _case()
+    kw = dict(q=q, k_cache=K, v_cache=V, mask=mask)
+    if fn is sparq_attention:
+        kw.update(r=2, k=3)
+    kw.update(over)
+    return fn(kw.pop("q"), kw.pop("k_cache"), kw.pop("v_cache"), **kw)
+
+
+FNS = [dense_attention, sparq_attention]
+
+
+@pytest.mark.parametrize("fn", FNS)
+@pytest.mark.parametrize(
+    "over,exc,words",
+    [
+        (dict(q=np.zeros((2, 4))), ValueError, "q: expected a 3-D"),
+        (dict(k_cache=np.zeros((2, 2, 9))), ValueError, "k_cache: expected a 4-D"),
+        (dict(v_cache=np.zeros((2, 2, 8, 8))), ValueError, "equal shapes"),
+        (dict(k_cache=np.zeros((2, 3, 9, 8)), v_cache=np.zeros((2, 3, 9, 8))), ValueError,
+         "multiple of the KV heads"),
+        (dict(k_cache=np.zeros((3, 2, 9, 8)), v_cache=np.zeros((3, 2, 9, 8))), ValueError,
+         "expected batch 2"),
+        (dict(k_cache=np.zeros((2, 2, 9, 4)), v_cache=np.zeros((2, 2, 9, 4))), ValueError,
+         "expected head dim 8"),
+        (dict(q=np.zeros((2, 4, 8), dtype=np.int64)), TypeError, "q: expected a float16"),
+        (dict(v_cache=np.zeros((2, 2, 9, 8), dtype=np.complex128)), TypeError, "v_cache"),
+        (dict(mask=np.ones((2, 9), dtype=np.int8)), TypeError, "mask: expected a bool"),
+        (dict(mask=np.ones((2, 8), dtype=bool)), ValueError, "mask: expected shape"),
+        (dict(mask=np.array([[True] * 9, [False] * 9])), ValueError, "rows [1] are all False"),
+    ],
+)  # fmt: skip
+def test_shapes_dtypes_mask(fn, over, exc, words):
+    with pytest.raises(exc, match=None) as info:
+        _call(fn, **over)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("fn", FNS)
+@pytest.mark.parametrize("name", ["q", "k_cache", "v_cache"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_rejected_naming_the_array(fn, name, bad):
+    q, K, V, mask = _case()
+    arrays = dict(q=q, k_cache=K, v_cache=V)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[5] = bad
+    with pytest.raises(ValueError, match=name):
+        _call(fn, **arrays)
+
+
+@pytest.mark.parametrize(
+    "over,exc,words",
+    [
+        (dict(r=0), ValueError, "r: expected an int >= 1"),
+        (dict(r=9), ValueError, "r: expected an int <= 8"),
+        (dict(r=2.0), TypeError, "r: expected an int"),
+        (dict(r=True), TypeError, "r: expected an int, got bool"),
+        (dict(k=0), ValueError, "k: expected an int >= 1"),
+        (dict(k=3, local_window=4), ValueError, "local_window: expected an int <= 3"),
+        (dict(local_window=-1), ValueError, "local_window: expected an int >= 0"),
+        (dict(temperature="l2"), ValueError, "temperature: expected one of"),
+        (dict(group_score="max"), ValueError, "group_score"),
+        (dict(selection="token"), ValueError, "selection"),
+        (dict(impl="cuda"), ValueError, "impl"),
+        (dict(reallocate=1), TypeError, "reallocate: expected a bool"),
+        (dict(v_mean=np.zeros((2, 4, 8))), ValueError, "v_mean: expected shape"),
+        (dict(v_mean=np.full((2, 2, 8), np.nan)), ValueError, "v_mean: contains NaN"),
+    ],
+)
+def test_sparq_parameters(over, exc, words):
+    with pytest.raises(exc) as info:
+        _call(sparq_attention, **over)
+    assert words in str(info.value)
+
+
+def test_numpy_integer_parameters_accepted():
+    out = _call(sparq_attention, r=np.int64(2), k=np.int32(3))
+    assert out.shape == (2, 4, 8)

@@ -1,0 +1,313 @@
+"""SparQ attention: hand-computed cases, oracles from the spec, twin vs kernel."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reference import dense_attention, sparq_attention
+from reference.topk import topk_naive
+from tests._cases import random_case
+
+OPTIONS = [
+    dict(selection=sel, group_score=gs, reallocate=re, temperature=t)
+    for sel in ("group", "head")
+    for gs in ("logits", "probs")
+    for re in (True, False)
+    for t in ("l1", "sqrt_d")
+]
+
+
+def both(*args, **kw):
+    """The Numba kernel's and the twin's steps for the same call."""
+    return (
+        sparq_attention(*args, return_steps=True, **kw),
+        sparq_attention(*args, return_steps=True, impl="naive", **kw),
+    )
+
+
+# --- hand-computed -------------------------------------------------------------------------
+
+
+def test_spec_gqa_hand_case_components_and_logits():
+    # ../shared/spec/sparq.md "Hand-computable GQA case for step 1".
+    q = np.array([[[1.0, 10.0], [-20.0, 2.0], [30.0, 3.0], [4.0, 40.0]]])
+    K = np.array([[[[1.0, 10.0]], [[20.0, 2.0]]]])  # (B=1, Hkv=2, S=1, d=2)
+    V = np.ones_like(K)
+    coverage = np.array([1 / 11, 20 / 22, 3 / 33, 40 / 44])
+    tau = np.sqrt(2 * coverage)
+    expected = np.array([1.0, -20.0, 6.0, 80.0]) / tau
+    for st_ in both(q, K, V, r=1, k=1):
+        assert st_.components[0, :, 0].tolist() == [0, 1]
+        np.testing.assert_allclose(st_.temperature[0], tau, rtol=1e-15)
+        np.testing.assert_allclose(st_.approx_logits[0, :, 0], expected, rtol=1e-15)
+
+
+def test_hand_case_selection_alpha_and_output():
+    # g = 1, d = 2, r = 1, S = 3, k = 1. q = (3, 1): component 0, coverage 3/4, tau = sqrt(1.5).
+    q = np.array([[[3.0, 1.0]]])
+    K = np.array([[[[1.0, 0.0], [2.0, 5.0], [-1.0, 0.0]]]])
+    V = np.array([[[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]]])
+    tau = math.sqrt(1.5)
+    s = np.array([3.0, 6.0, -3.0]) / tau  # approximate logits
+    alpha = math.exp(s[1]) / np.exp(s).sum()
+    v_mean = np.array([4.0, 4.0]) / 3
+    y = V[0, 0, 1]  # a single selected position: softmax over it is 1
+    for st_ in both(q, K, V, r=1, k=1):
+        assert st_.positions[0, 0].tolist() == [1]
+        np.testing.assert_allclose(st_.approx_logits[0, 0], s, rtol=1e-15)
+        assert st_.alpha[0, 0] == pytest.approx(alpha, rel=1e-14)
+        np.testing.assert_allclose(st_.v_mean[0, 0], v_mean, rtol=1e-15)
+        np.testing.assert_allclose(st_.out[0, 0], alpha * y + (1 - alpha) * v_mean, rtol=1e-14)
+
+
+def test_zero_coverage_head_gets_zero_logits():
+    # Head 1 is zero on the group's component 0 (tau = 0): its approximate logits are 0 at
+    # valid positions (documented convention), -inf at masked ones, never NaN.
+    q = np.array([[[5.0, 0.0], [0.0, 1.0]]])
+    rng = np.random.default_rng(4)
+    K = rng.normal(size=(1, 1, 4, 2))
+    V = rng.normal(size=(1, 1, 4, 2))
+    mask = np.array([[False, True, True, True]])
+    for st_ in both(q, K, V, r=1, k=2, mask=mask):
+        assert st_.temperature[0, 1] == 0.0
+        assert st_.approx_logits[0, 1].tolist() == [-np.inf, 0.0, 0.0, 0.0]
+        assert st_.alpha[0, 1] == pytest.approx(2 / 3, rel=1e-14)  # uniform softmax, 2 of 3
+        assert np.isfinite(st_.out).all()
+
+
+# --- oracles from the spec -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
+def test_full_rank_full_k_equals_dense(opts):
+    q, K, V, mask = random_case(5, B=2, H=6, Hkv=2, S=19, d=8)
+    dense = dense_attention(q, K, V, mask=mask)
+    for st_ in both(q, K, V, r=8, k=19, mask=mask, **opts):
+        np.testing.assert_allclose(st_.out, dense, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(st_.alpha, 1.0, rtol=1e-14)
+
+
+def test_full_rank_approx_logits_equal_exact_logits():
+    q, K, V, mask = random_case(6, B=1, H=4, Hkv=4, S=11, d=16)
+    exact = np.einsum("bhd,bhsd->bhs", q, K) / 4.0
+    exact[~np.broadcast_to(mask[:, None], exact.shape)] = -np.inf
+    for temperature in ("l1", "sqrt_d"):
+        for st_ in both(q, K, V, r=16, k=3, mask=mask, temperature=temperature):
+            np.testing.assert_allclose(st_.approx_logits, exact, rtol=1e-12, atol=1e-14)
+
+
+def test_sqrt_r_temperature():
+    q, K, V, _ = random_case(7, B=1, H=1, Hkv=1, S=5, d=8, pad=False)
+    for st_ in both(q, K, V, r=3, k=2, temperature="sqrt_r"):
+        i1 = st_.components[0, 0]
+        np.testing.assert_allclose(
+            st_.approx_logits[0, 0], K[0, 0][:, i1] @ q[0, 0, i1] / math.sqrt(3), rtol=1e-13
+        )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_local_window_always_selected_alpha_in_unit_interval(seed):
+    rng = np.random.default_rng(seed)
+    S = int(rng.integers(5, 60))
+    k = int(rng.integers(1, S))
+    lw = int(rng.integers(0, k + 1))
+    q, K, V, mask = random_case(seed, B=3, H=4, Hkv=1, S=S, d=8)
+    K[..., -1, :] *= 0  # the current token has a poor score, yet it must be kept when lw >= 1
+    for st_ in both(q, K, V, r=2, k=k, local_window=lw, mask=mask):
+        for b in range(3):
+            valid = np.flatnonzero(mask[b])
+            local = set(valid[len(valid) - min(lw, len(valid)) :].tolist())
+            chosen = set(st_.positions[b, 0].tolist()) - {-1}
+            assert local <= chosen
+            assert len(chosen) == min(k, len(valid))
+            assert chosen <= set(valid.tolist())
+        assert ((st_.alpha >= 0) & (st_.alpha <= 1 + 1e-15)).all()
+
+
+def test_k_at_least_valid_count_takes_all_and_pads_with_minus_one():
+    q, K, V, mask = random_case(8, B=2, H=2, Hkv=2, S=10, d=4)
+    for st_ in both(q, K, V, r=2, k=12, mask=mask):
+        for b in range(2):
+            valid = np.flatnonzero(mask[b])
+            for g in range(2):
+                p = st_.positions[b, g]
+                assert sorted(p[: len(valid)].tolist()) == valid.tolist()
+                assert (p[len(valid) :] == -1).all()
+        np.testing.assert_allclose(st_.alpha, 1.0, rtol=1e-14)
+
+
+def test_positions_ordered_by_score_then_index():
+    q, K, V, mask = random_case(9, B=1, H=1, Hkv=1, S=40, d=8, pad=False)
+    st_ = sparq_attention(q, K, V, r=3, k=10, local_window=2, return_steps=True)
+    s = st_.approx_logits[0, 0].copy()
+    s[-2:] = np.inf
+    assert st_.positions[0, 0].tolist() == topk_naive(s, 10).tolist()
+
+
+def test_permutation_invariance_without_local_window():
+    q, K, V, mask = random_case(10, B=1, H=4, Hkv=2, S=30, d=8)
+    perm = np.random.default_rng(10).permutation(30)
+    a = sparq_attention(q, K, V, r=3, k=7, mask=mask, return_steps=True)
+    b = sparq_attention(
+        q, K[:, :, perm], V[:, :, perm], r=3, k=7, mask=mask[:, perm], return_steps=True
+    )
+    np.testing.assert_allclose(b.out, a.out, rtol=1e-12)
+    for g in range(2):
+        assert set(perm[b.positions[0, g]].tolist()) == set(a.positions[0, g].tolist())
+
+
+@pytest.mark.parametrize("impl", ["numba", "naive"])
+def test_masked_garbage_has_no_effect(impl):
+    # ../shared/spec/sparq.md: K filled with 1e9, V with 1e30 at masked positions.
+    q, K, V, mask = random_case(11, B=3, H=4, Hkv=2, S=25, d=8)
+    kw = dict(r=3, k=6, local_window=2, mask=mask, return_steps=True, impl=impl)
+    ref = sparq_attention(q, K, V, **kw)
+    bad = ~np.broadcast_to(mask[:, None, :, None], K.shape)
+    K2, V2 = K.copy(), V.copy()
+    K2[bad], V2[bad] = 1e9, 1e30
+    got = sparq_attention(q, K2, V2, **kw)
+    np.testing.assert_array_equal(got.out, ref.out)
+    np.testing.assert_array_equal(got.positions, ref.positions)
+
+
+def test_left_padding_equals_unpadded_per_row():
+    q, K, V, mask = random_case(12, B=3, H=4, Hkv=2, S=31, d=8)
+    kw = dict(r=3, k=9, local_window=3, return_steps=True)
+    batched = sparq_attention(q, K, V, mask=mask, **kw)
+    for b in range(3):
+        start = int(np.argmax(mask[b]))
+        one = sparq_attention(q[b : b + 1], K[b : b + 1, :, start:], V[b : b + 1, :, start:], **kw)
+        np.testing.assert_allclose(batched.out[b], one.out[0], rtol=1e-13, atol=1e-15)
+        p = one.positions[0]
+        np.testing.assert_array_equal(batched.positions[b], np.where(p >= 0, p + start, -1))
+
+
+def test_per_head_selection_equals_group_selection_with_repeated_kv():
+    q, K, V, mask = random_case(13, B=2, H=6, Hkv=2, S=21, d=8)
+    a = sparq_attention(q, K, V, r=2, k=5, local_window=1, mask=mask, selection="head",
+                        return_steps=True)  # fmt: skip
+    Kr, Vr = np.repeat(K, 3, axis=1), np.repeat(V, 3, axis=1)
+    b = sparq_attention(q, Kr, Vr, r=2, k=5, local_window=1, mask=mask, return_steps=True)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.components, b.components)
+    np.testing.assert_allclose(a.out, b.out, rtol=1e-13)
+
+
+def test_probs_and_logits_select_the_same_for_g1():
+    q, K, V, mask = random_case(14, B=2, H=3, Hkv=3, S=40, d=8)
+    a = sparq_attention(q, K, V, r=2, k=6, mask=mask, group_score="probs", return_steps=True)
+    b = sparq_attention(q, K, V, r=2, k=6, mask=mask, group_score="logits", return_steps=True)
+    np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_reallocate_false_output_is_y_and_alpha_one():
+    q, K, V, mask = random_case(15)
+    st_ = sparq_attention(q, K, V, r=2, k=4, mask=mask, reallocate=False, return_steps=True)
+    np.testing.assert_array_equal(st_.out, st_.y)
+    assert (st_.alpha == 1.0).all()
+
+
+def test_caller_v_mean():
+    q, K, V, mask = random_case(16)
+    a = sparq_attention(q, K, V, r=2, k=4, mask=mask, return_steps=True)
+    vm = np.random.default_rng(16).normal(size=a.v_mean.shape)
+    b = sparq_attention(q, K, V, r=2, k=4, mask=mask, v_mean=vm, return_steps=True)
+    g = 2
+    expected = a.out + (1 - a.alpha[..., None]) * (np.repeat(vm, g, 1) - np.repeat(a.v_mean, g, 1))
+    np.testing.assert_allclose(b.out, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(b.v_mean, vm)
+
+
+def _eval_code_selection(q, K, mask, r, k_eval, local_k):
+    """Transcription of the public evaluation code's counting (ann_attention.py, AnnAttention):
+    top-(k+1) of the group-summed scores with the `local_k + 1` most recent valid positions set
+    to the dtype's max (the current token "comes for free"). Single batch row, one KV head."""
+    valid = np.flatnonzero(mask)
+    comps = np.argsort(-np.abs(q).sum(0), kind="stable")[:r]
+    cov = np.abs(q[:, comps]).sum(1) / np.abs(q).sum(1)
+    scale = np.sqrt(q.shape[1] * cov)
+    score = (K[valid][:, comps] @ q[:, comps].T / scale).T  # (g, n_valid)
+    causal_index = np.arange(len(valid))[::-1]  # 0 = current token
+    score[:, causal_index < local_k + 1] = np.finfo(np.float64).max
+    with np.errstate(over="ignore"):  # finfo.max summed over the group overflows to inf
+        total = score.sum(0)
+    n = min(k_eval + 1, len(valid))
+    return set(valid[np.argsort(-total, kind="stable")[:n]].tolist())
+
+
+@pytest.mark.parametrize("k_eval,local_k", [(4, 0), (7, 2), (15, 3), (40, 5)])
+def test_mapping_to_evaluation_code_counting(k_eval, local_k):
+    # evaluation code (k=K, local_k=L) == reference (k=K+1, local_window=L+1)
+    q, K, V, mask = random_case(17, B=2, H=2, Hkv=1, S=37, d=8)
+    st_ = sparq_attention(q, K, V, r=3, k=k_eval + 1, local_window=local_k + 1, mask=mask,
+                          return_steps=True)  # fmt: skip
+    for b in range(2):
+        expected = _eval_code_selection(q[b], K[b, 0], mask[b], 3, k_eval, local_k)
+        assert set(st_.positions[b, 0].tolist()) - {-1} == expected
+
+
+# --- twin vs kernel --------------------------------------------------------------------------
+
+
+@given(
+    S=st.sampled_from([1, 2, 3, 7, 64, 113, 1023]),
+    g=st.integers(1, 8),
+    Hkv=st.integers(1, 2),
+    d=st.sampled_from([1, 2, 5, 16, 64, 256]),
+    data=st.data(),
+)
+def test_kernel_matches_twin(S, g, Hkv, d, data):
+    r = data.draw(st.integers(1, d), label="r")
+    k = data.draw(st.integers(1, S + 2), label="k")
+    lw = data.draw(st.integers(0, k), label="local_window")
+    opts = data.draw(st.sampled_from(OPTIONS), label="opts")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    q, K, V, mask = random_case(seed, B=2, H=g * Hkv, Hkv=Hkv, S=S, d=d)
+    a, b = both(q, K, V, r=r, k=k, local_window=lw, mask=mask, **opts)
+    np.testing.assert_array_equal(a.components, b.components)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_allclose(a.approx_logits, b.approx_logits, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.alpha, b.alpha, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.v_mean, b.v_mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.out, b.out, rtol=1e-11, atol=1e-12)
+
+
+def test_low_precision_inputs_are_widened_exactly():
+    q, K, V, mask = random_case(18, dtype=np.float16)
+    a = sparq_attention(q, K, V, r=3, k=5, mask=mask)
+    b = sparq_attention(q.astype(np.float64), K.astype(np.float64), V.astype(np.float64), r=3,
+                        k=5, mask=mask)  # fmt: skip
+    assert a.dtype == np.float64
+    np.testing.assert_array_equal(a, b)
+
+
+def test_inputs_not_modified():
+    q, K, V, mask = random_case(19)
+    copies = [x.copy() for x in (q, K, V, mask)]
+    sparq_attention(q, K, V, r=3, k=5, local_window=2, mask=mask, return_steps=True)
+    for x, c in zip((q, K, V, mask), copies, strict=True):
+        np.testing.assert_array_equal(x, c)
+
+
+def test_bit_identical_across_thread_counts():
+    import numba
+
+    from reference import get_num_threads, set_num_threads
+
+    q, K, V, mask = random_case(20, B=4, H=8, Hkv=4, S=300, d=32)
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        one = sparq_attention(q, K, V, r=5, k=30, local_window=4, mask=mask, return_steps=True)
+        d1 = dense_attention(q, K, V, mask=mask)
+        set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = sparq_attention(q, K, V, r=5, k=30, local_window=4, mask=mask, return_steps=True)
+        d2 = dense_attention(q, K, V, mask=mask)
+    finally:
+        set_num_threads(before)
+    for name in ("out", "approx_logits", "positions", "alpha", "v_mean"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+    np.testing.assert_array_equal(d1, d2)
