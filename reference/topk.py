@@ -1,30 +1,106 @@
-"""Exact top-k (and, later, bucketed approximate top-k).
+"""Exact top-k and bucketed approximate top-k (Key et al. 2024, arXiv 2412.04358, Sec. 2).
 
-Row function contract used by other kernels (e.g. SparQ's selection step):
+Public functions
+----------------
+:func:`topk`
+    Exact top-k along any axis, batched over the other axes.
+:func:`bucketed_topk`
+    The two-stage bucketed approximate top-k of ``shared/spec/topk.md``: exact top-``k_b``
+    of each of ``b`` buckets, then exact top-k of the ``b * k_b`` candidates.
+:func:`bucket_params_from_public`
+    Maps the public code's ``(j, k_mult)`` parameters to ``(num_buckets, k_per_bucket)``.
+:func:`topk_twin`, :func:`bucketed_topk_twin`, :func:`topk_naive`
+    Slow, obvious NumPy twins (ground truth for the tests).
 
-``topk_row(x, k, out)`` — serial Numba function. ``x`` is a 1-D float64 array that holds
-no NaN (±inf allowed), ``0 <= k <= len(x)``. Writes into ``out[:k]`` the indices of the k
-largest entries, ordered by value descending and, among equal values, by index ascending.
+Row-function contracts used by other kernels (SparQ's selection step, the recall
+simulation); both are serial Numba functions callable from other Numba code:
+
+``topk_row(x, k, out)``
+    ``x`` is a 1-D float64 array that holds no NaN (±inf allowed), ``0 <= k <= len(x)``.
+    Writes into ``out[:k]`` the indices of the k largest entries, ordered by value
+    descending and, among equal values, by index ascending.
+
+``bucketed_topk_row(x, k, num_buckets, k_per_bucket, interleaved, out)``
+    Same ``x`` and output-order contract as ``topk_row`` (``out[:k]``: value descending,
+    index ascending), for the bucketed algorithm; requires
+    ``1 <= num_buckets <= len(x)``, ``k_per_bucket >= 1``,
+    ``0 <= k <= num_buckets * k_per_bucket`` and ``k <= len(x)``.
+
+Both raise ``ValueError`` when they meet a NaN (the public functions check first).
+
+Conventions (details in ``docs/topk.md``): ranking is by value descending, ties to the
+lower index; ``-0.0 == 0.0`` (a tie); NaN is rejected with ``ValueError``; ``sorted=False``
+returns exactly what ``sorted=True`` returns; values come back in the input dtype and are
+always ``x[indices]`` bit for bit.
 """
 
 from __future__ import annotations
 
+import numbers
+from fractions import Fraction
+
 import numpy as np
+from numba import prange
 
-from reference._config import njit_serial
+from reference._config import njit_parallel, njit_serial
+
+__all__ = [
+    "bucket_params_from_public",
+    "bucket_sizes",
+    "bucketed_topk",
+    "bucketed_topk_row",
+    "bucketed_topk_twin",
+    "topk",
+    "topk_naive",
+    "topk_row",
+    "topk_twin",
+]
+
+# Below this many elements a range is insertion-sorted.
+_SMALL = 16
+# Extra room of the candidate buffer of the streaming exact top-k, beyond 2k.
+_BUF_EXTRA = 256
+
+
+# --------------------------------------------------------------------------------------
+# Serial building blocks on (value, index) pairs. Rank order: larger value first, then
+# lower index. Keys are unique (indices are), so the order is strict and total.
+# --------------------------------------------------------------------------------------
 
 
 @njit_serial
-def _better(x, a, b):
-    # True when element a ranks before element b: larger value, then lower index.
-    xa = x[a]
-    xb = x[b]
-    return xa > xb or (xa == xb and a < b)
+def _before(va, ia, vb, ib):
+    # True when (va, ia) ranks before (vb, ib).
+    return va > vb or (va == vb and ia < ib)
 
 
 @njit_serial
-def _sift_down(x, heap, start, size):
-    # Min-heap on rank: the root is the *worst* kept element.
+def _swap(v, idx, a, b):
+    tv = v[a]
+    v[a] = v[b]
+    v[b] = tv
+    ti = idx[a]
+    idx[a] = idx[b]
+    idx[b] = ti
+
+
+@njit_serial
+def _insertion_sort(v, idx, lo, hi):
+    for i in range(lo + 1, hi):
+        tv = v[i]
+        ti = idx[i]
+        j = i - 1
+        while j >= lo and _before(tv, ti, v[j], idx[j]):
+            v[j + 1] = v[j]
+            idx[j + 1] = idx[j]
+            j -= 1
+        v[j + 1] = tv
+        idx[j + 1] = ti
+
+
+@njit_serial
+def _sift_down(v, idx, lo, start, size):
+    # Heap over v[lo:lo+size] whose root is the worst-ranked element.
     i = start
     while True:
         left = 2 * i + 1
@@ -32,38 +108,638 @@ def _sift_down(x, heap, start, size):
             break
         worst = left
         right = left + 1
-        if right < size and _better(x, heap[left], heap[right]):
+        if right < size and _before(v[lo + left], idx[lo + left], v[lo + right], idx[lo + right]):
             worst = right
-        if _better(x, heap[i], heap[worst]):
-            heap[i], heap[worst] = heap[worst], heap[i]
+        if _before(v[lo + i], idx[lo + i], v[lo + worst], idx[lo + worst]):
+            _swap(v, idx, lo + i, lo + worst)
             i = worst
         else:
             break
 
 
 @njit_serial
-def topk_row(x, k, out):
-    """Indices of the k largest entries of ``x`` into ``out[:k]`` (value desc, index asc)."""
+def _heapsort(v, idx, lo, hi):
+    # Sorts v[lo:hi] best first (the fallback that bounds the worst case).
+    size = hi - lo
+    for i in range(size // 2 - 1, -1, -1):
+        _sift_down(v, idx, lo, i, size)
+    while size > 1:
+        _swap(v, idx, lo, lo + size - 1)
+        size -= 1
+        _sift_down(v, idx, lo, 0, size)
+
+
+@njit_serial
+def _depth_limit(m):
+    d = 4
+    while m > 1:
+        m >>= 1
+        d += 2
+    return d
+
+
+@njit_serial
+def _partition(v, idx, lo, hi):
+    # Hoare partition of v[lo:hi] (hi - lo >= 3) around the median of three.
+    # Returns (i, j) with j < i: v[lo:j+1] ranks before-or-at the pivot, v[i:hi] after-or-at.
+    mid = lo + (hi - lo) // 2
+    if _before(v[mid], idx[mid], v[lo], idx[lo]):
+        _swap(v, idx, lo, mid)
+    if _before(v[hi - 1], idx[hi - 1], v[mid], idx[mid]):
+        _swap(v, idx, mid, hi - 1)
+        if _before(v[mid], idx[mid], v[lo], idx[lo]):
+            _swap(v, idx, lo, mid)
+    pv = v[mid]
+    pi = idx[mid]
+    i = lo
+    j = hi - 1
+    while i <= j:
+        while _before(v[i], idx[i], pv, pi):
+            i += 1
+        while _before(pv, pi, v[j], idx[j]):
+            j -= 1
+        if i <= j:
+            _swap(v, idx, i, j)
+            i += 1
+            j -= 1
+    return i, j
+
+
+@njit_serial
+def _select(v, idx, lo, hi, kth):
+    # Introselect: afterwards v[kth] holds the element of rank kth - lo in v[lo:hi], every
+    # element of v[lo:kth] ranks before it and every element of v[kth+1:hi] after it.
+    limit = _depth_limit(hi - lo)
+    while hi - lo > _SMALL:
+        if limit == 0:
+            _heapsort(v, idx, lo, hi)
+            return
+        limit -= 1
+        i, j = _partition(v, idx, lo, hi)
+        if kth <= j:
+            hi = j + 1
+        elif kth >= i:
+            lo = i
+        else:
+            return
+    _insertion_sort(v, idx, lo, hi)
+
+
+@njit_serial
+def _sort(v, idx, lo, hi):
+    # Introsort of v[lo:hi] best first. Explicit stack; the smaller part is done first,
+    # so at most log2(n) entries wait on the stack.
+    maxd = _depth_limit(hi - lo)
+    stack = np.empty(3 * 130, dtype=np.int64)
+    sp = 0
+    d = 0
+    while True:
+        if hi - lo <= _SMALL or d > maxd:
+            if hi - lo <= _SMALL:
+                _insertion_sort(v, idx, lo, hi)
+            else:
+                _heapsort(v, idx, lo, hi)
+            if sp == 0:
+                break
+            sp -= 3
+            lo = stack[sp]
+            hi = stack[sp + 1]
+            d = stack[sp + 2]
+            continue
+        i, j = _partition(v, idx, lo, hi)
+        d += 1
+        if j + 1 - lo < hi - i:
+            stack[sp] = i
+            stack[sp + 1] = hi
+            stack[sp + 2] = d
+            hi = j + 1
+        else:
+            stack[sp] = lo
+            stack[sp + 1] = j + 1
+            stack[sp + 2] = d
+            lo = i
+        sp += 3
+
+
+@njit_serial
+def _has_nan(x):
+    for i in range(x.shape[0]):
+        if x[i] != x[i]:
+            return True
+    return False
+
+
+@njit_serial
+def _buffer_size(n, k):
+    return min(n, max(2 * k, k + _BUF_EXTRA))
+
+
+# --------------------------------------------------------------------------------------
+# Exact top-k of one row: a streaming threshold filter into a buffer of 2k (+ slack)
+# candidates, compacted by introselect when full; then the k survivors are sorted.
+# O(n + k log k) comparisons per row in the worst case (every compaction removes at
+# least half of the buffer), and a single predictable compare per element once the
+# threshold has settled.
+# --------------------------------------------------------------------------------------
+
+
+@njit_serial
+def _topk_core(x, k, out, bv, bi):
+    """Core of :func:`topk_row` on any real dtype; returns True if ``x`` holds a NaN.
+
+    ``bv``/``bi``: scratch of equal length ``cap`` with ``cap > k`` or ``cap == len(x)``.
+    Writes ``out[:k]`` (undefined when a NaN was found).
+    """
     n = x.shape[0]
     if k <= 0:
-        return
-    heap = np.empty(k, dtype=np.int64)
+        return _has_nan(x)
+    cap = bv.shape[0]
+    m = min(cap, n)
+    for i in range(m):
+        v = x[i]
+        if v != v:
+            return True
+        bv[i] = v
+        bi[i] = i
+    cnt = m
+    thr = x[0]
+    if cnt > k:
+        _select(bv, bi, 0, cnt, k - 1)
+        cnt = k
+        thr = bv[k - 1]
+    for i in range(m, n):
+        v = x[i]
+        # Strictly greater only: an equal value arrives with a larger index than the
+        # current k-th element, so it ranks after it. ``not (v <= thr)`` also catches NaN.
+        if not (v <= thr):
+            if v != v:
+                return True
+            bv[cnt] = v
+            bi[cnt] = i
+            cnt += 1
+            if cnt == cap:
+                _select(bv, bi, 0, cnt, k - 1)
+                cnt = k
+                thr = bv[k - 1]
+    if cnt > k:
+        _select(bv, bi, 0, cnt, k - 1)
+    _sort(bv, bi, 0, k)
     for i in range(k):
-        heap[i] = i
-    for i in range(k // 2 - 1, -1, -1):
-        _sift_down(x, heap, i, k)
-    for i in range(k, n):
-        if _better(x, i, heap[0]):
-            heap[0] = i
-            _sift_down(x, heap, 0, k)
-    # Heap-sort: repeatedly move the worst to the end.
-    size = k
-    while size > 1:
-        heap[0], heap[size - 1] = heap[size - 1], heap[0]
-        size -= 1
-        _sift_down(x, heap, 0, size)
+        out[i] = bi[i]
+    return False
+
+
+@njit_serial
+def topk_row(x, k, out):
+    """Indices of the k largest entries of ``x`` into ``out[:k]`` (value desc, index asc).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        float64 (any real dtype compiles), no NaN; ±inf allowed.
+    k : int
+        ``0 <= k <= n``.
+    out : ndarray of int64, shape (>= k,)
+        Receives the indices.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` holds a NaN.
+    """
+    cap = _buffer_size(x.shape[0], k)
+    bv = np.empty(cap, dtype=x.dtype)
+    bi = np.empty(cap, dtype=np.int64)
+    if _topk_core(x, k, out, bv, bi):
+        raise ValueError("topk_row: x holds a NaN")
+
+
+@njit_parallel
+def _topk_kernel(x2, k, out, nan_rows):
+    rows = x2.shape[0]
+    n = x2.shape[1]
+    cap = _buffer_size(n, k)
+    for r in prange(rows):
+        bv = np.empty(cap, dtype=x2.dtype)
+        bi = np.empty(cap, dtype=np.int64)
+        nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
+
+
+# --------------------------------------------------------------------------------------
+# Bucketed top-k of one row.
+# --------------------------------------------------------------------------------------
+
+
+@njit_serial
+def _bucket_start(j, base, rem):
+    # First index of contiguous bucket j (buckets 0..rem-1 hold base+1 elements).
+    return j * base + min(j, rem)
+
+
+@njit_serial
+def _bucket_argmax_interleaved(x, b, cv, ci):
+    # Stage 1 for k_b = 1, interleaved: one streaming pass, bucket j = i % b.
+    # Strict ">" keeps the lower index on ties. Returns True on NaN.
+    n = x.shape[0]
+    for j in range(b):
+        v = x[j]
+        if v != v:
+            return True
+        cv[j] = v
+        ci[j] = j
+    start = b
+    while start < n:
+        m = min(b, n - start)
+        for j in range(m):
+            v = x[start + j]
+            if not (v <= cv[j]):
+                if v != v:
+                    return True
+                cv[j] = v
+                ci[j] = start + j
+        start += b
+    return False
+
+
+@njit_serial
+def _bucket_argmax_contiguous(x, b, cv, ci):
+    # Stage 1 for k_b = 1, contiguous buckets. Returns True on NaN.
+    n = x.shape[0]
+    base = n // b
+    rem = n % b
+    for j in range(b):
+        s = _bucket_start(j, base, rem)
+        e = s + base + (1 if j < rem else 0)
+        best = x[s]
+        if best != best:
+            return True
+        bidx = s
+        for i in range(s + 1, e):
+            v = x[i]
+            if not (v <= best):
+                if v != v:
+                    return True
+                best = v
+                bidx = i
+        cv[j] = best
+        ci[j] = bidx
+    return False
+
+
+@njit_serial
+def _bucketed_core(x, k, b, kb, interleaved, out):
+    """Core of :func:`bucketed_topk_row` on any real dtype; returns True on NaN."""
+    n = x.shape[0]
+    if k <= 0:
+        return _has_nan(x)
+    base = n // b
+    rem = n % b
+    if kb == 1:
+        ncand = b
+        cv = np.empty(b, dtype=x.dtype)
+        ci = np.empty(b, dtype=np.int64)
+        if interleaved:
+            if _bucket_argmax_interleaved(x, b, cv, ci):
+                return True
+        else:
+            if _bucket_argmax_contiguous(x, b, cv, ci):
+                return True
+    else:
+        # A bucket smaller than k_b contributes all it has.
+        big = min(base + 1, kb)
+        small = min(base, kb)
+        ncand = rem * big + (b - rem) * small
+        cv = np.empty(ncand, dtype=x.dtype)
+        ci = np.empty(ncand, dtype=np.int64)
+        smax = base + (1 if rem > 0 else 0)
+        cap = _buffer_size(smax, kb)
+        bv = np.empty(cap, dtype=x.dtype)
+        bi = np.empty(cap, dtype=np.int64)
+        loc = np.empty(kb, dtype=np.int64)
+        c = 0
+        for j in range(b):
+            s = base + (1 if j < rem else 0)
+            if interleaved:
+                first = j
+                step = b
+            else:
+                first = _bucket_start(j, base, rem)
+                step = 1
+            if s <= kb:
+                for t in range(s):
+                    g = first + t * step
+                    v = x[g]
+                    if v != v:
+                        return True
+                    cv[c] = v
+                    ci[c] = g
+                    c += 1
+            else:
+                # Local order within a bucket follows global index order in both layouts,
+                # so ties to the lower local index are ties to the lower global index.
+                if _topk_core(x[first : first + (s - 1) * step + 1 : step], kb, loc, bv, bi):
+                    return True
+                for t in range(kb):
+                    g = first + loc[t] * step
+                    cv[c] = x[g]
+                    ci[c] = g
+                    c += 1
+    # Stage 2: exact top-k of the candidates (all of them, sorted, when ncand == k).
+    if ncand > k:
+        _select(cv, ci, 0, ncand, k - 1)
+    _sort(cv, ci, 0, k)
     for i in range(k):
-        out[i] = heap[i]
+        out[i] = ci[i]
+    return False
+
+
+@njit_serial
+def bucketed_topk_row(x, k, num_buckets, k_per_bucket, interleaved, out):
+    """Bucketed top-k of one row into ``out[:k]`` (value desc, index asc).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        float64 (any real dtype compiles), no NaN; ±inf allowed.
+    k : int
+        ``0 <= k <= min(n, num_buckets * k_per_bucket)``.
+    num_buckets : int
+        ``1 <= num_buckets <= n``.
+    k_per_bucket : int
+        ``>= 1``.
+    interleaved : bool
+        Bucket j is ``{j, j+b, ...}`` if True, else the j-th consecutive slice.
+    out : ndarray of int64, shape (>= k,)
+
+    Raises
+    ------
+    ValueError
+        If ``x`` holds a NaN or the parameters are out of range.
+    """
+    n = x.shape[0]
+    if num_buckets < 1 or num_buckets > n:
+        raise ValueError("bucketed_topk_row: need 1 <= num_buckets <= len(x)")
+    if k_per_bucket < 1:
+        raise ValueError("bucketed_topk_row: need k_per_bucket >= 1")
+    if k < 0 or k > n or k > num_buckets * k_per_bucket:
+        raise ValueError("bucketed_topk_row: need 0 <= k <= min(n, num_buckets*k_per_bucket)")
+    if _bucketed_core(x, k, num_buckets, k_per_bucket, interleaved, out):
+        raise ValueError("bucketed_topk_row: x holds a NaN")
+
+
+@njit_parallel
+def _bucketed_kernel(x2, k, b, kb, interleaved, out, nan_rows):
+    rows = x2.shape[0]
+    for r in prange(rows):
+        nan_rows[r] = _bucketed_core(x2[r], k, b, kb, interleaved, out[r])
+
+
+# --------------------------------------------------------------------------------------
+# Public API: validation and normalisation.
+# --------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected {what}, got {value}")
+    return value
+
+
+def _as_rows(x, axis, fname: str) -> tuple[np.ndarray, int]:
+    """Validate ``x``/``axis``; return (x with ``axis`` moved last, normalised axis)."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    dt = x.dtype
+    if dt == np.bool_:
+        raise TypeError(
+            f"{fname}: x: expected a real numeric dtype (float16/32/64 or integer), got bool; "
+            "cast to an integer dtype to rank booleans"
+        )
+    if dt.kind not in "fiu" or (dt.kind == "f" and dt.itemsize > 8):
+        raise TypeError(
+            f"{fname}: x: expected a real numeric dtype (float16/32/64 or integer), got {dt}"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{fname}: x: expected at least 1 dimension, got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{fname}: axis: expected an int, got {type(axis).__name__} {axis!r}")
+    axis = int(axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(
+            f"{fname}: axis: expected -{x.ndim} <= axis < {x.ndim} for x.ndim={x.ndim}, got {axis}"
+        )
+    axis %= x.ndim
+    xm = np.moveaxis(x, axis, -1)
+    return xm, axis
+
+
+def _nrows(xm: np.ndarray) -> int:
+    return int(np.prod(xm.shape[:-1], dtype=np.int64))
+
+
+def _kernel_key(xm: np.ndarray, largest: bool) -> np.ndarray:
+    """(rows, n) C-contiguous array the kernels rank (descending), one of 4 dtypes.
+
+    Exact: float16 -> float32 and narrow ints -> int64 widen without loss; int64 and uint64
+    stay as they are (no float round trip, so values beyond 2**53 rank exactly).
+    ``largest=False`` ranks ``-x`` (floats) or ``~x`` (ints: ``~x = -x - 1`` is strictly
+    decreasing and cannot overflow), so ties still go to the lower index.
+    """
+    dt = xm.dtype
+    n = xm.shape[-1]
+    x2 = xm.reshape(_nrows(xm), n)
+    if dt.kind == "f":
+        kdt = np.float64 if dt.itemsize == 8 else np.float32
+    elif dt == np.uint64:
+        kdt = np.uint64
+    else:
+        kdt = np.int64
+    key = np.ascontiguousarray(x2, dtype=np.dtype(kdt).newbyteorder("="))
+    if not largest:
+        key = -key if dt.kind == "f" else np.invert(key)
+    return key
+
+
+def _finish(xm, idx2, k, axis, nan_rows, fname):
+    if nan_rows.any():
+        r = int(np.flatnonzero(nan_rows)[0])
+        raise ValueError(
+            f"{fname}: x: expected no NaN, got NaN in row {r} of the {nan_rows.size} rows "
+            "along the chosen axis (NaN is rejected; see docs/topk.md)"
+        )
+    idx = idx2.reshape(xm.shape[:-1] + (k,))
+    values = np.take_along_axis(xm, idx, axis=-1)
+    return np.moveaxis(values, -1, axis), np.moveaxis(idx, -1, axis)
+
+
+def topk(
+    x: np.ndarray, k: int, *, axis: int = -1, largest: bool = True, sorted: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k along ``axis``, batched over all other axes.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n, ...)
+        Real numeric: float16/32/64 or any integer dtype. NaN is rejected; ±inf allowed.
+    k : int
+        Number of elements kept, ``0 <= k <= n``.
+    axis : int
+        Axis to reduce (default last).
+    largest : bool
+        If True the k largest (value descending), else the k smallest (value ascending).
+    sorted : bool
+        Accepted for API compatibility; the order returned is always the sorted one
+        (identical to ``sorted=True``).
+
+    Returns
+    -------
+    values : ndarray, shape of ``x`` with ``n`` replaced by ``k``, dtype of ``x``
+        ``values == take_along_axis(x, indices, axis)``.
+    indices : ndarray of int64, same shape
+        Ordered by value (descending if ``largest`` else ascending); among equal values
+        the lower index comes first.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric or bool dtype; non-int ``k``/``axis``.
+    ValueError
+        ``k`` outside ``[0, n]``, ``axis`` out of range, NaN in ``x``.
+    """
+    xm, axis = _as_rows(x, axis, "topk")
+    n = xm.shape[-1]
+    k = _check_int("topk: k", k, 0, n, f"0 <= k <= n = {n} (the size of axis {axis})")
+    key = _kernel_key(xm, bool(largest))
+    out = np.empty((key.shape[0], k), dtype=np.int64)
+    nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
+    if key.shape[0]:
+        _topk_kernel(key, k, out, nan_rows)
+    return _finish(xm, out, k, axis, nan_rows, "topk")
+
+
+def bucket_sizes(n: int, num_buckets: int) -> np.ndarray:
+    """Sizes of the ``num_buckets`` buckets of ``n`` elements (no padding).
+
+    Buckets ``0 .. n % b - 1`` hold ``n // b + 1`` elements, the rest ``n // b``; the same
+    sizes serve both layouts (interleaved bucket j is ``{j, j + b, j + 2b, ...}``).
+
+    Returns
+    -------
+    ndarray of int64, shape (num_buckets,)
+    """
+    n = _check_int("bucket_sizes: n", n, 0, None, "n >= 0")
+    b = _check_int("bucket_sizes: num_buckets", num_buckets, 1, None, "num_buckets >= 1")
+    base, rem = divmod(n, b)
+    return np.where(np.arange(b) < rem, base + 1, base).astype(np.int64)
+
+
+def _check_bucket_args(fname, n, k, num_buckets, k_per_bucket, axis):
+    k = _check_int(f"{fname}: k", k, 0, n, f"0 <= k <= n = {n} (the size of axis {axis})")
+    b = _check_int(f"{fname}: num_buckets", num_buckets, 1, n, f"1 <= num_buckets <= n = {n}")
+    kb = _check_int(f"{fname}: k_per_bucket", k_per_bucket, 1, None, "k_per_bucket >= 1")
+    if b * kb < k:
+        raise ValueError(
+            f"{fname}: num_buckets * k_per_bucket: expected >= k = {k}, got {b} * {kb} = {b * kb}"
+        )
+    return k, b, kb
+
+
+def bucketed_topk(
+    x: np.ndarray,
+    k: int,
+    *,
+    num_buckets: int,
+    k_per_bucket: int = 1,
+    interleaved: bool = True,
+    axis: int = -1,
+    sorted: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bucketed approximate top-k (Key et al. 2024, Sec. 2; spec ``topk.md``).
+
+    Stage 1: split the n positions into ``b = num_buckets`` buckets without padding (the
+    first ``n % b`` hold ``n // b + 1`` elements, the rest ``n // b``), interleaved
+    (bucket j = ``{j, j+b, ...}``) or contiguous; take the exact top-``k_b`` of each (a
+    bucket smaller than ``k_b`` contributes all its elements). Stage 2: exact top-k of the
+    candidates (when there are exactly k candidates they are the answer).
+
+    Parameters
+    ----------
+    x : array_like, shape (..., n, ...)
+        Real numeric (float16/32/64 or integer); NaN rejected; ±inf allowed.
+    k : int
+        ``0 <= k <= n``.
+    num_buckets : int
+        ``1 <= b <= n``.
+    k_per_bucket : int
+        ``k_b >= 1`` with ``b * k_b >= k``.
+    interleaved : bool
+        Bucket layout (default interleaved).
+    axis : int
+        Axis to reduce (default last).
+    sorted : bool
+        Accepted for API compatibility; the output is always sorted.
+
+    Returns
+    -------
+    values : ndarray, shape of ``x`` with ``n`` replaced by ``k``, dtype of ``x``
+    indices : ndarray of int64, same shape
+        Value descending, ties to the lower index. Always real positions of ``x``, also
+        for buckets that hold only -inf.
+    """
+    xm, axis = _as_rows(x, axis, "bucketed_topk")
+    n = xm.shape[-1]
+    k, b, kb = _check_bucket_args("bucketed_topk", n, k, num_buckets, k_per_bucket, axis)
+    key = _kernel_key(xm, True)
+    out = np.empty((key.shape[0], k), dtype=np.int64)
+    nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
+    if key.shape[0]:
+        _bucketed_kernel(key, k, b, kb, bool(interleaved), out, nan_rows)
+    return _finish(xm, out, k, axis, nan_rows, "bucketed_topk")
+
+
+def bucket_params_from_public(k: int, j: int, k_mult) -> tuple[int, int]:
+    """Map the public code's ``(j, k_mult)`` to ``(num_buckets, k_per_bucket)``.
+
+    graphcore-research/pytorch-approx-topk takes ``j`` (elements kept per bucket) and
+    ``k_mult`` (candidates per output element), so ``k_b = j`` and
+    ``b = k_mult * k / j`` (it requires ``j`` to divide ``k * k_mult``). Conversely
+    ``j = k_b`` and ``k_mult = b * k_b / k``.
+
+    Parameters
+    ----------
+    k : int
+        Target k (``>= 1``).
+    j : int
+        Per-bucket count (``>= 1``).
+    k_mult : int, Fraction or float
+        ``>= 1`` in the public code; any value making ``k_mult * k / j`` a positive
+        integer with ``b * j >= k`` is accepted here.
+
+    Returns
+    -------
+    (num_buckets, k_per_bucket) : tuple of int
+    """
+    k = _check_int("bucket_params_from_public: k", k, 1, None, "k >= 1")
+    j = _check_int("bucket_params_from_public: j", j, 1, None, "j >= 1")
+    if isinstance(k_mult, bool) or not isinstance(k_mult, numbers.Real):
+        raise TypeError(f"bucket_params_from_public: k_mult: expected a number, got {k_mult!r}")
+    b = Fraction(k_mult) * k / j
+    if b.denominator != 1 or b < 1:
+        raise ValueError(
+            "bucket_params_from_public: k_mult: expected k_mult * k / j to be a positive "
+            f"integer, got {k_mult} * {k} / {j} = {float(b)}"
+        )
+    if int(b) * j < k:
+        raise ValueError(f"bucket_params_from_public: k_mult: expected k_mult >= 1, got {k_mult}")
+    return int(b), j
+
+
+# --------------------------------------------------------------------------------------
+# Float64 NumPy twins (slow, obvious; the ground truth of the tests).
+# --------------------------------------------------------------------------------------
 
 
 def topk_naive(x: np.ndarray, k: int) -> np.ndarray:
@@ -71,3 +747,74 @@ def topk_naive(x: np.ndarray, k: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     order = np.lexsort((np.arange(x.shape[0]), -x))
     return order[:k].astype(np.int64)
+
+
+def _twin_key(row: np.ndarray) -> np.ndarray:
+    # Floats compare in float64 (exact for float16/32/64); integers stay integers.
+    if row.dtype.kind == "f":
+        return row.astype(np.float64)
+    return row.astype(np.uint64 if row.dtype == np.uint64 else np.int64)
+
+
+def _twin_order(key: np.ndarray, largest: bool) -> np.ndarray:
+    # All positions ranked: by value (desc if largest), ties to the lower index.
+    pos = np.arange(key.shape[0])
+    if largest:
+        # (value desc, index asc) is the reverse of (value asc, index desc).
+        return np.lexsort((-pos, key))[::-1].astype(np.int64)
+    return np.lexsort((pos, key)).astype(np.int64)
+
+
+def _twin_rows(x, axis, fname):
+    xm, axis = _as_rows(x, axis, fname)
+    rows = xm.reshape(_nrows(xm), xm.shape[-1])
+    if xm.dtype.kind == "f" and np.isnan(xm).any():
+        raise ValueError(f"{fname}: x: expected no NaN, got NaN")
+    return xm, axis, rows
+
+
+def topk_twin(
+    x: np.ndarray, k: int, *, axis: int = -1, largest: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slow NumPy twin of :func:`topk` (full lexsort per row; same conventions)."""
+    xm, axis, rows = _twin_rows(x, axis, "topk_twin")
+    n = xm.shape[-1]
+    k = _check_int("topk_twin: k", k, 0, n, f"0 <= k <= n = {n}")
+    idx = np.empty((rows.shape[0], k), dtype=np.int64)
+    for r in range(rows.shape[0]):
+        idx[r] = _twin_order(_twin_key(rows[r]), largest)[:k]
+    idx = idx.reshape(xm.shape[:-1] + (k,))
+    values = np.take_along_axis(xm, idx, axis=-1)
+    return np.moveaxis(values, -1, axis), np.moveaxis(idx, -1, axis)
+
+
+def bucketed_topk_twin(
+    x: np.ndarray,
+    k: int,
+    *,
+    num_buckets: int,
+    k_per_bucket: int = 1,
+    interleaved: bool = True,
+    axis: int = -1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slow NumPy twin of :func:`bucketed_topk`: explicit bucket index lists + lexsort."""
+    xm, axis, rows = _twin_rows(x, axis, "bucketed_topk_twin")
+    n = xm.shape[-1]
+    k, b, kb = _check_bucket_args("bucketed_topk_twin", n, k, num_buckets, k_per_bucket, axis)
+    sizes = bucket_sizes(n, b)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    if interleaved:
+        buckets = [np.arange(j, n, b) for j in range(b)]
+    else:
+        buckets = [np.arange(starts[j], starts[j] + sizes[j]) for j in range(b)]
+    idx = np.empty((rows.shape[0], k), dtype=np.int64)
+    for r in range(rows.shape[0]):
+        key = _twin_key(rows[r])
+        cand = np.concatenate([bk[_twin_order(key[bk], True)[:kb]] for bk in buckets]).astype(
+            np.int64
+        )
+        cand.sort()  # index order, so the final ranking's ties follow global index
+        idx[r] = cand[_twin_order(key[cand], True)[:k]]
+    idx = idx.reshape(xm.shape[:-1] + (k,))
+    values = np.take_along_axis(xm, idx, axis=-1)
+    return np.moveaxis(values, -1, axis), np.moveaxis(idx, -1, axis)
