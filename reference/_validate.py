@@ -5,8 +5,32 @@ from __future__ import annotations
 import operator
 
 import numpy as np
+from numba import prange
+
+from reference._config import njit_parallel
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit_parallel
+def _first_nonfinite(flat):
+    """Flat index of the first NaN or +/-inf in ``flat`` (1-D), or -1 (chunked, parallel)."""
+    n = flat.shape[0]
+    chunk = 1 << 16
+    nchunks = (n + chunk - 1) // chunk
+    first = np.full(nchunks, -1, dtype=np.int64)
+    for c in prange(nchunks):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            v = flat[i]
+            if not (v - v == 0.0):  # false exactly for NaN and +/-inf
+                first[c] = i
+                break
+    for c in range(nchunks):
+        if first[c] >= 0:
+            return first[c]
+    return -1
 
 
 def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.ndarray:
@@ -30,13 +54,15 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
         )
     if x.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {x.shape}")
-    if np.isnan(x).any():
-        idx = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
-        raise ValueError(f"{name}: contains NaN (first at index {idx}); NaN is not accepted")
-    if not allow_inf and np.isinf(x).any():
-        idx = tuple(int(i) for i in np.argwhere(np.isinf(x))[0])
-        raise ValueError(f"{name}: contains +/-inf (first at index {idx}); only finite values")
-    return np.ascontiguousarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.size and _first_nonfinite(x.reshape(-1)) >= 0:
+        if np.isnan(x).any():
+            idx = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
+            raise ValueError(f"{name}: contains NaN (first at index {idx}); NaN is not accepted")
+        if not allow_inf:
+            idx = tuple(int(i) for i in np.argwhere(np.isinf(x))[0])
+            raise ValueError(f"{name}: contains +/-inf (first at index {idx}); only finite values")
+    return x
 
 
 def as_int(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
