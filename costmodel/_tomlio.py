@@ -1,0 +1,118 @@
+"""Strict TOML loading shared by hardware profiles and model shapes.
+
+Every data file is one flat table of values whose units are in the key names, plus a
+``[sources]`` table with one ``{source = "...", retrieved = "YYYY-MM-DD"}`` entry per number.
+Unknown keys, missing keys, wrong types and impossible values are rejected with a
+``ValueError`` that names the key and the file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["loads_toml", "check_keys", "get_number", "get_str", "get_bool", "check_sources"]
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def loads_toml(text: str, origin: str) -> dict[str, Any]:
+    """Parse TOML text; a syntax error becomes a ``ValueError`` naming ``origin``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{origin}: not valid TOML: {exc}") from None
+
+
+def check_keys(
+    data: Mapping[str, Any], *, required: set[str], optional: set[str], origin: str
+) -> None:
+    """Reject unknown and missing keys, naming them and ``origin``."""
+    unknown = sorted(set(data) - required - optional)
+    if unknown:
+        raise ValueError(
+            f"{origin}: unknown key(s) {unknown}; expected keys are {sorted(required | optional)}"
+        )
+    missing = sorted(required - set(data))
+    if missing:
+        raise ValueError(f"{origin}: missing required key(s) {missing}")
+
+
+def get_number(
+    data: Mapping[str, Any],
+    key: str,
+    origin: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    integer: bool = False,
+) -> float | int:
+    """Read a number, checking type and range; raise ``ValueError`` naming key and file."""
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{origin}: key '{key}' must be a number, got {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise ValueError(f"{origin}: key '{key}' must be an integer, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{origin}: key '{key}' must be finite, got {value!r}")
+    if minimum is not None:
+        if strict_min and not value > minimum:
+            raise ValueError(f"{origin}: key '{key}' must be > {minimum}, got {value!r}")
+        if not strict_min and not value >= minimum:
+            raise ValueError(f"{origin}: key '{key}' must be >= {minimum}, got {value!r}")
+    if maximum is not None and not value <= maximum:
+        raise ValueError(f"{origin}: key '{key}' must be <= {maximum}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def get_str(data: Mapping[str, Any], key: str, origin: str, *, choices=None) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{origin}: key '{key}' must be a non-empty string, got {value!r}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{origin}: key '{key}' must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def get_bool(data: Mapping[str, Any], key: str, origin: str) -> bool:
+    value = data[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{origin}: key '{key}' must be true or false, got {value!r}")
+    return value
+
+
+def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str, tuple[str, str]]:
+    """Validate the ``[sources]`` table: exactly one entry per number present.
+
+    Returns ``{key: (source, retrieved)}``.
+    """
+    if not isinstance(sources, Mapping):
+        raise ValueError(f"{origin}: key 'sources' must be a table of per-number sources")
+    unknown = sorted(set(sources) - numeric_keys)
+    if unknown:
+        raise ValueError(f"{origin}: sources given for unknown or absent key(s) {unknown}")
+    missing = sorted(numeric_keys - set(sources))
+    if missing:
+        raise ValueError(f"{origin}: no source given for key(s) {missing} (add [sources.KEY])")
+    out: dict[str, tuple[str, str]] = {}
+    for key in sorted(numeric_keys):
+        entry = sources[key]
+        where = f"sources.{key}"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{origin}: '{where}' must be a table with source and retrieved")
+        check_keys(entry, required={"source", "retrieved"}, optional=set(), origin=origin)
+        src = get_str(entry, "source", f"{origin} [{where}]")
+        date = entry["retrieved"]
+        date = str(date)
+        if not _DATE.match(date):
+            raise ValueError(f"{origin}: '{where}.retrieved' must be YYYY-MM-DD, got {date!r}")
+        out[key] = (src, date)
+    return out
