@@ -29,12 +29,13 @@ from numba import prange
 from reference._config import njit_parallel, njit_serial
 from reference._validate import as_choice, as_float_array, as_int, check_attention_inputs
 from reference.dense import _softmax_attend_row
-from reference.topk import topk_naive, topk_row
+from reference.topk import bucketed_topk_row, bucketed_topk_twin, topk_naive, topk_row
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
 GROUP_SCORES = ("logits", "probs")
 SELECTIONS = ("group", "head")
 IMPLS = ("numba", "naive")
+TOPKS = ("exact", "bucketed")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,26 @@ def _softmax_naive(x: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def _sparq_group_naive(qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean):
+def _select_naive(score, n_sel, n_local, bucketed):
+    """Step 4's top-k over the compacted valid scores (the last ``n_local`` are forced).
+
+    ``bucketed`` is None (exact) or ``(num_buckets, k_per_bucket, interleaved)``: then the
+    forced window is kept and the other ``n_sel - n_local`` positions are a bucketed top-k of
+    the non-local prefix (buckets laid over valid positions in index order)."""
+    n_rest = score.shape[0] - n_local
+    if bucketed is None or n_sel - n_local <= 0 or n_sel >= score.shape[0]:
+        return topk_naive(score, n_sel)
+    b, kb, interleaved = bucketed
+    _, rest = bucketed_topk_twin(
+        score[:n_rest], n_sel - n_local, num_buckets=min(b, n_rest), k_per_bucket=kb,
+        interleaved=interleaved,
+    )  # fmt: skip
+    return np.concatenate([np.arange(n_rest, score.shape[0]), rest]).astype(np.int64)
+
+
+def _sparq_group_naive(
+    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed
+):
     """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d)."""
     G, d = qg.shape
     S = K.shape[0]
@@ -110,7 +130,7 @@ def _sparq_group_naive(qg, K, V, valid, r, k, local_window, temperature, group_s
     if n_local > 0:
         score[valid.shape[0] - n_local :] = np.inf  # the most recent valid positions
     n_sel = min(k, valid.shape[0])
-    chosen = valid[topk_naive(score, n_sel)]
+    chosen = valid[_select_naive(score, n_sel, n_local, bucketed)]
     positions = np.full(k, -1, dtype=np.int64)
     positions[:n_sel] = chosen
     # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
@@ -138,11 +158,15 @@ def sparq_attention_naive(
     group_score: str = "logits",
     selection: str = "group",
     v_mean=None,
+    topk: str = "exact",
+    num_buckets: int | None = None,
+    k_per_bucket: int = 1,
+    interleaved: bool = True,
 ) -> SparqSteps:
     """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`."""
-    q, K, V, mask, r, k, local_window, v_mean, opts = _check(
+    q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
         q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-        selection, v_mean,
+        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved,
     )  # fmt: skip
     B, H, d = q.shape
     Hkv, S = K.shape[1], K.shape[2]
@@ -163,7 +187,7 @@ def sparq_attention_naive(
             kv = (grp * per) // g
             o, i1, s, p, a, yy, t = _sparq_group_naive(
                 q[b, heads], K[b, kv], V[b, kv], valid, r, k, local_window, temperature,
-                group_score, v_mean[b, kv],
+                group_score, v_mean[b, kv], bucketed,
             )  # fmt: skip
             if not reallocate:
                 a = np.ones_like(a)
@@ -183,7 +207,7 @@ _TEMP_CODE = {"l1": 0, "sqrt_d": 1, "sqrt_r": 2}
 @njit_serial
 def _sparq_group_row(
     qg, K, V, maskrow, r, k, local_window, temp_code, probs, reallocate, vmean,
-    out, comps, s, pos, alpha, y, tau,
+    nb, kb, interleaved, out, comps, s, pos, alpha, y, tau,
 ):  # fmt: skip
     G, d = qg.shape
     S = K.shape[0]
@@ -257,7 +281,16 @@ def _sparq_group_row(
         score[t] = np.inf
     n_sel = min(k, nv)
     sel = np.empty(n_sel, dtype=np.int64)
-    topk_row(score, n_sel, sel)
+    n_rest = nv - n_local
+    if nb > 0 and n_sel - n_local > 0 and n_sel < nv:
+        # Bucketed top-k over the non-local prefix; the forced window (score +inf) first.
+        for t in range(n_local):
+            sel[t] = n_rest + t
+        bucketed_topk_row(
+            score[:n_rest], n_sel - n_local, min(nb, n_rest), kb, interleaved, sel[n_local:]
+        )
+    else:
+        topk_row(score, n_sel, sel)
     for t in range(n_sel):
         sel[t] = valid[sel[t]]
         pos[t] = sel[t]
@@ -283,7 +316,7 @@ def _sparq_group_row(
 @njit_parallel
 def _sparq_kernel(
     q, K, V, mask, r, k, local_window, temp_code, probs, reallocate, per, vmean,
-    out, comps, s, pos, alpha, y, tau,
+    nb, kb, interleaved, out, comps, s, pos, alpha, y, tau,
 ):  # fmt: skip
     B, H, d = q.shape
     Hkv = K.shape[1]
@@ -296,7 +329,8 @@ def _sparq_kernel(
         kv = h0 // g
         _sparq_group_row(
             q[b, h0 : h0 + per], K[b, kv], V[b, kv], mask[b], r, k, local_window, temp_code,
-            probs, reallocate, vmean[b, kv], out[b, h0 : h0 + per], comps[b, grp],
+            probs, reallocate, vmean[b, kv], nb, kb, interleaved, out[b, h0 : h0 + per],
+            comps[b, grp],
             s[b, h0 : h0 + per], pos[b, grp], alpha[b, h0 : h0 + per], y[b, h0 : h0 + per],
             tau[b, h0 : h0 + per],
         )  # fmt: skip
@@ -328,7 +362,7 @@ def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _check(
     q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-    selection, v_mean, naive=True,
+    selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=True,
 ):  # fmt: skip
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
     r = as_int("r", r, lo=1, hi=d)
@@ -347,7 +381,28 @@ def _check(
             raise ValueError(
                 f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}"
             )
-    return q, K, V, mask, r, k, local_window, v_mean, None
+    as_choice("topk", topk, TOPKS)
+    bucketed = None
+    if topk == "bucketed":
+        if num_buckets is None:
+            raise ValueError('num_buckets: required with topk="bucketed" (e.g. k - local_window)')
+        nb = as_int("num_buckets", num_buckets, lo=1)
+        kb = as_int("k_per_bucket", k_per_bucket, lo=1)
+        if nb * kb < k - local_window:
+            raise ValueError(
+                f"num_buckets * k_per_bucket: expected >= k - local_window = {k - local_window}"
+                f" (the non-local positions to select), got {nb} * {kb} = {nb * kb}"
+            )
+        if not isinstance(interleaved, (bool, np.bool_)):
+            raise TypeError(f"interleaved: expected a bool, got {type(interleaved).__name__}")
+        bucketed = (nb, kb, bool(interleaved))
+    elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
+        raise ValueError(
+            f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
+            f" topk={topk!r} with num_buckets={num_buckets!r}, k_per_bucket={k_per_bucket!r},"
+            f" interleaved={interleaved!r}"
+        )
+    return q, K, V, mask, r, k, local_window, v_mean, bucketed
 
 
 def sparq_attention(
@@ -365,6 +420,10 @@ def sparq_attention(
     group_score: str = "logits",
     selection: str = "group",
     v_mean=None,
+    topk: str = "exact",
+    num_buckets: int | None = None,
+    k_per_bucket: int = 1,
+    interleaved: bool = True,
     impl: str = "numba",
 ) -> np.ndarray | SparqSteps:
     """SparQ Attention for one decode step (float64 truth, Ribar et al. 2024, Alg. 1).
@@ -397,6 +456,14 @@ def sparq_attention(
         One i1/i2 per KV head shared by its g query heads, or one per query head.
     v_mean : ndarray, shape (B, Hkv, d), optional
         Caller-supplied mean value (e.g. a running mean); default: masked mean of V.
+    topk : {"exact", "bucketed"}
+        Step 4's top-k. ``"bucketed"`` keeps the forced local window and chooses the other
+        ``k - local_window`` positions with :func:`reference.topk.bucketed_topk` over the
+        non-local valid positions in index order (Key et al. 2024, applied to SparQ).
+    num_buckets, k_per_bucket, interleaved
+        Bucketed top-k parameters (``num_buckets * k_per_bucket >= k - local_window``). A row
+        with fewer non-local valid positions ``n'`` than buckets uses ``n'`` buckets of one
+        (the same result as empty buckets: exact).
     impl : {"numba", "naive"}
         The Numba-parallel kernel (default) or the float64 NumPy twin.
 
@@ -409,13 +476,15 @@ def sparq_attention(
         steps = sparq_attention_naive(
             q, k_cache, v_cache, r=r, k=k, local_window=local_window, mask=mask,
             reallocate=reallocate, temperature=temperature, group_score=group_score,
-            selection=selection, v_mean=v_mean,
+            selection=selection, v_mean=v_mean, topk=topk, num_buckets=num_buckets,
+            k_per_bucket=k_per_bucket, interleaved=interleaved,
         )  # fmt: skip
         return steps if return_steps else steps.out
-    q, K, V, mask, r, k, local_window, v_mean, _ = _check(
+    q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
         q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-        selection, v_mean, naive=False,
+        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=False,
     )  # fmt: skip
+    nb, kb, inter = bucketed if bucketed is not None else (0, 1, True)
     B, H, d = q.shape
     Hkv, S = K.shape[1], K.shape[2]
     if v_mean is None:
@@ -432,7 +501,7 @@ def sparq_attention(
     tau = np.empty((B, H))
     _sparq_kernel(
         q, K, V, mask, r, k, local_window, _TEMP_CODE[temperature], group_score == "probs",
-        bool(reallocate), per, v_mean, out, comps, s, pos, alpha, y, tau,
+        bool(reallocate), per, v_mean, nb, kb, inter, out, comps, s, pos, alpha, y, tau,
     )  # fmt: skip
     if not return_steps:
         return out

@@ -263,7 +263,12 @@ def test_kernel_matches_twin(S, g, Hkv, d, data):
     r = data.draw(st.integers(1, d), label="r")
     k = data.draw(st.integers(1, S + 2), label="k")
     lw = data.draw(st.integers(0, k), label="local_window")
-    opts = data.draw(st.sampled_from(OPTIONS), label="opts")
+    opts = dict(data.draw(st.sampled_from(OPTIONS), label="opts"))
+    if data.draw(st.booleans(), label="bucketed"):
+        kb = data.draw(st.integers(1, 3), label="k_per_bucket")
+        nb = data.draw(st.integers(max(1, -(-(k - lw) // kb)), S + 3), label="num_buckets")
+        opts.update(topk="bucketed", num_buckets=nb, k_per_bucket=kb,
+                    interleaved=data.draw(st.booleans(), label="interleaved"))  # fmt: skip
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     q, K, V, mask = random_case(seed, B=2, H=g * Hkv, Hkv=Hkv, S=S, d=d)
     a, b = both(q, K, V, r=r, k=k, local_window=lw, mask=mask, **opts)
@@ -311,3 +316,72 @@ def test_bit_identical_across_thread_counts():
     for name in ("out", "approx_logits", "positions", "alpha", "v_mean"):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
     np.testing.assert_array_equal(d1, d2)
+
+
+# --- bucketed top-k in step 4 (Key et al. 2024 applied to SparQ) ----------------------------
+
+
+def _nonlocal_scores(st_, mask, b, grp, g, lw):
+    """Group-summed approximate logits of the non-local valid positions, in index order."""
+    valid = np.flatnonzero(mask[b])
+    s = st_.approx_logits[b, grp * g : (grp + 1) * g][:, valid].sum(0)
+    n_local = min(lw, len(valid))
+    return valid[: len(valid) - n_local], s[: len(valid) - n_local], valid[len(valid) - n_local :]
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+@pytest.mark.parametrize("kb", [1, 2])
+def test_bucketed_selection_is_bucketed_topk_of_nonlocal_scores(interleaved, kb):
+    from reference.topk import bucketed_topk
+
+    q, K, V, mask = random_case(21, B=3, H=4, Hkv=2, S=90, d=8)
+    k, lw, nb = 20, 4, 9 if kb == 2 else 16
+    kw = dict(r=3, k=k, local_window=lw, mask=mask, topk="bucketed",
+              num_buckets=nb, k_per_bucket=kb, interleaved=interleaved)  # fmt: skip
+    for st_ in both(q, K, V, **kw):
+        for b in range(3):
+            for grp in range(2):
+                pos, score, local = _nonlocal_scores(st_, mask, b, grp, 2, lw)
+                n_sel = min(k, len(pos) + len(local))
+                if n_sel >= len(pos) + len(local):
+                    continue
+                _, idx = bucketed_topk(score, n_sel - len(local), num_buckets=min(nb, len(pos)),
+                                       k_per_bucket=kb, interleaved=interleaved)  # fmt: skip
+                expected = local.tolist() + pos[idx].tolist()
+                assert st_.positions[b, grp, :n_sel].tolist() == expected
+
+
+def test_bucketed_degenerate_cases_equal_exact():
+    q, K, V, mask = random_case(22, B=2, H=4, Hkv=2, S=60, d=8)
+    exact = sparq_attention(q, K, V, r=3, k=12, local_window=2, mask=mask, return_steps=True)
+    for nb, kb in [(60, 1), (1, 10), (200, 1)]:  # buckets of one element; one bucket, k_b = k'
+        st_ = sparq_attention(q, K, V, r=3, k=12, local_window=2, mask=mask, return_steps=True,
+                              topk="bucketed", num_buckets=nb, k_per_bucket=kb)  # fmt: skip
+        np.testing.assert_array_equal(st_.positions, exact.positions)
+        np.testing.assert_array_equal(st_.out, exact.out)
+
+
+def test_bucketed_can_miss_what_exact_finds():
+    # The two best non-local positions share interleaved bucket 0 of 4: k_b = 1 keeps one.
+    q = np.array([[[1.0, 0.0]]])
+    K = np.zeros((1, 1, 9, 2))
+    K[0, 0, [0, 4], 0] = [5.0, 4.0]  # positions 0 and 4 are both in bucket 0 (b = 4)
+    K[0, 0, [1, 2, 3], 0] = [1.0, 2.0, 3.0]
+    V = np.zeros_like(K)
+    exact = sparq_attention(q, K, V, r=1, k=3, local_window=1, return_steps=True)
+    buck = sparq_attention(q, K, V, r=1, k=3, local_window=1, return_steps=True,
+                           topk="bucketed", num_buckets=4)  # fmt: skip
+    assert exact.positions[0, 0].tolist() == [8, 0, 4]
+    assert buck.positions[0, 0].tolist() == [8, 0, 3]
+
+
+def test_bucketed_parameter_errors():
+    q, K, V, mask = random_case(23)
+    with pytest.raises(ValueError, match="num_buckets: required"):
+        sparq_attention(q, K, V, r=2, k=5, topk="bucketed")
+    with pytest.raises(ValueError, match="expected >= k - local_window = 3"):
+        sparq_attention(q, K, V, r=2, k=5, local_window=2, topk="bucketed", num_buckets=2)
+    with pytest.raises(ValueError, match="only used with topk='bucketed'"):
+        sparq_attention(q, K, V, r=2, k=5, num_buckets=4)
+    with pytest.raises(ValueError, match="topk: expected one of"):
+        sparq_attention(q, K, V, r=2, k=5, topk="approx")
