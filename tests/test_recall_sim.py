@@ -1,0 +1,223 @@
+"""Recall theory vs simulation of each model's own sampling scheme, and simulate_recall.
+
+The tiny samplers below are independent oracles (they do not use costmodel.recall):
+* exact model: true top-k positions = the first k of a random permutation, fixed buckets;
+* binomial model: k elements placed into b buckets independently (with replacement);
+* Poisson model: independent Poisson(k/b) counts per bucket.
+Every statistical check uses a fixed seed and a 4-standard-error bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from costmodel.recall import (
+    expected_recall,
+    recall_distribution,
+    simulate_recall,
+)
+from reference import set_num_threads
+from reference._config import get_num_threads
+from reference.topk import bucketed_topk
+
+# --------------------------------------------------------------------------- samplers
+
+
+def sample_exact(n, k, b, kb, trials, rng, interleaved=True):
+    """Recall per trial: uniform k-subset of positions, fixed unpadded buckets."""
+    if interleaved:
+        bid = np.arange(n) % b
+    else:
+        sizes = np.where(np.arange(b) < n % b, n // b + 1, n // b)
+        bid = np.repeat(np.arange(b), sizes)
+    out = np.empty(trials)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, trials, chunk):
+        m = min(chunk, trials - start)
+        pos = np.argsort(rng.random((m, n)), axis=1)[:, :k]
+        bucket = bid[pos]
+        counts = np.zeros((m, b), dtype=np.int64)
+        np.add.at(counts, (np.repeat(np.arange(m), k), bucket.ravel()), 1)
+        out[start : start + m] = np.minimum(counts, kb).sum(axis=1) / k
+    return out
+
+
+def sample_binomial(k, b, kb, trials, rng):
+    """Recall per trial: each of the k elements in a uniform bucket, with replacement."""
+    counts = rng.multinomial(k, np.full(b, 1.0 / b), size=trials)
+    return np.minimum(counts, kb).sum(axis=1) / k
+
+
+def sample_poisson(k, b, kb, trials, rng):
+    """E[min(Pois(lam), kb)] / lam estimator, lam = k/b: mean over b independent buckets."""
+    lam = k / b
+    counts = rng.poisson(lam, size=(trials, b))
+    return np.minimum(counts, kb).mean(axis=1) / lam
+
+
+def within(sample: np.ndarray, value: float, z: float = 4.0) -> bool:
+    se = sample.std(ddof=1) / np.sqrt(sample.size)
+    return abs(sample.mean() - value) <= z * se + 1e-12
+
+
+CONFIGS = [
+    (64, 16, 8, 2),
+    (32, 8, 8, 1),
+    (61, 16, 7, 3),  # uneven
+    (100, 12, 13, 1),  # uneven
+    (300, 40, 20, 2),
+    (1500, 96, 96, 1),  # SparQ's k = 96 non-local of S ~ 1500
+    (1500, 96, 192, 1),
+    (1500, 96, 96, 2),
+]
+
+
+# ------------------------------------------------------------------ each model vs its sampler
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_exact_vs_permutation_sampler(cfg):
+    n, k, b, kb = cfg
+    rng = np.random.default_rng(1000 + n + k + b + kb)
+    s = sample_exact(n, k, b, kb, 4000, rng)
+    assert within(s, expected_recall(n, k, num_buckets=b, k_per_bucket=kb))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_binomial_vs_replacement_sampler(cfg):
+    n, k, b, kb = cfg
+    rng = np.random.default_rng(2000 + n + k + b + kb)
+    s = sample_binomial(k, b, kb, 20000, rng)
+    assert within(s, expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model="binomial"))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_poisson_vs_poisson_sampler(cfg):
+    n, k, b, kb = cfg
+    rng = np.random.default_rng(3000 + n + k + b + kb)
+    s = sample_poisson(k, b, kb, 5000, rng)
+    assert within(s, expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model="poisson"))
+
+
+@pytest.mark.parametrize("cfg", [(64, 16, 8, 2), (61, 16, 7, 3), (1500, 96, 96, 1)])
+def test_variance_vs_sampler(cfg):
+    # Sample variance within 4 of its standard errors, sqrt((m4 - s^4) / T).
+    n, k, b, kb = cfg
+    rng = np.random.default_rng(4000 + n)
+    for model, s in (
+        ("exact", sample_exact(n, k, b, kb, 20000, rng)),
+        ("binomial", sample_binomial(k, b, kb, 20000, rng)),
+    ):
+        d = recall_distribution(n, k, num_buckets=b, k_per_bucket=kb, model=model)
+        c = s - s.mean()
+        v = (c**2).mean()
+        se_v = np.sqrt(((c**4).mean() - v**2) / s.size)
+        assert abs(v - d.var) <= 4 * se_v, (model, v, d.var, se_v)
+
+
+# --------------------------------------------------------------------------- per-instance identity
+
+
+@given(
+    st.integers(1, 64),
+    st.data(),
+    st.booleans(),
+    st.integers(0, 2**31),
+)
+def test_per_instance_identity(n, data, interleaved, seed):
+    # recall(reference bucketed top-k) == (1/k) sum_j min(X_j, k_b) on distinct random data.
+    b = data.draw(st.integers(1, n))
+    kb = data.draw(st.integers(1, n))
+    k = data.draw(st.integers(1, min(n, b * kb)))
+    rng = np.random.default_rng(seed)
+    x = rng.permutation(n).astype(np.float64)  # distinct values
+    _, idx = bucketed_topk(x, k, num_buckets=b, k_per_bucket=kb, interleaved=interleaved)
+    true = np.argsort(-x)[:k]
+    if interleaved:
+        bid = np.arange(n) % b
+    else:
+        bid = np.repeat(np.arange(b), np.where(np.arange(b) < n % b, n // b + 1, n // b))
+    xj = np.bincount(bid[true], minlength=b)
+    assert len(set(idx.tolist()) & set(true.tolist())) == np.minimum(xj, kb).sum()
+
+
+# --------------------------------------------------------------------------- simulate_recall
+
+
+def test_simulate_deterministic_and_thread_independent():
+    kw = {"num_buckets": 24, "k_per_bucket": 2, "trials": 300, "seed": 7}
+    a = simulate_recall(500, 40, **kw)
+    b = simulate_recall(500, 40, **kw)
+    np.testing.assert_array_equal(a.recalls, b.recalls)
+    old = get_num_threads()
+    try:
+        set_num_threads(1)
+        c = simulate_recall(500, 40, **kw)
+    finally:
+        set_num_threads(old)
+    np.testing.assert_array_equal(a.recalls, c.recalls)
+    d = simulate_recall(500, 40, **{**kw, "seed": 8})
+    assert not np.array_equal(a.recalls, d.recalls)
+    assert a.recalls.shape == (300,)
+    assert a.stderr == pytest.approx(a.recalls.std(ddof=1) / np.sqrt(300))
+
+
+@pytest.mark.parametrize("interleaved", [True, False])
+@pytest.mark.parametrize("cfg", [(64, 16, 8, 2), (61, 16, 7, 3), (1500, 96, 192, 1)])
+def test_simulate_vs_exact(cfg, interleaved):
+    n, k, b, kb = cfg
+    r = simulate_recall(
+        n, k, num_buckets=b, k_per_bucket=kb, interleaved=interleaved, trials=4000, seed=11
+    )
+    want = expected_recall(n, k, num_buckets=b, k_per_bucket=kb)
+    assert abs(r.mean - want) <= 4 * r.stderr
+
+
+def test_simulate_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="trials"):
+        simulate_recall(10, 2, num_buckets=2, trials=1, seed=0)
+    with pytest.raises(ValueError, match="correlation"):
+        simulate_recall(10, 2, num_buckets=2, trials=10, seed=0, correlation=1.0)
+    with pytest.raises(ValueError, match="seed"):
+        simulate_recall(10, 2, num_buckets=2, trials=10, seed=-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [(65536, 1024, 1024, 1), (65536, 1024, 512, 4)])
+def test_simulate_vs_exact_paper_size(cfg):
+    n, k, b, kb = cfg
+    r = simulate_recall(n, k, num_buckets=b, k_per_bucket=kb, trials=1000, seed=3)
+    want = expected_recall(n, k, num_buckets=b, k_per_bucket=kb)
+    assert abs(r.mean - want) <= 4 * r.stderr
+
+
+@pytest.mark.slow
+def test_simulated_count_distribution_matches_pmf():
+    # Chi-square goodness of fit of the per-trial recovered counts to the DP pmf.
+    from scipy import stats
+
+    n, k, b, kb = 200, 24, 24, 1
+    r = simulate_recall(n, k, num_buckets=b, k_per_bucket=kb, trials=20000, seed=5)
+    pmf = recall_distribution(n, k, num_buckets=b, k_per_bucket=kb, full=True).pmf
+    obs = np.bincount(np.rint(r.recalls * k).astype(np.int64), minlength=k + 1)
+    exp = pmf * r.recalls.size
+    keep = exp >= 5
+    o = np.append(obs[keep], obs[~keep].sum())
+    e = np.append(exp[keep], exp[~keep].sum())
+    chi2 = ((o - e) ** 2 / e).sum()
+    assert stats.chi2.sf(chi2, o.size - 1) > 1e-4
+
+
+@pytest.mark.slow
+def test_ar1_contiguous_collapses_interleaved_holds():
+    # Correlated inputs break A2 (random order): contiguous buckets lose recall.
+    n, k, b = 16384, 256, 256
+    iid = expected_recall(n, k, num_buckets=b)
+    kw = {"num_buckets": b, "trials": 400, "seed": 9, "correlation": 0.99}
+    cont = simulate_recall(n, k, interleaved=False, **kw)
+    inter = simulate_recall(n, k, interleaved=True, **kw)
+    assert cont.mean < iid - 0.3
+    assert inter.mean > iid - 0.02
