@@ -1,0 +1,472 @@
+"""Roofline time of decode attention and of a whole decode step.
+
+Per kernel (spec costmodel.md, "Time"): ``t = t0 + max(bytes / (eta_mem * BW),
+flops / (eta_flop * peak))`` with ``t0`` the profile's ``kernel_latency_s``. Top-k is not
+bandwidth-bound and gets its own term ``t0 + input_bytes / topk_bytes_per_s`` (exact top-k;
+bucketed top-k divided by ``bucketed_topk_speedup``; ``topk="none"`` prices it at zero, as the
+paper's Eq. 11 does). A working set that fits in on-chip memory whose bandwidth the profile
+gives is served at that bandwidth.
+
+A whole decode step (:func:`estimate_decode`) reads the weights once whatever the batch and
+the KV cache once per sequence; SparQ speeds up only the attention part (Amdahl).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from costmodel.hardware import Hardware, load_hardware
+from costmodel.shapes import ModelShape, load_model
+from costmodel.traffic import Traffic, _check_int, attention_traffic, dtype_bytes
+
+__all__ = [
+    "BUCKETED_TOPK_SPEEDUP",
+    "StepEstimate",
+    "Estimate",
+    "Speedup",
+    "DecodeEstimate",
+    "estimate_attention",
+    "speedup",
+    "estimate_decode",
+    "attention_transfer_fraction",
+    "ideal_hardware",
+]
+
+#: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (spec topk.md):
+#: ratio of geometric means sqrt(170*1280)/sqrt(40*180) = 5.5
+BUCKETED_TOPK_SPEEDUP = 5.5
+
+BOUNDS = ("memory", "compute", "latency", "topk")
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """Time of one kernel (or the top-k term) of an estimate."""
+
+    kernel: str
+    bytes: float
+    flops: float
+    memory_s: float
+    compute_s: float
+    latency_s: float
+    topk_s: float
+    time_s: float
+    bound: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Roofline estimate of one decode-attention call (``n_layers`` layers).
+
+    Attributes
+    ----------
+    method, hardware : str
+    time_s : float
+        Sum over kernels of ``t0 + max(memory, compute)`` plus the top-k term.
+    bytes, flops : float
+        Totals of the byte-level traffic model.
+    bound : {"memory", "compute", "latency", "topk"}
+        The largest of the summed terms: memory time of memory-bound kernels, compute time of
+        compute-bound kernels, launch latency, top-k throughput time.
+    memory_s, compute_s, latency_s, topk_s : float
+        Those sums (``time_s`` is their total).
+    kernels : tuple of StepEstimate
+        Per-kernel breakdown.
+    traffic : Traffic
+        Per-step byte breakdown (see :func:`costmodel.traffic.attention_traffic`).
+    resident : bool
+        Whether the KV working set was served from on-chip memory.
+    params : dict
+        The configuration.
+    """
+
+    method: str
+    hardware: str
+    time_s: float
+    bytes: float
+    flops: float
+    bound: str
+    memory_s: float
+    compute_s: float
+    latency_s: float
+    topk_s: float
+    kernels: tuple[StepEstimate, ...]
+    traffic: Traffic
+    resident: bool
+    params: dict = field(default_factory=dict)
+
+    def breakdown(self) -> dict[str, float]:
+        """``{step name: bytes}`` of the traffic model."""
+        return self.traffic.by_name()
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """``baseline.time_s / method.time_s`` with both estimates."""
+
+    ratio: float
+    baseline: Estimate
+    method: Estimate
+
+
+def ideal_hardware(hw: Hardware) -> Hardware:
+    """The profile with every correction off: ``eta = 1``, ``t0 = 0`` (the paper's view)."""
+    return hw.replace(mem_efficiency=1.0, flop_efficiency=1.0, kernel_latency_s=0.0)
+
+
+def _resolve_hw(hardware) -> Hardware:
+    if isinstance(hardware, Hardware):
+        return hardware
+    if isinstance(hardware, str):
+        return load_hardware(hardware)
+    raise TypeError(
+        f"hardware must be a Hardware or a profile name/path, got {type(hardware).__name__}"
+    )
+
+
+def _price(
+    traffic: Traffic,
+    hw: Hardware,
+    *,
+    topk: str,
+    resident: bool,
+    bucketed_topk_speedup: float,
+    n_calls: int,
+) -> tuple[StepEstimate, ...]:
+    bw = (
+        hw.onchip_bandwidth_bytes_per_s
+        if resident and hw.onchip_bandwidth_bytes_per_s
+        else hw.mem_bandwidth_bytes_per_s
+    )
+    eff_bw = hw.mem_efficiency * bw
+    eff_flops = hw.flop_efficiency * hw.peak_flops(traffic.dtype)
+    out = []
+    for kern in traffic.kernels:
+        steps = [s for s in traffic.steps if s.kernel == kern]
+        nbytes = sum(s.bytes for s in steps)
+        flops = sum(s.flops for s in steps)
+        if kern == "topk":
+            if topk == "none":
+                out.append(StepEstimate(kern, nbytes, flops, 0, 0, 0, 0, 0, "topk"))
+                continue
+            rate = hw.topk_bytes_per_s * (bucketed_topk_speedup if topk == "bucketed" else 1.0)
+            t_k = nbytes / rate
+            lat = n_calls * hw.kernel_latency_s
+            bound = "topk" if t_k >= lat else "latency"
+            out.append(StepEstimate(kern, nbytes, flops, 0.0, 0.0, lat, t_k, lat + t_k, bound))
+            continue
+        mem = nbytes / eff_bw
+        comp = flops / eff_flops
+        lat = n_calls * hw.kernel_latency_s
+        top = max(mem, comp)
+        if lat > top:
+            bound = "latency"
+        else:
+            bound = "memory" if mem >= comp else "compute"
+        out.append(
+            StepEstimate(
+                kern,
+                nbytes,
+                flops,
+                mem if mem >= comp else 0.0,
+                comp if comp > mem else 0.0,
+                lat,
+                0.0,
+                lat + top,
+                bound,
+            )
+        )
+    return tuple(out)
+
+
+def _assemble(method, hw, traffic, kernels, resident, params) -> Estimate:
+    memory_s = sum(k.memory_s for k in kernels)
+    compute_s = sum(k.compute_s for k in kernels)
+    latency_s = sum(k.latency_s for k in kernels)
+    topk_s = sum(k.topk_s for k in kernels)
+    terms = {"memory": memory_s, "compute": compute_s, "latency": latency_s, "topk": topk_s}
+    bound = max(BOUNDS, key=lambda b: terms[b])
+    return Estimate(
+        method=method,
+        hardware=hw.name,
+        time_s=float(sum(k.time_s for k in kernels)),
+        bytes=traffic.bytes,
+        flops=traffic.flops,
+        bound=bound,
+        memory_s=memory_s,
+        compute_s=compute_s,
+        latency_s=latency_s,
+        topk_s=topk_s,
+        kernels=kernels,
+        traffic=traffic,
+        resident=resident,
+        params=params,
+    )
+
+
+def estimate_attention(
+    method: str,
+    *,
+    hardware: Hardware | str,
+    batch: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    seq_len: int,
+    head_dim: int,
+    dtype: str = "float16",
+    r: int | None = None,
+    k: int | None = None,
+    store_k_twice: bool = True,
+    gqa_selection: str = "shared",
+    topk: str = "exact",
+    n_layers: int = 1,
+    resident: bool | None = None,
+    bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
+    ideal: bool = False,
+) -> Estimate:
+    """Roofline time of one decode-attention call.
+
+    Parameters
+    ----------
+    method : str
+        ``"dense"``, ``"sparq"`` (byte-level model) or another of
+        :data:`costmodel.traffic.METHODS` (paper formula x dtype bytes, one kernel).
+    hardware : Hardware or str
+        Profile or its name / TOML path.
+    batch, n_heads, n_kv_heads, seq_len, head_dim : int
+        Shapes; ``n_kv_heads`` defaults to ``n_heads`` (no GQA).
+    dtype : str
+        KV/q dtype (``float16``, ``bfloat16``, ``float8``, ``float32``).
+    r, k : int
+        SparQ components / positions.
+    store_k_twice, gqa_selection : see :func:`costmodel.traffic.attention_traffic`.
+    topk : {"exact", "bucketed", "none"}
+        How the top-k is priced (``"none"``: free, as in Eq. 11).
+    n_layers : int
+        Identical calls to add (bytes, FLOPs and kernel launches all scale).
+    resident : bool or None
+        Serve the KV working set from on-chip memory. ``None`` (default): yes when the
+        profile gives ``onchip_bandwidth_bytes_per_s`` and the KV cache of one call fits in
+        ``onchip_bytes`` (a repeated microbenchmark keeps it there; a real decode step
+        evicts it with the weights, so :func:`estimate_decode` passes ``False``).
+    ideal : bool
+        Turn every correction off (``eta = 1``, ``t0 = 0``, free top-k, no residency):
+        bytes / peak bandwidth, the paper's and the authors' blog's view.
+
+    Returns
+    -------
+    Estimate
+    """
+    hw = _resolve_hw(hardware)
+    if topk not in ("exact", "bucketed", "none"):
+        raise ValueError(f"topk must be 'exact', 'bucketed' or 'none', got {topk!r}")
+    if not bucketed_topk_speedup > 0:
+        raise ValueError(f"bucketed_topk_speedup must be > 0, got {bucketed_topk_speedup}")
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    traffic = attention_traffic(
+        method,
+        batch=batch,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        seq_len=seq_len,
+        head_dim=head_dim,
+        dtype=dtype,
+        r=r,
+        k=k,
+        store_k_twice=store_k_twice,
+        gqa_selection=gqa_selection,
+        transaction_bytes=hw.mem_transaction_bytes,
+        n_layers=n_layers,
+    )
+    if ideal:
+        hw = ideal_hardware(hw)
+        topk = "none"
+        resident = False
+    if resident is None:
+        per_call_cache = traffic.kv_cache_bytes / n_layers
+        resident = bool(
+            hw.onchip_bandwidth_bytes_per_s is not None and per_call_cache <= hw.onchip_bytes
+        )
+    kernels = _price(
+        traffic,
+        hw,
+        topk=topk,
+        resident=resident,
+        bucketed_topk_speedup=bucketed_topk_speedup,
+        n_calls=n_layers,
+    )
+    params = dict(
+        batch=batch,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        seq_len=seq_len,
+        head_dim=head_dim,
+        dtype=traffic.dtype,
+        r=r,
+        k=k,
+        store_k_twice=store_k_twice if method == "sparq" else None,
+        gqa_selection=gqa_selection if method == "sparq" else None,
+        topk=topk if method == "sparq" else None,
+        n_layers=n_layers,
+        ideal=ideal,
+    )
+    return _assemble(method, hw, traffic, kernels, resident, params)
+
+
+def speedup(
+    method: str = "sparq",
+    baseline: str = "dense",
+    *,
+    hardware: Hardware | str,
+    r: int | None = None,
+    k: int | None = None,
+    **common,
+) -> Speedup:
+    """``time(baseline) / time(method)`` under the same shapes and hardware.
+
+    ``r`` and ``k`` go to whichever of the two methods is not ``"dense"``; every other
+    keyword goes to both :func:`estimate_attention` calls.
+    """
+    rk = dict(r=r, k=k)
+    base = estimate_attention(
+        baseline, hardware=hardware, **({} if baseline == "dense" else rk), **common
+    )
+    meth = estimate_attention(
+        method, hardware=hardware, **({} if method == "dense" else rk), **common
+    )
+    return Speedup(base.time_s / meth.time_s, base, meth)
+
+
+def attention_transfer_fraction(
+    *, seq_len: int, batch: int, group_size: int, d_model: int
+) -> float:
+    """Fraction of a decode step's transfers that are the KV cache (paper App. C).
+
+    With ``N = 12*d_model^2`` parameters per layer and ``rho = S / (g * d_model)``:
+    ``rho / (rho + 6 / B)``.
+    """
+    S = _check_int("seq_len", seq_len)
+    B = _check_int("batch", batch)
+    g = _check_int("group_size", group_size)
+    dm = _check_int("d_model", d_model)
+    rho = S / (g * dm)
+    return rho / (rho + 6 / B)
+
+
+@dataclass(frozen=True)
+class DecodeEstimate:
+    """One decode step of a whole model.
+
+    Attributes
+    ----------
+    time_s : float
+        ``weights_s + attention.time_s``.
+    weights_s : float
+        Reading the weights once (all layers and the output projection) and their matmuls,
+        one kernel launch per layer plus one for the output projection.
+    weights_bytes, weights_flops : float
+    attention : Estimate
+        All layers' attention (KV per sequence).
+    attention_time_fraction : float
+        ``attention.time_s / time_s``.
+    kv_transfer_fraction : float
+        ``attention bytes / (attention + weights bytes)``.
+    bound : str
+        ``"memory"``/``"compute"``/``"latency"``/``"topk"`` of the larger part.
+    """
+
+    model: str
+    hardware: str
+    method: str
+    batch: int
+    seq_len: int
+    time_s: float
+    weights_s: float
+    weights_bytes: float
+    weights_flops: float
+    weights_bound: str
+    attention: Estimate
+    attention_time_fraction: float
+    kv_transfer_fraction: float
+    bound: str
+
+
+def estimate_decode(
+    model: ModelShape | str,
+    *,
+    hardware: Hardware | str,
+    batch: int,
+    seq_len: int,
+    method: str = "dense",
+    dtype: str = "float16",
+    weight_bytes_per_param: float | None = None,
+    r: int | None = None,
+    k: int | None = None,
+    store_k_twice: bool = True,
+    gqa_selection: str = "shared",
+    topk: str = "exact",
+    bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
+    ideal: bool = False,
+) -> DecodeEstimate:
+    """Time of one decode step of ``model`` for ``batch`` sequences of ``seq_len`` positions.
+
+    Weights are read once per step whatever the batch (``params_read_per_step *
+    weight_bytes_per_param``; default the KV dtype's bytes; llama.cpp Q8_0 is 34/32 = 1.0625);
+    their matmuls cost ``2 * params * batch`` FLOPs. Attention is
+    :func:`estimate_attention` over all layers with the KV cache per sequence, not resident
+    (the weights evict it). Activations, norms, RoPE and sampling are not counted.
+    """
+    hw = _resolve_hw(hardware)
+    m = load_model(model)
+    B = _check_int("batch", batch)
+    S = _check_int("seq_len", seq_len)
+    _, e = dtype_bytes(dtype)
+    wb = float(e if weight_bytes_per_param is None else weight_bytes_per_param)
+    if not wb > 0:
+        raise ValueError(f"weight_bytes_per_param must be > 0, got {weight_bytes_per_param}")
+    att = estimate_attention(
+        method,
+        hardware=hw,
+        batch=B,
+        n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads,
+        seq_len=S,
+        head_dim=m.head_dim,
+        dtype=dtype,
+        r=r,
+        k=k,
+        store_k_twice=store_k_twice,
+        gqa_selection=gqa_selection,
+        topk=topk,
+        n_layers=m.n_layers,
+        resident=False,
+        bucketed_topk_speedup=bucketed_topk_speedup,
+        ideal=ideal,
+    )
+    hw_eff = ideal_hardware(hw) if ideal else hw
+    params = m.params_read_per_step
+    w_bytes = params * wb
+    w_flops = 2.0 * params * B
+    mem = w_bytes / (hw_eff.mem_efficiency * hw_eff.mem_bandwidth_bytes_per_s)
+    comp = w_flops / (hw_eff.flop_efficiency * hw_eff.peak_flops(dtype_bytes(dtype)[0]))
+    lat = (m.n_layers + 1) * hw_eff.kernel_latency_s
+    w_time = lat + max(mem, comp)
+    w_bound = "latency" if lat > max(mem, comp) else ("memory" if mem >= comp else "compute")
+    total = w_time + att.time_s
+    bound = w_bound if w_time >= att.time_s else att.bound
+    return DecodeEstimate(
+        model=m.name,
+        hardware=hw.name,
+        method=method,
+        batch=B,
+        seq_len=S,
+        time_s=total,
+        weights_s=w_time,
+        weights_bytes=w_bytes,
+        weights_flops=w_flops,
+        weights_bound=w_bound,
+        attention=att,
+        attention_time_fraction=att.time_s / total,
+        kv_transfer_fraction=att.bytes / (att.bytes + w_bytes),
+        bound=bound,
+    )

@@ -1,0 +1,481 @@
+"""Memory traffic of one decode step of attention: the paper's formulas and a byte-level model.
+
+:func:`transfers` reproduces the paper's element counts exactly (SparQ Attention, Ribar et
+al., ICML 2024, §3 Eq. 3 and Eq. 11, App. G; peers as in spec costmodel.md). They count
+scalar elements per attention head and ignore layout, dtype, granularity and top-k.
+
+:func:`attention_traffic` goes past the paper: it counts bytes per step of a real kernel
+sequence (step-1 column reads with transaction granularity, score write, top-k input, k-row
+gathers of K and V, v_mean, cache writes, q/output), for a batch of sequences and all heads,
+with GQA shared or per-query-head selection and K stored once or twice.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from math import comb
+
+__all__ = [
+    "METHODS",
+    "DTYPE_BYTES",
+    "transfers",
+    "compression_ratio",
+    "dtype_bytes",
+    "Step",
+    "Traffic",
+    "attention_traffic",
+    "expected_touched_segments",
+]
+
+#: methods :func:`transfers` knows (paper's own and peers)
+METHODS = (
+    "dense",
+    "sparq",
+    "h2o",
+    "lm_infinite",
+    "flexgen",
+    "quest",
+    "double_sparsity",
+    "loki",
+)
+
+#: bytes per element for the dtypes the model accepts
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float8": 1, "float32": 4}
+_DTYPE_ALIASES = {
+    "fp16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "fp8": "float8",
+    "float8_e4m3": "float8",
+    "float8_e5m2": "float8",
+    "fp32": "float32",
+    "float": "float32",
+}
+
+
+def dtype_bytes(dtype: str) -> tuple[str, int]:
+    """Canonical dtype name and its bytes per element; ``ValueError`` for anything else."""
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a string such as 'float16', got {type(dtype).__name__}")
+    name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
+    if name not in DTYPE_BYTES:
+        raise ValueError(
+            f"dtype must be one of {sorted(DTYPE_BYTES)} (or fp16/bf16/fp8/fp32), got {dtype!r}"
+        )
+    return name, DTYPE_BYTES[name]
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r}"
+        ) from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_rk(seq_len: int, head_dim: int, r, k, *, need_r: bool, need_k: bool):
+    if need_r:
+        if r is None:
+            raise ValueError("r (query components kept) is required for this method")
+        r = _check_int("r", r)
+        if r > head_dim:
+            raise ValueError(f"r must be <= head_dim ({head_dim}), got r={r}")
+    if need_k:
+        if k is None:
+            raise ValueError("k (positions kept) is required for this method")
+        k = _check_int("k", k)
+        if k > seq_len:
+            raise ValueError(f"k must be <= seq_len ({seq_len}), got k={k}")
+    return r, k
+
+
+def transfers(
+    method: str,
+    *,
+    seq_len: int,
+    head_dim: int,
+    r: int | None = None,
+    k: int | None = None,
+    page_size: int | None = None,
+    bits: int = 16,
+    variant: str = "paper",
+    reallocation: bool = True,
+) -> int:
+    """Scalar elements moved per attention head per decode step, as the papers count them.
+
+    Parameters
+    ----------
+    method : {"dense", "sparq", "h2o", "lm_infinite", "flexgen", "quest", "double_sparsity",
+        "loki"}
+    seq_len : int
+        ``S``, cached positions.
+    head_dim : int
+        ``d``.
+    r, k : int
+        Query components and positions kept (``1 <= r <= d``, ``1 <= k <= S``) for the methods
+        that use them.
+    page_size : int
+        Quest page size ``P``.
+    bits : int
+        DoubleSparsity label-cache bits per element (16 = fp16); the result is rounded up
+        to whole 16-bit elements.
+    variant : {"paper", "notebook"}
+        SparQ only: ``"paper"`` is Eq. 11 (``S*r + 2*k*d + 4*d``); ``"notebook"`` is the
+        figures' own accounting ``S*r + 2*k*d + 3*d`` plus ``2*d`` with reallocation.
+
+    Returns
+    -------
+    int
+        Elements, exactly as in the formulas:
+
+        ======================  ===============================  =============================
+        dense                   ``2*S*d + 2*d``                  Eq. 3
+        sparq (paper)           ``S*r + 2*k*d + 4*d``            Eq. 11
+        h2o                     ``2*k*d + 2*d + 2*S``            App. G
+        lm_infinite             ``2*k*d + 2*d``                  App. G
+        flexgen                 ``S*d + k*d + 2*d``              App. G
+        quest                   ``2*d*ceil(S/P) + 2*d*k``        peer (spec costmodel.md)
+        double_sparsity         ``S*r*bits/16 + 2*k*d``          peer
+        loki                    ``S*r + 2*k*d``                  peer
+        ======================  ===============================  =============================
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    S = _check_int("seq_len", seq_len)
+    d = _check_int("head_dim", head_dim)
+    needs_r = method in ("sparq", "double_sparsity", "loki")
+    needs_k = method != "dense"
+    r, k = _check_rk(S, d, r, k, need_r=needs_r, need_k=needs_k)
+    if method == "dense":
+        return 2 * S * d + 2 * d
+    if method == "sparq":
+        if variant == "paper":
+            return S * r + 2 * k * d + 4 * d
+        if variant == "notebook":
+            return S * r + 2 * k * d + 3 * d + (2 * d if reallocation else 0)
+        raise ValueError(f"variant must be 'paper' or 'notebook', got {variant!r}")
+    if method == "h2o":
+        return 2 * k * d + 2 * d + 2 * S
+    if method == "lm_infinite":
+        return 2 * k * d + 2 * d
+    if method == "flexgen":
+        return S * d + k * d + 2 * d
+    if method == "quest":
+        if page_size is None:
+            raise ValueError("page_size (Quest page size P) is required for method 'quest'")
+        P = _check_int("page_size", page_size)
+        return 2 * d * (-(-S // P)) + 2 * d * k
+    if method == "double_sparsity":
+        b = _check_int("bits", bits)
+        if b > 16:
+            raise ValueError(f"bits must be in 1..16, got {b}")
+        return -(-(S * r * b) // 16) + 2 * k * d
+    # loki
+    return S * r + 2 * k * d
+
+
+def compression_ratio(method: str, **kwargs) -> float:
+    """``transfers(method) / transfers("dense")`` at the same ``seq_len`` and ``head_dim``."""
+    dense = transfers("dense", seq_len=kwargs["seq_len"], head_dim=kwargs["head_dim"])
+    return transfers(method, **kwargs) / dense
+
+
+def expected_touched_segments(*, head_dim: int, r: int, elems_per_segment: int) -> float:
+    """Expected number of memory segments touched when reading ``r`` of ``head_dim`` elements.
+
+    A row of ``head_dim`` contiguous elements spans ``ceil(head_dim / m)`` segments of ``m``
+    elements (one memory transaction each). With the ``r`` chosen components a uniformly random
+    ``r``-subset (an assumption: SparQ picks the largest ``|q|`` components, which are not
+    structured by position), segment ``j`` of size ``m_j`` is missed with probability
+    ``C(d - m_j, r) / C(d, r)``; the expectation is the sum of the hit probabilities.
+
+    Examples: ``d = 128, r = 32, m = 16`` gives 7.83 of 8 segments; ``r = 1`` gives exactly 1.
+    """
+    d = _check_int("head_dim", head_dim)
+    r = _check_int("r", r)
+    m = _check_int("elems_per_segment", elems_per_segment)
+    if r > d:
+        raise ValueError(f"r must be <= head_dim ({d}), got r={r}")
+    total = comb(d, r)
+    out = 0.0
+    start = 0
+    while start < d:
+        size = min(m, d - start)
+        out += 1.0 - comb(d - size, r) / total
+        start += size
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """One term of the byte-level traffic of a decode step.
+
+    Attributes
+    ----------
+    name : str
+        Term name (``step1_columns``, ``topk``, ``gather_kv``, ...).
+    kernel : str
+        Kernel it belongs to; terms of one kernel share a launch and one roofline max.
+    bytes : float
+        Bytes moved (expected value where granularity makes it random).
+    flops : float
+        Floating-point operations.
+    priced_as : str
+        ``"memory"`` (bytes / effective bandwidth) or ``"topk"`` (top-k throughput term).
+    note : str
+        How the term is counted.
+    """
+
+    name: str
+    kernel: str
+    bytes: float
+    flops: float
+    priced_as: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Byte-level traffic of one attention call (all sequences, heads and ``n_layers``)."""
+
+    method: str
+    steps: tuple[Step, ...]
+    kernels: tuple[str, ...]
+    kv_cache_bytes: float
+    paper_elements: int
+    dtype: str
+    dtype_bytes: int
+
+    @property
+    def bytes(self) -> float:
+        return float(sum(s.bytes for s in self.steps))
+
+    @property
+    def flops(self) -> float:
+        return float(sum(s.flops for s in self.steps))
+
+    def by_name(self) -> dict[str, float]:
+        """``{step name: bytes}``."""
+        return {s.name: s.bytes for s in self.steps}
+
+
+def _ceil_to(nbytes: float, granule: int) -> float:
+    return math.ceil(nbytes / granule) * granule
+
+
+def attention_traffic(
+    method: str,
+    *,
+    batch: int,
+    n_heads: int,
+    n_kv_heads: int,
+    seq_len: int,
+    head_dim: int,
+    dtype: str = "float16",
+    r: int | None = None,
+    k: int | None = None,
+    store_k_twice: bool = True,
+    gqa_selection: str = "shared",
+    transaction_bytes: int = 32,
+    index_bytes: int = 8,
+    n_layers: int = 1,
+    **paper_kwargs,
+) -> Traffic:
+    """Bytes and FLOPs per step of one decode-attention call.
+
+    Parameters
+    ----------
+    method : str
+        ``"dense"`` and ``"sparq"`` get the byte-level model below; the other
+        :data:`METHODS` fall back to their paper formula times dtype bytes (one kernel).
+    batch, n_heads, n_kv_heads, seq_len, head_dim : int
+        ``B``, ``H``, ``Hkv`` (``H % Hkv == 0``, ``g = H / Hkv``), ``S``, ``d``.
+    dtype : str
+        Storage dtype of K, V, q, scores and output (bytes per element ``e``).
+    r, k : int
+        SparQ's components and positions (``1 <= r <= d``, ``1 <= k <= S``).
+    store_k_twice : bool
+        SparQ: keep a d-major copy of K so step 1 reads ``r`` contiguous rows of length ``S``;
+        costs +50% KV memory and a strided write of each new k (``d`` transactions).
+        With one copy, step 1 reads ``r`` scattered elements of each S-major row of K, which
+        moves every touched ``transaction_bytes`` segment (:func:`expected_touched_segments`).
+    gqa_selection : {"shared", "per_head"}
+        SparQ with GQA: one selection per KV head shared by its ``g`` query heads (the
+        evaluation code) or one per query head (the public GPU port: step-1 and gather
+        traffic ``g`` times). Dense reads each KV head once either way.
+    transaction_bytes : int
+        Memory transaction granularity ``T`` (profile ``mem_transaction_bytes``).
+    index_bytes : int
+        Bytes per top-k index (8: ``torch.topk`` returns int64).
+    n_layers : int
+        Identical attention calls (layers) to add up.
+
+    Returns
+    -------
+    Traffic
+        Per-step terms; dense has one kernel ``attention``; SparQ has ``step1``, ``topk``
+        and ``step3``.
+
+    Notes
+    -----
+    Per (sequence, KV head), with ``n_sel = 1`` (shared) or ``g`` (per head) selections,
+    ``e`` dtype bytes, ``T`` the transaction size:
+
+    - dense: read K and V ``2*S*d*e``; write new k, v ``2*d*e`` (Eq. 3 in bytes); q read and
+      output write ``2*g*d*e``. FLOPs ``g*(4*S*d + 5*S)`` (QK, PV, softmax ~5 per score).
+    - SparQ step 1: ``n_sel * r * ceil(S*e/T)*T`` (K twice) or
+      ``n_sel * S * E[touched segments] * T`` (K once); writes the group's scores
+      ``n_sel*S*e`` and reads q ``g*d*e``. FLOPs ``2*S*r*g`` (+ ``S*(g-1)`` summing the group).
+    - top-k: reads the scores ``n_sel*S*e`` and writes ``n_sel*k*index_bytes``; priced with
+      the top-k throughput, not bandwidth (spec topk.md, cost-model section).
+    - step 3: gathers ``n_sel*2*k`` rows of ``ceil(d*e/T)*T``, reads the indices, reads and
+      writes v_mean ``2*d*e``, writes the output ``g*d*e``. FLOPs ``g*(4*k*d + 5*k + 5*S)``
+      (exact attention on the k rows; softmax statistics over S for alpha).
+    - cache append: ``2*d*e`` plus, with K twice, ``d*T`` (one strided element per row of the
+      d-major copy). Charged to step 3's kernel; for dense to the attention kernel.
+    """
+    S = _check_int("seq_len", seq_len)
+    d = _check_int("head_dim", head_dim)
+    B = _check_int("batch", batch)
+    H = _check_int("n_heads", n_heads)
+    Hkv = _check_int("n_kv_heads", n_kv_heads)
+    L = _check_int("n_layers", n_layers)
+    T = _check_int("transaction_bytes", transaction_bytes)
+    ib = _check_int("index_bytes", index_bytes)
+    if H % Hkv:
+        raise ValueError(f"n_heads ({H}) must be a multiple of n_kv_heads ({Hkv})")
+    if gqa_selection not in ("shared", "per_head"):
+        raise ValueError(f"gqa_selection must be 'shared' or 'per_head', got {gqa_selection!r}")
+    dname, e = dtype_bytes(dtype)
+    g = H // Hkv
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "dense":
+        if r is not None or k is not None:
+            raise ValueError("r and k do not apply to method 'dense' (got r or k)")
+    n_kv = B * Hkv * L  # KV-head instances
+    kv_row = _ceil_to(d * e, T)
+
+    if method == "dense":
+        steps = (
+            Step(
+                "kv_read",
+                "attention",
+                n_kv * 2 * S * d * e,
+                0.0,
+                "memory",
+                "read K and V: 2*S*d*e per KV head (Eq. 3)",
+            ),
+            Step(
+                "kv_write",
+                "attention",
+                n_kv * 2 * d * e,
+                0.0,
+                "memory",
+                "append new k, v: 2*d*e per KV head (Eq. 3)",
+            ),
+            Step(
+                "q_out",
+                "attention",
+                n_kv * 2 * g * d * e,
+                n_kv * g * (4 * S * d + 5 * S),
+                "memory",
+                "read q, write output: 2*g*d*e; FLOPs g*(4*S*d + 5*S)",
+            ),
+        )
+        return Traffic(
+            "dense",
+            steps,
+            ("attention",),
+            n_kv * 2 * S * d * e,
+            transfers("dense", seq_len=S, head_dim=d) * n_kv * g,
+            dname,
+            e,
+        )
+
+    if method != "sparq":
+        elems = transfers(method, seq_len=S, head_dim=d, r=r, k=k, **paper_kwargs)
+        steps = (
+            Step(
+                "paper_formula",
+                "attention",
+                n_kv * g * elems * e,
+                0.0,
+                "memory",
+                f"{method}: paper element count x dtype bytes per query head (no byte model)",
+            ),
+        )
+        return Traffic(
+            method, steps, ("attention",), n_kv * 2 * S * d * e, elems * n_kv * g, dname, e
+        )
+
+    r, k = _check_rk(S, d, r, k, need_r=True, need_k=True)
+    n_sel = 1 if gqa_selection == "shared" else g
+    if store_k_twice:
+        col_bytes = n_sel * r * _ceil_to(S * e, T)
+        col_note = f"r rows of the d-major K copy: n_sel*r*ceil(S*e/T)*T, T={T}"
+    else:
+        m = max(1, T // e)
+        segs = expected_touched_segments(head_dim=d, r=r, elems_per_segment=m)
+        col_bytes = n_sel * S * segs * min(T, d * e)
+        col_note = (
+            f"r scattered columns of S-major K: n_sel*S*E[segments touched]*T, "
+            f"E={segs:.3f} of {math.ceil(d / m)} segments of {T} B"
+        )
+    write_twice = d * T if store_k_twice else 0
+    steps = (
+        Step(
+            "step1_columns",
+            "step1",
+            n_kv * col_bytes,
+            n_kv * (2 * S * r * g + S * (g - 1)),
+            "memory",
+            col_note,
+        ),
+        Step(
+            "step1_q_scores",
+            "step1",
+            n_kv * (g * d * e + n_sel * S * e),
+            0.0,
+            "memory",
+            "read q (g*d*e), write approximate scores (n_sel*S*e)",
+        ),
+        Step(
+            "topk",
+            "topk",
+            n_kv * n_sel * (S * e + k * ib),
+            0.0,
+            "topk",
+            "read scores n_sel*S*e, write k indices; priced by top-k throughput",
+        ),
+        Step(
+            "gather_kv",
+            "step3",
+            n_kv * n_sel * (2 * k * kv_row + k * ib),
+            n_kv * g * (4 * k * d + 5 * k + 5 * S),
+            "memory",
+            "k rows of K and of V (2*k*ceil(d*e/T)*T) + indices; FLOPs g*(4kd + 5k + 5S)",
+        ),
+        Step("v_mean", "step3", n_kv * 2 * d * e, 0.0, "memory", "read + write v_mean: 2*d*e"),
+        Step("out_write", "step3", n_kv * g * d * e, 0.0, "memory", "write output g*d*e"),
+        Step(
+            "kv_write",
+            "step3",
+            n_kv * (2 * d * e + write_twice),
+            0.0,
+            "memory",
+            "append k, v (2*d*e)"
+            + (f" + strided k into the d-major copy (d*T, T={T})" if store_k_twice else ""),
+        ),
+    )
+    cache = n_kv * (3 if store_k_twice else 2) * S * d * e
+    paper = transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) * n_kv * n_sel
+    return Traffic("sparq", steps, ("step1", "topk", "step3"), cache, paper, dname, e)
