@@ -1,0 +1,247 @@
+"""``sparq estimate``: dense vs SparQ decode on a hardware profile (the README's main job).
+
+Defaults: Llama 2 7B on ``h100-sxm``, fp16, SparQ at 1/8 compression with ``r = d/8`` and
+``k = S/16`` (spec costmodel.md: "1/8 ~ r = d/8, k = S/16" in the public GPU port), S from
+4k to 128k, batch 1 and 64. For each row: attention bytes, time and bound of both methods
+(all layers), the attention speedup, and the whole decode step (weights + attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from costmodel.estimate import estimate_decode
+from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
+from costmodel.shapes import list_models, load_model
+
+DEFAULT_SEQ_LENS = (4096, 8192, 16384, 32768, 65536, 131072)
+DEFAULT_BATCHES = (1, 64)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(float(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not out or any(v < 1 for v in out):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="llama-2-7b",
+        help=f"model shape name or TOML path ({', '.join(list_models())})",
+    )
+    parser.add_argument(
+        "--hardware",
+        default=None,
+        help="profile name or TOML path (default h100-sxm; see `sparq hardware "
+        "list`); ignored when --bandwidth is given",
+    )
+    adhoc = parser.add_argument_group("ad-hoc datasheet profile (replaces --hardware)")
+    adhoc.add_argument("--bandwidth", type=float, help="memory bandwidth, bytes/s (e.g. 3.35e12)")
+    adhoc.add_argument("--peak-flops", type=float, help="dense fp16 FLOP/s (e.g. 9.89e14)")
+    adhoc.add_argument("--peak-flops-fp32", type=float, help="fp32 FLOP/s (default fp16/2)")
+    adhoc.add_argument("--capacity", type=float, default=80e9, help="memory bytes (80e9)")
+    adhoc.add_argument("--mem-efficiency", type=float, help="eta_mem (default 0.8)")
+    adhoc.add_argument("--kernel-latency", type=float, help="t0 seconds per kernel (1e-5)")
+    adhoc.add_argument("--topk-rate", type=float, help="top-k bytes/s (default 0.06 x BW)")
+    parser.add_argument(
+        "--seq-lens",
+        type=_int_list,
+        default=list(DEFAULT_SEQ_LENS),
+        help="comma-separated S values (default 4k..128k)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_int_list,
+        default=list(DEFAULT_BATCHES),
+        help="comma-separated batch sizes (default 1,64)",
+    )
+    parser.add_argument("--r", type=int, default=None, help="SparQ r (default head_dim/8)")
+    parser.add_argument("--k-divisor", type=int, default=16, help="SparQ k = S / K_DIVISOR (16)")
+    parser.add_argument("--dtype", default="float16", help="KV dtype (float16, bfloat16, ...)")
+    parser.add_argument(
+        "--weight-bytes",
+        type=float,
+        default=None,
+        help="bytes per weight (default: the KV dtype's; Q8_0 = 1.0625)",
+    )
+    parser.add_argument("--topk", choices=("exact", "bucketed", "none"), default="exact")
+    parser.add_argument(
+        "--store-k-once",
+        action="store_true",
+        help="SparQ with one (S-major) copy of K: strided step-1 reads",
+    )
+    parser.add_argument("--gqa-selection", choices=("shared", "per_head"), default="shared")
+    parser.add_argument(
+        "--ideal",
+        action="store_true",
+        help="no corrections: eta=1, t0=0, free top-k (bytes / peak BW)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write a roofline chart and speedup-vs-S curves across profiles",
+    )
+
+
+def resolve_hardware(args) -> Hardware:
+    if args.bandwidth is not None or args.peak_flops is not None:
+        if args.bandwidth is None or args.peak_flops is None:
+            raise ValueError("an ad-hoc profile needs both --bandwidth and --peak-flops")
+        if args.hardware is not None:
+            raise ValueError("give either --hardware or --bandwidth/--peak-flops, not both")
+        return hardware_from_spec(
+            bandwidth_bytes_per_s=args.bandwidth,
+            peak_flops_fp16=args.peak_flops,
+            peak_flops_fp32=args.peak_flops_fp32,
+            mem_capacity_bytes=args.capacity,
+            mem_efficiency=args.mem_efficiency,
+            kernel_latency_s=args.kernel_latency,
+            topk_bytes_per_s=args.topk_rate,
+        )
+    return load_hardware(args.hardware or "h100-sxm")
+
+
+def compute_rows(args, hw: Hardware) -> list[dict]:
+    model = load_model(args.model)
+    d = model.head_dim
+    r = args.r if args.r is not None else max(1, d // 8)
+    if args.k_divisor < 1:
+        raise ValueError(f"--k-divisor must be >= 1, got {args.k_divisor}")
+    rows = []
+    for B in args.batch:
+        for S in args.seq_lens:
+            k = max(1, S // args.k_divisor)
+            common = dict(
+                hardware=hw,
+                batch=B,
+                seq_len=S,
+                dtype=args.dtype,
+                weight_bytes_per_param=args.weight_bytes,
+                ideal=args.ideal,
+            )
+            dense = estimate_decode(model, method="dense", **common)
+            sparq = estimate_decode(
+                model,
+                method="sparq",
+                r=r,
+                k=k,
+                topk=args.topk,
+                store_k_twice=not args.store_k_once,
+                gqa_selection=args.gqa_selection,
+                **common,
+            )
+            mem_needed = dense.weights_bytes + (sparq.attention.traffic.kv_cache_bytes)
+            rows.append(
+                {
+                    "model": model.name,
+                    "hardware": hw.name,
+                    "batch": B,
+                    "seq_len": S,
+                    "r": r,
+                    "k": k,
+                    "dtype": dense.attention.params["dtype"],
+                    "dense_attn_bytes": dense.attention.bytes,
+                    "dense_attn_time_s": dense.attention.time_s,
+                    "dense_attn_bound": dense.attention.bound,
+                    "sparq_attn_bytes": sparq.attention.bytes,
+                    "sparq_attn_time_s": sparq.attention.time_s,
+                    "sparq_attn_bound": sparq.attention.bound,
+                    "attn_speedup": dense.attention.time_s / sparq.attention.time_s,
+                    "weights_bytes": dense.weights_bytes,
+                    "dense_step_time_s": dense.time_s,
+                    "sparq_step_time_s": sparq.time_s,
+                    "step_speedup": dense.time_s / sparq.time_s,
+                    "dense_step_bound": dense.bound,
+                    "sparq_step_bound": sparq.bound,
+                    "memory_needed_bytes": mem_needed,
+                    "fits_in_memory": bool(mem_needed <= hw.mem_capacity_bytes),
+                }
+            )
+    return rows
+
+
+def _fmt_bytes(x: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f} B"
+
+
+def _fmt_time(t: float) -> str:
+    if t >= 1:
+        return f"{t:.2f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t * 1e6:.1f} us"
+
+
+def print_table(rows: list[dict], hw: Hardware, out=sys.stdout) -> None:
+    r0 = rows[0]
+    print(
+        f"{r0['model']} on {hw.name} ({hw.mem_bandwidth_bytes_per_s / 1e12:.3g} TB/s, "
+        f"eta_mem {hw.mem_efficiency}, t0 {hw.kernel_latency_s * 1e6:g} us), "
+        f"{r0['dtype']}, SparQ r={r0['r']}, k=S/{r0['seq_len'] // r0['k']}; "
+        "attention = all layers; step = weights + attention",
+        file=out,
+    )
+    head = (
+        f"{'B':>3} {'S':>7} | {'dense attn':>10} {'time':>9} {'bound':>7} | "
+        f"{'SparQ attn':>10} {'time':>9} {'bound':>7} | {'attn x':>6} | "
+        f"{'dense step':>10} {'SparQ step':>10} {'step x':>6} | fits"
+    )
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        print(
+            f"{r['batch']:>3} {r['seq_len']:>7} | {_fmt_bytes(r['dense_attn_bytes']):>10} "
+            f"{_fmt_time(r['dense_attn_time_s']):>9} {r['dense_attn_bound']:>7} | "
+            f"{_fmt_bytes(r['sparq_attn_bytes']):>10} {_fmt_time(r['sparq_attn_time_s']):>9} "
+            f"{r['sparq_attn_bound']:>7} | {r['attn_speedup']:>5.2f}x | "
+            f"{_fmt_time(r['dense_step_time_s']):>10} {_fmt_time(r['sparq_step_time_s']):>10} "
+            f"{r['step_speedup']:>5.2f}x | {'yes' if r['fits_in_memory'] else 'NO'}",
+            file=out,
+        )
+    if not all(r["fits_in_memory"] for r in rows):
+        print(
+            "fits = weights + SparQ KV cache (K stored twice unless --store-k-once) within "
+            f"{_fmt_bytes(hw.mem_capacity_bytes)}; rows marked NO would not fit one device.",
+            file=out,
+        )
+
+
+def run(args) -> int:
+    hw = resolve_hardware(args)
+    rows = compute_rows(args, hw)
+    if args.json:
+        json.dump({"hardware": hw.name, "rows": rows}, sys.stdout, indent=1)
+        print()
+    else:
+        print_table(rows, hw)
+    if args.plot:
+        from costmodel.plot import plot_estimate
+
+        profiles = [n for n in list_hardware() if load_hardware(n).kind in ("gpu", "cpu")]
+        plot_estimate(
+            args.plot,
+            hardware=hw,
+            model=args.model,
+            rows=rows,
+            profiles=profiles,
+            r=rows[0]["r"],
+            k_divisor=args.k_divisor,
+            dtype=args.dtype,
+        )
+        if not args.json:
+            print(f"wrote {args.plot}")
+    return 0
