@@ -1,11 +1,11 @@
 """Recall theory of bucketed approximate top-k.
 
-Bucketed top-k (Key et al., "Approximate Top-k for Increased Parallelism", arXiv 2412.04358,
-Sec. 2 / Alg. 1) splits the ``n`` positions into ``b`` buckets (``num_buckets``), keeps the
-exact top-``k_b`` (``k_per_bucket``) of every bucket, and then the exact top-``k`` of the
-``b * k_b`` candidates. Bucket ``j`` holds ``s_j`` positions; without padding the first
-``n % b`` buckets hold ``n // b + 1`` positions and the others ``n // b`` (see
-``/shared/spec/topk.md``), so only two distinct sizes ever occur.
+Bucketed top-k (Key et al., "Approximate Top-k for Increased Parallelism", arXiv 2412.04358;
+public code graphcore-research/pytorch-approx-topk) splits the ``n`` positions into ``b``
+buckets (``num_buckets``), keeps the exact top-``k_b`` (``k_per_bucket``) of every bucket,
+and then the exact top-``k`` of the ``b * k_b`` candidates. Bucket ``j`` holds ``s_j``
+positions; without padding the first ``n % b`` buckets hold ``n // b + 1`` positions and the
+others ``n // b`` (see ``/shared/spec/topk.md``), so only two distinct sizes ever occur.
 
 Per-instance identity (distinct values): with ``X_j`` the number of true top-k positions in
 bucket ``j``, the number of true top-k recovered is ``K = sum_j min(X_j, k_b)`` and the recall is
@@ -26,7 +26,8 @@ Models of ``E[R]`` (:func:`expected_recall`):
     ``X_j ~ Hypergeometric(population n, successes k, draws s_j)`` for the actual bucket sizes.
     Exact under A1 + A2.
 ``"binomial"``
-    The paper's model (arXiv 2412.04358, Sec. 3, the expected-recall equation): each of the
+    The paper's model (arXiv 2412.04358, its expected-recall formula; public code
+    ``notebooks/theoretical_models.py``): each of the
     higher-ranked elements lands in a given bucket independently with probability ``1/b``
     (placement with replacement). Equivalently ``(X_1..X_b) ~ Multinomial(k, 1/b, ...)``.
     The ``n -> infinity`` limit of the exact model for equal buckets; a lower bound on it.
@@ -35,7 +36,8 @@ Models of ``E[R]`` (:func:`expected_recall`):
     ``E[R] = E[min(Pois(lambda), k_b)] / lambda``.
 
 Chain of inequalities for equal buckets, ``exact >= binomial >= poisson``: Hoeffding (1963,
-Thm. 4) orders ``Hypergeometric <= Binomial <= Poisson`` (same mean) in the convex order, and
+Thm. 4, sampling without vs with replacement; binomial vs Poisson is classical) orders
+``Hypergeometric <= Binomial <= Poisson`` (same mean) in the convex order, and
 ``x -> min(x, k_b)`` is concave.
 
 Monotonicity in ``b`` (used by :func:`buckets_for_recall`), proved in ``docs/recall.md``: with
@@ -274,9 +276,10 @@ def expected_recall(
 
     * ``"exact"``: ``X_j ~ Hypergeometric(n, k, s_j)`` with the actual sizes ``s_j`` (first
       ``n % b`` buckets of size ``n // b + 1``, the rest ``n // b``); grouped by the two sizes.
-      Exact under A1 + A2. Equals the rank-wise form ``(1/k) sum_{i<k} P[H_i <= k_b - 1]``,
-      ``H_i ~ Hyp(n-1, s-1, i)``, for equal buckets.
-    * ``"binomial"``: arXiv 2412.04358, Sec. 3 (expected-recall equation)
+      Exact under A1 + A2; for equal buckets it is Theorem 1 of Samaga et al.
+      (arXiv 2506.04165), ``1 - (b/k) E[(X - k_b)^+]``. Equals the rank-wise form
+      ``(1/k) sum_{i<k} P[H_i <= k_b - 1]``, ``H_i ~ Hyp(n-1, s-1, i)``, for equal buckets.
+    * ``"binomial"``: arXiv 2412.04358, its expected-recall formula (spec ``topk.md``)
       ``E[R] = (k_b + sum_{i=k_b}^{k-1} BinomCDF(k_b - 1; i, 1/b)) / k``, computed in the
       equivalent bucket form ``(b/k) E[min(Bin(k, 1/b), k_b)]``. Assumes placement *with
       replacement* (each higher-ranked element in a given bucket w.p. ``1/b`` independently),
@@ -367,7 +370,8 @@ def expected_recall_multinomial_kb1(k: int, *, num_buckets: int) -> float:
 
     ``E[R] = (b/k)(1 - (1 - 1/b)^k)``: the expected number of non-empty buckets when ``k``
     balls fall independently and uniformly into ``b`` buckets, over ``k``. Equals
-    ``expected_recall(..., model="binomial")`` at ``k_b = 1`` (arXiv 2412.04358, Sec. 3).
+    ``expected_recall(..., model="binomial")`` at ``k_b = 1`` (arXiv 2412.04358,
+    expected-recall model).
     Assumptions: A1 distinct values, A2 random order, plus placement with replacement
     (``n -> infinity``).
 
@@ -417,7 +421,7 @@ def recall_lower_bound_kb1(k: int, *, num_buckets: int) -> float:
 def expected_recall_xla(k: int, *, num_bins: int) -> float:
     """The TPU-KNN / XLA recall model ``(1 - 1/M)^(K - 1)`` for ``M`` bins and ``k_b = 1``.
 
-    Chern et al., "TPU-KNN" (arXiv 2206.14286), Sec. 4 (bin-size analysis), as used by XLA's
+    Chern et al., "TPU-KNN" (arXiv 2206.14286, its bin-count analysis), as used by XLA's
     ``ApproxTopKReductionOutputSize``: the probability that a given true top-K element shares
     its bin with none of the other ``K - 1`` (placement with replacement). Every such element
     is recovered, so it is a lower bound on the binomial-model recall with ``k_b = 1``.
@@ -445,7 +449,7 @@ def expected_recall_xla(k: int, *, num_bins: int) -> float:
 def bins_for_recall_xla(k: int, target: float) -> int:
     """Number of bins of the TPU-KNN / XLA sizing rule, ``M = ceil((1 - K) / ln(target))``.
 
-    From ``(1 - 1/M)^(K-1) ~= exp((1 - K)/M) >= target`` (arXiv 2206.14286, Sec. 4; XLA
+    From ``(1 - 1/M)^(K-1) ~= exp((1 - K)/M) >= target`` (arXiv 2206.14286; XLA
     ``ApproxTopKReductionOutputSize``, whose comment derives ``M = (1 - K)/LOG(recall)``). This
     returns the smallest integer ``M`` meeting the *exponential* form, ``max(1, ceil(...))``.
     XLA itself truncates instead of rounding up and then clamps and rounds to power-of-two
@@ -673,7 +677,7 @@ def recall_distribution(
 
     Assumptions: A1 distinct values, A2 random order; ``"exact"``: fixed buckets of the actual
     sizes, ``(X_1..X_b)`` multivariate hypergeometric; ``"binomial"``: placement with
-    replacement, ``(X_1..X_b) ~ Multinomial(k; 1/b, ...)`` (arXiv 2412.04358, Sec. 3 model).
+    replacement, ``(X_1..X_b) ~ Multinomial(k; 1/b, ...)`` (arXiv 2412.04358 model).
     The Poisson limit has no joint law consistent with ``sum_j X_j = k`` and is not offered.
 
     Variance: ``K = sum_j f(X_j)`` with ``f(x) = min(x, k_b)`` (equivalently
@@ -884,7 +888,8 @@ def simulate_recall(
     records ``|exact ∩ bucketed| / k``. With i.i.d. data the top-k positions are a uniform
     k-subset (assumption A2 of :func:`expected_recall`), so the mean estimates the
     ``"exact"`` model; with ``correlation`` A2 fails and contiguous buckets
-    (``interleaved=False``) lose recall (arXiv 2412.04358, Sec. 4; spec ``topk.md``).
+    (``interleaved=False``) lose recall (the public AR(1) experiment of arXiv 2412.04358;
+    spec ``topk.md``).
 
     Numba-parallel over trials. Trial ``t`` uses SplitMix64 seeded with the ``t``-th word of
     ``numpy.random.SeedSequence(seed).generate_state(trials, uint64)`` and Box-Muller normals,
