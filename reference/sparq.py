@@ -29,6 +29,7 @@ from numba import prange
 from reference._config import njit_parallel, njit_serial
 from reference._validate import as_choice, as_float_array, as_int, check_attention_inputs
 from reference.dense import _softmax_attend_row
+from reference.precision import PRECISIONS, TRUTH, Precision
 from reference.topk import bucketed_topk_row, bucketed_topk_twin, topk_naive, topk_row
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
@@ -106,19 +107,24 @@ def _select_naive(score, n_sel, n_local, bucketed):
 
 
 def _sparq_group_naive(
-    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed
+    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed, pr=TRUTH
 ):
-    """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d)."""
+    """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d).
+
+    ``pr`` says where to round: for the truth (float64) ``pr.store`` is the identity and
+    ``pr.acc`` is float64; an emulated low precision stores in its dtype and accumulates in
+    float32 (reference/precision.py)."""
     G, d = qg.shape
     S = K.shape[0]
+    qg, K, V = qg.astype(pr.acc), K.astype(pr.acc), V.astype(pr.acc)
     # Step 1: components.
-    i1 = topk_naive(np.abs(qg).sum(axis=0), r)
+    i1 = topk_naive(pr.store(np.abs(qg).sum(axis=0)), r)
     # Steps 2-3: temperature and approximate logits (masked positions -inf).
-    tau = np.array([_temperature_naive(qg[h], i1, temperature) for h in range(G)])
-    s = np.full((G, S), -np.inf)
+    tau = pr.store([_temperature_naive(qg[h], i1, temperature) for h in range(G)])
+    s = np.full((G, S), -np.inf, dtype=pr.acc)
     for h in range(G):
         if tau[h] > 0:
-            s[h, valid] = (K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h]
+            s[h, valid] = pr.store((K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h])
         else:  # q_h is zero on every kept component: approximate logits are 0 (convention)
             s[h, valid] = 0.0
     # Step 4: group score, forced local window, top-k among valid positions.
@@ -134,13 +140,13 @@ def _sparq_group_naive(
     positions = np.full(k, -1, dtype=np.int64)
     positions[:n_sel] = chosen
     # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
-    alpha = np.array([_softmax_naive(s[h, valid])[np.isin(valid, chosen)].sum() for h in range(G)])
+    alpha = pr.store([_softmax_naive(s[h, valid])[np.isin(valid, chosen)].sum() for h in range(G)])
     # Steps 7-8: exact attention over the chosen positions, reallocation to v_mean.
-    y = np.empty((G, d))
+    y = np.empty((G, d), dtype=pr.acc)
     for h in range(G):
-        w = _softmax_naive(K[chosen] @ qg[h] / math.sqrt(d))
-        y[h] = w @ V[chosen]
-    out = alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :]
+        w = pr.store(_softmax_naive(pr.store(K[chosen] @ qg[h] / math.sqrt(d))))
+        y[h] = pr.store(w @ V[chosen])
+    out = pr.store(alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :])
     return out, i1, s, positions, alpha, y, tau
 
 
@@ -162,11 +168,21 @@ def sparq_attention_naive(
     num_buckets: int | None = None,
     k_per_bucket: int = 1,
     interleaved: bool = True,
+    precision: str = "float64",
 ) -> SparqSteps:
-    """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`."""
+    """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`.
+
+    ``precision="float64"`` (default) is the ground truth. ``"float32"``, ``"float16"`` or
+    ``"bfloat16"`` emulate a naive implementation in that dtype (inputs and stored tensors
+    rounded to it, accumulation and softmax in float32; ``reference/precision.py``): its
+    deviation from the truth calibrates what error a kernel in that dtype may make. The
+    returned arrays are float64 holding values of the emulated dtype.
+    """
+    as_choice("precision", precision, PRECISIONS)
+    pr = Precision(precision)
     q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
         q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved,
+        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, pr=pr,
     )  # fmt: skip
     B, H, d = q.shape
     Hkv, S = K.shape[1], K.shape[2]
@@ -187,7 +203,7 @@ def sparq_attention_naive(
             kv = (grp * per) // g
             o, i1, s, p, a, yy, t = _sparq_group_naive(
                 q[b, heads], K[b, kv], V[b, kv], valid, r, k, local_window, temperature,
-                group_score, v_mean[b, kv], bucketed,
+                group_score, v_mean[b, kv], bucketed, pr,
             )  # fmt: skip
             if not reallocate:
                 a = np.ones_like(a)
@@ -354,17 +370,22 @@ def _masked_mean_kernel(V, mask, out):
             out[b, kv, c] /= n
 
 
-def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Float64 mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d)."""
-    w = mask[:, None, :, None].astype(np.float64)
-    return (np.asarray(v_cache, np.float64) * w).sum(axis=2) / w.sum(axis=2)
+def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray, pr=TRUTH) -> np.ndarray:
+    """Mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d) float64.
+
+    Accumulated in ``pr.acc`` and stored with ``pr.store`` (identity for the float64 truth)."""
+    w = mask[:, None, :, None].astype(pr.acc)
+    total = (np.asarray(v_cache).astype(pr.acc) * w).sum(axis=2)
+    return pr.store(total / w.sum(axis=2)).astype(np.float64)
 
 
 def _check(
     q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-    selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=True,
+    selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=True, pr=TRUTH,
 ):  # fmt: skip
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
+    if pr is not TRUTH:  # storage in the emulated dtype
+        q, K, V = (pr.store(x).astype(np.float64) for x in (q, K, V))
     r = as_int("r", r, lo=1, hi=d)
     k = as_int("k", k, lo=1)
     local_window = as_int("local_window", local_window, lo=0, hi=k)
@@ -374,9 +395,9 @@ def _check(
     as_choice("group_score", group_score, GROUP_SCORES)
     as_choice("selection", selection, SELECTIONS)
     if v_mean is None:
-        v_mean = masked_mean_naive(V, mask) if naive else None
+        v_mean = masked_mean_naive(V, mask, pr) if naive else None
     else:
-        v_mean = as_float_array("v_mean", v_mean, 3)
+        v_mean = pr.store(as_float_array("v_mean", v_mean, 3)).astype(np.float64)
         if v_mean.shape != (B, Hkv, d):
             raise ValueError(
                 f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}"
@@ -424,7 +445,8 @@ def sparq_attention(
     num_buckets: int | None = None,
     k_per_bucket: int = 1,
     interleaved: bool = True,
-    impl: str = "numba",
+    precision: str = "float64",
+    impl: str | None = None,
 ) -> np.ndarray | SparqSteps:
     """SparQ Attention for one decode step (float64 truth, Ribar et al. 2024, Alg. 1).
 
@@ -464,20 +486,32 @@ def sparq_attention(
         Bucketed top-k parameters (``num_buckets * k_per_bucket >= k - local_window``). A row
         with fewer non-local valid positions ``n'`` than buckets uses ``n'`` buckets of one
         (the same result as empty buckets: exact).
-    impl : {"numba", "naive"}
-        The Numba-parallel kernel (default) or the float64 NumPy twin.
+    precision : {"float64", "float32", "float16", "bfloat16"}
+        ``"float64"`` is the truth. The others emulate a naive implementation in that dtype
+        (see :func:`sparq_attention_naive`); emulation runs on the NumPy twin.
+    impl : {"numba", "naive"}, optional
+        The Numba-parallel kernel (default for float64) or the NumPy twin (always used for an
+        emulated precision).
 
     Returns
     -------
     out : ndarray of float64, shape (B, H, d), or :class:`SparqSteps` if ``return_steps``.
     """
+    as_choice("precision", precision, PRECISIONS)
+    if impl is None:
+        impl = "numba" if precision == "float64" else "naive"
     as_choice("impl", impl, IMPLS)
+    if impl == "numba" and precision != "float64":
+        raise ValueError(
+            f"impl: the Numba kernel computes the float64 truth only; emulating"
+            f" precision={precision!r} needs impl='naive' (or leave impl unset), got impl='numba'"
+        )
     if impl == "naive":
         steps = sparq_attention_naive(
             q, k_cache, v_cache, r=r, k=k, local_window=local_window, mask=mask,
             reallocate=reallocate, temperature=temperature, group_score=group_score,
             selection=selection, v_mean=v_mean, topk=topk, num_buckets=num_buckets,
-            k_per_bucket=k_per_bucket, interleaved=interleaved,
+            k_per_bucket=k_per_bucket, interleaved=interleaved, precision=precision,
         )  # fmt: skip
         return steps if return_steps else steps.out
     q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
