@@ -186,7 +186,8 @@ def _fmt_time(t: float) -> str:
     return f"{t * 1e6:.1f} us"
 
 
-def print_table(rows: list[dict], hw: Hardware, out=sys.stdout) -> None:
+def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
+    out = sys.stdout if out is None else out
     r0 = rows[0]
     print(
         f"{r0['model']} on {hw.name} ({hw.mem_bandwidth_bytes_per_s / 1e12:.3g} TB/s, "

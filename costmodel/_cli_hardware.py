@@ -30,7 +30,8 @@ def _as_dict(hw) -> dict:
     return d
 
 
-def _show(hw, out=sys.stdout) -> None:
+def _show(hw, out=None) -> None:
+    out = sys.stdout if out is None else out
     print(f"{hw.name}: {hw.description} [{hw.kind}]  ({hw.origin})", file=out)
     for f in dataclasses.fields(hw):
         if f.name in ("name", "description", "kind", "sources", "origin"):

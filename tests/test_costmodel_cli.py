@@ -1,0 +1,130 @@
+"""Smoke tests of ``sparq estimate`` and ``sparq hardware`` (in-process, via reference.cli.main).
+
+Expected values: defaults from the issue/spec (Llama 2 7B on h100-sxm, r = d/8 = 16,
+k = S/16, S 4k..128k, batch 1 and 64); the model's own outputs are only checked for shape
+and for consistency with the library call they wrap.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from costmodel.estimate import estimate_decode
+from reference.cli import main
+
+
+def _json(capsys, argv):
+    rc = main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0
+    return json.loads(out)
+
+
+def test_estimate_defaults_json(capsys):
+    data = _json(capsys, ["estimate", "--json"])
+    assert data["hardware"] == "h100-sxm"
+    rows = data["rows"]
+    assert [(r["batch"], r["seq_len"]) for r in rows] == [
+        (b, s) for b in (1, 64) for s in (4096, 8192, 16384, 32768, 65536, 131072)
+    ]
+    for r in rows:
+        assert r["model"] == "llama-2-7b"
+        assert r["r"] == 16 and r["k"] == r["seq_len"] // 16
+        assert r["dense_attn_bound"] in ("memory", "compute", "latency", "topk")
+        assert r["sparq_attn_bytes"] < r["dense_attn_bytes"]
+        assert r["step_speedup"] == pytest.approx(r["dense_step_time_s"] / r["sparq_step_time_s"])
+    # the CLI row is the library's estimate
+    lib = estimate_decode("llama-2-7b", hardware="h100-sxm", batch=1, seq_len=32768)
+    assert rows[3]["dense_step_time_s"] == pytest.approx(lib.time_s)
+
+
+def test_estimate_table_default(capsys):
+    assert main(["estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "llama-2-7b on h100-sxm" in out and "131072" in out and "x |" in out
+
+
+def test_estimate_adhoc_datasheet(capsys):
+    data = _json(
+        capsys,
+        [
+            "estimate",
+            "--bandwidth",
+            "3.35e12",
+            "--peak-flops",
+            "9.89e14",
+            "--batch",
+            "1",
+            "--seq-lens",
+            "4096,65536",
+            "--json",
+        ],
+    )
+    assert data["hardware"] == "ad-hoc"
+    assert len(data["rows"]) == 2
+
+
+def test_estimate_options(capsys):
+    data = _json(
+        capsys,
+        [
+            "estimate",
+            "--model",
+            "llama-3-8b",
+            "--hardware",
+            "a100-80gb-sxm",
+            "--batch",
+            "8",
+            "--seq-lens",
+            "8192",
+            "--store-k-once",
+            "--gqa-selection",
+            "per_head",
+            "--topk",
+            "bucketed",
+            "--json",
+        ],
+    )
+    (row,) = data["rows"]
+    assert row["model"] == "llama-3-8b" and row["batch"] == 8
+
+
+def test_estimate_errors(capsys):
+    assert main(["estimate", "--hardware", "h900"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown hardware 'h900'" in err and "h100-sxm" in err
+    assert main(["estimate", "--r", "500", "--batch", "1", "--seq-lens", "4096"]) == 2
+    assert "r must be <= head_dim" in capsys.readouterr().err
+    assert main(["estimate", "--bandwidth", "1e12"]) == 2
+    assert "--peak-flops" in capsys.readouterr().err
+
+
+def test_estimate_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "est.png"
+    assert main(["estimate", "--batch", "1", "--seq-lens", "4096,32768", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hardware_list_show(capsys):
+    data = _json(capsys, ["hardware", "list", "--json"])
+    assert {"h100-sxm", "ipu-bow", "epyc-7763"} <= {d["name"] for d in data}
+    show = _json(capsys, ["hardware", "show", "a100-40gb-sxm", "--json"])
+    assert show["mem_bandwidth_bytes_per_s"] == 1.555e12
+    assert "source" in show["sources"]["mem_bandwidth_bytes_per_s"]
+    assert main(["hardware", "list"]) == 0
+    assert "h100-sxm" in capsys.readouterr().out
+    assert main(["hardware", "show", "nope"]) == 2
+
+
+def test_hardware_measure_save_and_use(tmp_path, capsys):
+    path = tmp_path / "host.toml"
+    assert main(["hardware", "measure", "--seconds", "0.3", "--save", str(path)]) == 0
+    capsys.readouterr()
+    data = _json(
+        capsys,
+        ["estimate", "--hardware", str(path), "--batch", "1", "--seq-lens", "4096", "--json"],
+    )
+    assert data["hardware"] == "host"
