@@ -107,18 +107,20 @@ def _select_naive(score, n_sel, n_local, bucketed):
 
 
 def _sparq_group_naive(
-    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed, pr=TRUTH
-):
+    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed, pr=TRUTH,
+    inject_i1=None, inject_chosen=None,
+):  # fmt: skip
     """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d).
 
     ``pr`` says where to round: for the truth (float64) ``pr.store`` is the identity and
     ``pr.acc`` is float64; an emulated low precision stores in its dtype and accumulates in
-    float32 (reference/precision.py)."""
+    float32 (reference/precision.py). ``inject_i1`` / ``inject_chosen`` replace the outcome
+    of step 1 / step 4 (index injection, so that later steps can be judged on their own)."""
     G, d = qg.shape
     S = K.shape[0]
     qg, K, V = qg.astype(pr.acc), K.astype(pr.acc), V.astype(pr.acc)
     # Step 1: components.
-    i1 = topk_naive(pr.store(np.abs(qg).sum(axis=0)), r)
+    i1 = topk_naive(pr.store(np.abs(qg).sum(axis=0)), r) if inject_i1 is None else inject_i1
     # Steps 2-3: temperature and approximate logits (masked positions -inf).
     tau = pr.store([_temperature_naive(qg[h], i1, temperature) for h in range(G)])
     s = np.full((G, S), -np.inf, dtype=pr.acc)
@@ -136,7 +138,10 @@ def _sparq_group_naive(
     if n_local > 0:
         score[valid.shape[0] - n_local :] = np.inf  # the most recent valid positions
     n_sel = min(k, valid.shape[0])
-    chosen = valid[_select_naive(score, n_sel, n_local, bucketed)]
+    if inject_chosen is None:
+        chosen = valid[_select_naive(score, n_sel, n_local, bucketed)]
+    else:
+        chosen = inject_chosen
     positions = np.full(k, -1, dtype=np.int64)
     positions[:n_sel] = chosen
     # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
@@ -169,8 +174,16 @@ def sparq_attention_naive(
     k_per_bucket: int = 1,
     interleaved: bool = True,
     precision: str = "float64",
+    inject_components=None,
+    inject_positions=None,
 ) -> SparqSteps:
     """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`.
+
+    ``inject_components`` (B, G, r) and ``inject_positions`` (B, G, k) (-1 in unused slots)
+    replace the outcomes of steps 1 and 4 with another implementation's, so that the later
+    steps can be judged on their own (index injection, as Quest's tests do; used by
+    :mod:`reference.validation`). Each row must hold distinct in-range components and
+    distinct valid positions (``min(k, valid count)`` of them, then -1s).
 
     ``precision="float64"`` (default) is the ground truth. ``"float32"``, ``"float16"`` or
     ``"bfloat16"`` emulate a naive implementation in that dtype (inputs and stored tensors
@@ -189,6 +202,8 @@ def sparq_attention_naive(
     g = H // Hkv
     G = Hkv if selection == "group" else H
     per = g if selection == "group" else 1  # query heads per selection group
+    inj_c = _check_injected_components(inject_components, (B, G, r), d)
+    inj_p = _check_injected_positions(inject_positions, (B, G, k), mask)
     out = np.empty((B, H, d))
     y = np.empty((B, H, d))
     comps = np.empty((B, G, r), dtype=np.int64)
@@ -204,6 +219,8 @@ def sparq_attention_naive(
             o, i1, s, p, a, yy, t = _sparq_group_naive(
                 q[b, heads], K[b, kv], V[b, kv], valid, r, k, local_window, temperature,
                 group_score, v_mean[b, kv], bucketed, pr,
+                None if inj_c is None else inj_c[b, grp],
+                None if inj_p is None else inj_p[b, grp][inj_p[b, grp] >= 0],
             )  # fmt: skip
             if not reallocate:
                 a = np.ones_like(a)
@@ -211,6 +228,52 @@ def sparq_attention_naive(
             out[b, heads], comps[b, grp], s_all[b, heads], pos[b, grp] = o, i1, s, p
             alpha[b, heads], y[b, heads], tau[b, heads] = a, yy, t
     return SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
+
+
+def _as_index_array(name, x, shape):
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array, got dtype {x.dtype}")
+    if x.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {x.shape}")
+    return x.astype(np.int64)
+
+
+def _check_injected_components(x, shape, d):
+    if x is None:
+        return None
+    x = _as_index_array("inject_components", x, shape)
+    if ((x < 0) | (x >= d)).any():
+        raise ValueError(
+            f"inject_components: expected indices in [0, {d}), got {x.min()}..{x.max()}"
+        )
+    if (np.diff(np.sort(x, axis=-1), axis=-1) == 0).any():
+        raise ValueError("inject_components: expected distinct components in every row")
+    return x
+
+
+def _check_injected_positions(x, shape, mask):
+    if x is None:
+        return None
+    x = _as_index_array("inject_positions", x, shape)
+    B, G, k = shape
+    for b in range(B):
+        nv = int(mask[b].sum())
+        for grp in range(G):
+            row = x[b, grp]
+            n = min(k, nv)
+            used = row[:n]
+            if (row[n:] != -1).any() or (used < 0).any() or (used >= mask.shape[1]).any():
+                raise ValueError(
+                    f"inject_positions[{b}, {grp}]: expected {n} positions then -1s, got"
+                    f" {row.tolist()}"
+                )
+            if not mask[b, used].all() or np.unique(used).size != n:
+                raise ValueError(
+                    f"inject_positions[{b}, {grp}]: expected distinct valid positions, got"
+                    f" {used.tolist()}"
+                )
+    return x
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,585 @@
+"""Golden cases and a step-by-step checker for SparQ implementations (GPU kernels included).
+
+What a kernel author does (``docs/validation.md``):
+
+1. ``cases = standard_cases("float16") + adversarial_cases("float16")`` (or ``sparq golden
+   --out DIR``): inputs in the kernel's dtype, every intermediate of the float64 reference,
+   a manifest with parameters, seeds and SHA-256 checksums.
+2. Run the implementation on each case's inputs and collect any of the steps
+   ``components, approx_logits, positions, alpha, v_mean, out``.
+3. ``report = check_sparq(case, outputs, dtype="float16")``; ``print(report)`` says which
+   step failed first, where (batch, head, position) and by how much.
+
+Tolerances follow the flash-attention rule: an implementation in dtype ``D`` may deviate
+from the float64 truth by at most twice what a *naive* implementation in ``D`` deviates
+(emulated by :mod:`reference.precision`), plus a rounding floor. Later steps are judged with
+the implementation's own earlier choices injected (components, positions), so a legitimate
+near-tie in a top-k cannot make the attention check fail; top-k steps are judged tie-safely
+(every chosen element must score at least the k-th best minus the tolerance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reference.precision import PRECISIONS, round_to
+from reference.sparq import SparqSteps, sparq_attention_naive
+
+STEPS = ("components", "approx_logits", "positions", "alpha", "v_mean", "out")
+INPUTS = ("q", "k_cache", "v_cache", "mask")
+FORMAT = "sparq-golden/1"
+_PARAM_KEYS = ("r", "k", "local_window", "reallocate", "temperature", "group_score", "selection")
+_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sparq-reference")
+    except Exception:  # pragma: no cover - running from a source tree without install
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One validation case: inputs (in ``dtype``), parameters and the float64 truth."""
+
+    name: str
+    description: str
+    params: dict
+    inputs: dict
+    expected: SparqSteps
+    dtype: str
+    seed: int
+
+    @property
+    def shape(self) -> str:
+        B, H, d = self.inputs["q"].shape
+        _, Hkv, S, _ = self.inputs["k_cache"].shape
+        return f"B={B} H={H} Hkv={Hkv} S={S} d={d}"
+
+
+def _dtype_of(name: str):
+    if name == "bfloat16":
+        return np.float32  # stored as float32 holding bfloat16 values (numpy has no bfloat16)
+    return np.dtype(name).type
+
+
+def _in_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+    return round_to(x, dtype).astype(_dtype_of(dtype))
+
+
+def make_case(
+    name: str,
+    *,
+    B: int,
+    H: int,
+    Hkv: int,
+    S: int,
+    d: int,
+    r: int,
+    k: int,
+    local_window: int = 0,
+    dtype: str = "float16",
+    seed: int = 0,
+    pad: bool = True,
+    values: str = "normal",
+    scale: float = 1.0,
+    garbage: float | None = None,
+    description: str = "",
+    **options,
+) -> GoldenCase:
+    """Build a case from a seeded generator and compute its float64 truth.
+
+    ``values``: ``"normal"`` (N(0, scale^2)), ``"ties"`` (small integers: many exact ties in
+    every top-k) or ``"heavy"`` (a few keys aligned with the query, as in trained models).
+    ``pad`` left-pads each batch row by a random amount; ``garbage`` fills masked slots of K
+    and V with that value (any finite value must be harmless).
+    """
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
+    rng = np.random.default_rng(seed)
+    if values == "ties":
+        q = rng.integers(-2, 3, size=(B, H, d)).astype(np.float64)
+        K = rng.integers(-2, 3, size=(B, Hkv, S, d)).astype(np.float64)
+        V = rng.integers(-4, 5, size=(B, Hkv, S, d)).astype(np.float64)
+    else:
+        q = rng.normal(size=(B, H, d)) * scale
+        K = rng.normal(size=(B, Hkv, S, d)) * scale
+        V = rng.normal(size=(B, Hkv, S, d))
+        if values == "heavy":
+            g = H // Hkv
+            heavy = rng.choice(S, size=min(S, 4), replace=False)
+            direction = q.reshape(B, Hkv, g, d).mean(2)
+            K[:, :, heavy] += 2.0 * direction[:, :, None, :]
+    mask = np.ones((B, S), dtype=bool)
+    if pad:
+        for b in range(1, B):
+            mask[b, : rng.integers(0, S)] = False
+    if garbage is not None:
+        K[~np.broadcast_to(mask[:, None, :, None], K.shape)] = garbage
+        V[~np.broadcast_to(mask[:, None, :, None], V.shape)] = garbage
+    inputs = dict(q=_in_dtype(q, dtype), k_cache=_in_dtype(K, dtype), v_cache=_in_dtype(V, dtype),
+                  mask=mask)  # fmt: skip
+    params = dict(r=r, k=k, local_window=local_window, reallocate=True, temperature="l1",
+                  group_score="logits", selection="group")  # fmt: skip
+    unknown = set(options) - set(_PARAM_KEYS)
+    if unknown:
+        raise ValueError(f"options: unknown SparQ parameters {sorted(unknown)}")
+    params.update(options)
+    expected = sparq_attention_naive(inputs["q"], inputs["k_cache"], inputs["v_cache"],
+                                     mask=mask, **params)  # fmt: skip
+    return GoldenCase(name, description, params, inputs, expected, dtype, seed)
+
+
+def standard_cases(dtype: str = "float16", seed: int = 0) -> list[GoldenCase]:
+    """Realistic shapes: MHA, GQA with padding, a Llama-3-8B-like head layout."""
+    return [
+        make_case("mha", B=2, H=4, Hkv=4, S=256, d=64, r=8, k=32, local_window=8, dtype=dtype,
+                  seed=seed, values="heavy", description="multi-head, left padding"),
+        make_case("gqa4", B=3, H=16, Hkv=4, S=300, d=128, r=16, k=48, local_window=12,
+                  dtype=dtype, seed=seed + 1, values="heavy",
+                  description="GQA g=4, left padding"),
+        make_case("llama3-8b-like", B=1, H=32, Hkv=8, S=2048, d=128, r=16, k=128,
+                  local_window=32, dtype=dtype, seed=seed + 2, values="heavy",
+                  description="Llama 3 8B head layout, 1/8 compression"),
+    ]  # fmt: skip
+
+
+def adversarial_cases(dtype: str = "float16", seed: int = 100) -> list[GoldenCase]:
+    """Edge cases from ``shared/spec/validation.md``: odd sizes, GQA 1..8, garbage padding,
+    ties, huge logits, k >= S, r = d, per-head selection, probability group scores."""
+    big = 2.0e4 if dtype in ("float16",) else 1.0e30
+    c = [
+        make_case("s1", B=2, H=2, Hkv=1, S=1, d=16, r=4, k=4, local_window=1, dtype=dtype,
+                  seed=seed, pad=False, description="a single cached position"),
+        make_case("s113-d80", B=2, H=4, Hkv=4, S=113, d=80, r=10, k=16, local_window=4,
+                  dtype=dtype, seed=seed + 1, description="odd S, Pythia-2.8B head dim"),
+        make_case("s1023-gqa8", B=2, H=16, Hkv=2, S=1023, d=64, r=8, k=64, local_window=16,
+                  dtype=dtype, seed=seed + 2, values="heavy", description="S = 2^10 - 1, g = 8"),
+        make_case("gqa3-odd", B=2, H=9, Hkv=3, S=77, d=32, r=5, k=11, local_window=3,
+                  dtype=dtype, seed=seed + 3, description="g = 3"),
+        make_case("garbage-padding", B=3, H=4, Hkv=2, S=96, d=32, r=4, k=12, local_window=4,
+                  dtype=dtype, seed=seed + 4, garbage=big,
+                  description=f"masked slots of K and V hold {big:g}"),
+        make_case("ties", B=2, H=4, Hkv=2, S=64, d=16, r=4, k=10, local_window=2, dtype=dtype,
+                  seed=seed + 5, values="ties", description="small integers: exact ties"),
+        make_case("huge-logits", B=2, H=4, Hkv=2, S=128, d=64, r=16, k=16, local_window=4,
+                  dtype=dtype, seed=seed + 6, scale=8.0,
+                  description="logits in the hundreds: softmax needs max subtraction"),
+        make_case("k-ge-S", B=2, H=4, Hkv=2, S=40, d=16, r=4, k=64, local_window=8,
+                  dtype=dtype, seed=seed + 7, description="k larger than the valid count"),
+        make_case("r-eq-d", B=2, H=4, Hkv=1, S=90, d=32, r=32, k=20, local_window=5,
+                  dtype=dtype, seed=seed + 8, description="all components"),
+        make_case("per-head", B=2, H=8, Hkv=2, S=150, d=64, r=8, k=24, local_window=6,
+                  dtype=dtype, seed=seed + 9, selection="head",
+                  description="per-query-head selection"),
+        make_case("probs", B=2, H=8, Hkv=2, S=150, d=64, r=8, k=24, local_window=6,
+                  dtype=dtype, seed=seed + 10, group_score="probs",
+                  description="group score = sum of probabilities (paper App. B)"),
+        make_case("no-local", B=2, H=4, Hkv=4, S=200, d=64, r=8, k=20, local_window=0,
+                  dtype=dtype, seed=seed + 11, reallocate=False,
+                  description="no local window, no reallocation (llama.cpp port)"),
+    ]  # fmt: skip
+    return c
+
+
+# ------------------------------------------------------------------------------------------
+# Files: one .npz per case and a manifest with checksums.
+# ------------------------------------------------------------------------------------------
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def save_cases(cases: list[GoldenCase], directory) -> Path:
+    """Write ``<name>.npz`` per case and ``manifest.json``; return the manifest path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for c in cases:
+        arrays = {**c.inputs, **{f"expected_{f}": getattr(c.expected, f) for f in _FIELDS}}
+        np.savez_compressed(directory / f"{c.name}.npz", **arrays)
+        entries.append(dict(
+            name=c.name, description=c.description, file=f"{c.name}.npz", dtype=c.dtype,
+            seed=c.seed, params=c.params,
+            arrays={k: dict(shape=list(v.shape), dtype=str(v.dtype), sha256=_sha256(v))
+                    for k, v in arrays.items()},
+        ))  # fmt: skip
+    manifest = dict(format=FORMAT, reference_version=_version(), steps=list(STEPS),
+                    conventions="docs/sparq.md, docs/validation.md", cases=entries)  # fmt: skip
+    path = directory / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+_FIELDS = ("out", "components", "approx_logits", "positions", "alpha", "v_mean", "y", "temperature")
+
+
+def load_cases(directory) -> list[GoldenCase]:
+    """Read cases written by :func:`save_cases`, verifying every checksum."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"directory: no manifest.json in {directory}")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"manifest.json: expected format {FORMAT!r}, got {manifest.get('format')!r}"
+        )
+    cases = []
+    for e in manifest["cases"]:
+        with np.load(directory / e["file"]) as z:
+            arrays = {k: z[k] for k in z.files}
+        for k, meta in e["arrays"].items():
+            if _sha256(arrays[k]) != meta["sha256"]:
+                raise ValueError(f"{e['file']}: checksum mismatch for array {k!r}")
+        inputs = {k: arrays[k] for k in INPUTS}
+        expected = SparqSteps(**{f: arrays[f"expected_{f}"] for f in _FIELDS})
+        cases.append(GoldenCase(e["name"], e["description"], e["params"], inputs, expected,
+                                e["dtype"], e["seed"]))  # fmt: skip
+    return cases
+
+
+# ------------------------------------------------------------------------------------------
+# The checker.
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    status: str  # "pass", "fail", "not provided"
+    max_error: float | None = None
+    tolerance: float | None = None
+    where: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    case: str
+    shape: str
+    dtype: str
+    results: tuple = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != "fail" for r in self.results)
+
+    @property
+    def first_failure(self) -> StepResult | None:
+        return next((r for r in self.results if r.status == "fail"), None)
+
+    def __str__(self) -> str:
+        lines = [f"case {self.case} ({self.shape}), implementation dtype {self.dtype}:"
+                 f" {'PASS' if self.passed else 'FAIL'}"]  # fmt: skip
+        lines.append(f"  {'step':<14}{'status':<14}{'max error':>11}{'tolerance':>11}  where")
+        for r in self.results:
+            err = "" if r.max_error is None else f"{r.max_error:.3g}"
+            tol = "" if r.tolerance is None else f"{r.tolerance:.3g}"
+            lines.append(f"  {r.step:<14}{r.status:<14}{err:>11}{tol:>11}  {r.where}")
+        f = self.first_failure
+        if f is not None:
+            lines.append(f"  first failure: {f.step}: {f.message}")
+        return "\n".join(lines)
+
+
+def _max_abs(a, b, keep):
+    diff = np.abs(np.where(keep, a, 0.0) - np.where(keep, b, 0.0))
+    flat = int(np.argmax(diff))
+    return float(diff.flat[flat]), np.unravel_index(flat, diff.shape)
+
+
+def _floor(ref, dtype):
+    """Rounding floor: 2 |(ref + 0.3) - 0.3 - ref| in the dtype (flash-attention's rule);
+    for float64 implementations a reordering allowance of 1e-12 relative instead."""
+    finite = ref[np.isfinite(ref)]
+    if finite.size == 0:
+        return 0.0
+    if dtype == "float64":
+        return 1e-12 * max(1.0, float(np.abs(finite).max()))
+    shifted = round_to(round_to(finite + 0.3, dtype) - 0.3, dtype)
+    return 2.0 * float(np.abs(shifted - finite).max())
+
+
+def _tolerance(naive, truth, keep, dtype):
+    err, _ = _max_abs(naive, truth, keep)
+    return 2.0 * err + _floor(np.where(keep, truth, 0.0), dtype)
+
+
+def _group_heads(params, H, Hkv):
+    per = H // Hkv if params["selection"] == "group" else 1
+    return per, H // per
+
+
+def check_sparq(
+    case: GoldenCase,
+    outputs: Mapping[str, np.ndarray] | Callable[..., Mapping[str, np.ndarray]],
+    *,
+    dtype: str | None = None,
+) -> CheckReport:
+    """Judge an implementation's SparQ steps against the float64 truth of ``case``.
+
+    Parameters
+    ----------
+    case : GoldenCase
+    outputs : mapping or callable
+        Any subset of ``components (B, G, r)``, ``approx_logits (B, H, S)``, ``positions
+        (B, G, k)`` (-1 in unused slots), ``alpha (B, H)``, ``v_mean (B, Hkv, d)``, ``out
+        (B, H, d)`` (``G`` = Hkv, or H with per-head selection). A callable is called as
+        ``fn(q, k_cache, v_cache, mask, **case.params)`` and must return such a mapping.
+    dtype : str, optional
+        The implementation's compute dtype, which sets the tolerances (default: the case's).
+
+    Returns
+    -------
+    CheckReport
+        Per step: pass / fail / not provided, the max error, the tolerance, where.
+    """
+    dtype = case.dtype if dtype is None else dtype
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
+    if callable(outputs):
+        outputs = outputs(*(case.inputs[k] for k in INPUTS), **case.params)
+    if not isinstance(outputs, Mapping):
+        raise TypeError(
+            f"outputs: expected a mapping of step name -> array, got {type(outputs).__name__}"
+        )
+    unknown = set(outputs) - set(STEPS)
+    if unknown:
+        raise ValueError(f"outputs: unknown steps {sorted(unknown)}; expected some of {STEPS}")
+    q, K, V, mask = (case.inputs[k] for k in INPUTS)
+    B, H, d = q.shape
+    Hkv, S = K.shape[1], K.shape[2]
+    p = case.params
+    per, G = _group_heads(p, H, Hkv)
+    exp = case.expected
+    shapes = dict(components=(B, G, p["r"]), approx_logits=(B, H, S), positions=(B, G, p["k"]),
+                  alpha=(B, H), v_mean=(B, Hkv, d), out=(B, H, d))  # fmt: skip
+    got = {}
+    results = []
+    for name in STEPS:
+        if name not in outputs:
+            continue
+        a = np.asarray(outputs[name])
+        if a.shape != shapes[name]:
+            results.append(
+                StepResult(name, "fail", message=f"expected shape {shapes[name]}, got {a.shape}")
+            )
+            continue
+        got[name] = a
+    failed_shape = {r.step for r in results}
+
+    def run(precision, comps, pos):
+        return sparq_attention_naive(
+            q, K, V, mask=mask, precision=precision, inject_components=comps,
+            inject_positions=pos, **p,
+        )  # fmt: skip
+
+    # Earlier choices of the implementation, injected when they are well-formed.
+    comps = got.get("components")
+    ok_c = comps is not None and _components_ok(comps, d)
+    pos = got.get("positions")
+    ok_p = pos is not None and _positions_ok(pos, mask, p["k"])
+    inj_c = comps.astype(np.int64) if ok_c else None
+    inj_p = pos.astype(np.int64) if ok_p else None
+    truth = run("float64", inj_c, inj_p) if (ok_c or ok_p) else exp
+    naive = run(dtype, inj_c, inj_p) if dtype != "float64" else truth
+    valid_h = np.broadcast_to(mask[:, None, :], (B, H, S))
+
+    for name in STEPS:
+        if name in failed_shape:
+            continue
+        if name not in got:
+            results.append(StepResult(name, "not provided"))
+            continue
+        a = got[name]
+        if name == "components":
+            results.append(_check_components(a, q, per, G, p["r"], dtype))
+        elif name == "positions":
+            results.append(_check_positions(a, truth, mask, per, G, p, dtype, naive))
+        else:
+            ref, nv = getattr(truth, name), getattr(naive, name)
+            keep = valid_h if name == "approx_logits" else np.ones(ref.shape, dtype=bool)
+            a64 = a.astype(np.float64)
+            bad = keep & ~np.isfinite(a64)
+            if bad.any():
+                idx = tuple(int(i) for i in np.argwhere(bad)[0])
+                msg = f"non-finite value {a64[idx]} at {_where(name, idx)}"
+                results.append(StepResult(name, "fail", where=_where(name, idx), message=msg))
+                continue
+            tol = _tolerance(nv, ref, keep, dtype)
+            err, idx = _max_abs(a64, ref, keep)
+            where = _where(name, idx)
+            injected = []
+            if name in ("approx_logits", "alpha", "out") and ok_c:
+                injected.append("components")
+            if name in ("alpha", "out") and ok_p:
+                injected.append("positions")
+            note = f" (given the implementation's {' and '.join(injected)})" if injected else ""
+            status = "pass" if err <= tol else "fail"
+            results.append(StepResult(
+                name, status, err, tol, where,
+                f"max |got - truth| = {err:.3g} > tolerance {tol:.3g} at {where}: got"
+                f" {a64[idx]:.6g}, truth {ref[idx]:.6g}{note}",
+            ))  # fmt: skip
+    results.sort(key=lambda r: STEPS.index(r.step))
+    return CheckReport(case.name, case.shape, dtype, tuple(results))
+
+
+def _where(name, idx):
+    labels = dict(approx_logits=("b", "h", "pos"), alpha=("b", "h"), v_mean=("b", "kv", "c"),
+                  out=("b", "h", "c"))[name]  # fmt: skip
+    return "(" + ", ".join(f"{lab}={int(i)}" for lab, i in zip(labels, idx, strict=True)) + ")"
+
+
+def _components_ok(c, d):
+    c = np.asarray(c)
+    if c.dtype.kind not in "iu" or ((c < 0) | (c >= d)).any():
+        return False
+    return not (np.diff(np.sort(c, axis=-1), axis=-1) == 0).any()
+
+
+def _positions_ok(pos, mask, k):
+    pos = np.asarray(pos)
+    if pos.dtype.kind not in "iu":
+        return False
+    B, G, _ = pos.shape
+    for b in range(B):
+        n = min(k, int(mask[b].sum()))
+        for g in range(G):
+            used = pos[b, g, :n]
+            if (pos[b, g, n:] != -1).any() or (used < 0).any() or (used >= mask.shape[1]).any():
+                return False
+            if not mask[b, used].all() or np.unique(used).size != n:
+                return False
+    return True
+
+
+def _check_components(c, q, per, G, r, dtype):
+    """Tie-safe: each chosen component's score sum_h |q_h,i| must reach the r-th best score
+    minus a tolerance (the naive dtype's rounding of that sum)."""
+    B, H, d = q.shape
+    c = np.asarray(c)
+    if c.dtype.kind not in "iu":
+        return StepResult("components", "fail", message=f"expected integer indices, got {c.dtype}")
+    a = np.abs(q.astype(np.float64)).reshape(B, G, per, d).sum(2)  # (B, G, d)
+    worst = 0.0
+    tol_all = 0.0
+    for b in range(B):
+        for g in range(G):
+            row = c[b, g]
+            if ((row < 0) | (row >= d)).any() or np.unique(row).size != r:
+                return StepResult(
+                    "components",
+                    "fail",
+                    where=f"(b={b}, group={g})",
+                    message=f"expected {r} distinct indices in [0, {d}), got {row.tolist()}",
+                )
+            kth = np.sort(a[b, g])[::-1][r - 1]
+            tol = 2.0 * abs(round_to(np.array([kth]), dtype)[0] - kth) * per + _floor(
+                a[b, g], dtype
+            )
+            short = kth - a[b, g, row]
+            tol_all = max(tol_all, tol)
+            if short.max() > tol:
+                i = int(np.argmax(short))
+                return StepResult(
+                    "components", "fail", float(short.max()), tol, f"(b={b}, group={g}, slot={i})",
+                    f"component {row[i]} has score {a[b, g, row[i]]:.6g} below the r-th best"
+                    f" {kth:.6g} by more than {tol:.3g} at (b={b}, group={g})",
+                )  # fmt: skip
+            worst = max(worst, float(max(short.max(), 0.0)))
+    return StepResult("components", "pass", worst, tol_all, "tie-safe: score >= r-th best - tol")
+
+
+def _check_positions(pos, truth, mask, per, G, p, dtype, naive):
+    """Structure (distinct valid positions, count, -1 padding, the local window) exactly;
+    the choice tie-safely: every non-local chosen position's selection score (from the
+    float64 approximate logits given the implementation's components) must reach the
+    (k - window)-th best non-local score minus a tolerance (twice the naive dtype's error in
+    that score plus the rounding floor)."""
+    B, H, S = truth.approx_logits.shape
+    k, lw = p["k"], p["local_window"]
+    pos = np.asarray(pos)
+    if pos.dtype.kind not in "iu":
+        return StepResult("positions", "fail", message=f"expected integer indices, got {pos.dtype}")
+    worst, tol_all = 0.0, 0.0
+    for b in range(B):
+        valid = np.flatnonzero(mask[b])
+        nv = valid.size
+        n = min(k, nv)
+        n_local = min(lw, nv)
+        local = valid[nv - n_local :]
+        for g in range(G):
+            row = pos[b, g]
+            used = row[:n]
+            where = f"(b={b}, group={g})"
+            if (row[n:] != -1).any() or not np.isin(used, valid).all() or np.unique(used).size != n:
+                return StepResult(
+                    "positions",
+                    "fail",
+                    where=where,
+                    message=(
+                        f"expected {n} distinct valid positions then -1s at {where},"
+                        f" got {row.tolist()}"
+                    ),
+                )
+            missing = np.setdiff1d(local, used)
+            if missing.size:
+                return StepResult(
+                    "positions",
+                    "fail",
+                    where=where,
+                    message=(
+                        f"local window position(s) {missing.tolist()} not selected at {where}"
+                    ),
+                )
+            if n == nv:
+                continue
+            s = truth.approx_logits[b, g * per : (g + 1) * per][:, valid]  # (per, nv)
+            sn = naive.approx_logits[b, g * per : (g + 1) * per][:, valid]
+            if p["group_score"] == "logits":
+                score, score_n = s.sum(0), sn.sum(0)
+            else:
+
+                def probs(x):
+                    w = np.exp(x - x.max(1, keepdims=True))
+                    return (w / w.sum(1, keepdims=True)).sum(0)
+
+                score, score_n = probs(s), probs(sn)
+            nonlocal_idx = np.arange(nv - n_local)
+            need = n - n_local
+            kth = np.sort(score[nonlocal_idx])[::-1][need - 1]
+            tol = 2.0 * float(np.abs(score_n - score).max()) + _floor(score, dtype)
+            tol_all = max(tol_all, tol)
+            chosen = np.searchsorted(valid, np.setdiff1d(used, local))
+            short = kth - score[chosen]
+            if short.size and short.max() > tol:
+                i = int(np.argmax(short))
+                return StepResult(
+                    "positions", "fail", float(short.max()), tol, where,
+                    f"position {valid[chosen[i]]} has selection score {score[chosen[i]]:.6g}"
+                    f" below the {need}-th best non-local score {kth:.6g} by more than"
+                    f" {tol:.3g} at {where}",
+                )  # fmt: skip
+            if short.size:
+                worst = max(worst, float(max(short.max(), 0.0)))
+    return StepResult("positions", "pass", worst, tol_all, "tie-safe: score >= k-th best - tol")
+
+
+def summarize(reports: list[CheckReport]) -> str:
+    """One line per case plus a total."""
+    lines = [str(r) for r in reports]
+    n_pass = sum(r.passed for r in reports)
+    lines.append(f"{n_pass} passed, {len(reports) - n_pass} failed")
+    return "\n".join(lines)
