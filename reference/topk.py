@@ -60,6 +60,14 @@ __all__ = [
 _SMALL = 16
 # Extra room of the candidate buffer of the streaming exact top-k, beyond 2k.
 _BUF_EXTRA = 256
+# Block length of the vectorised threshold screen of the streaming exact top-k.
+_BLOCK = 64
+_SUB = 8
+_CHUNK = 64
+# Sampled first threshold of the exact top-k: sample size, and when to use it.
+_SAMPLE = 4096
+_SAMPLE_MIN_K = 64
+_SAMPLE_MIN_MU = 16
 
 
 # --------------------------------------------------------------------------------------
@@ -229,58 +237,173 @@ def _has_nan(x):
     return False
 
 
+# --------------------------------------------------------------------------------------
+# Exact top-k of one row: a streaming threshold filter into a buffer of ~3k candidates,
+# compacted by introselect when full; then the k survivors are sorted. O(n + k log k)
+# comparisons per row in the worst case (every compaction removes at least half of the
+# buffer). The filter screens blocks of _BLOCK elements with a vectorisable "any element
+# passes?" test, so once the threshold has settled an element costs a fraction of a
+# compare. For large k the first threshold comes from a strided sample (a rank chosen so
+# that ~1.3-2k elements pass); if fewer than k pass, the row is redone without it.
+# --------------------------------------------------------------------------------------
+
+
 @njit_serial
 def _buffer_size(n, k):
-    return min(n, max(2 * k, k + _BUF_EXTRA))
+    # Candidate buffer length (one slot of slack for the branch-free append).
+    return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
 
 
-# --------------------------------------------------------------------------------------
-# Exact top-k of one row: a streaming threshold filter into a buffer of 2k (+ slack)
-# candidates, compacted by introselect when full; then the k survivors are sorted.
-# O(n + k log k) comparisons per row in the worst case (every compaction removes at
-# least half of the buffer), and a single predictable compare per element once the
-# threshold has settled.
-# --------------------------------------------------------------------------------------
+@njit_serial(inline="always")
+def _screen_block(x, i0, thr, strict):
+    # Number of x[i0:i0+_BLOCK] passing the threshold (NaN passes). Fixed trip count and an
+    # integer sum: LLVM vectorises this (a bool OR or a float max would not be).
+    h = 0
+    if strict:
+        for t in range(_BLOCK):
+            h += np.int32(not (x[i0 + t] <= thr))
+    else:
+        for t in range(_BLOCK):
+            h += np.int32(not (x[i0 + t] < thr))
+    return h
+
+
+@njit_serial(inline="always")
+def _screen_sub(x, i0, thr, strict):
+    h = 0
+    if strict:
+        for t in range(_SUB):
+            h += np.int32(not (x[i0 + t] <= thr))
+    else:
+        for t in range(_SUB):
+            h += np.int32(not (x[i0 + t] < thr))
+    return h
+
+
+@njit_serial
+def _append_range(x, i0, i1, k, bv, bi, thr, strict, cnt):
+    # Element-wise part of _stream over x[i0:i1], screened in sub-blocks of _SUB.
+    # Returns the updated (cnt, thr, strict, found_nan).
+    cap = bv.shape[0] - 1
+    j0 = i0
+    while j0 < i1:
+        if j0 + _SUB <= i1:
+            j1 = j0 + _SUB
+            sub = _screen_sub(x, j0, thr, strict) > 0
+        else:
+            j1 = i1
+            sub = True
+        if sub:
+            for i in range(j0, j1):
+                v = x[i]
+                # Branch-free append: always write, advance only if v passes. Strict ">"
+                # once thr is the k-th kept value: an equal value arrives with a larger
+                # index, so it ranks after that element.
+                bv[cnt] = v
+                bi[cnt] = i
+                if strict:
+                    cnt += not (v <= thr)
+                else:
+                    cnt += not (v < thr)
+                if cnt == cap:
+                    if _has_nan(bv[:cnt]):
+                        return cnt, thr, strict, True
+                    _select(bv, bi, 0, cnt, k - 1)
+                    cnt = k
+                    thr = bv[k - 1]
+                    strict = True
+        j0 = j1
+    return cnt, thr, strict, False
+
+
+@njit_serial
+def _screen_chunk(x, i0, nb, thr, strict, flags):
+    # flags[t] = number of elements of block t (x[i0 + t*_BLOCK :][:_BLOCK]) that pass.
+    # thr and strict are invariant here, so LLVM vectorises the screen.
+    if strict:
+        for t in range(nb):
+            flags[t] = _screen_block(x, i0 + t * _BLOCK, thr, True)
+    else:
+        for t in range(nb):
+            flags[t] = _screen_block(x, i0 + t * _BLOCK, thr, False)
+
+
+@njit_serial
+def _stream(x, k, bv, bi, thr, strict, start, cnt):
+    # Appends to bv/bi[cnt:] every x[i], i >= start, that passes the threshold (strict:
+    # v > thr; else v >= thr), compacting to the best k whenever the buffer is full (after
+    # which the threshold is the k-th kept value, strict). NaN always passes. Returns
+    # (cnt, found_nan).
+    #
+    # Chunks of _CHUNK blocks of _BLOCK are first screened with the threshold at the
+    # start of the chunk (vectorised); then only passing blocks are looked at closely.
+    # The threshold only rises, so a block that fails the screen has nothing to add.
+    n = x.shape[0]
+    flags = np.empty(_CHUNK, dtype=np.int32)
+    i0 = start
+    while i0 + _BLOCK <= n:
+        nb = min(_CHUNK, (n - i0) // _BLOCK)
+        _screen_chunk(x, i0, nb, thr, strict, flags)
+        for t in range(nb):
+            if flags[t] > 0:
+                b0 = i0 + t * _BLOCK
+                cnt, thr, strict, bad = _append_range(
+                    x, b0, b0 + _BLOCK, k, bv, bi, thr, strict, cnt
+                )
+                if bad:
+                    return cnt, True
+        i0 += nb * _BLOCK
+    cnt, thr, strict, bad = _append_range(x, i0, n, k, bv, bi, thr, strict, cnt)
+    if bad:
+        return cnt, True
+    return cnt, _has_nan(bv[:cnt])
 
 
 @njit_serial
 def _topk_core(x, k, out, bv, bi):
     """Core of :func:`topk_row` on any real dtype; returns True if ``x`` holds a NaN.
 
-    ``bv``/``bi``: scratch of equal length ``cap`` with ``cap > k`` or ``cap == len(x)``.
+    ``bv``/``bi``: scratch of equal length ``_buffer_size(len(x), k)``.
     Writes ``out[:k]`` (undefined when a NaN was found).
     """
     n = x.shape[0]
     if k <= 0:
         return _has_nan(x)
-    cap = bv.shape[0]
-    m = min(cap, n)
-    for i in range(m):
-        v = x[i]
-        if v != v:
+    cap = bv.shape[0] - 1
+    cnt = 0
+    done = False
+    if k >= _SAMPLE_MIN_K and n >= 4 * _SAMPLE and k * _SAMPLE >= _SAMPLE_MIN_MU * n:
+        # Threshold from a strided sample of S positions: with mu = k S / n expected true
+        # top-k members in the sample, take the sample element of rank ~mu + 4 sqrt(mu).
+        stride = n // _SAMPLE
+        sv = np.empty(_SAMPLE, dtype=x.dtype)
+        si = np.empty(_SAMPLE, dtype=np.int64)
+        for t in range(_SAMPLE):
+            sv[t] = x[t * stride]
+            si[t] = t * stride
+        if _has_nan(sv):
             return True
-        bv[i] = v
-        bi[i] = i
-    cnt = m
-    thr = x[0]
-    if cnt > k:
-        _select(bv, bi, 0, cnt, k - 1)
-        cnt = k
-        thr = bv[k - 1]
-    for i in range(m, n):
-        v = x[i]
-        # Strictly greater only: an equal value arrives with a larger index than the
-        # current k-th element, so it ranks after it. ``not (v <= thr)`` also catches NaN.
-        if not (v <= thr):
-            if v != v:
-                return True
-            bv[cnt] = v
-            bi[cnt] = i
-            cnt += 1
-            if cnt == cap:
-                _select(bv, bi, 0, cnt, k - 1)
-                cnt = k
-                thr = bv[k - 1]
+        mu = k * _SAMPLE / n
+        r = min(_SAMPLE, int(mu + 4.0 * np.sqrt(mu)) + 2)
+        _select(sv, si, 0, _SAMPLE, r - 1)
+        cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
+        if bad:
+            return True
+        done = cnt >= k
+    if not done:
+        m = min(cap, n)
+        for i in range(m):
+            bv[i] = x[i]
+            bi[i] = i
+        if _has_nan(bv[:m]):
+            return True
+        cnt = m
+        if cnt > k:
+            _select(bv, bi, 0, cnt, k - 1)
+            cnt = k
+        cnt, bad = _stream(x, k, bv, bi, bv[k - 1], True, m, cnt)
+        if bad:
+            return True
     if cnt > k:
         _select(bv, bi, 0, cnt, k - 1)
     _sort(bv, bi, 0, k)
@@ -322,6 +445,17 @@ def _topk_kernel(x2, k, out, nan_rows):
     for r in prange(rows):
         bv = np.empty(cap, dtype=x2.dtype)
         bi = np.empty(cap, dtype=np.int64)
+        nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
+
+
+@njit_serial
+def _topk_kernel_serial(x2, k, out, nan_rows):
+    # Same as _topk_kernel without the thread pool (used for a single row, where waking
+    # idle threads only costs time).
+    cap = _buffer_size(x2.shape[1], k)
+    bv = np.empty(cap, dtype=x2.dtype)
+    bi = np.empty(cap, dtype=np.int64)
+    for r in range(x2.shape[0]):
         nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
 
 
@@ -494,6 +628,12 @@ def _bucketed_kernel(x2, k, b, kb, interleaved, out, nan_rows):
         nan_rows[r] = _bucketed_core(x2[r], k, b, kb, interleaved, out[r])
 
 
+@njit_serial
+def _bucketed_kernel_serial(x2, k, b, kb, interleaved, out, nan_rows):
+    for r in range(x2.shape[0]):
+        nan_rows[r] = _bucketed_core(x2[r], k, b, kb, interleaved, out[r])
+
+
 # --------------------------------------------------------------------------------------
 # Public API: validation and normalisation.
 # --------------------------------------------------------------------------------------
@@ -615,7 +755,9 @@ def topk(
     key = _kernel_key(xm, bool(largest))
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
-    if key.shape[0]:
+    if key.shape[0] == 1:
+        _topk_kernel_serial(key, k, out, nan_rows)
+    elif key.shape[0] > 1:
         _topk_kernel(key, k, out, nan_rows)
     return _finish(xm, out, k, axis, nan_rows, "topk")
 
@@ -695,7 +837,9 @@ def bucketed_topk(
     key = _kernel_key(xm, True)
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
-    if key.shape[0]:
+    if key.shape[0] == 1:
+        _bucketed_kernel_serial(key, k, b, kb, bool(interleaved), out, nan_rows)
+    elif key.shape[0] > 1:
         _bucketed_kernel(key, k, b, kb, bool(interleaved), out, nan_rows)
     return _finish(xm, out, k, axis, nan_rows, "bucketed_topk")
 
