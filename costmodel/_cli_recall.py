@@ -139,10 +139,9 @@ def _plot(args: argparse.Namespace, path: str) -> None:
     lo = -(-k // kb)
     bs = np.unique(np.round(np.geomspace(lo, n, 80)).astype(np.int64))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model in rc.MODELS:
-        ax.plot(
-            bs, rc.expected_recall(n, k, num_buckets=bs, k_per_bucket=kb, model=model), label=model
-        )
+    for model, style in zip(rc.MODELS, ("-", "-", "--"), strict=True):
+        r = rc.expected_recall(n, k, num_buckets=bs, k_per_bucket=kb, model=model)
+        ax.plot(bs, r, style, label=model)
     if kb == 1:
         ax.plot(
             bs,
