@@ -1,0 +1,29 @@
+import numpy as np
+
+from reference.cli import main
+from reference.validation import STEPS, load_cases
+
+
+def test_golden_then_check_roundtrip(tmp_path, capsys):
+    gold, outs = tmp_path / "gold", tmp_path / "outs"
+    assert main(["golden", "--out", str(gold), "--suite", "adversarial", "--dtype", "float32"]) == 0
+    cases = load_cases(gold)
+    outs.mkdir()
+    for c in cases[:-1]:  # the last case is left out on purpose
+        np.savez(outs / f"{c.name}.npz", **{f: getattr(c.expected, f) for f in STEPS})
+    capsys.readouterr()
+    assert main(["check", str(gold), str(outs)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(cases) - 1} passed, 0 failed, 1 not provided" in text
+    # a broken output makes the command fail and name the step
+    c = cases[0]
+    broken = {f: getattr(c.expected, f) for f in STEPS}
+    broken["out"] = broken["out"] + 1.0
+    np.savez(outs / f"{c.name}.npz", **broken)
+    assert main(["check", str(gold), str(outs)]) == 1
+    assert "first failure: out" in capsys.readouterr().out
+
+
+def test_check_missing_golden_dir(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope"), str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
