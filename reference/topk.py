@@ -64,6 +64,8 @@ _BUF_EXTRA = 256
 _BLOCK = 64
 _SUB = 8
 _CHUNK = 64
+# Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
+_LANES = 64
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
 _SAMPLE = 4096
 _SAMPLE_MIN_K = 64
@@ -257,26 +259,26 @@ def _buffer_size(n, k):
 @njit_serial(inline="always")
 def _screen_block(x, i0, thr, strict):
     # Number of x[i0:i0+_BLOCK] passing the threshold (NaN passes). Fixed trip count and an
-    # integer sum: LLVM vectorises this (a bool OR or a float max would not be).
-    h = 0
+    # int32 sum: LLVM vectorises this (a float max would not be, without nnan).
+    h = np.int32(0)
     if strict:
         for t in range(_BLOCK):
-            h += np.int32(not (x[i0 + t] <= thr))
+            h = np.int32(h + np.int32(not (x[i0 + t] <= thr)))
     else:
         for t in range(_BLOCK):
-            h += np.int32(not (x[i0 + t] < thr))
+            h = np.int32(h + np.int32(not (x[i0 + t] < thr)))
     return h
 
 
 @njit_serial(inline="always")
 def _screen_sub(x, i0, thr, strict):
-    h = 0
+    h = np.int32(0)
     if strict:
         for t in range(_SUB):
-            h += np.int32(not (x[i0 + t] <= thr))
+            h = np.int32(h + np.int32(not (x[i0 + t] <= thr)))
     else:
         for t in range(_SUB):
-            h += np.int32(not (x[i0 + t] < thr))
+            h = np.int32(h + np.int32(not (x[i0 + t] < thr)))
     return h
 
 
@@ -320,12 +322,15 @@ def _append_range(x, i0, i1, k, bv, bi, thr, strict, cnt):
 def _screen_chunk(x, i0, nb, thr, strict, flags):
     # flags[t] = number of elements of block t (x[i0 + t*_BLOCK :][:_BLOCK]) that pass.
     # thr and strict are invariant here, so LLVM vectorises the screen.
+    p = i0
     if strict:
         for t in range(nb):
-            flags[t] = _screen_block(x, i0 + t * _BLOCK, thr, True)
+            flags[t] = _screen_block(x, p, thr, True)
+            p += _BLOCK
     else:
         for t in range(nb):
-            flags[t] = _screen_block(x, i0 + t * _BLOCK, thr, False)
+            flags[t] = _screen_block(x, p, thr, False)
+            p += _BLOCK
 
 
 @njit_serial
@@ -471,9 +476,9 @@ def _bucket_start(j, base, rem):
 
 
 @njit_serial
-def _bucket_argmax_interleaved(x, b, cv, ci):
-    # Stage 1 for k_b = 1, interleaved: one streaming pass, bucket j = i % b.
-    # Strict ">" keeps the lower index on ties. Returns True on NaN.
+def _bucket_argmax_interleaved_scalar(x, b, cv, ci):
+    # Stage 1 for k_b = 1, interleaved, element by element: bucket j = i % b. Strict ">"
+    # keeps the lower index on ties. Returns True on NaN.
     n = x.shape[0]
     for j in range(b):
         v = x[j]
@@ -492,6 +497,64 @@ def _bucket_argmax_interleaved(x, b, cv, ci):
                 cv[j] = v
                 ci[j] = start + j
         start += b
+    return False
+
+
+@njit_serial
+def _bucket_argmax_interleaved(x, b, cv, ci):
+    # Stage 1 for k_b = 1, interleaved, vectorised: view the row as R rows of W = m*b
+    # lanes (W >= _LANES); lane l only ever sees bucket l % b. Each lane keeps its running
+    # max and the row where it was found (strict ">": the first occurrence); then the m
+    # lanes of each bucket are merged (larger value, then lower index) and the n - R*W
+    # trailing elements are folded in. Returns True on NaN.
+    n = x.shape[0]
+    m = (_LANES + b - 1) // b
+    w = m * b
+    rows = n // w
+    if rows < 2 or rows >= 2**31:
+        return _bucket_argmax_interleaved_scalar(x, b, cv, ci)
+    lv = np.empty(w, dtype=x.dtype)
+    lr = np.zeros(w, dtype=np.int32)
+    ln = np.zeros(w, dtype=np.int32)
+    for lane in range(w):
+        v = x[lane]
+        lv[lane] = v
+        ln[lane] = np.int32(v != v)
+    start = w
+    row = np.int32(1)
+    while start + w <= n:
+        for lane in range(w):
+            v = x[start + lane]
+            c = lv[lane]
+            up = v > c
+            lv[lane] = v if up else c
+            lr[lane] = row if up else lr[lane]
+            ln[lane] |= np.int32(v != v)
+        start += w
+        row += np.int32(1)
+    for lane in range(w):
+        if ln[lane]:
+            return True
+    for j in range(b):
+        bv = lv[j]
+        bidx = np.int64(lr[j]) * w + j
+        for q in range(1, m):
+            lane = j + q * b
+            v = lv[lane]
+            g = np.int64(lr[lane]) * w + lane
+            if _before(v, g, bv, bidx):
+                bv = v
+                bidx = g
+        cv[j] = bv
+        ci[j] = bidx
+    for i in range(rows * w, n):
+        v = x[i]
+        if v != v:
+            return True
+        j = i % b
+        if v > cv[j]:
+            cv[j] = v
+            ci[j] = i
     return False
 
 
