@@ -55,9 +55,16 @@ def _round_bf16(x32: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Precision:
     """Where a naive kernel of a given dtype rounds: ``store`` after every stored tensor,
-    arithmetic in ``acc`` (float32 for the low dtypes, float64 for the truth)."""
+    arithmetic in ``acc`` (float32 for the low dtypes, float64 for the truth).
+
+    ``reorder=True`` computes the same quantities by another, equally legitimate route
+    (scale the query before the dot product instead of the product after it; alpha as one
+    minus the unselected mass; the output as ``y + (1 - alpha)(v_mean - y)``). Running both
+    estimates the spread between same-precision implementations, as flash-attention's tests
+    do by reordering the naive reference on purpose."""
 
     name: str
+    reorder: bool = False
 
     def __post_init__(self):
         if self.name not in PRECISIONS:

@@ -126,7 +126,10 @@ def _sparq_group_naive(
     s = np.full((G, S), -np.inf, dtype=pr.acc)
     for h in range(G):
         if tau[h] > 0:
-            s[h, valid] = pr.store((K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h])
+            if pr.reorder:
+                s[h, valid] = pr.store(K[np.ix_(valid, i1)] @ (qg[h, i1] / tau[h]))
+            else:
+                s[h, valid] = pr.store((K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h])
         else:  # q_h is zero on every kept component: approximate logits are 0 (convention)
             s[h, valid] = 0.0
     # Step 4: group score, forced local window, top-k among valid positions.
@@ -145,13 +148,24 @@ def _sparq_group_naive(
     positions = np.full(k, -1, dtype=np.int64)
     positions[:n_sel] = chosen
     # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
-    alpha = pr.store([_softmax_naive(s[h, valid])[np.isin(valid, chosen)].sum() for h in range(G)])
+    picked = np.isin(valid, chosen)
+    if pr.reorder:
+        alpha = pr.store([1 - _softmax_naive(s[h, valid])[~picked].sum() for h in range(G)])
+    else:
+        alpha = pr.store([_softmax_naive(s[h, valid])[picked].sum() for h in range(G)])
     # Steps 7-8: exact attention over the chosen positions, reallocation to v_mean.
     y = np.empty((G, d), dtype=pr.acc)
     for h in range(G):
-        w = pr.store(_softmax_naive(pr.store(K[chosen] @ qg[h] / math.sqrt(d))))
+        if pr.reorder:
+            logits = pr.store(K[chosen] @ (qg[h] / math.sqrt(d)))
+        else:
+            logits = pr.store(K[chosen] @ qg[h] / math.sqrt(d))
+        w = pr.store(_softmax_naive(logits))
         y[h] = pr.store(w @ V[chosen])
-    out = pr.store(alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :])
+    if pr.reorder:
+        out = pr.store(y + (1.0 - alpha[:, None]) * (v_mean[None, :] - y))
+    else:
+        out = pr.store(alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :])
     return out, i1, s, positions, alpha, y, tau
 
 
@@ -189,10 +203,14 @@ def sparq_attention_naive(
     ``"bfloat16"`` emulate a naive implementation in that dtype (inputs and stored tensors
     rounded to it, accumulation and softmax in float32; ``reference/precision.py``): its
     deviation from the truth calibrates what error a kernel in that dtype may make. The
-    returned arrays are float64 holding values of the emulated dtype.
+    returned arrays are float64 holding values of the emulated dtype. A
+    :class:`reference.precision.Precision` may be passed instead of a name (e.g. with
+    ``reorder=True``, the same computation by another rounding route).
     """
-    as_choice("precision", precision, PRECISIONS)
-    pr = Precision(precision)
+    if isinstance(precision, Precision):
+        pr = precision
+    else:
+        pr = Precision(as_choice("precision", precision, PRECISIONS))
     q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
         q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
         selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, pr=pr,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.precision import PRECISIONS, round_to
+from reference.precision import PRECISIONS, Precision, round_to
 from reference.sparq import SparqSteps, sparq_attention_naive
 
 STEPS = ("components", "approx_logits", "positions", "alpha", "v_mean", "out")
@@ -312,8 +312,8 @@ def _floor(ref, dtype):
     return 2.0 * float(np.abs(shifted - finite).max())
 
 
-def _tolerance(naive, truth, keep, dtype):
-    err, _ = _max_abs(naive, truth, keep)
+def _tolerance(naives, truth, keep, dtype):
+    err = max(_max_abs(nv, truth, keep)[0] for nv in naives)
     return 2.0 * err + _floor(np.where(keep, truth, 0.0), dtype)
 
 
@@ -394,7 +394,11 @@ def check_sparq(
     inj_c = comps.astype(np.int64) if ok_c else None
     inj_p = pos.astype(np.int64) if ok_p else None
     truth = run("float64", inj_c, inj_p) if (ok_c or ok_p) else exp
-    naive = run(dtype, inj_c, inj_p) if dtype != "float64" else truth
+    # Two naive same-precision runs by different rounding routes (reference/precision.py).
+    if dtype == "float64":
+        naives = [truth]
+    else:
+        naives = [run(Precision(dtype, reorder=ro), inj_c, inj_p) for ro in (False, True)]
     valid_h = np.broadcast_to(mask[:, None, :], (B, H, S))
 
     for name in STEPS:
@@ -407,9 +411,9 @@ def check_sparq(
         if name == "components":
             results.append(_check_components(a, q, per, G, p["r"], dtype))
         elif name == "positions":
-            results.append(_check_positions(a, truth, mask, per, G, p, dtype, naive))
+            results.append(_check_positions(a, truth, mask, per, G, p, dtype, naives))
         else:
-            ref, nv = getattr(truth, name), getattr(naive, name)
+            ref, nv = getattr(truth, name), [getattr(n, name) for n in naives]
             keep = valid_h if name == "approx_logits" else np.ones(ref.shape, dtype=bool)
             a64 = a.astype(np.float64)
             bad = keep & ~np.isfinite(a64)
@@ -503,7 +507,15 @@ def _check_components(c, q, per, G, r, dtype):
     return StepResult("components", "pass", worst, tol_all, "tie-safe: score >= r-th best - tol")
 
 
-def _check_positions(pos, truth, mask, per, G, p, dtype, naive):
+def _selection_score(s, group_score):
+    """Group score of step 4 from approximate logits ``s (per, n_valid)`` (un-forced)."""
+    if group_score == "logits":
+        return s.sum(0)
+    w = np.exp(s - s.max(1, keepdims=True))
+    return (w / w.sum(1, keepdims=True)).sum(0)
+
+
+def _check_positions(pos, truth, mask, per, G, p, dtype, naives):
     """Structure (distinct valid positions, count, -1 padding, the local window) exactly;
     the choice tie-safely: every non-local chosen position's selection score (from the
     float64 approximate logits given the implementation's components) must reach the
@@ -547,21 +559,17 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naive):
                 )
             if n == nv:
                 continue
-            s = truth.approx_logits[b, g * per : (g + 1) * per][:, valid]  # (per, nv)
-            sn = naive.approx_logits[b, g * per : (g + 1) * per][:, valid]
-            if p["group_score"] == "logits":
-                score, score_n = s.sum(0), sn.sum(0)
-            else:
-
-                def probs(x):
-                    w = np.exp(x - x.max(1, keepdims=True))
-                    return (w / w.sum(1, keepdims=True)).sum(0)
-
-                score, score_n = probs(s), probs(sn)
+            heads = slice(g * per, (g + 1) * per)
+            score = _selection_score(truth.approx_logits[b, heads][:, valid], p["group_score"])
+            spread = max(
+                float(np.abs(_selection_score(n.approx_logits[b, heads][:, valid],
+                                              p["group_score"]) - score).max())
+                for n in naives
+            )  # fmt: skip
             nonlocal_idx = np.arange(nv - n_local)
             need = n - n_local
             kth = np.sort(score[nonlocal_idx])[::-1][need - 1]
-            tol = 2.0 * float(np.abs(score_n - score).max()) + _floor(score, dtype)
+            tol = 2.0 * spread + _floor(score, dtype)
             tol_all = max(tol_all, tol)
             chosen = np.searchsorted(valid, np.setdiff1d(used, local))
             short = kth - score[chosen]
