@@ -1,4 +1,5 @@
 """Roofline cost model for decode attention and the recall theory of bucketed top-k."""
+
 from costmodel.recall import (  # noqa: F401  (recall theory of bucketed top-k, issue 4)
     MODELS,
     RecallDistribution,
