@@ -1,6 +1,28 @@
-"""Roofline cost model for decode attention and the recall theory of bucketed top-k."""
+"""Roofline cost model for decode attention and the recall theory of bucketed top-k.
 
-from costmodel.recall import (  # noqa: F401  (recall theory of bucketed top-k, issue 4)
+- :mod:`costmodel.traffic` — elements per head per step (paper Eq. 3, 11) and a byte model
+- :mod:`costmodel.estimate` — roofline time per kernel and per whole decode step
+- :mod:`costmodel.hardware` / :mod:`costmodel.shapes` — sourced TOML profiles and model shapes
+- :mod:`costmodel.recall` — expected recall of bucketed top-k, closed forms and simulation
+"""
+
+from costmodel.estimate import (
+    DecodeEstimate,
+    Estimate,
+    Speedup,
+    attention_transfer_fraction,
+    estimate_attention,
+    estimate_decode,
+    speedup,
+)
+from costmodel.hardware import (
+    Hardware,
+    hardware_from_spec,
+    list_hardware,
+    load_hardware,
+    measure_host,
+)
+from costmodel.recall import (
     MODELS,
     RecallDistribution,
     SimulationResult,
@@ -16,3 +38,40 @@ from costmodel.recall import (  # noqa: F401  (recall theory of bucketed top-k, 
     simulate_recall,
     xla_reduction_output_size,
 )
+from costmodel.shapes import ModelShape, list_models, load_model
+from costmodel.traffic import attention_traffic, compression_ratio, transfers
+
+__all__ = [
+    "MODELS",
+    "DecodeEstimate",
+    "Estimate",
+    "Hardware",
+    "ModelShape",
+    "RecallDistribution",
+    "SimulationResult",
+    "Speedup",
+    "attention_traffic",
+    "attention_transfer_fraction",
+    "bins_for_recall_xla",
+    "buckets_for_recall",
+    "compression_ratio",
+    "estimate_attention",
+    "estimate_decode",
+    "expected_recall",
+    "expected_recall_kb1",
+    "expected_recall_multinomial_kb1",
+    "expected_recall_xla",
+    "hardware_from_spec",
+    "k_per_bucket_for_recall",
+    "list_hardware",
+    "list_models",
+    "load_hardware",
+    "load_model",
+    "measure_host",
+    "recall_distribution",
+    "recall_lower_bound_kb1",
+    "simulate_recall",
+    "speedup",
+    "transfers",
+    "xla_reduction_output_size",
+]
