@@ -40,13 +40,7 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     caller's array is never modified).  Integer, bool, complex or object data raise TypeError.
     """
     if not isinstance(x, np.ndarray):
-        if isinstance(x, (list, tuple)) or np.isscalar(x):
-            x = np.asarray(x)
-        else:
-            try:
-                x = np.asarray(x)
-            except Exception as exc:  # pragma: no cover - exotic inputs
-                raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}") from exc
+        x = np.asarray(x)  # lists, tuples, scalars; the dtype check below decides
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name}: expected a float16, float32 or float64 array, got dtype {x.dtype}"

@@ -385,3 +385,17 @@ def test_bucketed_parameter_errors():
         sparq_attention(q, K, V, r=2, k=5, num_buckets=4)
     with pytest.raises(ValueError, match="topk: expected one of"):
         sparq_attention(q, K, V, r=2, k=5, topk="approx")
+
+
+def test_all_zero_query_row_has_unit_coverage_and_zero_logits():
+    # Convention (docs/sparq.md): sum |q_h| = 0 -> coverage 1, tau = sqrt(d); logits all 0, so
+    # the softmax is uniform and alpha = (number selected) / (number valid).
+    q = np.zeros((1, 1, 4))
+    rng = np.random.default_rng(24)
+    K, V = rng.normal(size=(2, 1, 1, 6, 4))
+    mask = np.array([[False, True, True, True, True, True]])
+    for st_ in both(q, K, V, r=2, k=2, mask=mask):
+        assert st_.temperature[0, 0] == 2.0
+        assert st_.approx_logits[0, 0, 1:].tolist() == [0.0] * 5
+        assert st_.positions[0, 0].tolist() == [1, 2]  # ties to the lower index
+        assert st_.alpha[0, 0] == pytest.approx(2 / 5, rel=1e-14)
