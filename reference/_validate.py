@@ -14,7 +14,10 @@ FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
 @njit_parallel
 def _first_nonfinite(flat):
-    """Flat index of the first NaN or +/-inf in ``flat`` (1-D), or -1 (chunked, parallel)."""
+    """Flat index of the first NaN or +/-inf in ``flat`` (1-D), or -1 (chunked, parallel).
+
+    Per chunk, ``sum(v * 0.0)`` is NaN exactly when the chunk holds a NaN or an inf (a
+    branch-free loop that vectorises); only such a chunk is scanned for the first index."""
     n = flat.shape[0]
     chunk = 1 << 16
     nchunks = (n + chunk - 1) // chunk
@@ -22,11 +25,15 @@ def _first_nonfinite(flat):
     for c in prange(nchunks):
         lo = c * chunk
         hi = min(n, lo + chunk)
+        acc = 0.0
         for i in range(lo, hi):
-            v = flat[i]
-            if not (v - v == 0.0):  # false exactly for NaN and +/-inf
-                first[c] = i
-                break
+            acc += flat[i] * 0.0
+        if acc != acc:
+            for i in range(lo, hi):
+                v = flat[i]
+                if not (v - v == 0.0):  # false exactly for NaN and +/-inf
+                    first[c] = i
+                    break
     for c in range(nchunks):
         if first[c] >= 0:
             return first[c]

@@ -89,3 +89,15 @@ def test_sparq_parameters(over, exc, words):
 def test_numpy_integer_parameters_accepted():
     out = _call(sparq_attention, r=np.int64(2), k=np.int32(3))
     assert out.shape == (2, 4, 8)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_found_in_a_later_chunk_with_its_index(bad):
+    # The finite check works in chunks of 65536 elements; the first bad element is reported.
+    K = np.zeros((1, 1, 600, 128))  # 76800 elements: two chunks
+    K[0, 0, 590, 3] = bad
+    K[0, 0, 599, 0] = bad
+    with pytest.raises(
+        ValueError, match=r"k_cache: contains .* \(first at index \(0, 0, 590, 3\)\)"
+    ):
+        dense_attention(np.zeros((1, 1, 128)), K, np.zeros_like(K) + 0.0)
