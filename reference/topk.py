@@ -61,15 +61,18 @@ _SMALL = 16
 # Extra room of the candidate buffer of the streaming exact top-k, beyond 2k.
 _BUF_EXTRA = 256
 # Block length of the vectorised threshold screen of the streaming exact top-k.
-_BLOCK = 64
+_BLOCK = 32
 _SUB = 8
 _CHUNK = 64
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
 _LANES = 64
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
 _SAMPLE = 4096
+_SAMPLE_MIN = 512
 _SAMPLE_MIN_K = 64
 _SAMPLE_MIN_MU = 16
+# Rows with n <= k * _DIRECT_RATIO skip the streaming filter (introselect on a copy).
+_DIRECT_RATIO = 1
 
 
 # --------------------------------------------------------------------------------------
@@ -78,13 +81,13 @@ _SAMPLE_MIN_MU = 16
 # --------------------------------------------------------------------------------------
 
 
-@njit_serial
+@njit_serial(inline="always")
 def _before(va, ia, vb, ib):
     # True when (va, ia) ranks before (vb, ib).
     return va > vb or (va == vb and ia < ib)
 
 
-@njit_serial
+@njit_serial(inline="always")
 def _swap(v, idx, a, b):
     tv = v[a]
     v[a] = v[b]
@@ -150,29 +153,52 @@ def _depth_limit(m):
 
 @njit_serial
 def _partition(v, idx, lo, hi):
-    # Hoare partition of v[lo:hi] (hi - lo >= 3) around the median of three.
-    # Returns (i, j) with j < i: v[lo:j+1] ranks before-or-at the pivot, v[i:hi] after-or-at.
-    mid = lo + (hi - lo) // 2
-    if _before(v[mid], idx[mid], v[lo], idx[lo]):
-        _swap(v, idx, lo, mid)
-    if _before(v[hi - 1], idx[hi - 1], v[mid], idx[mid]):
-        _swap(v, idx, mid, hi - 1)
-        if _before(v[mid], idx[mid], v[lo], idx[lo]):
-            _swap(v, idx, lo, mid)
-    pv = v[mid]
-    pi = idx[mid]
-    i = lo
-    j = hi - 1
-    while i <= j:
-        while _before(v[i], idx[i], pv, pi):
-            i += 1
-        while _before(pv, pi, v[j], idx[j]):
-            j -= 1
-        if i <= j:
-            _swap(v, idx, i, j)
-            i += 1
-            j -= 1
-    return i, j
+    # Branch-free Lomuto partition of v[lo:hi] (hi - lo >= 3) around the median of three
+    # (the data-dependent branches of a Hoare partition mispredict about half the time).
+    # Returns (p + 1, p - 1) where p is the pivot's final position: v[lo:p] ranks before
+    # the pivot and v[p+1:hi] after it.
+    # Median of three pseudo-random positions (a fixed hash of lo and hi, so the run is
+    # deterministic). Fixed positions make poor candidates: a range left by an earlier
+    # partition is not in random order, and fixed positions invite adversarial inputs.
+    r = np.uint64(hi - lo)
+    h = np.uint64(lo) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(hi)
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(32)
+    a = lo + np.int64(h % r)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    mid = lo + np.int64(h % r)
+    h *= np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(29)
+    c = lo + np.int64(h % r)
+    if a == mid or mid == c or a == c:
+        q = (hi - lo) // 4
+        a = lo + q
+        mid = lo + 2 * q
+        c = lo + 3 * q
+    if _before(v[mid], idx[mid], v[a], idx[a]):
+        _swap(v, idx, a, mid)
+    if _before(v[c], idx[c], v[mid], idx[mid]):
+        _swap(v, idx, mid, c)
+        if _before(v[mid], idx[mid], v[a], idx[a]):
+            _swap(v, idx, a, mid)
+    _swap(v, idx, lo, mid)
+    pv = v[lo]
+    pi = idx[lo]
+    j = lo + 1
+    for i in range(lo + 1, hi):
+        vi = v[i]
+        ii = idx[i]
+        c = (vi > pv) | ((vi == pv) & (ii < pi))
+        v[i] = v[j]
+        idx[i] = idx[j]
+        v[j] = vi
+        idx[j] = ii
+        j += c
+    p = j - 1
+    _swap(v, idx, lo, p)
+    return p + 1, p - 1
 
 
 @njit_serial
@@ -252,7 +278,10 @@ def _has_nan(x):
 
 @njit_serial
 def _buffer_size(n, k):
-    # Candidate buffer length (one slot of slack for the branch-free append).
+    # Candidate buffer length (plus one slot of slack). When k is a large fraction of n
+    # the whole row is copied and introselected (no streaming).
+    if k * _DIRECT_RATIO >= n:
+        return n + 1
     return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
 
 
@@ -283,38 +312,44 @@ def _screen_sub(x, i0, thr, strict):
 
 
 @njit_serial
+def _compact(bv, bi, cnt, k):
+    # Keep the best k of bv/bi[:cnt] in bv/bi[:k]; returns (k, new threshold, found_nan).
+    if _has_nan(bv[:cnt]):
+        return cnt, bv[0], True
+    _select(bv, bi, 0, cnt, k - 1)
+    return k, bv[k - 1], False
+
+
+@njit_serial
 def _append_range(x, i0, i1, k, bv, bi, thr, strict, cnt):
-    # Element-wise part of _stream over x[i0:i1], screened in sub-blocks of _SUB.
-    # Returns the updated (cnt, thr, strict, found_nan).
+    # Element-wise part of _stream over x[i0:i1]. Returns (cnt, thr, strict, found_nan).
+    # Strict ">" once thr is the k-th kept value: an equal value arrives with a larger
+    # index, so it ranks after that element. ``not (v < thr)`` lets NaN in (caught later).
     cap = bv.shape[0] - 1
-    j0 = i0
-    while j0 < i1:
-        if j0 + _SUB <= i1:
-            j1 = j0 + _SUB
-            sub = _screen_sub(x, j0, thr, strict) > 0
-        else:
-            j1 = i1
-            sub = True
-        if sub:
-            for i in range(j0, j1):
-                v = x[i]
-                # Branch-free append: always write, advance only if v passes. Strict ">"
-                # once thr is the k-th kept value: an equal value arrives with a larger
-                # index, so it ranks after that element.
-                bv[cnt] = v
-                bi[cnt] = i
-                if strict:
-                    cnt += not (v <= thr)
-                else:
-                    cnt += not (v < thr)
-                if cnt == cap:
-                    if _has_nan(bv[:cnt]):
-                        return cnt, thr, strict, True
-                    _select(bv, bi, 0, cnt, k - 1)
-                    cnt = k
-                    thr = bv[k - 1]
-                    strict = True
-        j0 = j1
+    i = i0
+    while i < i1 and not strict:
+        v = x[i]
+        if not (v < thr):
+            bv[cnt] = v
+            bi[cnt] = i
+            cnt += 1
+            if cnt == cap:
+                cnt, thr, bad = _compact(bv, bi, cnt, k)
+                if bad:
+                    return cnt, thr, strict, True
+                strict = True
+        i += 1
+    while i < i1:
+        v = x[i]
+        if not (v <= thr):
+            bv[cnt] = v
+            bi[cnt] = i
+            cnt += 1
+            if cnt == cap:
+                cnt, thr, bad = _compact(bv, bi, cnt, k)
+                if bad:
+                    return cnt, thr, strict, True
+        i += 1
     return cnt, thr, strict, False
 
 
@@ -377,24 +412,29 @@ def _topk_core(x, k, out, bv, bi):
     cap = bv.shape[0] - 1
     cnt = 0
     done = False
-    if k >= _SAMPLE_MIN_K and n >= 4 * _SAMPLE and k * _SAMPLE >= _SAMPLE_MIN_MU * n:
-        # Threshold from a strided sample of S positions: with mu = k S / n expected true
-        # top-k members in the sample, take the sample element of rank ~mu + 4 sqrt(mu).
-        stride = n // _SAMPLE
-        sv = np.empty(_SAMPLE, dtype=x.dtype)
-        si = np.empty(_SAMPLE, dtype=np.int64)
-        for t in range(_SAMPLE):
-            sv[t] = x[t * stride]
-            si[t] = t * stride
-        if _has_nan(sv):
-            return True
-        mu = k * _SAMPLE / n
-        r = min(_SAMPLE, int(mu + 4.0 * np.sqrt(mu)) + 2)
-        _select(sv, si, 0, _SAMPLE, r - 1)
-        cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
-        if bad:
-            return True
-        done = cnt >= k
+    if cap >= n:
+        pass  # the whole row fits the buffer: plain introselect below
+    elif k >= _SAMPLE_MIN_K and n >= 8 * _SAMPLE_MIN:
+        ns = min(_SAMPLE, n // 8)
+        if k * ns >= _SAMPLE_MIN_MU * n:
+            # First threshold from a strided sample of ns positions: with mu = k ns / n
+            # expected true top-k members in the sample, take the sample element of rank
+            # ~mu + 4 sqrt(mu), so that ~k (1 + 4 / sqrt(mu)) elements pass.
+            stride = n // ns
+            sv = np.empty(ns, dtype=x.dtype)
+            si = np.empty(ns, dtype=np.int64)
+            for t in range(ns):
+                sv[t] = x[t * stride]
+                si[t] = t * stride
+            if _has_nan(sv):
+                return True
+            mu = k * ns / n
+            r = min(ns, int(mu + 4.0 * np.sqrt(mu)) + 2)
+            _select(sv, si, 0, ns, r - 1)
+            cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
+            if bad:
+                return True
+            done = cnt >= k
     if not done:
         m = min(cap, n)
         for i in range(m):
