@@ -21,12 +21,21 @@ DEFAULT_BATCHES = (1, 64)
 
 
 def _int_list(text: str) -> list[int]:
-    try:
-        out = [int(float(x)) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+    """Comma-separated positive integers; ``4e3`` is accepted, ``1.5`` is rejected (no
+    silent truncation)."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers, got {text!r}"
+            ) from None
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"expected integers, got {item!r} in {text!r}")
+        out.append(int(value))
     if not out or any(v < 1 for v in out):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return out
@@ -42,13 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--hardware",
         default=None,
         help="profile name or TOML path (default h100-sxm; see `sparq hardware "
-        "list`); ignored when --bandwidth is given",
+        "list`); not together with --bandwidth/--peak-flops",
     )
     adhoc = parser.add_argument_group("ad-hoc datasheet profile (replaces --hardware)")
     adhoc.add_argument("--bandwidth", type=float, help="memory bandwidth, bytes/s (e.g. 3.35e12)")
     adhoc.add_argument("--peak-flops", type=float, help="dense fp16 FLOP/s (e.g. 9.89e14)")
     adhoc.add_argument("--peak-flops-fp32", type=float, help="fp32 FLOP/s (default fp16/2)")
-    adhoc.add_argument("--capacity", type=float, default=80e9, help="memory bytes (80e9)")
+    adhoc.add_argument("--capacity", type=float, help="memory bytes (default 80e9)")
     adhoc.add_argument("--mem-efficiency", type=float, help="eta_mem (default 0.8)")
     adhoc.add_argument("--kernel-latency", type=float, help="t0 seconds per kernel (1e-5)")
     adhoc.add_argument("--topk-rate", type=float, help="top-k bytes/s (default 0.06 x BW)")
@@ -65,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated batch sizes (default 1,64)",
     )
     parser.add_argument("--r", type=int, default=None, help="SparQ r (default head_dim/8)")
-    parser.add_argument("--k-divisor", type=int, default=16, help="SparQ k = S / K_DIVISOR (16)")
+    parser.add_argument(
+        "--k-divisor", type=int, default=16, help="SparQ k = floor(S / K_DIVISOR) (16)"
+    )
     parser.add_argument("--dtype", default="float16", help="KV dtype (float16, bfloat16, ...)")
     parser.add_argument(
         "--weight-bytes",
@@ -94,20 +105,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: options that only shape an ad-hoc profile (attribute -> flag)
+_ADHOC_ONLY = {
+    "peak_flops_fp32": "--peak-flops-fp32",
+    "capacity": "--capacity",
+    "mem_efficiency": "--mem-efficiency",
+    "kernel_latency": "--kernel-latency",
+    "topk_rate": "--topk-rate",
+}
+
+
 def resolve_hardware(args) -> Hardware:
     if args.bandwidth is not None or args.peak_flops is not None:
         if args.bandwidth is None or args.peak_flops is None:
             raise ValueError("an ad-hoc profile needs both --bandwidth and --peak-flops")
         if args.hardware is not None:
             raise ValueError("give either --hardware or --bandwidth/--peak-flops, not both")
+        extra = {}
+        if args.capacity is not None:
+            extra["mem_capacity_bytes"] = args.capacity
         return hardware_from_spec(
             bandwidth_bytes_per_s=args.bandwidth,
             peak_flops_fp16=args.peak_flops,
             peak_flops_fp32=args.peak_flops_fp32,
-            mem_capacity_bytes=args.capacity,
             mem_efficiency=args.mem_efficiency,
             kernel_latency_s=args.kernel_latency,
             topk_bytes_per_s=args.topk_rate,
+            **extra,
+        )
+    given = [flag for attr, flag in _ADHOC_ONLY.items() if getattr(args, attr) is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} given without --bandwidth/--peak-flops: "
+            "these options only shape an ad-hoc profile"
         )
     return load_hardware(args.hardware or "h100-sxm")
 
@@ -119,9 +149,15 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
     if args.k_divisor < 1:
         raise ValueError(f"--k-divisor must be >= 1, got {args.k_divisor}")
     rows = []
+    too_short = [S for S in args.seq_lens if S < args.k_divisor]
+    if too_short:
+        raise ValueError(
+            f"k = floor(S / {args.k_divisor}) would be 0 at S = {too_short}: "
+            "use a smaller --k-divisor or longer --seq-lens"
+        )
     for B in args.batch:
         for S in args.seq_lens:
-            k = max(1, S // args.k_divisor)
+            k = S // args.k_divisor
             common = dict(
                 hardware=hw,
                 batch=B,
@@ -150,6 +186,7 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
                     "seq_len": S,
                     "r": r,
                     "k": k,
+                    "k_divisor": args.k_divisor,
                     "dtype": dense.attention.params["dtype"],
                     "dense_attn_bytes": dense.attention.bytes,
                     "dense_attn_time_s": dense.attention.time_s,
@@ -192,7 +229,7 @@ def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
     print(
         f"{r0['model']} on {hw.name} ({hw.mem_bandwidth_bytes_per_s / 1e12:.3g} TB/s, "
         f"eta_mem {hw.mem_efficiency}, t0 {hw.kernel_latency_s * 1e6:g} us), "
-        f"{r0['dtype']}, SparQ r={r0['r']}, k=S/{r0['seq_len'] // r0['k']}; "
+        f"{r0['dtype']}, SparQ r={r0['r']}, k=S/{r0['k_divisor']}; "
         "attention = all layers; step = weights + attention",
         file=out,
     )
@@ -242,6 +279,12 @@ def run(args) -> int:
             r=rows[0]["r"],
             k_divisor=args.k_divisor,
             dtype=args.dtype,
+            sparq_options=dict(
+                store_k_twice=not args.store_k_once,
+                gqa_selection=args.gqa_selection,
+                topk=args.topk,
+            ),
+            decode_options=dict(weight_bytes_per_param=args.weight_bytes, ideal=args.ideal),
         )
         if not args.json:
             print(f"wrote {args.plot}")

@@ -23,6 +23,8 @@ def plot_estimate(
     k_divisor: int,
     dtype: str = "float16",
     batch: int = 1,
+    sparq_options: dict | None = None,
+    decode_options: dict | None = None,
 ) -> None:
     """Write a two-panel PNG.
 
@@ -30,7 +32,16 @@ def plot_estimate(
     AI * eta_mem * BW)) with the operating points of dense and SparQ attention and of the
     weight matmuls for each batch in ``rows``. Right: whole-decode-step SparQ speedup vs
     sequence length at ``batch`` for every profile in ``profiles``.
+
+    ``sparq_options`` (``store_k_twice``, ``gqa_selection``, ``topk``) go to every SparQ
+    estimate and ``decode_options`` (``weight_bytes_per_param``, ``ideal``) to every
+    :func:`costmodel.estimate.estimate_decode` call (``ideal`` to the attention points too),
+    so the chart prices what the table does.
+    Sequence lengths below ``k_divisor`` (``k`` would be 0) are left out of the right panel.
     """
+    sparq_options = dict(sparq_options or {})
+    decode_options = dict(decode_options or {})
+    ideal = bool(decode_options.get("ideal", False))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +60,8 @@ def plot_estimate(
         for row in (x for x in rows if x["batch"] == B):
             S = row["seq_len"]
             for meth in ("dense", "sparq"):
-                kw = dict(r=row["r"], k=row["k"]) if meth == "sparq" else {}
+                kw = dict(r=row["r"], k=row["k"], **sparq_options) if meth == "sparq" else {}
+                kw["ideal"] = ideal
                 e = estimate_attention(
                     meth,
                     hardware=hardware,
@@ -81,16 +93,18 @@ def plot_estimate(
     ax1.set_title(f"Roofline: {m.name} decode on {hardware.name}")
     ax1.legend(fontsize=7)
 
-    seqs = [2**p for p in range(10, 18)]
-    for name in profiles:
+    seqs = [2**p for p in range(10, 18) if 2**p >= k_divisor]
+    for i, name in enumerate(profiles):
         hw = load_hardware(name)
         sp = []
         for S in seqs:
-            kw = dict(hardware=hw, batch=batch, seq_len=S, dtype=dtype)
+            kw = dict(hardware=hw, batch=batch, seq_len=S, dtype=dtype, **decode_options)
             d = estimate_decode(m, method="dense", **kw)
-            s = estimate_decode(m, method="sparq", r=r, k=max(1, S // k_divisor), **kw)
+            s = estimate_decode(m, method="sparq", r=r, k=S // k_divisor, **sparq_options, **kw)
             sp.append(d.time_s / s.time_s)
-        ax2.semilogx(seqs, sp, "-", lw=1.2 + (name == hardware.name), label=name)
+        # 10 default colours: change the line style every 10 profiles so none look alike
+        style = ("-", "--", ":", "-.")[(i // 10) % 4]
+        ax2.semilogx(seqs, sp, style, lw=1.2 + (name == hardware.name), label=name)
     ax2.axhline(1.0, color="k", lw=0.6)
     ax2.set_xlabel("sequence length S")
     ax2.set_ylabel("decode-step speedup (dense / SparQ)")

@@ -99,6 +99,50 @@ def test_estimate_errors(capsys):
     assert "r must be <= head_dim" in capsys.readouterr().err
     assert main(["estimate", "--bandwidth", "1e12"]) == 2
     assert "--peak-flops" in capsys.readouterr().err
+    # ad-hoc-only options with a named profile are an error, not silently ignored
+    assert main(["estimate", "--peak-flops-fp32", "1e12"]) == 2
+    assert "--peak-flops-fp32 given without --bandwidth" in capsys.readouterr().err
+    # k = floor(S / K_DIVISOR) = 0 is refused rather than clamped to 1
+    assert main(["estimate", "--k-divisor", "5000", "--seq-lens", "4096"]) == 2
+    assert "would be 0 at S = [4096]" in capsys.readouterr().err
+
+
+def test_estimate_rejects_non_integer_sizes(capsys):
+    # argparse exits with status 2; "1.5" must not be truncated to S = 1
+    with pytest.raises(SystemExit) as info:
+        main(["estimate", "--seq-lens", "1.5"])
+    assert info.value.code == 2
+    assert "expected integers, got '1.5'" in capsys.readouterr().err
+    # an integral float in e-notation is accepted
+    data = _json(capsys, ["estimate", "--seq-lens", "4e3", "--batch", "1", "--json"])
+    assert [r["seq_len"] for r in data["rows"]] == [4000]
+    assert data["rows"][0]["k"] == 4000 // 16
+
+
+def test_estimate_adhoc_capacity_and_header(capsys):
+    # --capacity reaches the ad-hoc profile: 24e9 B cannot hold Llama 2 7B fp16 weights
+    # (6.74e9 params * 2 B = 13.5 GB) plus the KV cache with K twice at S = 65536:
+    # 3 * 32 layers * 4096 * 65536 * 2 B = 51.5 GB
+    data = _json(
+        capsys,
+        [
+            "estimate",
+            "--bandwidth",
+            "1e12",
+            "--peak-flops",
+            "1e14",
+            "--capacity",
+            "24e9",
+            "--batch",
+            "1",
+            "--seq-lens",
+            "65536",
+            "--json",
+        ],
+    )
+    assert data["rows"][0]["fits_in_memory"] is False
+    assert main(["estimate", "--k-divisor", "12", "--batch", "1", "--seq-lens", "4096"]) == 0
+    assert "k=S/12" in capsys.readouterr().out
 
 
 def test_estimate_plot(tmp_path, capsys):
@@ -106,6 +150,12 @@ def test_estimate_plot(tmp_path, capsys):
     out = tmp_path / "est.png"
     assert main(["estimate", "--batch", "1", "--seq-lens", "4096,32768", "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the chart takes the table's SparQ options too
+    opts = ["--store-k-once", "--topk", "bucketed", "--gqa-selection", "per_head", "--ideal"]
+    out2 = tmp_path / "est2.png"
+    argv = ["estimate", "--batch", "1", "--seq-lens", "4096", "--plot", str(out2), *opts]
+    assert main(argv) == 0
+    assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_hardware_list_show(capsys):
