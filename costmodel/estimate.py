@@ -223,6 +223,7 @@ def estimate_attention(
     resident: bool | None = None,
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
+    **paper_kwargs,
 ) -> Estimate:
     """Roofline time of one decode-attention call.
 
@@ -252,6 +253,9 @@ def estimate_attention(
     ideal : bool
         Turn every correction off (``eta = 1``, ``t0 = 0``, free top-k, no residency):
         bytes / peak bandwidth, the paper's and the authors' blog's view.
+    **paper_kwargs
+        Peer methods' extra :func:`costmodel.traffic.transfers` arguments (Quest
+        ``page_size``, DoubleSparsity ``bits``).
 
     Returns
     -------
@@ -277,6 +281,7 @@ def estimate_attention(
         gqa_selection=gqa_selection,
         transaction_bytes=hw.mem_transaction_bytes,
         n_layers=n_layers,
+        **paper_kwargs,
     )
     if ideal:
         hw = ideal_hardware(hw)

@@ -153,6 +153,21 @@ def transfers(
     d = _check_int("head_dim", head_dim)
     needs_r = method in ("sparq", "double_sparsity", "loki")
     needs_k = method != "dense"
+    # an argument the method's formula does not use is an error, not silently ignored
+    unused = [
+        name
+        for name, given in (
+            ("r", r is not None and not needs_r),
+            ("k", k is not None and not needs_k),
+            ("page_size", page_size is not None and method != "quest"),
+            ("bits", bits != 16 and method != "double_sparsity"),
+            ("variant", variant != "paper" and method != "sparq"),
+            ("reallocation", reallocation is not True and method != "sparq"),
+        )
+        if given
+    ]
+    if unused:
+        raise ValueError(f"method {method!r} does not use argument(s) {unused}")
     r, k = _check_rk(S, d, r, k, need_r=needs_r, need_k=needs_k)
     if method == "dense":
         return 2 * S * d + 2 * d
@@ -182,10 +197,13 @@ def transfers(
     return S * r + 2 * k * d
 
 
-def compression_ratio(method: str, **kwargs) -> float:
-    """``transfers(method) / transfers("dense")`` at the same ``seq_len`` and ``head_dim``."""
-    dense = transfers("dense", seq_len=kwargs["seq_len"], head_dim=kwargs["head_dim"])
-    return transfers(method, **kwargs) / dense
+def compression_ratio(method: str, *, seq_len: int, head_dim: int, **kwargs) -> float:
+    """``transfers(method) / transfers("dense")`` at the same ``seq_len`` and ``head_dim``.
+
+    ``kwargs`` are the method's other :func:`transfers` arguments (``r``, ``k``, ...).
+    """
+    dense = transfers("dense", seq_len=seq_len, head_dim=head_dim)
+    return transfers(method, seq_len=seq_len, head_dim=head_dim, **kwargs) / dense
 
 
 def expected_touched_segments(*, head_dim: int, r: int, elems_per_segment: int) -> float:
@@ -197,7 +215,7 @@ def expected_touched_segments(*, head_dim: int, r: int, elems_per_segment: int) 
     structured by position), segment ``j`` of size ``m_j`` is missed with probability
     ``C(d - m_j, r) / C(d, r)``; the expectation is the sum of the hit probabilities.
 
-    Examples: ``d = 128, r = 32, m = 16`` gives 7.83 of 8 segments; ``r = 1`` gives exactly 1.
+    Examples: ``d = 128, r = 32, m = 16`` gives 7.94 of 8 segments; ``r = 1`` gives exactly 1.
     """
     d = _check_int("head_dim", head_dim)
     r = _check_int("r", r)
@@ -317,6 +335,9 @@ def attention_traffic(
         Bytes per top-k index (8: ``torch.topk`` returns int64).
     n_layers : int
         Identical attention calls (layers) to add up.
+    **paper_kwargs
+        Other methods' :func:`transfers` arguments (``page_size``, ``bits``); rejected for
+        ``"dense"`` and ``"sparq"``.
 
     Returns
     -------
@@ -361,6 +382,11 @@ def attention_traffic(
     if method == "dense":
         if r is not None or k is not None:
             raise ValueError("r and k do not apply to method 'dense' (got r or k)")
+    if method in ("dense", "sparq") and paper_kwargs:
+        raise ValueError(
+            f"method {method!r} has a byte model and does not use argument(s) "
+            f"{sorted(paper_kwargs)}"
+        )
     n_kv = B * Hkv * L  # KV-head instances
     kv_row = _ceil_to(d * e, T)
 
