@@ -108,7 +108,9 @@ def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str
         where = f"sources.{key}"
         if not isinstance(entry, Mapping):
             raise ValueError(f"{origin}: '{where}' must be a table with source and retrieved")
-        check_keys(entry, required={"source", "retrieved"}, optional=set(), origin=origin)
+        check_keys(
+            entry, required={"source", "retrieved"}, optional=set(), origin=f"{origin} [{where}]"
+        )
         src = get_str(entry, "source", f"{origin} [{where}]")
         date = entry["retrieved"]
         date = str(date)

@@ -124,6 +124,20 @@ def _resolve_hw(hardware) -> Hardware:
     )
 
 
+def _roofline(
+    nbytes: float, flops: float, eff_bw: float, eff_flops: float, lat: float
+) -> tuple[float, float, float, str]:
+    """``(memory_s, compute_s, time_s, bound)`` of one kernel: ``lat + max(memory, compute)``."""
+    mem = nbytes / eff_bw
+    comp = flops / eff_flops
+    top = max(mem, comp)
+    if lat > top:
+        bound = "latency"
+    else:
+        bound = "memory" if mem >= comp else "compute"
+    return mem, comp, lat + top, bound
+
+
 def _price(
     traffic: Traffic,
     hw: Hardware,
@@ -133,11 +147,7 @@ def _price(
     bucketed_topk_speedup: float,
     n_calls: int,
 ) -> tuple[StepEstimate, ...]:
-    bw = (
-        hw.onchip_bandwidth_bytes_per_s
-        if resident and hw.onchip_bandwidth_bytes_per_s
-        else hw.mem_bandwidth_bytes_per_s
-    )
+    bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
     eff_bw = hw.mem_efficiency * bw
     eff_flops = hw.flop_efficiency * hw.peak_flops(traffic.dtype)
     out = []
@@ -155,14 +165,8 @@ def _price(
             bound = "topk" if t_k >= lat else "latency"
             out.append(StepEstimate(kern, nbytes, flops, 0.0, 0.0, lat, t_k, lat + t_k, bound))
             continue
-        mem = nbytes / eff_bw
-        comp = flops / eff_flops
         lat = n_calls * hw.kernel_latency_s
-        top = max(mem, comp)
-        if lat > top:
-            bound = "latency"
-        else:
-            bound = "memory" if mem >= comp else "compute"
+        mem, comp, t, bound = _roofline(nbytes, flops, eff_bw, eff_flops, lat)
         out.append(
             StepEstimate(
                 kern,
@@ -172,7 +176,7 @@ def _price(
                 comp if comp > mem else 0.0,
                 lat,
                 0.0,
-                lat + top,
+                t,
                 bound,
             )
         )
@@ -249,7 +253,8 @@ def estimate_attention(
         Serve the KV working set from on-chip memory. ``None`` (default): yes when the
         profile gives ``onchip_bandwidth_bytes_per_s`` and the KV cache of one call fits in
         ``onchip_bytes`` (a repeated microbenchmark keeps it there; a real decode step
-        evicts it with the weights, so :func:`estimate_decode` passes ``False``).
+        evicts it with the weights, so :func:`estimate_decode` passes ``False``). ``True``
+        on a profile without ``onchip_bandwidth_bytes_per_s`` is an error.
     ideal : bool
         Turn every correction off (``eta = 1``, ``t0 = 0``, free top-k, no residency):
         bytes / peak bandwidth, the paper's and the authors' blog's view.
@@ -287,6 +292,11 @@ def estimate_attention(
         hw = ideal_hardware(hw)
         topk = "none"
         resident = False
+    if resident and hw.onchip_bandwidth_bytes_per_s is None:
+        raise ValueError(
+            f"resident=True needs an on-chip bandwidth, but profile {hw.name!r} has no "
+            "'onchip_bandwidth_bytes_per_s'"
+        )
     if resident is None:
         per_call_cache = traffic.kv_cache_bytes / n_layers
         resident = bool(
@@ -425,7 +435,7 @@ def estimate_decode(
     m = load_model(model)
     B = _check_int("batch", batch)
     S = _check_int("seq_len", seq_len)
-    _, e = dtype_bytes(dtype)
+    dname, e = dtype_bytes(dtype)
     wb = float(e if weight_bytes_per_param is None else weight_bytes_per_param)
     if not wb > 0:
         raise ValueError(f"weight_bytes_per_param must be > 0, got {weight_bytes_per_param}")
@@ -452,11 +462,13 @@ def estimate_decode(
     params = m.params_read_per_step
     w_bytes = params * wb
     w_flops = 2.0 * params * B
-    mem = w_bytes / (hw_eff.mem_efficiency * hw_eff.mem_bandwidth_bytes_per_s)
-    comp = w_flops / (hw_eff.flop_efficiency * hw_eff.peak_flops(dtype_bytes(dtype)[0]))
-    lat = (m.n_layers + 1) * hw_eff.kernel_latency_s
-    w_time = lat + max(mem, comp)
-    w_bound = "latency" if lat > max(mem, comp) else ("memory" if mem >= comp else "compute")
+    _, _, w_time, w_bound = _roofline(
+        w_bytes,
+        w_flops,
+        hw_eff.mem_efficiency * hw_eff.mem_bandwidth_bytes_per_s,
+        hw_eff.flop_efficiency * hw_eff.peak_flops(dname),
+        (m.n_layers + 1) * hw_eff.kernel_latency_s,
+    )
     total = w_time + att.time_s
     bound = w_bound if w_time >= att.time_s else att.bound
     return DecodeEstimate(

@@ -337,7 +337,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "mem_bandwidth_bytes_per_s": (src_bw, today),
             "peak_flops_fp16": ("measured: numpy float32 512^3 matmul (fp16 not measured)", today),
             "peak_flops_fp32": ("measured: numpy float32 512^3 matmul", today),
-            "mem_capacity_bytes": ("os.sysconf / fallback 0", today),
+            "mem_capacity_bytes": ("os.sysconf page size x physical pages (1 if unknown)", today),
             "onchip_bytes": ("not measured", today),
             "mem_efficiency": ("1.0: the bandwidth is already an achieved figure", today),
             "flop_efficiency": ("1.0: the FLOP/s is already an achieved figure", today),

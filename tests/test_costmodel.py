@@ -718,6 +718,9 @@ def test_estimate_bad_input():
         estimate_decode("gpt-9", hardware="h100-sxm", batch=1, seq_len=10)
     with pytest.raises(FileNotFoundError):
         load_hardware("/nonexistent/profile.toml")
+    # residency forced on a profile with no on-chip bandwidth would silently use HBM speed
+    with pytest.raises(ValueError, match="resident=True needs an on-chip bandwidth"):
+        estimate_attention("dense", hardware="h100-sxm", resident=True, **kw)
 
 
 def test_dtype_bytes_change_traffic():
