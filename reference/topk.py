@@ -71,8 +71,6 @@ _SAMPLE = 4096
 _SAMPLE_MIN = 512
 _SAMPLE_MIN_K = 64
 _SAMPLE_MIN_MU = 16
-# Rows with n <= k * _DIRECT_RATIO skip the streaming filter (introselect on a copy).
-_DIRECT_RATIO = 1
 
 
 # --------------------------------------------------------------------------------------
@@ -278,10 +276,7 @@ def _has_nan(x):
 
 @njit_serial
 def _buffer_size(n, k):
-    # Candidate buffer length (plus one slot of slack). When k is a large fraction of n
-    # the whole row is copied and introselected (no streaming).
-    if k * _DIRECT_RATIO >= n:
-        return n + 1
+    # Candidate buffer length (plus one slot of slack).
     return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
 
 
