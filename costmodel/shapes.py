@@ -89,10 +89,6 @@ class ModelShape:
         unread = 0 if self.tied_embeddings else self.vocab_size * self.d_model - self.d_model
         return self.n_params - unread
 
-    def kv_bytes_per_token(self, dtype_bytes: float) -> float:
-        """KV-cache bytes per cached token over all layers (K and V, one copy of K)."""
-        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * dtype_bytes
-
 
 def parse_model(text: str, origin: str) -> ModelShape:
     """Parse and validate one model-shape TOML text."""

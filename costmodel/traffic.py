@@ -262,7 +262,24 @@ class Step:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Byte-level traffic of one attention call (all sequences, heads and ``n_layers``)."""
+    """Byte-level traffic of one attention call (all sequences, heads and ``n_layers``).
+
+    Attributes
+    ----------
+    method : str
+    steps : tuple of Step
+        The per-step terms; ``bytes`` and ``flops`` are their sums.
+    kernels : tuple of str
+        Kernel names in launch order.
+    kv_cache_bytes : float
+        KV cache held in memory (with K twice, ``3*S*d*e`` per KV head).
+    paper_elements : int
+        The paper's element count (:func:`transfers`) summed over what the byte model reads:
+        dense once per KV head, SparQ once per selection (``n_sel`` per KV head), other
+        methods once per query head.
+    dtype : str
+    dtype_bytes : int
+    """
 
     method: str
     steps: tuple[Step, ...]
@@ -422,7 +439,7 @@ def attention_traffic(
             steps,
             ("attention",),
             n_kv * 2 * S * d * e,
-            transfers("dense", seq_len=S, head_dim=d) * n_kv * g,
+            transfers("dense", seq_len=S, head_dim=d) * n_kv,
             dname,
             e,
         )

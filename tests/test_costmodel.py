@@ -162,9 +162,13 @@ def test_gqa_shared_vs_per_head_by_hand():
     assert shared["v_mean"] == per["v_mean"] == 2 * 64
     assert shared["out_write"] == per["out_write"] == 2 * 4 * 32
     # dense reads each KV head once: 2*S*d*e = 4096 B per KV head -> 8192 B
-    dense = attention_traffic(
-        "dense", batch=1, n_heads=8, n_kv_heads=2, seq_len=64, head_dim=16
-    ).by_name()
+    dense_t = attention_traffic("dense", batch=1, n_heads=8, n_kv_heads=2, seq_len=64, head_dim=16)
+    dense = dense_t.by_name()
+    # paper elements (Eq. 3, 2*S*d + 2*d = 2080) once per KV head, like the bytes
+    assert dense_t.paper_elements == 2 * 2080
+    # Eq. 11 (S*r + 2*k*d + 4*d = 256 + 256 + 64 = 576) once per selection
+    assert attention_traffic("sparq", **GQA).paper_elements == 2 * 576
+    assert attention_traffic("sparq", **GQA, gqa_selection="per_head").paper_elements == 8 * 576
     assert dense["kv_read"] == 8192
     assert dense["kv_write"] == 2 * 2 * 16 * 2
     assert dense["q_out"] == 2 * 2 * 4 * 16 * 2
