@@ -40,9 +40,10 @@ import numbers
 from fractions import Fraction
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
-from reference._config import njit_parallel, njit_serial
+from reference._config import FASTMATH, njit_parallel, njit_serial
 
 __all__ = [
     "bucket_params_from_public",
@@ -255,6 +256,54 @@ def _sort(v, idx, lo, hi):
         sp += 3
 
 
+def _sorted_indices(v, idx, k, out):
+    """out[:k] = idx[:k] ordered by (v desc, idx asc); v/idx[:k] may be reordered.
+
+    Numba-only (dispatch on the value dtype at compile time, see the overload below).
+    """
+    raise NotImplementedError("numba-only helper")
+
+
+@njit_serial
+def _sorted_indices_generic(v, idx, k, out):
+    _sort(v, idx, 0, k)
+    for i in range(k):
+        out[i] = idx[i]
+
+
+@njit_serial
+def _sorted_indices_f32(v, idx, k, out):
+    # float32 values and indices < 2**32 pack into one uint64 key whose ascending order
+    # is (value desc, index asc): a plain integer sort, ~2.5x faster than the pair sort.
+    # The value bits are mapped to an order-preserving uint32 (negatives: all bits
+    # flipped; non-negatives: sign bit set), -0.0 first made +0.0 (they tie), then
+    # inverted so that larger values come first.
+    if k > 0 and idx[:k].max() >= 2**32:
+        _sorted_indices_generic(v, idx, k, out)
+        return
+    key = np.empty(k, dtype=np.uint64)
+    bits = v[:k].view(np.uint32)
+    for i in range(k):
+        b = bits[i]
+        if b == np.uint32(0x80000000):  # -0.0 ties with +0.0
+            b = np.uint32(0)
+        if b >> np.uint32(31):
+            b = ~b
+        else:
+            b = b | np.uint32(0x80000000)
+        key[i] = (np.uint64(~b) << np.uint64(32)) | np.uint64(idx[i])
+    key.sort()
+    for i in range(k):
+        out[i] = np.int64(key[i] & np.uint64(0xFFFFFFFF))
+
+
+@overload(_sorted_indices, jit_options={"fastmath": set(FASTMATH)})
+def _ol_sorted_indices(v, idx, k, out):
+    if isinstance(v, types.Array) and v.dtype == types.float32:
+        return lambda v, idx, k, out: _sorted_indices_f32(v, idx, k, out)
+    return lambda v, idx, k, out: _sorted_indices_generic(v, idx, k, out)
+
+
 @njit_serial
 def _has_nan(x):
     for i in range(x.shape[0]):
@@ -446,9 +495,7 @@ def _topk_core(x, k, out, bv, bi):
             return True
     if cnt > k:
         _select(bv, bi, 0, cnt, k - 1)
-    _sort(bv, bi, 0, k)
-    for i in range(k):
-        out[i] = bi[i]
+    _sorted_indices(bv, bi, k, out)
     return False
 
 
@@ -679,9 +726,7 @@ def _bucketed_core(x, k, b, kb, interleaved, out):
     # Stage 2: exact top-k of the candidates (all of them, sorted, when ncand == k).
     if ncand > k:
         _select(cv, ci, 0, ncand, k - 1)
-    _sort(cv, ci, 0, k)
-    for i in range(k):
-        out[i] = ci[i]
+    _sorted_indices(cv, ci, k, out)
     return False
 
 
