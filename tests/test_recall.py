@@ -91,13 +91,29 @@ def spec_rankwise_exact(n: int, k: int, b: int, kb: int) -> float:
 
 
 @st.composite
-def configs(draw, max_n: int = 40, equal: bool = False):
-    n = draw(st.integers(1, max_n))
+def configs(draw, max_n: int = 40, equal: bool = False, nontrivial: bool = False):
+    """(n, k, b, k_b) with b k_b >= k.
+
+    ``nontrivial``: also k_b < min(k, largest bucket), so recall < 1 and a bucket can
+    overflow (otherwise every model gives 1 and comparisons are vacuous; those cases are
+    covered by ``test_recall_one_cases``).
+    """
+    lo_n = 3 if nontrivial else 1
+    n = draw(st.integers(lo_n, max(lo_n, max_n)))
     if equal:
-        b = draw(st.sampled_from([d for d in range(1, n + 1) if n % d == 0]))
+        divisors = [d for d in range(1, n + 1) if n % d == 0]
+        if nontrivial:
+            divisors = [d for d in divisors if 2 <= d < n] or [1]
+        b = draw(st.sampled_from(divisors))
     else:
-        b = draw(st.integers(1, n))
-    kb = draw(st.integers(1, n))
+        b = draw(st.integers(2, n - 1) if nontrivial else st.integers(1, n))
+    smax = -(-n // b)
+    if nontrivial and b >= 2:
+        kb = draw(st.integers(1, smax - 1))
+        k = draw(st.integers(kb + 1, min(n, b * kb)))
+        return n, k, b, kb
+    # Small k_b first: with k_b uniform on 1..n most draws have k_b >= the largest bucket.
+    kb = draw(st.one_of(st.integers(1, min(n, 3)), st.integers(1, n)))
     k = draw(st.integers(1, min(n, b * kb)))
     return n, k, b, kb
 
@@ -131,7 +147,7 @@ def test_poisson_c1_published():
 # --------------------------------------------------------------------------- brute force
 
 
-@given(configs(max_n=10))
+@given(configs(max_n=12, nontrivial=True))
 def test_exact_vs_enumeration(cfg):
     n, k, b, kb = cfg
     dist = enumerate_exact(n, k, b, kb)
@@ -178,14 +194,14 @@ def test_binomial_vs_enumeration(b, k, kb):
 # --------------------------------------------------------------------------- other routes
 
 
-@given(configs(max_n=200))
+@given(configs(max_n=200, nontrivial=True))
 def test_binomial_matches_paper_formula(cfg):
     n, k, b, kb = cfg
     got = expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model="binomial")
     assert got == pytest.approx(paper_binomial(k, b, kb), abs=1e-12)
 
 
-@given(configs(max_n=300, equal=True))
+@given(configs(max_n=300, equal=True, nontrivial=True))
 def test_exact_matches_spec_rankwise(cfg):
     n, k, b, kb = cfg
     got = expected_recall(n, k, num_buckets=b, k_per_bucket=kb)
@@ -313,7 +329,7 @@ def test_monotone_in_b_every_b(n, data):
         assert np.all(np.diff(r) >= -1e-13), (model, r)
 
 
-@given(configs(max_n=150))
+@given(configs(max_n=150, nontrivial=True))
 def test_monotone_in_kb(cfg):
     n, k, b, kb = cfg
     kbs = np.arange(max(kb, -(-k // b)), kb + 6)
@@ -322,7 +338,7 @@ def test_monotone_in_kb(cfg):
         assert np.all(np.diff(r) >= -1e-13)
 
 
-@given(configs(max_n=300, equal=True))
+@given(configs(max_n=300, equal=True, nontrivial=True))
 def test_exact_ge_binomial_ge_poisson_equal_buckets(cfg):
     n, k, b, kb = cfg
     kw = {"num_buckets": b, "k_per_bucket": kb}
@@ -475,6 +491,29 @@ def test_variance_large_is_finite():
     assert 0 < d.var < 1e-3 and d.mean == expected_recall(
         2**24, 2**14, num_buckets=2**14, k_per_bucket=2
     )
+
+
+def test_variance_large_kb1_vs_mpmath():
+    # k_b = 1: K = number of non-empty buckets. With P0_j = C(n - s_j, k) / C(n, k) and
+    # P00_ij = C(n - s_i - s_j, k) / C(n, k): E K = sum_j (1 - P0_j),
+    # E K(K-1) = sum_{i != j} (1 - P0_i - P0_j + P00_ij); 40-digit arithmetic.
+    n, k = 2**24, 2**14
+    mpmath.mp.dps = 40
+    cnk = mpmath.binomial(n, k)
+    for b in (2**14, 3 * 2**13 + 7):
+        cls = bucket_sizes(n, b)
+        p0 = {s: mpmath.binomial(n - s, k) / cnk for s, _ in cls}
+        mean = sum(c * (1 - p0[s]) for s, c in cls)
+        fact2 = mpmath.mpf(0)
+        for si, ci in cls:
+            for sj, cj in cls:
+                pairs = ci * (ci - 1) if si == sj else ci * cj
+                p00 = mpmath.binomial(n - si - sj, k) / cnk
+                fact2 += pairs * (1 - p0[si] - p0[sj] + p00)
+        var = float((fact2 + mean - mean**2) / k**2)
+        d = recall_distribution(n, k, num_buckets=b, full=False)
+        assert d.mean == pytest.approx(float(mean / k), abs=1e-12)
+        assert d.var == pytest.approx(var, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- API
