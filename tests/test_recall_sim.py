@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from costmodel.recall import (
     expected_recall,
+    expected_recall_xla,
     recall_distribution,
     simulate_recall,
 )
@@ -100,6 +101,16 @@ def test_poisson_vs_poisson_sampler(cfg):
     rng = np.random.default_rng(3000 + n + k + b + kb)
     s = sample_poisson(k, b, kb, 5000, rng)
     assert within(s, expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model="poisson"))
+
+
+@pytest.mark.parametrize(("k", "m"), [(16, 32), (96, 192), (1024, 8192)])
+def test_xla_vs_lone_element_sampler(k, m):
+    # TPU-KNN / XLA model: fraction of the K elements alone in their bin, K balls into M bins
+    # with replacement; its mean is (1 - 1/M)^(K - 1).
+    rng = np.random.default_rng(5000 + k)
+    counts = rng.multinomial(k, np.full(m, 1.0 / m), size=4000)
+    s = (counts == 1).sum(axis=1) / k
+    assert within(s, expected_recall_xla(k, num_bins=m))
 
 
 @pytest.mark.parametrize("cfg", [(64, 16, 8, 2), (61, 16, 7, 3), (1500, 96, 96, 1)])
