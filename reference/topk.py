@@ -259,7 +259,10 @@ def _sort(v, idx, lo, hi):
 def _sorted_indices(v, idx, k, out):
     """out[:k] = idx[:k] ordered by (v desc, idx asc); v/idx[:k] may be reordered.
 
-    Numba-only (dispatch on the value dtype at compile time, see the overload below).
+    Numba-only: dispatches on the value dtype at compile time (overload below). The four
+    kernel dtypes (float32/64, int64, uint64) take an LSD radix sort, which has no
+    data-dependent branches (a comparison sort mispredicts on every level); any other
+    dtype takes the pair introsort.
     """
     raise NotImplementedError("numba-only helper")
 
@@ -272,35 +275,129 @@ def _sorted_indices_generic(v, idx, k, out):
 
 
 @njit_serial
-def _sorted_indices_f32(v, idx, k, out):
-    # float32 values and indices < 2**32 pack into one uint64 key whose ascending order
-    # is (value desc, index asc): a plain integer sort, ~2.5x faster than the pair sort.
-    # The value bits are mapped to an order-preserving uint32 (negatives: all bits
-    # flipped; non-negatives: sign bit set), -0.0 first made +0.0 (they tie), then
-    # inverted so that larger values come first.
-    if k > 0 and idx[:k].max() >= 2**32:
-        _sorted_indices_generic(v, idx, k, out)
-        return
-    key = np.empty(k, dtype=np.uint64)
+def _radix_pass(sk, si, dk, di, n, shift, by_key, cnt):
+    # One stable counting-sort pass on 8 bits (of the key, or of the index) from s* to d*.
+    cnt[:] = 0
+    sh = np.uint64(shift)
+    m = np.uint64(255)
+    if by_key:
+        for i in range(n):
+            cnt[(sk[i] >> sh) & m] += 1
+    else:
+        for i in range(n):
+            cnt[(np.uint64(si[i]) >> sh) & m] += 1
+    tot = 0
+    for d in range(256):
+        c = cnt[d]
+        cnt[d] = tot
+        tot += c
+    for i in range(n):
+        d = (sk[i] >> sh) & m if by_key else (np.uint64(si[i]) >> sh) & m
+        p = cnt[d]
+        dk[p] = sk[i]
+        di[p] = si[i]
+        cnt[d] = p + 1
+
+
+@njit_serial
+def _radix_sort_desc(dkey, idx, k, out):
+    # Sort by (dkey asc, idx asc), dkey = ~(order-preserving map of the value); write the
+    # idx into out[:k]. LSD: index bytes first, then key bytes; bytes on which all keys
+    # (or all indices) agree are skipped.
+    tk = np.empty(k, dtype=np.uint64)
+    ti = np.empty(k, dtype=np.int64)
+    cnt = np.empty(256, dtype=np.int64)
+    ior = np.uint64(0)
+    iand = ~np.uint64(0)
+    kor = np.uint64(0)
+    kand = ~np.uint64(0)
+    for i in range(k):
+        u = np.uint64(idx[i])
+        ior |= u
+        iand &= u
+        kor |= dkey[i]
+        kand &= dkey[i]
+    idiff = ior ^ iand
+    kdiff = kor ^ kand
+    sk = dkey
+    si = idx
+    dk = tk
+    di = ti
+    for by_key in (False, True):
+        diff = kdiff if by_key else idiff
+        for byte in range(8):
+            if (diff >> np.uint64(8 * byte)) & np.uint64(255):
+                _radix_pass(sk, si, dk, di, k, 8 * byte, by_key, cnt)
+                sk, dk = dk, sk
+                si, di = di, si
+    for i in range(k):
+        out[i] = si[i]
+
+
+@njit_serial
+def _sorted_indices_bits32(v, idx, k, out):
+    # float32: map the bits to an order-preserving uint32 (negatives: all bits flipped;
+    # non-negatives: sign bit set; -0.0 first made +0.0, since they tie).
     bits = v[:k].view(np.uint32)
+    dkey = np.empty(k, dtype=np.uint64)
     for i in range(k):
         b = bits[i]
-        if b == np.uint32(0x80000000):  # -0.0 ties with +0.0
+        if b == np.uint32(0x80000000):
             b = np.uint32(0)
         if b >> np.uint32(31):
             b = ~b
         else:
             b = b | np.uint32(0x80000000)
-        key[i] = (np.uint64(~b) << np.uint64(32)) | np.uint64(idx[i])
-    key.sort()
+        dkey[i] = np.uint64(~b)
+    _radix_sort_desc(dkey, idx, k, out)
+
+
+@njit_serial
+def _sorted_indices_float64(v, idx, k, out):
+    bits = v[:k].view(np.uint64)
+    top = np.uint64(0x8000000000000000)
+    dkey = np.empty(k, dtype=np.uint64)
     for i in range(k):
-        out[i] = np.int64(key[i] & np.uint64(0xFFFFFFFF))
+        b = bits[i]
+        if b == top:
+            b = np.uint64(0)
+        if b & top:
+            b = ~b
+        else:
+            b = b | top
+        dkey[i] = ~b
+    _radix_sort_desc(dkey, idx, k, out)
+
+
+@njit_serial
+def _sorted_indices_int64(v, idx, k, out):
+    bits = v[:k].view(np.uint64)
+    top = np.uint64(0x8000000000000000)
+    dkey = np.empty(k, dtype=np.uint64)
+    for i in range(k):
+        dkey[i] = ~(bits[i] ^ top)
+    _radix_sort_desc(dkey, idx, k, out)
+
+
+@njit_serial
+def _sorted_indices_uint64(v, idx, k, out):
+    dkey = np.empty(k, dtype=np.uint64)
+    for i in range(k):
+        dkey[i] = ~v[i]
+    _radix_sort_desc(dkey, idx, k, out)
 
 
 @overload(_sorted_indices, jit_options={"fastmath": set(FASTMATH)})
 def _ol_sorted_indices(v, idx, k, out):
-    if isinstance(v, types.Array) and v.dtype == types.float32:
-        return lambda v, idx, k, out: _sorted_indices_f32(v, idx, k, out)
+    dt = v.dtype if isinstance(v, types.Array) else None
+    if dt == types.float32:
+        return lambda v, idx, k, out: _sorted_indices_bits32(v, idx, k, out)
+    if dt == types.float64:
+        return lambda v, idx, k, out: _sorted_indices_float64(v, idx, k, out)
+    if dt == types.int64:
+        return lambda v, idx, k, out: _sorted_indices_int64(v, idx, k, out)
+    if dt == types.uint64:
+        return lambda v, idx, k, out: _sorted_indices_uint64(v, idx, k, out)
     return lambda v, idx, k, out: _sorted_indices_generic(v, idx, k, out)
 
 
