@@ -912,7 +912,7 @@ def _as_rows(x, axis, fname: str) -> tuple[np.ndarray, int]:
             f"{fname}: axis: expected -{x.ndim} <= axis < {x.ndim} for x.ndim={x.ndim}, got {axis}"
         )
     axis %= x.ndim
-    xm = np.moveaxis(x, axis, -1)
+    xm = x if axis == x.ndim - 1 else np.moveaxis(x, axis, -1)
     return xm, axis
 
 
@@ -950,8 +950,13 @@ def _finish(xm, idx2, k, axis, nan_rows, fname):
             f"{fname}: x: expected no NaN, got NaN in row {r} of the {nan_rows.size} rows "
             "along the chosen axis (NaN is rejected; see docs/topk.md)"
         )
-    idx = idx2.reshape(xm.shape[:-1] + (k,))
-    values = np.take_along_axis(xm, idx, axis=-1)
+    rows = idx2.shape[0]
+    values2 = xm.reshape(rows, xm.shape[-1])[np.arange(rows)[:, None], idx2]
+    shape = xm.shape[:-1] + (k,)
+    values = values2.reshape(shape)
+    idx = idx2.reshape(shape)
+    if axis == xm.ndim - 1:
+        return values, idx
     return np.moveaxis(values, -1, axis), np.moveaxis(idx, -1, axis)
 
 
