@@ -43,7 +43,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from reference._config import FASTMATH, get_num_threads, njit_parallel, njit_serial
+from reference._config import FASTMATH, njit_parallel, njit_serial
 
 __all__ = [
     "bucket_params_from_public",
@@ -67,8 +67,6 @@ _SUB = 8
 _CHUNK = 64
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
 _LANES = 64
-# Rows shorter than 2 * _SEG_MIN are never split into segments (see topk).
-_SEG_MIN = 16384
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
 _SAMPLE = 4096
 _SAMPLE_MIN = 512
@@ -645,52 +643,6 @@ def _topk_kernel_serial(x2, k, out, nan_rows):
         nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
 
 
-@njit_parallel
-def _topk_segments_kernel(x2, k, nseg, cand, nan_segs):
-    # Few long rows: split each row into nseg fixed segments (independent of the thread
-    # count) and take the exact top-min(k, len) of each in parallel; cand[r, s*k:] gets
-    # the global indices. The top-k of the union of the segments' top-k is the top-k of
-    # the row (ranking by value, then index, is a total order).
-    rows = x2.shape[0]
-    n = x2.shape[1]
-    for task in prange(rows * nseg):
-        r = task // nseg
-        s = task % nseg
-        lo = s * n // nseg
-        hi = (s + 1) * n // nseg
-        kk = min(k, hi - lo)
-        cap = _buffer_size(hi - lo, kk)
-        bv = np.empty(cap, dtype=x2.dtype)
-        bi = np.empty(cap, dtype=np.int64)
-        loc = np.empty(kk, dtype=np.int64)
-        nan_segs[task] = _topk_core(x2[r, lo:hi], kk, loc, bv, bi)
-        for t in range(kk):
-            cand[r, s * k + t] = lo + loc[t]
-
-
-@njit_serial
-def _topk_merge_segments(x2, k, nseg, cand, out):
-    rows = x2.shape[0]
-    n = x2.shape[1]
-    for r in range(rows):
-        m = 0
-        for s in range(nseg):
-            m += min(k, (s + 1) * n // nseg - s * n // nseg)
-        cv = np.empty(m, dtype=x2.dtype)
-        ci = np.empty(m, dtype=np.int64)
-        c = 0
-        for s in range(nseg):
-            kk = min(k, (s + 1) * n // nseg - s * n // nseg)
-            for t in range(kk):
-                g = cand[r, s * k + t]
-                cv[c] = x2[r, g]
-                ci[c] = g
-                c += 1
-        if m > k:
-            _select(cv, ci, 0, m, k - 1)
-        _sorted_indices(cv, ci, k, out[r])
-
-
 # --------------------------------------------------------------------------------------
 # Bucketed top-k of one row.
 # --------------------------------------------------------------------------------------
@@ -1048,20 +1000,9 @@ def topk(
     key = _kernel_key(xm, bool(largest))
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
-    rows = key.shape[0]
-    threads = get_num_threads()
-    nseg = min(2 * threads, n // _SEG_MIN)
-    if 0 < rows < threads and nseg >= 2 and k > 0 and nseg * k <= n // 2:
-        # Fewer rows than threads: split long rows into segments (see the kernel).
-        cand = np.empty((rows, nseg * k), dtype=np.int64)
-        nan_segs = np.zeros(rows * nseg, dtype=np.bool_)
-        _topk_segments_kernel(key, k, nseg, cand, nan_segs)
-        nan_rows = nan_segs.reshape(rows, nseg).any(axis=1)
-        if not nan_rows.any():
-            _topk_merge_segments(key, k, nseg, cand, out)
-    elif rows == 1:
+    if key.shape[0] == 1:
         _topk_kernel_serial(key, k, out, nan_rows)
-    elif rows > 1:
+    elif key.shape[0] > 1:
         _topk_kernel(key, k, out, nan_rows)
     return _finish(xm, out, k, axis, nan_rows, "topk")
 

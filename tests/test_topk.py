@@ -319,26 +319,3 @@ def test_bad_input(args, kw, exc, words):
         topk(*args, **kw)
     with pytest.raises(exc):
         topk_twin(*args, **kw)
-
-
-@pytest.mark.parametrize("k", [1, 16, 300, 2000])
-def test_single_long_row_segment_split_matches(k):
-    # With 2 threads a single row of n >= 32768 is split into segments whose top-k are
-    # merged; with 1 thread it is not. Both must give the brute-force answer.
-    rng = np.random.default_rng(77 + k)
-    n = 70001
-    x = rng.integers(0, 50, n).astype(np.float32)  # heavy ties across segments
-    x[rng.random(n) < 0.1] = -np.inf
-    want = brute_order(x)[:k]
-    before = get_num_threads()
-    try:
-        for t in (1, 2):
-            set_num_threads(t)
-            assert topk(x, k)[1].tolist() == want
-            assert topk(x[None, :], k, largest=False)[1][0].tolist() == brute_order(x, False)[:k]
-    finally:
-        set_num_threads(before)
-    y = x.copy()
-    y[69999] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        topk(y, k)
