@@ -63,7 +63,6 @@ _SMALL = 16
 _BUF_EXTRA = 256
 # Block length of the vectorised threshold screen of the streaming exact top-k.
 _BLOCK = 32
-_SUB = 8
 _CHUNK = 64
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
 _LANES = 64
@@ -426,32 +425,6 @@ def _buffer_size(n, k):
     return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
 
 
-@njit_serial(inline="always")
-def _screen_block(x, i0, thr, strict):
-    # Number of x[i0:i0+_BLOCK] passing the threshold (NaN passes). Fixed trip count and an
-    # int32 sum: LLVM vectorises this (a float max would not be, without nnan).
-    h = np.int32(0)
-    if strict:
-        for t in range(_BLOCK):
-            h = np.int32(h + np.int32(not (x[i0 + t] <= thr)))
-    else:
-        for t in range(_BLOCK):
-            h = np.int32(h + np.int32(not (x[i0 + t] < thr)))
-    return h
-
-
-@njit_serial(inline="always")
-def _screen_sub(x, i0, thr, strict):
-    h = np.int32(0)
-    if strict:
-        for t in range(_SUB):
-            h = np.int32(h + np.int32(not (x[i0 + t] <= thr)))
-    else:
-        for t in range(_SUB):
-            h = np.int32(h + np.int32(not (x[i0 + t] < thr)))
-    return h
-
-
 @njit_serial
 def _compact(bv, bi, cnt, k):
     # Keep the best k of bv/bi[:cnt] in bv/bi[:k]; returns (k, new threshold, found_nan).
@@ -495,18 +468,17 @@ def _append_range(x, i0, i1, k, bv, bi, thr, strict, cnt):
 
 
 @njit_serial
-def _screen_chunk(x, i0, nb, thr, strict, flags):
-    # flags[t] = number of elements of block t (x[i0 + t*_BLOCK :][:_BLOCK]) that pass.
-    # thr and strict are invariant here, so LLVM vectorises the screen.
-    p = i0
+def _screen_chunk(x, i0, thr, strict, mask):
+    # mask[i] = 1 if x[i0 + i] passes (NaN passes), for a whole chunk of _CHUNK * _BLOCK
+    # elements. An element-wise compare-and-store vectorises fully (a per-block reduction
+    # or a float max would not, without nnan); the per-block "any" is then read 8 bytes
+    # at a time. thr and strict are invariant here.
     if strict:
-        for t in range(nb):
-            flags[t] = _screen_block(x, p, thr, True)
-            p += _BLOCK
+        for i in range(mask.shape[0]):
+            mask[i] = np.uint8(not (x[i0 + i] <= thr))
     else:
-        for t in range(nb):
-            flags[t] = _screen_block(x, p, thr, False)
-            p += _BLOCK
+        for i in range(mask.shape[0]):
+            mask[i] = np.uint8(not (x[i0 + i] < thr))
 
 
 @njit_serial
@@ -520,20 +492,36 @@ def _stream(x, k, bv, bi, thr, strict, start, cnt):
     # start of the chunk (vectorised); then only passing blocks are looked at closely.
     # The threshold only rises, so a block that fails the screen has nothing to add.
     n = x.shape[0]
-    flags = np.empty(_CHUNK, dtype=np.int32)
+    chunk = _CHUNK * _BLOCK
+    words = _BLOCK // 8
+    mask = np.empty(chunk, dtype=np.uint8)
+    m64 = mask.view(np.uint64)
     i0 = start
-    while i0 + _BLOCK <= n:
-        nb = min(_CHUNK, (n - i0) // _BLOCK)
-        _screen_chunk(x, i0, nb, thr, strict, flags)
-        for t in range(nb):
-            if flags[t] > 0:
-                b0 = i0 + t * _BLOCK
-                cnt, thr, strict, bad = _append_range(
-                    x, b0, b0 + _BLOCK, k, bv, bi, thr, strict, cnt
-                )
-                if bad:
-                    return cnt, True
-        i0 += nb * _BLOCK
+    hit = np.empty(_CHUNK, dtype=np.bool_)
+    while i0 + chunk <= n:
+        _screen_chunk(x, i0, thr, strict, mask)
+        nhit = 0
+        for t in range(_CHUNK):
+            w = np.uint64(0)
+            for u in range(words):
+                w |= m64[t * words + u]
+            hit[t] = w != 0
+            nhit += hit[t]
+        if nhit * 4 > _CHUNK:
+            # Dense chunk: one pass over it beats many short calls.
+            cnt, thr, strict, bad = _append_range(x, i0, i0 + chunk, k, bv, bi, thr, strict, cnt)
+            if bad:
+                return cnt, True
+        elif nhit:
+            for t in range(_CHUNK):
+                if hit[t]:
+                    b0 = i0 + t * _BLOCK
+                    cnt, thr, strict, bad = _append_range(
+                        x, b0, b0 + _BLOCK, k, bv, bi, thr, strict, cnt
+                    )
+                    if bad:
+                        return cnt, True
+        i0 += chunk
     cnt, thr, strict, bad = _append_range(x, i0, n, k, bv, bi, thr, strict, cnt)
     if bad:
         return cnt, True
