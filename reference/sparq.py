@@ -118,7 +118,7 @@ def _sparq_group_naive(
     of step 1 / step 4 (index injection, so that later steps can be judged on their own)."""
     G, d = qg.shape
     S = K.shape[0]
-    qg, K, V = qg.astype(pr.acc), K.astype(pr.acc), V.astype(pr.acc)
+    qg, K, V = (x.astype(pr.acc, copy=False) for x in (qg, K, V))
     # Step 1: components.
     i1 = topk_naive(pr.store(np.abs(qg).sum(axis=0)), r) if inject_i1 is None else inject_i1
     # Steps 2-3: temperature and approximate logits (masked positions -inf).
