@@ -10,8 +10,9 @@ Selection is per query head; ties go to the lower index.
   plus the most recent ``k - sink``.
 - :func:`flexgen_topk_attention`: FlexGen's top-k: exact softmax over all valid positions, keep
   the top-k weights, *no* renormalisation.
-
-H2O (stateful heavy-hitter eviction across steps) is not implemented yet.
+- :func:`h2o_decode` (with :func:`h2o_prefill_scores`): H2O heavy-hitter eviction, stateful
+  across decode steps, as the public evaluation code's ``eviction_attention.py``
+  (``strategy="sum_weight"``) does it.
 """
 
 from __future__ import annotations
@@ -97,3 +98,112 @@ def lm_infinite_attention(
 
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
+
+
+def h2o_prefill_scores(q_prompt, k_cache, *, prompt_len: int, mask=None) -> np.ndarray:
+    """Cumulative attention weight of each prompt position after the prefill (H2O's score).
+
+    ``q_prompt (B, H, P, d)`` are the prompt's queries (``P = prompt_len``), ``k_cache (B, Hkv,
+    S, d)`` with the prompt at positions ``0..P-1``. Causal softmax attention of every prompt
+    query; the weights are averaged over the g heads of a KV group and summed over queries
+    (evaluation code: ``weights.mean(group).sum(queries)``). Returns ``(B, Hkv, P)`` float64.
+    """
+    q_prompt = np.asarray(q_prompt, dtype=np.float64)
+    if q_prompt.ndim != 4:
+        raise ValueError(f"q_prompt: expected a 4-D array (B, H, P, d), got shape {q_prompt.shape}")
+    B, H, P, d = q_prompt.shape
+    _, K, _, mask, _, _, Hkv, S, _ = check_attention_inputs(
+        q_prompt[:, :, 0], k_cache, k_cache, mask
+    )
+    if P != as_int("prompt_len", prompt_len, lo=1, hi=S):
+        raise ValueError(f"q_prompt: expected P = prompt_len = {prompt_len} queries, got {P}")
+    g = H // Hkv
+    scores = np.zeros((B, Hkv, P))
+    for b in range(B):
+        for h in range(H):
+            for t in range(P):
+                if not mask[b, t]:
+                    continue  # a padding query contributes nothing
+                valid = np.flatnonzero(mask[b, : t + 1])
+                w = _softmax(_exact_logits(q_prompt[b, h, t], K[b, h // g], valid))
+                scores[b, h // g, valid] += w / g
+    return scores
+
+
+def h2o_decode(
+    q_steps,
+    k_cache,
+    v_cache,
+    *,
+    k: int,
+    local_window: int,
+    prompt_len: int,
+    prefill_scores=None,
+    mask=None,
+):
+    """H2O (Zhang et al. 2023) over ``T`` decode steps, with permanent eviction.
+
+    Step ``t`` generates the token at position ``p = prompt_len + t`` and attends to positions
+    ``<= p`` that are valid and not yet evicted. Before attending, each (batch, KV head) keeps
+    the top-``k`` of its live positions by cumulative attention weight, with the
+    ``local_window`` most recent valid positions (the current token included) forced in;
+    everything else is evicted for good. The step's attention weights (renormalised over the
+    kept positions, averaged over the KV group) are then added to the cumulative scores.
+    Counting of ``k`` and ``local_window`` is the paper's (the evaluation code's
+    ``Settings(k=K, local_k=L)`` is ``k=K+1, local_window=L+1`` here), so ``local_window >= 1``
+    (the current token is always attended, as in the evaluation code). Ties keep the lower
+    index.
+
+    Parameters
+    ----------
+    q_steps : (T, B, H, d) queries of the generated tokens.
+    k_cache, v_cache : (B, Hkv, S, d) with ``S >= prompt_len + T``.
+    prefill_scores : (B, Hkv, prompt_len), optional
+        Cumulative scores after the prefill (:func:`h2o_prefill_scores`); default zeros.
+    mask : (B, S) bool, optional (left padding of the prompt).
+
+    Returns
+    -------
+    out : (T, B, H, d) float64
+    kept : (T, B, Hkv, S) bool, the positions attended at each step
+    """
+    q_steps = np.asarray(q_steps)
+    if q_steps.ndim != 4:
+        raise ValueError(f"q_steps: expected a 4-D array (T, B, H, d), got shape {q_steps.shape}")
+    T = q_steps.shape[0]
+    q0, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
+    q_steps = np.stack([check_attention_inputs(q_steps[t], K, V, mask)[0] for t in range(T)])
+    k = as_int("k", k, lo=1)
+    local_window = as_int("local_window", local_window, lo=1, hi=k)  # the current token
+    prompt_len = as_int("prompt_len", prompt_len, lo=0, hi=S - T)
+    g = H // Hkv
+    score = np.zeros((B, Hkv, S))
+    if prefill_scores is not None:
+        ps = np.asarray(prefill_scores, dtype=np.float64)
+        if ps.shape != (B, Hkv, prompt_len):
+            raise ValueError(
+                f"prefill_scores: expected shape (B, Hkv, prompt_len) = {(B, Hkv, prompt_len)},"
+                f" got {ps.shape}"
+            )
+        score[:, :, :prompt_len] = ps
+    alive = np.ones((B, Hkv, S), dtype=bool)
+    out = np.empty((T, B, H, d))
+    kept = np.zeros((T, B, Hkv, S), dtype=bool)
+    for t in range(T):
+        p = prompt_len + t
+        for b in range(B):
+            valid = np.flatnonzero(mask[b, : p + 1])
+            local = valid[len(valid) - min(local_window, len(valid)) :]
+            for kv in range(Hkv):
+                live = valid[alive[b, kv, valid]]
+                key = score[b, kv, live].copy()
+                key[np.isin(live, local)] = np.inf
+                keep = live[topk_naive(key, min(k, len(live)))]
+                alive[b, kv, np.setdiff1d(live, keep)] = False
+                kept[t, b, kv, keep] = True
+                keep = np.sort(keep)
+                for h in range(kv * g, (kv + 1) * g):
+                    w = _softmax(_exact_logits(q_steps[t, b, h], K[b, kv], keep))
+                    out[t, b, h] = w @ V[b, kv, keep]
+                    score[b, kv, keep] += w / g
+    return out, kept

@@ -6,6 +6,8 @@ import pytest
 from reference import dense_attention, sparq_attention
 from reference.baselines import (
     flexgen_topk_attention,
+    h2o_decode,
+    h2o_prefill_scores,
     lm_infinite_attention,
     oracle_topk_attention,
 )
@@ -52,3 +54,83 @@ def test_lm_infinite_positions_with_left_padding():
     assert pos[0, 0].tolist() == [5, 6, 26, 27, 28, 29]
     with pytest.raises(ValueError, match="sink: expected an int <= 6"):
         lm_infinite_attention(q, K, V, k=6, sink=7)
+
+
+def _causal_dense(q_steps, K, V, prompt_len, mask):
+    T = q_steps.shape[0]
+    return np.stack([
+        dense_attention(q_steps[t], K[:, :, : prompt_len + t + 1], V[:, :, : prompt_len + t + 1],
+                        mask=mask[:, : prompt_len + t + 1])
+        for t in range(T)
+    ])  # fmt: skip
+
+
+def test_h2o_keeping_everything_equals_causal_dense():
+    rng = np.random.default_rng(33)
+    T, P = 4, 9
+    q_steps = rng.normal(size=(T, 2, 4, 8))
+    _, K, V, mask = random_case(33, B=2, H=4, Hkv=2, S=P + T, d=8)
+    mask[:, P:] = True  # generated tokens are valid
+    out, kept = h2o_decode(q_steps, K, V, k=P + T, local_window=1, prompt_len=P, mask=mask)
+    np.testing.assert_allclose(out, _causal_dense(q_steps, K, V, P, mask), rtol=1e-12, atol=1e-14)
+    for t in range(T):
+        visible = mask[:, None, :] & (np.arange(P + T) <= P + t)
+        np.testing.assert_array_equal(kept[t], np.broadcast_to(visible, kept[t].shape))
+
+
+def test_h2o_eviction_is_permanent_local_window_kept_budget_respected():
+    rng = np.random.default_rng(34)
+    T, P, k, lw = 6, 20, 7, 3
+    q_steps = rng.normal(size=(T, 2, 4, 8))
+    _, K, V, mask = random_case(34, B=2, H=4, Hkv=2, S=P + T, d=8)
+    mask[:, P:] = True
+    prefill = rng.random((2, 2, P))
+    _, kept = h2o_decode(q_steps, K, V, k=k, local_window=lw, prompt_len=P,
+                         prefill_scores=prefill, mask=mask)  # fmt: skip
+    for t in range(T):
+        for b in range(2):
+            valid = np.flatnonzero(mask[b, : P + t + 1])
+            for kv in range(2):
+                now = set(np.flatnonzero(kept[t, b, kv]).tolist())
+                assert len(now) == min(k, len(valid))
+                assert set(valid[-lw:].tolist()) <= now
+                if t > 0:  # nothing comes back: kept now is within kept before plus the new token
+                    assert now <= set(np.flatnonzero(kept[t - 1, b, kv]).tolist()) | {P + t}
+
+
+def test_h2o_hand_case():
+    # d = 1, q = 1. Prompt keys 0, 0, 0 with prefill scores 0.5, 0.1, 0.4; generated keys ln 4
+    # (position 3) and 0 (position 4). Step 0 (p = 3), k = 2, window 1: keep {3, 0} (0.5 beats
+    # 0.4 and 0.1), evict 1 and 2 for good; weights over {0, 3}: 1/5, 4/5. Step 1 (p = 4):
+    # cumulative 0.5 + 0.2 = 0.7 for position 0 and 0.8 for position 3 -> keep {4, 3}.
+    q_steps = np.ones((2, 1, 1, 1))
+    K = np.array([0.0, 0.0, 0.0, math.log(4), 0.0]).reshape(1, 1, 5, 1)
+    V = np.array([1.0, 2.0, 3.0, 4.0, 5.0]).reshape(1, 1, 5, 1)
+    out, kept = h2o_decode(q_steps, K, V, k=2, local_window=1, prompt_len=3,
+                           prefill_scores=np.array([[[0.5, 0.1, 0.4]]]))  # fmt: skip
+    assert np.flatnonzero(kept[0, 0, 0]).tolist() == [0, 3]
+    assert np.flatnonzero(kept[1, 0, 0]).tolist() == [3, 4]
+    assert out[0, 0, 0, 0] == pytest.approx(1 / 5 * 1 + 4 / 5 * 4, rel=1e-14)
+    assert out[1, 0, 0, 0] == pytest.approx((4 * 4 + 1 * 5) / 5, rel=1e-14)
+
+
+def test_h2o_prefill_scores_hand_case():
+    # Prompt of 2, d = 1, q = 1, keys 0 and ln 3: query 0 sees only position 0 (weight 1);
+    # query 1 weights 1/4, 3/4. Two heads in one KV group, the second with q = 0 (uniform
+    # weights 1/2, 1/2), averaged over the group.
+    q_prompt = np.array([[[[1.0], [1.0]], [[0.0], [0.0]]]])  # (B=1, H=2, P=2, d=1)
+    K = np.array([0.0, math.log(3)]).reshape(1, 1, 2, 1)
+    scores = h2o_prefill_scores(q_prompt, K, prompt_len=2)
+    np.testing.assert_allclose(scores[0, 0], [(1 + 0.25 + 1 + 0.5) / 2, (0.75 + 0.5) / 2],
+                               rtol=1e-14)  # fmt: skip
+
+
+def test_h2o_bad_input():
+    q = np.zeros((2, 1, 1, 4))
+    K = np.zeros((1, 1, 5, 4))
+    with pytest.raises(ValueError, match="local_window: expected an int >= 1"):
+        h2o_decode(q, K, K, k=2, local_window=0, prompt_len=3)
+    with pytest.raises(ValueError, match="prompt_len: expected an int <= 3"):
+        h2o_decode(q, K, K, k=2, local_window=1, prompt_len=4)
+    with pytest.raises(ValueError, match="prefill_scores: expected shape"):
+        h2o_decode(q, K, K, k=2, local_window=1, prompt_len=3, prefill_scores=np.zeros((1, 1, 2)))
