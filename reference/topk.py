@@ -64,6 +64,8 @@ _BUF_EXTRA = 256
 # Block length of the vectorised threshold screen of the streaming exact top-k.
 _BLOCK = 32
 _CHUNK = 64
+# Sampled pass rates above 1 / _DENSE skip the block screen.
+_DENSE = 128
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
 _LANES = 64
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
@@ -560,7 +562,13 @@ def _topk_core(x, k, out, bv, bi):
             mu = k * ns / n
             r = min(ns, int(mu + 4.0 * np.sqrt(mu)) + 2)
             _select(sv, si, 0, ns, r - 1)
-            cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
+            if r * _DENSE > ns:
+                # Expected pass rate above 1/_DENSE: most blocks would pass the screen, so
+                # a plain scan is cheaper.
+                cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, sv[r - 1], False, 0)
+                bad = bad or _has_nan(bv[:cnt])
+            else:
+                cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
             if bad:
                 return True
             done = cnt >= k
