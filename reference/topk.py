@@ -67,7 +67,7 @@ _CHUNK = 64
 # Sampled pass rates above 1 / _DENSE skip the block screen.
 _DENSE = 128
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
-_LANES = 64
+_LANES = 256
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
 _SAMPLE = 4096
 _SAMPLE_MIN = 512
