@@ -319,3 +319,15 @@ def test_bad_input(args, kw, exc, words):
         topk(*args, **kw)
     with pytest.raises(exc):
         topk_twin(*args, **kw)
+
+
+def test_strided_and_big_endian_inputs():
+    rng = np.random.default_rng(21)
+    y = rng.integers(0, 9, size=(6, 60)).astype(np.float64)[:, ::3]  # non-contiguous
+    np.testing.assert_array_equal(topk(y, 4)[1], [brute_order(r)[:4] for r in y])
+    np.testing.assert_array_equal(topk(y.T, 2, axis=0)[1].T, [brute_order(r)[:2] for r in y])
+    xb = np.array([3, 1, 3, 7], dtype=">i4")
+    v, i = topk(xb, 3)
+    assert i.tolist() == [3, 0, 2] and v.dtype == xb.dtype and v.tolist() == [7, 3, 3]
+    fb = np.array([0.5, -1.0, 2.0], dtype=">f8")
+    assert topk(fb, 2, largest=False)[1].tolist() == [1, 0]
