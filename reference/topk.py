@@ -64,8 +64,6 @@ _BUF_EXTRA = 256
 # Block length of the vectorised threshold screen of the streaming exact top-k.
 _BLOCK = 32
 _CHUNK = 64
-# Sampled pass rates above 1 / _DENSE skip the block screen.
-_DENSE = 128
 # Minimum number of lanes of the vectorised bucket argmax (interleaved, k_b = 1).
 _LANES = 256
 # Sampled first threshold of the exact top-k: sample size, and when to use it.
@@ -562,13 +560,10 @@ def _topk_core(x, k, out, bv, bi):
             mu = k * ns / n
             r = min(ns, int(mu + 4.0 * np.sqrt(mu)) + 2)
             _select(sv, si, 0, ns, r - 1)
-            if r * _DENSE > ns:
-                # Expected pass rate above 1/_DENSE: most blocks would pass the screen, so
-                # a plain scan is cheaper.
-                cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, sv[r - 1], False, 0)
-                bad = bad or _has_nan(bv[:cnt])
-            else:
-                cnt, bad = _stream(x, k, bv, bi, sv[r - 1], False, 0, 0)
+            # The expected pass rate r / ns is above 1/128 here (r >= 34, ns <= 4096): most
+            # blocks would pass a block screen, so a plain scan is cheaper.
+            cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, sv[r - 1], False, 0)
+            bad = bad or _has_nan(bv[:cnt])
             if bad:
                 return True
             done = cnt >= k
