@@ -7,9 +7,23 @@ and a Numba-parallel kernel used by the public function; tests bound their diffe
 from reference._config import get_num_threads, set_num_threads
 from reference.dense import dense_attention, dense_attention_naive
 from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive
+from reference.topk import (
+    bucket_params_from_public,
+    bucket_sizes,
+    bucketed_topk,
+    bucketed_topk_twin,
+    topk,
+    topk_twin,
+)
 
 __all__ = [
     "SparqSteps",
+    "bucket_params_from_public",
+    "bucket_sizes",
+    "bucketed_topk",
+    "bucketed_topk_twin",
+    "topk",
+    "topk_twin",
     "dense_attention",
     "dense_attention_naive",
     "get_num_threads",
