@@ -6,8 +6,8 @@ is warmed up (Numba compiled) first and timed as the best of several repeats.
 
 Methods (all return the k indices per row in sorted order):
 
-- ``topk``: :func:`reference.topk.topk` (exact; Numba, parallel over rows).
-- ``bucketed``: :func:`reference.topk.bucketed_topk` with ``k_per_bucket=1``,
+- ``topk``: :func:`reference.topk` (exact; Numba, parallel over rows).
+- ``bucketed``: :func:`reference.bucketed_topk` with ``k_per_bucket=1``,
   ``num_buckets=k``, interleaved (approximate; Numba, parallel over rows).
 - ``argpart``: ``np.argpartition(x, n - k)`` then a sort of the k survivors (one thread).
 - ``torch``: ``torch.topk(x, k, sorted=True)`` on CPU, when torch imports.
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from reference._config import get_num_threads  # noqa: E402
-from reference.topk import bucketed_topk, topk  # noqa: E402
+from reference.selection import bucketed_topk, topk  # noqa: E402
 
 try:
     import torch

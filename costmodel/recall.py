@@ -62,7 +62,7 @@ from numba import prange
 from scipy import stats
 
 from reference._config import njit_parallel, njit_serial
-from reference.topk import bucketed_topk_row, topk_row
+from reference.selection import bucketed_topk_row, topk_row
 
 __all__ = [
     "MODELS",
@@ -882,11 +882,11 @@ def simulate_recall(
     seed: int,
     correlation: float | None = None,
 ) -> SimulationResult:
-    """Monte Carlo recall of the actual :func:`reference.topk.bucketed_topk_row`.
+    """Monte Carlo recall of the actual :func:`reference.selection.bucketed_topk_row`.
 
     Each trial draws ``x`` of length ``n`` (i.i.d. standard normal, or a stationary AR(1)
     ``x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i`` when ``correlation = rho``), runs the exact
-    top-k (:func:`reference.topk.topk_row`) and the reference bucketed top-k on it, and
+    top-k (:func:`reference.selection.topk_row`) and the reference bucketed top-k on it, and
     records ``|exact ∩ bucketed| / k``. With i.i.d. data the top-k positions are a uniform
     k-subset (assumption A2 of :func:`expected_recall`), so the mean estimates the
     ``"exact"`` model; with ``correlation`` A2 fails and contiguous buckets

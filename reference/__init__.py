@@ -6,8 +6,7 @@ and a Numba-parallel kernel used by the public function; tests bound their diffe
 
 from reference._config import get_num_threads, set_num_threads
 from reference.dense import dense_attention, dense_attention_naive
-from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive
-from reference.topk import (
+from reference.selection import (
     bucket_params_from_public,
     bucket_sizes,
     bucketed_topk,
@@ -15,6 +14,7 @@ from reference.topk import (
     topk,
     topk_twin,
 )
+from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive
 
 __all__ = [
     "SparqSteps",

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from reference._validate import as_int, check_attention_inputs
-from reference.topk import topk_naive
+from reference.selection import topk_naive
 
 
 def _exact_logits(qh, Kh, valid):

@@ -30,7 +30,7 @@ from reference._config import njit_parallel, njit_serial
 from reference._validate import as_choice, as_float_array, as_int, check_attention_inputs
 from reference.dense import _softmax_attend_row
 from reference.precision import PRECISIONS, TRUTH, Precision
-from reference.topk import bucketed_topk_row, bucketed_topk_twin, topk_naive, topk_row
+from reference.selection import bucketed_topk_row, bucketed_topk_twin, topk_naive, topk_row
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
 GROUP_SCORES = ("logits", "probs")
@@ -561,7 +561,7 @@ def sparq_attention(
         Caller-supplied mean value (e.g. a running mean); default: masked mean of V.
     topk : {"exact", "bucketed"}
         Step 4's top-k. ``"bucketed"`` keeps the forced local window and chooses the other
-        ``k - local_window`` positions with :func:`reference.topk.bucketed_topk` over the
+        ``k - local_window`` positions with :func:`reference.bucketed_topk` over the
         non-local valid positions in index order (Key et al. 2024, applied to SparQ).
     num_buckets, k_per_bucket, interleaved
         Bucketed top-k parameters (``num_buckets * k_per_bucket >= k - local_window``). A row

@@ -22,7 +22,7 @@ from costmodel.recall import (
 )
 from reference import set_num_threads
 from reference._config import get_num_threads
-from reference.topk import bucketed_topk
+from reference.selection import bucketed_topk
 
 # --------------------------------------------------------------------------- samplers
 

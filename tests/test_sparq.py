@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reference import dense_attention, sparq_attention
-from reference.topk import topk_naive
+from reference.selection import topk_naive
 from tests._cases import random_case
 
 OPTIONS = [
@@ -332,7 +332,7 @@ def _nonlocal_scores(st_, mask, b, grp, g, lw):
 @pytest.mark.parametrize("interleaved", [True, False])
 @pytest.mark.parametrize("kb", [1, 2])
 def test_bucketed_selection_is_bucketed_topk_of_nonlocal_scores(interleaved, kb):
-    from reference.topk import bucketed_topk
+    from reference.selection import bucketed_topk
 
     q, K, V, mask = random_case(21, B=3, H=4, Hkv=2, S=90, d=8)
     k, lw, nb = 20, 4, 9 if kb == 2 else 16

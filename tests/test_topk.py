@@ -1,4 +1,4 @@
-"""Exact top-k (reference.topk.topk, topk_row, topk_twin).
+"""Exact top-k (reference.topk, topk_row, topk_twin).
 
 Oracles: hand-computed cases; a pure-Python sort by (-value, index) over Python ints or
 floats (independent of NumPy's lexsort used by the twin); the float64 twin for the bulk
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from reference._config import get_num_threads, set_num_threads
-from reference.topk import topk, topk_naive, topk_row, topk_twin
+from reference.selection import topk, topk_naive, topk_row, topk_twin
 
 DTYPES = [
     np.float16,

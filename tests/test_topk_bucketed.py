@@ -1,4 +1,4 @@
-"""Bucketed approximate top-k (reference.topk.bucketed_topk, bucketed_topk_row, twin).
+"""Bucketed approximate top-k (reference.bucketed_topk, bucketed_topk_row, twin).
 
 Oracles are independent of the code under test: bucket membership is rebuilt here from
 ``np.array_split`` (contiguous: its first ``n % b`` sections are one longer, the layout of
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from reference._config import get_num_threads, set_num_threads
-from reference.topk import (
+from reference.selection import (
     bucket_params_from_public,
     bucket_sizes,
     bucketed_topk,
