@@ -12,9 +12,14 @@ def test_golden_then_check_roundtrip(tmp_path, capsys):
     for c in cases[:-1]:  # the last case is left out on purpose
         np.savez(outs / f"{c.name}.npz", **{f: getattr(c.expected, f) for f in STEPS})
     capsys.readouterr()
-    assert main(["check", str(gold), str(outs)]) == 0
+    assert main(["check", str(gold), str(outs)]) == 1  # a missing case fails by default
+    assert main(["check", str(gold), str(outs), "--allow-missing"]) == 0
     text = capsys.readouterr().out
     assert f"{len(cases) - 1} passed, 0 failed, 1 not provided" in text
+    # an outputs file with no steps in it is not a pass
+    np.savez(outs / f"{cases[-1].name}.npz")
+    assert main(["check", str(gold), str(outs)]) == 1
+    assert f"{len(cases) - 1} passed, 1 failed, 0 not provided" in capsys.readouterr().out
     # a broken output makes the command fail and name the step
     c = cases[0]
     broken = {f: getattr(c.expected, f) for f in STEPS}

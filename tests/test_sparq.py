@@ -108,13 +108,13 @@ def test_sqrt_r_temperature():
         )
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_local_window_always_selected_alpha_in_unit_interval(seed):
     rng = np.random.default_rng(seed)
     S = int(rng.integers(5, 60))
     k = int(rng.integers(1, S))
     lw = int(rng.integers(0, k + 1))
-    q, K, V, mask = random_case(seed, B=3, H=4, Hkv=1, S=S, d=8)
+    q, K, V, mask = random_case(seed, B=3, H=4, Hkv=1, S=S, d=8, holes=seed % 2 == 1)
     K[..., -1, :] *= 0  # the current token has a poor score, yet it must be kept when lw >= 1
     for st_ in both(q, K, V, r=2, k=k, local_window=lw, mask=mask):
         for b in range(3):
@@ -238,10 +238,11 @@ def _eval_code_selection(q, K, mask, r, k_eval, local_k):
     return set(valid[np.argsort(-total, kind="stable")[:n]].tolist())
 
 
+@pytest.mark.parametrize("holes", [False, True])
 @pytest.mark.parametrize("k_eval,local_k", [(4, 0), (7, 2), (15, 3), (40, 5)])
-def test_mapping_to_evaluation_code_counting(k_eval, local_k):
+def test_mapping_to_evaluation_code_counting(k_eval, local_k, holes):
     # evaluation code (k=K, local_k=L) == reference (k=K+1, local_window=L+1)
-    q, K, V, mask = random_case(17, B=2, H=2, Hkv=1, S=37, d=8)
+    q, K, V, mask = random_case(17, B=2, H=2, Hkv=1, S=37, d=8, holes=holes)
     st_ = sparq_attention(q, K, V, r=3, k=k_eval + 1, local_window=local_k + 1, mask=mask,
                           return_steps=True)  # fmt: skip
     for b in range(2):

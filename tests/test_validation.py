@@ -58,11 +58,13 @@ def test_output_perturbation_is_caught_and_located(cases):
     assert f is not None and f.step == "out" and f.where == "(b=1, h=2, c=5)"
 
 
-def test_sqrt_d_temperature_bug_is_caught_in_approx_logits(cases):
+def test_sqrt_d_temperature_bug_is_caught_in_temperature_and_approx_logits(cases):
     case = cases["gqa4"]
     buggy = steps_of(run(case, temperature="sqrt_d"))
-    f = check_sparq(case, buggy).first_failure
-    assert f is not None and f.step == "approx_logits"
+    report = check_sparq(case, buggy)
+    assert report.first_failure.step == "temperature"
+    del buggy["temperature"]
+    assert check_sparq(case, buggy).first_failure.step == "approx_logits"
 
 
 def test_wrong_component_is_caught(cases):
@@ -210,3 +212,38 @@ def test_injecting_the_truths_own_choices_reproduces_it(cases):
         bad = case.expected.positions.copy()
         bad[0, 0, 1] = bad[0, 0, 0]
         sparq_attention_naive(q, K, V, mask=mask, inject_positions=bad, **case.params)
+
+
+@pytest.mark.parametrize(
+    "subset", [None, ("out",), ("positions", "out"), ("components", "out"), ("alpha", "v_mean")]
+)
+def test_an_independent_float32_implementation_passes_with_any_subset(subset):
+    # tests/_independent.py is written apart from the reference (batched NumPy, float32);
+    # near-ties in steps it does not return leave rows unjudged instead of failing them.
+    from tests._independent import sparq_float32
+
+    for case in standard_cases("float32") + adversarial_cases("float32"):
+        outs = sparq_float32(*(case.inputs[k] for k in ("q", "k_cache", "v_cache", "mask")),
+                             **case.params)  # fmt: skip
+        if subset is not None:
+            outs = {k: outs[k] for k in subset}
+        report = check_sparq(case, outs)
+        assert report.passed, str(report)
+
+
+def test_window_on_indices_instead_of_valid_positions_is_caught():
+    from tests._independent import sparq_float32
+
+    case = {c.name: c for c in adversarial_cases("float32")}["holes"]
+    outs = sparq_float32(*(case.inputs[k] for k in ("q", "k_cache", "v_cache", "mask")),
+                         window_bug=True, **case.params)  # fmt: skip
+    f = check_sparq(case, outs).first_failure
+    assert f is not None and f.step == "positions" and "local window" in f.message
+    f = check_sparq(case, {"out": outs["out"]}).first_failure
+    assert f is not None and f.step == "out"
+
+
+def test_nothing_provided_does_not_pass(cases):
+    report = check_sparq(cases["s1"], {})
+    assert not report.passed and report.first_failure is None
+    assert "nothing was judged" in str(report)
