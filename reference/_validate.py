@@ -9,8 +9,6 @@ from numba import prange
 
 from reference._config import njit_parallel
 
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
 
 @njit_parallel
 def _first_nonfinite(flat):
@@ -40,6 +38,38 @@ def _first_nonfinite(flat):
     return -1
 
 
+@njit_parallel
+def _max_abs_valid(K, mask):
+    """max |K[b, h, j, :]| over valid positions j (parallel over (b, h); exact)."""
+    B, Hkv, S, d = K.shape
+    part = np.zeros(B * Hkv)
+    for row in prange(B * Hkv):
+        b = row // Hkv
+        h = row % Hkv
+        m = 0.0
+        for j in range(S):
+            if mask[b, j]:
+                for c in range(d):
+                    m = max(m, abs(K[b, h, j, c]))
+        part[row] = m
+    return part.max()
+
+
+def check_logit_range(q: np.ndarray, k_cache: np.ndarray, mask: np.ndarray) -> None:
+    """Reject inputs whose logits could overflow float64.
+
+    For any head and valid position, ``|q_h . k_j| <= ||q_h||_1 max|K_valid|``, and SparQ's
+    approximate logits obey the same bound (``|s| <= sqrt(kept * total / d) max|K| <=
+    ||q_h||_1 max|K|``), so below 1e300 no logit, group sum or softmax can overflow. Masked
+    positions do not count (they may hold any finite garbage)."""
+    bound = float(np.abs(q).sum(axis=-1).max()) * float(_max_abs_valid(k_cache, mask))
+    if not bound < 1e300:
+        raise ValueError(
+            f"q, k_cache: max ||q_h||_1 * max |k_cache| = {bound:.3g} >= 1e300, so the attention"
+            " logits could overflow float64; scale q or k_cache down"
+        )
+
+
 def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.ndarray:
     """Return ``x`` as a C-contiguous float64 array, checking dtype, rank and finiteness.
 
@@ -48,7 +78,7 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     """
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)  # lists, tuples, scalars; the dtype check below decides
-    if x.dtype not in FLOAT_DTYPES:
+    if not (x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8)):  # any byte order
         raise TypeError(
             f"{name}: expected a float16, float32 or float64 array, got dtype {x.dtype}"
             " (cast explicitly if you mean it)"
@@ -66,8 +96,11 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     return x
 
 
-def as_int(name: str, value, *, lo: int | None = None, hi: int | None = None) -> int:
-    """An integer parameter in [lo, hi] (bool and float are rejected)."""
+def as_int(
+    name: str, value, *, lo: int | None = None, hi: int | None = None, hi_name: str = ""
+) -> int:
+    """An integer parameter in [lo, hi] (bool and float are rejected); ``hi_name`` names the
+    quantity the upper bound comes from (e.g. ``"k"``) for the error message."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected an int, got bool {value!r}")
     try:
@@ -77,7 +110,8 @@ def as_int(name: str, value, *, lo: int | None = None, hi: int | None = None) ->
     if lo is not None and v < lo:
         raise ValueError(f"{name}: expected an int >= {lo}, got {v}")
     if hi is not None and v > hi:
-        raise ValueError(f"{name}: expected an int <= {hi}, got {v}")
+        bound = f"{hi_name} = {hi}" if hi_name else f"{hi}"
+        raise ValueError(f"{name}: expected an int <= {bound}, got {v}")
     return int(v)
 
 
@@ -127,4 +161,5 @@ def check_attention_inputs(q, k_cache, v_cache, mask):
                 f" {np.flatnonzero(empty).tolist()} are all False"
             )
         mask = np.ascontiguousarray(mask)
+    check_logit_range(q, k_cache, mask)
     return q, k_cache, v_cache, mask, B, H, Hkv, S, d

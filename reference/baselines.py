@@ -87,7 +87,7 @@ def lm_infinite_attention(
     ``k - sink`` (renormalised softmax over them). ``0 <= sink <= k``; with ``k >=`` the number
     of valid positions every valid position is kept. Positions are returned in index order."""
     k = as_int("k", k, lo=1)
-    sink = as_int("sink", sink, lo=0, hi=k)
+    sink = as_int("sink", sink, lo=0, hi=k, hi_name="k")
 
     def choose(logits, n):
         nv = logits.shape[0]
@@ -174,7 +174,7 @@ def h2o_decode(
     q0, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
     q_steps = np.stack([check_attention_inputs(q_steps[t], K, V, mask)[0] for t in range(T)])
     k = as_int("k", k, lo=1)
-    local_window = as_int("local_window", local_window, lo=1, hi=k)  # the current token
+    local_window = as_int("local_window", local_window, lo=1, hi=k, hi_name="k")  # current token
     prompt_len = as_int("prompt_len", prompt_len, lo=0, hi=S - T)
     g = H // Hkv
     score = np.zeros((B, Hkv, S))

@@ -103,4 +103,9 @@ def dense_attention(q, k_cache, v_cache, *, mask=None) -> np.ndarray:
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
     out = np.empty((B, H, d))
     _dense_kernel(q, K, V, mask, out)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
+            " scale q or k_cache down"
+        )
     return out

@@ -245,6 +245,8 @@ def sparq_attention_naive(
                 o = yy
             out[b, heads], comps[b, grp], s_all[b, heads], pos[b, grp] = o, i1, s, p
             alpha[b, heads], y[b, heads], tau[b, heads] = a, yy, t
+    with np.errstate(over="ignore", invalid="ignore"):
+        _finite_result(out, pr.name)
     return SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
 
 
@@ -455,9 +457,35 @@ def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray, pr=TRUTH) -> np.nda
     """Mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d) float64.
 
     Accumulated in ``pr.acc`` and stored with ``pr.store`` (identity for the float64 truth)."""
-    w = mask[:, None, :, None].astype(pr.acc)
-    total = (np.asarray(v_cache).astype(pr.acc) * w).sum(axis=2)
-    return pr.store(total / w.sum(axis=2)).astype(np.float64)
+    valid = mask[:, None, :, None]
+    total = np.where(valid, np.asarray(v_cache).astype(pr.acc), 0).sum(axis=2)
+    return pr.store(total / valid.sum(axis=2).astype(pr.acc)).astype(np.float64)
+
+
+def _store_checked(pr, name, x, mask):
+    """Round ``x`` to the emulated dtype; a valid entry that overflows it is an error (masked
+    slots may overflow: they are never read)."""
+    y = pr.store(x).astype(np.float64)
+    bad = ~np.isfinite(y)
+    if mask is not None:
+        bad &= mask[:, None, :, None]
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}: value {x[idx]:.6g} at index {idx} overflows {pr.name}; it cannot be"
+            f" stored in the emulated precision"
+        )
+    return y
+
+
+def _finite_result(out: np.ndarray, precision: str) -> np.ndarray:
+    """Finite inputs can still overflow the logits (|q . k| beyond the dtype's range)."""
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"q, k_cache: the attention logits overflow {precision} (|q . k| is too large for"
+            " the dtype); scale q or k_cache down"
+        )
+    return out
 
 
 def _check(
@@ -465,11 +493,13 @@ def _check(
     selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=True, pr=TRUTH,
 ):  # fmt: skip
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
-    if pr is not TRUTH:  # storage in the emulated dtype
-        q, K, V = (pr.store(x).astype(np.float64) for x in (q, K, V))
-    r = as_int("r", r, lo=1, hi=d)
+    if pr.name != "float64":  # storage in the emulated dtype
+        q = _store_checked(pr, "q", q, None)
+        K = _store_checked(pr, "k_cache", K, mask)
+        V = _store_checked(pr, "v_cache", V, mask)
+    r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
     k = as_int("k", k, lo=1)
-    local_window = as_int("local_window", local_window, lo=0, hi=k)
+    local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
     if not isinstance(reallocate, (bool, np.bool_)):
         raise TypeError(f"reallocate: expected a bool, got {type(reallocate).__name__}")
     as_choice("temperature", temperature, TEMPERATURES)
@@ -618,6 +648,7 @@ def sparq_attention(
         q, K, V, mask, r, k, local_window, _TEMP_CODE[temperature], group_score == "probs",
         bool(reallocate), per, v_mean, nb, kb, inter, out, comps, s, pos, alpha, y, tau,
     )  # fmt: skip
+    _finite_result(out, "float64")
     if not return_steps:
         return out
     return SparqSteps(out, comps, s, pos, alpha, v_mean, y, tau)

@@ -65,11 +65,11 @@ def test_nan_and_inf_rejected_naming_the_array(fn, name, bad):
     "over,exc,words",
     [
         (dict(r=0), ValueError, "r: expected an int >= 1"),
-        (dict(r=9), ValueError, "r: expected an int <= 8"),
+        (dict(r=9), ValueError, "r: expected an int <= the head dim d = 8"),
         (dict(r=2.0), TypeError, "r: expected an int"),
         (dict(r=True), TypeError, "r: expected an int, got bool"),
         (dict(k=0), ValueError, "k: expected an int >= 1"),
-        (dict(k=3, local_window=4), ValueError, "local_window: expected an int <= 3"),
+        (dict(k=3, local_window=4), ValueError, "local_window: expected an int <= k = 3"),
         (dict(local_window=-1), ValueError, "local_window: expected an int >= 0"),
         (dict(temperature="l2"), ValueError, "temperature: expected one of"),
         (dict(group_score="max"), ValueError, "group_score"),
@@ -101,3 +101,10 @@ def test_non_finite_found_in_a_later_chunk_with_its_index(bad):
         ValueError, match=r"k_cache: contains .* \(first at index \(0, 0, 590, 3\)\)"
     ):
         dense_attention(np.zeros((1, 1, 128)), K, np.zeros_like(K) + 0.0)
+
+
+def test_non_native_byte_order_is_accepted():
+    q, K, V, mask = _case()
+    a = sparq_attention(q.astype(">f4"), K.astype(">f8"), V.astype(">f2"), r=2, k=3, mask=mask)
+    b = sparq_attention(q.astype("<f4"), K, V.astype("<f2"), r=2, k=3, mask=mask)
+    np.testing.assert_array_equal(a, b)

@@ -52,7 +52,7 @@ def test_lm_infinite_positions_with_left_padding():
     mask[0, 5:] = True  # valid positions 5..29
     _, pos = lm_infinite_attention(q, K, V, k=6, sink=2, mask=mask, return_positions=True)
     assert pos[0, 0].tolist() == [5, 6, 26, 27, 28, 29]
-    with pytest.raises(ValueError, match="sink: expected an int <= 6"):
+    with pytest.raises(ValueError, match="sink: expected an int <= k = 6"):
         lm_infinite_attention(q, K, V, k=6, sink=7)
 
 

@@ -82,3 +82,45 @@ def test_emulation_needs_the_twin():
         sparq_attention(q, K, V, r=3, k=5, precision="float16", impl="numba")
     with pytest.raises(ValueError, match="precision: expected one of"):
         sparq_attention(q, K, V, r=3, k=5, precision="fp8")
+
+
+def test_emulation_ignores_masked_garbage_beyond_the_dtype_range():
+    q, K, V, mask = random_case(44, B=3, H=4, Hkv=2, S=25, d=8)
+    kw = dict(r=3, k=6, local_window=2, mask=mask, precision="float16", return_steps=True)
+    ref = sparq_attention(q, K, V, **kw)
+    bad = ~np.broadcast_to(mask[:, None, :, None], K.shape)
+    K2, V2 = K.copy(), V.copy()
+    K2[bad], V2[bad] = 1e9, 1e30  # inf once stored in float16, but never read
+    got = sparq_attention(q, K2, V2, **kw)
+    np.testing.assert_array_equal(got.out, ref.out)
+
+
+def test_valid_entry_overflowing_the_emulated_dtype_is_an_error():
+    q, K, V, mask = random_case(45)
+    V = V.copy()
+    V[0, 1, -1, 2] = 1e6  # valid (the current token), beyond float16's 65504
+    with pytest.raises(
+        ValueError, match=r"v_cache: value 1e\+06 at index \(0, 1, 16, 2\) overflows"
+    ):
+        sparq_attention(q, K, V, r=2, k=3, mask=mask, precision="float16")
+
+
+def test_logit_overflow_from_finite_inputs_is_an_error():
+    from reference import dense_attention
+
+    q, K, V, mask = random_case(46)
+    q, K = q * 1e200, K * 1e200  # finite, but q . k overflows float64
+    with np.errstate(all="ignore"):
+        with pytest.raises(ValueError, match="q, k_cache: .* logits could overflow float64"):
+            sparq_attention(q, K, V, r=8, k=3, mask=mask)
+        with pytest.raises(ValueError, match="q, k_cache: .* logits could overflow float64"):
+            dense_attention(q, K, V, mask=mask)
+
+
+def test_huge_masked_garbage_does_not_trip_the_overflow_guard():
+    q, K, V, mask = random_case(47)
+    K = K.copy()
+    K[~np.broadcast_to(mask[:, None, :, None], K.shape)] = 1e300
+    ref = sparq_attention(q, K * np.broadcast_to(mask[:, None, :, None], K.shape), V, r=2, k=3,
+                          mask=mask)  # fmt: skip
+    np.testing.assert_array_equal(sparq_attention(q, K, V, r=2, k=3, mask=mask), ref)
