@@ -400,3 +400,30 @@ def test_all_zero_query_row_has_unit_coverage_and_zero_logits():
         assert st_.approx_logits[0, 0, 1:].tolist() == [0.0] * 5
         assert st_.positions[0, 0].tolist() == [1, 2]  # ties to the lower index
         assert st_.alpha[0, 0] == pytest.approx(2 / 5, rel=1e-14)
+
+
+def test_hand_case_g2_logit_sum_and_probability_sum_select_differently():
+    # d = 1, r = 1, g = 2 with q = +1 and -1: tau = 1 for both heads; keys 0, 1, -2.
+    # Logits: head 0 (0, 1, -2), head 1 (0, -1, 2); their sum is 0 everywhere -> a three-way
+    # tie, the lower index wins: position 0. Probabilities: softmax(0, 1, -2) +
+    # softmax(0, -1, 2) is largest at position 2.
+    q = np.array([[[1.0], [-1.0]]])
+    K = np.array([[[[0.0], [1.0], [-2.0]]]])
+    V = np.array([[[[10.0], [20.0], [30.0]]]])
+    z0 = 1 + math.e + math.exp(-2)
+    z1 = 1 + math.exp(-1) + math.exp(2)
+    assert (
+        (1 / z0 + 1 / z1)
+        < (math.e / z0 + math.exp(-1) / z1)
+        < (math.exp(-2) / z0 + math.exp(2) / z1)
+    )
+    for st_ in both(q, K, V, r=1, k=1, group_score="logits"):
+        assert st_.positions[0, 0].tolist() == [0]
+        np.testing.assert_allclose(st_.alpha[0], [1 / z0, 1 / z1], rtol=1e-14)
+    for st_ in both(q, K, V, r=1, k=1, group_score="probs"):
+        assert st_.positions[0, 0].tolist() == [2]
+        np.testing.assert_allclose(st_.alpha[0], [math.exp(-2) / z0, math.exp(2) / z1], rtol=1e-14)
+        np.testing.assert_allclose(st_.y[0, :, 0], [30.0, 30.0], rtol=1e-15)
+        mean = 20.0
+        expected = [a * 30 + (1 - a) * mean for a in (math.exp(-2) / z0, math.exp(2) / z1)]
+        np.testing.assert_allclose(st_.out[0, :, 0], expected, rtol=1e-14)
