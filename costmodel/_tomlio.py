@@ -8,9 +8,12 @@ Unknown keys, missing keys, wrong types and impossible values are rejected with 
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -118,3 +121,33 @@ def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str
             raise ValueError(f"{origin}: '{where}.retrieved' must be YYYY-MM-DD, got {date!r}")
         out[key] = (src, date)
     return out
+
+
+def shipped_names(package: str) -> list[str]:
+    """Names of the ``*.toml`` files shipped in ``package``, sorted."""
+    files = resources.files(package)
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def load_named(
+    name_or_path: str | os.PathLike, *, package: str, what: str, kinds: str,
+    parse: Callable[[str, str], Any],
+) -> Any:  # fmt: skip
+    """Parse a shipped TOML file by name, or a user's file by path (``.toml`` or a path).
+
+    ``what`` names one item in messages (``"hardware"``), ``kinds`` the shipped set
+    (``"profiles"``); a shipped file's ``name`` key must equal its file name."""
+    s = os.fspath(name_or_path)
+    if s.endswith(".toml") or os.sep in s or "/" in s:
+        path = Path(s)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {s}")
+        return parse(path.read_text(encoding="utf-8"), str(path))
+    known = shipped_names(package)
+    if s not in known:
+        raise ValueError(f"unknown {what.split()[0]} {s!r}; known {kinds}: {', '.join(known)}")
+    origin = f"{package.replace('.', '/')}/{s}.toml"
+    item = parse((resources.files(package) / f"{s}.toml").read_text(encoding="utf-8"), origin)
+    if item.name != s:
+        raise ValueError(f"{origin}: key 'name' is {item.name!r}, expected {s!r}")
+    return item

@@ -16,8 +16,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +24,9 @@ from costmodel._tomlio import (
     check_sources,
     get_number,
     get_str,
+    load_named,
     loads_toml,
+    shipped_names,
 )
 
 __all__ = [
@@ -165,8 +165,7 @@ def parse_hardware(text: str, origin: str) -> Hardware:
 
 def list_hardware() -> list[str]:
     """Names of the profiles shipped with the package, sorted."""
-    files = resources.files("costmodel.profiles")
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+    return shipped_names("costmodel.profiles")
 
 
 def load_hardware(name_or_path: str | os.PathLike) -> Hardware:
@@ -181,20 +180,8 @@ def load_hardware(name_or_path: str | os.PathLike) -> Hardware:
     """
     if isinstance(name_or_path, Hardware):
         return name_or_path
-    s = os.fspath(name_or_path)
-    if s.endswith(".toml") or os.sep in s or "/" in s:
-        path = Path(s)
-        if not path.is_file():
-            raise FileNotFoundError(f"hardware profile file not found: {s}")
-        return parse_hardware(path.read_text(encoding="utf-8"), str(path))
-    known = list_hardware()
-    if s not in known:
-        raise ValueError(f"unknown hardware {s!r}; known profiles: {', '.join(known)}")
-    res = resources.files("costmodel.profiles") / f"{s}.toml"
-    hw = parse_hardware(res.read_text(encoding="utf-8"), f"costmodel/profiles/{s}.toml")
-    if hw.name != s:
-        raise ValueError(f"costmodel/profiles/{s}.toml: key 'name' is {hw.name!r}, expected {s!r}")
-    return hw
+    return load_named(name_or_path, package="costmodel.profiles", what="hardware profile",
+                      kinds="profiles", parse=parse_hardware)  # fmt: skip
 
 
 #: defaults for an ad-hoc datasheet profile, with the reason for each (docs/costmodel.md)

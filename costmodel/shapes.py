@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
-from costmodel._tomlio import check_keys, check_sources, get_bool, get_number, get_str, loads_toml
+from costmodel._tomlio import (
+    check_keys,
+    check_sources,
+    get_bool,
+    get_number,
+    get_str,
+    load_named,
+    loads_toml,
+    shipped_names,
+)
 
 __all__ = ["ModelShape", "list_models", "load_model", "parse_model"]
 
@@ -113,25 +120,12 @@ def parse_model(text: str, origin: str) -> ModelShape:
 
 def list_models() -> list[str]:
     """Names of the model shapes shipped with the package, sorted."""
-    files = resources.files("costmodel.models")
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+    return shipped_names("costmodel.models")
 
 
 def load_model(name_or_path: str | os.PathLike | ModelShape) -> ModelShape:
     """Load a shipped model shape by name (``"llama-2-7b"``) or a TOML file by path."""
     if isinstance(name_or_path, ModelShape):
         return name_or_path
-    s = os.fspath(name_or_path)
-    if s.endswith(".toml") or "/" in s or os.sep in s:
-        path = Path(s)
-        if not path.is_file():
-            raise FileNotFoundError(f"model shape file not found: {s}")
-        return parse_model(path.read_text(encoding="utf-8"), str(path))
-    known = list_models()
-    if s not in known:
-        raise ValueError(f"unknown model {s!r}; known models: {', '.join(known)}")
-    res = resources.files("costmodel.models") / f"{s}.toml"
-    m = parse_model(res.read_text(encoding="utf-8"), f"costmodel/models/{s}.toml")
-    if m.name != s:
-        raise ValueError(f"costmodel/models/{s}.toml: key 'name' is {m.name!r}, expected {s!r}")
-    return m
+    return load_named(name_or_path, package="costmodel.models", what="model shape",
+                      kinds="models", parse=parse_model)  # fmt: skip
