@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from reference._validate import as_int, check_attention_inputs
+from reference._validate import as_float_array, as_int, check_attention_inputs, check_logit_range
 from reference.selection import topk_naive
 
 
@@ -167,12 +167,15 @@ def h2o_decode(
     out : (T, B, H, d) float64
     kept : (T, B, Hkv, S) bool, the positions attended at each step
     """
-    q_steps = np.asarray(q_steps)
-    if q_steps.ndim != 4:
-        raise ValueError(f"q_steps: expected a 4-D array (T, B, H, d), got shape {q_steps.shape}")
+    q_steps = as_float_array("q_steps", q_steps, 4)
     T = q_steps.shape[0]
-    q0, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
-    q_steps = np.stack([check_attention_inputs(q_steps[t], K, V, mask)[0] for t in range(T)])
+    # Shapes, dtypes and finiteness of the caches once (with the first step's queries) ...
+    _, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
+    if q_steps.shape[1:] != (B, H, d):
+        raise ValueError(
+            f"q_steps: expected shape (T, B, H, d) = (T, {B}, {H}, {d}), got {q_steps.shape}"
+        )
+    check_logit_range(q_steps, K, mask)  # ... and the overflow bound over every step
     k = as_int("k", k, lo=1)
     local_window = as_int("local_window", local_window, lo=1, hi=k, hi_name="k")  # current token
     prompt_len = as_int("prompt_len", prompt_len, lo=0, hi=S - T)
