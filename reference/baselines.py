@@ -171,10 +171,6 @@ def h2o_decode(
     T = q_steps.shape[0]
     # Shapes, dtypes and finiteness of the caches once (with the first step's queries) ...
     _, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
-    if q_steps.shape[1:] != (B, H, d):
-        raise ValueError(
-            f"q_steps: expected shape (T, B, H, d) = (T, {B}, {H}, {d}), got {q_steps.shape}"
-        )
     check_logit_range(q_steps, K, mask)  # ... and the overflow bound over every step
     k = as_int("k", k, lo=1)
     local_window = as_int("local_window", local_window, lo=1, hi=k, hi_name="k")  # current token
