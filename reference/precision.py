@@ -80,5 +80,50 @@ class Precision:
             return np.asarray(x, dtype=np.float64)
         return round_to(x, self.name).astype(self.acc)
 
+    def store_input(self, name: str, x: np.ndarray, valid=None) -> np.ndarray:
+        """Round an input array to the storage dtype (returned as float64).
+
+        A valid entry that overflows the dtype is an error naming ``name``; entries where the
+        boolean ``valid`` (broadcast against ``x``) is False may overflow: they are never
+        read."""
+        if self.name == "float64":
+            return x
+        y = self.store(x).astype(np.float64)
+        bad = ~np.isfinite(y)
+        if valid is not None:
+            bad &= valid
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name}: value {x[idx]:.6g} at index {idx} overflows {self.name}; it cannot be"
+                f" stored in the emulated precision"
+            )
+        return y
+
+    # The rounding routes: each computes one quantity of the paper's Algorithm 1 in one of
+    # two equally legitimate orders (``reorder``), rounding the result to the storage dtype.
+
+    def scaled_dot(self, A: np.ndarray, x: np.ndarray, scale) -> np.ndarray:
+        """``(A @ x) / scale``, or ``A @ (x / scale)`` with ``reorder`` (logits, Alg. 1
+        lines 2 and 7)."""
+        if self.reorder:
+            return self.store(A @ (x / scale))
+        return self.store((A @ x) / scale)
+
+    def mass(self, p: np.ndarray, picked: np.ndarray):
+        """Softmax mass of ``p`` on ``picked``: ``sum(p[picked])``, or ``1 - sum(p[~picked])``
+        with ``reorder`` (alpha, Alg. 1 line 5); not rounded (the caller stores a vector)."""
+        if self.reorder:
+            return 1 - p[~picked].sum()
+        return p[picked].sum()
+
+    def mix(self, alpha: np.ndarray, y: np.ndarray, v_mean: np.ndarray) -> np.ndarray:
+        """``alpha y + (1 - alpha) v_mean``, or ``y + (1 - alpha)(v_mean - y)`` with
+        ``reorder`` (Alg. 1 line 8); ``alpha`` (G,), ``y`` (G, d), ``v_mean`` (d,)."""
+        a = alpha[:, None]
+        if self.reorder:
+            return self.store(y + (1.0 - a) * (v_mean[None, :] - y))
+        return self.store(a * y + (1.0 - a) * v_mean[None, :])
+
 
 TRUTH = Precision("float64")

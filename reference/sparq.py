@@ -1,27 +1,29 @@
 """SparQ Attention (Ribar et al., ICML 2024, arXiv 2312.04985): float64 truth and Numba kernel.
 
-Semantics follow ``../shared/spec/sparq.md`` and the public evaluation code
-(``llminference/methods/ann_attention.py``), with the paper's counting of ``k``:
-``k`` is the total number of positions kept and ``local_window`` counts the current token.
-The evaluation code's ``Settings(k=K, local_k=L)`` equals ``k=K + 1, local_window=L + 1`` here.
+Semantics follow the public evaluation code (``llminference/methods/ann_attention.py``), with
+the paper's counting of ``k``: ``k`` is the total number of positions kept and
+``local_window`` counts the current token. The evaluation code's ``Settings(k=K, local_k=L)``
+equals ``k=K + 1, local_window=L + 1`` here (``docs/sparq.md``).
 
-Per (batch, selection group) — a group is the g query heads of one KV head (default,
-``selection="group"``) or a single query head (``selection="head"``):
+Per (batch, selection group) -- a group is the g query heads of one KV head (default,
+``selection="group"``) or a single query head (``selection="head"``) -- the steps of the
+paper's Algorithm 1, each one function of the twin below:
 
-1. components ``i1`` = top-r of ``sum_h |q_h|`` (Alg. 1 line 1; eval code sums over the group)
-2. temperature per head ``tau_h`` (L1 coverage by default, Alg. 1 line 3 / eval code)
-3. approximate logits ``s_h = (q_h[i1] . K[:, i1]) / tau_h`` (Alg. 1 line 2), -inf where masked
-4. positions ``i2`` = top-k of the group score with the local window forced (Alg. 1 line 4)
-5. ``alpha_h = sum_{j in i2} softmax(s_h)_j`` (Alg. 1 line 5)
-6. ``v_mean`` = masked mean of V (Alg. 1 line 6)
-7. ``y_h = softmax(q_h . K[i2] / sqrt(d)) V[i2]`` (Alg. 1 line 7)
-8. ``out_h = alpha_h y_h + (1 - alpha_h) v_mean`` (Alg. 1 line 8)
+1. :func:`components_twin`: ``i1`` = top-r of ``sum_h |q_h|`` (Alg. 1 line 1)
+2. :func:`temperature_twin`: ``tau_h`` (L1 coverage by default, Alg. 1 line 3)
+3. :func:`approx_logits_twin`: ``s_h = (q_h[i1] . K[:, i1]) / tau_h`` (line 2), -inf where masked
+4. :func:`select_twin`: ``i2`` = top-k of the group score, local window forced (line 4)
+5. :func:`alpha_twin`: ``alpha_h = sum_{j in i2} softmax(s_h)_j`` (line 5)
+6. :func:`masked_mean_twin`: ``v_mean`` = masked mean of V (line 6)
+7. :func:`attend_twin`: ``y_h = softmax(q_h . K[i2] / sqrt(d)) V[i2]`` (line 7)
+8. :meth:`Precision.mix`: ``out_h = alpha_h y_h + (1 - alpha_h) v_mean`` (line 8)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
@@ -37,6 +39,125 @@ GROUP_SCORES = ("logits", "probs")
 SELECTIONS = ("group", "head")
 IMPLS = ("numba", "naive")
 TOPKS = ("exact", "bucketed")
+
+# Codes of the options inside jitted code (index into the tuples above).
+TEMP_L1, TEMP_SQRT_D, TEMP_SQRT_R = 0, 1, 2
+#: ``num_buckets`` value in :class:`KernelParams` meaning "exact top-k".
+EXACT_TOPK = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters: validated once, then passed around as one object.
+# ---------------------------------------------------------------------------------------------
+
+
+class KernelParams(NamedTuple):
+    """The scalars of :class:`SparqParams` as the jitted kernels take them."""
+
+    r: int
+    k: int
+    local_window: int
+    temperature: int  # TEMP_L1, TEMP_SQRT_D or TEMP_SQRT_R
+    probs: bool  # group_score == "probs"
+    reallocate: bool
+    per: int  # query heads per selection group (g with selection="group", 1 with "head")
+    num_buckets: int  # EXACT_TOPK (0) for the exact top-k
+    k_per_bucket: int
+    interleaved: bool
+
+
+@dataclass(frozen=True)
+class SparqParams:
+    """SparQ's parameters, validated (see :func:`sparq_attention` for their meaning)."""
+
+    r: int
+    k: int
+    local_window: int = 0
+    reallocate: bool = True
+    temperature: str = "l1"
+    group_score: str = "logits"
+    selection: str = "group"
+    topk: str = "exact"
+    num_buckets: int | None = None
+    k_per_bucket: int = 1
+    interleaved: bool = True
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        d: int,
+        r: int,
+        k: int,
+        local_window: int = 0,
+        reallocate: bool = True,
+        temperature: str = "l1",
+        group_score: str = "logits",
+        selection: str = "group",
+        topk: str = "exact",
+        num_buckets: int | None = None,
+        k_per_bucket: int = 1,
+        interleaved: bool = True,
+    ) -> SparqParams:
+        """Validate every option for head dimension ``d``; errors name the argument."""
+        r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
+        k = as_int("k", k, lo=1)
+        local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
+        if not isinstance(reallocate, (bool, np.bool_)):
+            raise TypeError(f"reallocate: expected a bool, got {type(reallocate).__name__}")
+        as_choice("temperature", temperature, TEMPERATURES)
+        as_choice("group_score", group_score, GROUP_SCORES)
+        as_choice("selection", selection, SELECTIONS)
+        as_choice("topk", topk, TOPKS)
+        if topk == "bucketed":
+            if num_buckets is None:
+                raise ValueError(
+                    'num_buckets: required with topk="bucketed" (e.g. k - local_window)'
+                )
+            num_buckets = as_int("num_buckets", num_buckets, lo=1)
+            k_per_bucket = as_int("k_per_bucket", k_per_bucket, lo=1)
+            if num_buckets * k_per_bucket < k - local_window:
+                raise ValueError(
+                    f"num_buckets * k_per_bucket: expected >= k - local_window ="
+                    f" {k - local_window} (the non-local positions to select), got"
+                    f" {num_buckets} * {k_per_bucket} = {num_buckets * k_per_bucket}"
+                )
+            if not isinstance(interleaved, (bool, np.bool_)):
+                raise TypeError(f"interleaved: expected a bool, got {type(interleaved).__name__}")
+        elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
+            raise ValueError(
+                f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
+                f" topk={topk!r} with num_buckets={num_buckets!r},"
+                f" k_per_bucket={k_per_bucket!r}, interleaved={interleaved!r}"
+            )
+        return cls(r, k, local_window, bool(reallocate), temperature, group_score, selection,
+                   topk, num_buckets, k_per_bucket, bool(interleaved))  # fmt: skip
+
+    @property
+    def bucketed(self) -> tuple[int, int, bool] | None:
+        """``(num_buckets, k_per_bucket, interleaved)`` for the bucketed top-k, else None."""
+        if self.topk != "bucketed":
+            return None
+        return (self.num_buckets, self.k_per_bucket, self.interleaved)
+
+    def heads_per_group(self, g: int) -> int:
+        """Query heads sharing one selection: ``g`` (group selection) or 1 (per head)."""
+        return g if self.selection == "group" else 1
+
+    def kernel(self, g: int) -> KernelParams:
+        """The scalars for the jitted kernels, for GQA group size ``g``."""
+        return KernelParams(
+            r=self.r,
+            k=self.k,
+            local_window=self.local_window,
+            temperature=TEMPERATURES.index(self.temperature),
+            probs=self.group_score == "probs",
+            reallocate=self.reallocate,
+            per=self.heads_per_group(g),
+            num_buckets=self.num_buckets if self.topk == "bucketed" else EXACT_TOPK,
+            k_per_bucket=self.k_per_bucket,
+            interleaved=self.interleaved,
+        )
 
 
 @dataclass(frozen=True)
@@ -69,11 +190,24 @@ class SparqSteps:
 
 
 # ---------------------------------------------------------------------------------------------
-# Float64 NumPy twin: the ground truth, written to be read next to the paper.
+# Float64 NumPy twin: the ground truth, one function per step of Algorithm 1.
+# ``pr`` says where to round: for the truth (float64) ``pr.store`` is the identity and
+# ``pr.acc`` float64; an emulated precision stores in its dtype and accumulates in float32.
 # ---------------------------------------------------------------------------------------------
 
 
-def _temperature_naive(qh: np.ndarray, i1: np.ndarray, mode: str) -> float:
+def _softmax(x: np.ndarray) -> np.ndarray:
+    w = np.exp(x - x.max())
+    return w / w.sum()
+
+
+def components_twin(qg: np.ndarray, r: int, pr: Precision = TRUTH) -> np.ndarray:
+    """Step 1: the ``r`` components of largest ``sum_h |q_h|`` over the group ``qg`` (G, d)."""
+    return topk_naive(pr.store(np.abs(qg).sum(axis=0)), r)
+
+
+def temperature_twin(qh: np.ndarray, i1: np.ndarray, mode: str) -> float:
+    """Step 2: ``tau_h`` of one query head ``qh`` (d,) for components ``i1``."""
     d = qh.shape[0]
     if mode == "sqrt_d":
         return math.sqrt(d)
@@ -84,89 +218,104 @@ def _temperature_naive(qh: np.ndarray, i1: np.ndarray, mode: str) -> float:
     return math.sqrt(d * coverage)
 
 
-def _softmax_naive(x: np.ndarray) -> np.ndarray:
-    w = np.exp(x - x.max())
-    return w / w.sum()
+def approx_logits_twin(qg, K, valid, i1, tau, pr: Precision = TRUTH) -> np.ndarray:
+    """Step 3: ``s`` (G, S) = ``q_h[i1] . K[j, i1] / tau_h`` at valid ``j``, -inf elsewhere.
+
+    A head whose ``q_h`` is zero on every kept component (``tau_h = 0``) gets logits 0."""
+    s = np.full((qg.shape[0], K.shape[0]), -np.inf, dtype=pr.acc)
+    Ks = K[np.ix_(valid, i1)]
+    for h in range(qg.shape[0]):
+        s[h, valid] = pr.scaled_dot(Ks, qg[h, i1], tau[h]) if tau[h] > 0 else 0.0
+    return s
 
 
-def _select_naive(score, n_sel, n_local, bucketed):
-    """Step 4's top-k over the compacted valid scores (the last ``n_local`` are forced).
+def selection_score_twin(s_valid: np.ndarray, group_score: str) -> np.ndarray:
+    """Step 4's score over the compacted valid positions: the sum over the group of the
+    approximate logits (``"logits"``) or of their softmax probabilities (``"probs"``)."""
+    if group_score == "logits":
+        return s_valid.sum(axis=0)
+    return np.array([_softmax(row) for row in s_valid]).sum(axis=0)
+
+
+def select_twin(score: np.ndarray, k: int, local_window: int, bucketed=None) -> np.ndarray:
+    """Step 4: indices into the compacted valid positions (``score`` (n,)) of the ``min(k, n)``
+    kept ones: the last ``local_window`` (forced, score +inf) first, then the top-k.
 
     ``bucketed`` is None (exact) or ``(num_buckets, k_per_bucket, interleaved)``: then the
-    forced window is kept and the other ``n_sel - n_local`` positions are a bucketed top-k of
-    the non-local prefix (buckets laid over valid positions in index order)."""
-    n_rest = score.shape[0] - n_local
-    if bucketed is None or n_sel - n_local <= 0 or n_sel >= score.shape[0]:
+    other ``k - local_window`` positions are a bucketed top-k of the non-local prefix."""
+    n = score.shape[0]
+    n_local = min(local_window, n)
+    n_sel = min(k, n)
+    score = score.copy()
+    if n_local > 0:
+        score[n - n_local :] = np.inf  # the most recent valid positions
+    n_rest = n - n_local
+    if bucketed is None or n_sel - n_local <= 0 or n_sel >= n:
         return topk_naive(score, n_sel)
     b, kb, interleaved = bucketed
     _, rest = bucketed_topk_twin(
         score[:n_rest], n_sel - n_local, num_buckets=min(b, n_rest), k_per_bucket=kb,
         interleaved=interleaved,
     )  # fmt: skip
-    return np.concatenate([np.arange(n_rest, score.shape[0]), rest]).astype(np.int64)
+    return np.concatenate([np.arange(n_rest, n), rest]).astype(np.int64)
 
 
-def _sparq_group_naive(
-    qg, K, V, valid, r, k, local_window, temperature, group_score, v_mean, bucketed, pr=TRUTH,
-    inject_i1=None, inject_chosen=None,
-):  # fmt: skip
-    """One selection group: qg (G, d) query rows sharing one selection; K, V (S, d).
+def alpha_twin(s_valid: np.ndarray, picked: np.ndarray, pr: Precision = TRUTH) -> np.ndarray:
+    """Step 5: per head, the softmax mass of the approximate logits ``s_valid`` (G, n) on the
+    kept positions (``picked``, bool (n,))."""
+    return pr.store([pr.mass(_softmax(row), picked) for row in s_valid])
 
-    ``pr`` says where to round: for the truth (float64) ``pr.store`` is the identity and
-    ``pr.acc`` is float64; an emulated low precision stores in its dtype and accumulates in
-    float32 (reference/precision.py). ``inject_i1`` / ``inject_chosen`` replace the outcome
-    of step 1 / step 4 (index injection, so that later steps can be judged on their own)."""
-    G, d = qg.shape
-    S = K.shape[0]
+
+def masked_mean_twin(v_cache: np.ndarray, mask: np.ndarray, pr: Precision = TRUTH) -> np.ndarray:
+    """Step 6: mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d)."""
+    valid = mask[:, None, :, None]
+    total = np.where(valid, np.asarray(v_cache).astype(pr.acc), 0).sum(axis=2)
+    return pr.store(total / valid.sum(axis=2).astype(pr.acc)).astype(np.float64)
+
+
+def attend_twin(qh, K, V, chosen, pr: Precision = TRUTH) -> np.ndarray:
+    """Step 7: ``y_h`` = exact attention of ``qh`` (d,) over the rows ``chosen`` of K, V."""
+    logits = pr.scaled_dot(K[chosen], qh, math.sqrt(qh.shape[0]))
+    return pr.store(_softmax(logits) @ V[chosen])
+
+
+class _GroupSteps(NamedTuple):
+    out: np.ndarray  # (G, d)
+    components: np.ndarray  # (r,)
+    approx_logits: np.ndarray  # (G, S)
+    positions: np.ndarray  # (k,)
+    alpha: np.ndarray  # (G,)
+    y: np.ndarray  # (G, d)
+    temperature: np.ndarray  # (G,)
+
+
+def sparq_group_twin(
+    qg, K, V, valid, v_mean, p: SparqParams, pr: Precision = TRUTH, inject_i1=None,
+    inject_chosen=None,
+) -> _GroupSteps:  # fmt: skip
+    """Algorithm 1 for one selection group: ``qg`` (G, d) query rows, ``K``, ``V`` (S, d),
+    ``valid`` the valid positions in order, ``v_mean`` (d,).
+
+    ``inject_i1`` / ``inject_chosen`` replace the outcome of step 1 / step 4 (index
+    injection, so that later steps can be judged on their own)."""
     qg, K, V = (x.astype(pr.acc, copy=False) for x in (qg, K, V))
-    # Step 1: components.
-    i1 = topk_naive(pr.store(np.abs(qg).sum(axis=0)), r) if inject_i1 is None else inject_i1
-    # Steps 2-3: temperature and approximate logits (masked positions -inf).
-    tau = pr.store([_temperature_naive(qg[h], i1, temperature) for h in range(G)])
-    s = np.full((G, S), -np.inf, dtype=pr.acc)
-    for h in range(G):
-        if tau[h] > 0:
-            if pr.reorder:
-                s[h, valid] = pr.store(K[np.ix_(valid, i1)] @ (qg[h, i1] / tau[h]))
-            else:
-                s[h, valid] = pr.store((K[np.ix_(valid, i1)] @ qg[h, i1]) / tau[h])
-        else:  # q_h is zero on every kept component: approximate logits are 0 (convention)
-            s[h, valid] = 0.0
-    # Step 4: group score, forced local window, top-k among valid positions.
-    if group_score == "logits":
-        score = s[:, valid].sum(axis=0)
-    else:
-        score = np.array([_softmax_naive(s[h, valid]) for h in range(G)]).sum(axis=0)
-    n_local = min(local_window, valid.shape[0])
-    if n_local > 0:
-        score[valid.shape[0] - n_local :] = np.inf  # the most recent valid positions
-    n_sel = min(k, valid.shape[0])
-    if inject_chosen is None:
-        chosen = valid[_select_naive(score, n_sel, n_local, bucketed)]
+    i1 = components_twin(qg, p.r, pr) if inject_i1 is None else inject_i1  # step 1
+    tau = pr.store([temperature_twin(qh, i1, p.temperature) for qh in qg])  # step 2
+    s = approx_logits_twin(qg, K, valid, i1, tau, pr)  # step 3
+    if inject_chosen is None:  # step 4
+        score = selection_score_twin(s[:, valid], p.group_score)
+        chosen = valid[select_twin(score, p.k, p.local_window, p.bucketed)]
     else:
         chosen = inject_chosen
-    positions = np.full(k, -1, dtype=np.int64)
-    positions[:n_sel] = chosen
-    # Step 5: alpha = softmax mass of the approximate logits on the chosen positions.
-    picked = np.isin(valid, chosen)
-    if pr.reorder:
-        alpha = pr.store([1 - _softmax_naive(s[h, valid])[~picked].sum() for h in range(G)])
+    positions = np.full(p.k, -1, dtype=np.int64)
+    positions[: chosen.shape[0]] = chosen
+    if p.reallocate:  # step 5
+        alpha = alpha_twin(s[:, valid], np.isin(valid, chosen), pr)
     else:
-        alpha = pr.store([_softmax_naive(s[h, valid])[picked].sum() for h in range(G)])
-    # Steps 7-8: exact attention over the chosen positions, reallocation to v_mean.
-    y = np.empty((G, d), dtype=pr.acc)
-    for h in range(G):
-        if pr.reorder:
-            logits = pr.store(K[chosen] @ (qg[h] / math.sqrt(d)))
-        else:
-            logits = pr.store(K[chosen] @ qg[h] / math.sqrt(d))
-        w = pr.store(_softmax_naive(logits))
-        y[h] = pr.store(w @ V[chosen])
-    if pr.reorder:
-        out = pr.store(y + (1.0 - alpha[:, None]) * (v_mean[None, :] - y))
-    else:
-        out = pr.store(alpha[:, None] * y + (1.0 - alpha[:, None]) * v_mean[None, :])
-    return out, i1, s, positions, alpha, y, tau
+        alpha = np.ones(qg.shape[0], dtype=pr.acc)
+    y = np.stack([attend_twin(qh, K, V, chosen, pr) for qh in qg])  # step 7
+    out = pr.mix(alpha, y, v_mean) if p.reallocate else y  # step 8
+    return _GroupSteps(out, i1, s, positions, alpha, y, tau)
 
 
 def sparq_attention_naive(
@@ -174,24 +323,18 @@ def sparq_attention_naive(
     k_cache,
     v_cache,
     *,
-    r: int,
-    k: int,
-    local_window: int = 0,
     mask=None,
-    reallocate: bool = True,
-    temperature: str = "l1",
-    group_score: str = "logits",
-    selection: str = "group",
     v_mean=None,
-    topk: str = "exact",
-    num_buckets: int | None = None,
-    k_per_bucket: int = 1,
-    interleaved: bool = True,
-    precision: str = "float64",
+    precision: str | Precision = "float64",
     inject_components=None,
     inject_positions=None,
+    **options,
 ) -> SparqSteps:
     """Float64 NumPy twin of :func:`sparq_attention`; always returns :class:`SparqSteps`.
+
+    ``options`` are :func:`sparq_attention`'s SparQ parameters (``r``, ``k``,
+    ``local_window``, ``reallocate``, ``temperature``, ``group_score``, ``selection``,
+    ``topk``, ``num_buckets``, ``k_per_bucket``, ``interleaved``).
 
     ``inject_components`` (B, G, r) and ``inject_positions`` (B, G, k) (-1 in unused slots)
     replace the outcomes of steps 1 and 4 with another implementation's, so that the later
@@ -211,22 +354,27 @@ def sparq_attention_naive(
         pr = precision
     else:
         pr = Precision(as_choice("precision", precision, PRECISIONS))
-    q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
-        q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, pr=pr,
-    )  # fmt: skip
-    B, H, d = q.shape
-    Hkv, S = K.shape[1], K.shape[2]
+    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
+    p = SparqParams.build(d=d, **options)
+    v_mean = _check_v_mean(v_mean, (B, Hkv, d))
+    valid4 = mask[:, None, :, None]
+    q = pr.store_input("q", q)
+    K = pr.store_input("k_cache", K, valid4)
+    V = pr.store_input("v_cache", V, valid4)
+    if v_mean is None:
+        v_mean = masked_mean_twin(V, mask, pr)
+    else:
+        v_mean = pr.store(v_mean).astype(np.float64)
     g = H // Hkv
-    G = Hkv if selection == "group" else H
-    per = g if selection == "group" else 1  # query heads per selection group
-    inj_c = _check_injected_components(inject_components, (B, G, r), d)
-    inj_p = _check_injected_positions(inject_positions, (B, G, k), mask)
+    per = p.heads_per_group(g)
+    G = H // per
+    inj_c = _check_injected_components(inject_components, (B, G, p.r), d)
+    inj_p = _check_injected_positions(inject_positions, (B, G, p.k), mask)
     out = np.empty((B, H, d))
     y = np.empty((B, H, d))
-    comps = np.empty((B, G, r), dtype=np.int64)
+    comps = np.empty((B, G, p.r), dtype=np.int64)
     s_all = np.empty((B, H, S))
-    pos = np.empty((B, G, k), dtype=np.int64)
+    pos = np.empty((B, G, p.k), dtype=np.int64)
     alpha = np.empty((B, H))
     tau = np.empty((B, H))
     for b in range(B):
@@ -234,20 +382,27 @@ def sparq_attention_naive(
         for grp in range(G):
             heads = slice(grp * per, (grp + 1) * per)
             kv = (grp * per) // g
-            o, i1, s, p, a, yy, t = _sparq_group_naive(
-                q[b, heads], K[b, kv], V[b, kv], valid, r, k, local_window, temperature,
-                group_score, v_mean[b, kv], bucketed, pr,
+            st = sparq_group_twin(
+                q[b, heads], K[b, kv], V[b, kv], valid, v_mean[b, kv], p, pr,
                 None if inj_c is None else inj_c[b, grp],
                 None if inj_p is None else inj_p[b, grp][inj_p[b, grp] >= 0],
             )  # fmt: skip
-            if not reallocate:
-                a = np.ones_like(a)
-                o = yy
-            out[b, heads], comps[b, grp], s_all[b, heads], pos[b, grp] = o, i1, s, p
-            alpha[b, heads], y[b, heads], tau[b, heads] = a, yy, t
+            out[b, heads], comps[b, grp], s_all[b, heads] = st.out, st.components, st.approx_logits
+            pos[b, grp], alpha[b, heads] = st.positions, st.alpha
+            y[b, heads], tau[b, heads] = st.y, st.temperature
     with np.errstate(over="ignore", invalid="ignore"):
         _finite_result(out, pr.name)
     return SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
+
+
+def _check_v_mean(v_mean, shape):
+    """A caller-supplied ``v_mean`` (B, Hkv, d) as float64, or None."""
+    if v_mean is None:
+        return None
+    v_mean = as_float_array("v_mean", v_mean, 3)
+    if v_mean.shape != shape:
+        raise ValueError(f"v_mean: expected shape (B, Hkv, d) = {shape}, got {v_mean.shape}")
+    return v_mean
 
 
 def _as_index_array(name, x, shape):
@@ -300,14 +455,39 @@ def _check_injected_positions(x, shape, mask):
 # Numba kernel: prange over (batch, selection group); serial row function per group.
 # ---------------------------------------------------------------------------------------------
 
-_TEMP_CODE = {"l1": 0, "sqrt_d": 1, "sqrt_r": 2}
+
+class KernelOutputs(NamedTuple):
+    """Arrays the kernel writes (shapes as in :class:`SparqSteps`; ``G`` selection groups)."""
+
+    out: np.ndarray  # (B, H, d)
+    components: np.ndarray  # (B, G, r) int64
+    approx_logits: np.ndarray  # (B, H, S)
+    positions: np.ndarray  # (B, G, k) int64
+    alpha: np.ndarray  # (B, H)
+    y: np.ndarray  # (B, H, d)
+    temperature: np.ndarray  # (B, H)
+
+
+def _alloc_outputs(B, H, G, S, d, p: SparqParams) -> KernelOutputs:
+    return KernelOutputs(
+        out=np.empty((B, H, d)),
+        components=np.empty((B, G, p.r), dtype=np.int64),
+        approx_logits=np.empty((B, H, S)),
+        positions=np.empty((B, G, p.k), dtype=np.int64),
+        alpha=np.empty((B, H)),
+        y=np.empty((B, H, d)),
+        temperature=np.empty((B, H)),
+    )
 
 
 @njit_serial
-def _sparq_group_row(
-    qg, K, V, maskrow, r, k, local_window, temp_code, probs, reallocate, vmean,
-    nb, kb, interleaved, out, comps, s, pos, alpha, y, tau,
-):  # fmt: skip
+def _sparq_group_row(qg, K, V, maskrow, vmean, kp, out, comps, s, pos, alpha, y, tau):
+    """One selection group: ``qg`` (G, d), ``K``, ``V`` (S, d), ``maskrow`` (S,), ``vmean``
+    (d,), ``kp`` a :class:`KernelParams`; writes the group's slices of the outputs
+    (``out``, ``y`` (G, d), ``comps`` (r,), ``s`` (G, S), ``pos`` (k,), ``alpha``, ``tau``
+    (G,))."""
+    r, k, local_window = kp.r, kp.k, kp.local_window
+    nb, kb = kp.num_buckets, kp.k_per_bucket
     G, d = qg.shape
     S = K.shape[0]
     # valid positions in order
@@ -325,9 +505,9 @@ def _sparq_group_row(
     topk_row(a, r, comps)
     # Step 2: temperature.
     for h in range(G):
-        if temp_code == 1:
+        if kp.temperature == TEMP_SQRT_D:
             tau[h] = math.sqrt(d)
-        elif temp_code == 2:
+        elif kp.temperature == TEMP_SQRT_R:
             tau[h] = math.sqrt(r)
         else:
             total = 0.0
@@ -370,7 +550,7 @@ def _sparq_group_row(
         j = valid[t]
         acc = 0.0
         for h in range(G):
-            if probs:
+            if kp.probs:
                 acc += math.exp(s[h, j] - smax[h]) / ssum[h]
             else:
                 acc += s[h, j]
@@ -381,12 +561,12 @@ def _sparq_group_row(
     n_sel = min(k, nv)
     sel = np.empty(n_sel, dtype=np.int64)
     n_rest = nv - n_local
-    if nb > 0 and n_sel - n_local > 0 and n_sel < nv:
+    if nb != EXACT_TOPK and n_sel - n_local > 0 and n_sel < nv:
         # Bucketed top-k over the non-local prefix; the forced window (score +inf) first.
         for t in range(n_local):
             sel[t] = n_rest + t
         bucketed_topk_row(
-            score[:n_rest], n_sel - n_local, min(nb, n_rest), kb, interleaved, sel[n_local:]
+            score[:n_rest], n_sel - n_local, min(nb, n_rest), kb, kp.interleaved, sel[n_local:]
         )
     else:
         topk_row(score, n_sel, sel)
@@ -397,7 +577,7 @@ def _sparq_group_row(
         pos[t] = -1
     # Step 5: alpha.
     for h in range(G):
-        if reallocate:
+        if kp.reallocate:
             acc = 0.0
             for t in range(n_sel):
                 acc += math.exp(s[h, sel[t]] - smax[h])
@@ -413,10 +593,10 @@ def _sparq_group_row(
 
 
 @njit_parallel
-def _sparq_kernel(
-    q, K, V, mask, r, k, local_window, temp_code, probs, reallocate, per, vmean,
-    nb, kb, interleaved, out, comps, s, pos, alpha, y, tau,
-):  # fmt: skip
+def _sparq_kernel(q, K, V, mask, vmean, kp, o):
+    """All rows: ``q`` (B, H, d), ``K``, ``V`` (B, Hkv, S, d), ``mask`` (B, S), ``vmean``
+    (B, Hkv, d), ``kp`` a :class:`KernelParams`, ``o`` a :class:`KernelOutputs`."""
+    per = kp.per
     B, H, d = q.shape
     Hkv = K.shape[1]
     g = H // Hkv
@@ -426,12 +606,11 @@ def _sparq_kernel(
         grp = row % G
         h0 = grp * per
         kv = h0 // g
+        hs = slice(h0, h0 + per)
         _sparq_group_row(
-            q[b, h0 : h0 + per], K[b, kv], V[b, kv], mask[b], r, k, local_window, temp_code,
-            probs, reallocate, vmean[b, kv], nb, kb, interleaved, out[b, h0 : h0 + per],
-            comps[b, grp],
-            s[b, h0 : h0 + per], pos[b, grp], alpha[b, h0 : h0 + per], y[b, h0 : h0 + per],
-            tau[b, h0 : h0 + per],
+            q[b, hs], K[b, kv], V[b, kv], mask[b], vmean[b, kv], kp, o.out[b, hs],
+            o.components[b, grp], o.approx_logits[b, hs], o.positions[b, grp], o.alpha[b, hs],
+            o.y[b, hs], o.temperature[b, hs],
         )  # fmt: skip
 
 
@@ -453,31 +632,6 @@ def _masked_mean_kernel(V, mask, out):
             out[b, kv, c] /= n
 
 
-def masked_mean_naive(v_cache: np.ndarray, mask: np.ndarray, pr=TRUTH) -> np.ndarray:
-    """Mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d) float64.
-
-    Accumulated in ``pr.acc`` and stored with ``pr.store`` (identity for the float64 truth)."""
-    valid = mask[:, None, :, None]
-    total = np.where(valid, np.asarray(v_cache).astype(pr.acc), 0).sum(axis=2)
-    return pr.store(total / valid.sum(axis=2).astype(pr.acc)).astype(np.float64)
-
-
-def _store_checked(pr, name, x, mask):
-    """Round ``x`` to the emulated dtype; a valid entry that overflows it is an error (masked
-    slots may overflow: they are never read)."""
-    y = pr.store(x).astype(np.float64)
-    bad = ~np.isfinite(y)
-    if mask is not None:
-        bad &= mask[:, None, :, None]
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name}: value {x[idx]:.6g} at index {idx} overflows {pr.name}; it cannot be"
-            f" stored in the emulated precision"
-        )
-    return y
-
-
 def _finite_result(out: np.ndarray, precision: str) -> np.ndarray:
     """Finite inputs can still overflow the logits (|q . k| beyond the dtype's range)."""
     if not np.isfinite(out).all():
@@ -486,55 +640,6 @@ def _finite_result(out: np.ndarray, precision: str) -> np.ndarray:
             " the dtype); scale q or k_cache down"
         )
     return out
-
-
-def _check(
-    q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-    selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=True, pr=TRUTH,
-):  # fmt: skip
-    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
-    if pr.name != "float64":  # storage in the emulated dtype
-        q = _store_checked(pr, "q", q, None)
-        K = _store_checked(pr, "k_cache", K, mask)
-        V = _store_checked(pr, "v_cache", V, mask)
-    r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
-    k = as_int("k", k, lo=1)
-    local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
-    if not isinstance(reallocate, (bool, np.bool_)):
-        raise TypeError(f"reallocate: expected a bool, got {type(reallocate).__name__}")
-    as_choice("temperature", temperature, TEMPERATURES)
-    as_choice("group_score", group_score, GROUP_SCORES)
-    as_choice("selection", selection, SELECTIONS)
-    if v_mean is None:
-        v_mean = masked_mean_naive(V, mask, pr) if naive else None
-    else:
-        v_mean = pr.store(as_float_array("v_mean", v_mean, 3)).astype(np.float64)
-        if v_mean.shape != (B, Hkv, d):
-            raise ValueError(
-                f"v_mean: expected shape (B, Hkv, d) = {(B, Hkv, d)}, got {v_mean.shape}"
-            )
-    as_choice("topk", topk, TOPKS)
-    bucketed = None
-    if topk == "bucketed":
-        if num_buckets is None:
-            raise ValueError('num_buckets: required with topk="bucketed" (e.g. k - local_window)')
-        nb = as_int("num_buckets", num_buckets, lo=1)
-        kb = as_int("k_per_bucket", k_per_bucket, lo=1)
-        if nb * kb < k - local_window:
-            raise ValueError(
-                f"num_buckets * k_per_bucket: expected >= k - local_window = {k - local_window}"
-                f" (the non-local positions to select), got {nb} * {kb} = {nb * kb}"
-            )
-        if not isinstance(interleaved, (bool, np.bool_)):
-            raise TypeError(f"interleaved: expected a bool, got {type(interleaved).__name__}")
-        bucketed = (nb, kb, bool(interleaved))
-    elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
-        raise ValueError(
-            f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
-            f" topk={topk!r} with num_buckets={num_buckets!r}, k_per_bucket={k_per_bucket!r},"
-            f" interleaved={interleaved!r}"
-        )
-    return q, K, V, mask, r, k, local_window, v_mean, bucketed
 
 
 def sparq_attention(
@@ -625,30 +730,21 @@ def sparq_attention(
             k_per_bucket=k_per_bucket, interleaved=interleaved, precision=precision,
         )  # fmt: skip
         return steps if return_steps else steps.out
-    q, K, V, mask, r, k, local_window, v_mean, bucketed = _check(
-        q, k_cache, v_cache, mask, r, k, local_window, reallocate, temperature, group_score,
-        selection, v_mean, topk, num_buckets, k_per_bucket, interleaved, naive=False,
+    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
+    p = SparqParams.build(
+        d=d, r=r, k=k, local_window=local_window, reallocate=reallocate,
+        temperature=temperature, group_score=group_score, selection=selection, topk=topk,
+        num_buckets=num_buckets, k_per_bucket=k_per_bucket, interleaved=interleaved,
     )  # fmt: skip
-    nb, kb, inter = bucketed if bucketed is not None else (0, 1, True)
-    B, H, d = q.shape
-    Hkv, S = K.shape[1], K.shape[2]
+    v_mean = _check_v_mean(v_mean, (B, Hkv, d))
     if v_mean is None:
         v_mean = np.empty((B, Hkv, d))
         _masked_mean_kernel(V, mask, v_mean)
-    per = H // Hkv if selection == "group" else 1
-    G = H // per
-    out = np.empty((B, H, d))
-    y = np.empty((B, H, d))
-    comps = np.empty((B, G, r), dtype=np.int64)
-    s = np.empty((B, H, S))
-    pos = np.empty((B, G, k), dtype=np.int64)
-    alpha = np.empty((B, H))
-    tau = np.empty((B, H))
-    _sparq_kernel(
-        q, K, V, mask, r, k, local_window, _TEMP_CODE[temperature], group_score == "probs",
-        bool(reallocate), per, v_mean, nb, kb, inter, out, comps, s, pos, alpha, y, tau,
-    )  # fmt: skip
-    _finite_result(out, "float64")
+    kp = p.kernel(H // Hkv)
+    o = _alloc_outputs(B, H, H // kp.per, S, d, p)
+    _sparq_kernel(q, K, V, mask, v_mean, kp, o)
+    _finite_result(o.out, "float64")
     if not return_steps:
-        return out
-    return SparqSteps(out, comps, s, pos, alpha, v_mean, y, tau)
+        return o.out
+    return SparqSteps(o.out, o.components, o.approx_logits, o.positions, o.alpha, v_mean, o.y,
+                      o.temperature)  # fmt: skip
