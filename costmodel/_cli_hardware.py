@@ -18,7 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_show = sub.add_parser("show", help="show one profile with the source of every number")
     p_show.add_argument("name", help="profile name or TOML path")
     p_show.add_argument("--json", action="store_true")
-    p_meas = sub.add_parser("measure", help="measure this machine (~1 s read-bandwidth test)")
+    p_meas = sub.add_parser(
+        "measure",
+        help="measure this machine on all Numba threads (~SECONDS s: read bandwidth, float64 "
+        "FMA, exp, top-k and gather rates)",
+    )
     p_meas.add_argument("--save", metavar="FILE", help="write the profile as TOML")
     p_meas.add_argument("--seconds", type=float, default=1.0)
     p_meas.add_argument("--json", action="store_true")
@@ -41,6 +45,16 @@ def _show(hw, out=None) -> None:
             continue
         src, date = hw.sources.get(f.name, ("", ""))
         print(f"  {f.name:<30} {v:<12.6g} {src} ({date})", file=out)
+
+
+def _host_summary(hw) -> str:
+    """One line of the measured host rates in readable units."""
+    return (
+        f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
+        f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s, "
+        f"float64 FMA {hw.fma_f64_per_s / 1e9:.2f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s, "
+        f"top-k {hw.topk_bytes_per_s / 1e9:.2f} GB/s"
+    )
 
 
 def run(args) -> int:
@@ -77,6 +91,7 @@ def run(args) -> int:
         print()
     else:
         _show(hw)
+        print(_host_summary(hw))
     if args.save:
         Path(args.save).write_text(hardware_to_toml(hw), encoding="utf-8")
         if not args.json:

@@ -58,6 +58,12 @@ _NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
 }
 _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "onchip_bandwidth_bytes_per_s": (0.0, True, 1e16, False),
+    # host (CPU) fields written by measure_host; the host model of the reference kernels
+    # (costmodel.host) needs all four
+    "threads": (1.0, False, 1e6, True),
+    "fma_f64_per_s": (0.0, True, 1e16, False),
+    "exp_per_s": (0.0, True, 1e15, False),
+    "gather_bytes_per_s": (0.0, True, 1e15, False),
 }
 _REQUIRED = {"name", "description", "kind", "sources"} | set(_NUMERIC)
 _OPTIONAL = set(_OPTIONAL_NUMERIC)
@@ -91,6 +97,17 @@ class Hardware:
         bandwidth-bound, so it is priced with its own rate (spec topk.md, cost-model section).
     onchip_bandwidth_bytes_per_s : float or None
         Bandwidth of ``onchip_bytes`` when a working set is resident; None if unknown.
+    threads : int or None
+        Threads the host rates below (and the bandwidth) were measured with, all at once;
+        None for profiles that are not a measured host.
+    fma_f64_per_s : float or None
+        float64 fused multiply-adds per second over all ``threads`` (one FMA = 2 FLOPs),
+        register/L1-resident microkernel.
+    exp_per_s : float or None
+        float64 ``exp`` evaluations per second over all ``threads`` (the package's
+        vectorised ``reference._vexp.exp_into``, L2-resident blocks).
+    gather_bytes_per_s : float or None
+        Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
     sources : dict
         ``{key: (source, retrieved)}`` for every number above.
     origin : str
@@ -111,6 +128,10 @@ class Hardware:
     mem_transaction_bytes: int
     topk_bytes_per_s: float
     onchip_bandwidth_bytes_per_s: float | None = None
+    threads: int | None = None
+    fma_f64_per_s: float | None = None
+    exp_per_s: float | None = None
+    gather_bytes_per_s: float | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 
@@ -263,52 +284,60 @@ def hardware_from_spec(
     )
 
 
-def _read_bandwidth(nbytes: int, seconds: float) -> tuple[float, int]:
-    """Best-of-N STREAM-like read bandwidth of ``nbytes`` of float64 with numpy."""
-    a = np.ones(nbytes // 8, dtype=np.float64)
-    a.sum()  # touch the pages
-    best = float("inf")
-    reps = 0
-    t_end = time.perf_counter() + seconds
-    while reps < 3 or time.perf_counter() < t_end:
-        t = time.perf_counter()
-        a.sum()
-        best = min(best, time.perf_counter() - t)
-        reps += 1
-        if reps >= 50:
-            break
-    return a.nbytes / best, reps
+#: shares of measure_host's ``seconds`` per microbenchmark
+_BUDGET = {"stream": 0.25, "fma": 0.15, "exp": 0.15, "topk": 0.15, "gather": 0.2, "matmul": 0.1}
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
-    """Build a profile of this machine with a short STREAM-like read test (~``seconds``).
+    """Build a profile of this machine from short microbenchmarks on all Numba threads.
 
-    The read test is ``numpy.sum`` over a ``nbytes`` float64 array (larger than any LLC),
-    best of several repetitions; numpy's sum is single-threaded, so the result is the
-    bandwidth one core can pull, a lower bound on the socket's. Peak FLOP/s is not measured
-    here: a 2-second float32 matmul gives a rough achieved figure (numpy's BLAS, all
-    threads). Other fields use :data:`ADHOC_DEFAULTS` with CPU-appropriate overrides
-    (64-byte cache lines, 5 us per kernel: an assumption).
+    Every rate is measured with ``numba.get_num_threads()`` threads at once (recorded as
+    ``threads``), by microkernels compiled with the project's Numba flags that are not the
+    kernels the host model predicts (``costmodel._hostbench``):
+
+    - ``mem_bandwidth_bytes_per_s``: prange sum of an ``nbytes`` float32 array (one
+      contiguous chunk per thread), best of at least 5 runs;
+    - ``fma_f64_per_s``: ``acc = acc * m + c`` over a 4 KiB L1-resident float64 array per
+      thread (vectorised FMAs);
+    - ``exp_per_s``: ``reference._vexp.exp_into`` on L2-resident float64 blocks;
+    - ``topk_bytes_per_s``: ``reference.topk`` of float64 rows of 32768, ``k = n / 8``
+      (input bytes per second);
+    - ``gather_bytes_per_s``: random 512-byte rows (128 float32) of the ``nbytes`` array;
+    - ``peak_flops_fp32`` (and ``fp16``, not measured separately): a float32 512^3 matmul
+      with numpy's BLAS.
+
+    Takes about ``seconds`` (shares in ``_BUDGET``; each rate gets at least a few
+    repetitions whatever the budget) plus the first-use compilation of the microkernels,
+    which Numba caches on disk. The array should exceed the last-level cache (the default
+    256 MiB does on most machines). Efficiencies are 1 (the figures are achieved rates),
+    64-byte cache lines, 5 us per kernel (an assumption, not measured).
     """
     if nbytes < 8 * 2**20:
         raise ValueError(f"nbytes must be >= 8 MiB for a meaningful read test, got {nbytes}")
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
-    bw, reps = _read_bandwidth(nbytes, seconds * 0.75)
-    n = 512
-    x = np.ones((n, n), dtype=np.float32)
-    x @ x
-    t = time.perf_counter()
-    m = 0
-    while time.perf_counter() - t < seconds * 0.25 or m < 2:
-        x @ x
-        m += 1
-    flops32 = 2 * n**3 * m / (time.perf_counter() - t)
+    import numba
+
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(0)
+    threads = int(numba.get_num_threads())
+    a = np.ones(nbytes // 4, dtype=np.float32)  # written once: the pages are touched
+    bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
+    gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
+    del a
+    fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"])
+    exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
+    topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
+    flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
     today = datetime.date.today().isoformat()
-    src_bw = f"measured: numpy sum of {nbytes / 2**20:.0f} MiB float64, best of {reps} (1 thread)"
-    hw = Hardware(
+    src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"
+    return Hardware(
         name="host",
-        description=f"this machine ({platform.machine()}, {os.cpu_count()} logical CPUs), measured",
+        description=(
+            f"this machine ({platform.machine()}, {os.cpu_count()} logical CPUs, "
+            f"{threads} Numba threads), measured"
+        ),
         kind="cpu",
         mem_bandwidth_bytes_per_s=bw,
         peak_flops_fp16=flops32,
@@ -319,22 +348,45 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         flop_efficiency=1.0,
         kernel_latency_s=5e-6,
         mem_transaction_bytes=64,
-        topk_bytes_per_s=ADHOC_DEFAULTS["topk_fraction_of_bandwidth"][0] * bw,
+        topk_bytes_per_s=topk_rate,
+        threads=threads,
+        fma_f64_per_s=fma,
+        exp_per_s=exps,
+        gather_bytes_per_s=gather,
         sources={
             "mem_bandwidth_bytes_per_s": (src_bw, today),
-            "peak_flops_fp16": ("measured: numpy float32 512^3 matmul (fp16 not measured)", today),
-            "peak_flops_fp32": ("measured: numpy float32 512^3 matmul", today),
+            "peak_flops_fp16": (src_mm + " (fp16 not measured)", today),
+            "peak_flops_fp32": (src_mm, today),
             "mem_capacity_bytes": ("os.sysconf page size x physical pages (1 if unknown)", today),
             "onchip_bytes": ("not measured", today),
             "mem_efficiency": ("1.0: the bandwidth is already an achieved figure", today),
             "flop_efficiency": ("1.0: the FLOP/s is already an achieved figure", today),
             "kernel_latency_s": ("assumption: thread-pool wake-up ~5 us", today),
             "mem_transaction_bytes": ("64-byte cache line (x86-64 and arm64)", today),
-            "topk_bytes_per_s": ("0.06 x measured bandwidth (H100 ratio, this repo)", today),
+            "topk_bytes_per_s": (src_topk, today),
+            "threads": ("numba.get_num_threads() during the measurement", today),
+            "fma_f64_per_s": (src_fma, today),
+            "exp_per_s": (src_exp, today),
+            "gather_bytes_per_s": (src_gather, today),
         },
         origin="measured",
     )
-    return hw
+
+
+def _matmul_flops(budget_s: float) -> tuple[float, int]:
+    """Achieved float32 FLOP/s of a 512^3 numpy matmul, best of at least 3."""
+    n = 512
+    x = np.ones((n, n), dtype=np.float32)
+    x @ x
+    best = float("inf")
+    m = 0
+    t_end = time.perf_counter() + budget_s
+    while m < 3 or (time.perf_counter() < t_end and m < 50):
+        t = time.perf_counter()
+        x @ x
+        best = min(best, time.perf_counter() - t)
+        m += 1
+    return 2 * n**3 / best, m
 
 
 def _total_memory_bytes() -> int:

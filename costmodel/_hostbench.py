@@ -1,0 +1,212 @@
+"""Microbenchmarks behind :func:`costmodel.hardware.measure_host` (all Numba threads).
+
+Each function times a small kernel that is *not* one of the kernels the host model predicts
+(``reference.dense`` / ``reference.sparq``), on every Numba thread at once
+(``numba.get_num_threads()``), and returns ``(rate, description)``; the description goes
+into the profile's ``[sources]``. Kernels are compiled through ``reference._config`` so
+that they use the project's Numba flags (fast-math limited to reassociation and
+contraction); the first call compiles them (cached on disk afterwards) and is not timed.
+
+Every rate is the best (shortest) of several repetitions: at least ``min_reps``, then more
+while the time budget lasts (at most ``max_reps``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numba
+import numpy as np
+from numba import prange
+
+from reference._config import njit_parallel, njit_serial
+from reference._vexp import exp_into
+
+__all__ = [
+    "best_time",
+    "measure_stream",
+    "measure_fma",
+    "measure_exp",
+    "measure_topk",
+    "measure_gather",
+]
+
+#: float64 elements of the per-thread FMA array (4 KiB: L1-resident)
+FMA_WIDTH = 512
+#: FMA sweeps over that array per thread and repetition (512 * 100000 = 51.2M FMAs)
+FMA_SWEEPS = 100_000
+#: float64 elements per exp block (x, out and scratch: 64 KiB per thread, L2-resident)
+EXP_BLOCK = 2048
+#: exp blocks per thread and repetition
+EXP_REPS = 1000
+#: top-k row length and k (k = n / 8)
+TOPK_N = 32768
+TOPK_K = TOPK_N // 8
+#: rows per thread of one top-k call
+TOPK_ROWS_PER_THREAD = 4
+#: float32 elements per gathered row (512 bytes)
+GATHER_ROW = 128
+#: rows gathered per thread and repetition (32 MiB per thread)
+GATHER_ROWS_PER_THREAD = 1 << 16
+
+
+def best_time(
+    fn: Callable[[], object], *, budget_s: float, min_reps: int = 5, max_reps: int = 50
+) -> tuple[float, int]:
+    """``(shortest time of fn(), repetitions)`` after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    reps = 0
+    t_end = time.perf_counter() + budget_s
+    while reps < min_reps or (time.perf_counter() < t_end and reps < max_reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+        reps += 1
+    return best, reps
+
+
+# ---------------------------------------------------------------------------- kernels
+# Loops run over range(n) of slices: a loop index Numba cannot prove non-negative makes it
+# emit wrap-around code that turns a vectorised sum into gathers.
+
+
+@njit_serial
+def _sum_f32(b):
+    s = np.float32(0.0)
+    for i in range(b.shape[0]):
+        s += b[i]
+    return s
+
+
+@njit_parallel
+def _stream_kernel(a, out):
+    nt = out.shape[0]
+    n = a.shape[0]
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt):
+        lo = min(n, t * chunk)
+        hi = min(n, lo + chunk)
+        out[t] = _sum_f32(a[lo:hi])
+
+
+@njit_serial
+def _fma_sweeps(acc, m, c, sweeps):
+    w = acc.shape[0]
+    for _ in range(sweeps):
+        for j in range(w):
+            acc[j] = acc[j] * m + c
+    s = 0.0
+    for j in range(w):
+        s += acc[j]
+    return s
+
+
+@njit_parallel
+def _fma_kernel(acc2, m, c, sweeps, out):
+    for t in prange(acc2.shape[0]):
+        out[t] = _fma_sweeps(acc2[t], m, c, sweeps)
+
+
+@njit_parallel
+def _exp_kernel(x2, out2, scratch2, reps, res):
+    for t in prange(x2.shape[0]):
+        s = 0.0
+        for _ in range(reps):
+            exp_into(x2[t], out2[t], scratch2[t])
+            s += out2[t, 0]
+        res[t] = s
+
+
+@njit_serial
+def _gather_rows(a2, idx):
+    s = np.float32(0.0)
+    for i in range(idx.shape[0]):
+        s += _sum_f32(a2[idx[i]])
+    return s
+
+
+@njit_parallel
+def _gather_kernel(a2, idx2, out):
+    for t in prange(idx2.shape[0]):
+        out[t] = _gather_rows(a2, idx2[t])
+
+
+# ------------------------------------------------------------------------ measurements
+def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
+    """Read bandwidth (bytes/s): a prange sum of float32 ``a``, one contiguous chunk per
+    thread, best of at least 5 runs."""
+    nt = numba.get_num_threads()
+    out = np.zeros(nt, dtype=np.float32)
+    t, reps = best_time(lambda: _stream_kernel(a, out), budget_s=budget_s)
+    desc = (
+        f"measured: Numba prange sum of {a.nbytes / 2**20:.0f} MiB float32 (one chunk per "
+        f"thread) on {nt} threads, best of {reps}"
+    )
+    return a.nbytes / t, desc
+
+
+def measure_fma(budget_s: float) -> tuple[float, str]:
+    """float64 FMA/s: ``acc[j] = acc[j] * m + c`` over a 4 KiB L1-resident array per thread
+    (LLVM vectorises it and contracts it into FMAs), all threads."""
+    nt = numba.get_num_threads()
+    acc2 = np.ones((nt, FMA_WIDTH), dtype=np.float64)
+    out = np.zeros(nt, dtype=np.float64)
+    m, c = 0.999999, 1e-7  # fixed point c / (1 - m) = 0.1: no overflow, no subnormals
+    t, reps = best_time(lambda: _fma_kernel(acc2, m, c, FMA_SWEEPS, out), budget_s=budget_s)
+    desc = (
+        f"measured: float64 acc = acc*m + c over a {FMA_WIDTH}-element L1-resident array "
+        f"per thread ({FMA_WIDTH} independent chains, LLVM-vectorised FMA), "
+        f"{nt} threads, best of {reps}"
+    )
+    return nt * FMA_WIDTH * FMA_SWEEPS / t, desc
+
+
+def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """exp/s: ``reference._vexp.exp_into`` on L2-resident float64 blocks, all threads."""
+    nt = numba.get_num_threads()
+    x2 = -30.0 * rng.random((nt, EXP_BLOCK))  # softmax-like arguments (score - max <= 0)
+    out2 = np.empty_like(x2)
+    scratch2 = np.empty((nt, 2 * EXP_BLOCK), dtype=np.float64)
+    res = np.zeros(nt, dtype=np.float64)
+    t, reps = best_time(lambda: _exp_kernel(x2, out2, scratch2, EXP_REPS, res), budget_s=budget_s)
+    desc = (
+        f"measured: reference._vexp.exp_into on {EXP_BLOCK}-element float64 blocks "
+        f"(L2-resident), {nt} threads, best of {reps}"
+    )
+    return nt * EXP_BLOCK * EXP_REPS / t, desc
+
+
+def measure_topk(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Exact top-k throughput (input bytes/s): ``reference.topk`` of float64 rows of
+    32768 with ``k = n / 8``, ``4 x threads`` rows per call (the rows are split over the
+    threads)."""
+    from reference.selection import topk
+
+    nt = numba.get_num_threads()
+    rows = TOPK_ROWS_PER_THREAD * nt
+    x = rng.normal(size=(rows, TOPK_N))
+    t, reps = best_time(lambda: topk(x, TOPK_K), budget_s=budget_s)
+    desc = (
+        f"measured: reference.topk of {rows} float64 rows of {TOPK_N}, k {TOPK_K}, input "
+        f"bytes/s, {nt} threads, best of {reps}"
+    )
+    return x.nbytes / t, desc
+
+
+def measure_gather(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Gather bandwidth (bytes/s): every thread sums random 512-byte rows (128 float32) of
+    ``a`` viewed as rows."""
+    nt = numba.get_num_threads()
+    a2 = a[: a.size // GATHER_ROW * GATHER_ROW].reshape(-1, GATHER_ROW)
+    idx2 = rng.integers(0, a2.shape[0], size=(nt, GATHER_ROWS_PER_THREAD), dtype=np.int64)
+    out = np.zeros(nt, dtype=np.float32)
+    t, reps = best_time(lambda: _gather_kernel(a2, idx2, out), budget_s=budget_s)
+    row_bytes = GATHER_ROW * a.itemsize
+    desc = (
+        f"measured: random {row_bytes}-byte rows ({GATHER_ROW} float32) of a "
+        f"{a2.nbytes / 2**20:.0f} MiB array, summed, {GATHER_ROWS_PER_THREAD} rows per "
+        f"thread, {nt} threads, best of {reps}"
+    )
+    return idx2.size * row_bytes / t, desc
