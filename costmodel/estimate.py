@@ -220,13 +220,14 @@ def estimate_attention(
     dtype: str = "float16",
     r: int | None = None,
     k: int | None = None,
-    store_k_twice: bool = True,
+    store_k_twice: bool | None = None,
     gqa_selection: str = "shared",
     topk: str = "exact",
     n_layers: int = 1,
     resident: bool | None = None,
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
+    implementation: str = "kernel",
     **paper_kwargs,
 ) -> Estimate:
     """Roofline time of one decode-attention call.
@@ -244,7 +245,11 @@ def estimate_attention(
         KV/q dtype (``float16``, ``bfloat16``, ``float8``, ``float32``).
     r, k : int
         SparQ components / positions.
-    store_k_twice, gqa_selection : see :func:`costmodel.traffic.attention_traffic`.
+    store_k_twice : bool or None
+        See :func:`costmodel.traffic.attention_traffic`. ``None`` (default): True for
+        ``implementation="kernel"``, False for ``"reference"`` (the reference reads the
+        S-major cache).
+    gqa_selection : see :func:`costmodel.traffic.attention_traffic`.
     topk : {"exact", "bucketed", "none"}
         How the top-k is priced (``"none"``: free, as in Eq. 11).
     n_layers : int
@@ -258,14 +263,46 @@ def estimate_attention(
     ideal : bool
         Turn every correction off (``eta = 1``, ``t0 = 0``, free top-k, no residency):
         bytes / peak bandwidth, the paper's and the authors' blog's view.
+    implementation : {"kernel", "reference"}
+        ``"kernel"`` (default): the roofline of a well-tuned kernel sequence described
+        above. ``"reference"``: the time of this package's own CPU reference
+        (``reference.dense_attention`` / ``reference.sparq_attention``, float64
+        accumulation) on a measured host profile, by :func:`costmodel.host.predict_reference`
+        (dense and sparq only; exact top-k, shared GQA selection; ``resident`` and
+        ``ideal`` do not apply).
     **paper_kwargs
         Peer methods' extra :func:`costmodel.traffic.transfers` arguments (Quest
-        ``page_size``, DoubleSparsity ``bits``).
+        ``page_size``, DoubleSparsity ``bits``); with ``implementation="reference"``,
+        :func:`costmodel.host.predict_reference`'s ``threads`` and ``v_mean_supplied``.
 
     Returns
     -------
     Estimate
     """
+    if implementation == "reference":
+        return _estimate_reference(
+            method,
+            hardware=hardware,
+            batch=batch,
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            dtype=dtype,
+            r=r,
+            k=k,
+            store_k_twice=store_k_twice,
+            gqa_selection=gqa_selection,
+            topk=topk,
+            n_layers=n_layers,
+            resident=resident,
+            ideal=ideal,
+            extra=paper_kwargs,
+        )
+    if implementation != "kernel":
+        raise ValueError(f"implementation must be 'kernel' or 'reference', got {implementation!r}")
+    if store_k_twice is None:
+        store_k_twice = True
     hw = _resolve_hw(hardware)
     if topk not in ("exact", "bucketed", "none"):
         raise ValueError(f"topk must be 'exact', 'bucketed' or 'none', got {topk!r}")
@@ -326,6 +363,34 @@ def estimate_attention(
         ideal=ideal,
     )
     return _assemble(method, hw, traffic, kernels, resident, params)
+
+
+#: predict_reference options that estimate_attention passes through
+_REFERENCE_OPTIONS = ("threads", "v_mean_supplied")
+
+
+def _estimate_reference(
+    method, *, store_k_twice, gqa_selection, topk, resident, ideal, extra, **common
+) -> Estimate:
+    """``estimate_attention(..., implementation="reference")``: checks, then the host model."""
+    from costmodel.host import predict_reference
+
+    if gqa_selection != "shared":
+        raise ValueError(
+            "implementation='reference' models one selection per KV head (gqa_selection="
+            f"'shared'), got gqa_selection={gqa_selection!r}"
+        )
+    if topk != "exact":
+        raise ValueError(f"implementation='reference' models exact top-k, got topk={topk!r}")
+    if resident is not None or ideal:
+        raise ValueError("resident and ideal do not apply to implementation='reference'")
+    unknown = sorted(set(extra) - set(_REFERENCE_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"implementation='reference' does not use argument(s) {unknown} "
+            f"(it takes {list(_REFERENCE_OPTIONS)})"
+        )
+    return predict_reference(method, store_k_twice=bool(store_k_twice), **common, **extra)
 
 
 def speedup(

@@ -1,0 +1,321 @@
+"""Host model of this package's CPU reference kernels (``reference.dense`` / ``reference.sparq``).
+
+The GPU-style model of :mod:`costmodel.estimate` prices a well-tuned kernel sequence; this
+one predicts the time of the package's own Numba reference, which accumulates in float64,
+evaluates ``exp`` with ``reference._vexp.exp_into``, selects with ``reference.topk`` and
+splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with
+the host fields that :func:`costmodel.hardware.measure_host` writes (``threads``,
+``fma_f64_per_s``, ``exp_per_s``, ``gather_bytes_per_s``, plus ``mem_bandwidth_bytes_per_s``
+and ``topk_bytes_per_s``).
+
+Per (batch, KV head) row, with ``g = H / Hkv`` query heads, ``e`` bytes per cached element,
+each phase costs ``max(bytes / bandwidth, FMAs / FMA rate)`` (exp and top-k phases: their
+own rate), phases run one after another, and every rate is divided by the profile's
+``threads`` (one thread's share of the all-thread measurement). ``rows = B * Hkv`` rows are
+dealt to ``threads`` threads in ``ceil(rows / threads)`` waves, so a call with fewer rows
+than threads leaves threads idle. ``time = n_layers * waves * sum(phase time of one row)``.
+
+Dense: ``k_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs), ``softmax`` (``g*S`` exps),
+``v_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs).
+
+SparQ (exact top-k, one selection per KV head): ``step1`` (``r*S*e`` streamed from a
+d-major copy of K, or ``S * E[touched lines] * min(T, d*e)`` gathered from the S-major
+cache, ``g*r*S`` FMAs), ``alpha_softmax`` (``g*S`` exps), ``topk`` (``8*S`` bytes of float64
+scores at ``topk_bytes_per_s``), ``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at
+``gather_bytes_per_s``, ``g*k*d`` FMAs each), ``gather_softmax`` (``g*k`` exps) and, unless
+the caller supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed).
+"""
+
+from __future__ import annotations
+
+import math
+
+from costmodel.estimate import Estimate, StepEstimate, _assemble, _resolve_hw
+from costmodel.hardware import Hardware
+from costmodel.traffic import (
+    Step,
+    Traffic,
+    _check_int,
+    _check_rk,
+    dtype_bytes,
+    expected_touched_segments,
+    transfers,
+)
+
+__all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
+
+#: profile fields the host model needs besides mem_bandwidth_bytes_per_s, topk_bytes_per_s
+HOST_FIELDS = ("threads", "fma_f64_per_s", "exp_per_s", "gather_bytes_per_s")
+
+#: methods the reference implements and the host model prices
+REFERENCE_METHODS = ("dense", "sparq")
+
+_FLOAT64_NAMES = ("float64", "fp64", "double")
+
+
+def reference_dtype_bytes(dtype: str) -> tuple[str, int]:
+    """Canonical name and bytes per element of a cache dtype the reference reads.
+
+    The reference takes float16, float32 and float64 caches (and computes in float64);
+    the other names :func:`costmodel.traffic.dtype_bytes` knows are accepted too (bytes
+    per element is all the model uses)."""
+    if isinstance(dtype, str) and dtype.lower() in _FLOAT64_NAMES:
+        return "float64", 8
+    try:
+        return dtype_bytes(dtype)
+    except ValueError:
+        raise ValueError(
+            f"dtype must be float16, float32 or float64 (or another of costmodel.traffic."
+            f"DTYPE_BYTES), got {dtype!r}"
+        ) from None
+
+
+def _check_host_profile(hw: Hardware) -> None:
+    missing = [f for f in HOST_FIELDS if getattr(hw, f) is None]
+    if missing:
+        raise ValueError(
+            f"profile {hw.name!r} has no {missing}: the host model of the reference kernels "
+            "needs a measured host profile (costmodel.hardware.measure_host, or "
+            "'sparq hardware measure --save FILE')"
+        )
+
+
+def _phase(
+    name: str,
+    *,
+    bytes_row: float = 0.0,
+    bandwidth: float | None = None,
+    fma_row: float = 0.0,
+    exps_row: float = 0.0,
+    topk_bytes_row: float = 0.0,
+    priced_as: str,
+    note: str,
+) -> dict:
+    return dict(
+        name=name,
+        bytes_row=float(bytes_row),
+        bandwidth=bandwidth,
+        fma_row=float(fma_row),
+        exps_row=float(exps_row),
+        topk_bytes_row=float(topk_bytes_row),
+        priced_as=priced_as,
+        note=note,
+    )
+
+
+def predict_reference(
+    method: str,
+    *,
+    hardware: Hardware | str,
+    batch: int,
+    n_heads: int,
+    n_kv_heads: int | None = None,
+    seq_len: int,
+    head_dim: int,
+    dtype: str = "float16",
+    r: int | None = None,
+    k: int | None = None,
+    store_k_twice: bool = False,
+    v_mean_supplied: bool = False,
+    threads: int | None = None,
+    n_layers: int = 1,
+) -> Estimate:
+    """Predicted time of one call of the package's CPU reference kernel on a measured host.
+
+    Parameters
+    ----------
+    method : {"dense", "sparq"}
+        ``reference.dense_attention`` or ``reference.sparq_attention`` (exact top-k, one
+        selection per KV head shared by its query heads).
+    hardware : Hardware or str
+        A profile with the host fields (:data:`HOST_FIELDS`), e.g. from
+        :func:`costmodel.hardware.measure_host` or a TOML file it saved.
+    batch, n_heads, n_kv_heads, seq_len, head_dim : int
+        ``B``, ``H``, ``Hkv`` (default ``H``; ``H % Hkv == 0``), ``S``, ``d``.
+    dtype : str
+        Dtype of the K/V caches as stored (float16, float32, float64): bytes read per
+        element. Arithmetic is float64 whatever the dtype.
+    r, k : int
+        SparQ components and positions (``1 <= r <= d``, ``1 <= k <= S``).
+    store_k_twice : bool
+        (SparQ only; ignored for dense, as in :func:`costmodel.estimate.estimate_attention`.)
+        SparQ step 1 reads ``r`` contiguous rows of a d-major copy of K (streaming) instead
+        of ``r`` scattered elements of every row of the S-major cache (default: the
+        reference's ``(B, Hkv, S, d)`` cache).
+    v_mean_supplied : bool
+        SparQ: the caller passes ``v_mean``, so V is not read in full for its mean.
+    threads : int, optional
+        Threads the kernel runs on (default: the profile's ``threads``). Rates are per
+        thread (profile rate / profile ``threads``); fewer threads than the profile's use
+        that per-thread share each (linear scaling assumed).
+    n_layers : int
+        Identical calls one after another.
+
+    Returns
+    -------
+    Estimate
+        ``kernels`` holds one :class:`~costmodel.estimate.StepEstimate` per phase (in
+        order); ``traffic`` one :class:`~costmodel.traffic.Step` per phase with totals over
+        all rows and layers (``flops`` = 2 x FMAs; ``priced_as`` is ``"memory"``,
+        ``"gather"``, ``"exp"`` or ``"topk"``). Exp time is counted in ``compute_s``, top-k
+        time in ``topk_s``; ``latency_s`` is 0 (thread-pool start and the Python-side input
+        checks are not modelled). ``params`` holds the configuration, ``rows``, ``waves``,
+        the per-thread rates and each phase's per-row counts (``phases``).
+    """
+    hw = _resolve_hw(hardware)
+    if method not in REFERENCE_METHODS:
+        raise ValueError(
+            f"method must be one of {list(REFERENCE_METHODS)} for the reference kernels, "
+            f"got {method!r}"
+        )
+    _check_host_profile(hw)
+    S = _check_int("seq_len", seq_len)
+    d = _check_int("head_dim", head_dim)
+    B = _check_int("batch", batch)
+    H = _check_int("n_heads", n_heads)
+    Hkv = H if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
+    L = _check_int("n_layers", n_layers)
+    if H % Hkv:
+        raise ValueError(f"n_heads ({H}) must be a multiple of n_kv_heads ({Hkv})")
+    T = int(hw.threads) if threads is None else _check_int("threads", threads)
+    dname, e = reference_dtype_bytes(dtype)
+    g = H // Hkv
+    if method == "dense":
+        if r is not None or k is not None:
+            raise ValueError("r and k do not apply to method 'dense' (got r or k)")
+    else:
+        r, k = _check_rk(S, d, r, k, need_r=True, need_k=True)
+
+    T_prof = int(hw.threads)
+    bw = hw.mem_bandwidth_bytes_per_s * hw.mem_efficiency
+    gbw = hw.gather_bytes_per_s
+    rows = B * Hkv
+    waves = math.ceil(rows / T)
+
+    if method == "dense":
+        phases = [
+            _phase(
+                "k_pass", bytes_row=S * d * e, bandwidth=bw, fma_row=g * S * d,
+                priced_as="memory", note="read K: S*d*e streamed; g*S*d FMAs (q.k)",
+            ),
+            _phase(
+                "softmax", exps_row=g * S, priced_as="exp", note="g*S exps (exp_per_s)",
+            ),
+            _phase(
+                "v_pass", bytes_row=S * d * e, bandwidth=bw, fma_row=g * S * d,
+                priced_as="memory", note="read V: S*d*e streamed; g*S*d FMAs (p*v)",
+            ),
+        ]  # fmt: skip
+    else:
+        tx = hw.mem_transaction_bytes
+        if store_k_twice:
+            step1 = _phase(
+                "step1", bytes_row=r * S * e, bandwidth=bw, fma_row=g * r * S,
+                priced_as="memory",
+                note="r contiguous rows of the d-major K copy: r*S*e streamed; g*r*S FMAs",
+            )  # fmt: skip
+        else:
+            m = max(1, tx // e)
+            segs = expected_touched_segments(head_dim=d, r=r, elems_per_segment=m)
+            step1 = _phase(
+                "step1", bytes_row=S * segs * min(tx, d * e), bandwidth=gbw,
+                fma_row=g * r * S, priced_as="gather",
+                note=(
+                    f"r scattered columns of every S-major K row: S*E[lines]*min(T, d*e) "
+                    f"gathered, E={segs:.3f} lines of T={tx} B; g*r*S FMAs"
+                ),
+            )  # fmt: skip
+        phases = [
+            step1,
+            _phase("alpha_softmax", exps_row=g * S, priced_as="exp", note="g*S exps"),
+            _phase(
+                "topk", topk_bytes_row=8 * S, priced_as="topk",
+                note=f"exact top-{k} of one row of S float64 scores: 8*S bytes (topk rate)",
+            ),
+            _phase(
+                "gather_k", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
+                priced_as="gather", note="k rows of K: k*d*e gathered; g*k*d FMAs",
+            ),
+            _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
+            _phase(
+                "gather_v", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
+                priced_as="gather", note="k rows of V: k*d*e gathered; g*k*d FMAs",
+            ),
+        ]  # fmt: skip
+        if not v_mean_supplied:
+            phases.append(
+                _phase(
+                    "v_mean", bytes_row=S * d * e, bandwidth=bw, priced_as="memory",
+                    note="mean of V (not supplied): S*d*e streamed",
+                )
+            )  # fmt: skip
+
+    fma_t = hw.fma_f64_per_s / T_prof
+    exp_t = hw.exp_per_s / T_prof
+    topk_t = hw.topk_bytes_per_s / T_prof
+    scale = waves * L  # one row's time -> the call's time
+    total = rows * L  # one row's counts -> the call's counts
+    kernels = []
+    steps = []
+    for ph in phases:
+        mem = comp = tk = 0.0
+        if ph["priced_as"] == "topk":
+            tk = scale * ph["topk_bytes_row"] / topk_t
+            bound = "topk"
+        elif ph["priced_as"] == "exp":
+            comp = scale * ph["exps_row"] / exp_t
+            bound = "compute"
+        else:
+            mem_t = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof)
+            comp_t = scale * ph["fma_row"] / fma_t
+            if mem_t >= comp_t:
+                mem, bound = mem_t, "memory"
+            else:
+                comp, bound = comp_t, "compute"
+        nbytes = total * (ph["bytes_row"] + ph["topk_bytes_row"])
+        flops = total * 2.0 * ph["fma_row"]
+        kernels.append(
+            StepEstimate(ph["name"], nbytes, flops, mem, comp, 0.0, tk, mem + comp + tk, bound)
+        )
+        steps.append(Step(ph["name"], ph["name"], nbytes, flops, ph["priced_as"], ph["note"]))
+
+    n_kv = rows * L
+    cache = n_kv * (3 if store_k_twice else 2) * S * d * e
+    if method == "dense":
+        paper = transfers("dense", seq_len=S, head_dim=d) * n_kv
+    else:
+        paper = transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) * n_kv
+    traffic = Traffic(
+        method, tuple(steps), tuple(p["name"] for p in phases), cache, paper, dname, e
+    )
+    params = dict(
+        implementation="reference",
+        batch=B,
+        n_heads=H,
+        n_kv_heads=Hkv,
+        seq_len=S,
+        head_dim=d,
+        dtype=dname,
+        r=r,
+        k=k,
+        store_k_twice=bool(store_k_twice) if method == "sparq" else None,
+        v_mean_supplied=bool(v_mean_supplied) if method == "sparq" else None,
+        n_layers=L,
+        threads=T,
+        rows=rows,
+        waves=waves,
+        per_thread=dict(
+            bandwidth_bytes_per_s=bw / T_prof,
+            gather_bytes_per_s=gbw / T_prof,
+            fma_f64_per_s=fma_t,
+            exp_per_s=exp_t,
+            topk_bytes_per_s=topk_t,
+        ),
+        phases={
+            p["name"]: dict(
+                bytes=p["bytes_row"] + p["topk_bytes_row"], fma=p["fma_row"], exps=p["exps_row"]
+            )
+            for p in phases
+        },
+    )
+    return _assemble(method, hw, traffic, tuple(kernels), False, params)

@@ -1,0 +1,377 @@
+"""Tests of the host (CPU) side of the cost model: the measured-host profile fields and the
+host model of the package's reference kernels (costmodel.host).
+
+Every expected time is a hand calculation on a synthetic profile with round numbers, written
+out in the test. No timing assertions: measure_host is only checked for positive, finite,
+loadable numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from math import comb
+
+import numpy as np
+import pytest
+
+from costmodel.estimate import estimate_attention, speedup
+from costmodel.hardware import (
+    hardware_from_spec,
+    hardware_to_toml,
+    list_hardware,
+    load_hardware,
+    measure_host,
+    parse_hardware,
+)
+from costmodel.host import HOST_FIELDS, predict_reference
+
+# Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
+# float64 FMA 1e9 /s, exp 1e8 /s, top-k 1e9 B/s; 64-byte lines, eta_mem 1.
+# Per thread (rate / 4): bandwidth 2.5e9, gather 5e8, FMA 2.5e8, exp 2.5e7, top-k 2.5e8.
+HOST = hardware_from_spec(
+    bandwidth_bytes_per_s=1e10,
+    peak_flops_fp16=1e11,
+    mem_efficiency=1.0,
+    mem_transaction_bytes=64,
+    topk_bytes_per_s=1e9,
+    name="synthetic-host",
+).replace(
+    kind="cpu",
+    threads=4,
+    fma_f64_per_s=1e9,
+    exp_per_s=1e8,
+    gather_bytes_per_s=2e9,
+)
+
+
+def _phases(e):
+    return {s.kernel: s for s in e.kernels}
+
+
+# ------------------------------------------------------------------------------ dense
+def test_dense_by_hand_compute_bound():
+    # B 2, H 8, Hkv 2 (g 4), S 1000, d 64, float32 (e 4): rows = 4 = threads -> 1 wave.
+    # per row: K pass reads 1000*64*4 = 256000 B -> 256000/2.5e9 = 1.024e-4 s;
+    #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s: compute wins.
+    # softmax: g*S = 4000 exps -> 4000/2.5e7 = 1.6e-4 s. V pass = K pass.
+    e = predict_reference(
+        "dense", hardware=HOST, batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64,
+        dtype="float32",
+    )  # fmt: skip
+    ph = _phases(e)
+    assert list(ph) == ["k_pass", "softmax", "v_pass"]
+    assert ph["k_pass"].time_s == pytest.approx(1.024e-3, rel=1e-12)
+    assert ph["k_pass"].bound == "compute"
+    assert ph["softmax"].time_s == pytest.approx(1.6e-4, rel=1e-12)
+    assert ph["v_pass"].time_s == pytest.approx(1.024e-3, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 1.024e-3 + 1.6e-4, rel=1e-12)
+    assert e.bound == "compute" and e.latency_s == 0
+    assert e.time_s == pytest.approx(e.memory_s + e.compute_s + e.latency_s + e.topk_s)
+    # totals over the 4 rows: bytes 2 * 4 * 256000; FLOPs 2 x FMAs = 2 * 2 * 4 * 256000
+    assert e.bytes == 2 * 4 * 256000
+    assert e.flops == 2 * 2 * 4 * 256000
+    assert e.params["rows"] == 4 and e.params["waves"] == 1 and e.params["threads"] == 4
+
+
+def test_dense_by_hand_memory_bound():
+    # same shapes, g 1 (H = Hkv = 2), float64 (e 8), FMA rate 1e10 (2.5e9 per thread):
+    # K pass bytes 1000*64*8 = 512000 -> 2.048e-4 s; FMAs 64000 -> 2.56e-5 s: memory wins.
+    # softmax 1000 exps -> 4e-5 s. rows = 2*2 = 4 -> 1 wave.
+    hw = HOST.replace(fma_f64_per_s=1e10)
+    e = predict_reference(
+        "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
+    )
+    ph = _phases(e)
+    assert ph["k_pass"].bound == "memory"
+    assert ph["k_pass"].memory_s == pytest.approx(2.048e-4, rel=1e-12)
+    assert ph["k_pass"].compute_s == 0
+    assert e.time_s == pytest.approx(2 * 2.048e-4 + 4e-5, rel=1e-12)
+    assert e.bound == "memory"
+
+
+def test_mem_efficiency_scales_streaming_bandwidth():
+    # eta_mem 0.5 halves the streaming bandwidth (1.25e9 per thread): K pass of the
+    # memory-bound case above 512000 / 1.25e9 = 4.096e-4 s
+    hw = HOST.replace(fma_f64_per_s=1e10, mem_efficiency=0.5)
+    e = predict_reference(
+        "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
+    )
+    assert _phases(e)["k_pass"].time_s == pytest.approx(4.096e-4, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------- waves
+def test_waves_fewer_rows_than_threads():
+    # one row's time t1: dense g 1, S 1000, d 64, float64, FMA 1e10 (memory-bound case):
+    # 2 * 2.048e-4 + 4e-5 = 4.496e-4 s. 4 threads:
+    #   rows 1, 2, 3, 4 -> 1 wave (idle threads; time = t1, not rows/4 * t1)
+    #   rows 5..8 -> 2 waves; rows 9 -> 3 waves
+    hw = HOST.replace(fma_f64_per_s=1e10)
+    t1 = 2 * 2.048e-4 + 4e-5
+
+    def t(batch, n_heads, **kw):
+        return predict_reference(
+            "dense", hardware=hw, batch=batch, n_heads=n_heads, seq_len=1000, head_dim=64,
+            dtype="float64", **kw,
+        )  # fmt: skip
+
+    for batch, heads, waves in [(1, 1, 1), (1, 2, 1), (3, 1, 1), (2, 2, 1), (5, 1, 2),
+                                (2, 4, 2), (9, 1, 3)]:  # fmt: skip
+        e = t(batch, heads)
+        assert e.params["waves"] == waves
+        assert e.time_s == pytest.approx(waves * t1, rel=1e-12), (batch, heads)
+    # a thread count override changes the waves, not the per-thread rates (profile rate / 4)
+    e = t(2, 4, threads=8)
+    assert e.params["waves"] == 1 and e.time_s == pytest.approx(t1, rel=1e-12)
+    e = t(2, 4, threads=1)
+    assert e.params["waves"] == 8 and e.time_s == pytest.approx(8 * t1, rel=1e-12)
+    # rows are (batch, KV head): 8 query heads sharing 2 KV heads are 2 rows, 1 wave
+    e = t(1, 8, n_kv_heads=2)
+    assert e.params["rows"] == 2 and e.params["waves"] == 1
+
+
+def test_n_layers_are_calls_one_after_another():
+    kw = dict(hardware=HOST, batch=1, n_heads=4, seq_len=512, head_dim=32, r=4, k=32)
+    one = predict_reference("sparq", **kw)
+    three = predict_reference("sparq", n_layers=3, **kw)
+    assert three.time_s == pytest.approx(3 * one.time_s, rel=1e-12)
+    assert three.bytes == 3 * one.bytes
+
+
+# ---------------------------------------------------------------------------- SparQ
+SPARQ = dict(batch=1, n_heads=4, n_kv_heads=1, seq_len=1024, head_dim=64, dtype="float16",
+             r=8, k=64)  # fmt: skip
+
+
+def test_sparq_by_hand_k_once():
+    # g 4, S 1024, d 64, fp16 (e 2), r 8, k 64, K stored once, v_mean computed. rows 1.
+    # step 1: a K row is 128 B = 2 lines of 32 elements; a uniform 8-subset of 64 misses a
+    #   given line w.p. C(32,8)/C(64,8): E[lines] = 2*(1 - C(32,8)/C(64,8)); bytes
+    #   1024 * E * 64 at gather 5e8/thread; FMAs g*r*S = 32768 -> 1.31072e-4 s
+    E = 2 * (1 - comb(32, 8) / comb(64, 8))
+    step1_mem = 1024 * E * 64 / 5e8  # 2.615e-4 s > FMA time: gather-bound
+    # alpha softmax: g*S = 4096 exps / 2.5e7 = 1.6384e-4
+    # top-k: 8*S = 8192 B / 2.5e8 = 3.2768e-5
+    # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5
+    #   (compute-bound); gather V the same; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
+    # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5
+    expect = {
+        "step1": step1_mem,
+        "alpha_softmax": 1.6384e-4,
+        "topk": 3.2768e-5,
+        "gather_k": 6.5536e-5,
+        "gather_softmax": 1.024e-5,
+        "gather_v": 6.5536e-5,
+        "v_mean": 5.24288e-5,
+    }
+    e = predict_reference("sparq", hardware=HOST, **SPARQ)
+    ph = _phases(e)
+    assert list(ph) == list(expect)
+    for name, t in expect.items():
+        assert ph[name].time_s == pytest.approx(t, rel=1e-12), name
+    assert ph["step1"].bound == "memory" and ph["gather_k"].bound == "compute"
+    assert ph["topk"].bound == "topk" and ph["topk"].topk_s == pytest.approx(3.2768e-5)
+    assert e.time_s == pytest.approx(sum(expect.values()), rel=1e-12)
+    assert e.topk_s == pytest.approx(3.2768e-5)
+    by = e.breakdown()
+    assert by["step1"] == pytest.approx(1024 * E * 64)
+    assert by["topk"] == 8192 and by["gather_k"] == 8192 and by["v_mean"] == 131072
+    pa = {s.name: s.priced_as for s in e.traffic.steps}
+    assert pa["step1"] == "gather" and pa["alpha_softmax"] == "exp" and pa["topk"] == "topk"
+    assert pa["v_mean"] == "memory"
+
+
+def test_sparq_by_hand_k_twice_and_v_mean_supplied():
+    # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9) against
+    # g*r*S = 32768 FMAs (1.31072e-4 s): compute-bound. v_mean supplied: no V read.
+    e = predict_reference("sparq", hardware=HOST, store_k_twice=True, v_mean_supplied=True, **SPARQ)
+    ph = _phases(e)
+    assert "v_mean" not in ph
+    assert ph["step1"].time_s == pytest.approx(1.31072e-4, rel=1e-12)
+    assert ph["step1"].bound == "compute"
+    assert e.breakdown()["step1"] == 16384
+    expect = 1.31072e-4 + 1.6384e-4 + 3.2768e-5 + 2 * 6.5536e-5 + 1.024e-5
+    assert e.time_s == pytest.approx(expect, rel=1e-12)
+    # K twice costs +50% cache: 3*S*d*e
+    assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
+
+
+def test_sparq_step1_k_once_whole_row_when_row_fits_a_line():
+    # d 16 fp16 = 32 B < 64-byte line: any r reads the whole row, S*d*e bytes (the traffic
+    # model's min(T, d*e) rule): 1024 * 32 B / 5e8 per thread
+    kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
+    e = predict_reference("sparq", hardware=HOST.replace(fma_f64_per_s=1e12), **kw)
+    assert e.breakdown()["step1"] == 1024 * 32
+    assert _phases(e)["step1"].time_s == pytest.approx(1024 * 32 / 5e8, rel=1e-12)
+
+
+def test_float64_cache_and_dtype_names():
+    # float64 caches read 8 B per element: dense K pass 1000*64*8 B; "fp64" is an alias
+    kw = dict(hardware=HOST, batch=1, n_heads=1, seq_len=1000, head_dim=64)
+    a = predict_reference("dense", dtype="float64", **kw)
+    b = predict_reference("dense", dtype="fp64", **kw)
+    assert a.breakdown()["k_pass"] == 512000 == b.breakdown()["k_pass"]
+    assert a.traffic.dtype == "float64" and a.traffic.dtype_bytes == 8
+    with pytest.raises(ValueError, match="dtype must be"):
+        predict_reference("dense", dtype="int4", **kw)
+
+
+# ------------------------------------------------------------------ estimate_attention API
+def test_estimate_attention_implementation_reference_is_the_host_model():
+    kw = dict(hardware=HOST, batch=2, n_heads=8, n_kv_heads=2, seq_len=2048, head_dim=64)
+    for method, extra in (("dense", {}), ("sparq", dict(r=8, k=128))):
+        a = estimate_attention(method, implementation="reference", **kw, **extra)
+        b = predict_reference(method, **kw, **extra)
+        assert a == b
+    # reference options pass through; store_k_twice defaults to False (S-major cache)
+    a = estimate_attention(
+        "sparq", implementation="reference", r=8, k=128, v_mean_supplied=True, threads=2, **kw
+    )
+    assert a.params["v_mean_supplied"] is True and a.params["threads"] == 2
+    assert a.params["store_k_twice"] is False
+    # speedup works on the reference model too
+    sp = speedup(r=8, k=128, implementation="reference", **kw)
+    assert sp.ratio == pytest.approx(sp.baseline.time_s / sp.method.time_s)
+
+
+def test_default_implementation_unchanged():
+    # the kernel model is still the default, with K twice unless told otherwise
+    kw = dict(hardware="h100-sxm", batch=1, n_heads=32, seq_len=4096, head_dim=128, r=16, k=256)
+    default = estimate_attention("sparq", **kw)
+    explicit = estimate_attention("sparq", implementation="kernel", store_k_twice=True, **kw)
+    assert default == explicit
+    assert default.params["store_k_twice"] is True
+    assert "implementation" not in default.params
+
+
+def test_reference_model_rejects_what_it_does_not_model():
+    kw = dict(batch=1, n_heads=4, seq_len=256, head_dim=32)
+    with pytest.raises(ValueError, match=r"has no \['threads', 'fma_f64_per_s'"):
+        estimate_attention("dense", hardware="h100-sxm", implementation="reference", **kw)
+    with pytest.raises(ValueError, match="implementation must be"):
+        estimate_attention("dense", hardware=HOST, implementation="numba", **kw)
+    with pytest.raises(ValueError, match="exact top-k"):
+        estimate_attention(
+            "sparq", hardware=HOST, implementation="reference", r=4, k=8, topk="bucketed", **kw
+        )
+    with pytest.raises(ValueError, match="gqa_selection"):
+        estimate_attention(
+            "sparq", hardware=HOST, implementation="reference", r=4, k=8,
+            gqa_selection="per_head", **kw,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="resident and ideal"):
+        estimate_attention("dense", hardware=HOST, implementation="reference", ideal=True, **kw)
+    with pytest.raises(ValueError, match=r"does not use argument\(s\) \['page_size'\]"):
+        estimate_attention(
+            "sparq", hardware=HOST, implementation="reference", r=4, k=8, page_size=16, **kw
+        )
+    with pytest.raises(ValueError, match="method must be one of"):
+        predict_reference("quest", hardware=HOST, k=8, **kw)
+    with pytest.raises(ValueError, match="r must be <= head_dim"):
+        predict_reference("sparq", hardware=HOST, r=33, k=8, **kw)
+    with pytest.raises(ValueError, match="do not apply to method 'dense'"):
+        predict_reference("dense", hardware=HOST, r=4, **kw)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        predict_reference("dense", hardware=HOST, threads=0, **kw)
+
+
+# -------------------------------------------------------------------------- profiles
+def test_host_fields_toml_round_trip(tmp_path):
+    text = hardware_to_toml(HOST)
+    for key in HOST_FIELDS:
+        assert f"{key} = " in text and f"[sources.{key}]" in text
+    assert "\nthreads = 4\n" in text  # an integer, not 4.0
+    p = tmp_path / "host.toml"
+    p.write_text(text)
+    back = load_hardware(str(p))
+    assert back == HOST
+    assert isinstance(back.threads, int)
+    assert parse_hardware(text, "x") == HOST
+    # the model gives the same prediction from the reloaded file
+    kw = dict(batch=1, n_heads=4, seq_len=512, head_dim=32, r=4, k=32)
+    assert predict_reference("sparq", hardware=back, **kw) == predict_reference(
+        "sparq", hardware=HOST, **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t + "\nbogus_per_s = 3.0\n", "unknown key.*bogus_per_s"),
+        (lambda t: t.replace("\nthreads = 4\n", "\nthreads = 0\n"), "threads.*>= 1"),
+        (lambda t: t.replace("\nthreads = 4\n", "\nthreads = 2.5\n"), "threads.*integer"),
+        (
+            lambda t: t.replace("exp_per_s = 100000000.0", "exp_per_s = -1.0"),
+            "exp_per_s.*> 0",
+        ),
+        (
+            lambda t: t.replace("fma_f64_per_s = 1000000000.0", 'fma_f64_per_s = "fast"'),
+            "fma_f64_per_s.*number",
+        ),
+        (
+            lambda t: t.replace("[sources.gather_bytes_per_s]", "[sources.gather]"),
+            "sources",
+        ),
+    ],
+)
+def test_host_fields_strict_loader(tmp_path, edit, match):
+    text = hardware_to_toml(HOST)
+    bad = edit(text)
+    assert bad != text
+    p = tmp_path / "bad_host.toml"
+    p.write_text(bad)
+    with pytest.raises(ValueError, match=match) as info:
+        load_hardware(str(p))
+    assert "bad_host.toml" in str(info.value)
+
+
+def test_missing_source_for_a_host_field_is_rejected():
+    text = hardware_to_toml(HOST)
+    start = text.index("[sources.exp_per_s]")
+    end = text.index("[sources.", start + 1)
+    with pytest.raises(ValueError, match=r"no source given for key\(s\) \['exp_per_s'\]"):
+        parse_hardware(text[:start] + text[end:], "x")
+
+
+def test_shipped_profiles_have_no_host_fields():
+    # the shipped profiles load unchanged: the new fields are optional and absent there
+    for name in list_hardware():
+        hw = load_hardware(name)
+        assert all(getattr(hw, f) is None for f in HOST_FIELDS), name
+        assert all(f"{f} =" not in hardware_to_toml(hw) for f in HOST_FIELDS)
+
+
+# ---------------------------------------------------------------------- measure_host
+def test_measure_host_new_fields_positive_finite():
+    import numba
+
+    hw = measure_host(seconds=0.3, nbytes=32 * 2**20)
+    assert hw.threads == numba.get_num_threads()
+    for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
+              "gather_bytes_per_s", "peak_flops_fp32"):  # fmt: skip
+        v = getattr(hw, f)
+        assert isinstance(v, float) and math.isfinite(v) and v > 0, f
+        assert hw.sources[f][0].startswith("measured:"), f
+    assert parse_hardware(hardware_to_toml(hw), "measured") == hw
+    # a measured host predicts the reference kernels
+    rng = np.random.default_rng(0)
+    S = int(rng.integers(1024, 4096))
+    e = predict_reference(
+        "sparq", hardware=hw, batch=1, n_heads=8, n_kv_heads=2, seq_len=S, head_dim=64,
+        r=8, k=S // 8,
+    )  # fmt: skip
+    assert math.isfinite(e.time_s) and e.time_s > 0
+    assert {f.name for f in dataclasses.fields(hw)} >= set(HOST_FIELDS)
+
+
+def test_cli_measure_prints_host_fields(tmp_path, capsys):
+    from reference.cli import main
+
+    path = tmp_path / "host.toml"
+    assert main(["hardware", "measure", "--seconds", "0.3", "--save", str(path)]) == 0
+    out = capsys.readouterr().out
+    for f in HOST_FIELDS:
+        assert f in out
+    assert "float64 FMA" in out and "gather (512 B rows)" in out
+    hw = load_hardware(str(path))
+    assert all(getattr(hw, f) is not None for f in HOST_FIELDS)
