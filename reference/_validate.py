@@ -78,9 +78,12 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     """
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)  # lists, tuples, scalars; the dtype check below decides
+    if x.dtype.name == "bfloat16" and x.dtype.itemsize == 2:  # ml_dtypes.bfloat16
+        x = x.astype(np.float32)
     if not (x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8)):  # any byte order
         raise TypeError(
-            f"{name}: expected a float16, float32 or float64 array, got dtype {x.dtype}"
+            f"{name}: expected a float16, bfloat16, float32 or float64 array, got dtype"
+            f" {x.dtype}"
             " (cast explicitly if you mean it)"
         )
     if x.ndim != ndim:
@@ -122,44 +125,179 @@ def as_choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 
 def check_attention_inputs(q, k_cache, v_cache, mask):
-    """Validate decode-attention inputs; return (q, k, v, mask, B, H, Hkv, S, d)."""
+    """Validate decode-attention inputs for the float64 twins (float64 copies, finite-checked,
+    logit-overflow bound); return (q, k, v, mask, B, H, Hkv, S, d)."""
     q = as_float_array("q", q, 3)
     k_cache = as_float_array("k_cache", k_cache, 4)
     v_cache = as_float_array("v_cache", v_cache, 4)
-    B, H, d = q.shape
-    if k_cache.shape != v_cache.shape:
-        raise ValueError(
-            f"k_cache, v_cache: expected equal shapes (B, Hkv, S, d), got {k_cache.shape}"
-            f" and {v_cache.shape}"
+    B, H, Hkv, S, d = check_shapes(q.shape, k_cache.shape, v_cache.shape)
+    mask = check_mask(mask, B, S)
+    check_logit_range(q, k_cache, mask)
+    return q, k_cache, v_cache, mask, B, H, Hkv, S, d
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel inputs: caches in their own dtype (no float64 copies), non-finite values located
+# only on the error path.
+# ---------------------------------------------------------------------------------------------
+
+from reference._rows import ENC_BF16, ENC_F16, ENC_NATIVE  # noqa: E402
+
+_CACHE_DTYPES = "float16, bfloat16, float32 or float64"
+
+
+def _is_bfloat16(dt: np.dtype) -> bool:
+    return dt.name == "bfloat16" and dt.itemsize == 2  # ml_dtypes.bfloat16, by name
+
+
+def as_cache_array(name: str, x, ndim: int) -> tuple[np.ndarray, int]:
+    """Return ``(array, encoding)``: ``x`` C-contiguous in its own dtype, 16-bit floats as a
+    ``uint16`` view of their bits with :data:`ENC_F16` / :data:`ENC_BF16`.
+
+    A non-contiguous or byte-swapped ``x`` is copied once, in its own dtype; otherwise no copy
+    is made and the caller's array is only read."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    dt = x.dtype
+    if _is_bfloat16(dt):
+        enc = ENC_BF16
+    elif dt.kind == "f" and dt.itemsize == 2:
+        enc = ENC_F16
+    elif dt.kind == "f" and dt.itemsize in (4, 8):
+        enc = ENC_NATIVE
+    else:
+        raise TypeError(
+            f"{name}: expected a {_CACHE_DTYPES} array, got dtype {dt} (cast explicitly if you"
+            " mean it)"
         )
-    Bk, Hkv, S, dk = k_cache.shape
+    if x.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {x.shape}")
+    if not dt.isnative:
+        dt = dt.newbyteorder("=")
+    x = np.ascontiguousarray(x.astype(dt, copy=False))
+    if enc != ENC_NATIVE:
+        x = x.view(np.uint16)
+    return x, enc
+
+
+@njit_parallel
+def _nonfinite16_count(flat, exp_mask):
+    """Number of 16-bit patterns in ``flat`` whose exponent bits (``exp_mask``) are all set."""
+    n = flat.shape[0]
+    chunk = 1 << 16
+    nchunks = (n + chunk - 1) // chunk
+    hits = np.zeros(nchunks, dtype=np.int64)
+    for c in prange(nchunks):
+        cnt = 0
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            cnt += (flat[i] & exp_mask) == exp_mask
+        hits[c] = cnt
+    return hits.sum()
+
+
+def has_nonfinite(x: np.ndarray, enc: int) -> bool:
+    """Whether ``x`` (from :func:`as_cache_array`) holds a NaN or an inf (parallel scan)."""
+    if x.size == 0:
+        return False
+    flat = x.reshape(-1)
+    if enc == ENC_NATIVE:
+        return bool(_first_nonfinite(flat) >= 0)
+    return bool(_nonfinite16_count(flat, np.uint16(0x7C00 if enc == ENC_F16 else 0x7F80)) > 0)
+
+
+def _as_float_chunk(chunk: np.ndarray, enc: int) -> np.ndarray:
+    if enc == ENC_F16:
+        return chunk.view(np.float16)
+    if enc == ENC_BF16:
+        return (chunk.astype(np.uint32) << 16).view(np.float32)
+    return chunk
+
+
+def raise_nonfinite(name: str, x: np.ndarray, enc: int) -> None:
+    """Raise the ``ValueError`` naming the first NaN of ``x`` (else its first inf), if any;
+    scanned in chunks so that no full-size float copy is made."""
+    flat = x.reshape(-1)
+    step = 1 << 22
+    for kind, test in (("NaN", np.isnan), ("+/-inf", np.isinf)):
+        for lo in range(0, flat.size, step):
+            hit = np.flatnonzero(test(_as_float_chunk(flat[lo : lo + step], enc)))
+            if hit.size:
+                idx = tuple(int(i) for i in np.unravel_index(lo + int(hit[0]), x.shape))
+                if kind == "NaN":
+                    raise ValueError(
+                        f"{name}: contains NaN (first at index {idx}); NaN is not accepted"
+                    )
+                raise ValueError(
+                    f"{name}: contains +/-inf (first at index {idx}); only finite values"
+                )
+
+
+def check_mask(mask, B: int, S: int) -> np.ndarray:
+    """A (B, S) bool mask (True = attend), every row with a valid position; None = all."""
+    if mask is None:
+        return np.ones((B, S), dtype=np.bool_)
+    if not isinstance(mask, np.ndarray):
+        mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"mask: expected a bool array (True = attend), got dtype {mask.dtype}")
+    if mask.shape != (B, S):
+        raise ValueError(f"mask: expected shape (B, S) = {(B, S)}, got {mask.shape}")
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        raise ValueError(
+            f"mask: every batch row needs at least one True (valid) position; rows"
+            f" {np.flatnonzero(empty).tolist()} are all False"
+        )
+    return np.ascontiguousarray(mask)
+
+
+def check_shapes(q_shape, k_shape, v_shape) -> tuple[int, int, int, int, int]:
+    """``(B, H, Hkv, S, d)`` from the shapes of q (B, H, d) and the caches (B, Hkv, S, d)."""
+    B, H, d = q_shape
+    if k_shape != v_shape:
+        raise ValueError(
+            f"k_cache, v_cache: expected equal shapes (B, Hkv, S, d), got {k_shape} and {v_shape}"
+        )
+    Bk, Hkv, S, dk = k_shape
     if Bk != B:
-        raise ValueError(f"k_cache: expected batch {B} (from q {q.shape}), got {Bk}")
+        raise ValueError(f"k_cache: expected batch {B} (from q {q_shape}), got {Bk}")
     if dk != d:
-        raise ValueError(f"k_cache: expected head dim {d} (from q {q.shape}), got {dk}")
+        raise ValueError(f"k_cache: expected head dim {d} (from q {q_shape}), got {dk}")
     if d < 1 or S < 1 or B < 1 or H < 1 or Hkv < 1:
         raise ValueError(
-            f"q, k_cache: every dimension must be >= 1, got q {q.shape}, k_cache {k_cache.shape}"
+            f"q, k_cache: every dimension must be >= 1, got q {q_shape}, k_cache {k_shape}"
         )
     if H % Hkv != 0:
         raise ValueError(
             f"q: number of query heads H={H} must be a multiple of the KV heads Hkv={Hkv}"
         )
-    if mask is None:
-        mask = np.ones((B, S), dtype=np.bool_)
-    else:
-        if not isinstance(mask, np.ndarray):
-            mask = np.asarray(mask)
-        if mask.dtype != np.bool_:
-            raise TypeError(f"mask: expected a bool array (True = attend), got dtype {mask.dtype}")
-        if mask.shape != (B, S):
-            raise ValueError(f"mask: expected shape (B, S) = {(B, S)}, got {mask.shape}")
-        empty = ~mask.any(axis=1)
-        if empty.any():
-            raise ValueError(
-                f"mask: every batch row needs at least one True (valid) position; rows"
-                f" {np.flatnonzero(empty).tolist()} are all False"
-            )
-        mask = np.ascontiguousarray(mask)
-    check_logit_range(q, k_cache, mask)
-    return q, k_cache, v_cache, mask, B, H, Hkv, S, d
+    return B, H, Hkv, S, d
+
+
+class KernelInputs:
+    """Validated kernel inputs: ``q`` float64 (B, H, d); ``k``, ``v`` in their own dtype with
+    encodings ``enc_k``, ``enc_v``; ``mask`` (B, S) bool; sizes ``B, H, Hkv, S, d``."""
+
+    __slots__ = ("q", "k", "enc_k", "k_dtype", "v", "enc_v", "mask", "B", "H", "Hkv", "S", "d")
+
+    def __init__(self, q, k_cache, v_cache, mask):
+        self.q = as_float_array("q", q, 3)  # small: float64 copy, finite-checked
+        self.k_dtype = (
+            np.asarray(k_cache).dtype if not isinstance(k_cache, np.ndarray) else k_cache.dtype
+        )
+        self.k, self.enc_k = as_cache_array("k_cache", k_cache, 4)
+        self.v, self.enc_v = as_cache_array("v_cache", v_cache, 4)
+        self.B, self.H, self.Hkv, self.S, self.d = check_shapes(
+            self.q.shape, self.k.shape, self.v.shape
+        )
+        self.mask = check_mask(mask, self.B, self.S)
+
+    def raise_nonfinite_caches(self) -> None:
+        """Name the first non-finite element of k_cache or v_cache, if there is one."""
+        raise_nonfinite("k_cache", self.k, self.enc_k)
+        raise_nonfinite("v_cache", self.v, self.enc_v)
+
+    def check_finite_caches(self) -> None:
+        """Full scan of both caches (``check_finite=True``); raises naming the element."""
+        if has_nonfinite(self.k, self.enc_k) or has_nonfinite(self.v, self.enc_v):
+            self.raise_nonfinite_caches()

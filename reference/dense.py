@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
-from reference._config import njit_parallel, njit_serial
-from reference._validate import check_attention_inputs
+from reference._config import njit_parallel
+from reference._rows import attend_positions, nonfinite_rows
+from reference._validate import KernelInputs, check_attention_inputs
+from reference._workspace import workspace
 
 
 def dense_attention_naive(q, k_cache, v_cache, mask=None) -> np.ndarray:
@@ -31,79 +34,81 @@ def dense_attention_naive(q, k_cache, v_cache, mask=None) -> np.ndarray:
     return out
 
 
-@njit_serial
-def _softmax_attend_row(qh, Kr, Vr, positions, n_pos, scale, out):
-    """Exact attention of one query row over ``positions[:n_pos]``: softmax(q K^T * scale) V.
-
-    ``qh`` (d,), ``Kr``/``Vr`` (S, d); writes ``out`` (d,).  Softmax with max subtraction,
-    serial float64 accumulation in position order.
-    """
-    d = qh.shape[0]
-    logits = np.empty(n_pos)
-    m = -np.inf
-    for t in range(n_pos):
-        j = positions[t]
-        acc = 0.0
-        for c in range(d):
-            acc += qh[c] * Kr[j, c]
-        acc *= scale
-        logits[t] = acc
-        if acc > m:
-            m = acc
-    for c in range(d):
-        out[c] = 0.0
-    total = 0.0
-    for t in range(n_pos):
-        w = math.exp(logits[t] - m)
-        total += w
-        j = positions[t]
-        for c in range(d):
-            out[c] += w * Vr[j, c]
-    inv = 1.0 / total
-    for c in range(d):
-        out[c] *= inv
-
-
 @njit_parallel
-def _dense_kernel(q, K, V, mask, out):
+def _dense_kernel(q, K, enc_k, V, enc_v, mask, check_masked, out, status, fwork, iwork):
+    """All rows: ``q`` (B, H, d) float64, ``K``, ``V`` (B, Hkv, S, d) in their own dtype
+    (encodings ``enc_k``, ``enc_v``), ``mask`` (B, S); writes ``out`` (B, H, d).
+
+    One row per (batch, KV head): its g query heads read each K and V row once. ``status``
+    (B, Hkv) is set to 1 where a non-finite value was met (a logit or output, or with
+    ``check_masked`` a masked row of K or V). ``fwork`` (threads, >= g S) float64 and
+    ``iwork`` (threads, >= S) int64 are per-thread scratch (see reference._workspace)."""
     B, H, d = q.shape
     Hkv = K.shape[1]
     S = K.shape[2]
     g = H // Hkv
     scale = 1.0 / math.sqrt(d)
-    for row in prange(B * H):
-        b = row // H
-        h = row % H
-        positions = np.empty(S, dtype=np.int64)
+    for row in prange(B * Hkv):
+        b = row // Hkv
+        kv = row % Hkv
+        tid = numba.get_thread_id()
+        positions = iwork[tid]
         n = 0
         for j in range(S):
             if mask[b, j]:
                 positions[n] = j
                 n += 1
-        _softmax_attend_row(q[b, h], K[b, h // g], V[b, h // g], positions, n, scale, out[b, h])
+        h0 = kv * g
+        st = status[b, kv : kv + 1]
+        attend_positions(
+            q[b, h0 : h0 + g], K[b, kv], enc_k, V[b, kv], enc_v, positions, n, scale,
+            out[b, h0 : h0 + g], st, fwork[tid],
+        )  # fmt: skip
+        if check_masked and n < S:
+            if nonfinite_rows(K[b, kv], enc_k, mask[b], False):
+                st[0] = 1
+            if nonfinite_rows(V[b, kv], enc_v, mask[b], False):
+                st[0] = 1
 
 
-def dense_attention(q, k_cache, v_cache, *, mask=None) -> np.ndarray:
+def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True) -> np.ndarray:
     """Dense attention for one decode step (float64 result).
 
     Parameters
     ----------
     q : ndarray, shape (B, H, d)
-        Queries of the token being generated (post-RoPE), float16/32/64.
+        Queries of the token being generated (post-RoPE), float16/bfloat16/float32/float64.
     k_cache, v_cache : ndarray, shape (B, Hkv, S, d)
         Key and value caches; the current token's key/value sits at the last valid position.
-        ``H`` must be a multiple of ``Hkv`` (GQA group size ``g = H // Hkv``).
+        ``H`` must be a multiple of ``Hkv`` (GQA group size ``g = H // Hkv``). float16,
+        bfloat16 (``ml_dtypes.bfloat16``), float32 or float64, read in place in their own
+        dtype (a non-contiguous or byte-swapped array is copied once, in its own dtype) and
+        accumulated in float64.
     mask : ndarray of bool, shape (B, S), optional
         True = attend.  Masked positions may hold any finite values; they have no influence.
+    check_finite : bool
+        Reject NaN and inf anywhere in q, k_cache and v_cache (masked slots included), naming
+        the array and the element. The check rides on the kernel's own pass (a non-finite
+        valid entry always makes a logit or an output non-finite); only masked rows cost an
+        extra read. With False, masked rows are not read at all; a non-finite value in a
+        valid row is still reported.
 
     Returns
     -------
     out : ndarray of float64, shape (B, H, d)
     """
-    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
-    out = np.empty((B, H, d))
-    _dense_kernel(q, K, V, mask, out)
-    if not np.isfinite(out).all():
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite: expected a bool, got {type(check_finite).__name__}")
+    x = KernelInputs(q, k_cache, v_cache, mask)
+    out = np.empty((x.B, x.H, x.d))
+    status = np.zeros((x.B, x.Hkv), dtype=np.int64)
+    g = x.H // x.Hkv
+    _dense_kernel(
+        x.q, x.k, x.enc_k, x.v, x.enc_v, x.mask, bool(check_finite), out, status,
+        workspace("dense_f", g * x.S, np.float64), workspace("dense_i", x.S, np.int64),
+    )  # fmt: skip
+    if status.any():
+        x.raise_nonfinite_caches()
         raise ValueError(
             "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
             " scale q or k_cache down"

@@ -612,6 +612,20 @@ def topk_row(x, k, out):
         raise ValueError("topk_row: x holds a NaN")
 
 
+@njit_serial
+def topk_buffer_size(n, k):
+    """Length of the candidate buffers :func:`topk_row_into` needs for a row of ``n``."""
+    return _buffer_size(n, k)
+
+
+@njit_serial
+def topk_row_into(x, k, out, bv, bi):
+    """:func:`topk_row` with caller-provided candidate buffers ``bv`` (x's dtype) and ``bi``
+    (int64), each of at least :func:`topk_buffer_size` elements (no allocation)."""
+    if _topk_core(x, k, out, bv, bi):
+        raise ValueError("topk_row: x holds a NaN")
+
+
 @njit_parallel
 def _topk_kernel(x2, k, out, nan_rows):
     rows = x2.shape[0]

@@ -25,14 +25,40 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import prange
 
 from reference._config import njit_parallel, njit_serial
-from reference._validate import as_choice, as_float_array, as_int, check_attention_inputs
-from reference.dense import _softmax_attend_row
+from reference._rows import (
+    EXP_CHUNK,
+    attend_positions,
+    decode_buffer,
+    load_row,
+    segment_of,
+    src_of,
+)
+from reference._validate import (
+    KernelInputs,
+    as_cache_array,
+    as_choice,
+    as_float_array,
+    as_int,
+    check_attention_inputs,
+    has_nonfinite,
+    raise_nonfinite,
+)
+from reference._vexp import exp_into
+from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
-from reference.selection import bucketed_topk_row, bucketed_topk_twin, topk_naive, topk_row
+from reference.selection import (
+    bucketed_topk_row,
+    bucketed_topk_twin,
+    topk_buffer_size,
+    topk_naive,
+    topk_row,
+    topk_row_into,
+)
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
 GROUP_SCORES = ("logits", "probs")
@@ -64,6 +90,7 @@ class KernelParams(NamedTuple):
     num_buckets: int  # EXACT_TOPK (0) for the exact top-k
     k_per_bucket: int
     interleaved: bool
+    phase_limit: int = 99  # run steps up to this phase only (benchmark breakdown; 99 = all)
 
 
 @dataclass(frozen=True)
@@ -480,18 +507,104 @@ def _alloc_outputs(B, H, G, S, d, p: SparqParams) -> KernelOutputs:
     )
 
 
+#: Positions per block of step 3 (the block of ``r`` key columns, float64, stays in L1/L2).
+_STEP3_BLOCK = 256
+
+
 @njit_serial
-def _sparq_group_row(qg, K, V, maskrow, vmean, kp, out, comps, s, pos, alpha, y, tau):
-    """One selection group: ``qg`` (G, d), ``K``, ``V`` (S, d), ``maskrow`` (S,), ``vmean``
-    (d,), ``kp`` a :class:`KernelParams`; writes the group's slices of the outputs
-    (``out``, ``y`` (G, d), ``comps`` (r,), ``s`` (G, S), ``pos`` (k,), ``alpha``, ``tau``
-    (G,))."""
+def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s):
+    """Step 3 over all S positions (masked ones included; the caller masks them): ``s[h, j] =
+    (sum_u qs[h, u] K[j, comps[u]]) / tau[h]``, ``qs`` (G, r) the kept query components.
+
+    With ``has_kt`` the key columns come from rows of the transposed copy ``KT`` (d, S)
+    (contiguous segments), otherwise from the rows of ``K`` (S, d). Either way a block of
+    columns is first widened into the same float64 buffer and reduced by the same loop, so
+    the two routes give bit-identical logits."""
+    G, r = qs.shape
+    S, d = K.shape
+    blk = np.empty((r, _STEP3_BLOCK))
+    bits, fv = decode_buffer(max(_STEP3_BLOCK, d))
+    picked = np.empty(r, dtype=K.dtype)
+    acc = np.empty(_STEP3_BLOCK)
+    for j0 in range(0, S, _STEP3_BLOCK):
+        n = min(_STEP3_BLOCK, S - j0)
+        if has_kt:
+            for u in range(r):
+                seg = segment_of(KT[comps[u]], j0, n, enc_kt, bits, fv, 0)
+                bu = blk[u]
+                for jj in range(n):
+                    bu[jj] = seg[jj]
+        else:
+            for jj in range(n):
+                krow = K[j0 + jj]
+                for u in range(r):
+                    picked[u] = krow[comps[u]]
+                col = segment_of(picked, 0, r, enc_k, bits, fv, 0)
+                for u in range(r):
+                    blk[u, jj] = col[u]
+        for h in range(G):
+            for jj in range(n):
+                acc[jj] = 0.0
+            for u in range(r):
+                qv = qs[h, u]
+                bu = blk[u]
+                for jj in range(n):
+                    acc[jj] += qv * bu[jj]
+            th = tau[h]
+            sh = s[h]
+            if th > 0:
+                for jj in range(n):
+                    sh[j0 + jj] = acc[jj] / th
+            else:  # q_h is zero on every kept component: approximate logits are 0
+                for jj in range(n):
+                    sh[j0 + jj] = 0.0
+
+
+@njit_serial
+def _exp_shifted(src, m, dst, scratch):
+    """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
+    n = src.shape[0]
+    total = 0.0
+    for i0 in range(0, n, EXP_CHUNK):
+        i1 = min(n, i0 + EXP_CHUNK)
+        seg = dst[: i1 - i0]
+        for t in range(i1 - i0):
+            seg[t] = src[i0 + t] - m
+        exp_into(seg, seg, scratch)
+        for t in range(i1 - i0):
+            total += seg[t]
+    return total
+
+
+def _work_sizes(G: int, S: int, k: int) -> tuple[int, int]:
+    """Per-thread scratch of one SparQ row: (float64 elements, int64 elements)."""
+    cap = topk_buffer_size(S, k)
+    return S + G * k + EXP_CHUNK + cap, S + k + cap
+
+
+@njit_serial
+def _sparq_group_row(
+    qg, K, enc_k, KT, enc_kt, has_kt, V, enc_v, maskrow, vmean, kp, out, comps, s, pos, alpha,
+    y, tau, status, fwork, iwork,
+):  # fmt: skip
+    """One selection group: ``qg`` (G, d) float64; ``K``, ``V`` (S, d) and ``KT`` (d, S) in
+    their own dtype (encodings ``enc_*``); ``maskrow`` (S,); ``vmean`` (d,); ``kp`` a
+    :class:`KernelParams`. Writes the group's slices of the outputs (``out``, ``y`` (G, d),
+    ``comps`` (r,), ``s`` (G, S), ``pos`` (k,), ``alpha``, ``tau`` (G,)); ``status[0] = 1``
+    when a non-finite value was read or produced (the row is then left unfinished).
+    ``fwork`` / ``iwork`` are this thread's float64 / int64 scratch (:func:`_work_sizes`)."""
     r, k, local_window = kp.r, kp.k, kp.local_window
-    nb, kb = kp.num_buckets, kp.k_per_bucket
     G, d = qg.shape
     S = K.shape[0]
-    # valid positions in order
-    valid = np.empty(S, dtype=np.int64)
+    cap = topk_buffer_size(S, k)
+    score = fwork[:S]
+    attw = fwork[S : S + G * k]
+    chunk = fwork[S + G * k : S + G * k + EXP_CHUNK]
+    bv = fwork[S + G * k + EXP_CHUNK : S + G * k + EXP_CHUNK + cap]
+    valid = iwork[:S]
+    sel_all = iwork[S : S + k]
+    bi = iwork[S + k : S + k + cap]
+    scratch = np.empty(2 * EXP_CHUNK)
     nv = 0
     for j in range(S):
         if maskrow[j]:
@@ -518,84 +631,119 @@ def _sparq_group_row(qg, K, V, maskrow, vmean, kp, out, comps, s, pos, alpha, y,
                 kept += abs(qg[h, comps[t]])
             cov = kept / total if total > 0 else 1.0
             tau[h] = math.sqrt(d * cov)
-    # Step 3: approximate logits; per-head max for the softmaxes.
+    # Step 3: approximate logits, -inf where masked; per-head max over valid positions.
     qs = np.empty((G, r))
     for h in range(G):
         for t in range(r):
             qs[h, t] = qg[h, comps[t]]
-    for h in range(G):
-        for j in range(S):
-            s[h, j] = -np.inf
+    _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s)
     smax = np.full(G, -np.inf)
-    for t in range(nv):
-        j = valid[t]
-        for h in range(G):
-            if tau[h] > 0:
-                acc = 0.0
-                for u in range(r):
-                    acc += qs[h, u] * K[j, comps[u]]
-                v = acc / tau[h]
-            else:
-                v = 0.0
-            s[h, j] = v
-            if v > smax[h]:
-                smax[h] = v
-    ssum = np.zeros(G)
+    chk = 0.0
     for h in range(G):
-        for t in range(nv):
-            ssum[h] += math.exp(s[h, valid[t]] - smax[h])
-    # Step 4: group score over valid positions (compacted), forced local window, top-k.
-    score = np.zeros(nv)
-    for t in range(nv):
-        j = valid[t]
-        acc = 0.0
-        for h in range(G):
-            if kp.probs:
-                acc += math.exp(s[h, j] - smax[h]) / ssum[h]
+        sh = s[h]
+        m = -np.inf
+        for j in range(S):
+            if maskrow[j]:
+                chk += sh[j] * 0.0  # NaN iff a valid logit is not finite
+                m = max(m, sh[j])
             else:
-                acc += s[h, j]
-        score[t] = acc
+                sh[j] = -np.inf
+        smax[h] = m
+    if chk != chk:
+        status[0] = 1
+        return
+    if kp.phase_limit < 2:
+        return
+    # Softmax normalisers of the approximate logits (masked: exp(-inf) = 0).
+    ssum = np.empty(G)
+    for h in range(G):
+        ssum[h] = _exp_shifted(s[h], smax[h], chunk, scratch)
+    # Step 4: group score over valid positions (compacted), forced local window, top-k.
+    for t in range(nv):
+        score[t] = 0.0
+    for h in range(G):
+        sh = s[h]
+        if kp.probs:  # exps again, chunk by chunk (no (G, S) buffer), in compacted order
+            t2 = 0
+            for j0 in range(0, S, EXP_CHUNK):
+                n = min(EXP_CHUNK, S - j0)
+                seg = chunk[:n]
+                for t in range(n):
+                    seg[t] = sh[j0 + t] - smax[h]
+                exp_into(seg, seg, scratch)
+                for t in range(n):
+                    if maskrow[j0 + t]:
+                        score[t2] += seg[t] / ssum[h]
+                        t2 += 1
+        else:
+            for t in range(nv):
+                score[t] += sh[valid[t]]
+    if kp.phase_limit < 3:
+        return
     n_local = min(local_window, nv)
     for t in range(nv - n_local, nv):
         score[t] = np.inf
     n_sel = min(k, nv)
-    sel = np.empty(n_sel, dtype=np.int64)
+    sel = sel_all[:n_sel]
     n_rest = nv - n_local
+    nb = kp.num_buckets
     if nb != EXACT_TOPK and n_sel - n_local > 0 and n_sel < nv:
         # Bucketed top-k over the non-local prefix; the forced window (score +inf) first.
         for t in range(n_local):
             sel[t] = n_rest + t
         bucketed_topk_row(
-            score[:n_rest], n_sel - n_local, min(nb, n_rest), kb, kp.interleaved, sel[n_local:]
-        )
+            score[:n_rest], n_sel - n_local, min(nb, n_rest), kp.k_per_bucket, kp.interleaved,
+            sel[n_local:],
+        )  # fmt: skip
     else:
-        topk_row(score, n_sel, sel)
+        topk_row_into(score[:nv], n_sel, sel, bv, bi)
     for t in range(n_sel):
         sel[t] = valid[sel[t]]
         pos[t] = sel[t]
     for t in range(n_sel, k):
         pos[t] = -1
-    # Step 5: alpha.
+    if kp.phase_limit < 4:
+        return
+    # Step 5: alpha = softmax mass of the approximate logits on the kept positions.
     for h in range(G):
         if kp.reallocate:
+            sh = s[h]
             acc = 0.0
-            for t in range(n_sel):
-                acc += math.exp(s[h, sel[t]] - smax[h])
+            for t0 in range(0, n_sel, EXP_CHUNK):
+                n = min(EXP_CHUNK, n_sel - t0)
+                seg = chunk[:n]
+                for t in range(n):
+                    seg[t] = sh[sel[t0 + t]] - smax[h]
+                exp_into(seg, seg, scratch)
+                for t in range(n):
+                    acc += seg[t]
             alpha[h] = acc / ssum[h]
         else:
             alpha[h] = 1.0
-    # Steps 7-8.
-    scale = 1.0 / math.sqrt(d)
+    if kp.phase_limit < 5:
+        return
+    # Step 7: exact attention over the kept positions (gathered rows of K and V).
+    attend_positions(qg, K, enc_k, V, enc_v, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
+    if kp.phase_limit < 6:
+        return
+    # Step 8: reallocation to v_mean.
     for h in range(G):
-        _softmax_attend_row(qg[h], K, V, sel, n_sel, scale, y[h])
+        ah = alpha[h]
         for c in range(d):
-            out[h, c] = alpha[h] * y[h, c] + (1.0 - alpha[h]) * vmean[c]
+            out[h, c] = ah * y[h, c] + (1.0 - ah) * vmean[c]
 
 
 @njit_parallel
-def _sparq_kernel(q, K, V, mask, vmean, kp, o):
-    """All rows: ``q`` (B, H, d), ``K``, ``V`` (B, Hkv, S, d), ``mask`` (B, S), ``vmean``
-    (B, Hkv, d), ``kp`` a :class:`KernelParams`, ``o`` a :class:`KernelOutputs`."""
+def _sparq_kernel(
+    q, K, enc_k, KT, enc_kt, has_kt, V, enc_v, mask, vmean, kp, o, s_out, s_is_work, status,
+    fwork, iwork,
+):  # fmt: skip
+    """All rows: ``q`` (B, H, d) float64; ``K``, ``V`` (B, Hkv, S, d), ``KT`` (B, Hkv, d, S)
+    in their own dtype; ``mask`` (B, S); ``vmean`` (B, Hkv, d); ``kp`` a
+    :class:`KernelParams`; ``o`` a :class:`KernelOutputs`; ``status`` (B, G) int64.
+    The approximate logits go to ``o.approx_logits`` or, with ``s_is_work``, to the
+    per-thread scratch ``s_out`` (threads, per, S). Rows are (batch, selection group) pairs,
+    independent, run in parallel; ``fwork`` / ``iwork`` are per-thread scratch."""
     per = kp.per
     B, H, d = q.shape
     Hkv = K.shape[1]
@@ -607,29 +755,40 @@ def _sparq_kernel(q, K, V, mask, vmean, kp, o):
         h0 = grp * per
         kv = h0 // g
         hs = slice(h0, h0 + per)
+        tid = numba.get_thread_id()
+        s = s_out[tid] if s_is_work else o.approx_logits[b, hs]
         _sparq_group_row(
-            q[b, hs], K[b, kv], V[b, kv], mask[b], vmean[b, kv], kp, o.out[b, hs],
-            o.components[b, grp], o.approx_logits[b, hs], o.positions[b, grp], o.alpha[b, hs],
-            o.y[b, hs], o.temperature[b, hs],
+            q[b, hs], K[b, kv], enc_k, KT[b, kv], enc_kt, has_kt, V[b, kv], enc_v, mask[b],
+            vmean[b, kv], kp, o.out[b, hs], o.components[b, grp], s, o.positions[b, grp],
+            o.alpha[b, hs], o.y[b, hs], o.temperature[b, hs], status[b, grp : grp + 1],
+            fwork[tid], iwork[tid],
         )  # fmt: skip
 
 
 @njit_parallel
-def _masked_mean_kernel(V, mask, out):
+def _masked_mean_kernel(V, enc_v, mask, out, status):
+    """Step 6 for every (batch, KV head): mean of the valid rows of ``V`` (own dtype)."""
     B, Hkv, S, d = V.shape
     for row in prange(B * Hkv):
         b = row // Hkv
         kv = row % Hkv
+        bits, fv = decode_buffer(d)
+        acc = np.zeros(d)
         n = 0
-        for c in range(d):
-            out[b, kv, c] = 0.0
+        Vr = V[b, kv]
+        Vs = src_of(Vr, fv)
         for j in range(S):
             if mask[b, j]:
                 n += 1
+                i = load_row(Vr, j, enc_v, bits, 0)
                 for c in range(d):
-                    out[b, kv, c] += V[b, kv, j, c]
+                    acc[c] += Vs[i, c]
+        chk = 0.0
         for c in range(d):
-            out[b, kv, c] /= n
+            out[b, kv, c] = acc[c] / n
+            chk += acc[c] * 0.0
+        if chk != chk:
+            status[b, kv] = 1
 
 
 def _finite_result(out: np.ndarray, precision: str) -> np.ndarray:
@@ -663,15 +822,20 @@ def sparq_attention(
     interleaved: bool = True,
     precision: str = "float64",
     impl: str | None = None,
+    k_cache_t=None,
+    check_finite: bool = True,
 ) -> np.ndarray | SparqSteps:
     """SparQ Attention for one decode step (float64 truth, Ribar et al. 2024, Alg. 1).
 
     Parameters
     ----------
     q : ndarray, shape (B, H, d)
-        Queries of the token being generated (post-RoPE), float16/32/64.
+        Queries of the token being generated (post-RoPE), float16/bfloat16/float32/float64.
     k_cache, v_cache : ndarray, shape (B, Hkv, S, d)
         Caches including the current token at the last valid position; ``H % Hkv == 0``.
+        float16, bfloat16 (``ml_dtypes.bfloat16``), float32 or float64: the kernel reads them
+        in place in their own dtype (a non-contiguous or byte-swapped array is copied once,
+        in its own dtype) and accumulates in float64.
     r : int
         Query components kept, ``1 <= r <= d``.
     k : int
@@ -708,6 +872,18 @@ def sparq_attention(
     impl : {"numba", "naive"}, optional
         The Numba-parallel kernel (default for float64) or the NumPy twin (always used for an
         emulated precision).
+    k_cache_t : ndarray, shape (B, Hkv, d, S), optional
+        A second copy of the keys, transposed (paper Sec. 6 and App. F: K stored twice), in
+        k_cache's dtype and C-contiguous; build it with :func:`transpose_keys`. Step 1 then
+        streams only the ``r`` selected rows of it. The result is bit-identical to the call
+        without it. Its shape and dtype are checked, and 64 random positions per (batch, KV
+        head) are compared with ``k_cache``. Kernel only (``impl="numba"``).
+    check_finite : bool
+        True (default): scan q, the caches (and ``k_cache_t``) for NaN/inf and name the first
+        one; this full read makes the call about as slow as dense attention. False: validate
+        only what the kernel reads (q, the ``r`` key columns of step 1, the kept rows of K
+        and V, V for the default ``v_mean``): a NaN or inf in an entry SparQ never reads
+        goes undetected.
 
     Returns
     -------
@@ -730,21 +906,111 @@ def sparq_attention(
             k_per_bucket=k_per_bucket, interleaved=interleaved, precision=precision,
         )  # fmt: skip
         return steps if return_steps else steps.out
-    q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
+    if not isinstance(check_finite, (bool, np.bool_)):
+        raise TypeError(f"check_finite: expected a bool, got {type(check_finite).__name__}")
+    x = KernelInputs(q, k_cache, v_cache, mask)
     p = SparqParams.build(
-        d=d, r=r, k=k, local_window=local_window, reallocate=reallocate,
+        d=x.d, r=r, k=k, local_window=local_window, reallocate=reallocate,
         temperature=temperature, group_score=group_score, selection=selection, topk=topk,
         num_buckets=num_buckets, k_per_bucket=k_per_bucket, interleaved=interleaved,
     )  # fmt: skip
-    v_mean = _check_v_mean(v_mean, (B, Hkv, d))
+    v_mean = _check_v_mean(v_mean, (x.B, x.Hkv, x.d))
+    kt, enc_kt = _check_k_cache_t(k_cache_t, x)
+    if check_finite:
+        x.check_finite_caches()
+        if kt is not None and has_nonfinite(kt, enc_kt):
+            raise_nonfinite("k_cache_t", kt, enc_kt)
+    steps = _run_kernel(x, p, v_mean, kt, enc_kt, return_steps=bool(return_steps))
+    return steps if return_steps else steps.out
+
+
+def transpose_keys(k_cache) -> np.ndarray:
+    """The transposed key copy for ``sparq_attention(..., k_cache_t=...)``: (B, Hkv, S, d) ->
+    (B, Hkv, d, S), C-contiguous, in k_cache's own dtype (a copy of the same bytes)."""
+    if not isinstance(k_cache, np.ndarray):
+        raise TypeError(f"k_cache: expected a numpy array, got {type(k_cache).__name__}")
+    if k_cache.ndim != 4:
+        raise ValueError(f"k_cache: expected a 4-D array (B, Hkv, S, d), got {k_cache.shape}")
+    return np.ascontiguousarray(np.swapaxes(k_cache, 2, 3))
+
+
+#: Positions per (batch, KV head) compared between k_cache_t and k_cache.
+_KT_SPOT_CHECKS = 64
+
+
+def _check_k_cache_t(k_cache_t, x: KernelInputs):
+    """Validate the transposed key copy; ``(None, 0)`` when there is none."""
+    if k_cache_t is None:
+        return None, 0
+    if not isinstance(k_cache_t, np.ndarray):
+        raise TypeError(f"k_cache_t: expected a numpy array, got {type(k_cache_t).__name__}")
+    want = (x.B, x.Hkv, x.d, x.S)
+    if k_cache_t.shape != want:
+        raise ValueError(
+            f"k_cache_t: expected shape (B, Hkv, d, S) = {want}, got {k_cache_t.shape}"
+        )
+    kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)
+    if k_cache_t.dtype.newbyteorder("=") != np.dtype(x.k_dtype).newbyteorder("=") or enc != x.enc_k:
+        raise TypeError(f"k_cache_t: expected k_cache's dtype {x.k_dtype}, got {k_cache_t.dtype}")
+    if not k_cache_t.flags.c_contiguous or not k_cache_t.dtype.isnative:
+        raise ValueError(
+            "k_cache_t: expected a C-contiguous array in native byte order (it exists to be"
+            " streamed row by row); build it with reference.transpose_keys(k_cache)"
+        )
+    rng = np.random.default_rng(0)
+    j = rng.integers(0, x.S, size=(x.B, x.Hkv, _KT_SPOT_CHECKS))
+    bi = np.arange(x.B)[:, None, None]
+    hi = np.arange(x.Hkv)[None, :, None]
+    uint = np.dtype(f"u{kt.dtype.itemsize}")
+    from_t = kt[bi, hi, :, j].view(uint)  # (B, Hkv, n, d)
+    from_k = x.k[bi, hi, j, :].view(uint)
+    diff = np.argwhere((from_t != from_k).any(axis=-1))
+    if diff.size:
+        b, h, t = (int(i) for i in diff[0])
+        raise ValueError(
+            f"k_cache_t: expected k_cache transposed (k_cache_t[b, h, :, j] =="
+            f" k_cache[b, h, j, :]), but they differ at b={b}, h={h}, j={int(j[b, h, t])};"
+            " build it with reference.transpose_keys(k_cache)"
+        )
+    return kt, enc
+
+
+def _run_kernel(
+    x: KernelInputs, p: SparqParams, v_mean, kt, enc_kt, *, return_steps: bool = True,
+    phase_limit: int = 99,
+) -> SparqSteps:  # fmt: skip
+    """Run the Numba kernel on validated inputs; non-finite results raise. Without
+    ``return_steps`` the (B, H, S) approximate logits live in reused per-thread scratch and
+    the returned ``approx_logits`` is an empty (0, 0, 0) array. ``phase_limit`` < 6 stops
+    every row after that phase (1: steps 1-3, 2: softmax normalisers and group score,
+    3: top-k, 4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
+    B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     if v_mean is None:
         v_mean = np.empty((B, Hkv, d))
-        _masked_mean_kernel(V, mask, v_mean)
-    kp = p.kernel(H // Hkv)
-    o = _alloc_outputs(B, H, H // kp.per, S, d, p)
-    _sparq_kernel(q, K, V, mask, v_mean, kp, o)
-    _finite_result(o.out, "float64")
-    if not return_steps:
-        return o.out
+        status_v = np.zeros((B, Hkv), dtype=np.int64)
+        _masked_mean_kernel(x.v, x.enc_v, x.mask, v_mean, status_v)
+        if status_v.any():
+            x.raise_nonfinite_caches()
+    kp = p.kernel(H // Hkv)._replace(phase_limit=phase_limit)
+    G = H // kp.per
+    o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p)
+    s_work = workspace("sparq_s", 1 if return_steps else kp.per * S, np.float64)
+    s_work = s_work.reshape(s_work.shape[0], -1, S if not return_steps else 1)
+    nf, ni = _work_sizes(kp.per, S, p.k)
+    status = np.zeros((B, G), dtype=np.int64)
+    has_kt = kt is not None
+    _sparq_kernel(
+        x.q, x.k, x.enc_k, kt if has_kt else x.k, enc_kt, has_kt, x.v, x.enc_v, x.mask,
+        v_mean, kp, o, s_work, not return_steps, status, workspace("sparq_f", nf, np.float64),
+        workspace("sparq_i", ni, np.int64),
+    )  # fmt: skip
+    if status.any() or (phase_limit >= 6 and not np.isfinite(o.out).all()):
+        x.raise_nonfinite_caches()
+        if has_kt:
+            raise_nonfinite("k_cache_t", kt, enc_kt)
+        raise ValueError(
+            "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
+            " scale q or k_cache down"
+        )
     return SparqSteps(o.out, o.components, o.approx_logits, o.positions, o.alpha, v_mean, o.y,
                       o.temperature)  # fmt: skip

@@ -1,0 +1,42 @@
+"""Reusable per-thread scratch memory for the kernels.
+
+On the hosts this reference runs on, touching freshly mapped memory costs about as much as
+reading it from DRAM several times over (a page fault per 4 KiB), and at decode sizes the
+per-row scratch (logits of a KV head's query group over S positions) is far above malloc's
+mmap threshold. So the kernels' scratch is allocated once per Python thread and reused:
+each Numba worker takes the row of it given by ``numba.get_thread_id()``. Results never
+depend on the scratch's previous contents. :func:`release` frees it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+_local = threading.local()
+
+
+def workspace(name: str, per_thread: int, dtype) -> np.ndarray:
+    """A ``(numba.get_num_threads(), per_thread)`` C-contiguous scratch array of ``dtype``,
+    reused across calls from this Python thread (contents undefined)."""
+    cache = _local.__dict__.setdefault("arrays", {})
+    rows = numba.get_num_threads()
+    n = rows * max(int(per_thread), 1)
+    key = (name, np.dtype(dtype).str)
+    arr = cache.get(key)
+    if arr is None or arr.size < n:
+        arr = np.empty(n, dtype=dtype)
+        cache[key] = arr
+    return arr[:n].reshape(rows, max(int(per_thread), 1))
+
+
+def held_bytes() -> int:
+    """Bytes of scratch this Python thread holds."""
+    return sum(a.nbytes for a in _local.__dict__.get("arrays", {}).values())
+
+
+def release() -> None:
+    """Free this Python thread's scratch (the next kernel call allocates it again)."""
+    _local.__dict__.pop("arrays", None)
