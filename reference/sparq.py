@@ -508,7 +508,7 @@ def _alloc_outputs(B, H, G, S, d, p: SparqParams) -> KernelOutputs:
 
 
 #: Positions per block of step 3 (the block of ``r`` key columns, float64, stays in L1/L2).
-_STEP3_BLOCK = 256
+_STEP3_BLOCK = 1024
 
 
 @njit_serial
@@ -565,12 +565,13 @@ def _exp_shifted(src, m, dst, scratch):
     """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
     n = src.shape[0]
     total = 0.0
+    shifted = np.empty(EXP_CHUNK)  # exp_into's input and output must not overlap (SIMD)
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = dst[: i1 - i0]
         for t in range(i1 - i0):
-            seg[t] = src[i0 + t] - m
-        exp_into(seg, seg, scratch)
+            shifted[t] = src[i0 + t] - m
+        exp_into(shifted[: i1 - i0], seg, scratch)
         for t in range(i1 - i0):
             total += seg[t]
     return total
@@ -605,6 +606,7 @@ def _sparq_group_row(
     sel_all = iwork[S : S + k]
     bi = iwork[S + k : S + k + cap]
     scratch = np.empty(2 * EXP_CHUNK)
+    shifted = np.empty(EXP_CHUNK)
     nv = 0
     for j in range(S):
         if maskrow[j]:
@@ -669,8 +671,8 @@ def _sparq_group_row(
                 n = min(EXP_CHUNK, S - j0)
                 seg = chunk[:n]
                 for t in range(n):
-                    seg[t] = sh[j0 + t] - smax[h]
-                exp_into(seg, seg, scratch)
+                    shifted[t] = sh[j0 + t] - smax[h]
+                exp_into(shifted[:n], seg, scratch)
                 for t in range(n):
                     if maskrow[j0 + t]:
                         score[t2] += seg[t] / ssum[h]
@@ -713,8 +715,8 @@ def _sparq_group_row(
                 n = min(EXP_CHUNK, n_sel - t0)
                 seg = chunk[:n]
                 for t in range(n):
-                    seg[t] = sh[sel[t0 + t]] - smax[h]
-                exp_into(seg, seg, scratch)
+                    shifted[t] = sh[sel[t0 + t]] - smax[h]
+                exp_into(shifted[:n], seg, scratch)
                 for t in range(n):
                     acc += seg[t]
             alpha[h] = acc / ssum[h]
@@ -722,7 +724,9 @@ def _sparq_group_row(
             alpha[h] = 1.0
     if kp.phase_limit < 5:
         return
-    # Step 7: exact attention over the kept positions (gathered rows of K and V).
+    # Step 7: exact attention over the kept positions (gathered rows of K and V), visited in
+    # index order: the gathers then walk memory forwards (prefetch- and TLB-friendly).
+    sel.sort()
     attend_positions(qg, K, enc_k, V, enc_v, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
     if kp.phase_limit < 6:
         return

@@ -111,10 +111,16 @@ def test_logit_overflow_from_finite_inputs_is_an_error():
     q, K, V, mask = random_case(46)
     q, K = q * 1e200, K * 1e200  # finite, but q . k overflows float64
     with np.errstate(all="ignore"):
-        with pytest.raises(ValueError, match="q, k_cache: .* logits could overflow float64"):
-            sparq_attention(q, K, V, r=8, k=3, mask=mask)
-        with pytest.raises(ValueError, match="q, k_cache: .* logits could overflow float64"):
-            dense_attention(q, K, V, mask=mask)
+        # the kernels detect the overflow in the logits they compute; the twins refuse the
+        # inputs up front by the bound ||q_h||_1 max|K| < 1e300
+        for impl in ("numba", "naive"):
+            with pytest.raises(ValueError, match="q, k_cache: .* logits (could )?overflow float64"):
+                sparq_attention(q, K, V, r=8, k=3, mask=mask, impl=impl)
+        for check_finite in (True, False):
+            with pytest.raises(ValueError, match="q, k_cache: .* logits overflow float64"):
+                dense_attention(q, K, V, mask=mask, check_finite=check_finite)
+            with pytest.raises(ValueError, match="q, k_cache: .* logits overflow float64"):
+                sparq_attention(q, K, V, r=8, k=3, mask=mask, check_finite=check_finite)
 
 
 def test_huge_masked_garbage_does_not_trip_the_overflow_guard():
