@@ -902,6 +902,11 @@ def sparq_attention(
             f"impl: the Numba kernel computes the float64 truth only; emulating"
             f" precision={precision!r} needs impl='naive' (or leave impl unset), got impl='numba'"
         )
+    if impl == "naive" and k_cache_t is not None:
+        raise ValueError(
+            "impl: k_cache_t is read by the Numba kernel only (the twin has no use for it);"
+            " got impl='naive' with a k_cache_t"
+        )
     if impl == "naive":
         steps = sparq_attention_naive(
             q, k_cache, v_cache, r=r, k=k, local_window=local_window, mask=mask,

@@ -1,0 +1,292 @@
+"""The kernels at realistic-size settings: caches read in their own dtype, K stored twice,
+check_finite, the vector exp, the 16-bit decoders, thread invariance for every dtype.
+
+Oracles: ``math.exp``; NumPy's float16 -> float32 conversion and ml_dtypes' bfloat16 ->
+float32 conversion over all 65536 bit patterns; the float64 NumPy twins (inputs widened to
+float64 by NumPy, not by the code under test); the call without ``k_cache_t``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from reference import dense_attention, dense_attention_naive, sparq_attention
+from reference._rows import ENC_BF16, ENC_F16, decode16
+from reference._vexp import exp_into
+from reference.sparq import transpose_keys
+from tests._cases import random_case
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+DTYPES = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16]
+DTYPE_IDS = ["float64", "float32", "float16", "bfloat16"]
+
+
+def widened(*arrays):
+    """float64 copies made by NumPy (the oracle's route, not the kernels')."""
+    return [np.asarray(a).astype(np.float64) for a in arrays]
+
+
+# --- the vector exp --------------------------------------------------------------------------
+
+
+def test_exp_matches_math_exp_over_the_whole_range():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        np.linspace(-760.0, 720.0, 200_001),
+        rng.uniform(-746.0, 710.0, 200_000),
+        rng.uniform(-1e-3, 1e-3, 10_000),
+        np.array([0.0, -0.0, 709.782712893384, 709.7827128933841, -708.3964185322641,
+                  -745.1332191019411, -745.1332191019412, -745.2, 1e-300, -1e-300]),
+    ])  # fmt: skip
+    out = np.empty_like(x)
+    exp_into(x, out, np.empty(2 * x.size))
+    ref = []
+    for v in x.tolist():
+        try:
+            ref.append(math.exp(v))
+        except OverflowError:
+            ref.append(math.inf)
+    ref = np.array(ref)
+    normal = np.isfinite(ref) & (ref >= np.finfo(np.float64).tiny)
+    ulps = np.abs(out[normal] - ref[normal]) / np.spacing(ref[normal])
+    assert ulps.max() <= 2.0
+    sub = np.isfinite(ref) & ~normal  # subnormal or zero results: within 2 subnormal ulps
+    assert np.abs(out[sub] - ref[sub]).max() <= 2 * 5e-324
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
+
+
+def test_exp_special_values_and_in_place():
+    x = np.array([-np.inf, np.inf, np.nan, 0.0, -1.0])
+    out = np.empty_like(x)
+    exp_into(x, out, np.empty(10))
+    assert out[0] == 0.0 and out[1] == np.inf and np.isnan(out[2]) and out[3] == 1.0
+    y = x.copy()
+    exp_into(y, y, np.empty(10))  # in place is allowed (just not vectorised)
+    np.testing.assert_array_equal(y, out)
+
+
+# --- 16-bit decoders -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("enc, dtype", [(ENC_F16, np.float16), (ENC_BF16, "bfloat16")])
+def test_decode16_is_exact_for_every_bit_pattern(enc, dtype):
+    pat = np.arange(65536, dtype=np.uint16)
+    bits = np.empty(65536, dtype=np.uint32)
+    decode16(pat, enc, bits)
+    got = bits.view(np.float32)
+    dt = np.float16 if dtype is np.float16 else ml_dtypes.bfloat16
+    ref = pat.view(dt).astype(np.float32)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
+
+
+# --- kernels vs the twins in every input dtype -----------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("g", [1, 2, 3, 4, 5, 8])
+def test_kernels_match_twins_in_every_dtype(dtype, g):
+    q, K, V, mask = random_case(100 + g, B=2, H=2 * g, Hkv=2, S=131, d=24, holes=True)
+    q, K, V = (x.astype(dtype) for x in (q, K, V))
+    q64, K64, V64 = widened(q, K, V)
+    np.testing.assert_allclose(
+        dense_attention(q, K, V, mask=mask), dense_attention_naive(q64, K64, V64, mask),
+        rtol=1e-12, atol=1e-13,
+    )  # fmt: skip
+    for opts in ({}, {"group_score": "probs"}, {"selection": "head"}):
+        a = sparq_attention(q, K, V, r=5, k=17, local_window=4, mask=mask, return_steps=True,
+                            **opts)  # fmt: skip
+        b = sparq_attention(q64, K64, V64, r=5, k=17, local_window=4, mask=mask,
+                            return_steps=True, impl="naive", **opts)  # fmt: skip
+        np.testing.assert_array_equal(a.components, b.components)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_allclose(a.approx_logits, b.approx_logits, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a.alpha, b.alpha, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a.out, b.out, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran", "byteswapped"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_non_contiguous_and_byteswapped_inputs(layout, dtype):
+    q, K, V, mask = random_case(7, B=2, H=4, Hkv=2, S=57, d=16)
+    q, K, V = (x.astype(dtype) for x in (q, K, V))
+    ref_d = dense_attention(q, K, V, mask=mask)
+    ref_s = sparq_attention(q, K, V, r=4, k=9, local_window=2, mask=mask)
+    if layout == "strided":
+        big = np.zeros(K.shape[:-1] + (2 * K.shape[-1],), dtype=dtype)
+        big[..., ::2] = K
+        K2 = big[..., ::2]
+        bigv = np.zeros_like(big)
+        bigv[..., ::2] = V
+        V2 = bigv[..., ::2]
+    elif layout == "fortran":
+        K2, V2 = np.asfortranarray(K), np.asfortranarray(V)
+    else:
+        K2 = K.astype(K.dtype.newbyteorder(">"))
+        V2 = V.astype(V.dtype.newbyteorder(">"))
+    assert not K2.flags.c_contiguous or not K2.dtype.isnative
+    np.testing.assert_array_equal(dense_attention(q, K2, V2, mask=mask), ref_d)
+    np.testing.assert_array_equal(
+        sparq_attention(q, K2, V2, r=4, k=9, local_window=2, mask=mask), ref_s
+    )
+
+
+@pytest.mark.parametrize("S", [1, 2, 3, 255, 1023, 1025])
+def test_odd_lengths(S):
+    q, K, V, mask = random_case(S, B=1, H=8, Hkv=2, S=S, d=8, pad=False)
+    np.testing.assert_allclose(dense_attention(q, K, V), dense_attention_naive(q, K, V),
+                               rtol=1e-12, atol=1e-13)  # fmt: skip
+    k = max(1, S // 4)
+    a = sparq_attention(q, K, V, r=3, k=k, local_window=min(k, 2), return_steps=True)
+    b = sparq_attention(q, K, V, r=3, k=k, local_window=min(k, 2), return_steps=True,
+                        impl="naive")  # fmt: skip
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_allclose(a.out, b.out, rtol=1e-11, atol=1e-12)
+
+
+# --- K stored twice --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_k_cache_t_is_bit_identical(dtype):
+    q, K, V, mask = random_case(11, B=2, H=8, Hkv=2, S=1500, d=32, holes=True)
+    q, K, V = (x.astype(dtype) for x in (q, K, V))
+    kt = transpose_keys(K)
+    assert kt.shape == (2, 2, 32, 1500) and kt.dtype == K.dtype and kt.flags.c_contiguous
+    for opts in ({}, {"topk": "bucketed", "num_buckets": 46, "k_per_bucket": 2}, {"selection": "head"}):
+        a = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
+                            **opts)  # fmt: skip
+        b = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
+                            k_cache_t=kt, **opts)  # fmt: skip
+        for f in ("out", "components", "approx_logits", "positions", "alpha", "v_mean", "y"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
+def test_wrong_k_cache_t_is_rejected():
+    q, K, V, mask = random_case(12, B=2, H=4, Hkv=2, S=40, d=8)
+    K32 = K.astype(np.float32)
+    V32 = V.astype(np.float32)
+    kt = transpose_keys(K32)
+    call = dict(r=2, k=5, mask=mask)
+    with pytest.raises(ValueError, match=r"k_cache_t: expected shape \(B, Hkv, d, S\)"):
+        sparq_attention(q, K32, V32, k_cache_t=K32, **call)
+    with pytest.raises(TypeError, match="k_cache_t: expected k_cache's dtype float32"):
+        sparq_attention(q, K32, V32, k_cache_t=kt.astype(np.float64), **call)
+    with pytest.raises(ValueError, match="k_cache_t: expected a C-contiguous"):
+        sparq_attention(q, K32, V32, k_cache_t=np.asfortranarray(kt), **call)
+    with pytest.raises(ValueError, match="k_cache_t: expected k_cache transposed"):
+        sparq_attention(q, K32, V32, k_cache_t=np.ascontiguousarray(K32.reshape(kt.shape)),
+                        **call)  # fmt: skip
+    with pytest.raises(ValueError, match="k_cache_t: expected k_cache transposed"):
+        sparq_attention(q, K32, V32, k_cache_t=transpose_keys(K32 + 1), **call)
+    with pytest.raises(TypeError, match="k_cache_t: expected a numpy array"):
+        sparq_attention(q, K32, V32, k_cache_t=kt.tolist(), **call)
+    with pytest.raises(ValueError, match="impl"):
+        sparq_attention(q, K32, V32, k_cache_t=kt, impl="naive", **call)
+
+
+# --- check_finite ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", ["k_cache", "v_cache"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finite_names_the_array_and_element(dtype, name, bad):
+    q, K, V, mask = random_case(13, B=2, H=4, Hkv=2, S=30, d=8)
+    mask[:, :5] = False
+    arrays = {"k_cache": K.copy(), "v_cache": V.copy()}
+    where = (1, 0, 2, 3)  # a masked row: only a full scan can see it
+    arrays[name][where] = bad
+    K2, V2 = (arrays[n].astype(dtype) for n in ("k_cache", "v_cache"))
+    kind = "NaN" if np.isnan(bad) else r"\+/-inf"
+    msg = rf"{name}: contains {kind} \(first at index \(1, 0, 2, 3\)\)"
+    with pytest.raises(ValueError, match=msg):
+        dense_attention(q, K2, V2, mask=mask)
+    with pytest.raises(ValueError, match=msg):
+        sparq_attention(q, K2, V2, r=2, k=5, mask=mask)
+    # check_finite=False: masked rows are never read, so nothing is reported
+    dense_attention(q, K2, V2, mask=mask, check_finite=False)
+    vm = V.mean(axis=2)
+    sparq_attention(q, K2, V2, r=2, k=5, mask=mask, v_mean=vm, check_finite=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_non_finite_in_a_read_entry_is_reported_without_the_full_scan(dtype):
+    q, K, V, mask = random_case(14, B=1, H=4, Hkv=2, S=64, d=8, pad=False)
+    K = K.astype(dtype)
+    V = V.astype(dtype)
+    K2 = K.copy()
+    K2[0, 1, 63, :] = np.nan  # the current token: always kept, always read
+    for check_finite in (True, False):
+        with pytest.raises(ValueError, match=r"k_cache: contains NaN \(first at index \(0, 1, 63"):
+            dense_attention(q, K2, V, check_finite=check_finite)
+        with pytest.raises(ValueError, match=r"k_cache: contains NaN \(first at index \(0, 1, 63"):
+            sparq_attention(q, K2, V, r=2, k=5, local_window=1, check_finite=check_finite)
+    V2 = V.copy()
+    V2[0, 0, 63, 3] = np.inf
+    with pytest.raises(ValueError, match=r"v_cache: contains \+/-inf"):
+        sparq_attention(q, K, V2, r=2, k=5, local_window=1, v_mean=np.zeros((1, 2, 8)),
+                        check_finite=False)  # fmt: skip
+
+
+def test_unread_nan_goes_undetected_only_without_check_finite():
+    q, K, V, mask = random_case(15, B=1, H=4, Hkv=2, S=64, d=8, pad=False)
+    st = sparq_attention(q, K, V, r=2, k=5, local_window=1, return_steps=True)
+    unread = np.setdiff1d(np.arange(64), st.positions[0, 0])[0]
+    c = np.setdiff1d(np.arange(8), st.components[0, 0])[0]
+    K2 = K.copy()
+    K2[0, 0, unread, c] = np.nan  # neither a kept row nor a step-1 column (K^T row)
+    V2 = V.copy()
+    V2[0, 0, unread, :] = np.nan  # V is read only at kept rows when v_mean is supplied
+    kw = dict(r=2, k=5, local_window=1, v_mean=st.v_mean, k_cache_t=transpose_keys(K2))
+    out = sparq_attention(q, K2, V2, check_finite=False, **kw)
+    np.testing.assert_array_equal(out, st.out)
+    with pytest.raises(ValueError, match="k_cache: contains NaN"):
+        sparq_attention(q, K2, V2, check_finite=True, **kw)
+
+
+def test_check_finite_must_be_bool():
+    q, K, V, mask = random_case(16)
+    with pytest.raises(TypeError, match="check_finite: expected a bool"):
+        dense_attention(q, K, V, check_finite=1)
+    with pytest.raises(TypeError, match="check_finite: expected a bool"):
+        sparq_attention(q, K, V, r=2, k=3, check_finite="yes")
+
+
+def test_unsupported_cache_dtypes_are_rejected():
+    q, K, V, mask = random_case(17)
+    with pytest.raises(TypeError, match="k_cache: expected a float16, bfloat16, float32 or"):
+        dense_attention(q, K.astype(np.int16), V)
+    with pytest.raises(TypeError, match="v_cache: expected a float16, bfloat16, float32 or"):
+        sparq_attention(q, K, V.astype(np.complex128), r=2, k=3)
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_bit_identical_across_thread_counts_for_every_dtype(dtype):
+    from reference import get_num_threads, set_num_threads
+
+    q, K, V, mask = random_case(18, B=3, H=8, Hkv=4, S=300, d=16, holes=True)
+    q, K, V = (x.astype(dtype) for x in (q, K, V))
+    kt = transpose_keys(K)
+    before = get_num_threads()
+    runs = []
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            set_num_threads(n)
+            st = sparq_attention(q, K, V, r=4, k=40, local_window=4, mask=mask,
+                                 return_steps=True, k_cache_t=kt)  # fmt: skip
+            runs.append((dense_attention(q, K, V, mask=mask), st.out, st.positions,
+                         sparq_attention(q, K, V, r=4, k=40, local_window=4, mask=mask)))  # fmt: skip
+    finally:
+        set_num_threads(before)
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
