@@ -159,7 +159,8 @@ def test_k_cache_t_is_bit_identical(dtype):
     q, K, V = (x.astype(dtype) for x in (q, K, V))
     kt = transpose_keys(K)
     assert kt.shape == (2, 2, 32, 1500) and kt.dtype == K.dtype and kt.flags.c_contiguous
-    for opts in ({}, {"topk": "bucketed", "num_buckets": 46, "k_per_bucket": 2}, {"selection": "head"}):
+    bucketed = {"topk": "bucketed", "num_buckets": 46, "k_per_bucket": 2}
+    for opts in ({}, bucketed, {"selection": "head"}):
         a = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
                             **opts)  # fmt: skip
         b = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
@@ -284,8 +285,8 @@ def test_bit_identical_across_thread_counts_for_every_dtype(dtype):
             set_num_threads(n)
             st = sparq_attention(q, K, V, r=4, k=40, local_window=4, mask=mask,
                                  return_steps=True, k_cache_t=kt)  # fmt: skip
-            runs.append((dense_attention(q, K, V, mask=mask), st.out, st.positions,
-                         sparq_attention(q, K, V, r=4, k=40, local_window=4, mask=mask)))  # fmt: skip
+            out = sparq_attention(q, K, V, r=4, k=40, local_window=4, mask=mask)
+            runs.append((dense_attention(q, K, V, mask=mask), st.out, st.positions, out))
     finally:
         set_num_threads(before)
     for a, b in zip(*runs, strict=True):
