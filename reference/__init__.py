@@ -14,7 +14,7 @@ from reference.selection import (
     topk,
     topk_twin,
 )
-from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive
+from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive, transpose_keys
 
 __all__ = [
     "SparqSteps",
@@ -30,4 +30,5 @@ __all__ = [
     "set_num_threads",
     "sparq_attention",
     "sparq_attention_naive",
+    "transpose_keys",
 ]
