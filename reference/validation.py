@@ -35,7 +35,6 @@ STEPS = ("components", "temperature", "approx_logits", "positions", "alpha", "v_
 INPUTS = ("q", "k_cache", "v_cache", "mask")
 FORMAT = "sparq-golden/1"
 _PARAM_KEYS = ("r", "k", "local_window", "reallocate", "temperature", "group_score", "selection")
-_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
 def _version() -> str:
@@ -671,11 +670,3 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip):
         worst = max(worst, float(max(short.max(), 0.0)))
     return StepResult("positions", "pass", worst, tol_all, "tie-safe: score >= k-th best - tol",
                       not_judged=int(skip.sum()))  # fmt: skip
-
-
-def summarize(reports: list[CheckReport]) -> str:
-    """One line per case plus a total."""
-    lines = [str(r) for r in reports]
-    n_pass = sum(r.passed for r in reports)
-    lines.append(f"{n_pass} passed, {len(reports) - n_pass} failed")
-    return "\n".join(lines)
