@@ -11,8 +11,10 @@ All arithmetic is float64.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from reference._config import njit_serial
 from reference._vexp import exp_into
@@ -24,6 +26,38 @@ ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
 DECODE_SLOTS = 4
 
 _F16_SUBNORMAL_ULP = np.float32(2.0**-24)
+
+#: Rows ahead that the gathers prefetch. Gathered rows of kept positions are ~S/k rows
+#: apart, so the hardware prefetchers do not see them coming; on the development host
+#: (2 vCPUs of an AMD EPYC) software prefetch 8 rows ahead made the K pass over 4096 of
+#: 32768 float32 rows 3.4x faster (3.5 ms -> 1.0 ms for 8 KV heads, one thread); 16 rows
+#: ahead gave the same.
+PREFETCH_AHEAD = 8
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """``llvm.prefetch`` (read, high locality, data cache) of the address of ``arr[i, j]``."""
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, types.intp, types.intp), codegen
+
+
+@njit_serial
+def prefetch_row(A, j):
+    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every 64-byte line)."""
+    step = max(1, 64 // A.itemsize)
+    for c in range(0, A.shape[1], step):
+        _prefetch(A, j, c)
 
 
 @njit_serial
@@ -118,6 +152,8 @@ def _k_pass(qg, K, enc_k, positions, n_pos, scale, logits):
     bits, fv = decode_buffer(d)
     Ks = src_of(K, fv)
     for t in range(n_pos):
+        if t + PREFETCH_AHEAD < n_pos:
+            prefetch_row(K, positions[t + PREFETCH_AHEAD])
         i = load_row(K, positions[t], enc_k, bits, 0)
         h = 0
         while h + 4 <= G:
@@ -179,6 +215,8 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
             y[h, c] = 0.0
     t = 0
     while t + 4 <= n_pos:
+        for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
+            prefetch_row(V, positions[u])
         i0 = load_row(V, positions[t], enc_v, bits, 0)
         i1 = load_row(V, positions[t + 1], enc_v, bits, 1)
         i2 = load_row(V, positions[t + 2], enc_v, bits, 2)
