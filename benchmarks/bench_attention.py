@@ -1,0 +1,998 @@
+"""Dense and SparQ attention on the CPU reference, against the memory system and the host model.
+
+    python benchmarks/bench_attention.py               # full run (about 6 minutes on 2 vCPUs)
+    python benchmarks/bench_attention.py --quick       # smoke run: S = 4096, under a minute
+    python benchmarks/bench_attention.py --json FILE --repeat N
+
+Rows at B=1, H=32, d=128, Hkv in {8, 32}, S in {4096, 32768, 131072}, float32 and float16
+caches (a row whose K+V exceeds ``MAX_KV_BYTES`` is skipped). In each row, timed side by side:
+
+- ``stream``: a Numba prange sum over the same K and V bytes (16-bit data summed as a
+  ``uint16`` view), all threads: the attainable read time of the row's K+V;
+- ``dense_attention`` with ``check_finite`` True and False;
+- ``sparq_attention`` (r=16, local_window=128, k = S/8 and S/16, ``check_finite=False``) with
+  K stored once or twice (``k_cache_t``), with a caller-supplied ``v_mean`` (float64 mean of V,
+  computed once outside the timing) or the default recomputed one (K twice only);
+- NumPy ``einsum`` dense attention in the cache dtype; PyTorch CPU SDPA when torch imports.
+
+Every callable is warmed up ``WARMUP`` times, then all of a row's callables are timed
+round-robin (interleaved) ``--repeat`` times and the best (minimum) of each is reported, so
+that ratios come from numbers measured side by side. ``%stream`` is the streaming time of the
+bytes a method reads divided by its time (dense: K+V; SparQ per KV head, in elements: K twice
+``r*S + 2*k*d`` (``+ S*d`` when v_mean is recomputed), K once ``S*d + 2*k*d``).
+
+Also: the host model (``costmodel.hardware.measure_host`` once at start, then
+``costmodel.host.predict_reference`` beside every measured time), the float64 FMA bound of
+dense (``2*H*S*d*B / fma_f64_per_s``) beside the streaming time; a per-phase breakdown of
+SparQ; thread scaling; and the extra peak memory of one call, each measured in a fresh
+subprocess (``--child``) from ``VmHWM`` in ``/proc/self/status`` (heap trimmed with
+``malloc_trim`` and the peak reset through ``/proc/self/clear_refs`` just before the call)
+and from tracemalloc (NumPy allocations).
+
+Output: tables on stdout and a JSON file (``--json``; default
+``benchmarks/results/attention-<hostname>.json``, not meant to be committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+# Numba's OpenMP layer and an OpenMP BLAS each start a pool; on a small shared box their idle
+# threads must sleep rather than spin against each other. Set before either is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import numba  # noqa: E402
+from numba import prange  # noqa: E402
+
+import reference  # noqa: E402
+from reference._config import njit_parallel, njit_serial  # noqa: E402
+from reference._validate import KernelInputs  # noqa: E402
+from reference.sparq import (  # noqa: E402
+    SparqParams,
+    _check_k_cache_t,
+    _run_kernel,
+    sparq_attention,
+)
+
+try:  # optional comparison
+    import torch
+except ImportError:  # pragma: no cover - not installed on the dev box
+    torch = None
+
+#: shape and SparQ settings of every row
+B, H, D = 1, 32, 128
+R, LOCAL_WINDOW = 16, 128
+KV_HEADS = (8, 32)
+SEQ_LENS = (4096, 32768, 131072)
+QUICK_SEQ_LENS = (4096,)
+DTYPES = ("float32", "float16")
+#: rows whose K+V would exceed this are skipped
+MAX_KV_BYTES = 6e9
+#: untimed calls of each callable before the timed round-robin
+WARMUP = 3
+#: the largest rows take this share of --repeat (at least 3)
+LONG_S, LONG_REPEAT_SHARE = 131072, 5 / 9
+#: the peak-memory rows: B=1 (Hkv=32, S=32768, float16) and the large batch
+MEM_S, MEM_HKV, MEM_DTYPE = 32768, 32, "float16"
+BIG_B, BIG_MIN_RAM = 16, 20e9
+#: phase names of reference.sparq._run_kernel(phase_limit=P), P = 1..6
+PHASES = (
+    "steps 1-3: components, approximate logits",
+    "softmax normalisers, group score",
+    "top-k",
+    "alpha",
+    "gathers, exact attention over kept rows",
+    "mix with v_mean",
+)
+#: host-model kernels that price each phase
+PHASE_MODEL = (
+    ("step1",),
+    ("alpha_softmax",),
+    ("topk",),
+    (),
+    ("gather_k", "gather_softmax", "gather_v"),
+    (),
+)
+
+
+# ------------------------------------------------------------------------ streaming kernel
+# One serial, vectorisable reduction per contiguous chunk: a reduction written directly in a
+# prange body is not vectorised by Numba.
+
+
+@njit_serial
+def _sum_f32(a):
+    s = np.float32(0.0)
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
+
+
+@njit_serial
+def _sum_u16(a):
+    s = np.uint32(0)
+    for i in range(a.shape[0]):
+        s += np.uint32(a[i])
+    return s
+
+
+@njit_parallel
+def _stream_f32(a, b, out):
+    nt = out.shape[0]
+    n = a.shape[0]
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt):
+        lo = min(n, t * chunk)
+        hi = min(n, lo + chunk)
+        out[t] = _sum_f32(a[lo:hi]) + _sum_f32(b[lo:hi])
+
+
+@njit_parallel
+def _stream_u16(a, b, out):
+    nt = out.shape[0]
+    n = a.shape[0]
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt):
+        lo = min(n, t * chunk)
+        hi = min(n, lo + chunk)
+        out[t] = np.float64(_sum_u16(a[lo:hi])) + np.float64(_sum_u16(b[lo:hi]))
+
+
+def stream_fn(K, V):
+    """A callable that reads every byte of K and V once (all Numba threads)."""
+    if K.itemsize == 2:
+        a, b, kern = K.reshape(-1).view(np.uint16), V.reshape(-1).view(np.uint16), _stream_u16
+    else:
+        a, b, kern = K.reshape(-1), V.reshape(-1), _stream_f32
+
+    def run():
+        out = np.zeros(numba.get_num_threads())
+        kern(a, b, out)
+        return out
+
+    return run
+
+
+# ------------------------------------------------------------------------------ inputs
+def make_cache(rng, shape, dtype) -> np.ndarray:
+    """A standard-normal cache generated one (batch, KV head) slab at a time in float32 and
+    cast into a preallocated array: no full-size temporary."""
+    out = np.empty(shape, dtype=dtype)
+    buf = np.empty(shape[2:], dtype=np.float32)
+    for b in range(shape[0]):
+        for h in range(shape[1]):
+            if out.dtype == np.float32:
+                rng.standard_normal(dtype=np.float32, out=out[b, h])
+            else:
+                rng.standard_normal(dtype=np.float32, out=buf)
+                out[b, h] = buf
+    return out
+
+
+def make_inputs(Bn, Hkv, S, dtype, *, seed=0, k_twice=True, v_mean=True):
+    """q (B, H, d) and the caches in ``dtype``, the transposed key copy and the float64
+    mean of V (per slab), as a dict."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((Bn, H, D), dtype=np.float32).astype(dtype)
+    K = make_cache(rng, (Bn, Hkv, S, D), dtype)
+    V = make_cache(rng, (Bn, Hkv, S, D), dtype)
+    inp = dict(q=q, K=K, V=V, KT=None, vm=None)
+    if k_twice:
+        KT = np.empty((Bn, Hkv, D, S), dtype=dtype)
+        for b in range(Bn):
+            for h in range(Hkv):
+                KT[b, h] = K[b, h].T
+        inp["KT"] = KT
+    if v_mean:
+        vm = np.empty((Bn, Hkv, D))
+        for b in range(Bn):
+            for h in range(Hkv):
+                vm[b, h] = V[b, h].mean(axis=0, dtype=np.float64)
+        inp["vm"] = vm
+    return inp
+
+
+# ------------------------------------------------------------------------------ methods
+def einsum_dense(q, K, V):
+    """Dense attention in the cache dtype with NumPy: einsum, softmax, einsum."""
+    Bn, Hq, d = q.shape
+    Hkv = K.shape[1]
+    qg = q.reshape(Bn, Hkv, Hq // Hkv, d)
+    s = np.einsum("bkgd,bksd->bkgs", qg, K)
+    s *= s.dtype.type(1.0 / math.sqrt(d))
+    s -= s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return np.einsum("bkgs,bksd->bkgd", s, V).reshape(Bn, Hq, d)
+
+
+def torch_sdpa_fn(q, K, V):
+    """PyTorch CPU scaled_dot_product_attention (GQA), or None without torch."""
+    if torch is None:
+        return None
+    import torch.nn.functional as F
+
+    tq = torch.from_numpy(np.ascontiguousarray(q[:, :, None, :]))
+    tk, tv = torch.from_numpy(K), torch.from_numpy(V)
+    g = q.shape[1] // K.shape[1]
+    try:
+        F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
+        return lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
+    except TypeError:  # torch < 2.5: repeat the KV heads
+        tk, tv = tk.repeat_interleave(g, dim=1), tv.repeat_interleave(g, dim=1)
+        return lambda: F.scaled_dot_product_attention(tq, tk, tv)
+
+
+def sparq_bytes(S, Hkv, Bn, k, itemsize, *, k_twice, v_mean_supplied):
+    """Bytes a SparQ call reads (see the module docstring)."""
+    per_head = (R * S if k_twice else S * D) + 2 * k * D
+    if not v_mean_supplied:
+        per_head += S * D
+    return per_head * Hkv * Bn * itemsize
+
+
+# ------------------------------------------------------------------------------- timing
+def round_robin(fns: dict, repeats: int, warmup: int = WARMUP) -> dict:
+    """Each callable ``warmup`` times, then all of them interleaved ``repeats`` times;
+    ``{name: sorted list of times}``."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: sorted(ts) for name, ts in times.items()}
+
+
+def ms(t):
+    return "-" if t is None else f"{t * 1e3:.2f}"
+
+
+def pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+# --------------------------------------------------------------------------------- rows
+def predict(hw, method, *, Hkv, S, dtype, Bn=B, **kw):
+    from costmodel.host import predict_reference
+
+    return predict_reference(
+        method,
+        hardware=hw,
+        batch=Bn,
+        n_heads=H,
+        n_kv_heads=Hkv,
+        seq_len=S,
+        head_dim=D,
+        dtype=dtype,
+        **kw,
+    )
+
+
+def sparq_kw(k, inp, *, k_twice, v_mean_supplied):
+    return dict(
+        r=R,
+        k=k,
+        local_window=LOCAL_WINDOW,
+        check_finite=False,
+        k_cache_t=inp["KT"] if k_twice else None,
+        v_mean=inp["vm"] if v_mean_supplied else None,
+    )
+
+
+def bench_row(hw, Hkv, S, dtype, repeats):
+    """One row: every method on the same inputs, round-robin; a dict for the JSON."""
+    inp = make_inputs(B, Hkv, S, dtype)
+    q, K, V = inp["q"], inp["K"], inp["V"]
+    kv_bytes = K.nbytes + V.nbytes
+    esz = K.itemsize
+    fns = {"stream": stream_fn(K, V)}
+    fns["dense check_finite=True"] = lambda: reference.dense_attention(q, K, V)
+    fns["dense check_finite=False"] = lambda: reference.dense_attention(q, K, V, check_finite=False)
+    meta = {"stream": dict(bytes=kv_bytes)}
+    pred_dense = predict(hw, "dense", Hkv=Hkv, S=S, dtype=dtype)
+    for name in ("dense check_finite=True", "dense check_finite=False"):
+        meta[name] = dict(bytes=kv_bytes, kind="dense", pred=pred_dense)
+    for k in (S // 8, S // 16):
+        for k_twice, vms in ((False, True), (True, True), (True, False)):
+            name = (
+                f"sparq k=S/{S // k} K {'twice' if k_twice else 'once'}, v_mean "
+                f"{'supplied' if vms else 'recomputed'}"
+            )
+            kw = sparq_kw(k, inp, k_twice=k_twice, v_mean_supplied=vms)
+            fns[name] = lambda kw=kw: sparq_attention(q, K, V, **kw)
+            meta[name] = dict(
+                kind="sparq",
+                k=k,
+                k_twice=k_twice,
+                v_mean_supplied=vms,
+                bytes=sparq_bytes(S, Hkv, B, k, esz, k_twice=k_twice, v_mean_supplied=vms),
+                pred=predict(
+                    hw,
+                    "sparq",
+                    Hkv=Hkv,
+                    S=S,
+                    dtype=dtype,
+                    r=R,
+                    k=k,
+                    store_k_twice=k_twice,
+                    v_mean_supplied=vms,
+                ),
+            )
+    fns[f"numpy einsum ({dtype})"] = lambda: einsum_dense(q, K, V)
+    meta[f"numpy einsum ({dtype})"] = dict(bytes=kv_bytes, kind="other")
+    sdpa = torch_sdpa_fn(q, K, V)
+    if sdpa is not None:
+        fns[f"torch SDPA ({dtype})"] = sdpa
+        meta[f"torch SDPA ({dtype})"] = dict(bytes=kv_bytes, kind="other")
+
+    times = round_robin(fns, repeats)
+    t_stream = times["stream"][0]
+    bw = kv_bytes / t_stream
+    t_dense = times["dense check_finite=False"][0]
+    fma_bound = 2 * H * S * D * B / hw.fma_f64_per_s
+    variants = {}
+    for name, ts in times.items():
+        m = meta[name]
+        t = ts[0]
+        v = dict(
+            time_s=t,
+            median_s=ts[len(ts) // 2],
+            times_s=ts,
+            bytes_read=m["bytes"],
+            stream_fraction=m["bytes"] / bw / t,
+        )
+        if name == "stream":
+            v["gb_per_s"] = bw / 1e9
+        if m.get("kind") in ("dense", "sparq", "other") and name != "stream":
+            v["speedup_vs_dense"] = t_dense / t
+        if "pred" in m:
+            v["pred_s"] = m["pred"].time_s
+            v["pred_over_meas"] = m["pred"].time_s / t
+        for key in ("k", "k_twice", "v_mean_supplied"):
+            if key in m:
+                v[key] = m[key]
+        variants[name] = v
+    row = dict(
+        B=B,
+        H=H,
+        Hkv=Hkv,
+        S=S,
+        d=D,
+        dtype=dtype,
+        kv_bytes=kv_bytes,
+        repeats=repeats,
+        warmup=WARMUP,
+        stream_gb_per_s=bw / 1e9,
+        fma_bound_s=fma_bound,
+        dense_bound="memory" if t_stream >= fma_bound else "fma",
+        dense_vs_bound=max(t_stream, fma_bound) / t_dense,
+        variants=variants,
+    )
+    print_row(row)
+    return row
+
+
+def print_row(row):
+    print(
+        f"\nHkv={row['Hkv']} S={row['S']} {row['dtype']}: K+V {row['kv_bytes'] / 1e6:.1f} MB, "
+        f"best of {row['repeats']} (round-robin, {row['warmup']} warm-ups each)"
+    )
+    print(
+        f"  stream {row['stream_gb_per_s']:.1f} GB/s; float64 FMA bound of dense "
+        f"{ms(row['fma_bound_s'])} ms -> dense is {row['dense_bound']}-bound; dense reaches "
+        f"{pct(row['dense_vs_bound'])} of max(stream, FMA bound)"
+    )
+    if row["dense_vs_bound"] > 1.05:
+        print(
+            "  (dense beat the FMA bound: the FMA rate measure_host took at start was low; "
+            "on a shared VM it swings)"
+        )
+    print(
+        f"  {'method':<44}{'ms':>9}{'median':>9}{'%stream':>9}{'vs dense':>9}"
+        f"{'pred ms':>9}{'pred/meas':>10}"
+    )
+    for name, v in row["variants"].items():
+        sp = v.get("speedup_vs_dense")
+        po = v.get("pred_over_meas")
+        print(
+            f"  {name:<44}{ms(v['time_s']):>9}{ms(v['median_s']):>9}"
+            f"{pct(v['stream_fraction']):>9}{('-' if sp is None else f'{sp:.2f}x'):>9}"
+            f"{ms(v.get('pred_s')):>9}"
+            f"{('-' if po is None else f'{po:.2f}'):>10}"
+        )
+
+
+def bench_phases(hw, S, Hkv, dtype, repeats):
+    """Cumulative time of SparQ phases 1..6 (K twice, supplied v_mean), round-robin; a phase's
+    time is the difference of consecutive cumulative times."""
+    inp = make_inputs(B, Hkv, S, dtype)
+    q, K, V = inp["q"], inp["K"], inp["V"]
+    x = KernelInputs(q, K, V, None)
+    kt, enc_kt = _check_k_cache_t(inp["KT"], x)
+    out = []
+    for k in (S // 8, S // 16):
+        p = SparqParams.build(d=D, r=R, k=k, local_window=LOCAL_WINDOW)
+        fns = {
+            f"P{P}": (
+                lambda P=P, p=p: _run_kernel(
+                    x, p, inp["vm"], kt, enc_kt, return_steps=False, phase_limit=P
+                )
+            )
+            for P in range(1, 7)
+        }
+        kw = sparq_kw(k, inp, k_twice=True, v_mean_supplied=True)
+        fns["call"] = lambda kw=kw: sparq_attention(q, K, V, **kw)
+        times = round_robin(fns, repeats)
+        pred = predict(
+            hw,
+            "sparq",
+            Hkv=Hkv,
+            S=S,
+            dtype=dtype,
+            r=R,
+            k=k,
+            store_k_twice=True,
+            v_mean_supplied=True,
+        )
+        pk = {ke.kernel: ke.time_s for ke in pred.kernels}
+        cum = [times[f"P{P}"][0] for P in range(1, 7)]
+        phases = []
+        prev = 0.0
+        for i, c in enumerate(cum):
+            phases.append(
+                dict(
+                    phase=i + 1,
+                    name=PHASES[i],
+                    cumulative_s=c,
+                    time_s=c - prev,
+                    pred_s=sum(pk[n] for n in PHASE_MODEL[i]),
+                    model_kernels=list(PHASE_MODEL[i]),
+                )
+            )
+            prev = c
+        res = dict(
+            S=S,
+            Hkv=Hkv,
+            dtype=dtype,
+            k=k,
+            repeats=repeats,
+            phases=phases,
+            full_call_s=times["call"][0],
+            kernel_s=cum[-1],
+            pred_s=pred.time_s,
+        )
+        out.append(res)
+        print(
+            f"\nSparQ phases, K twice + supplied v_mean, Hkv={Hkv} S={S} {dtype} k=S/{S // k}"
+            f" (best of {repeats}; phase = difference of cumulative times)"
+        )
+        print(f"  {'phase':<48}{'cum ms':>9}{'ms':>9}{'share':>8}{'model ms':>10}")
+        for ph in phases:
+            print(
+                f"  {ph['phase']}. {ph['name']:<45}{ms(ph['cumulative_s']):>9}"
+                f"{ms(ph['time_s']):>9}{pct(ph['time_s'] / cum[-1]):>8}"
+                f"{ms(ph['pred_s']):>10}"
+            )
+        print(
+            f"  full sparq_attention call {ms(res['full_call_s'])} ms (checks and set-up "
+            f"{ms(res['full_call_s'] - cum[-1])} ms); model {ms(pred.time_s)} ms"
+        )
+    return out
+
+
+def bench_threads(hw, S, Hkv, dtype, repeats):
+    """Stream, dense and SparQ (K twice, supplied v_mean, k = S/8) from 1 thread to all."""
+    inp = make_inputs(B, Hkv, S, dtype)
+    q, K, V = inp["q"], inp["K"], inp["V"]
+    k = S // 8
+    kw = sparq_kw(k, inp, k_twice=True, v_mean_supplied=True)
+    n_max = numba.config.NUMBA_NUM_THREADS
+    before = numba.get_num_threads()
+    rows = []
+    print(
+        f"\nThread scaling, Hkv={Hkv} S={S} {dtype} (best of {repeats}; SparQ K twice, "
+        f"supplied v_mean, k=S/8)"
+    )
+    print(
+        f"  {'threads':>7}{'stream ms':>11}{'dense ms':>10}{'x1':>7}{'model':>9}"
+        f"{'sparq ms':>10}{'x1':>7}{'model':>9}"
+    )
+    try:
+        for n in range(1, n_max + 1):
+            reference.set_num_threads(n)
+            times = round_robin(
+                {
+                    "stream": stream_fn(K, V),
+                    "dense": lambda: reference.dense_attention(q, K, V, check_finite=False),
+                    "sparq": lambda: sparq_attention(q, K, V, **kw),
+                },
+                repeats,
+            )
+            r = dict(
+                threads=n,
+                stream_s=times["stream"][0],
+                dense_s=times["dense"][0],
+                sparq_s=times["sparq"][0],
+                dense_pred_s=predict(hw, "dense", Hkv=Hkv, S=S, dtype=dtype, threads=n).time_s,
+                sparq_pred_s=predict(
+                    hw,
+                    "sparq",
+                    Hkv=Hkv,
+                    S=S,
+                    dtype=dtype,
+                    r=R,
+                    k=k,
+                    store_k_twice=True,
+                    v_mean_supplied=True,
+                    threads=n,
+                ).time_s,
+            )
+            rows.append(r)
+            print(
+                f"  {n:>7}{ms(r['stream_s']):>11}{ms(r['dense_s']):>10}"
+                f"{rows[0]['dense_s'] / r['dense_s']:>6.2f}x{ms(r['dense_pred_s']):>9}"
+                f"{ms(r['sparq_s']):>10}{rows[0]['sparq_s'] / r['sparq_s']:>6.2f}x"
+                f"{ms(r['sparq_pred_s']):>9}"
+            )
+    finally:
+        reference.set_num_threads(before)
+    return dict(S=S, Hkv=Hkv, dtype=dtype, k=k, repeats=repeats, rows=rows)
+
+
+# ------------------------------------------------------------------------- peak memory
+def _proc_status() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(val.split()[0]) * 1024
+    return out
+
+
+def _malloc_trim() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc), so that memory a call allocates
+    cannot hide in pages that earlier, freed allocations left resident."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
+
+
+def child_main(spec: dict) -> dict:
+    """In a fresh process: compile on a tiny input, build the inputs, trim the heap, reset
+    the peak RSS, make one call and report its extra peak (VmHWM after - VmRSS before) and
+    the peak of NumPy allocations during it (tracemalloc)."""
+    import tracemalloc
+
+    Bn, Hkv, S, dtype = spec["B"], spec["Hkv"], spec["S"], spec["dtype"]
+    k_twice, vms = spec.get("k_twice", False), spec.get("v_mean_supplied", False)
+
+    def call_for(inp, S_):
+        if spec["method"] == "copy":  # method check: allocates and touches a float32 copy of K
+            return lambda: inp["K"].astype(np.float32)
+        if spec["method"] == "dense":
+            return lambda: reference.dense_attention(
+                inp["q"], inp["K"], inp["V"], check_finite=spec["check_finite"]
+            )
+        kw = sparq_kw(S_ // spec["k_div"], inp, k_twice=k_twice, v_mean_supplied=vms)
+        kw["check_finite"] = spec["check_finite"]
+        return lambda: sparq_attention(inp["q"], inp["K"], inp["V"], **kw)
+
+    tiny = make_inputs(1, Hkv, 1024, dtype, k_twice=k_twice, v_mean=vms)
+    call_for(tiny, 1024)()  # compile / load from the cache: not the call's memory
+    del tiny
+    t0 = time.perf_counter()
+    inp = make_inputs(Bn, Hkv, S, dtype, k_twice=k_twice, v_mean=vms)
+    t_build = time.perf_counter() - t0
+    fn = call_for(inp, S)
+    gc.collect()
+    trimmed = _malloc_trim()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        reset = True
+    except OSError:
+        reset = False
+    tracemalloc.start()
+    before = _proc_status()
+    t0 = time.perf_counter()
+    out = fn()
+    t_first = time.perf_counter() - t0
+    after = _proc_status()
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    returned = out.nbytes
+    del out
+    times = [t_first]
+    for _ in range(spec.get("repeat", 2)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    kv = inp["K"].nbytes + inp["V"].nbytes
+    extra = after["VmHWM"] - before["VmRSS"]
+    return dict(
+        spec=spec,
+        kv_bytes=kv,
+        held_input_bytes=sum(a.nbytes for a in inp.values() if a is not None),
+        rss_before=before["VmRSS"],
+        hwm_before=before["VmHWM"],
+        hwm_after=after["VmHWM"],
+        hwm_reset=reset,
+        heap_trimmed=trimmed,
+        extra_peak_bytes=extra,
+        traced_peak_bytes=traced_peak,
+        returned_bytes=returned,
+        extra_fraction=extra / kv,
+        extra_minus_returned_fraction=(extra - returned) / kv,
+        first_call_s=t_first,
+        best_call_s=min(times),
+        build_s=t_build,
+        threads=numba.get_num_threads(),
+    )
+
+
+def run_child(spec: dict) -> dict | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"  child failed ({spec}):\n{p.stderr[-2000:]}")
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def mem_specs(quick: bool):
+    S = 4096 if quick else MEM_S
+    base = dict(B=1, Hkv=MEM_HKV, S=S, dtype=MEM_DTYPE)
+    specs = [
+        dict(base, label="check: float32 copy of K (~100%)", method="copy", check_finite=False),
+        dict(base, label="dense check_finite=True", method="dense", check_finite=True),
+        dict(base, label="dense check_finite=False", method="dense", check_finite=False),
+        dict(
+            base,
+            label="sparq k=S/8 K once, v_mean recomputed",
+            method="sparq",
+            check_finite=False,
+            k_div=8,
+        ),
+        dict(
+            base,
+            label="sparq k=S/8 K twice, v_mean supplied",
+            method="sparq",
+            check_finite=False,
+            k_div=8,
+            k_twice=True,
+            v_mean_supplied=True,
+        ),
+        dict(
+            base,
+            label="sparq k=S/8 K twice, v_mean supplied, check_finite=True",
+            method="sparq",
+            check_finite=True,
+            k_div=8,
+            k_twice=True,
+            v_mean_supplied=True,
+        ),
+    ]
+    ram = _total_ram()
+    big = dict(B=2 if quick else BIG_B, Hkv=32, S=S, dtype="float16")
+    if ram >= BIG_MIN_RAM or quick:
+        specs += [
+            dict(big, label="dense check_finite=False", method="dense", check_finite=False),
+            dict(
+                big,
+                label="sparq k=S/8 K twice, v_mean supplied",
+                method="sparq",
+                check_finite=False,
+                k_div=8,
+                k_twice=True,
+                v_mean_supplied=True,
+            ),
+        ]
+    else:
+        print(f"  (B={BIG_B} row skipped: {ram / 1e9:.1f} GB of RAM < {BIG_MIN_RAM / 1e9:.0f})")
+    return specs
+
+
+def bench_memory(quick: bool):
+    print(
+        "\nPeak memory of one call (fresh subprocess each, heap trimmed and VmHWM reset just "
+        "before the call;\n  extra = VmHWM after - VmRSS before; numpy = tracemalloc peak of "
+        "NumPy allocations during the call)"
+    )
+    print(
+        f"  {'B':>3} {'Hkv':>4}{'S':>7} {'call':<52}{'K+V MB':>9}{'extra MB':>10}{'of K+V':>8}"
+        f"{'numpy MB':>10}{'1st ms':>10}{'best ms':>10}"
+    )
+    out = []
+    for spec in mem_specs(quick):
+        r = run_child(spec)
+        if r is None:
+            continue
+        out.append(r)
+        s = r["spec"]
+        print(
+            f"  {s['B']:>3} {s['Hkv']:>4}{s['S']:>7} {s['label']:<52}"
+            f"{r['kv_bytes'] / 1e6:>9.1f}{r['extra_peak_bytes'] / 1e6:>10.1f}"
+            f"{pct(r['extra_fraction']):>8}{r['traced_peak_bytes'] / 1e6:>10.1f}"
+            f"{ms(r['first_call_s']):>10}"
+            f"{ms(r['best_call_s']):>10}"
+        )
+    return out
+
+
+# ------------------------------------------------------------------------- environment
+def _total_ram() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> dict:
+    import llvmlite
+
+    v = dict(
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+        llvmlite=llvmlite.__version__,
+    )
+    try:
+        import ml_dtypes
+
+        v["ml_dtypes"] = ml_dtypes.__version__
+    except ImportError:
+        pass
+    if torch is not None:
+        v["torch"] = torch.__version__
+    return v
+
+
+def environment() -> dict:
+    return dict(
+        hostname=socket.gethostname(),
+        platform=platform.platform(),
+        machine=platform.machine(),
+        cpu_model=_cpu_model(),
+        cores=os.cpu_count(),
+        ram_bytes=_total_ram(),
+        numba_threads=numba.get_num_threads(),
+        numba_max_threads=numba.config.NUMBA_NUM_THREADS,
+        versions=_versions(),
+        git=_git_revision(),
+    )
+
+
+# ------------------------------------------------------------------------------ targets
+def targets(rows, phases, mem) -> list[dict]:
+    """The performance targets judged from this run (rows at S >= 32768)."""
+    out = []
+
+    def add(name, ok, value, note=""):
+        out.append(dict(target=name, met=None if ok is None else bool(ok), value=value, note=note))
+
+    big = [r for r in rows if r["S"] >= 32768]
+    for dtype, hkvs, goal in (("float32", (8, 32), 0.70), ("float16", (32,), 0.50)):
+        for hkv in hkvs:
+            sel = [r for r in big if r["dtype"] == dtype and r["Hkv"] == hkv]
+            if not sel:
+                continue
+            fr = [r["variants"]["dense check_finite=False"]["stream_fraction"] for r in sel]
+            frt = [r["variants"]["dense check_finite=True"]["stream_fraction"] for r in sel]
+            bounds = sorted({r["dense_bound"] for r in sel})
+            add(
+                f"dense {dtype} Hkv={hkv} >= {goal:.0%} of streaming",
+                min(fr) >= goal,
+                f"{min(fr):.0%}..{max(fr):.0%} (check_finite=True {min(frt):.0%}..{max(frt):.0%})",
+                f"bound: {'/'.join(bounds)}",
+            )
+    sel = [r for r in big if r["dtype"] == "float16" and r["Hkv"] == 8]
+    if sel:
+        add(
+            "dense float16 Hkv=8: float64 FMA bound (no streaming target)",
+            None,
+            ", ".join(
+                f"S={r['S']}: FMA bound {ms(r['fma_bound_s'])} ms, stream "
+                f"{ms(r['variants']['stream']['time_s'])} ms, dense "
+                f"{ms(r['variants']['dense check_finite=False']['time_s'])} ms "
+                f"({r['dense_vs_bound']:.0%} of the bound)"
+                for r in sel
+            ),
+            "the FMA bound, not the streaming time, is the floor here",
+        )
+    sel = [r for r in rows if r["dtype"] == "float32" and r["Hkv"] == 8 and r["S"] == 32768]
+    for r in sel:
+        for div, goal in ((8, 2.5), (16, 3.5)):
+            v = r["variants"][f"sparq k=S/{div} K twice, v_mean supplied"]
+            add(
+                f"SparQ K twice + v_mean, float32 Hkv=8 S=32k, k=S/{div}: >= {goal}x dense",
+                v["speedup_vs_dense"] >= goal,
+                f"{v['speedup_vs_dense']:.2f}x",
+            )
+    for m in mem:
+        s = m["spec"]
+        if s["method"] == "copy":
+            continue
+        add(
+            f"peak extra memory B={s['B']} {s['label']} <= 15% of K+V",
+            m["extra_minus_returned_fraction"] <= 0.15,
+            f"{m['extra_peak_bytes'] / 1e6:.1f} MB = {m['extra_fraction']:.1%} of "
+            f"{m['kv_bytes'] / 1e9:.2f} GB (NumPy peak {m['traced_peak_bytes'] / 1e6:.1f} MB)",
+        )
+    for kind in ("dense", "sparq"):
+        ratios = [
+            (r, n, v["pred_over_meas"])
+            for r in big
+            for n, v in r["variants"].items()
+            if n.startswith(kind) and "pred_over_meas" in v
+        ]
+        if not ratios:
+            continue
+        bad = [x for x in ratios if abs(x[2] - 1) > 0.2]
+        lo, hi = min(x[2] for x in ratios), max(x[2] for x in ratios)
+        add(
+            f"host model within 20% of measured {kind} at S >= 32k",
+            not bad,
+            f"pred/meas {lo:.2f}..{hi:.2f}; {len(ratios) - len(bad)}/{len(ratios)} within 20%",
+            "; ".join(
+                f"Hkv={r['Hkv']} S={r['S']} {r['dtype']} {n}: {x:.2f}" for r, n, x in bad[:6]
+            ),
+        )
+    print("\nTargets (rows at S >= 32768)")
+    for t in out:
+        print(
+            f"  [{_verdict(t['met'])}] {t['target']}: {t['value']}"
+            + (f" ({t['note']})" if t["note"] else "")
+        )
+    return out
+
+
+def _verdict(met):
+    return "info" if met is None else "met" if met else "NOT met"
+
+
+# --------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: S = 4096, 3 repeats")
+    ap.add_argument("--repeat", type=int, default=None, help="timed round-robin passes (9)")
+    ap.add_argument("--json", default=None, help="output JSON file")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child is not None:
+        print(json.dumps(child_main(json.loads(a.child))))
+        return 0
+    repeats = a.repeat or (3 if a.quick else 9)
+    seq_lens = QUICK_SEQ_LENS if a.quick else SEQ_LENS
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+
+    from costmodel.hardware import measure_host
+
+    hw = measure_host(seconds=0.5 if a.quick else 2.0)
+    env = environment()
+    env["threading_layer"] = numba.threading_layer()
+    print(
+        f"{env['cpu_model']}, {env['cores']} logical CPUs, {env['ram_bytes'] / 1e9:.1f} GB; "
+        f"Numba {env['versions']['numba']} ({env['threading_layer']} layer, "
+        f"{env['numba_threads']} threads); git {env['git']}"
+    )
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
+    print(
+        f"host model (measure_host): stream {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
+        f"float64 FMA {hw.fma_f64_per_s / 1e9:.1f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s, "
+        f"gather {hw.gather_bytes_per_s / 1e9:.1f} GB/s, top-k "
+        f"{hw.topk_bytes_per_s / 1e9:.2f} GB/s, {hw.threads} threads"
+    )
+
+    rows = []
+    for dtype in DTYPES:
+        for Hkv in KV_HEADS:
+            for S in seq_lens:
+                kv = 2 * B * Hkv * S * D * np.dtype(dtype).itemsize
+                if kv > MAX_KV_BYTES:
+                    print(f"\nHkv={Hkv} S={S} {dtype}: skipped (K+V {kv / 1e9:.1f} GB)")
+                    continue
+                n = max(3, round(repeats * LONG_REPEAT_SHARE)) if S >= LONG_S else repeats
+                rows.append(bench_row(hw, Hkv, S, dtype, n))
+                gc.collect()
+    S_mid = seq_lens[-1] if a.quick else 32768
+    phases = bench_phases(hw, S_mid, 8, "float32", repeats)
+    threads = bench_threads(hw, S_mid, 8, "float32", repeats)
+    mem = bench_memory(a.quick)
+    tg = targets(rows, phases, mem)
+    load_after = os.getloadavg()
+    elapsed = time.perf_counter() - t_start
+    print(
+        f"\nload average after: {' '.join(f'{x:.2f}' for x in load_after)}; {elapsed:.0f} s in all"
+    )
+
+    host = {
+        f: getattr(hw, f)
+        for f in (
+            "mem_bandwidth_bytes_per_s",
+            "fma_f64_per_s",
+            "exp_per_s",
+            "gather_bytes_per_s",
+            "topk_bytes_per_s",
+            "threads",
+        )
+    }
+    result = dict(
+        benchmark="bench_attention",
+        quick=a.quick,
+        repeat=repeats,
+        warmup=WARMUP,
+        settings=dict(B=B, H=H, d=D, r=R, local_window=LOCAL_WINDOW),
+        environment=env,
+        load_average_before=load_before,
+        load_average_after=load_after,
+        elapsed_s=elapsed,
+        host_model=host,
+        rows=rows,
+        phases=phases,
+        thread_scaling=threads,
+        memory=mem,
+        targets=tg,
+    )
+    path = a.json or os.path.join(
+        REPO, "benchmarks", "results", f"attention-{socket.gethostname()}.json"
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
