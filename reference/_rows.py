@@ -86,6 +86,29 @@ def decode16(src, enc, bits):
             f[i] = -v if h & 0x8000 else v
 
 
+@njit_serial
+def decode16_row(A, j, enc, bits, fview, slot):
+    """:func:`decode16` of row ``j`` of the 2-D ``uint16`` cache ``A`` into ``bits[slot]``,
+    by plain 2-D indexing (no array views are made: per-row view creation cost more than the
+    decode itself on 128-element rows). ``fview`` is the float32 view of ``bits``."""
+    d = A.shape[1]
+    if enc == ENC_BF16:
+        for c in range(d):
+            bits[slot, c] = np.uint32(A[j, c]) << np.uint32(16)
+        return
+    for c in range(d):
+        h = np.uint32(A[j, c])
+        em = h & np.uint32(0x7FFF)
+        adj = np.uint32(0x70000000) if em >= np.uint32(0x7C00) else np.uint32(0x38000000)
+        bits[slot, c] = ((em << np.uint32(13)) + adj) | ((h & np.uint32(0x8000)) << np.uint32(16))
+    for c in range(d):
+        h = A[j, c]
+        em = h & 0x7FFF
+        if em < 0x400:  # zero or subnormal
+            v = np.float32(em) * _F16_SUBNORMAL_ULP
+            fview[slot, c] = -v if h & 0x8000 else v
+
+
 def src_of(A, fview):
     """The 2-D array that rows of the cache ``A`` are read from: ``A`` itself (float32 or
     float64, read in place) or the float32 decode buffer ``fview`` (16-bit caches). Use with
@@ -100,21 +123,21 @@ def _src_of_impl(A, fview):
     return lambda A, fview: fview
 
 
-def load_row(A, j, enc, bits, slot):
+def load_row(A, j, enc, bits, fview, slot):
     """Make row ``j`` of the cache ``A`` readable as ``src_of(A, fview)[i]`` and return ``i``:
     ``j`` for float caches (nothing is done), ``slot`` for 16-bit caches after decoding the row
     into ``bits[slot]`` (``bits`` (DECODE_SLOTS, >= d) uint32, ``fview`` its float32 view).
-    No array views are created on the float path. Jitted code only."""
+    No array views are created. Jitted code only."""
     raise NotImplementedError
 
 
 @overload(load_row, inline="always")
-def _load_row_impl(A, j, enc, bits, slot):
+def _load_row_impl(A, j, enc, bits, fview, slot):
     if isinstance(A.dtype, types.Float):
-        return lambda A, j, enc, bits, slot: j
+        return lambda A, j, enc, bits, fview, slot: j
 
-    def impl(A, j, enc, bits, slot):
-        decode16(A[j], enc, bits[slot])
+    def impl(A, j, enc, bits, fview, slot):
+        decode16_row(A, j, enc, bits, fview, slot)
         return slot
 
     return impl
@@ -154,7 +177,7 @@ def _k_pass(qg, K, enc_k, positions, n_pos, scale, logits):
     for t in range(n_pos):
         if t + PREFETCH_AHEAD < n_pos:
             prefetch_row(K, positions[t + PREFETCH_AHEAD])
-        i = load_row(K, positions[t], enc_k, bits, 0)
+        i = load_row(K, positions[t], enc_k, bits, fv, 0)
         h = 0
         while h + 4 <= G:
             q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
@@ -217,10 +240,10 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
     while t + 4 <= n_pos:
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
             prefetch_row(V, positions[u])
-        i0 = load_row(V, positions[t], enc_v, bits, 0)
-        i1 = load_row(V, positions[t + 1], enc_v, bits, 1)
-        i2 = load_row(V, positions[t + 2], enc_v, bits, 2)
-        i3 = load_row(V, positions[t + 3], enc_v, bits, 3)
+        i0 = load_row(V, positions[t], enc_v, bits, fv, 0)
+        i1 = load_row(V, positions[t + 1], enc_v, bits, fv, 1)
+        i2 = load_row(V, positions[t + 2], enc_v, bits, fv, 2)
+        i3 = load_row(V, positions[t + 3], enc_v, bits, fv, 3)
         h = 0
         while h + 4 <= G:
             y0, y1, y2, y3 = y[h], y[h + 1], y[h + 2], y[h + 3]
@@ -246,7 +269,7 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
             h += 1
         t += 4
     while t < n_pos:
-        i0 = load_row(V, positions[t], enc_v, bits, 0)
+        i0 = load_row(V, positions[t], enc_v, bits, fv, 0)
         for h in range(G):
             yh = y[h]
             wt = w[h, t]
@@ -299,7 +322,7 @@ def nonfinite_rows(A, enc, maskrow, want):
     chk = 0.0
     for j in range(S):
         if maskrow[j] == want:
-            i = load_row(A, j, enc, bits, 0)
+            i = load_row(A, j, enc, bits, fv, 0)
             for c in range(d):
                 chk += As[i, c] * 0.0
     return 1 if chk != chk else 0

@@ -32,6 +32,7 @@ from numba import prange
 from reference._config import njit_parallel, njit_serial
 from reference._rows import (
     EXP_CHUNK,
+    _prefetch,
     attend_positions,
     decode_buffer,
     load_row,
@@ -545,11 +546,19 @@ def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s):
         for h in range(G):
             for jj in range(n):
                 acc[jj] = 0.0
-            for u in range(r):
+            u = 0
+            while u + 4 <= r:  # four components per sweep over the block
+                q0, q1, q2, q3 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
+                b0, b1, b2, b3 = blk[u], blk[u + 1], blk[u + 2], blk[u + 3]
+                for jj in range(n):
+                    acc[jj] += q0 * b0[jj] + q1 * b1[jj] + q2 * b2[jj] + q3 * b3[jj]
+                u += 4
+            while u < r:
                 qv = qs[h, u]
                 bu = blk[u]
                 for jj in range(n):
                     acc[jj] += qv * bu[jj]
+                u += 1
             th = tau[h]
             sh = s[h]
             if th > 0:
@@ -784,7 +793,7 @@ def _masked_mean_kernel(V, enc_v, mask, out, status):
         for j in range(S):
             if mask[b, j]:
                 n += 1
-                i = load_row(Vr, j, enc_v, bits, 0)
+                i = load_row(Vr, j, enc_v, bits, fv, 0)
                 for c in range(d):
                     acc[c] += Vs[i, c]
         chk = 0.0
@@ -947,6 +956,33 @@ def transpose_keys(k_cache) -> np.ndarray:
 _KT_SPOT_CHECKS = 64
 
 
+@njit_parallel
+def _kt_spot_check(kt, k, js, bad):
+    """Compare ``kt[b, h, :, j]`` with ``k[b, h, j, :]`` bit for bit (unsigned views) at the
+    positions ``js[b, h]``; ``bad[b * Hkv + h]`` gets the first differing position or stays
+    -1. A column of ``kt`` is ``d`` cache lines ``S`` elements apart, so the next position's
+    lines are prefetched."""
+    B, Hkv, d, S = kt.shape
+    n = js.shape[2]
+    for row in prange(B * Hkv):
+        b = row // Hkv
+        h = row % Hkv
+        ktr = kt[b, h]
+        kr = k[b, h]
+        for t in range(n):
+            if t + 1 < n:
+                jn = js[b, h, t + 1]
+                for c in range(d):
+                    _prefetch(ktr, c, jn)
+            j = js[b, h, t]
+            same = True
+            for c in range(d):
+                same &= ktr[c, j] == kr[j, c]
+            if not same:
+                bad[row] = j
+                break
+
+
 def _check_k_cache_t(k_cache_t, x: KernelInputs):
     """Validate the transposed key copy; ``(None, 0)`` when there is none."""
     if k_cache_t is None:
@@ -968,17 +1004,15 @@ def _check_k_cache_t(k_cache_t, x: KernelInputs):
         )
     rng = np.random.default_rng(0)
     j = rng.integers(0, x.S, size=(x.B, x.Hkv, _KT_SPOT_CHECKS))
-    bi = np.arange(x.B)[:, None, None]
-    hi = np.arange(x.Hkv)[None, :, None]
     uint = np.dtype(f"u{kt.dtype.itemsize}")
-    from_t = kt[bi, hi, :, j].view(uint)  # (B, Hkv, n, d)
-    from_k = x.k[bi, hi, j, :].view(uint)
-    diff = np.argwhere((from_t != from_k).any(axis=-1))
-    if diff.size:
-        b, h, t = (int(i) for i in diff[0])
+    bad = np.full(x.B * x.Hkv, -1, dtype=np.int64)
+    _kt_spot_check(kt.view(uint), x.k.view(uint), j, bad)
+    hit = np.flatnonzero(bad >= 0)
+    if hit.size:
+        b, h = divmod(int(hit[0]), x.Hkv)
         raise ValueError(
             f"k_cache_t: expected k_cache transposed (k_cache_t[b, h, :, j] =="
-            f" k_cache[b, h, j, :]), but they differ at b={b}, h={h}, j={int(j[b, h, t])};"
+            f" k_cache[b, h, j, :]), but they differ at b={b}, h={h}, j={int(bad[hit[0]])};"
             " build it with reference.transpose_keys(k_cache)"
         )
     return kt, enc
