@@ -513,9 +513,12 @@ _STEP3_BLOCK = 1024
 
 
 @njit_serial
-def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s):
-    """Step 3 over all S positions (masked ones included; the caller masks them): ``s[h, j] =
-    (sum_u qs[h, u] K[j, comps[u]]) / tau[h]``, ``qs`` (G, r) the kept query components.
+def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, maskrow, s, smax):
+    """Step 3: ``s[h, j] = (sum_u qs[h, u] K[j, comps[u]]) / tau[h]`` at valid ``j``, -inf at
+    masked ``j`` (computed, then overwritten), ``qs`` (G, r) the kept query components. Also
+    ``smax[h]`` = max of ``s[h]`` over valid positions (``smax`` must come in as -inf);
+    returns NaN iff some valid logit is not finite (else 0). Each block of positions is
+    finished while it is in cache.
 
     With ``has_kt`` the key columns come from rows of the transposed copy ``KT`` (d, S)
     (contiguous segments), otherwise from the rows of ``K`` (S, d). Either way a block of
@@ -527,6 +530,7 @@ def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s):
     bits, fv = decode_buffer(max(_STEP3_BLOCK, d))
     picked = np.empty(r, dtype=K.dtype)
     acc = np.empty(_STEP3_BLOCK)
+    chk = 0.0
     for j0 in range(0, S, _STEP3_BLOCK):
         n = min(_STEP3_BLOCK, S - j0)
         if has_kt:
@@ -567,6 +571,16 @@ def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s):
             else:  # q_h is zero on every kept component: approximate logits are 0
                 for jj in range(n):
                     sh[j0 + jj] = 0.0
+            m = smax[h]
+            for jj in range(n):
+                v = sh[j0 + jj]
+                if maskrow[j0 + jj]:
+                    chk += v * 0.0  # NaN iff a valid logit is not finite
+                    m = max(m, v)
+                else:
+                    sh[j0 + jj] = -np.inf
+            smax[h] = m
+    return chk
 
 
 @njit_serial
@@ -647,19 +661,8 @@ def _sparq_group_row(
     for h in range(G):
         for t in range(r):
             qs[h, t] = qg[h, comps[t]]
-    _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, s)
     smax = np.full(G, -np.inf)
-    chk = 0.0
-    for h in range(G):
-        sh = s[h]
-        m = -np.inf
-        for j in range(S):
-            if maskrow[j]:
-                chk += sh[j] * 0.0  # NaN iff a valid logit is not finite
-                m = max(m, sh[j])
-            else:
-                sh[j] = -np.inf
-        smax[h] = m
+    chk = _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, maskrow, s, smax)
     if chk != chk:
         status[0] = 1
         return
