@@ -86,29 +86,6 @@ def decode16(src, enc, bits):
             f[i] = -v if h & 0x8000 else v
 
 
-@njit_serial
-def decode16_row(A, j, enc, bits, fview, slot):
-    """:func:`decode16` of row ``j`` of the 2-D ``uint16`` cache ``A`` into ``bits[slot]``,
-    by plain 2-D indexing (no array views are made: per-row view creation cost more than the
-    decode itself on 128-element rows). ``fview`` is the float32 view of ``bits``."""
-    d = A.shape[1]
-    if enc == ENC_BF16:
-        for c in range(d):
-            bits[slot, c] = np.uint32(A[j, c]) << np.uint32(16)
-        return
-    for c in range(d):
-        h = np.uint32(A[j, c])
-        em = h & np.uint32(0x7FFF)
-        adj = np.uint32(0x70000000) if em >= np.uint32(0x7C00) else np.uint32(0x38000000)
-        bits[slot, c] = ((em << np.uint32(13)) + adj) | ((h & np.uint32(0x8000)) << np.uint32(16))
-    for c in range(d):
-        h = A[j, c]
-        em = h & 0x7FFF
-        if em < 0x400:  # zero or subnormal
-            v = np.float32(em) * _F16_SUBNORMAL_ULP
-            fview[slot, c] = -v if h & 0x8000 else v
-
-
 def src_of(A, fview):
     """The 2-D array that rows of the cache ``A`` are read from: ``A`` itself (float32 or
     float64, read in place) or the float32 decode buffer ``fview`` (16-bit caches). Use with
@@ -125,9 +102,9 @@ def _src_of_impl(A, fview):
 
 def load_row(A, j, enc, bits, fview, slot):
     """Make row ``j`` of the cache ``A`` readable as ``src_of(A, fview)[i]`` and return ``i``:
-    ``j`` for float caches (nothing is done), ``slot`` for 16-bit caches after decoding the row
-    into ``bits[slot]`` (``bits`` (DECODE_SLOTS, >= d) uint32, ``fview`` its float32 view).
-    No array views are created. Jitted code only."""
+    ``j`` for float caches (nothing is done, no array view is made), ``slot`` for 16-bit caches
+    after decoding the row into ``bits[slot]`` (``bits`` (DECODE_SLOTS, >= d) uint32,
+    ``fview`` its float32 view). Jitted code only."""
     raise NotImplementedError
 
 
@@ -137,8 +114,39 @@ def _load_row_impl(A, j, enc, bits, fview, slot):
         return lambda A, j, enc, bits, fview, slot: j
 
     def impl(A, j, enc, bits, fview, slot):
-        decode16_row(A, j, enc, bits, fview, slot)
+        decode16(A[j], enc, bits[slot])
         return slot
+
+    return impl
+
+
+def load_rows4(A, positions, t, enc, bits, fview):
+    """:func:`load_row` for ``positions[t : t + 4]`` into slots 0..3; returns the 4 row
+    indices into ``src_of(A, fview)``. A 16-bit cache whose 4 rows are consecutive is decoded
+    in one sweep over ``4 * d`` elements (2-4x faster than 4 row-sized sweeps). Jitted code
+    only."""
+    raise NotImplementedError
+
+
+@overload(load_rows4, inline="always")
+def _load_rows4_impl(A, positions, t, enc, bits, fview):
+    if isinstance(A.dtype, types.Float):
+        return lambda A, positions, t, enc, bits, fview: (
+            positions[t],
+            positions[t + 1],
+            positions[t + 2],
+            positions[t + 3],
+        )
+
+    def impl(A, positions, t, enc, bits, fview):
+        j = positions[t]
+        if positions[t + 3] == j + 3 and bits.shape[1] == A.shape[1]:
+            d = A.shape[1]
+            decode16(A.reshape(-1)[j * d : (j + 4) * d], enc, bits.reshape(-1))
+        else:
+            for u in range(4):
+                decode16(A[positions[t + u]], enc, bits[u])
+        return (0, 1, 2, 3)
 
     return impl
 
@@ -174,32 +182,42 @@ def _k_pass(qg, K, enc_k, positions, n_pos, scale, logits):
     G, d = qg.shape
     bits, fv = decode_buffer(d)
     Ks = src_of(K, fv)
-    for t in range(n_pos):
-        if t + PREFETCH_AHEAD < n_pos:
-            prefetch_row(K, positions[t + PREFETCH_AHEAD])
-        i = load_row(K, positions[t], enc_k, bits, fv, 0)
-        h = 0
-        while h + 4 <= G:
-            q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
-            a0 = a1 = a2 = a3 = 0.0
-            for c in range(d):
-                kc = np.float64(Ks[i, c])
-                a0 += q0[c] * kc
-                a1 += q1[c] * kc
-                a2 += q2[c] * kc
-                a3 += q3[c] * kc
-            logits[h, t] = a0 * scale
-            logits[h + 1, t] = a1 * scale
-            logits[h + 2, t] = a2 * scale
-            logits[h + 3, t] = a3 * scale
-            h += 4
-        while h < G:
-            qh = qg[h]
-            a0 = 0.0
-            for c in range(d):
-                a0 += qh[c] * Ks[i, c]
-            logits[h, t] = a0 * scale
-            h += 1
+    t = 0
+    while t < n_pos:
+        four = t + 4 <= n_pos
+        for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + (4 if four else 1), n_pos)):
+            prefetch_row(K, positions[u])
+        if four:
+            rows = load_rows4(K, positions, t, enc_k, bits, fv)
+        else:
+            i = load_row(K, positions[t], enc_k, bits, fv, 0)
+            rows = (i, i, i, i)
+        for rr in range(4 if four else 1):
+            i = rows[rr]
+            tt = t + rr
+            h = 0
+            while h + 4 <= G:
+                q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
+                a0 = a1 = a2 = a3 = 0.0
+                for c in range(d):
+                    kc = np.float64(Ks[i, c])
+                    a0 += q0[c] * kc
+                    a1 += q1[c] * kc
+                    a2 += q2[c] * kc
+                    a3 += q3[c] * kc
+                logits[h, tt] = a0 * scale
+                logits[h + 1, tt] = a1 * scale
+                logits[h + 2, tt] = a2 * scale
+                logits[h + 3, tt] = a3 * scale
+                h += 4
+            while h < G:
+                qh = qg[h]
+                a0 = 0.0
+                for c in range(d):
+                    a0 += qh[c] * Ks[i, c]
+                logits[h, tt] = a0 * scale
+                h += 1
+        t += 4 if four else 1
 
 
 #: Elements per call of the vector exp (its scratch stays in L1).
@@ -240,10 +258,7 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
     while t + 4 <= n_pos:
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
             prefetch_row(V, positions[u])
-        i0 = load_row(V, positions[t], enc_v, bits, fv, 0)
-        i1 = load_row(V, positions[t + 1], enc_v, bits, fv, 1)
-        i2 = load_row(V, positions[t + 2], enc_v, bits, fv, 2)
-        i3 = load_row(V, positions[t + 3], enc_v, bits, fv, 3)
+        i0, i1, i2, i3 = load_rows4(V, positions, t, enc_v, bits, fv)
         h = 0
         while h + 4 <= G:
             y0, y1, y2, y3 = y[h], y[h + 1], y[h + 2], y[h + 3]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reference import dense_attention, dense_attention_naive, sparq_attention
-from reference._rows import DECODE_SLOTS, ENC_BF16, ENC_F16, decode16, decode16_row
+from reference._rows import ENC_BF16, ENC_F16, decode16
 from reference._vexp import exp_into
 from reference.sparq import transpose_keys
 from tests._cases import random_case
@@ -84,16 +84,6 @@ def test_decode16_is_exact_for_every_bit_pattern(enc, dtype):
     nan = np.isnan(ref)
     np.testing.assert_array_equal(np.isnan(got), nan)
     np.testing.assert_array_equal(got.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
-    # the row decoder the kernels use (2-D indexing into a slot of the buffer)
-    A = pat.reshape(256, 256)
-    rows = np.empty((256, 256), dtype=np.float32)
-    buf = np.empty((DECODE_SLOTS, 256), dtype=np.uint32)
-    for j in range(256):
-        decode16_row(A, j, enc, buf, buf.view(np.float32), j % DECODE_SLOTS)
-        rows[j] = buf.view(np.float32)[j % DECODE_SLOTS]
-    rows = rows.reshape(-1)
-    np.testing.assert_array_equal(np.isnan(rows), nan)
-    np.testing.assert_array_equal(rows.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
 
 
 # --- kernels vs the twins in every input dtype -----------------------------------------------
