@@ -25,7 +25,7 @@ ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
 #: Rows a decode buffer holds (the V pass reads 4 rows at a time).
 DECODE_SLOTS = 4
 
-_F16_SUBNORMAL_ULP = np.float32(2.0**-24)
+_F16_MIN_NORMAL = np.float32(2.0**-14)
 
 #: Rows ahead that the gathers prefetch. Gathered rows of kept positions are ~S/k rows
 #: apart, so the hardware prefetchers do not see them coming; on the development host
@@ -64,26 +64,29 @@ def prefetch_row(A, j):
 def decode16(src, enc, bits):
     """Decode the 16-bit patterns ``src`` (n,) into float32 bit patterns ``bits[:n]``
     (uint32; read them through a float32 view). Exact for every pattern: bfloat16 is the top
-    half of a float32; IEEE binary16 normals, infinities and NaNs are re-biased in the
-    integer domain, subnormals (``|x| < 2^-14``) are ``m * 2^-24`` computed in float32."""
+    half of a float32; IEEE binary16 is re-biased in the integer domain, zeros and subnormals
+    (``|x| < 2^-14``) as ``2^-14 + m 2^-24`` from which ``2^-14`` is subtracted exactly, and
+    the sign is applied last."""
     n = src.shape[0]
     if enc == ENC_BF16:
         for i in range(n):
             bits[i] = np.uint32(src[i]) << np.uint32(16)
         return
     for i in range(n):
-        h = np.uint32(src[i])
-        em = h & np.uint32(0x7FFF)
-        # exponent bias 15 -> 127 (+112 << 23); inf/NaN exponent 31 -> 255 (+224 << 23)
-        adj = np.uint32(0x70000000) if em >= np.uint32(0x7C00) else np.uint32(0x38000000)
-        bits[i] = ((em << np.uint32(13)) + adj) | ((h & np.uint32(0x8000)) << np.uint32(16))
+        em = np.uint32(src[i]) & np.uint32(0x7FFF)
+        # exponent bias 15 -> 127: +112 << 23; inf/NaN exponent 31 -> 255: +224 << 23;
+        # zero/subnormal: +113 << 23 gives 2^-14 + m 2^-24, and 2^-14 is taken off below
+        adj = np.uint32(0x38000000)
+        if em >= np.uint32(0x7C00):
+            adj = np.uint32(0x70000000)
+        elif em < np.uint32(0x400):
+            adj = np.uint32(0x38800000)
+        bits[i] = (em << np.uint32(13)) + adj
     f = bits[:n].view(np.float32)
-    for i in range(n):
+    for i in range(n):  # branch-free: both selects vectorise
         h = src[i]
-        em = h & 0x7FFF
-        if em < 0x400:  # zero or subnormal
-            v = np.float32(em) * _F16_SUBNORMAL_ULP
-            f[i] = -v if h & 0x8000 else v
+        v = f[i] - (_F16_MIN_NORMAL if (h & 0x7FFF) < 0x400 else np.float32(0.0))
+        f[i] = -v if h & 0x8000 else v
 
 
 def src_of(A, fview):
