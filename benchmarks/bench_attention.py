@@ -56,10 +56,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import numba  # noqa: E402
-from numba import prange  # noqa: E402
 
 import reference  # noqa: E402
-from reference._config import njit_parallel, njit_serial  # noqa: E402
+from costmodel._hostbench import stream_read  # noqa: E402
 from reference._validate import KernelInputs  # noqa: E402
 from reference.sparq import (  # noqa: E402
     SparqParams,
@@ -109,62 +108,12 @@ PHASE_MODEL = (
 )
 
 
-# ------------------------------------------------------------------------ streaming kernel
-# One serial, vectorisable reduction per contiguous chunk: a reduction written directly in a
-# prange body is not vectorised by Numba.
-
-
-@njit_serial
-def _sum_f32(a):
-    s = np.float32(0.0)
-    for i in range(a.shape[0]):
-        s += a[i]
-    return s
-
-
-@njit_serial
-def _sum_u16(a):
-    s = np.uint32(0)
-    for i in range(a.shape[0]):
-        s += np.uint32(a[i])
-    return s
-
-
-@njit_parallel
-def _stream_f32(a, b, out):
-    nt = out.shape[0]
-    n = a.shape[0]
-    chunk = (n + nt - 1) // nt
-    for t in prange(nt):
-        lo = min(n, t * chunk)
-        hi = min(n, lo + chunk)
-        out[t] = _sum_f32(a[lo:hi]) + _sum_f32(b[lo:hi])
-
-
-@njit_parallel
-def _stream_u16(a, b, out):
-    nt = out.shape[0]
-    n = a.shape[0]
-    chunk = (n + nt - 1) // nt
-    for t in prange(nt):
-        lo = min(n, t * chunk)
-        hi = min(n, lo + chunk)
-        out[t] = np.float64(_sum_u16(a[lo:hi])) + np.float64(_sum_u16(b[lo:hi]))
-
-
+# ------------------------------------------------------------------------ streaming read
 def stream_fn(K, V):
-    """A callable that reads every byte of K and V once (all Numba threads)."""
-    if K.itemsize == 2:
-        a, b, kern = K.reshape(-1).view(np.uint16), V.reshape(-1).view(np.uint16), _stream_u16
-    else:
-        a, b, kern = K.reshape(-1), V.reshape(-1), _stream_f32
-
-    def run():
-        out = np.zeros(numba.get_num_threads())
-        kern(a, b, out)
-        return out
-
-    return run
+    """A callable that reads every byte of K and V once (all Numba threads; 16-bit data as
+    uint16): :func:`costmodel._hostbench.stream_read`, the same microkernel as the host
+    profile's read bandwidth."""
+    return lambda: stream_read(K, V)
 
 
 # ------------------------------------------------------------------------------ inputs
