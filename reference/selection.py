@@ -1137,10 +1137,10 @@ def bucket_params_from_public(k: int, j: int, k_mult) -> tuple[int, int]:
 
 
 def topk_naive(x: np.ndarray, k: int) -> np.ndarray:
-    """Float64 NumPy twin of :func:`topk_row` for a 1-D array: a stable sort by (-value, index)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.lexsort((np.arange(x.shape[0]), -x))
-    return order[:k].astype(np.int64)
+    """NumPy twin of :func:`topk_row` for a 1-D array: a stable sort by (value desc, index
+    asc). Floats compare in float64 (exact for float16/32/64), integers as integers (exact
+    beyond 2^53)."""
+    return _twin_order(_twin_key(np.asarray(x)), True)[:k]
 
 
 def _twin_key(row: np.ndarray) -> np.ndarray:

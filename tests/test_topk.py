@@ -331,3 +331,13 @@ def test_strided_and_big_endian_inputs():
     assert i.tolist() == [3, 0, 2] and v.dtype == xb.dtype and v.tolist() == [7, 3, 3]
     fb = np.array([0.5, -1.0, 2.0], dtype=">f8")
     assert topk(fb, 2, largest=False)[1].tolist() == [1, 0]
+
+
+def test_topk_naive_is_exact_for_int64_beyond_2_53():
+    # 2^53 + 1 and 2^53 are the same float64: a float64 cast would call them a tie and
+    # return the lower index first; the integers differ, so the larger must come first.
+    from reference.selection import topk_naive
+
+    x = np.array([2**53, 2**53 + 1, -5], dtype=np.int64)
+    assert topk_naive(x, 2).tolist() == [1, 0]
+    assert topk_naive(np.array([1.0, 3.0, 3.0, -0.0, 0.0]), 5).tolist() == [1, 2, 0, 3, 4]
