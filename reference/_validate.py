@@ -282,9 +282,7 @@ class KernelInputs:
 
     def __init__(self, q, k_cache, v_cache, mask):
         self.q = as_float_array("q", q, 3)  # small: float64 copy, finite-checked
-        self.k_dtype = (
-            np.asarray(k_cache).dtype if not isinstance(k_cache, np.ndarray) else k_cache.dtype
-        )
+        self.k_dtype = np.asarray(k_cache).dtype  # as given (no copy for an ndarray)
         self.k, self.enc_k = as_cache_array("k_cache", k_cache, 4)
         self.v, self.enc_v = as_cache_array("v_cache", v_cache, 4)
         self.B, self.H, self.Hkv, self.S, self.d = check_shapes(

@@ -997,14 +997,14 @@ def _check_k_cache_t(k_cache_t, x: KernelInputs):
         raise ValueError(
             f"k_cache_t: expected shape (B, Hkv, d, S) = {want}, got {k_cache_t.shape}"
         )
-    kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)
-    if k_cache_t.dtype.newbyteorder("=") != np.dtype(x.k_dtype).newbyteorder("=") or enc != x.enc_k:
+    if k_cache_t.dtype.newbyteorder("=") != x.k_dtype.newbyteorder("="):
         raise TypeError(f"k_cache_t: expected k_cache's dtype {x.k_dtype}, got {k_cache_t.dtype}")
     if not k_cache_t.flags.c_contiguous or not k_cache_t.dtype.isnative:
         raise ValueError(
             "k_cache_t: expected a C-contiguous array in native byte order (it exists to be"
             " streamed row by row); build it with reference.transpose_keys(k_cache)"
         )
+    kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)  # no copy: checked above
     rng = np.random.default_rng(0)
     j = rng.integers(0, x.S, size=(x.B, x.Hkv, _KT_SPOT_CHECKS))
     uint = np.dtype(f"u{kt.dtype.itemsize}")
