@@ -73,19 +73,15 @@ def best_time(
 
 
 @njit_serial
-def _sum_f32(b):
-    s = np.float32(0.0)
+def _sum(b):
+    # A sink in the element type itself (float32; 16-bit patterns as uint16, wrapping): no
+    # conversion in the loop, so the read, not the arithmetic, sets the pace.
+    if b.shape[0] == 0:
+        return 0.0
+    s = b[0] - b[0]
     for i in range(b.shape[0]):
         s += b[i]
-    return s
-
-
-@njit_serial
-def _sum_u16(b):
-    s = np.uint32(0)
-    for i in range(b.shape[0]):
-        s += np.uint32(b[i])
-    return s
+    return float(s)
 
 
 @njit_parallel
@@ -96,18 +92,7 @@ def _stream_kernel(a, out):
     for t in prange(nt):
         lo = min(n, t * chunk)
         hi = min(n, lo + chunk)
-        out[t] = _sum_f32(a[lo:hi])
-
-
-@njit_parallel
-def _stream_kernel_u16(a, out):
-    nt = out.shape[0]
-    n = a.shape[0]
-    chunk = (n + nt - 1) // nt
-    for t in prange(nt):
-        lo = min(n, t * chunk)
-        hi = min(n, lo + chunk)
-        out[t] = np.float32(_sum_u16(a[lo:hi]))
+        out[t] = _sum(a[lo:hi])
 
 
 def stream_read(*arrays: np.ndarray) -> float:
@@ -117,10 +102,8 @@ def stream_read(*arrays: np.ndarray) -> float:
     out = np.zeros(nt, dtype=np.float32)
     total = 0.0
     for x in arrays:
-        if x.dtype.itemsize == 2:
-            _stream_kernel_u16(x.reshape(-1).view(np.uint16), out)
-        else:
-            _stream_kernel(x.reshape(-1).view(np.float32), out)
+        flat = x.reshape(-1)
+        _stream_kernel(flat.view(np.uint16) if x.dtype.itemsize == 2 else flat, out)
         total += float(out.sum())
     return total
 
@@ -155,9 +138,9 @@ def _exp_kernel(x2, out2, scratch2, reps, res):
 
 @njit_serial
 def _gather_rows(a2, idx):
-    s = np.float32(0.0)
+    s = 0.0  # float64 over rows; each row summed by _sum
     for i in range(idx.shape[0]):
-        s += _sum_f32(a2[idx[i]])
+        s += _sum(a2[idx[i]])
     return s
 
 

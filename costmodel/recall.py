@@ -5,7 +5,7 @@ public code graphcore-research/pytorch-approx-topk) splits the ``n`` positions i
 buckets (``num_buckets``), keeps the exact top-``k_b`` (``k_per_bucket``) of every bucket,
 and then the exact top-``k`` of the ``b * k_b`` candidates. Bucket ``j`` holds ``s_j``
 positions; without padding the first ``n % b`` buckets hold ``n // b + 1`` positions and the
-others ``n // b`` (see ``/shared/spec/topk.md``), so only two distinct sizes ever occur.
+others ``n // b`` (see ``docs/topk.md``), so only two distinct sizes ever occur.
 
 Per-instance identity (distinct values): with ``X_j`` the number of true top-k positions in
 bucket ``j``, the number of true top-k recovered is ``K = sum_j min(X_j, k_b)`` and the recall is

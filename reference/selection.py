@@ -5,7 +5,7 @@ Public functions
 :func:`topk`
     Exact top-k along any axis, batched over the other axes.
 :func:`bucketed_topk`
-    The two-stage bucketed approximate top-k of ``shared/spec/topk.md``: exact top-``k_b``
+    The two-stage bucketed approximate top-k of ``docs/topk.md``: exact top-``k_b``
     of each of ``b`` buckets, then exact top-k of the ``b * k_b`` candidates.
 :func:`bucket_params_from_public`
     Maps the public code's ``(j, k_mult)`` parameters to ``(num_buckets, k_per_bucket)``.

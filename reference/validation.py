@@ -160,8 +160,8 @@ def standard_cases(dtype: str = "float16", seed: int = 0) -> list[GoldenCase]:
 
 
 def adversarial_cases(dtype: str = "float16", seed: int = 100) -> list[GoldenCase]:
-    """Edge cases from ``shared/spec/validation.md``: odd sizes, GQA 1..8, garbage padding,
-    ties, huge logits, k >= S, r = d, per-head selection, probability group scores."""
+    """Edge cases kernel authors check (``docs/validation.md``): odd sizes, GQA 1..8, garbage
+    padding, ties, huge logits, k >= S, r = d, per-head selection, probability group scores."""
     big = 2.0e4 if dtype in ("float16",) else 1.0e30
     c = [
         make_case("s1", B=2, H=2, Hkv=1, S=1, d=16, r=4, k=4, local_window=1, dtype=dtype,
