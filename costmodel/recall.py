@@ -161,7 +161,7 @@ def bucket_sizes(n: int, num_buckets: int) -> list[tuple[int, int]]:
     -------
     list of (size, count)
         ``[(n // b + 1, n % b), (n // b, b - n % b)]`` without entries of count 0, largest
-        size first (the first ``n % b`` buckets are the larger ones; ``/shared/spec/topk.md``).
+        size first (the first ``n % b`` buckets are the larger ones; ``docs/topk.md``).
     """
     n = _check_int("n", n)
     b = _check_int("num_buckets", num_buckets)
