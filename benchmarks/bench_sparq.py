@@ -4,7 +4,7 @@
     python benchmarks/bench_sparq.py --quick    # a small shape, for a smoke run
 
 1. ``sparq_attention`` (Numba-parallel kernel over (batch, KV head) rows, float64)
-2. ``sparq_attention_naive`` (the float64 NumPy twin: loops over rows, readable)
+2. ``sparq_attention_twin`` (the float64 NumPy twin: loops over rows, readable)
 3. a plain vectorised NumPy version written here (batched gathers and einsums, float64)
 
 The vectorised version is checked against the kernel before timing (same output to 1e-10),
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from reference import get_num_threads, sparq_attention, sparq_attention_naive
+from reference import get_num_threads, sparq_attention, sparq_attention_twin
 
 
 def sparq_vectorised(q, K, V, mask, r, k, local_window):
@@ -85,7 +85,7 @@ def main(argv=None):
 
     t_numba = best_of(lambda: sparq_attention(q, K, V, **kw), a.repeat)
     t_vec = best_of(lambda: sparq_vectorised(q, K, V, mask, r, k, lw), a.repeat)
-    t_twin = best_of(lambda: sparq_attention_naive(q, K, V, **kw), max(1, a.repeat // 3))
+    t_twin = best_of(lambda: sparq_attention_twin(q, K, V, **kw), max(1, a.repeat // 3))
 
     print(f"SparQ B={B} H={H} Hkv={Hkv} S={S} d={d} r={r} k={k} local_window={lw}, float64")
     print(f"numba threads: {get_num_threads()}; max |kernel - vectorised| = {diff:.1e}")
@@ -93,7 +93,7 @@ def main(argv=None):
     for name, t in (
         ("Numba kernel (sparq_attention)", t_numba),
         ("plain NumPy, vectorised", t_vec),
-        ("float64 twin (sparq_attention_naive)", t_twin),
+        ("float64 twin (sparq_attention_twin)", t_twin),
     ):
         print(f"{name:<34}{t * 1e3:>12.2f}{t / t_numba:>17.1f}x")
 

@@ -1,11 +1,11 @@
 """Ground-truth reference implementations for SparQ Attention and top-k.
 
-Every algorithm has a float64 NumPy twin (``*_naive``, the truth, readable next to the paper)
+Every algorithm has a float64 NumPy twin (``*_twin``, the truth, readable next to the paper)
 and a Numba-parallel kernel used by the public function; tests bound their difference.
 """
 
 from reference._config import get_num_threads, set_num_threads
-from reference.dense import dense_attention, dense_attention_naive
+from reference.dense import dense_attention, dense_attention_naive, dense_attention_twin
 from reference.selection import (
     bucket_params_from_public,
     bucket_sizes,
@@ -14,7 +14,13 @@ from reference.selection import (
     topk,
     topk_twin,
 )
-from reference.sparq import SparqSteps, sparq_attention, sparq_attention_naive, transpose_keys
+from reference.sparq import (
+    SparqSteps,
+    sparq_attention,
+    sparq_attention_naive,
+    sparq_attention_twin,
+    transpose_keys,
+)
 
 __all__ = [
     "SparqSteps",
@@ -25,10 +31,12 @@ __all__ = [
     "topk",
     "topk_twin",
     "dense_attention",
-    "dense_attention_naive",
+    "dense_attention_naive",  # deprecated name of dense_attention_twin
+    "dense_attention_twin",
     "get_num_threads",
     "set_num_threads",
     "sparq_attention",
-    "sparq_attention_naive",
+    "sparq_attention_naive",  # deprecated name of sparq_attention_twin
+    "sparq_attention_twin",
     "transpose_keys",
 ]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -18,7 +19,7 @@ from reference._validate import KernelInputs, check_attention_inputs
 from reference._workspace import workspace
 
 
-def dense_attention_naive(q, k_cache, v_cache, mask=None) -> np.ndarray:
+def dense_attention_twin(q, k_cache, v_cache, mask=None) -> np.ndarray:
     """Float64 NumPy twin of :func:`dense_attention` (the ground truth; slow and obvious)."""
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
     g = H // Hkv
@@ -114,3 +115,13 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
             " scale q or k_cache down"
         )
     return out
+
+
+def dense_attention_naive(*args, **kwargs) -> np.ndarray:
+    """Deprecated name of :func:`dense_attention_twin` (kept for one release)."""
+    warnings.warn(
+        "dense_attention_naive is deprecated; use dense_attention_twin",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return dense_attention_twin(*args, **kwargs)

@@ -22,6 +22,7 @@ paper's Algorithm 1, each one function of the twin below:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -64,7 +65,7 @@ from reference.selection import (
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
 GROUP_SCORES = ("logits", "probs")
 SELECTIONS = ("group", "head")
-IMPLS = ("numba", "naive")
+IMPLS = ("numba", "twin")
 TOPKS = ("exact", "bucketed")
 
 # Codes of the options inside jitted code (index into the tuples above).
@@ -346,7 +347,7 @@ def sparq_group_twin(
     return _GroupSteps(out, i1, s, positions, alpha, y, tau)
 
 
-def sparq_attention_naive(
+def sparq_attention_twin(
     q,
     k_cache,
     v_cache,
@@ -886,8 +887,8 @@ def sparq_attention(
         (the same result as empty buckets: exact).
     precision : {"float64", "float32", "float16", "bfloat16"}
         ``"float64"`` is the truth. The others emulate a naive implementation in that dtype
-        (see :func:`sparq_attention_naive`); emulation runs on the NumPy twin.
-    impl : {"numba", "naive"}, optional
+        (see :func:`sparq_attention_twin`); emulation runs on the NumPy twin.
+    impl : {"numba", "twin"}, optional
         The Numba-parallel kernel (default for float64) or the NumPy twin (always used for an
         emulated precision).
     k_cache_t : ndarray, shape (B, Hkv, d, S), optional
@@ -909,20 +910,25 @@ def sparq_attention(
     """
     as_choice("precision", precision, PRECISIONS)
     if impl is None:
-        impl = "numba" if precision == "float64" else "naive"
+        impl = "numba" if precision == "float64" else "twin"
+    elif impl == "naive":  # the old name of the twin, kept for one release
+        warnings.warn(
+            "impl='naive' is deprecated; use impl='twin'", DeprecationWarning, stacklevel=2
+        )
+        impl = "twin"
     as_choice("impl", impl, IMPLS)
     if impl == "numba" and precision != "float64":
         raise ValueError(
             f"impl: the Numba kernel computes the float64 truth only; emulating"
-            f" precision={precision!r} needs impl='naive' (or leave impl unset), got impl='numba'"
+            f" precision={precision!r} needs impl='twin' (or leave impl unset), got impl='numba'"
         )
-    if impl == "naive" and k_cache_t is not None:
+    if impl == "twin" and k_cache_t is not None:
         raise ValueError(
             "impl: k_cache_t is read by the Numba kernel only (the twin has no use for it);"
-            " got impl='naive' with a k_cache_t"
+            " got impl='twin' with a k_cache_t"
         )
-    if impl == "naive":
-        steps = sparq_attention_naive(
+    if impl == "twin":
+        steps = sparq_attention_twin(
             q, k_cache, v_cache, r=r, k=k, local_window=local_window, mask=mask,
             reallocate=reallocate, temperature=temperature, group_score=group_score,
             selection=selection, v_mean=v_mean, topk=topk, num_buckets=num_buckets,
@@ -1062,3 +1068,13 @@ def _run_kernel(
         )
     return SparqSteps(o.out, o.components, o.approx_logits, o.positions, o.alpha, v_mean, o.y,
                       o.temperature)  # fmt: skip
+
+
+def sparq_attention_naive(*args, **kwargs) -> SparqSteps:
+    """Deprecated name of :func:`sparq_attention_twin` (kept for one release)."""
+    warnings.warn(
+        "sparq_attention_naive is deprecated; use sparq_attention_twin",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return sparq_attention_twin(*args, **kwargs)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.precision import PRECISIONS, Precision, round_to
-from reference.sparq import SparqSteps, sparq_attention_naive
+from reference.sparq import SparqSteps, sparq_attention_twin
 
 STEPS = ("components", "temperature", "approx_logits", "positions", "alpha", "v_mean", "y", "out")
 INPUTS = ("q", "k_cache", "v_cache", "mask")
@@ -140,7 +140,7 @@ def make_case(
     if unknown:
         raise ValueError(f"options: unknown SparQ parameters {sorted(unknown)}")
     params.update(options)
-    expected = sparq_attention_naive(inputs["q"], inputs["k_cache"], inputs["v_cache"],
+    expected = sparq_attention_twin(inputs["q"], inputs["k_cache"], inputs["v_cache"],
                                      mask=mask, **params)  # fmt: skip
     return GoldenCase(name, description, params, inputs, expected, dtype, seed)
 
@@ -408,7 +408,7 @@ def check_sparq(
     failed_shape = {r.step for r in results}
 
     def run(precision, comps, pos):
-        return sparq_attention_naive(
+        return sparq_attention_twin(
             q, K, V, mask=mask, precision=precision, inject_components=comps,
             inject_positions=pos, **p,
         )  # fmt: skip

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 import pytest
 
-from reference import dense_attention, dense_attention_naive, sparq_attention
+from reference import dense_attention, dense_attention_twin, sparq_attention
 from reference._rows import ENC_BF16, ENC_F16, decode16
 from reference._vexp import exp_into
 from reference.sparq import transpose_keys
@@ -96,14 +96,14 @@ def test_kernels_match_twins_in_every_dtype(dtype, g):
     q, K, V = (x.astype(dtype) for x in (q, K, V))
     q64, K64, V64 = widened(q, K, V)
     np.testing.assert_allclose(
-        dense_attention(q, K, V, mask=mask), dense_attention_naive(q64, K64, V64, mask),
+        dense_attention(q, K, V, mask=mask), dense_attention_twin(q64, K64, V64, mask),
         rtol=1e-12, atol=1e-13,
     )  # fmt: skip
     for opts in ({}, {"group_score": "probs"}, {"selection": "head"}):
         a = sparq_attention(q, K, V, r=5, k=17, local_window=4, mask=mask, return_steps=True,
                             **opts)  # fmt: skip
         b = sparq_attention(q64, K64, V64, r=5, k=17, local_window=4, mask=mask,
-                            return_steps=True, impl="naive", **opts)  # fmt: skip
+                            return_steps=True, impl="twin", **opts)  # fmt: skip
         np.testing.assert_array_equal(a.components, b.components)
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_allclose(a.approx_logits, b.approx_logits, rtol=1e-12, atol=1e-12)
@@ -140,12 +140,12 @@ def test_non_contiguous_and_byteswapped_inputs(layout, dtype):
 @pytest.mark.parametrize("S", [1, 2, 3, 255, 1023, 1025])
 def test_odd_lengths(S):
     q, K, V, mask = random_case(S, B=1, H=8, Hkv=2, S=S, d=8, pad=False)
-    np.testing.assert_allclose(dense_attention(q, K, V), dense_attention_naive(q, K, V),
+    np.testing.assert_allclose(dense_attention(q, K, V), dense_attention_twin(q, K, V),
                                rtol=1e-12, atol=1e-13)  # fmt: skip
     k = max(1, S // 4)
     a = sparq_attention(q, K, V, r=3, k=k, local_window=min(k, 2), return_steps=True)
     b = sparq_attention(q, K, V, r=3, k=k, local_window=min(k, 2), return_steps=True,
-                        impl="naive")  # fmt: skip
+                        impl="twin")  # fmt: skip
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_allclose(a.out, b.out, rtol=1e-11, atol=1e-12)
 
@@ -189,7 +189,7 @@ def test_wrong_k_cache_t_is_rejected():
     with pytest.raises(TypeError, match="k_cache_t: expected a numpy array"):
         sparq_attention(q, K32, V32, k_cache_t=kt.tolist(), **call)
     with pytest.raises(ValueError, match="impl"):
-        sparq_attention(q, K32, V32, k_cache_t=kt, impl="naive", **call)
+        sparq_attention(q, K32, V32, k_cache_t=kt, impl="twin", **call)
 
 
 # --- check_finite ----------------------------------------------------------------------------

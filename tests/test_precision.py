@@ -71,8 +71,8 @@ def test_emulated_error_is_of_the_dtype_order(precision, lo, hi):
 
 def test_float64_emulation_is_the_truth():
     q, K, V, mask = random_case(42)
-    a = sparq_attention(q, K, V, r=3, k=5, mask=mask, precision="float64", impl="naive")
-    b = sparq_attention(q, K, V, r=3, k=5, mask=mask, impl="naive")
+    a = sparq_attention(q, K, V, r=3, k=5, mask=mask, precision="float64", impl="twin")
+    b = sparq_attention(q, K, V, r=3, k=5, mask=mask, impl="twin")
     np.testing.assert_array_equal(a, b)
 
 
@@ -113,7 +113,7 @@ def test_logit_overflow_from_finite_inputs_is_an_error():
     with np.errstate(all="ignore"):
         # the kernels detect the overflow in the logits they compute; the twins refuse the
         # inputs up front by the bound ||q_h||_1 max|K| < 1e300
-        for impl in ("numba", "naive"):
+        for impl in ("numba", "twin"):
             with pytest.raises(ValueError, match="q, k_cache: .* logits (could )?overflow float64"):
                 sparq_attention(q, K, V, r=8, k=3, mask=mask, impl=impl)
         for check_finite in (True, False):

@@ -24,7 +24,7 @@ def both(*args, **kw):
     """The Numba kernel's and the twin's steps for the same call."""
     return (
         sparq_attention(*args, return_steps=True, **kw),
-        sparq_attention(*args, return_steps=True, impl="naive", **kw),
+        sparq_attention(*args, return_steps=True, impl="twin", **kw),
     )
 
 
@@ -159,7 +159,7 @@ def test_permutation_invariance_without_local_window():
         assert set(perm[b.positions[0, g]].tolist()) == set(a.positions[0, g].tolist())
 
 
-@pytest.mark.parametrize("impl", ["numba", "naive"])
+@pytest.mark.parametrize("impl", ["numba", "twin"])
 def test_masked_garbage_has_no_effect(impl):
     # ../shared/spec/sparq.md: K filled with 1e9, V with 1e30 at masked positions.
     q, K, V, mask = random_case(11, B=3, H=4, Hkv=2, S=25, d=8)
@@ -427,3 +427,20 @@ def test_hand_case_g2_logit_sum_and_probability_sum_select_differently():
         mean = 20.0
         expected = [a * 30 + (1 - a) * mean for a in (math.exp(-2) / z0, math.exp(2) / z1)]
         np.testing.assert_allclose(st_.out[0, :, 0], expected, rtol=1e-14)
+
+
+def test_deprecated_naive_names_still_work_and_warn():
+    from reference import dense_attention_naive, dense_attention_twin, sparq_attention_twin
+    from reference import sparq_attention_naive as old_sparq
+
+    q, K, V, mask = random_case(77)
+    with pytest.warns(DeprecationWarning, match="dense_attention_twin"):
+        np.testing.assert_array_equal(
+            dense_attention_naive(q, K, V, mask), dense_attention_twin(q, K, V, mask)
+        )
+    with pytest.warns(DeprecationWarning, match="sparq_attention_twin"):
+        old = old_sparq(q, K, V, r=2, k=4, mask=mask)
+    np.testing.assert_array_equal(old.out, sparq_attention_twin(q, K, V, r=2, k=4, mask=mask).out)
+    with pytest.warns(DeprecationWarning, match="impl='twin'"):
+        a = sparq_attention(q, K, V, r=2, k=4, mask=mask, impl="naive")
+    np.testing.assert_array_equal(a, old.out)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from reference import sparq_attention, sparq_attention_naive
+from reference import sparq_attention, sparq_attention_twin
 from reference.validation import (
     STEPS,
     adversarial_cases,
@@ -129,7 +129,7 @@ def test_poor_position_is_caught_but_a_tied_swap_is_not(cases):
             break
     assert pos is not None, "the ties case should contain a tie at the selection boundary"
     q, K, V, mask = (tied.inputs[k] for k in ("q", "k_cache", "v_cache", "mask"))
-    injected = sparq_attention_naive(q, K, V, mask=mask, inject_positions=pos, **tied.params)
+    injected = sparq_attention_twin(q, K, V, mask=mask, inject_positions=pos, **tied.params)
     report = check_sparq(tied, steps_of(injected))
     assert report.passed, str(report)
     # the output differs from the un-injected truth, which is why injection matters
@@ -204,14 +204,14 @@ def test_inputs_are_stored_in_the_case_dtype():
 def test_injecting_the_truths_own_choices_reproduces_it(cases):
     case = cases["gqa4"]
     q, K, V, mask = (case.inputs[k] for k in ("q", "k_cache", "v_cache", "mask"))
-    st = sparq_attention_naive(q, K, V, mask=mask, inject_components=case.expected.components,
+    st = sparq_attention_twin(q, K, V, mask=mask, inject_components=case.expected.components,
                                inject_positions=case.expected.positions, **case.params)  # fmt: skip
     for f in STEPS:
         np.testing.assert_array_equal(getattr(st, f), getattr(case.expected, f))
     with pytest.raises(ValueError, match="expected distinct valid positions"):
         bad = case.expected.positions.copy()
         bad[0, 0, 1] = bad[0, 0, 0]
-        sparq_attention_naive(q, K, V, mask=mask, inject_positions=bad, **case.params)
+        sparq_attention_twin(q, K, V, mask=mask, inject_positions=bad, **case.params)
 
 
 @pytest.mark.parametrize(
