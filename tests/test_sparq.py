@@ -1,4 +1,4 @@
-"""SparQ attention: hand-computed cases, oracles from the spec, twin vs kernel."""
+"""SparQ attention: hand-computed cases, degenerate-case oracles, twin vs kernel."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference import dense_attention, sparq_attention
+from reference import dense_attention, sparq_attention, sparq_attention_twin
 from reference.selection import topk_naive
 from tests._cases import random_case
 
@@ -32,7 +32,8 @@ def both(*args, **kw):
 
 
 def test_spec_gqa_hand_case_components_and_logits():
-    # ../shared/spec/sparq.md "Hand-computable GQA case for step 1".
+    # Worked by hand: g = 2 heads per KV head, d = 2; sum |q| per group picks the component
+    # (group 0: |1|+|-20| = 21 vs |10|+|2| = 12 -> component 0; group 1: 34 vs 43 -> 1).
     q = np.array([[[1.0, 10.0], [-20.0, 2.0], [30.0, 3.0], [4.0, 40.0]]])
     K = np.array([[[[1.0, 10.0]], [[20.0, 2.0]]]])  # (B=1, Hkv=2, S=1, d=2)
     V = np.ones_like(K)
@@ -161,7 +162,7 @@ def test_permutation_invariance_without_local_window():
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
 def test_masked_garbage_has_no_effect(impl):
-    # ../shared/spec/sparq.md: K filled with 1e9, V with 1e30 at masked positions.
+    # Masked positions may hold any finite garbage: K filled with 1e9, V with 1e30 there.
     q, K, V, mask = random_case(11, B=3, H=4, Hkv=2, S=25, d=8)
     kw = dict(r=3, k=6, local_window=2, mask=mask, return_steps=True, impl=impl)
     ref = sparq_attention(q, K, V, **kw)
@@ -274,11 +275,42 @@ def test_kernel_matches_twin(S, g, Hkv, d, data):
     q, K, V, mask = random_case(seed, B=2, H=g * Hkv, Hkv=Hkv, S=S, d=d)
     a, b = both(q, K, V, r=r, k=k, local_window=lw, mask=mask, **opts)
     np.testing.assert_array_equal(a.components, b.components)
+    if not np.array_equal(a.positions, b.positions):
+        # Tie-safe: the kernel sums in another order than the twin's BLAS, so a near-tie at
+        # the selection boundary may go either way. Accept it only if every differing
+        # position's twin score is within 1e-9 (relative) of one the twin kept, then judge
+        # the later steps with the kernel's positions injected into the twin.
+        assert_near_tie(b, a.positions, mask, opts.get("group_score", "logits"))
+        b = sparq_attention_twin(q, K, V, r=r, k=k, local_window=lw, mask=mask,
+                                 inject_positions=a.positions, **opts)  # fmt: skip
     np.testing.assert_array_equal(a.positions, b.positions)
     np.testing.assert_allclose(a.approx_logits, b.approx_logits, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(a.alpha, b.alpha, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a.v_mean, b.v_mean, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a.out, b.out, rtol=1e-11, atol=1e-12)
+
+
+def assert_near_tie(twin, positions, mask, group_score):
+    """Every position in one selection and not the other scores (by the twin's group score
+    over the selection group's heads) within 1e-9 relative of the weakest common choice."""
+    B, G, _ = positions.shape
+    per = twin.approx_logits.shape[1] // G
+    for b in range(B):
+        for grp in range(G):
+            mine = set(positions[b, grp][positions[b, grp] >= 0].tolist())
+            theirs = set(twin.positions[b, grp][twin.positions[b, grp] >= 0].tolist())
+            if mine == theirs:
+                continue
+            s = twin.approx_logits[b, grp * per : (grp + 1) * per][:, mask[b]]
+            if group_score == "probs":
+                e = np.exp(s - s.max(axis=1, keepdims=True))
+                s = e / e.sum(axis=1, keepdims=True)
+            score = np.full(mask.shape[1], -np.inf)
+            score[mask[b]] = s.sum(axis=0)
+            diff = np.array(sorted(mine ^ theirs))
+            common = np.array(sorted(mine & theirs - {int(np.flatnonzero(mask[b])[-1])}))
+            ref = score[common].min() if common.size else score[diff].max()
+            assert np.all(np.abs(score[diff] - ref) <= 1e-9 * max(1.0, abs(ref))), (b, grp)
 
 
 def test_low_precision_inputs_are_widened_exactly():
