@@ -1,0 +1,80 @@
+"""Argument checks shared by the public top-k functions and their NumPy twins.
+
+Pure Python/NumPy (no Numba): :func:`bucket_sizes` (public, re-exported by
+:mod:`reference.selection`) and the private checks ``_check_int``, ``_as_rows``,
+``_nrows``, ``_check_bucket_args``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected {what}, got {value}")
+    return value
+
+
+def _as_rows(x, axis, fname: str) -> tuple[np.ndarray, int]:
+    """Validate ``x``/``axis``; return (x with ``axis`` moved last, normalised axis)."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    dt = x.dtype
+    if dt == np.bool_:
+        raise TypeError(
+            f"{fname}: x: expected a real numeric dtype (float16/32/64 or integer), got bool; "
+            "cast to an integer dtype to rank booleans"
+        )
+    if dt.kind not in "fiu" or (dt.kind == "f" and dt.itemsize > 8):
+        raise TypeError(
+            f"{fname}: x: expected a real numeric dtype (float16/32/64 or integer), got {dt}"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{fname}: x: expected at least 1 dimension, got a 0-d array")
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{fname}: axis: expected an int, got {type(axis).__name__} {axis!r}")
+    axis = int(axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(
+            f"{fname}: axis: expected -{x.ndim} <= axis < {x.ndim} for x.ndim={x.ndim}, got {axis}"
+        )
+    axis %= x.ndim
+    xm = x if axis == x.ndim - 1 else np.moveaxis(x, axis, -1)
+    return xm, axis
+
+
+def _nrows(xm: np.ndarray) -> int:
+    return int(np.prod(xm.shape[:-1], dtype=np.int64))
+
+
+def bucket_sizes(n: int, num_buckets: int) -> np.ndarray:
+    """Sizes of the ``num_buckets`` buckets of ``n`` elements (no padding).
+
+    Buckets ``0 .. n % b - 1`` hold ``n // b + 1`` elements, the rest ``n // b``; the same
+    sizes serve both layouts (interleaved bucket j is ``{j, j + b, j + 2b, ...}``).
+
+    Returns
+    -------
+    ndarray of int64, shape (num_buckets,)
+    """
+    n = _check_int("bucket_sizes: n", n, 0, None, "n >= 0")
+    b = _check_int("bucket_sizes: num_buckets", num_buckets, 1, None, "num_buckets >= 1")
+    base, rem = divmod(n, b)
+    return np.where(np.arange(b) < rem, base + 1, base).astype(np.int64)
+
+
+def _check_bucket_args(fname, n, k, num_buckets, k_per_bucket, axis):
+    k = _check_int(f"{fname}: k", k, 0, n, f"0 <= k <= n = {n} (the size of axis {axis})")
+    b = _check_int(f"{fname}: num_buckets", num_buckets, 1, n, f"1 <= num_buckets <= n = {n}")
+    kb = _check_int(f"{fname}: k_per_bucket", k_per_bucket, 1, None, "k_per_bucket >= 1")
+    if b * kb < k:
+        raise ValueError(
+            f"{fname}: num_buckets * k_per_bucket: expected >= k = {k}, got {b} * {kb} = {b * kb}"
+        )
+    return k, b, kb

@@ -1,0 +1,266 @@
+"""Streaming exact top-k of one row, and the kernels over rows that call it.
+
+Row functions (serial, callable from other Numba code; re-exported by
+:mod:`reference.selection`): :func:`topk_row`, :func:`topk_row_into`,
+:func:`topk_buffer_size`. Kernels over rows: :func:`_topk_kernel` (parallel) and
+:func:`_topk_kernel_serial` (one row). The algorithm is described in ``docs/topk.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from reference._config import njit_parallel, njit_serial
+from reference._pairsort import _has_nan, _select, _sorted_indices
+
+# Extra room of the candidate buffer of the streaming exact top-k, beyond 2k.
+_BUF_EXTRA = 256
+# Block length of the vectorised threshold screen of the streaming exact top-k.
+_BLOCK = 32
+_CHUNK = 64
+# Sampled first threshold of the exact top-k: sample size, and when to use it.
+_SAMPLE = 4096
+_SAMPLE_MIN = 512
+_SAMPLE_MIN_K = 64
+_SAMPLE_MIN_MU = 16
+
+
+# --------------------------------------------------------------------------------------
+# Exact top-k of one row: a streaming threshold filter into a buffer of ~3k candidates,
+# compacted by introselect when full; then the k survivors are sorted. O(n + k log k)
+# comparisons per row in the worst case (every compaction removes at least half of the
+# buffer). The filter screens blocks of _BLOCK elements with a vectorisable "any element
+# passes?" test, so once the threshold has settled an element costs a fraction of a
+# compare. For large k the first threshold comes from a strided sample (a rank chosen so
+# that ~1.3-2k elements pass); if fewer than k pass, the row is redone without it.
+# --------------------------------------------------------------------------------------
+
+
+@njit_serial
+def _buffer_size(n, k):
+    # Candidate buffer length (plus one slot of slack).
+    return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
+
+
+@njit_serial
+def _compact(bv, bi, cnt, k):
+    # Keep the best k of bv/bi[:cnt] in bv/bi[:k]; returns (k, new threshold, found_nan).
+    if _has_nan(bv[:cnt]):
+        return cnt, bv[0], True
+    _select(bv, bi, 0, cnt, k - 1)
+    return k, bv[k - 1], False
+
+
+@njit_serial
+def _append_range(x, i0, i1, k, bv, bi, thr, strict, cnt):
+    # Element-wise part of _stream over x[i0:i1]. Returns (cnt, thr, strict, found_nan).
+    # Strict ">" once thr is the k-th kept value: an equal value arrives with a larger
+    # index, so it ranks after that element. ``not (v < thr)`` lets NaN in (caught later).
+    cap = bv.shape[0] - 1
+    i = i0
+    while i < i1 and not strict:
+        v = x[i]
+        if not (v < thr):
+            bv[cnt] = v
+            bi[cnt] = i
+            cnt += 1
+            if cnt == cap:
+                cnt, thr, bad = _compact(bv, bi, cnt, k)
+                if bad:
+                    return cnt, thr, strict, True
+                strict = True
+        i += 1
+    while i < i1:
+        v = x[i]
+        if not (v <= thr):
+            bv[cnt] = v
+            bi[cnt] = i
+            cnt += 1
+            if cnt == cap:
+                cnt, thr, bad = _compact(bv, bi, cnt, k)
+                if bad:
+                    return cnt, thr, strict, True
+        i += 1
+    return cnt, thr, strict, False
+
+
+@njit_serial
+def _screen_chunk(x, i0, thr, strict, mask):
+    # mask[i] = 1 if x[i0 + i] passes (NaN passes), for a whole chunk of _CHUNK * _BLOCK
+    # elements. An element-wise compare-and-store vectorises fully (a per-block reduction
+    # or a float max would not, without nnan); the per-block "any" is then read 8 bytes
+    # at a time. thr and strict are invariant here.
+    if strict:
+        for i in range(mask.shape[0]):
+            mask[i] = np.uint8(not (x[i0 + i] <= thr))
+    else:
+        for i in range(mask.shape[0]):
+            mask[i] = np.uint8(not (x[i0 + i] < thr))
+
+
+@njit_serial
+def _stream(x, k, bv, bi, thr, strict, start, cnt):
+    # Appends to bv/bi[cnt:] every x[i], i >= start, that passes the threshold (strict:
+    # v > thr; else v >= thr), compacting to the best k whenever the buffer is full (after
+    # which the threshold is the k-th kept value, strict). NaN always passes. Returns
+    # (cnt, found_nan).
+    #
+    # Chunks of _CHUNK blocks of _BLOCK are first screened with the threshold at the
+    # start of the chunk (vectorised); then only passing blocks are looked at closely.
+    # The threshold only rises, so a block that fails the screen has nothing to add.
+    n = x.shape[0]
+    chunk = _CHUNK * _BLOCK
+    words = _BLOCK // 8
+    mask = np.empty(chunk, dtype=np.uint8)
+    m64 = mask.view(np.uint64)
+    i0 = start
+    hit = np.empty(_CHUNK, dtype=np.bool_)
+    while i0 + chunk <= n:
+        _screen_chunk(x, i0, thr, strict, mask)
+        nhit = 0
+        for t in range(_CHUNK):
+            w = np.uint64(0)
+            for u in range(words):
+                w |= m64[t * words + u]
+            hit[t] = w != 0
+            nhit += hit[t]
+        if nhit * 4 > _CHUNK:
+            # Dense chunk: one pass over it beats many short calls.
+            cnt, thr, strict, bad = _append_range(x, i0, i0 + chunk, k, bv, bi, thr, strict, cnt)
+            if bad:
+                return cnt, True
+        elif nhit:
+            for t in range(_CHUNK):
+                if hit[t]:
+                    b0 = i0 + t * _BLOCK
+                    cnt, thr, strict, bad = _append_range(
+                        x, b0, b0 + _BLOCK, k, bv, bi, thr, strict, cnt
+                    )
+                    if bad:
+                        return cnt, True
+        i0 += chunk
+    cnt, thr, strict, bad = _append_range(x, i0, n, k, bv, bi, thr, strict, cnt)
+    if bad:
+        return cnt, True
+    return cnt, _has_nan(bv[:cnt])
+
+
+@njit_serial
+def _topk_core(x, k, out, bv, bi):
+    """Core of :func:`topk_row` on any real dtype; returns True if ``x`` holds a NaN.
+
+    ``bv``/``bi``: scratch of equal length ``_buffer_size(len(x), k)``.
+    Writes ``out[:k]`` (undefined when a NaN was found).
+    """
+    n = x.shape[0]
+    if k <= 0:
+        return _has_nan(x)
+    cap = bv.shape[0] - 1
+    cnt = 0
+    done = False
+    if cap >= n:
+        pass  # the whole row fits the buffer: plain introselect below
+    elif k >= _SAMPLE_MIN_K and n >= 8 * _SAMPLE_MIN:
+        ns = min(_SAMPLE, n // 8)
+        if k * ns >= _SAMPLE_MIN_MU * n:
+            # First threshold from a strided sample of ns positions: with mu = k ns / n
+            # expected true top-k members in the sample, take the sample element of rank
+            # ~mu + 4 sqrt(mu), so that ~k (1 + 4 / sqrt(mu)) elements pass.
+            stride = n // ns
+            sv = np.empty(ns, dtype=x.dtype)
+            si = np.empty(ns, dtype=np.int64)
+            for t in range(ns):
+                sv[t] = x[t * stride]
+                si[t] = t * stride
+            if _has_nan(sv):
+                return True
+            mu = k * ns / n
+            r = min(ns, int(mu + 4.0 * np.sqrt(mu)) + 2)
+            _select(sv, si, 0, ns, r - 1)
+            # The expected pass rate r / ns is above 1/128 here (r >= 34, ns <= 4096): most
+            # blocks would pass a block screen, so a plain scan is cheaper.
+            cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, sv[r - 1], False, 0)
+            bad = bad or _has_nan(bv[:cnt])
+            if bad:
+                return True
+            done = cnt >= k
+    if not done:
+        m = min(cap, n)
+        for i in range(m):
+            bv[i] = x[i]
+            bi[i] = i
+        if _has_nan(bv[:m]):
+            return True
+        cnt = m
+        if cnt > k:
+            _select(bv, bi, 0, cnt, k - 1)
+            cnt = k
+        cnt, bad = _stream(x, k, bv, bi, bv[k - 1], True, m, cnt)
+        if bad:
+            return True
+    if cnt > k:
+        _select(bv, bi, 0, cnt, k - 1)
+    _sorted_indices(bv, bi, k, out)
+    return False
+
+
+@njit_serial
+def topk_row(x, k, out):
+    """Indices of the k largest entries of ``x`` into ``out[:k]`` (value desc, index asc).
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        float64 (any real dtype compiles), no NaN; ±inf allowed.
+    k : int
+        ``0 <= k <= n``.
+    out : ndarray of int64, shape (>= k,)
+        Receives the indices.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` holds a NaN.
+    """
+    cap = _buffer_size(x.shape[0], k)
+    bv = np.empty(cap, dtype=x.dtype)
+    bi = np.empty(cap, dtype=np.int64)
+    if _topk_core(x, k, out, bv, bi):
+        raise ValueError("topk_row: x holds a NaN")
+
+
+@njit_serial
+def topk_buffer_size(n, k):
+    """Length of the candidate buffers :func:`topk_row_into` needs for a row of ``n``."""
+    return _buffer_size(n, k)
+
+
+@njit_serial
+def topk_row_into(x, k, out, bv, bi):
+    """:func:`topk_row` with caller-provided candidate buffers ``bv`` (x's dtype) and ``bi``
+    (int64), each of at least :func:`topk_buffer_size` elements (no allocation)."""
+    if _topk_core(x, k, out, bv, bi):
+        raise ValueError("topk_row: x holds a NaN")
+
+
+@njit_parallel
+def _topk_kernel(x2, k, out, nan_rows):
+    rows = x2.shape[0]
+    n = x2.shape[1]
+    cap = _buffer_size(n, k)
+    for r in prange(rows):
+        bv = np.empty(cap, dtype=x2.dtype)
+        bi = np.empty(cap, dtype=np.int64)
+        nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
+
+
+@njit_serial
+def _topk_kernel_serial(x2, k, out, nan_rows):
+    # Same as _topk_kernel without the thread pool (used for a single row, where waking
+    # idle threads only costs time).
+    cap = _buffer_size(x2.shape[1], k)
+    bv = np.empty(cap, dtype=x2.dtype)
+    bi = np.empty(cap, dtype=np.int64)
+    for r in range(x2.shape[0]):
+        nan_rows[r] = _topk_core(x2[r], k, out[r], bv, bi)
