@@ -2,10 +2,12 @@
 exact attention of a group of query heads over a list of positions.
 
 Caches reach the kernels C-contiguous in their own dtype (never as float64 copies):
-float32 and float64 rows are read in place; float16 and bfloat16 arrive as ``uint16`` views
-of their bit patterns with an encoding code (:data:`ENC_F16`, :data:`ENC_BF16`) and are
-decoded exactly, a row or a segment at a time, into a small per-thread float32 buffer.
-All arithmetic is float64.
+float32 and float64 are read as they are; float16 arrives as a ``uint16`` view and bfloat16
+as an ``int16`` view of the bit patterns (the view's type selects the decoder at compile
+time). Every element is widened exactly to float64 by :func:`widen` as the loops read it:
+float16 by the hardware conversion (LLVM ``fpext half``, F16C/AVX-512 ``vcvtph2ps`` where
+the CPU has it, so it vectorises), bfloat16 as the top half of a float32. All arithmetic
+is float64.
 """
 
 from __future__ import annotations
@@ -19,13 +21,9 @@ from numba.extending import intrinsic, overload
 from reference._config import njit_serial
 from reference._vexp import exp_into
 
-#: Encodings of a cache's elements (how a ``uint16`` array is to be read).
+#: Encodings of a cache's elements (Python side; in jitted code the view's dtype says it:
+#: float16 bits as ``uint16``, bfloat16 bits as ``int16``).
 ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
-
-#: Rows a decode buffer holds (the V pass reads 4 rows at a time).
-DECODE_SLOTS = 4
-
-_F16_MIN_NORMAL = np.float32(2.0**-14)
 
 #: Rows ahead that the gathers prefetch. Gathered rows of kept positions are ~S/k rows
 #: apart, so the hardware prefetchers do not see them coming; on the development host
@@ -60,150 +58,70 @@ def prefetch_row(A, j):
         _prefetch(A, j, c)
 
 
-@njit_serial
-def decode16(src, enc, bits):
-    """Decode the 16-bit patterns ``src`` (n,) into float32 bit patterns ``bits[:n]``
-    (uint32; read them through a float32 view). Exact for every pattern: bfloat16 is the top
-    half of a float32; IEEE binary16 is re-biased in the integer domain, zeros and subnormals
-    (``|x| < 2^-14``) as ``2^-14 + m 2^-24`` from which ``2^-14`` is subtracted exactly, and
-    the sign is applied last."""
-    n = src.shape[0]
-    if enc == ENC_BF16:
-        for i in range(n):
-            bits[i] = np.uint32(src[i]) << np.uint32(16)
-        return
-    for i in range(n):
-        em = np.uint32(src[i]) & np.uint32(0x7FFF)
-        # exponent bias 15 -> 127: +112 << 23; inf/NaN exponent 31 -> 255: +224 << 23;
-        # zero/subnormal: +113 << 23 gives 2^-14 + m 2^-24, and 2^-14 is taken off below
-        adj = np.uint32(0x38000000)
-        if em >= np.uint32(0x7C00):
-            adj = np.uint32(0x70000000)
-        elif em < np.uint32(0x400):
-            adj = np.uint32(0x38800000)
-        bits[i] = (em << np.uint32(13)) + adj
-    f = bits[:n].view(np.float32)
-    for i in range(n):  # branch-free: both selects vectorise
-        h = src[i]
-        v = f[i] - (_F16_MIN_NORMAL if (h & 0x7FFF) < 0x400 else np.float32(0.0))
-        f[i] = -v if h & 0x8000 else v
+@intrinsic
+def _f16_to_f64(typingctx, x):
+    """IEEE binary16 bits (uint16) -> float64, exactly (``fpext half to double``)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.DoubleType())
+
+    return types.float64(types.uint16), codegen
 
 
-def src_of(A, fview):
-    """The 2-D array that rows of the cache ``A`` are read from: ``A`` itself (float32 or
-    float64, read in place) or the float32 decode buffer ``fview`` (16-bit caches). Use with
-    :func:`load_row`. Jitted code only."""
+@intrinsic
+def _bf16_to_f64(typingctx, x):
+    """bfloat16 bits (int16) -> float64, exactly: the bits are the top half of a float32."""
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        w = builder.shl(builder.zext(args[0], i32), ir.Constant(i32, 16))
+        return builder.fpext(builder.bitcast(w, ir.FloatType()), ir.DoubleType())
+
+    return types.float64(types.int16), codegen
+
+
+def widen(x):
+    """One cache element as float64: float32/float64 values as they are, ``uint16`` as
+    float16 bits, ``int16`` as bfloat16 bits. Jitted code only."""
     raise NotImplementedError
 
 
-@overload(src_of, inline="always")
-def _src_of_impl(A, fview):
-    if isinstance(A.dtype, types.Float):
-        return lambda A, fview: A
-    return lambda A, fview: fview
-
-
-def load_row(A, j, enc, bits, fview, slot):
-    """Make row ``j`` of the cache ``A`` readable as ``src_of(A, fview)[i]`` and return ``i``:
-    ``j`` for float caches (nothing is done, no array view is made), ``slot`` for 16-bit caches
-    after decoding the row into ``bits[slot]`` (``bits`` (DECODE_SLOTS, >= d) uint32,
-    ``fview`` its float32 view). Jitted code only."""
-    raise NotImplementedError
-
-
-@overload(load_row, inline="always")
-def _load_row_impl(A, j, enc, bits, fview, slot):
-    if isinstance(A.dtype, types.Float):
-        return lambda A, j, enc, bits, fview, slot: j
-
-    def impl(A, j, enc, bits, fview, slot):
-        decode16(A[j], enc, bits[slot])
-        return slot
-
-    return impl
-
-
-def load_rows4(A, positions, t, enc, bits, fview):
-    """:func:`load_row` for ``positions[t : t + 4]`` into slots 0..3; returns the 4 row
-    indices into ``src_of(A, fview)``. A 16-bit cache whose 4 rows are consecutive is decoded
-    in one sweep over ``4 * d`` elements (2-4x faster than 4 row-sized sweeps). Jitted code
-    only."""
-    raise NotImplementedError
-
-
-@overload(load_rows4, inline="always")
-def _load_rows4_impl(A, positions, t, enc, bits, fview):
-    if isinstance(A.dtype, types.Float):
-        return lambda A, positions, t, enc, bits, fview: (
-            positions[t],
-            positions[t + 1],
-            positions[t + 2],
-            positions[t + 3],
-        )
-
-    def impl(A, positions, t, enc, bits, fview):
-        j = positions[t]
-        if positions[t + 3] == j + 3 and bits.shape[1] == A.shape[1]:
-            d = A.shape[1]
-            decode16(A.reshape(-1)[j * d : (j + 4) * d], enc, bits.reshape(-1))
-        else:
-            for u in range(4):
-                decode16(A[positions[t + u]], enc, bits[u])
-        return (0, 1, 2, 3)
-
-    return impl
-
-
-def segment_of(a, j0, n, enc, bits, fview, slot):
-    """``a[j0 : j0 + n]`` of a 1-D cache row as floats (in place, or decoded into slot
-    ``slot`` of the buffer). Jitted code only."""
-    raise NotImplementedError
-
-
-@overload(segment_of, inline="always")
-def _segment_of_impl(a, j0, n, enc, bits, fview, slot):
-    if isinstance(a.dtype, types.Float):
-        return lambda a, j0, n, enc, bits, fview, slot: a[j0 : j0 + n]
-
-    def impl(a, j0, n, enc, bits, fview, slot):
-        decode16(a[j0 : j0 + n], enc, bits[slot])
-        return fview[slot, :n]
-
-    return impl
+@overload(widen, inline="always")
+def _widen_impl(x):
+    if isinstance(x, types.Float):
+        return lambda x: np.float64(x)
+    if x == types.uint16:
+        return lambda x: _f16_to_f64(x)
+    if x == types.int16:
+        return lambda x: _bf16_to_f64(x)
+    return None
 
 
 @njit_serial
-def decode_buffer(width):
-    """A (DECODE_SLOTS, width) uint32 decode buffer and its float32 view."""
-    bits = np.empty((DECODE_SLOTS, width), dtype=np.uint32)
-    return bits, bits.view(np.float32)
+def widen_into(src, dst):
+    """``dst[i] = widen(src[i])`` for 1-D arrays (tests and the error path use it)."""
+    for i in range(src.shape[0]):
+        dst[i] = widen(src[i])
 
 
 @njit_serial
-def _k_pass(qg, K, enc_k, positions, n_pos, scale, logits):
+def _k_pass(qg, K, positions, n_pos, scale, logits):
     """``logits[h, t] = scale * qg[h] . K[positions[t]]`` (heads in blocks of 4 share loads)."""
     G, d = qg.shape
-    bits, fv = decode_buffer(d)
-    Ks = src_of(K, fv)
     t = 0
     while t < n_pos:
         four = t + 4 <= n_pos
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + (4 if four else 1), n_pos)):
             prefetch_row(K, positions[u])
-        if four:
-            rows = load_rows4(K, positions, t, enc_k, bits, fv)
-        else:
-            i = load_row(K, positions[t], enc_k, bits, fv, 0)
-            rows = (i, i, i, i)
         for rr in range(4 if four else 1):
-            i = rows[rr]
+            i = positions[t + rr]
             tt = t + rr
             h = 0
             while h + 4 <= G:
                 q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
                 a0 = a1 = a2 = a3 = 0.0
                 for c in range(d):
-                    kc = np.float64(Ks[i, c])
+                    kc = widen(K[i, c])
                     a0 += q0[c] * kc
                     a1 += q1[c] * kc
                     a2 += q2[c] * kc
@@ -217,7 +135,7 @@ def _k_pass(qg, K, enc_k, positions, n_pos, scale, logits):
                 qh = qg[h]
                 a0 = 0.0
                 for c in range(d):
-                    a0 += qh[c] * Ks[i, c]
+                    a0 += qh[c] * widen(K[i, c])
                 logits[h, tt] = a0 * scale
                 h += 1
         t += 4 if four else 1
@@ -249,11 +167,9 @@ def softmax_weights(x, m):
 
 
 @njit_serial
-def _v_pass(V, enc_v, positions, n_pos, w, y):
+def _v_pass(V, positions, n_pos, w, y):
     """``y[h] = sum_t w[h, t] V[positions[t]]`` (4 positions x 4 heads per step)."""
     G, d = y.shape
-    bits, fv = decode_buffer(d)
-    Vs = src_of(V, fv)
     for h in range(G):
         for c in range(d):
             y[h, c] = 0.0
@@ -261,7 +177,7 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
     while t + 4 <= n_pos:
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
             prefetch_row(V, positions[u])
-        i0, i1, i2, i3 = load_rows4(V, positions, t, enc_v, bits, fv)
+        i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
         h = 0
         while h + 4 <= G:
             y0, y1, y2, y3 = y[h], y[h + 1], y[h + 2], y[h + 3]
@@ -270,10 +186,10 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
             w20, w21, w22, w23 = w[h + 2, t], w[h + 2, t + 1], w[h + 2, t + 2], w[h + 2, t + 3]
             w30, w31, w32, w33 = w[h + 3, t], w[h + 3, t + 1], w[h + 3, t + 2], w[h + 3, t + 3]
             for c in range(d):
-                e0 = np.float64(Vs[i0, c])
-                e1 = np.float64(Vs[i1, c])
-                e2 = np.float64(Vs[i2, c])
-                e3 = np.float64(Vs[i3, c])
+                e0 = widen(V[i0, c])
+                e1 = widen(V[i1, c])
+                e2 = widen(V[i2, c])
+                e3 = widen(V[i3, c])
                 y0[c] += w00 * e0 + w01 * e1 + w02 * e2 + w03 * e3
                 y1[c] += w10 * e0 + w11 * e1 + w12 * e2 + w13 * e3
                 y2[c] += w20 * e0 + w21 * e1 + w22 * e2 + w23 * e3
@@ -283,23 +199,28 @@ def _v_pass(V, enc_v, positions, n_pos, w, y):
             yh = y[h]
             x0, x1, x2, x3 = w[h, t], w[h, t + 1], w[h, t + 2], w[h, t + 3]
             for c in range(d):
-                yh[c] += x0 * Vs[i0, c] + x1 * Vs[i1, c] + x2 * Vs[i2, c] + x3 * Vs[i3, c]
+                yh[c] += (
+                    x0 * widen(V[i0, c])
+                    + x1 * widen(V[i1, c])
+                    + x2 * widen(V[i2, c])
+                    + x3 * widen(V[i3, c])
+                )
             h += 1
         t += 4
     while t < n_pos:
-        i0 = load_row(V, positions[t], enc_v, bits, fv, 0)
+        i0 = positions[t]
         for h in range(G):
             yh = y[h]
             wt = w[h, t]
             for c in range(d):
-                yh[c] += wt * Vs[i0, c]
+                yh[c] += wt * widen(V[i0, c])
         t += 1
 
 
 @njit_serial
-def attend_positions(qg, K, enc_k, V, enc_v, positions, n_pos, scale, y, status, work):
+def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     """Exact attention of the query rows ``qg`` (G, d, float64) over ``positions[:n_pos]`` of
-    ``K``, ``V`` (S, d, own dtype; encodings ``enc_k``, ``enc_v``):
+    ``K``, ``V`` (S, d, own dtype, see :func:`widen`):
     ``y[h] = softmax(scale * K[pos] @ qg[h]) @ V[pos]``.
 
     Each K and V row is read once for all G heads (heads in blocks of 4 share every load;
@@ -311,7 +232,7 @@ def attend_positions(qg, K, enc_k, V, enc_v, positions, n_pos, scale, y, status,
     G, d = qg.shape
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
     total = np.empty(G)
-    _k_pass(qg, K, enc_k, positions, n_pos, scale, w)
+    _k_pass(qg, K, positions, n_pos, scale, w)
     chk = 0.0
     for h in range(G):
         wh = w[h]
@@ -320,7 +241,7 @@ def attend_positions(qg, K, enc_k, V, enc_v, positions, n_pos, scale, y, status,
             chk += wh[t] * 0.0  # NaN iff some logit is NaN or +/-inf
             m = max(m, wh[t])
         total[h] = softmax_weights(wh, m)
-    _v_pass(V, enc_v, positions, n_pos, w, y)
+    _v_pass(V, positions, n_pos, w, y)
     for h in range(G):
         inv = 1.0 / total[h]
         yh = y[h]
@@ -332,15 +253,12 @@ def attend_positions(qg, K, enc_k, V, enc_v, positions, n_pos, scale, y, status,
 
 
 @njit_serial
-def nonfinite_rows(A, enc, maskrow, want):
+def nonfinite_rows(A, maskrow, want):
     """1 if some row ``j`` of ``A`` (S, d) with ``maskrow[j] == want`` holds a NaN or inf."""
     S, d = A.shape
-    bits, fv = decode_buffer(d)
-    As = src_of(A, fv)
     chk = 0.0
     for j in range(S):
         if maskrow[j] == want:
-            i = load_row(A, j, enc, bits, fv, 0)
             for c in range(d):
-                chk += As[i, c] * 0.0
+                chk += widen(A[j, c]) * 0.0
     return 1 if chk != chk else 0

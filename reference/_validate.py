@@ -151,8 +151,9 @@ def _is_bfloat16(dt: np.dtype) -> bool:
 
 
 def as_cache_array(name: str, x, ndim: int) -> tuple[np.ndarray, int]:
-    """Return ``(array, encoding)``: ``x`` C-contiguous in its own dtype, 16-bit floats as a
-    ``uint16`` view of their bits with :data:`ENC_F16` / :data:`ENC_BF16`.
+    """Return ``(array, encoding)``: ``x`` C-contiguous in its own dtype; float16 as a
+    ``uint16`` view of its bits (:data:`ENC_F16`), bfloat16 as an ``int16`` view
+    (:data:`ENC_BF16`): the kernels pick the decoder by the view's dtype.
 
     A non-contiguous or byte-swapped ``x`` is copied once, in its own dtype; otherwise no copy
     is made and the caller's array is only read."""
@@ -175,8 +176,10 @@ def as_cache_array(name: str, x, ndim: int) -> tuple[np.ndarray, int]:
     if not dt.isnative:
         dt = dt.newbyteorder("=")
     x = np.ascontiguousarray(x.astype(dt, copy=False))
-    if enc != ENC_NATIVE:
+    if enc == ENC_F16:
         x = x.view(np.uint16)
+    elif enc == ENC_BF16:
+        x = x.view(np.int16)
     return x, enc
 
 
@@ -202,14 +205,15 @@ def has_nonfinite(x: np.ndarray, enc: int) -> bool:
     flat = x.reshape(-1)
     if enc == ENC_NATIVE:
         return bool(_first_nonfinite(flat) >= 0)
-    return bool(_nonfinite16_count(flat, np.uint16(0x7C00 if enc == ENC_F16 else 0x7F80)) > 0)
+    bits = flat.view(np.uint16)
+    return bool(_nonfinite16_count(bits, np.uint16(0x7C00 if enc == ENC_F16 else 0x7F80)) > 0)
 
 
 def _as_float_chunk(chunk: np.ndarray, enc: int) -> np.ndarray:
     if enc == ENC_F16:
         return chunk.view(np.float16)
     if enc == ENC_BF16:
-        return (chunk.astype(np.uint32) << 16).view(np.float32)
+        return (chunk.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return chunk
 
 

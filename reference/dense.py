@@ -36,9 +36,9 @@ def dense_attention_twin(q, k_cache, v_cache, mask=None) -> np.ndarray:
 
 
 @njit_parallel
-def _dense_kernel(q, K, enc_k, V, enc_v, mask, check_masked, out, status, fwork, iwork):
+def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork):
     """All rows: ``q`` (B, H, d) float64, ``K``, ``V`` (B, Hkv, S, d) in their own dtype
-    (encodings ``enc_k``, ``enc_v``), ``mask`` (B, S); writes ``out`` (B, H, d).
+    (see reference._rows.widen), ``mask`` (B, S); writes ``out`` (B, H, d).
 
     One row per (batch, KV head): its g query heads read each K and V row once. ``status``
     (B, Hkv) is set to 1 where a non-finite value was met (a logit or output, or with
@@ -62,13 +62,13 @@ def _dense_kernel(q, K, enc_k, V, enc_v, mask, check_masked, out, status, fwork,
         h0 = kv * g
         st = status[b, kv : kv + 1]
         attend_positions(
-            q[b, h0 : h0 + g], K[b, kv], enc_k, V[b, kv], enc_v, positions, n, scale,
+            q[b, h0 : h0 + g], K[b, kv], V[b, kv], positions, n, scale,
             out[b, h0 : h0 + g], st, fwork[tid],
         )  # fmt: skip
         if check_masked and n < S:
-            if nonfinite_rows(K[b, kv], enc_k, mask[b], False):
+            if nonfinite_rows(K[b, kv], mask[b], False):
                 st[0] = 1
-            if nonfinite_rows(V[b, kv], enc_v, mask[b], False):
+            if nonfinite_rows(V[b, kv], mask[b], False):
                 st[0] = 1
 
 
@@ -105,7 +105,7 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     status = np.zeros((x.B, x.Hkv), dtype=np.int64)
     g = x.H // x.Hkv
     _dense_kernel(
-        x.q, x.k, x.enc_k, x.v, x.enc_v, x.mask, bool(check_finite), out, status,
+        x.q, x.k, x.v, x.mask, bool(check_finite), out, status,
         workspace("dense_f", g * x.S, np.float64), workspace("dense_i", x.S, np.int64),
     )  # fmt: skip
     if status.any():

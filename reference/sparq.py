@@ -31,15 +31,7 @@ import numpy as np
 from numba import prange
 
 from reference._config import njit_parallel, njit_serial
-from reference._rows import (
-    EXP_CHUNK,
-    _prefetch,
-    attend_positions,
-    decode_buffer,
-    load_row,
-    segment_of,
-    src_of,
-)
+from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
 from reference._validate import (
     KernelInputs,
     as_cache_array,
@@ -516,7 +508,7 @@ _STEP3_BLOCK = 256
 
 
 @njit_serial
-def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, maskrow, s, smax):
+def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     """Step 3: ``s[h, j] = (sum_u qs[h, u] K[j, comps[u]]) / tau[h]`` at valid ``j``, -inf at
     masked ``j`` (computed, then overwritten), ``qs`` (G, r) the kept query components. Also
     ``smax[h]`` = max of ``s[h]`` over valid positions (``smax`` must come in as -inf);
@@ -530,26 +522,21 @@ def _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, maskrow, s,
     G, r = qs.shape
     S, d = K.shape
     blk = np.empty((r, _STEP3_BLOCK))
-    bits, fv = decode_buffer(max(_STEP3_BLOCK, d))
-    picked = np.empty(r, dtype=K.dtype)
     acc = np.empty(_STEP3_BLOCK)
     chk = 0.0
     for j0 in range(0, S, _STEP3_BLOCK):
         n = min(_STEP3_BLOCK, S - j0)
         if has_kt:
             for u in range(r):
-                seg = segment_of(KT[comps[u]], j0, n, enc_kt, bits, fv, 0)
+                ktr = KT[comps[u]]
                 bu = blk[u]
                 for jj in range(n):
-                    bu[jj] = seg[jj]
+                    bu[jj] = widen(ktr[j0 + jj])
         else:
             for jj in range(n):
                 krow = K[j0 + jj]
                 for u in range(r):
-                    picked[u] = krow[comps[u]]
-                col = segment_of(picked, 0, r, enc_k, bits, fv, 0)
-                for u in range(r):
-                    blk[u, jj] = col[u]
+                    blk[u, jj] = widen(krow[comps[u]])
         for h in range(G):
             for jj in range(n):
                 acc[jj] = 0.0
@@ -611,7 +598,7 @@ def _work_sizes(G: int, S: int, k: int) -> tuple[int, int]:
 
 @njit_serial
 def _sparq_group_row(
-    qg, K, enc_k, KT, enc_kt, has_kt, V, enc_v, maskrow, vmean, kp, out, comps, s, pos, alpha,
+    qg, K, KT, has_kt, V, maskrow, vmean, kp, out, comps, s, pos, alpha,
     y, tau, status, fwork, iwork,
 ):  # fmt: skip
     """One selection group: ``qg`` (G, d) float64; ``K``, ``V`` (S, d) and ``KT`` (d, S) in
@@ -665,7 +652,7 @@ def _sparq_group_row(
         for t in range(r):
             qs[h, t] = qg[h, comps[t]]
     smax = np.full(G, -np.inf)
-    chk = _approx_logits_row(qs, tau, K, enc_k, KT, enc_kt, has_kt, comps, maskrow, s, smax)
+    chk = _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax)
     if chk != chk:
         status[0] = 1
         return
@@ -742,7 +729,7 @@ def _sparq_group_row(
     # Step 7: exact attention over the kept positions (gathered rows of K and V), visited in
     # index order: the gathers then walk memory forwards (prefetch- and TLB-friendly).
     sel.sort()
-    attend_positions(qg, K, enc_k, V, enc_v, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
+    attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
     if kp.phase_limit < 6:
         return
     # Step 8: reallocation to v_mean.
@@ -754,7 +741,7 @@ def _sparq_group_row(
 
 @njit_parallel
 def _sparq_kernel(
-    q, K, enc_k, KT, enc_kt, has_kt, V, enc_v, mask, vmean, kp, o, s_out, s_is_work, status,
+    q, K, KT, has_kt, V, mask, vmean, kp, o, s_out, s_is_work, status,
     fwork, iwork,
 ):  # fmt: skip
     """All rows: ``q`` (B, H, d) float64; ``K``, ``V`` (B, Hkv, S, d), ``KT`` (B, Hkv, d, S)
@@ -777,7 +764,7 @@ def _sparq_kernel(
         tid = numba.get_thread_id()
         s = s_out[tid] if s_is_work else o.approx_logits[b, hs]
         _sparq_group_row(
-            q[b, hs], K[b, kv], enc_k, KT[b, kv], enc_kt, has_kt, V[b, kv], enc_v, mask[b],
+            q[b, hs], K[b, kv], KT[b, kv], has_kt, V[b, kv], mask[b],
             vmean[b, kv], kp, o.out[b, hs], o.components[b, grp], s, o.positions[b, grp],
             o.alpha[b, hs], o.y[b, hs], o.temperature[b, hs], status[b, grp : grp + 1],
             fwork[tid], iwork[tid],
@@ -785,23 +772,20 @@ def _sparq_kernel(
 
 
 @njit_parallel
-def _masked_mean_kernel(V, enc_v, mask, out, status):
+def _masked_mean_kernel(V, mask, out, status):
     """Step 6 for every (batch, KV head): mean of the valid rows of ``V`` (own dtype)."""
     B, Hkv, S, d = V.shape
     for row in prange(B * Hkv):
         b = row // Hkv
         kv = row % Hkv
-        bits, fv = decode_buffer(d)
         acc = np.zeros(d)
         n = 0
         Vr = V[b, kv]
-        Vs = src_of(Vr, fv)
         for j in range(S):
             if mask[b, j]:
                 n += 1
-                i = load_row(Vr, j, enc_v, bits, fv, 0)
                 for c in range(d):
-                    acc[c] += Vs[i, c]
+                    acc[c] += widen(Vr[j, c])
         chk = 0.0
         for c in range(d):
             out[b, kv, c] = acc[c] / n
@@ -1042,7 +1026,7 @@ def _run_kernel(
     if v_mean is None:
         v_mean = np.empty((B, Hkv, d))
         status_v = np.zeros((B, Hkv), dtype=np.int64)
-        _masked_mean_kernel(x.v, x.enc_v, x.mask, v_mean, status_v)
+        _masked_mean_kernel(x.v, x.mask, v_mean, status_v)
         if status_v.any():
             x.raise_nonfinite_caches()
     kp = p.kernel(H // Hkv)._replace(phase_limit=phase_limit)
@@ -1054,7 +1038,7 @@ def _run_kernel(
     status = np.zeros((B, G), dtype=np.int64)
     has_kt = kt is not None
     _sparq_kernel(
-        x.q, x.k, x.enc_k, kt if has_kt else x.k, enc_kt, has_kt, x.v, x.enc_v, x.mask,
+        x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask,
         v_mean, kp, o, s_work, not return_steps, status, workspace("sparq_f", nf, np.float64),
         workspace("sparq_i", ni, np.int64),
     )  # fmt: skip

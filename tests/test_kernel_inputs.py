@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reference import dense_attention, dense_attention_twin, sparq_attention
-from reference._rows import ENC_BF16, ENC_F16, decode16
+from reference._rows import widen_into
 from reference._vexp import exp_into
 from reference.sparq import transpose_keys
 from tests._cases import random_case
@@ -73,17 +73,17 @@ def test_exp_special_values_and_in_place():
 # --- 16-bit decoders -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("enc, dtype", [(ENC_F16, np.float16), (ENC_BF16, "bfloat16")])
-def test_decode16_is_exact_for_every_bit_pattern(enc, dtype):
+@pytest.mark.parametrize("view, dtype", [(np.uint16, np.float16), (np.int16, "bfloat16")])
+def test_widen_is_exact_for_every_bit_pattern(view, dtype):
+    # float16 bits reach the kernels as uint16, bfloat16 bits as int16
     pat = np.arange(65536, dtype=np.uint16)
-    bits = np.empty(65536, dtype=np.uint32)
-    decode16(pat, enc, bits)
-    got = bits.view(np.float32)
+    got = np.empty(65536)
+    widen_into(pat.view(view), got)
     dt = np.float16 if dtype is np.float16 else ml_dtypes.bfloat16
-    ref = pat.view(dt).astype(np.float32)
+    ref = pat.view(dt).astype(np.float64)
     nan = np.isnan(ref)
     np.testing.assert_array_equal(np.isnan(got), nan)
-    np.testing.assert_array_equal(got.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])
+    np.testing.assert_array_equal(got.view(np.uint64)[~nan], ref.view(np.uint64)[~nan])
 
 
 # --- kernels vs the twins in every input dtype -----------------------------------------------
