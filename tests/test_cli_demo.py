@@ -1,4 +1,4 @@
-from reference.cli import main
+from sparq_cli import main
 
 
 def test_demo_runs_and_reports(capsys):

@@ -1,7 +1,7 @@
 import numpy as np
 
-from reference.cli import main
 from reference.validation import STEPS, load_cases
+from sparq_cli import main
 
 
 def test_golden_then_check_roundtrip(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Smoke tests of ``sparq estimate`` and ``sparq hardware`` (in-process, via reference.cli.main).
+"""Smoke tests of ``sparq estimate`` and ``sparq hardware`` (in-process, via sparq_cli.cli).
 
 Expected values: defaults from the issue/spec (Llama 2 7B on h100-sxm, r = d/8 = 16,
 k = S/16, S 4k..128k, batch 1 and 64); the model's own outputs are only checked for shape
@@ -12,7 +12,7 @@ import json
 import pytest
 
 from costmodel.estimate import estimate_decode
-from reference.cli import main
+from sparq_cli import main
 
 
 def _json(capsys, argv):

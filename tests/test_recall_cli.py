@@ -1,4 +1,4 @@
-"""``sparq recall`` command line (costmodel._cli_recall)."""
+"""``sparq recall`` command line (sparq_cli.recall)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from costmodel.recall import buckets_for_recall, expected_recall
-from reference.cli import main
+from sparq_cli import main
 
 
 def test_recall_json(capsys):
