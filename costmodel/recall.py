@@ -54,14 +54,17 @@ for the binomial and Poisson models. Monotonicity in ``k_b`` is immediate.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numba
 import numpy as np
 from numba import prange
+from numba.extending import is_jitted
 from scipy import stats
 
-from reference._config import njit_parallel, njit_serial
 from reference.selection import bucketed_topk_row, topk_row
 
 __all__ = [
@@ -787,10 +790,22 @@ def _distribution_dp(n: int, k: int, b: int, kb: int, model: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- simulation
 
+# The simulation's Numba flags: those of every ``reference`` kernel (fast-math limited to
+# reassociation and contraction; disk cache unless SPARQ_NUMBA_CACHE=0), so the simulated data
+# do not change with the module that compiles them.
+_NJIT = {
+    "fastmath": {"reassoc", "contract"},
+    "cache": os.environ.get("SPARQ_NUMBA_CACHE", "1") != "0",
+    "nogil": True,
+}
+_njit_serial = numba.njit(**_NJIT)
+_njit_parallel = numba.njit(parallel=True, **_NJIT)
+
 
 @dataclass(frozen=True)
 class SimulationResult:
-    """Monte Carlo estimate of the recall of :func:`reference.bucketed_topk`.
+    """Monte Carlo estimate of the recall of an approximate top-k (by default the reference
+    bucketed top-k, :func:`reference.bucketed_topk`); see :func:`simulate_recall`.
 
     Attributes
     ----------
@@ -812,8 +827,11 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
+#: counts[t] codes of a trial whose row top-k returned invalid indices
+_BAD_RANGE, _BAD_REPEAT = -1, -2
 
-@njit_serial
+
+@_njit_serial
 def _splitmix64(state):
     # SplitMix64 (Steele, Lea, Flood 2014): one 64-bit output per call; state is uint64[1].
     state[0] += _GOLDEN
@@ -823,13 +841,13 @@ def _splitmix64(state):
     return z ^ (z >> _S31)
 
 
-@njit_serial
+@_njit_serial
 def _uniform_open(state):
     # Uniform on (0, 1): 53 random bits, offset by half a step so log() is finite.
     return (float(_splitmix64(state) >> _S11) + 0.5) * (1.0 / 9007199254740992.0)
 
 
-@njit_serial
+@_njit_serial
 def _fill_data(x, seed, rho, use_ar):
     # Standard normals by Box-Muller; then, if use_ar, the stationary AR(1)
     # x_0 = e_0, x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i (marginally N(0, 1)).
@@ -850,10 +868,10 @@ def _fill_data(x, seed, rho, use_ar):
             x[i] = rho * x[i - 1] + sd * x[i]
 
 
-@njit_parallel
+@_njit_parallel
 def _simulate_kernel(n, k, b, kb, interleaved, rho, use_ar, seeds, counts):
-    # One trial per prange iteration; each trial draws from its own seed, so the result does
-    # not depend on the thread count or schedule.
+    # Built-in bucketed top-k. One trial per prange iteration; each trial draws from its own
+    # seed, so the result does not depend on the thread count or schedule.
     for t in prange(seeds.shape[0]):
         x = np.empty(n, dtype=np.float64)
         _fill_data(x, seeds[t], rho, use_ar)
@@ -871,61 +889,167 @@ def _simulate_kernel(n, k, b, kb, interleaved, rho, use_ar, seeds, counts):
         counts[t] = c
 
 
+@_njit_serial
+def _count_hits(n, exact, approx):
+    # |exact ∩ approx|, or _BAD_RANGE / _BAD_REPEAT when approx holds an index outside
+    # [0, n) or the same index twice (checked before any indexing).
+    k = exact.shape[0]
+    mark = np.zeros(n, dtype=np.uint8)  # bit 0: in exact; bit 1: seen in approx
+    for i in range(k):
+        mark[exact[i]] = 1
+    c = 0
+    for i in range(k):
+        j = approx[i]
+        if j < 0 or j >= n:
+            return _BAD_RANGE
+        if mark[j] & 2:
+            return _BAD_REPEAT
+        c += mark[j] & 1
+        mark[j] |= 2
+    return c
+
+
+# Not cached on disk: Numba specialises it on each row_topk (a Dispatcher-typed argument),
+# and such specialisations never hit the disk cache.
+@numba.njit(parallel=True, **{**_NJIT, "cache": False})
+def _simulate_kernel_jitted(n, k, rho, use_ar, seeds, row_topk, counts):
+    # A jitted row_topk(x, k, out), called from every thread (as _simulate_kernel).
+    for t in prange(seeds.shape[0]):
+        x = np.empty(n, dtype=np.float64)
+        _fill_data(x, seeds[t], rho, use_ar)
+        exact = np.empty(k, dtype=np.int64)
+        topk_row(x, k, exact)
+        approx = np.full(k, -1, dtype=np.int64)  # an entry left unwritten is out of range
+        row_topk(x, k, approx)
+        counts[t] = _count_hits(n, exact, approx)
+
+
+def _simulate_python(n, k, rho, use_ar, seeds, row_topk, counts) -> None:
+    # A plain Python row_topk(x, k) -> indices, one trial after another.
+    x = np.empty(n, dtype=np.float64)
+    exact = np.empty(k, dtype=np.int64)
+    for t in range(seeds.shape[0]):
+        _fill_data(x, seeds[t], rho, use_ar)
+        topk_row(x, k, exact)
+        got = np.asarray(row_topk(x, k))
+        if got.dtype == np.bool_ or got.dtype.kind not in "iu":
+            raise TypeError(
+                f"row_topk: expected integer indices, got dtype {got.dtype} (trial {t})"
+            )
+        if got.shape != (k,):
+            raise ValueError(f"row_topk: expected shape ({k},), got {got.shape} (trial {t})")
+        counts[t] = _count_hits(n, exact, got.astype(np.int64))  # uint64 >= 2**63 wraps < 0
+        if counts[t] < 0:
+            return
+
+
 def simulate_recall(
     n: int,
     k: int,
     *,
-    num_buckets: int,
+    num_buckets: int | None = None,
     k_per_bucket: int = 1,
     interleaved: bool = True,
     trials: int,
     seed: int,
     correlation: float | None = None,
+    row_topk: Callable[..., object] | None = None,
 ) -> SimulationResult:
-    """Monte Carlo recall of the actual :func:`reference.selection.bucketed_topk_row`.
+    """Monte Carlo recall of an approximate row top-k, by default the actual
+    :func:`reference.selection.bucketed_topk_row`.
 
     Each trial draws ``x`` of length ``n`` (i.i.d. standard normal, or a stationary AR(1)
     ``x_i = rho x_{i-1} + sqrt(1 - rho^2) e_i`` when ``correlation = rho``), runs the exact
-    top-k (:func:`reference.selection.topk_row`) and the reference bucketed top-k on it, and
-    records ``|exact ∩ bucketed| / k``. With i.i.d. data the top-k positions are a uniform
-    k-subset (assumption A2 of :func:`expected_recall`), so the mean estimates the
-    ``"exact"`` model; with ``correlation`` A2 fails and contiguous buckets
-    (``interleaved=False``) lose recall (the public AR(1) experiment of arXiv 2412.04358;
-    spec ``topk.md``).
+    top-k (:func:`reference.selection.topk_row`) and the approximate top-k on it, and
+    records ``|exact ∩ approx| / k``. With i.i.d. data the top-k positions are a uniform
+    k-subset (assumption A2 of :func:`expected_recall`), so the mean of the built-in bucketed
+    top-k estimates the ``"exact"`` model; with ``correlation`` A2 fails and contiguous
+    buckets (``interleaved=False``) lose recall (the public AR(1) experiment of
+    arXiv 2412.04358; see ``docs/recall.md``).
 
-    Numba-parallel over trials. Trial ``t`` uses SplitMix64 seeded with the ``t``-th word of
+    Numba-parallel over trials (except a plain Python ``row_topk``, run serially). Trial
+    ``t`` uses SplitMix64 seeded with the ``t``-th word of
     ``numpy.random.SeedSequence(seed).generate_state(trials, uint64)`` and Box-Muller normals,
-    so the result depends only on the arguments (not on the thread count).
+    so the data, and the result of a deterministic ``row_topk``, depend only on the arguments
+    (not on the thread count or on which ``row_topk`` is simulated).
 
     Parameters
     ----------
-    n, k, num_buckets, k_per_bucket : int
-        As :func:`expected_recall`.
+    n, k : int
+        Row length and number of indices kept, ``1 <= k <= n``.
+    num_buckets, k_per_bucket : int
+        As :func:`expected_recall`, for the built-in bucketed top-k only: ``num_buckets`` is
+        required with ``row_topk=None`` and must be left out otherwise (``k_per_bucket`` then
+        stays 1).
     interleaved : bool
-        Bucket layout passed to the reference.
+        Bucket layout of the built-in bucketed top-k (must stay True with a ``row_topk``).
     trials : int
         ``>= 2``.
     seed : int
         ``>= 0``.
     correlation : float or None
         AR(1) coefficient ``rho`` with ``-1 < rho < 1``; None for i.i.d. data.
+    row_topk : callable or None
+        The approximate top-k of one row. None: the built-in
+        ``bucketed_topk_row(x, k, num_buckets, k_per_bucket, interleaved, out)``.
+        A Numba-jitted function (``numba.njit``) ``row_topk(x, k, out)`` with ``x`` a float64
+        array of shape ``(n,)`` (it may overwrite it), ``k`` an int and ``out`` an int64
+        array of shape ``(k,)`` (pre-filled with -1) that receives the ``k`` selected
+        indices; it is called from several threads at once, so it must only write to ``x``
+        and ``out``. Any other callable is called from Python, one trial after another, as
+        ``row_topk(x, k)`` and returns the ``k`` indices (an integer array-like of shape
+        ``(k,)``). The order of the indices does not matter; an index outside ``[0, n)`` or
+        repeated is an error.
 
     Returns
     -------
     SimulationResult
         ``mean``, ``stderr`` (``std(ddof=1)/sqrt(trials)``) and ``recalls`` of shape
         ``(trials,)``.
+
+    Raises
+    ------
+    ValueError
+        Bad parameters, or ``row_topk`` returned an index outside ``[0, n)``, a repeated
+        index, or (Python ``row_topk``) a result not of shape ``(k,)``.
+    TypeError
+        Arguments of the wrong type, bucket options given with ``row_topk``, or a Python
+        ``row_topk`` returning non-integer indices.
+
+    Examples
+    --------
+    The recall of a top-k that keeps the first ``k`` positions is ``k / n`` on average:
+
+    >>> import numba
+    >>> @numba.njit
+    ... def first_k(x, k, out):
+    ...     for i in range(k):
+    ...         out[i] = i
+    >>> r = simulate_recall(1000, 50, trials=100, seed=0, row_topk=first_k)
     """
     n, k = _check_int("n", n), _check_int("k", k)
-    b, kb = _check_int("num_buckets", num_buckets), _check_int("k_per_bucket", k_per_bucket)
-    _check_params(n, k, b, kb)
+    kb = _check_int("k_per_bucket", k_per_bucket)
+    if not isinstance(interleaved, (bool, np.bool_)):
+        raise TypeError(f"interleaved: expected a bool, got {interleaved!r}")
+    if row_topk is None:
+        if num_buckets is None:
+            raise TypeError("num_buckets: required with the built-in bucketed top-k")
+        b = _check_int("num_buckets", num_buckets)
+        _check_params(n, k, b, kb)
+    else:
+        if not callable(row_topk):
+            raise TypeError(f"row_topk: expected a callable or None, got {row_topk!r}")
+        if num_buckets is not None or kb != 1 or not interleaved:
+            raise TypeError(
+                "num_buckets, k_per_bucket, interleaved: options of the built-in bucketed "
+                "top-k, not allowed with row_topk"
+            )
+        _check_params(n, k, n, 1)
     trials, seed = _check_int("trials", trials), _check_int("seed", seed)
     if trials < 2:
         raise ValueError(f"trials: expected trials >= 2, got {trials}")
     if seed < 0:
         raise ValueError(f"seed: expected seed >= 0, got {seed}")
-    if not isinstance(interleaved, (bool, np.bool_)):
-        raise TypeError(f"interleaved: expected a bool, got {interleaved!r}")
     if correlation is None:
         rho, use_ar = 0.0, False
     else:
@@ -938,7 +1062,18 @@ def simulate_recall(
             raise ValueError(f"correlation: expected -1 < correlation < 1, got {rho}")
     seeds = np.random.SeedSequence(seed).generate_state(trials, dtype=np.uint64)
     counts = np.empty(trials, dtype=np.int64)
-    _simulate_kernel(n, k, b, kb, bool(interleaved), rho, use_ar, seeds, counts)
+    if row_topk is None:
+        _simulate_kernel(n, k, b, kb, bool(interleaved), rho, use_ar, seeds, counts)
+    else:
+        if is_jitted(row_topk):
+            _simulate_kernel_jitted(n, k, rho, use_ar, seeds, row_topk, counts)
+        else:
+            _simulate_python(n, k, rho, use_ar, seeds, row_topk, counts)
+        bad = np.flatnonzero(counts < 0)
+        if bad.size:
+            t = int(bad[0])
+            what = "an index outside [0, n)" if counts[t] == _BAD_RANGE else "a repeated index"
+            raise ValueError(f"row_topk: returned {what} in trial {t} (n = {n}, k = {k})")
     recalls = counts / k
     return SimulationResult(
         mean=float(recalls.mean()),

@@ -9,6 +9,7 @@ Every statistical check uses a fixed seed and a 4-standard-error bound.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -22,7 +23,7 @@ from costmodel.recall import (
 )
 from reference import set_num_threads
 from reference._config import get_num_threads
-from reference.selection import bucketed_topk
+from reference.selection import bucketed_topk, bucketed_topk_row, topk_row
 
 # --------------------------------------------------------------------------- samplers
 
@@ -232,3 +233,100 @@ def test_ar1_contiguous_collapses_interleaved_holds():
     inter = simulate_recall(n, k, interleaved=True, **kw)
     assert cont.mean < iid - 0.3
     assert inter.mean > iid - 0.02
+
+
+# --------------------------------------------------------------------------- row_topk
+
+
+@numba.njit
+def _exact_row(x, k, out):
+    topk_row(x, k, out)
+
+
+@numba.njit
+def _first_k_row(x, k, out):
+    for i in range(k):
+        out[i] = i
+
+
+@numba.njit
+def _repeat_row(x, k, out):
+    for i in range(k):
+        out[i] = 0
+
+
+@numba.njit
+def _bucketed_row_2(x, k, out):
+    bucketed_topk_row(x, k, 24, 2, True, out)
+
+
+def _exact_py(x, k):
+    return np.argsort(-x, kind="stable")[:k]
+
+
+def _first_k_py(x, k):
+    return np.arange(k)
+
+
+@pytest.mark.parametrize("row_topk", [_exact_row, _exact_py], ids=["jitted", "python"])
+@pytest.mark.parametrize("correlation", [None, 0.9])
+def test_row_topk_exact_gives_recall_one(row_topk, correlation):
+    r = simulate_recall(300, 17, trials=50, seed=1, correlation=correlation, row_topk=row_topk)
+    np.testing.assert_array_equal(r.recalls, np.ones(50))
+    assert r.mean == 1.0 and r.stderr == 0.0
+
+
+@pytest.mark.parametrize("row_topk", [_first_k_row, _first_k_py], ids=["jitted", "python"])
+@pytest.mark.parametrize(("n", "k"), [(200, 20), (1000, 7)])
+def test_row_topk_first_k_gives_k_over_n(row_topk, n, k):
+    # On i.i.d. data the true top-k is a uniform k-subset, so k fixed positions hold a
+    # hypergeometric number of them: mean recall k/n.
+    r = simulate_recall(n, k, trials=4000, seed=2, row_topk=row_topk)
+    assert abs(r.mean - k / n) <= 4 * r.stderr
+
+
+def test_row_topk_jitted_and_python_agree_and_thread_independent():
+    kw = {"trials": 200, "seed": 4, "correlation": 0.5}
+    a = simulate_recall(150, 10, row_topk=_first_k_row, **kw)
+    b = simulate_recall(150, 10, row_topk=_first_k_py, **kw)
+    np.testing.assert_array_equal(a.recalls, b.recalls)
+    old = get_num_threads()
+    try:
+        set_num_threads(1)
+        c = simulate_recall(150, 10, row_topk=_first_k_row, **kw)
+    finally:
+        set_num_threads(old)
+    np.testing.assert_array_equal(a.recalls, c.recalls)
+
+
+def test_row_topk_builtin_bucketed_as_plugin_matches_default():
+    # Same seeds, same data: the built-in bucketed top-k passed as a plug-in gives the
+    # default's numbers exactly.
+    want = simulate_recall(500, 40, num_buckets=24, k_per_bucket=2, trials=300, seed=7)
+    got = simulate_recall(500, 40, trials=300, seed=7, row_topk=_bucketed_row_2)
+    np.testing.assert_array_equal(got.recalls, want.recalls)
+
+
+def test_row_topk_rejects_bad_indices_and_options():
+    with pytest.raises(ValueError, match="repeated index in trial 0"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=_repeat_row)
+    with pytest.raises(ValueError, match=r"outside \[0, n\)"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=lambda x, k: np.arange(k) + 46)
+    with pytest.raises(ValueError, match=r"outside \[0, n\)"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=lambda x, k: np.arange(k) - 1)
+    with pytest.raises(ValueError, match="repeated index"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=lambda x, k: np.zeros(k, int))
+    with pytest.raises(ValueError, match="shape"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=lambda x, k: np.arange(k - 1))
+    with pytest.raises(TypeError, match="integer"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=lambda x, k: np.zeros(k))
+    with pytest.raises(TypeError, match="row_topk"):
+        simulate_recall(50, 5, trials=10, seed=0, row_topk=3)
+    with pytest.raises(TypeError, match="not allowed with row_topk"):
+        simulate_recall(50, 5, num_buckets=5, trials=10, seed=0, row_topk=_exact_py)
+    with pytest.raises(TypeError, match="not allowed with row_topk"):
+        simulate_recall(50, 5, interleaved=False, trials=10, seed=0, row_topk=_exact_py)
+    with pytest.raises(TypeError, match="num_buckets"):
+        simulate_recall(50, 5, trials=10, seed=0)
+    with pytest.raises(ValueError, match="k: expected"):
+        simulate_recall(50, 51, trials=10, seed=0, row_topk=_exact_py)
