@@ -54,17 +54,16 @@ for the binomial and Poisson models. Monotonicity in ``k_b`` is immediate.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numba
 import numpy as np
 from numba import prange
 from numba.extending import is_jitted
 from scipy import stats
 
+from reference import njit_parallel, njit_serial
 from reference.selection import bucketed_topk_row, topk_row
 
 __all__ = [
@@ -790,16 +789,11 @@ def _distribution_dp(n: int, k: int, b: int, kb: int, model: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- simulation
 
-# The simulation's Numba flags: those of every ``reference`` kernel (fast-math limited to
-# reassociation and contraction; disk cache unless SPARQ_NUMBA_CACHE=0), so the simulated data
-# do not change with the module that compiles them.
-_NJIT = {
-    "fastmath": {"reassoc", "contract"},
-    "cache": os.environ.get("SPARQ_NUMBA_CACHE", "1") != "0",
-    "nogil": True,
-}
-_njit_serial = numba.njit(**_NJIT)
-_njit_parallel = numba.njit(parallel=True, **_NJIT)
+# The simulation compiles with the project's one Numba configuration (``reference``'s public
+# njit_serial / njit_parallel: fast-math limited to reassociation and contraction, disk cache
+# unless SPARQ_NUMBA_CACHE=0), so the simulated data do not depend on where they compile.
+_njit_serial = njit_serial
+_njit_parallel = njit_parallel
 
 
 @dataclass(frozen=True)
@@ -911,7 +905,7 @@ def _count_hits(n, exact, approx):
 
 # Not cached on disk: Numba specialises it on each row_topk (a Dispatcher-typed argument),
 # and such specialisations never hit the disk cache.
-@numba.njit(parallel=True, **{**_NJIT, "cache": False})
+@njit_parallel(cache=False)
 def _simulate_kernel_jitted(n, k, rho, use_ar, seeds, row_topk, counts):
     # A jitted row_topk(x, k, out), called from every thread (as _simulate_kernel).
     for t in prange(seeds.shape[0]):

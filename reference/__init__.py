@@ -4,7 +4,14 @@ Every algorithm has a float64 NumPy twin (``*_twin``, the truth, readable next t
 and a Numba-parallel kernel used by the public function; tests bound their difference.
 """
 
-from reference._config import get_num_threads, set_num_threads
+from reference._config import (
+    CACHE,
+    FASTMATH,
+    get_num_threads,
+    njit_parallel,
+    njit_serial,
+    set_num_threads,
+)
 from reference.dense import dense_attention, dense_attention_naive, dense_attention_twin
 from reference.selection import (
     bucket_params_from_public,
@@ -23,6 +30,11 @@ from reference.sparq import (
 )
 
 __all__ = [
+    # the project's one Numba configuration (flags, cache, threads), for code outside reference
+    "CACHE",
+    "FASTMATH",
+    "njit_parallel",
+    "njit_serial",
     "SparqSteps",
     "bucket_params_from_public",
     "bucket_sizes",
