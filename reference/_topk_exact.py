@@ -14,16 +14,56 @@ from numba import prange
 from reference._config import njit_parallel, njit_serial
 from reference._pairsort import _has_nan, _select, _sorted_indices
 
-# Extra room of the candidate buffer of the streaming exact top-k, beyond 2k.
+# Candidate buffer: min(n, max(_BUF_FACTOR * k, k + _BUF_EXTRA)) + 1 slots. Each
+# compaction (an introselect of the full buffer) keeps k, so it frees
+# max((_BUF_FACTOR - 1) k, _BUF_EXTRA) slots.
+# Measured (2-vCPU AMD EPYC VM, 1 thread, float32 N(0,1), public topk, us per call, best
+# of 4 interleaved processes x 25 reps; noise ~10%, up to 30% on 2x262144):
+#   _BUF_FACTOR = 2 / 3 / 4: 64x2048 k=256: 1201 / 1047 / 970; 8x65536 k=1024: 561 / 554 /
+#   563; 8x16384 k=64: 204 / 222 / 210. Flat at large n; 2 loses at n/k = 8.
+#   _BUF_EXTRA = 64 / 256 / 1024: 8x65536 k=16: 284 / 338 / 503; 8x16384 k=64: 238 / 222 /
+#   285; bucketed 8x65536 k=256 b=64 k_b=8 (buckets of 1024): 2033 / 2016 / 3103. 1024
+#   loses everywhere; 64 wins for k=16 at n=65536, loses for k=64 at n=16384.
+_BUF_FACTOR = 3
 _BUF_EXTRA = 256
-# Block length of the vectorised threshold screen of the streaming exact top-k.
+# Vectorised threshold screen: blocks of _BLOCK elements (multiple of 8: a block's mask
+# is read as _BLOCK / 8 uint64 words), chunks of _CHUNK blocks screened at once.
+#   _BLOCK = 16 / 32 / 64: 8x65536 k=16: 335 / 338 / 393; 8x16384 k=64: 243 / 222 / 230.
+#   _CHUNK = 16 / 64 / 256: 8x65536 k=16: 362 / 338 / 362; 8x16384 k=64: 220 / 222 / 210.
 _BLOCK = 32
 _CHUNK = 64
-# Sampled first threshold of the exact top-k: sample size, and when to use it.
+# A chunk in which more than _CHUNK / _DENSE blocks pass is appended in one pass.
+#   _DENSE = 2 / 4 / 8 / 1000 (~always whole chunks): 8x65536 k=16: 346 / 338 / 379 / 436;
+#   8x16384 k=64: 248 / 222 / 222 / 235.
+_DENSE = 4
+# Sampled first threshold: at most _SAMPLE positions, at a stride of at least
+# _SAMPLE_STRIDE (so the sample costs at most 1/_SAMPLE_STRIDE of the row); used when
+# k >= _SAMPLE_MIN_K, n >= _SAMPLE_STRIDE * _SAMPLE_MIN and the expected number of top-k
+# members in the sample, mu = k ns / n, is >= _SAMPLE_MIN_MU. The threshold is the sample
+# element of rank mu + _SAMPLE_Z sqrt(mu) + _SAMPLE_SLACK, so that ~k (1 + _SAMPLE_Z /
+# sqrt(mu)) elements pass: at _SAMPLE_Z = 4 the threshold lands above the k-th largest
+# value (fewer than k pass: a redo) with about the odds of a 4-sigma binomial deviation.
+# _SAMPLE_MIN_K is never the binding condition today: mu >= _SAMPLE_MIN_MU with
+# ns <= n / _SAMPLE_STRIDE already implies k >= 16 * 8 = 128. _SAMPLE_SLACK keeps r >= 2
+# for tiny mu. Measured (same setup as above):
+#   _SAMPLE = 1024 / 4096 / 16384: 8x65536 k=256: 698 (not sampled: mu = 4) / 404 / 515;
+#   8x65536 k=1024: 509 / 554 / 660.
+#   _SAMPLE_STRIDE = 4 / 8 / 16: 64x2048 k=256: 828 (sampled) / 1047 / 1033; 8x16384
+#   k=64: 223 / 222 / 198. _SAMPLE_MIN = 128 / 512: 64x2048 k=256: 829 / 1047.
+#   _SAMPLE_MIN_MU = 4 / 16 / 64: 8x65536 k=256: 402 / 404 / 702; 2x262144 k=256: 248 /
+#   378-507 / 459; 8x16384 k=64: 161 / 222 / 216.
+#   _SAMPLE_Z = 2 / 4 / 6: 8x65536 k=256: 387 / 404 / 418; k=1024: 525 / 554 / 562 (i.i.d.
+#   rows never redo; Z trades a few % of scan time against the redo risk on skewed rows).
+# So sampling earlier (smaller _SAMPLE_MIN_MU, or _SAMPLE_MIN / _SAMPLE_STRIDE admitting
+# n = 2048) measured 20-50% faster on these i.i.d. rows; the values are kept until a sweep
+# over more shapes and non-i.i.d. rows (where a sample misleads more often) backs a change.
 _SAMPLE = 4096
+_SAMPLE_STRIDE = 8
 _SAMPLE_MIN = 512
 _SAMPLE_MIN_K = 64
 _SAMPLE_MIN_MU = 16
+_SAMPLE_Z = 4.0
+_SAMPLE_SLACK = 2
 
 
 # --------------------------------------------------------------------------------------
@@ -40,7 +80,7 @@ _SAMPLE_MIN_MU = 16
 @njit_serial
 def _buffer_size(n, k):
     # Candidate buffer length (plus one slot of slack).
-    return min(n, max(3 * k, k + _BUF_EXTRA)) + 1
+    return min(n, max(_BUF_FACTOR * k, k + _BUF_EXTRA)) + 1
 
 
 @njit_serial
@@ -125,7 +165,7 @@ def _stream(x, k, bv, bi, thr, strict, start, cnt):
                 w |= m64[t * words + u]
             hit[t] = w != 0
             nhit += hit[t]
-        if nhit * 4 > _CHUNK:
+        if nhit * _DENSE > _CHUNK:
             # Dense chunk: one pass over it beats many short calls.
             cnt, thr, strict, bad = _append_range(x, i0, i0 + chunk, k, bv, bi, thr, strict, cnt)
             if bad:
@@ -161,12 +201,12 @@ def _topk_core(x, k, out, bv, bi):
     done = False
     if cap >= n:
         pass  # the whole row fits the buffer: plain introselect below
-    elif k >= _SAMPLE_MIN_K and n >= 8 * _SAMPLE_MIN:
-        ns = min(_SAMPLE, n // 8)
+    elif k >= _SAMPLE_MIN_K and n >= _SAMPLE_STRIDE * _SAMPLE_MIN:
+        ns = min(_SAMPLE, n // _SAMPLE_STRIDE)
         if k * ns >= _SAMPLE_MIN_MU * n:
             # First threshold from a strided sample of ns positions: with mu = k ns / n
             # expected true top-k members in the sample, take the sample element of rank
-            # ~mu + 4 sqrt(mu), so that ~k (1 + 4 / sqrt(mu)) elements pass.
+            # ~mu + _SAMPLE_Z sqrt(mu), so that ~k (1 + _SAMPLE_Z / sqrt(mu)) elements pass.
             stride = n // ns
             sv = np.empty(ns, dtype=x.dtype)
             si = np.empty(ns, dtype=np.int64)
@@ -176,7 +216,7 @@ def _topk_core(x, k, out, bv, bi):
             if _has_nan(sv):
                 return True
             mu = k * ns / n
-            r = min(ns, int(mu + 4.0 * np.sqrt(mu)) + 2)
+            r = min(ns, int(mu + _SAMPLE_Z * np.sqrt(mu)) + _SAMPLE_SLACK)
             _select(sv, si, 0, ns, r - 1)
             # The expected pass rate r / ns is above 1/128 here (r >= 34, ns <= 4096): most
             # blocks would pass a block screen, so a plain scan is cheaper.
