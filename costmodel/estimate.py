@@ -1,6 +1,6 @@
 """Roofline time of decode attention and of a whole decode step.
 
-Per kernel (spec costmodel.md, "Time"): ``t = t0 + max(bytes / (eta_mem * BW),
+Per kernel (docs/costmodel.md, "Time"): ``t = t0 + max(bytes / (eta_mem * BW),
 flops / (eta_flop * peak))`` with ``t0`` the profile's ``kernel_latency_s``. Top-k is not
 bandwidth-bound and gets its own term ``t0 + input_bytes / topk_bytes_per_s`` (exact top-k;
 bucketed top-k divided by ``bucketed_topk_speedup``; ``topk="none"`` prices it at zero, as the
@@ -32,7 +32,7 @@ __all__ = [
     "ideal_hardware",
 ]
 
-#: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (spec topk.md):
+#: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (docs/topk.md):
 #: ratio of geometric means sqrt(170*1280)/sqrt(40*180) = 5.5
 BUCKETED_TOPK_SPEEDUP = 5.5
 

@@ -94,7 +94,7 @@ class Hardware:
         Granularity of a memory access (bytes moved for any touched sector/line).
     topk_bytes_per_s : float
         Throughput of an exact top-k over score rows (input bytes per second); top-k is not
-        bandwidth-bound, so it is priced with its own rate (spec topk.md, cost-model section).
+        bandwidth-bound, so it is priced with its own rate (docs/topk.md).
     onchip_bandwidth_bytes_per_s : float or None
         Bandwidth of ``onchip_bytes`` when a working set is resident; None if unknown.
     threads : int or None

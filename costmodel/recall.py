@@ -273,7 +273,7 @@ def expected_recall(
 
     Assumptions: A1 distinct values; A2 the true top-k positions are a uniformly random
     k-subset (random order). Under A1 the recall of one instance is
-    ``R = (1/k) sum_j min(X_j, k_b)`` (spec "per-instance identity"), so
+    ``R = (1/k) sum_j min(X_j, k_b)`` (``docs/recall.md``, "per-instance identity"), so
     ``E[R] = (1/k) sum_j E[min(X_j, k_b)]``.
 
     * ``"exact"``: ``X_j ~ Hypergeometric(n, k, s_j)`` with the actual sizes ``s_j`` (first
@@ -281,7 +281,7 @@ def expected_recall(
       Exact under A1 + A2; for equal buckets it is Theorem 1 of Samaga et al.
       (arXiv 2506.04165), ``1 - (b/k) E[(X - k_b)^+]``. Equals the rank-wise form
       ``(1/k) sum_{i<k} P[H_i <= k_b - 1]``, ``H_i ~ Hyp(n-1, s-1, i)``, for equal buckets.
-    * ``"binomial"``: arXiv 2412.04358, its expected-recall formula (spec ``topk.md``)
+    * ``"binomial"``: arXiv 2412.04358, its expected-recall formula (``docs/recall.md``)
       ``E[R] = (k_b + sum_{i=k_b}^{k-1} BinomCDF(k_b - 1; i, 1/b)) / k``, computed in the
       equivalent bucket form ``(b/k) E[min(Bin(k, 1/b), k_b)]``. Assumes placement *with
       replacement* (each higher-ranked element in a given bucket w.p. ``1/b`` independently),

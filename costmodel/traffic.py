@@ -142,7 +142,7 @@ def transfers(
         h2o                     ``2*k*d + 2*d + 2*S``            App. G
         lm_infinite             ``2*k*d + 2*d``                  App. G
         flexgen                 ``S*d + k*d + 2*d``              App. G
-        quest                   ``2*d*ceil(S/P) + 2*d*k``        peer (spec costmodel.md)
+        quest                   ``2*d*ceil(S/P) + 2*d*k``        peer (docs/costmodel.md)
         double_sparsity         ``S*r*bits/16 + 2*k*d``          peer
         loki                    ``S*r + 2*k*d``                  peer
         ======================  ===============================  =============================
@@ -373,7 +373,7 @@ def attention_traffic(
       ``n_sel * S * E[touched segments] * T`` (K once); writes the group's scores
       ``n_sel*S*e`` and reads q ``g*d*e``. FLOPs ``2*S*r*g`` (+ ``S*(g-1)`` summing the group).
     - top-k: reads the scores ``n_sel*S*e`` and writes ``n_sel*k*index_bytes``; priced with
-      the top-k throughput, not bandwidth (spec topk.md, cost-model section).
+      the top-k throughput, not bandwidth (docs/topk.md).
     - step 3: gathers ``n_sel*2*k`` rows of ``ceil(d*e/T)*T``, reads the indices, reads and
       writes v_mean ``2*d*e``, writes the output ``g*d*e``. FLOPs ``g*(4*k*d + 5*k + 5*S)``
       (exact attention on the k rows; softmax statistics over S for alpha).

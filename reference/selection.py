@@ -182,7 +182,7 @@ def bucketed_topk(
     axis: int = -1,
     sorted: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bucketed approximate top-k (Key et al. 2024, Sec. 2; spec ``topk.md``).
+    """Bucketed approximate top-k (Key et al. 2024, Sec. 2; ``docs/topk.md``).
 
     Stage 1: split the n positions into ``b = num_buckets`` buckets without padding (the
     first ``n % b`` hold ``n // b + 1`` elements, the rest ``n // b``), interleaved

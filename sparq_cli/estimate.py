@@ -1,7 +1,7 @@
 """``sparq estimate``: dense vs SparQ decode on a hardware profile (the README's main job).
 
 Defaults: Llama 2 7B on ``h100-sxm``, fp16, SparQ at 1/8 compression with ``r = d/8`` and
-``k = S/16`` (spec costmodel.md: "1/8 ~ r = d/8, k = S/16" in the public GPU port), S from
+``k = S/16`` (docs/costmodel.md: "1/8 ~ r = d/8, k = S/16" in the public GPU port), S from
 4k to 128k, batch 1 and 64. For each row: attention bytes, time and bound of both methods
 (all layers), the attention speedup, and the whole decode step (weights + attention).
 """
