@@ -8,12 +8,17 @@ scalar elements per attention head and ignore layout, dtype, granularity and top
 sequence (step-1 column reads with transaction granularity, score write, top-k input, k-row
 gathers of K and V, v_mean, cache writes, q/output), for a batch of sequences and all heads,
 with GQA shared or per-query-head selection and K stored once or twice.
+
+Each method with a byte-level model registers one function in :data:`BYTE_MODELS` (with the
+:func:`byte_model` decorator) that maps an :class:`AttentionCall` to its :class:`Step` terms;
+the other :data:`METHODS` fall back to their paper formula times dtype bytes.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 
@@ -26,6 +31,10 @@ __all__ = [
     "Step",
     "Traffic",
     "attention_traffic",
+    "AttentionCall",
+    "MethodBytes",
+    "BYTE_MODELS",
+    "byte_model",
     "expected_touched_segments",
 ]
 
@@ -58,26 +67,26 @@ _DTYPE_ALIASES = {
 def dtype_bytes(dtype: str) -> tuple[str, int]:
     """Canonical dtype name and its bytes per element; ``ValueError`` for anything else."""
     if not isinstance(dtype, str):
-        raise TypeError(f"dtype must be a string such as 'float16', got {type(dtype).__name__}")
+        raise TypeError(f"dtype: expected a string such as 'float16', got {type(dtype).__name__}")
     name = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
     if name not in DTYPE_BYTES:
         raise ValueError(
-            f"dtype must be one of {sorted(DTYPE_BYTES)} (or fp16/bf16/fp8/fp32), got {dtype!r}"
+            f"dtype: expected one of {sorted(DTYPE_BYTES)} (or fp16/bf16/fp8/fp32), got {dtype!r}"
         )
     return name, DTYPE_BYTES[name]
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool {value!r}")
+        raise TypeError(f"{name}: expected an integer, got bool {value!r}")
     try:
         value = operator.index(value)
     except TypeError:
         raise TypeError(
-            f"{name} must be an integer, got {type(value).__name__} {value!r}"
+            f"{name}: expected an integer, got {type(value).__name__} {value!r}"
         ) from None
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
     return value
 
 
@@ -87,13 +96,13 @@ def _check_rk(seq_len: int, head_dim: int, r, k, *, need_r: bool, need_k: bool):
             raise ValueError("r (query components kept) is required for this method")
         r = _check_int("r", r)
         if r > head_dim:
-            raise ValueError(f"r must be <= head_dim ({head_dim}), got r={r}")
+            raise ValueError(f"r: expected <= head_dim ({head_dim}), got r={r}")
     if need_k:
         if k is None:
             raise ValueError("k (positions kept) is required for this method")
         k = _check_int("k", k)
         if k > seq_len:
-            raise ValueError(f"k must be <= seq_len ({seq_len}), got k={k}")
+            raise ValueError(f"k: expected <= seq_len ({seq_len}), got k={k}")
     return r, k
 
 
@@ -148,7 +157,7 @@ def transfers(
         ======================  ===============================  =============================
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
     S = _check_int("seq_len", seq_len)
     d = _check_int("head_dim", head_dim)
     needs_r = method in ("sparq", "double_sparsity", "loki")
@@ -176,7 +185,7 @@ def transfers(
             return S * r + 2 * k * d + 4 * d
         if variant == "notebook":
             return S * r + 2 * k * d + 3 * d + (2 * d if reallocation else 0)
-        raise ValueError(f"variant must be 'paper' or 'notebook', got {variant!r}")
+        raise ValueError(f"variant: expected 'paper' or 'notebook', got {variant!r}")
     if method == "h2o":
         return 2 * k * d + 2 * d + 2 * S
     if method == "lm_infinite":
@@ -191,7 +200,7 @@ def transfers(
     if method == "double_sparsity":
         b = _check_int("bits", bits)
         if b > 16:
-            raise ValueError(f"bits must be in 1..16, got {b}")
+            raise ValueError(f"bits: expected 1..16, got {b}")
         return -(-(S * r * b) // 16) + 2 * k * d
     # loki
     return S * r + 2 * k * d
@@ -221,7 +230,7 @@ def expected_touched_segments(*, head_dim: int, r: int, elems_per_segment: int) 
     r = _check_int("r", r)
     m = _check_int("elems_per_segment", elems_per_segment)
     if r > d:
-        raise ValueError(f"r must be <= head_dim ({d}), got r={r}")
+        raise ValueError(f"r: expected <= head_dim ({d}), got r={r}")
     total = comb(d, r)
     out = 0.0
     start = 0
@@ -306,6 +315,240 @@ def _ceil_to(nbytes: float, granule: int) -> float:
     return math.ceil(nbytes / granule) * granule
 
 
+# ------------------------------------------------------------------ byte-model registry
+@dataclass(frozen=True)
+class AttentionCall:
+    """Validated arguments of one :func:`attention_traffic` call, as byte models see them.
+
+    Attributes
+    ----------
+    method : str
+    batch, n_heads, n_kv_heads, seq_len, head_dim : int
+        ``B``, ``H``, ``Hkv``, ``S``, ``d`` (checked: positive, ``H % Hkv == 0``).
+    dtype : str
+        Canonical dtype name.
+    dtype_bytes : int
+        ``e``, bytes per element.
+    r, k : int or None
+        As given (a byte model checks the ones it needs with ``_check_rk``).
+    store_k_twice : bool
+    gqa_selection : {"shared", "per_head"}
+    transaction_bytes : int
+        ``T``.
+    index_bytes : int
+    n_layers : int
+    """
+
+    method: str
+    batch: int
+    n_heads: int
+    n_kv_heads: int
+    seq_len: int
+    head_dim: int
+    dtype: str
+    dtype_bytes: int
+    r: int | None
+    k: int | None
+    store_k_twice: bool
+    gqa_selection: str
+    transaction_bytes: int
+    index_bytes: int
+    n_layers: int
+
+    @property
+    def g(self) -> int:
+        """Query heads per KV head."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def n_kv(self) -> int:
+        """KV-head instances: ``B * Hkv * n_layers``."""
+        return self.batch * self.n_kv_heads * self.n_layers
+
+
+@dataclass(frozen=True)
+class MethodBytes:
+    """What a byte model returns: its steps, the KV cache it holds and the paper's count.
+
+    Attributes
+    ----------
+    steps : list of Step
+        In launch order; the :class:`Traffic`'s kernels are their kernel names in order of
+        first appearance.
+    kv_cache_bytes : float
+    paper_elements : int
+    """
+
+    steps: list[Step]
+    kv_cache_bytes: float
+    paper_elements: int
+
+
+#: ``{method: byte model}``; a byte model maps an :class:`AttentionCall` to
+#: :class:`MethodBytes`. Methods of :data:`METHODS` without one fall back to their paper
+#: formula times dtype bytes (one kernel).
+BYTE_MODELS: dict[str, Callable[[AttentionCall], MethodBytes]] = {}
+
+
+def byte_model(name: str):
+    """Decorator: register ``fn(call: AttentionCall) -> MethodBytes`` as method ``name``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty string, got {name!r}")
+
+    def register(fn: Callable[[AttentionCall], MethodBytes]):
+        BYTE_MODELS[name] = fn
+        return fn
+
+    return register
+
+
+@byte_model("dense")
+def _dense_bytes(c: AttentionCall) -> MethodBytes:
+    """Dense attention: one kernel reads K and V once per KV head (Eq. 3 in bytes)."""
+    if c.r is not None or c.k is not None:
+        raise ValueError("r and k do not apply to method 'dense' (got r or k)")
+    S, d, e, g, n_kv = c.seq_len, c.head_dim, c.dtype_bytes, c.g, c.n_kv
+    steps = [
+        Step(
+            name="kv_read",
+            kernel="attention",
+            bytes=n_kv * 2 * S * d * e,
+            flops=0.0,
+            priced_as="memory",
+            note="read K and V: 2*S*d*e per KV head (Eq. 3)",
+        ),
+        Step(
+            name="kv_write",
+            kernel="attention",
+            bytes=n_kv * 2 * d * e,
+            flops=0.0,
+            priced_as="memory",
+            note="append new k, v: 2*d*e per KV head (Eq. 3)",
+        ),
+        Step(
+            name="q_out",
+            kernel="attention",
+            bytes=n_kv * 2 * g * d * e,
+            flops=n_kv * g * (4 * S * d + 5 * S),
+            priced_as="memory",
+            note="read q, write output: 2*g*d*e; FLOPs g*(4*S*d + 5*S)",
+        ),
+    ]
+    return MethodBytes(
+        steps=steps,
+        kv_cache_bytes=n_kv * 2 * S * d * e,
+        paper_elements=transfers("dense", seq_len=S, head_dim=d) * n_kv,
+    )
+
+
+def _sparq_step1_columns(c: AttentionCall, r: int, n_sel: int) -> tuple[float, str]:
+    """Bytes and note of SparQ's step-1 read of ``r`` components of every key."""
+    S, d, e, T = c.seq_len, c.head_dim, c.dtype_bytes, c.transaction_bytes
+    if c.store_k_twice:
+        col_bytes = n_sel * r * _ceil_to(S * e, T)
+        return col_bytes, f"r rows of the d-major K copy: n_sel*r*ceil(S*e/T)*T, T={T}"
+    m = max(1, T // e)
+    segs = expected_touched_segments(head_dim=d, r=r, elems_per_segment=m)
+    col_bytes = n_sel * S * segs * min(T, d * e)
+    return col_bytes, (
+        f"r scattered columns of S-major K: n_sel*S*E[segments touched]*T, "
+        f"E={segs:.3f} of {math.ceil(d / m)} segments of {T} B"
+    )
+
+
+@byte_model("sparq")
+def _sparq_bytes(c: AttentionCall) -> MethodBytes:
+    """SparQ: step 1 (approximate scores), top-k, step 3 (gather + exact attention)."""
+    S, d, e, g, n_kv = c.seq_len, c.head_dim, c.dtype_bytes, c.g, c.n_kv
+    T, ib = c.transaction_bytes, c.index_bytes
+    r, k = _check_rk(S, d, c.r, c.k, need_r=True, need_k=True)
+    n_sel = 1 if c.gqa_selection == "shared" else g
+    kv_row = _ceil_to(d * e, T)
+    col_bytes, col_note = _sparq_step1_columns(c, r, n_sel)
+    write_twice = d * T if c.store_k_twice else 0
+    steps = [
+        Step(
+            name="step1_columns",
+            kernel="step1",
+            bytes=n_kv * col_bytes,
+            flops=n_kv * (2 * S * r * g + S * (g - 1)),
+            priced_as="memory",
+            note=col_note,
+        ),
+        Step(
+            name="step1_q_scores",
+            kernel="step1",
+            bytes=n_kv * (g * d * e + n_sel * S * e),
+            flops=0.0,
+            priced_as="memory",
+            note="read q (g*d*e), write approximate scores (n_sel*S*e)",
+        ),
+        Step(
+            name="topk",
+            kernel="topk",
+            bytes=n_kv * n_sel * (S * e + k * ib),
+            flops=0.0,
+            priced_as="topk",
+            note="read scores n_sel*S*e, write k indices; priced by top-k throughput",
+        ),
+        Step(
+            name="gather_kv",
+            kernel="step3",
+            bytes=n_kv * n_sel * (2 * k * kv_row + k * ib),
+            flops=n_kv * g * (4 * k * d + 5 * k + 5 * S),
+            priced_as="memory",
+            note="k rows of K and of V (2*k*ceil(d*e/T)*T) + indices; FLOPs g*(4kd + 5k + 5S)",
+        ),
+        Step(
+            name="v_mean",
+            kernel="step3",
+            bytes=n_kv * 2 * d * e,
+            flops=0.0,
+            priced_as="memory",
+            note="read + write v_mean: 2*d*e",
+        ),
+        Step(
+            name="out_write",
+            kernel="step3",
+            bytes=n_kv * g * d * e,
+            flops=0.0,
+            priced_as="memory",
+            note="write output g*d*e",
+        ),
+        Step(
+            name="kv_write",
+            kernel="step3",
+            bytes=n_kv * (2 * d * e + write_twice),
+            flops=0.0,
+            priced_as="memory",
+            note="append k, v (2*d*e)"
+            + (f" + strided k into the d-major copy (d*T, T={T})" if c.store_k_twice else ""),
+        ),
+    ]
+    return MethodBytes(
+        steps=steps,
+        kv_cache_bytes=n_kv * (3 if c.store_k_twice else 2) * S * d * e,
+        paper_elements=transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) * n_kv * n_sel,
+    )
+
+
+def _paper_formula_bytes(c: AttentionCall, paper_kwargs: dict) -> MethodBytes:
+    """Fallback for a method without a byte model: paper elements x dtype bytes, one kernel."""
+    S, d, e, g, n_kv = c.seq_len, c.head_dim, c.dtype_bytes, c.g, c.n_kv
+    elems = transfers(c.method, seq_len=S, head_dim=d, r=c.r, k=c.k, **paper_kwargs)
+    step = Step(
+        name="paper_formula",
+        kernel="attention",
+        bytes=n_kv * g * elems * e,
+        flops=0.0,
+        priced_as="memory",
+        note=f"{c.method}: paper element count x dtype bytes per query head (no byte model)",
+    )
+    return MethodBytes(
+        steps=[step], kv_cache_bytes=n_kv * 2 * S * d * e, paper_elements=elems * n_kv * g
+    )
+
+
 def attention_traffic(
     method: str,
     *,
@@ -329,8 +572,9 @@ def attention_traffic(
     Parameters
     ----------
     method : str
-        ``"dense"`` and ``"sparq"`` get the byte-level model below; the other
-        :data:`METHODS` fall back to their paper formula times dtype bytes (one kernel).
+        A method of :data:`BYTE_MODELS` (``"dense"`` and ``"sparq"``, plus any registered
+        with :func:`byte_model`) gets its byte-level model; the other :data:`METHODS` fall
+        back to their paper formula times dtype bytes (one kernel).
     batch, n_heads, n_kv_heads, seq_len, head_dim : int
         ``B``, ``H``, ``Hkv`` (``H % Hkv == 0``, ``g = H / Hkv``), ``S``, ``d``.
     dtype : str
@@ -354,7 +598,7 @@ def attention_traffic(
         Identical attention calls (layers) to add up.
     **paper_kwargs
         Other methods' :func:`transfers` arguments (``page_size``, ``bits``); rejected for
-        ``"dense"`` and ``"sparq"``.
+        methods with a byte model.
 
     Returns
     -------
@@ -389,136 +633,48 @@ def attention_traffic(
     T = _check_int("transaction_bytes", transaction_bytes)
     ib = _check_int("index_bytes", index_bytes)
     if H % Hkv:
-        raise ValueError(f"n_heads ({H}) must be a multiple of n_kv_heads ({Hkv})")
+        raise ValueError(f"n_heads: expected a multiple of n_kv_heads ({Hkv}), got {H}")
     if gqa_selection not in ("shared", "per_head"):
-        raise ValueError(f"gqa_selection must be 'shared' or 'per_head', got {gqa_selection!r}")
+        raise ValueError(f"gqa_selection: expected 'shared' or 'per_head', got {gqa_selection!r}")
     dname, e = dtype_bytes(dtype)
-    g = H // Hkv
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if method == "dense":
-        if r is not None or k is not None:
-            raise ValueError("r and k do not apply to method 'dense' (got r or k)")
-    if method in ("dense", "sparq") and paper_kwargs:
-        raise ValueError(
-            f"method {method!r} has a byte model and does not use argument(s) "
-            f"{sorted(paper_kwargs)}"
-        )
-    n_kv = B * Hkv * L  # KV-head instances
-    kv_row = _ceil_to(d * e, T)
-
-    if method == "dense":
-        steps = (
-            Step(
-                "kv_read",
-                "attention",
-                n_kv * 2 * S * d * e,
-                0.0,
-                "memory",
-                "read K and V: 2*S*d*e per KV head (Eq. 3)",
-            ),
-            Step(
-                "kv_write",
-                "attention",
-                n_kv * 2 * d * e,
-                0.0,
-                "memory",
-                "append new k, v: 2*d*e per KV head (Eq. 3)",
-            ),
-            Step(
-                "q_out",
-                "attention",
-                n_kv * 2 * g * d * e,
-                n_kv * g * (4 * S * d + 5 * S),
-                "memory",
-                "read q, write output: 2*g*d*e; FLOPs g*(4*S*d + 5*S)",
-            ),
-        )
-        return Traffic(
-            "dense",
-            steps,
-            ("attention",),
-            n_kv * 2 * S * d * e,
-            transfers("dense", seq_len=S, head_dim=d) * n_kv,
-            dname,
-            e,
-        )
-
-    if method != "sparq":
-        elems = transfers(method, seq_len=S, head_dim=d, r=r, k=k, **paper_kwargs)
-        steps = (
-            Step(
-                "paper_formula",
-                "attention",
-                n_kv * g * elems * e,
-                0.0,
-                "memory",
-                f"{method}: paper element count x dtype bytes per query head (no byte model)",
-            ),
-        )
-        return Traffic(
-            method, steps, ("attention",), n_kv * 2 * S * d * e, elems * n_kv * g, dname, e
-        )
-
-    r, k = _check_rk(S, d, r, k, need_r=True, need_k=True)
-    n_sel = 1 if gqa_selection == "shared" else g
-    if store_k_twice:
-        col_bytes = n_sel * r * _ceil_to(S * e, T)
-        col_note = f"r rows of the d-major K copy: n_sel*r*ceil(S*e/T)*T, T={T}"
-    else:
-        m = max(1, T // e)
-        segs = expected_touched_segments(head_dim=d, r=r, elems_per_segment=m)
-        col_bytes = n_sel * S * segs * min(T, d * e)
-        col_note = (
-            f"r scattered columns of S-major K: n_sel*S*E[segments touched]*T, "
-            f"E={segs:.3f} of {math.ceil(d / m)} segments of {T} B"
-        )
-    write_twice = d * T if store_k_twice else 0
-    steps = (
-        Step(
-            "step1_columns",
-            "step1",
-            n_kv * col_bytes,
-            n_kv * (2 * S * r * g + S * (g - 1)),
-            "memory",
-            col_note,
-        ),
-        Step(
-            "step1_q_scores",
-            "step1",
-            n_kv * (g * d * e + n_sel * S * e),
-            0.0,
-            "memory",
-            "read q (g*d*e), write approximate scores (n_sel*S*e)",
-        ),
-        Step(
-            "topk",
-            "topk",
-            n_kv * n_sel * (S * e + k * ib),
-            0.0,
-            "topk",
-            "read scores n_sel*S*e, write k indices; priced by top-k throughput",
-        ),
-        Step(
-            "gather_kv",
-            "step3",
-            n_kv * n_sel * (2 * k * kv_row + k * ib),
-            n_kv * g * (4 * k * d + 5 * k + 5 * S),
-            "memory",
-            "k rows of K and of V (2*k*ceil(d*e/T)*T) + indices; FLOPs g*(4kd + 5k + 5S)",
-        ),
-        Step("v_mean", "step3", n_kv * 2 * d * e, 0.0, "memory", "read + write v_mean: 2*d*e"),
-        Step("out_write", "step3", n_kv * g * d * e, 0.0, "memory", "write output g*d*e"),
-        Step(
-            "kv_write",
-            "step3",
-            n_kv * (2 * d * e + write_twice),
-            0.0,
-            "memory",
-            "append k, v (2*d*e)"
-            + (f" + strided k into the d-major copy (d*T, T={T})" if store_k_twice else ""),
-        ),
+    model = BYTE_MODELS.get(method)
+    if model is None and method not in METHODS:
+        known = list(METHODS) + [m for m in BYTE_MODELS if m not in METHODS]
+        raise ValueError(f"method: expected one of {known}, got {method!r}")
+    call = AttentionCall(
+        method=method,
+        batch=B,
+        n_heads=H,
+        n_kv_heads=Hkv,
+        seq_len=S,
+        head_dim=d,
+        dtype=dname,
+        dtype_bytes=e,
+        r=r,
+        k=k,
+        store_k_twice=store_k_twice,
+        gqa_selection=gqa_selection,
+        transaction_bytes=T,
+        index_bytes=ib,
+        n_layers=L,
     )
-    cache = n_kv * (3 if store_k_twice else 2) * S * d * e
-    paper = transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) * n_kv * n_sel
-    return Traffic("sparq", steps, ("step1", "topk", "step3"), cache, paper, dname, e)
+    if model is None:
+        out = _paper_formula_bytes(call, paper_kwargs)
+    else:
+        if paper_kwargs:
+            raise ValueError(
+                f"method {method!r} has a byte model and does not use argument(s) "
+                f"{sorted(paper_kwargs)}"
+            )
+        out = model(call)
+    steps = tuple(out.steps)
+    kernels = tuple(dict.fromkeys(s.kernel for s in steps))
+    return Traffic(
+        method=method,
+        steps=steps,
+        kernels=kernels,
+        kv_cache_bytes=out.kv_cache_bytes,
+        paper_elements=out.paper_elements,
+        dtype=dname,
+        dtype_bytes=e,
+    )

@@ -643,12 +643,12 @@ def test_model_shapes_match_paper_table_g1():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        (dict(seq_len=-5), ValueError, "seq_len must be >= 1, got -5"),
-        (dict(head_dim=0), ValueError, "head_dim must be >= 1"),
-        (dict(r=200), ValueError, r"r must be <= head_dim \(128\), got r=200"),
-        (dict(k=5000), ValueError, r"k must be <= seq_len \(4096\), got k=5000"),
-        (dict(r=0), ValueError, "r must be >= 1"),
-        (dict(seq_len=4096.0), TypeError, "seq_len must be an integer"),
+        (dict(seq_len=-5), ValueError, "seq_len: expected >= 1, got -5"),
+        (dict(head_dim=0), ValueError, "head_dim: expected >= 1"),
+        (dict(r=200), ValueError, r"r: expected <= head_dim \(128\), got r=200"),
+        (dict(k=5000), ValueError, r"k: expected <= seq_len \(4096\), got k=5000"),
+        (dict(r=0), ValueError, "r: expected >= 1"),
+        (dict(seq_len=4096.0), TypeError, "seq_len: expected an integer"),
         (dict(r=None), ValueError, "r .* is required"),
     ],
 )
@@ -702,17 +702,17 @@ def test_estimate_bad_input():
     kw = dict(batch=1, n_heads=32, seq_len=4096, head_dim=128)
     with pytest.raises(ValueError, match="unknown hardware 'h900'.*h100-sxm"):
         estimate_attention("dense", hardware="h900", **kw)
-    with pytest.raises(ValueError, match="batch must be >= 1, got -1"):
+    with pytest.raises(ValueError, match="batch: expected >= 1, got -1"):
         estimate_attention("dense", hardware="h100-sxm", **{**kw, "batch": -1})
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         estimate_attention("dense", hardware="h100-sxm", n_kv_heads=5, **kw)
-    with pytest.raises(ValueError, match="r must be <= head_dim"):
+    with pytest.raises(ValueError, match="r: expected <= head_dim"):
         estimate_attention("sparq", hardware="h100-sxm", r=129, k=8, **kw)
-    with pytest.raises(ValueError, match="k must be <= seq_len"):
+    with pytest.raises(ValueError, match="k: expected <= seq_len"):
         estimate_attention("sparq", hardware="h100-sxm", r=8, k=4097, **kw)
-    with pytest.raises(ValueError, match="dtype must be one of"):
+    with pytest.raises(ValueError, match="dtype: expected one of"):
         estimate_attention("dense", hardware="h100-sxm", dtype="int3", **kw)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="method: expected one of"):
         estimate_attention("magic", hardware="h100-sxm", **kw)
     with pytest.raises(ValueError, match="do not apply to method 'dense'"):
         estimate_attention("dense", hardware="h100-sxm", r=8, **kw)

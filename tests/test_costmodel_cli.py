@@ -96,7 +96,7 @@ def test_estimate_errors(capsys):
     err = capsys.readouterr().err
     assert "unknown hardware 'h900'" in err and "h100-sxm" in err
     assert main(["estimate", "--r", "500", "--batch", "1", "--seq-lens", "4096"]) == 2
-    assert "r must be <= head_dim" in capsys.readouterr().err
+    assert "r: expected <= head_dim" in capsys.readouterr().err
     assert main(["estimate", "--bandwidth", "1e12"]) == 2
     assert "--peak-flops" in capsys.readouterr().err
     # ad-hoc-only options with a named profile are an error, not silently ignored

@@ -267,11 +267,11 @@ def test_reference_model_rejects_what_it_does_not_model():
         )
     with pytest.raises(ValueError, match="method must be one of"):
         predict_reference("quest", hardware=HOST, k=8, **kw)
-    with pytest.raises(ValueError, match="r must be <= head_dim"):
+    with pytest.raises(ValueError, match="r: expected <= head_dim"):
         predict_reference("sparq", hardware=HOST, r=33, k=8, **kw)
     with pytest.raises(ValueError, match="do not apply to method 'dense'"):
         predict_reference("dense", hardware=HOST, r=4, **kw)
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match="threads: expected >= 1"):
         predict_reference("dense", hardware=HOST, threads=0, **kw)
 
 
