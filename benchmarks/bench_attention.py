@@ -59,7 +59,7 @@ import numba  # noqa: E402
 
 import reference  # noqa: E402
 from costmodel._hostbench import stream_read  # noqa: E402
-from reference._validate import KernelInputs  # noqa: E402
+from reference._checks import KernelInputs  # noqa: E402
 from reference.sparq import (  # noqa: E402
     SparqParams,
     _check_k_cache_t,

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from reference._validate import as_float_array, as_int, check_attention_inputs, check_logit_range
+from reference._checks import as_float_array, as_int, check_attention_inputs, check_logit_range
 from reference.selection import topk_naive
 
 

@@ -13,9 +13,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from reference._checks import KernelInputs, check_attention_inputs
 from reference._config import njit_parallel
 from reference._rows import attend_positions, nonfinite_rows
-from reference._validate import KernelInputs, check_attention_inputs
 from reference._workspace import workspace
 
 

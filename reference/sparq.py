@@ -30,9 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from reference._config import njit_parallel, njit_serial
-from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
-from reference._validate import (
+from reference._checks import (
     KernelInputs,
     as_cache_array,
     as_choice,
@@ -42,6 +40,8 @@ from reference._validate import (
     has_nonfinite,
     raise_nonfinite,
 )
+from reference._config import njit_parallel, njit_serial
+from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
 from reference._vexp import exp_into
 from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision

@@ -1,7 +1,7 @@
 """The published / measured numbers the cost model is compared against, as shipped data.
 
 ``costmodel/data/published.toml`` (rows, sources) and ``costmodel/data/h100_measurements.json``
-(this repo's H100 run) are package data read by :mod:`costmodel.validation`; every row must
+(this repo's H100 run) are package data read by :mod:`costmodel.published`; every row must
 load, name a source, and evaluate to a finite prediction. Agreement bounds asserted here are
 the ones stated in the row's test.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from costmodel._tomlio import loads_toml
-from costmodel.validation import (
+from costmodel.published import (
     DATA_PACKAGE,
     PUBLISHED_FILE,
     comparison_rows,
@@ -61,7 +61,7 @@ def test_row_evaluates_to_a_finite_prediction(row):
 
 def test_validation_table_builds():
     # moved from tests/test_costmodel.py: the docs table (docs/costmodel.md) comes from
-    # costmodel.validation; it must build and every row must have a finite error against its
+    # costmodel.published; it must build and every row must have a finite error against its
     # published number
     rows = comparison_rows()
     assert len(rows) >= 30
@@ -200,7 +200,7 @@ def test_table_complete_without_the_repo_docs(tmp_path):
         [
             sys.executable,
             "-c",
-            "import costmodel.validation as v; print(v.__file__);print(v.markdown_table())",
+            "import costmodel.published as v; print(v.__file__);print(v.markdown_table())",
         ],
         cwd=tmp_path,
         env=env,
@@ -214,3 +214,21 @@ def test_table_complete_without_the_repo_docs(tmp_path):
     assert sum(bool(re.match(r"\| H100 SDPA ", line)) for line in table) == sum(
         r.measured is not None for r in ROWS
     )
+
+
+def test_deprecated_validation_alias():
+    # costmodel.validation is kept for one release: same objects, same `python -m` output
+    import costmodel.published as published
+    import costmodel.validation as alias
+
+    for name in published.__all__:
+        assert getattr(alias, name) is getattr(published, name)
+    assert alias._METRICS is published._METRICS
+    out = subprocess.run(
+        [sys.executable, "-m", "costmodel.validation"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == published.markdown_table() + "\n"

@@ -1,4 +1,4 @@
-"""Input validation shared by the public functions (never called from jitted code)."""
+"""Input checks shared by the public functions (never called from jitted code)."""
 
 from __future__ import annotations
 
