@@ -54,6 +54,7 @@ for the binomial and Poisson models. Monotonicity in ``k_b`` is immediate.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,6 +72,7 @@ __all__ = [
     "RecallDistribution",
     "SimulationResult",
     "bins_for_recall_xla",
+    "bucket_size_counts",
     "bucket_sizes",
     "buckets_for_recall",
     "expected_recall",
@@ -149,7 +151,7 @@ def _check_target(target: object) -> float:
 # --------------------------------------------------------------------------- buckets
 
 
-def bucket_sizes(n: int, num_buckets: int) -> list[tuple[int, int]]:
+def bucket_size_counts(n: int, num_buckets: int) -> list[tuple[int, int]]:
     """Distinct bucket sizes of an unpadded partition and how many buckets have each.
 
     Parameters
@@ -175,6 +177,19 @@ def bucket_sizes(n: int, num_buckets: int) -> list[tuple[int, int]]:
         out.append((base + 1, rem))
     out.append((base, b - rem))
     return out
+
+
+def bucket_sizes(n: int, num_buckets: int) -> list[tuple[int, int]]:
+    """Deprecated name of :func:`bucket_size_counts`, kept for one release.
+
+    Not :func:`reference.selection.bucket_sizes`, which returns the size of every bucket.
+    """
+    warnings.warn(
+        "costmodel.recall.bucket_sizes is deprecated; use bucket_size_counts",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return bucket_size_counts(n, num_buckets)
 
 
 # --------------------------------------------------------------------------- distributions
@@ -248,7 +263,7 @@ def _combine(kept: float, lost: float, total: float) -> float:
 def _expected_recall_one(n: int, k: int, b: int, kb: int, model: str) -> float:
     if model == "exact":
         kept = lost = 0.0
-        for s, cnt in bucket_sizes(n, b):
+        for s, cnt in bucket_size_counts(n, b):
             m, e = _min_and_excess(*_hyp_pmf(n, k, s), kb)
             kept += cnt * m
             lost += cnt * e
@@ -360,7 +375,7 @@ def expected_recall_kb1(n: int, k: int, *, num_buckets: int) -> float:
     _check_params(n, k, b, 1)
     i = np.arange(k, dtype=np.float64)
     total = 0.0
-    for s, cnt in bucket_sizes(n, b):
+    for s, cnt in bucket_size_counts(n, b):
         if n - s < k:
             p_empty = 0.0
         else:
@@ -713,7 +728,7 @@ def recall_distribution(
     if model not in ("exact", "binomial"):
         raise ValueError(f"model: expected 'exact' or 'binomial', got {model!r}")
     _check_params(n, k, b, kb)
-    classes = bucket_sizes(n, b) if model == "exact" else [(n // b, b)]
+    classes = bucket_size_counts(n, b) if model == "exact" else [(n // b, b)]
 
     def marginal(s: int) -> tuple[np.ndarray, np.ndarray]:
         return _hyp_pmf(n, k, s) if model == "exact" else _binom_pmf(k, 1.0 / b)

@@ -24,6 +24,7 @@ from scipy import stats
 
 from costmodel.recall import (
     bins_for_recall_xla,
+    bucket_size_counts,
     bucket_sizes,
     buckets_for_recall,
     expected_recall,
@@ -243,7 +244,7 @@ def test_large_n_kb1_vs_mpmath():
     mpmath.mp.dps = 40
     for b in (2**14, 3 * 2**13 + 7, 2**16 + 1):
         total = mpmath.mpf(0)
-        for s, cnt in bucket_sizes(n, b):
+        for s, cnt in bucket_size_counts(n, b):
             ratio = mpmath.binomial(n - s, k) / mpmath.binomial(n, k)
             total += cnt * (1 - ratio)
         want = float(total / k)
@@ -257,7 +258,7 @@ def test_large_n_kb2_vs_mpmath():
     mpmath.mp.dps = 40
     total = mpmath.mpf(0)
     cnk = mpmath.binomial(n, k)
-    for s, cnt in bucket_sizes(n, b):
+    for s, cnt in bucket_size_counts(n, b):
         p0 = mpmath.binomial(n - s, k) / cnk
         p1 = s * mpmath.binomial(n - s, k - 1) / cnk
         total += cnt * (2 - 2 * p0 - p1)
@@ -501,7 +502,7 @@ def test_variance_large_kb1_vs_mpmath():
     mpmath.mp.dps = 40
     cnk = mpmath.binomial(n, k)
     for b in (2**14, 3 * 2**13 + 7):
-        cls = bucket_sizes(n, b)
+        cls = bucket_size_counts(n, b)
         p0 = {s: mpmath.binomial(n - s, k) / cnk for s, _ in cls}
         mean = sum(c * (1 - p0[s]) for s, c in cls)
         fact2 = mpmath.mpf(0)
@@ -553,3 +554,9 @@ def test_bad_targets():
         bins_for_recall_xla(10, 1.0)
     with pytest.raises(ValueError, match="model"):
         recall_distribution(10, 2, num_buckets=2, model="poisson")
+
+
+def test_bucket_sizes_deprecated_alias():
+    # the old name of bucket_size_counts still works for one release, with a warning
+    with pytest.warns(DeprecationWarning, match="bucket_size_counts"):
+        assert bucket_sizes(10, 4) == bucket_size_counts(10, 4) == [(3, 2), (2, 2)]
