@@ -23,6 +23,7 @@ import numpy as np
 
 from reference._checks import as_float_array, as_int, check_attention_inputs, check_logit_range
 from reference.selection import topk_naive
+from reference.sparq import _softmax  # the float64 twin's softmax, one for both
 
 
 def _exact_logits(qh, Kh, valid):
@@ -44,11 +45,6 @@ def _run(q, k_cache, v_cache, mask, k, choose):
             positions[b, h, : chosen.shape[0]] = valid[chosen]
             out[b, h] = w @ V[b, h // g][valid[chosen]]
     return out, positions
-
-
-def _softmax(x):
-    w = np.exp(x - x.max())
-    return w / w.sum()
 
 
 def oracle_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_positions=False):
