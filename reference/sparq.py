@@ -435,15 +435,62 @@ def _as_index_array(name, x, shape):
     return x.astype(np.int64)
 
 
+# One set of rules for injected indices: the bool predicates below are used as they are by the
+# golden-case checker (reference/validation.py, which injects only what passes) and by the
+# raising checks of ``inject_components`` / ``inject_positions``.
+
+
+def _components_in_range(x: np.ndarray, d: int) -> bool:
+    return not ((x < 0) | (x >= d)).any()
+
+
+def _components_distinct(x: np.ndarray) -> bool:
+    return not (np.diff(np.sort(x, axis=-1), axis=-1) == 0).any()
+
+
+def _positions_layout_ok(row: np.ndarray, n: int, seq_len: int) -> bool:
+    """``n`` positions in ``[0, seq_len)`` then -1s."""
+    used = row[:n]
+    return not ((row[n:] != -1).any() or (used < 0).any() or (used >= seq_len).any())
+
+
+def _positions_valid_distinct(used: np.ndarray, mask_row: np.ndarray, n: int) -> bool:
+    """``used`` (in range) are ``n`` distinct positions valid under ``mask_row``."""
+    return bool(mask_row[used].all()) and np.unique(used).size == n
+
+
+def _components_ok(c, d) -> bool:
+    """Whether ``c`` (..., r) is an integer array of distinct components in ``[0, d)``."""
+    c = np.asarray(c)
+    return c.dtype.kind in "iu" and _components_in_range(c, d) and _components_distinct(c)
+
+
+def _positions_ok(pos, mask, k) -> bool:
+    """Whether ``pos`` (B, G, k) holds, per row, ``min(k, valid)`` distinct valid positions
+    then -1s."""
+    pos = np.asarray(pos)
+    if pos.dtype.kind not in "iu":
+        return False
+    B, G, _ = pos.shape
+    for b in range(B):
+        n = min(k, int(mask[b].sum()))
+        for g in range(G):
+            if not _positions_layout_ok(pos[b, g], n, mask.shape[1]):
+                return False
+            if not _positions_valid_distinct(pos[b, g, :n], mask[b], n):
+                return False
+    return True
+
+
 def _check_injected_components(x, shape, d):
     if x is None:
         return None
     x = _as_index_array("inject_components", x, shape)
-    if ((x < 0) | (x >= d)).any():
+    if not _components_in_range(x, d):
         raise ValueError(
             f"inject_components: expected indices in [0, {d}), got {x.min()}..{x.max()}"
         )
-    if (np.diff(np.sort(x, axis=-1), axis=-1) == 0).any():
+    if not _components_distinct(x):
         raise ValueError("inject_components: expected distinct components in every row")
     return x
 
@@ -459,12 +506,12 @@ def _check_injected_positions(x, shape, mask):
             row = x[b, grp]
             n = min(k, nv)
             used = row[:n]
-            if (row[n:] != -1).any() or (used < 0).any() or (used >= mask.shape[1]).any():
+            if not _positions_layout_ok(row, n, mask.shape[1]):
                 raise ValueError(
                     f"inject_positions[{b}, {grp}]: expected {n} positions then -1s, got"
                     f" {row.tolist()}"
                 )
-            if not mask[b, used].all() or np.unique(used).size != n:
+            if not _positions_valid_distinct(used, mask[b], n):
                 raise ValueError(
                     f"inject_positions[{b}, {grp}]: expected distinct valid positions, got"
                     f" {used.tolist()}"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.precision import PRECISIONS, Precision, round_to
-from reference.sparq import SparqSteps, sparq_attention_twin
+from reference.sparq import SparqSteps, _components_ok, _positions_ok, sparq_attention_twin
 
 STEPS = ("components", "temperature", "approx_logits", "positions", "alpha", "v_mean", "y", "out")
 INPUTS = ("q", "k_cache", "v_cache", "mask")
@@ -493,29 +493,6 @@ def _where(name, idx):
                   v_mean=("b", "kv", "c"), y=("b", "h", "c"),
                   out=("b", "h", "c"))[name]  # fmt: skip
     return "(" + ", ".join(f"{lab}={int(i)}" for lab, i in zip(labels, idx, strict=True)) + ")"
-
-
-def _components_ok(c, d):
-    c = np.asarray(c)
-    if c.dtype.kind not in "iu" or ((c < 0) | (c >= d)).any():
-        return False
-    return not (np.diff(np.sort(c, axis=-1), axis=-1) == 0).any()
-
-
-def _positions_ok(pos, mask, k):
-    pos = np.asarray(pos)
-    if pos.dtype.kind not in "iu":
-        return False
-    B, G, _ = pos.shape
-    for b in range(B):
-        n = min(k, int(mask[b].sum()))
-        for g in range(G):
-            used = pos[b, g, :n]
-            if (pos[b, g, n:] != -1).any() or (used < 0).any() or (used >= mask.shape[1]).any():
-                return False
-            if not mask[b, used].all() or np.unique(used).size != n:
-                return False
-    return True
 
 
 def _component_scores(q, per, G):
