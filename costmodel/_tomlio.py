@@ -61,34 +61,34 @@ def get_number(
     """Read a number, checking type and range; raise ``ValueError`` naming key and file."""
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{origin}: key '{key}' must be a number, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected a number, got {value!r}")
     if integer and not (isinstance(value, int) or float(value).is_integer()):
-        raise ValueError(f"{origin}: key '{key}' must be an integer, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected an integer, got {value!r}")
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{origin}: key '{key}' must be finite, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected finite, got {value!r}")
     if minimum is not None:
         if strict_min and not value > minimum:
-            raise ValueError(f"{origin}: key '{key}' must be > {minimum}, got {value!r}")
+            raise ValueError(f"{origin}: key '{key}': expected > {minimum}, got {value!r}")
         if not strict_min and not value >= minimum:
-            raise ValueError(f"{origin}: key '{key}' must be >= {minimum}, got {value!r}")
+            raise ValueError(f"{origin}: key '{key}': expected >= {minimum}, got {value!r}")
     if maximum is not None and not value <= maximum:
-        raise ValueError(f"{origin}: key '{key}' must be <= {maximum}, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected <= {maximum}, got {value!r}")
     return int(value) if integer else float(value)
 
 
 def get_str(data: Mapping[str, Any], key: str, origin: str, *, choices=None) -> str:
     value = data[key]
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{origin}: key '{key}' must be a non-empty string, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected a non-empty string, got {value!r}")
     if choices is not None and value not in choices:
-        raise ValueError(f"{origin}: key '{key}' must be one of {sorted(choices)}, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected one of {sorted(choices)}, got {value!r}")
     return value
 
 
 def get_bool(data: Mapping[str, Any], key: str, origin: str) -> bool:
     value = data[key]
     if not isinstance(value, bool):
-        raise ValueError(f"{origin}: key '{key}' must be true or false, got {value!r}")
+        raise ValueError(f"{origin}: key '{key}': expected true or false, got {value!r}")
     return value
 
 
@@ -98,7 +98,7 @@ def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str
     Returns ``{key: (source, retrieved)}``.
     """
     if not isinstance(sources, Mapping):
-        raise ValueError(f"{origin}: key 'sources' must be a table of per-number sources")
+        raise ValueError(f"{origin}: key 'sources': expected a table of per-number sources")
     unknown = sorted(set(sources) - numeric_keys)
     if unknown:
         raise ValueError(f"{origin}: sources given for unknown or absent key(s) {unknown}")
@@ -110,7 +110,7 @@ def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str
         entry = sources[key]
         where = f"sources.{key}"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{origin}: '{where}' must be a table with source and retrieved")
+            raise ValueError(f"{origin}: '{where}': expected a table with source and retrieved")
         check_keys(
             entry, required={"source", "retrieved"}, optional=set(), origin=f"{origin} [{where}]"
         )
@@ -118,7 +118,7 @@ def check_sources(sources: Any, numeric_keys: set[str], origin: str) -> dict[str
         date = entry["retrieved"]
         date = str(date)
         if not _DATE.match(date):
-            raise ValueError(f"{origin}: '{where}.retrieved' must be YYYY-MM-DD, got {date!r}")
+            raise ValueError(f"{origin}: '{where}.retrieved': expected YYYY-MM-DD, got {date!r}")
         out[key] = (src, date)
     return out
 

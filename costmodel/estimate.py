@@ -120,7 +120,7 @@ def _resolve_hw(hardware) -> Hardware:
     if isinstance(hardware, str):
         return load_hardware(hardware)
     raise TypeError(
-        f"hardware must be a Hardware or a profile name/path, got {type(hardware).__name__}"
+        f"hardware: expected a Hardware or a profile name/path, got {type(hardware).__name__}"
     )
 
 
@@ -300,14 +300,16 @@ def estimate_attention(
             extra=paper_kwargs,
         )
     if implementation != "kernel":
-        raise ValueError(f"implementation must be 'kernel' or 'reference', got {implementation!r}")
+        raise ValueError(
+            f"implementation: expected 'kernel' or 'reference', got {implementation!r}"
+        )
     if store_k_twice is None:
         store_k_twice = True
     hw = _resolve_hw(hardware)
     if topk not in ("exact", "bucketed", "none"):
-        raise ValueError(f"topk must be 'exact', 'bucketed' or 'none', got {topk!r}")
+        raise ValueError(f"topk: expected 'exact', 'bucketed' or 'none', got {topk!r}")
     if not bucketed_topk_speedup > 0:
-        raise ValueError(f"bucketed_topk_speedup must be > 0, got {bucketed_topk_speedup}")
+        raise ValueError(f"bucketed_topk_speedup: expected > 0, got {bucketed_topk_speedup}")
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
     traffic = attention_traffic(
         method,
@@ -503,7 +505,7 @@ def estimate_decode(
     dname, e = dtype_bytes(dtype)
     wb = float(e if weight_bytes_per_param is None else weight_bytes_per_param)
     if not wb > 0:
-        raise ValueError(f"weight_bytes_per_param must be > 0, got {weight_bytes_per_param}")
+        raise ValueError(f"weight_bytes_per_param: expected > 0, got {weight_bytes_per_param}")
     att = estimate_attention(
         method,
         hardware=hw,

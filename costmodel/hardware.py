@@ -168,7 +168,9 @@ def parse_hardware(text: str, origin: str) -> Hardware:
     sources = check_sources(data["sources"], numeric_present, origin)
     tx = values["mem_transaction_bytes"]
     if tx & (tx - 1):
-        raise ValueError(f"{origin}: key 'mem_transaction_bytes' must be a power of two, got {tx}")
+        raise ValueError(
+            f"{origin}: key 'mem_transaction_bytes': expected a power of two, got {tx}"
+        )
     if values["peak_flops_fp16"] < values["peak_flops_fp32"] * 0.5:
         raise ValueError(
             f"{origin}: key 'peak_flops_fp16' ({values['peak_flops_fp16']:.3g}) is below half "
@@ -271,7 +273,7 @@ def hardware_from_spec(
     tx = values["mem_transaction_bytes"]
     if tx & (tx - 1):
         raise ValueError(
-            f"ad-hoc hardware spec: mem_transaction_bytes must be a power of two, got {tx}"
+            f"ad-hoc hardware spec: mem_transaction_bytes: expected a power of two, got {tx}"
         )
     sources = {k: ("given on the command line / by the caller", today) for k in values}
     return Hardware(
@@ -313,9 +315,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     64-byte cache lines, 5 us per kernel (an assumption, not measured).
     """
     if nbytes < 8 * 2**20:
-        raise ValueError(f"nbytes must be >= 8 MiB for a meaningful read test, got {nbytes}")
+        raise ValueError(f"nbytes: expected >= 8 MiB for a meaningful read test, got {nbytes}")
     if seconds <= 0:
-        raise ValueError(f"seconds must be > 0, got {seconds}")
+        raise ValueError(f"seconds: expected > 0, got {seconds}")
     import numba
 
     from costmodel import _hostbench as hb

@@ -65,7 +65,7 @@ def reference_dtype_bytes(dtype: str) -> tuple[str, int]:
         return dtype_bytes(dtype)
     except ValueError:
         raise ValueError(
-            f"dtype must be float16, float32 or float64 (or another of costmodel.traffic."
+            f"dtype: expected float16, float32 or float64 (or another of costmodel.traffic."
             f"DTYPE_BYTES), got {dtype!r}"
         ) from None
 
@@ -165,7 +165,7 @@ def predict_reference(
     hw = _resolve_hw(hardware)
     if method not in REFERENCE_METHODS:
         raise ValueError(
-            f"method must be one of {list(REFERENCE_METHODS)} for the reference kernels, "
+            f"method: expected one of {list(REFERENCE_METHODS)} for the reference kernels, "
             f"got {method!r}"
         )
     _check_host_profile(hw)
@@ -176,7 +176,7 @@ def predict_reference(
     Hkv = H if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
     L = _check_int("n_layers", n_layers)
     if H % Hkv:
-        raise ValueError(f"n_heads ({H}) must be a multiple of n_kv_heads ({Hkv})")
+        raise ValueError(f"n_heads ({H}): expected a multiple of n_kv_heads ({Hkv})")
     T = int(hw.threads) if threads is None else _check_int("threads", threads)
     dname, e = reference_dtype_bytes(dtype)
     g = H // Hkv

@@ -223,7 +223,7 @@ class PublishedRow:
 def load_measurements(name: str) -> dict:
     """A JSON measurement file shipped in ``costmodel/data`` (e.g. ``h100_measurements.json``)."""
     if not isinstance(name, str) or "/" in name or os.sep in name or not name.endswith(".json"):
-        raise ValueError(f"measurement file must be a .json name in {DATA_PACKAGE}, got {name!r}")
+        raise ValueError(f"measurement file: expected a .json name in {DATA_PACKAGE}, got {name!r}")
     path = resources.files(DATA_PACKAGE) / name
     if not path.is_file():
         raise FileNotFoundError(f"measurement file {name!r} is not shipped in {DATA_PACKAGE}")
@@ -232,7 +232,7 @@ def load_measurements(name: str) -> dict:
 
 def _get_config(raw: Any, metric: _Metric, where: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: key 'config' must be a table ([row.config])")
+        raise ValueError(f"{where}: key 'config': expected a table ([row.config])")
     origin = f"{where} [config]"
     check_keys(raw, required=set(metric.required), optional=set(metric.optional), origin=origin)
     out: dict[str, Any] = {}
@@ -255,7 +255,8 @@ def _get_config(raw: Any, metric: _Metric, where: str) -> dict[str, Any]:
                 or not 0 < pair[0] < pair[1]
             ):
                 raise ValueError(
-                    f"{origin}: key '{key}' must be two increasing positive integers, got {pair!r}"
+                    f"{origin}: key '{key}': expected two increasing positive integers,"
+                    f" got {pair!r}"
                 )
             out[key] = tuple(pair)
     return out
@@ -272,17 +273,17 @@ def _note_fields(note: str, where: str) -> set[str]:
 def _measured_value(raw: Any, unit: str, where: str) -> float:
     origin = f"{where} [measured]"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: key 'measured' must be a table ([row.measured])")
+        raise ValueError(f"{where}: key 'measured': expected a table ([row.measured])")
     check_keys(raw, required={"file", "table", "field", "where"}, optional=set(), origin=origin)
     name = get_str(raw, "file", origin)
     table = get_str(raw, "table", origin)
     fld = get_str(raw, "field", origin)
     match = raw["where"]
     if not isinstance(match, Mapping) or not match:
-        raise ValueError(f"{origin}: key 'where' must be a non-empty table of values to match")
+        raise ValueError(f"{origin}: key 'where': expected a non-empty table of values to match")
     if not fld.endswith("_s") or unit not in _TIME_UNITS:
         raise ValueError(
-            f"{origin}: measured field {fld!r} must be a time in seconds (name ending in _s) "
+            f"{origin}: measured field {fld!r}: expected a time in seconds (name ending in _s) "
             f"and the row's unit one of {sorted(_TIME_UNITS)}, got unit {unit!r}"
         )
     rows = load_measurements(name).get(table)
@@ -306,7 +307,7 @@ _ROW_OPTIONAL = {"note", "published", "measured"}
 def _parse_row(raw: Any, i: int, citations: Mapping[str, str], origin: str) -> PublishedRow:
     where = f"{origin} row {i + 1}"
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: must be a table ([[row]])")
+        raise ValueError(f"{where}: expected a table ([[row]])")
     if isinstance(raw.get("quantity"), str):
         where = f"{where} ({raw['quantity']!r})"
     check_keys(raw, required=_ROW_KEYS, optional=_ROW_OPTIONAL, origin=where)
@@ -352,17 +353,17 @@ def parse_published(text: str, origin: str = PUBLISHED_FILE) -> list[PublishedRo
     check_keys(data, required={"sources", "row"}, optional=set(), origin=origin)
     sources = data["sources"]
     if not isinstance(sources, Mapping):
-        raise ValueError(f"{origin}: key 'sources' must be a table of [sources.\"LABEL\"]")
+        raise ValueError(f"{origin}: key 'sources': expected a table of [sources.\"LABEL\"]")
     citations: dict[str, str] = {}
     for label, entry in sources.items():
         where = f"{origin} [sources.{label!r}]"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{where}: must be a table with a citation")
+            raise ValueError(f"{where}: expected a table with a citation")
         check_keys(entry, required={"citation"}, optional=set(), origin=where)
         citations[label] = get_str(entry, "citation", where)
     raw_rows = data["row"]
     if not isinstance(raw_rows, list) or not raw_rows:
-        raise ValueError(f"{origin}: key 'row' must be a non-empty array of tables ([[row]])")
+        raise ValueError(f"{origin}: key 'row': expected a non-empty array of tables ([[row]])")
     rows = [_parse_row(raw, i, citations, origin) for i, raw in enumerate(raw_rows)]
     unused = sorted(set(citations) - {r.source for r in rows})
     if unused:

@@ -106,7 +106,7 @@ def parse_model(text: str, origin: str) -> ModelShape:
     sources = check_sources(data["sources"], set(_INT_KEYS) | set(_BOOL_KEYS), origin)
     if ints["n_heads"] % ints["n_kv_heads"]:
         raise ValueError(
-            f"{origin}: key 'n_heads' ({ints['n_heads']}) must be a multiple of "
+            f"{origin}: key 'n_heads' ({ints['n_heads']}): expected a multiple of "
             f"'n_kv_heads' ({ints['n_kv_heads']})"
         )
     return ModelShape(

@@ -269,11 +269,12 @@ def check_shapes(q_shape, k_shape, v_shape) -> tuple[int, int, int, int, int]:
         raise ValueError(f"k_cache: expected head dim {d} (from q {q_shape}), got {dk}")
     if d < 1 or S < 1 or B < 1 or H < 1 or Hkv < 1:
         raise ValueError(
-            f"q, k_cache: every dimension must be >= 1, got q {q_shape}, k_cache {k_shape}"
+            f"q, k_cache: expected every dimension >= 1, got q {q_shape}, k_cache {k_shape}"
         )
     if H % Hkv != 0:
         raise ValueError(
-            f"q: number of query heads H={H} must be a multiple of the KV heads Hkv={Hkv}"
+            f"q: expected the number of query heads H={H} to be a multiple of the KV heads"
+            f" Hkv={Hkv}"
         )
     return B, H, Hkv, S, d
 

@@ -147,7 +147,7 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
     d = model.head_dim
     r = args.r if args.r is not None else max(1, d // 8)
     if args.k_divisor < 1:
-        raise ValueError(f"--k-divisor must be >= 1, got {args.k_divisor}")
+        raise ValueError(f"--k-divisor: expected >= 1, got {args.k_divisor}")
     rows = []
     too_short = [S for S in args.seq_lens if S < args.k_divisor]
     if too_short:

@@ -716,7 +716,7 @@ def test_estimate_bad_input():
         estimate_attention("magic", hardware="h100-sxm", **kw)
     with pytest.raises(ValueError, match="do not apply to method 'dense'"):
         estimate_attention("dense", hardware="h100-sxm", r=8, **kw)
-    with pytest.raises(ValueError, match="topk must be"):
+    with pytest.raises(ValueError, match="topk: expected"):
         estimate_attention("sparq", hardware="h100-sxm", r=8, k=8, topk="approx", **kw)
     with pytest.raises(ValueError, match="unknown model 'gpt-9'"):
         estimate_decode("gpt-9", hardware="h100-sxm", batch=1, seq_len=10)

@@ -212,7 +212,7 @@ def test_float64_cache_and_dtype_names():
     b = predict_reference("dense", dtype="fp64", **kw)
     assert a.breakdown()["k_pass"] == 512000 == b.breakdown()["k_pass"]
     assert a.traffic.dtype == "float64" and a.traffic.dtype_bytes == 8
-    with pytest.raises(ValueError, match="dtype must be"):
+    with pytest.raises(ValueError, match="dtype: expected"):
         predict_reference("dense", dtype="int4", **kw)
 
 
@@ -248,7 +248,7 @@ def test_reference_model_rejects_what_it_does_not_model():
     kw = dict(batch=1, n_heads=4, seq_len=256, head_dim=32)
     with pytest.raises(ValueError, match=r"has no \['threads', 'fma_f64_per_s'"):
         estimate_attention("dense", hardware="h100-sxm", implementation="reference", **kw)
-    with pytest.raises(ValueError, match="implementation must be"):
+    with pytest.raises(ValueError, match="implementation: expected"):
         estimate_attention("dense", hardware=HOST, implementation="numba", **kw)
     with pytest.raises(ValueError, match="exact top-k"):
         estimate_attention(
@@ -265,7 +265,7 @@ def test_reference_model_rejects_what_it_does_not_model():
         estimate_attention(
             "sparq", hardware=HOST, implementation="reference", r=4, k=8, page_size=16, **kw
         )
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="method: expected one of"):
         predict_reference("quest", hardware=HOST, k=8, **kw)
     with pytest.raises(ValueError, match="r: expected <= head_dim"):
         predict_reference("sparq", hardware=HOST, r=33, k=8, **kw)
