@@ -64,7 +64,7 @@ from numba import prange
 from numba.extending import is_jitted
 from scipy import stats
 
-from reference import njit_parallel, njit_serial
+from reference import check_int, njit_parallel, njit_serial
 from reference.selection import bucketed_topk_row, topk_row
 
 __all__ = [
@@ -100,9 +100,7 @@ _PMF_FLOOR = 1e-30
 
 
 def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    return int(value)
+    return check_int(name, value)
 
 
 def _as_int_array(name: str, value: object) -> np.ndarray:

@@ -17,10 +17,11 @@ the other :data:`METHODS` fall back to their paper formula times dtype bytes.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
+
+from reference import check_int
 
 __all__ = [
     "METHODS",
@@ -77,17 +78,8 @@ def dtype_bytes(dtype: str) -> tuple[str, int]:
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected an integer, got bool {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name}: expected an integer, got {type(value).__name__} {value!r}"
-        ) from None
-    if value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
-    return value
+    """An integer argument ``>= minimum`` (the package-wide rules of ``reference.check_int``)."""
+    return check_int(name, value, lo=minimum)
 
 
 def _check_rk(seq_len: int, head_dim: int, r, k, *, need_r: bool, need_k: bool):

@@ -4,6 +4,7 @@ Every algorithm has a float64 NumPy twin (``*_twin``, the truth, readable next t
 and a Numba-parallel kernel used by the public function; tests bound their difference.
 """
 
+from reference._checks import as_int as check_int
 from reference._config import (
     CACHE,
     FASTMATH,
@@ -35,6 +36,8 @@ __all__ = [
     "FASTMATH",
     "njit_parallel",
     "njit_serial",
+    # the one integer-argument check (costmodel uses it too)
+    "check_int",
     "SparqSteps",
     "bucket_params_from_public",
     "bucket_sizes",

@@ -11,11 +11,12 @@ import numbers
 
 import numpy as np
 
+from reference._checks import as_int
+
 
 def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
-    value = int(value)
+    """:func:`reference._checks.as_int`'s type rules, then a range worded as ``what``."""
+    value = as_int(name, value)
     if value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name}: expected {what}, got {value}")
     return value

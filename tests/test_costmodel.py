@@ -643,12 +643,12 @@ def test_model_shapes_match_paper_table_g1():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        (dict(seq_len=-5), ValueError, "seq_len: expected >= 1, got -5"),
-        (dict(head_dim=0), ValueError, "head_dim: expected >= 1"),
+        (dict(seq_len=-5), ValueError, "seq_len: expected an int >= 1, got -5"),
+        (dict(head_dim=0), ValueError, "head_dim: expected an int >= 1"),
         (dict(r=200), ValueError, r"r: expected <= head_dim \(128\), got r=200"),
         (dict(k=5000), ValueError, r"k: expected <= seq_len \(4096\), got k=5000"),
-        (dict(r=0), ValueError, "r: expected >= 1"),
-        (dict(seq_len=4096.0), TypeError, "seq_len: expected an integer"),
+        (dict(r=0), ValueError, "r: expected an int >= 1"),
+        (dict(seq_len=4096.0), TypeError, "seq_len: expected an int"),
         (dict(r=None), ValueError, "r .* is required"),
     ],
 )
@@ -702,7 +702,7 @@ def test_estimate_bad_input():
     kw = dict(batch=1, n_heads=32, seq_len=4096, head_dim=128)
     with pytest.raises(ValueError, match="unknown hardware 'h900'.*h100-sxm"):
         estimate_attention("dense", hardware="h900", **kw)
-    with pytest.raises(ValueError, match="batch: expected >= 1, got -1"):
+    with pytest.raises(ValueError, match="batch: expected an int >= 1, got -1"):
         estimate_attention("dense", hardware="h100-sxm", **{**kw, "batch": -1})
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         estimate_attention("dense", hardware="h100-sxm", n_kv_heads=5, **kw)

@@ -271,7 +271,7 @@ def test_reference_model_rejects_what_it_does_not_model():
         predict_reference("sparq", hardware=HOST, r=33, k=8, **kw)
     with pytest.raises(ValueError, match="do not apply to method 'dense'"):
         predict_reference("dense", hardware=HOST, r=4, **kw)
-    with pytest.raises(ValueError, match="threads: expected >= 1"):
+    with pytest.raises(ValueError, match="threads: expected an int >= 1"):
         predict_reference("dense", hardware=HOST, threads=0, **kw)
 
 

@@ -144,7 +144,7 @@ def test_toy_method_registered_in_a_test_is_priced():
     [
         (dict(n_kv_heads=3), r"n_heads: expected a multiple of n_kv_heads \(3\), got 4"),
         (dict(gqa_selection="all"), "gqa_selection: expected 'shared' or 'per_head', got 'all'"),
-        (dict(batch=0), "batch: expected >= 1, got 0"),
+        (dict(batch=0), "batch: expected an int >= 1, got 0"),
         (dict(dtype="int3"), "dtype: expected one of"),
         (dict(r=17, k=8), r"r: expected <= head_dim \(16\), got r=17"),
         (dict(r=4, k=65), r"k: expected <= seq_len \(64\), got k=65"),
