@@ -60,7 +60,7 @@ def test_row_evaluates_to_a_finite_prediction(row):
 
 
 def test_validation_table_builds():
-    # moved from tests/test_costmodel.py: the docs table (docs/costmodel.md) comes from
+    # moved from the old tests/test_costmodel.py: the docs table (docs/costmodel.md) comes from
     # costmodel.published; it must build and every row must have a finite error against its
     # published number
     rows = comparison_rows()
@@ -70,7 +70,7 @@ def test_validation_table_builds():
 
 
 def test_h100_batch64_rows_within_5_percent():
-    # the bound of tests/test_costmodel.py::test_h100_batch64_sdpa_within_5_percent, on the rows
+    # the bound of tests/test_estimate.py::test_h100_batch64_sdpa_within_5_percent, on the rows
     # of the shipped data (SDPA default backend, fp16, batch 64, 32 heads, d 128)
     rows = [r for r in ROWS if r.measured is not None and r.config["batch"] == 64]
     assert len(rows) >= 5

@@ -125,8 +125,8 @@ def configs(draw, max_n: int = 40, equal: bool = False, nontrivial: bool = False
 @pytest.mark.parametrize(
     ("cfg", "binomial", "exact"),
     [
-        # /shared/spec/topk.md, "Closed-form expected recall" (numbers checked there by 20k+
-        # simulation reps); the first column is the paper's with-replacement model.
+        # Closed-form values computed outside this code (and checked there by 20k+ simulation
+        # repetitions); the first column is the paper's with-replacement model.
         ((64, 16, 8, 2), 0.7470, 0.7817),
         ((32, 8, 8, 1), 0.6564, 0.7045),
         ((50, 10, 50, 1), 0.9146, 1.0),

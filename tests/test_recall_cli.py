@@ -33,7 +33,8 @@ def test_recall_json(capsys):
     )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    # Spec numbers (shared/spec/topk.md): exact 0.7817, binomial 0.7470.
+    # Values computed outside this code (closed forms, simulation-checked): exact 0.7817,
+    # binomial 0.7470.
     assert out["models"]["exact"]["expected_recall"] == pytest.approx(0.7817, abs=5e-5)
     assert out["models"]["binomial"]["expected_recall"] == pytest.approx(0.7470, abs=5e-5)
     assert set(out["simulation"]) >= {"interleaved", "contiguous"}
