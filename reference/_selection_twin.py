@@ -1,6 +1,6 @@
 """Float64 NumPy twins of the top-k functions (slow, obvious; the ground truth of the tests).
 
-:func:`topk_naive` (one row), :func:`topk_twin` and :func:`bucketed_topk_twin` (batched,
+:func:`topk_row_twin` (one row), :func:`topk_twin` and :func:`bucketed_topk_twin` (batched,
 same argument checks and conventions as :func:`reference.selection.topk` and
 :func:`reference.selection.bucketed_topk`); all re-exported by :mod:`reference.selection`.
 No Numba: a full ``np.lexsort`` per row (per bucket) by (value desc, index asc).
@@ -13,7 +13,7 @@ import numpy as np
 from reference._selection_args import _as_rows, _check_bucket_args, _check_int, _nrows, bucket_sizes
 
 
-def topk_naive(x: np.ndarray, k: int) -> np.ndarray:
+def topk_row_twin(x: np.ndarray, k: int) -> np.ndarray:
     """NumPy twin of :func:`topk_row` for a 1-D array: a stable sort by (value desc, index
     asc). Floats compare in float64 (exact for float16/32/64), integers as integers (exact
     beyond 2^53)."""

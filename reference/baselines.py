@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from reference._checks import as_float_array, as_int, check_attention_inputs, check_logit_range
-from reference.selection import topk_naive
+from reference.selection import topk_row_twin
 from reference.sparq import _softmax  # the float64 twin's softmax, one for both
 
 
@@ -55,7 +55,7 @@ def oracle_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_posi
     """
 
     def choose(logits, n):
-        chosen = topk_naive(logits, n)
+        chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits[chosen])
 
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
@@ -69,7 +69,7 @@ def flexgen_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_pos
     """
 
     def choose(logits, n):
-        chosen = topk_naive(logits, n)
+        chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits)[chosen]
 
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
@@ -193,7 +193,7 @@ def h2o_decode(
                 live = valid[alive[b, kv, valid]]
                 key = score[b, kv, live].copy()
                 key[np.isin(live, local)] = np.inf
-                keep = live[topk_naive(key, min(k, len(live)))]
+                keep = live[topk_row_twin(key, min(k, len(live)))]
                 alive[b, kv, np.setdiff1d(live, keep)] = False
                 kept[t, b, kv, keep] = True
                 keep = np.sort(keep)

@@ -9,7 +9,7 @@ Public functions
     of each of ``b`` buckets, then exact top-k of the ``b * k_b`` candidates.
 :func:`bucket_params_from_public`
     Maps the public code's ``(j, k_mult)`` parameters to ``(num_buckets, k_per_bucket)``.
-:func:`topk_twin`, :func:`bucketed_topk_twin`, :func:`topk_naive`
+:func:`topk_twin`, :func:`bucketed_topk_twin`, :func:`topk_row_twin`
     Slow, obvious NumPy twins (ground truth for the tests).
 
 Row-function contracts used by other kernels (SparQ's selection step, the recall
@@ -48,7 +48,7 @@ from reference._selection_args import (
     _nrows,
     bucket_sizes,
 )
-from reference._selection_twin import bucketed_topk_twin, topk_naive, topk_twin
+from reference._selection_twin import bucketed_topk_twin, topk_row_twin, topk_twin
 from reference._topk_bucketed import (
     _bucketed_kernel,
     _bucketed_kernel_serial,
@@ -62,6 +62,8 @@ from reference._topk_exact import (
     topk_row_into,
 )
 
+topk_naive = topk_row_twin  # old name, kept for one release
+
 __all__ = [
     "bucket_params_from_public",
     "bucket_sizes",
@@ -70,7 +72,8 @@ __all__ = [
     "bucketed_topk_twin",
     "topk",
     "topk_buffer_size",
-    "topk_naive",
+    "topk_row_twin",
+    "topk_naive",  # old name of topk_row_twin, kept for one release
     "topk_row",
     "topk_row_into",
     "topk_twin",

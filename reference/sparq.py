@@ -49,9 +49,9 @@ from reference.selection import (
     bucketed_topk_row,
     bucketed_topk_twin,
     topk_buffer_size,
-    topk_naive,
     topk_row,
     topk_row_into,
+    topk_row_twin,
 )
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
@@ -224,7 +224,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def components_twin(qg: np.ndarray, r: int, pr: Precision = TRUTH) -> np.ndarray:
     """Step 1: the ``r`` components of largest ``sum_h |q_h|`` over the group ``qg`` (G, d)."""
-    return topk_naive(pr.store(np.abs(qg).sum(axis=0)), r)
+    return topk_row_twin(pr.store(np.abs(qg).sum(axis=0)), r)
 
 
 def temperature_twin(qh: np.ndarray, i1: np.ndarray, mode: str) -> float:
@@ -272,7 +272,7 @@ def select_twin(score: np.ndarray, k: int, local_window: int, bucketed=None) -> 
         score[n - n_local :] = np.inf  # the most recent valid positions
     n_rest = n - n_local
     if bucketed is None or n_sel - n_local <= 0 or n_sel >= n:
-        return topk_naive(score, n_sel)
+        return topk_row_twin(score, n_sel)
     b, kb, interleaved = bucketed
     _, rest = bucketed_topk_twin(
         score[:n_rest], n_sel - n_local, num_buckets=min(b, n_rest), k_per_bucket=kb,

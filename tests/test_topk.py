@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from reference._config import get_num_threads, set_num_threads
-from reference.selection import topk, topk_naive, topk_row, topk_twin
+from reference.selection import topk, topk_row, topk_row_twin, topk_twin
 
 DTYPES = [
     np.float16,
@@ -90,10 +90,10 @@ def test_twin_matches_pure_python_oracle():
                 assert got.tolist() == want, (dtype, ties, largest)
 
 
-def test_topk_naive_is_the_row_twin():
+def test_topk_row_twin_is_the_row_twin():
     rng = np.random.default_rng(12)
     x = rng.integers(0, 4, 50).astype(np.float64)
-    assert topk_naive(x, 7).tolist() == brute_order(x)[:7]
+    assert topk_row_twin(x, 7).tolist() == brute_order(x)[:7]
 
 
 # ------------------------------------------------------------------- kernel vs oracles
@@ -333,11 +333,11 @@ def test_strided_and_big_endian_inputs():
     assert topk(fb, 2, largest=False)[1].tolist() == [1, 0]
 
 
-def test_topk_naive_is_exact_for_int64_beyond_2_53():
+def test_topk_row_twin_is_exact_for_int64_beyond_2_53():
     # 2^53 + 1 and 2^53 are the same float64: a float64 cast would call them a tie and
     # return the lower index first; the integers differ, so the larger must come first.
-    from reference.selection import topk_naive
+    from reference.selection import topk_row_twin
 
     x = np.array([2**53, 2**53 + 1, -5], dtype=np.int64)
-    assert topk_naive(x, 2).tolist() == [1, 0]
-    assert topk_naive(np.array([1.0, 3.0, 3.0, -0.0, 0.0]), 5).tolist() == [1, 2, 0, 3, 4]
+    assert topk_row_twin(x, 2).tolist() == [1, 0]
+    assert topk_row_twin(np.array([1.0, 3.0, 3.0, -0.0, 0.0]), 5).tolist() == [1, 2, 0, 3, 4]
