@@ -20,14 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from costmodel._tomlio import (
+    check_date,
     check_keys,
+    check_number,
+    check_real,
     check_sources,
-    get_number,
-    get_str,
+    check_str,
     load_named,
     loads_toml,
     shipped_names,
+    show,
 )
+from costmodel.traffic import dtype_bytes
+from reference import check_int
 
 __all__ = [
     "Hardware",
@@ -38,6 +43,9 @@ __all__ = [
     "hardware_from_spec",
     "measure_host",
     "hardware_to_toml",
+    "measure_max_bytes",
+    "MEASURE_MAX_SECONDS",
+    "MEASURE_MIN_BYTES",
 ]
 
 #: device families a profile may declare
@@ -65,6 +73,22 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "exp_per_s": (0.0, True, 1e15, False),
     "gather_bytes_per_s": (0.0, True, 1e15, False),
 }
+_ALL_NUMERIC = {**_NUMERIC, **_OPTIONAL_NUMERIC}
+#: smallest plausible value of the rates and efficiencies (checked after "> 0"): anything
+#: below is not a real device, and would let a roofline time overflow or divide by zero
+_PLAUSIBLE_MIN: dict[str, float] = {
+    "mem_bandwidth_bytes_per_s": 1e6,
+    "peak_flops_fp16": 1e6,
+    "peak_flops_fp32": 1e6,
+    "mem_efficiency": 1e-3,
+    "flop_efficiency": 1e-3,
+    "topk_bytes_per_s": 1e6,
+    "onchip_bandwidth_bytes_per_s": 1e6,
+    "fma_f64_per_s": 1e6,
+    "exp_per_s": 1e6,
+    "gather_bytes_per_s": 1e6,
+}
+_STRINGS = ("name", "description", "kind")
 _REQUIRED = {"name", "description", "kind", "sources"} | set(_NUMERIC)
 _OPTIONAL = set(_OPTIONAL_NUMERIC)
 
@@ -135,55 +159,126 @@ class Hardware:
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        # Every construction (the file loader, hardware_from_spec, replace, a direct call)
+        # goes through the one check of the values, _validate_values.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        checked = _validate_values(
+            {k: v for k, v in values.items() if k not in ("sources", "origin")}, origin=None
+        )
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "sources", _check_source_pairs(self.sources))
+        if not isinstance(self.origin, str):
+            raise TypeError(f"origin: expected a str, got {type(self.origin).__name__}")
+
     def peak_flops(self, dtype: str) -> float:
-        """Dense peak FLOP/s for arithmetic in ``dtype`` (fp8 uses the fp16 figure)."""
-        return self.peak_flops_fp32 if dtype == "float32" else self.peak_flops_fp16
+        """Dense peak FLOP/s for arithmetic in ``dtype`` (a name
+        :func:`costmodel.traffic.dtype_bytes` knows; fp8 and bf16 use the fp16 figure)."""
+        name, _ = dtype_bytes(dtype)
+        return self.peak_flops_fp32 if name == "float32" else self.peak_flops_fp16
 
     def replace(self, **changes) -> Hardware:
-        """A copy with some fields changed (validated like a file)."""
-        new = dataclasses.replace(self, **changes)
-        _validate_values(dataclasses.asdict(new), origin=f"{self.origin or self.name} (modified)")
-        return new
+        """A copy with some fields changed, validated exactly like a profile file (ranges,
+        integer fields, bool is not a number, power-of-two transactions, fp16 >= fp32 / 2)."""
+        return dataclasses.replace(self, **changes)
 
 
-def _validate_values(values: dict, origin: str) -> None:
-    for key, (lo, strict, hi, integer) in {**_NUMERIC, **_OPTIONAL_NUMERIC}.items():
-        if key in values and values[key] is not None:
-            get_number(
-                values, key, origin, minimum=lo, strict_min=strict, maximum=hi, integer=integer
+def _validate_values(
+    values: dict,
+    *,
+    origin: str | None,
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """The one check of a profile's values, shared by :func:`parse_hardware` (a file),
+    :func:`hardware_from_spec` and every :class:`Hardware` construction (``replace``).
+
+    Checks the keys of ``values`` that are profile fields: numbers (finite, in range, bool
+    is not a number, integer fields take no fractional value), the plausibility floors, the
+    strings (``kind`` one of :data:`KINDS`) and the cross-field rules (power-of-two
+    ``mem_transaction_bytes``, ``peak_flops_fp16 >= peak_flops_fp32 / 2``). Returns the
+    values normalised (float, int for integer fields). With ``origin`` (a file) messages
+    read ``"<origin>: key '<key>': ..."`` and every failure is a ``ValueError``; without,
+    ``"<label>: ..."`` (``labels`` maps a key to the caller's argument name) and a wrong
+    type is a ``TypeError``.
+    """
+    labels = labels or {}
+    type_error: type[Exception] = ValueError if origin is not None else TypeError
+
+    def label(key: str) -> str:
+        return f"{origin}: key '{key}'" if origin is not None else labels.get(key, key)
+
+    def short(key: str) -> str:
+        return f"'{key}'" if origin is not None else labels.get(key, key)
+
+    out: dict = {}
+    for key, (lo, strict, hi, integer) in _ALL_NUMERIC.items():
+        if key not in values:
+            continue
+        v = values[key]
+        if v is None:
+            if key in _NUMERIC:
+                raise type_error(f"{label(key)}: expected a number, got None")
+            out[key] = None
+            continue
+        v = check_number(
+            v, label(key), minimum=lo, strict_min=strict, maximum=hi, integer=integer,
+            type_error=type_error,
+        )  # fmt: skip
+        floor = _PLAUSIBLE_MIN.get(key)
+        if floor is not None and v < floor:
+            raise ValueError(
+                f"{label(key)}: expected >= {floor:g} (a smaller value is no real device), "
+                f"got {v!r}"
             )
+        out[key] = v
+    for key in _STRINGS:
+        if key in values:
+            out[key] = check_str(
+                values[key], label(key), choices=KINDS if key == "kind" else None,
+                type_error=type_error,
+            )  # fmt: skip
+    tx = out.get("mem_transaction_bytes")
+    if tx is not None and tx & (tx - 1):
+        raise ValueError(f"{label('mem_transaction_bytes')}: expected a power of two, got {tx}")
+    fp16, fp32 = out.get("peak_flops_fp16"), out.get("peak_flops_fp32")
+    if fp16 is not None and fp32 is not None and fp16 < fp32 * 0.5:
+        raise ValueError(
+            f"{label('peak_flops_fp16')}: expected >= half of {short('peak_flops_fp32')} "
+            f"({fp32:.3g} / 2; fp16 is never slower than half of fp32), got {fp16:.3g}: "
+            "impossible"
+        )
+    return out
+
+
+def _check_source_pairs(sources) -> dict[str, tuple[str, str]]:
+    """``sources`` of a :class:`Hardware`: ``{numeric field: (source, YYYY-MM-DD)}``."""
+    if not isinstance(sources, dict):
+        raise TypeError(
+            f"sources: expected a dict {{field: (source, date)}}, got {type(sources).__name__}"
+        )
+    out = {}
+    for key, pair in sources.items():
+        if key not in _ALL_NUMERIC:
+            raise ValueError(f"sources: expected keys among the numeric fields, got {show(key)}")
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"sources[{key!r}]: expected a pair (source, retrieved date), got {show(pair)}"
+            )
+        src = check_str(pair[0], f"sources[{key!r}] source")
+        date = check_date(pair[1], f"sources[{key!r}] retrieved")
+        out[key] = (src, date)
+    return out
 
 
 def parse_hardware(text: str, origin: str) -> Hardware:
     """Parse and validate one profile's TOML text (``origin`` names it in errors)."""
     data = loads_toml(text, origin)
     check_keys(data, required=_REQUIRED, optional=_OPTIONAL, origin=origin)
-    values: dict = {}
-    for key, (lo, strict, hi, integer) in {**_NUMERIC, **_OPTIONAL_NUMERIC}.items():
-        if key in data:
-            values[key] = get_number(
-                data, key, origin, minimum=lo, strict_min=strict, maximum=hi, integer=integer
-            )
-    numeric_present = {k for k in data if k in _NUMERIC or k in _OPTIONAL_NUMERIC}
+    values = _validate_values({k: v for k, v in data.items() if k != "sources"}, origin=origin)
+    numeric_present = {k for k in data if k in _ALL_NUMERIC}
     sources = check_sources(data["sources"], numeric_present, origin)
-    tx = values["mem_transaction_bytes"]
-    if tx & (tx - 1):
-        raise ValueError(
-            f"{origin}: key 'mem_transaction_bytes': expected a power of two, got {tx}"
-        )
-    if values["peak_flops_fp16"] < values["peak_flops_fp32"] * 0.5:
-        raise ValueError(
-            f"{origin}: key 'peak_flops_fp16' ({values['peak_flops_fp16']:.3g}) is below half "
-            f"of 'peak_flops_fp32' ({values['peak_flops_fp32']:.3g}): impossible"
-        )
-    return Hardware(
-        name=get_str(data, "name", origin),
-        description=get_str(data, "description", origin),
-        kind=get_str(data, "kind", origin, choices=KINDS),
-        sources=sources,
-        origin=origin,
-        **values,
-    )
+    return Hardware(sources=sources, origin=origin, **values)
 
 
 def list_hardware() -> list[str]:
@@ -197,14 +292,23 @@ def load_hardware(name_or_path: str | os.PathLike) -> Hardware:
     Raises
     ------
     ValueError
-        Unknown name (the message lists the known ones), or an invalid file.
+        Unknown name (the message lists the known ones), or an invalid, unreadable, non-UTF-8
+        or oversized (> 1 MiB) file.
     FileNotFoundError
-        A path that does not exist.
+        A path that does not exist (:class:`costmodel._tomlio.DataFileNotFoundError`, also a
+        ValueError).
+    TypeError
+        Neither a str, an ``os.PathLike`` nor a :class:`Hardware`.
     """
+    return _load(name_or_path, "name_or_path")
+
+
+def _load(name_or_path, argname: str) -> Hardware:
+    """:func:`load_hardware` with errors naming the caller's argument ``argname``."""
     if isinstance(name_or_path, Hardware):
         return name_or_path
     return load_named(name_or_path, package="costmodel.profiles", what="hardware profile",
-                      kinds="profiles", parse=parse_hardware)  # fmt: skip
+                      kinds="profiles", parse=parse_hardware, argname=argname)  # fmt: skip
 
 
 #: defaults for an ad-hoc datasheet profile, with the reason for each (docs/costmodel.md)
@@ -238,43 +342,59 @@ def hardware_from_spec(
 
     Unspecified efficiencies and latencies take :data:`ADHOC_DEFAULTS` (documented there).
     ``peak_flops_fp32`` defaults to ``peak_flops_fp16 / 2``; top-k throughput to 0.06 x BW.
+    Every value is checked exactly as in a profile file (:func:`parse_hardware`: ranges,
+    bool is not a number, ``mem_transaction_bytes`` an integral power of two, fp16 at
+    least half of fp32); errors name the argument (``TypeError`` for a wrong type,
+    ``ValueError`` otherwise). ``name`` is any non-empty text (quotes, backslashes,
+    newlines and other characters are escaped by :func:`hardware_to_toml`).
     """
     d = ADHOC_DEFAULTS
-    today = datetime.date.today().isoformat()
-    values = {
-        "mem_bandwidth_bytes_per_s": float(bandwidth_bytes_per_s),
-        "peak_flops_fp16": float(peak_flops_fp16),
-        "peak_flops_fp32": float(
-            peak_flops_fp32 if peak_flops_fp32 is not None else peak_flops_fp16 / 2
-        ),
-        "mem_capacity_bytes": float(mem_capacity_bytes),
-        "onchip_bytes": float(onchip_bytes),
-        "mem_efficiency": float(
-            mem_efficiency if mem_efficiency is not None else d["mem_efficiency"][0]
-        ),
-        "flop_efficiency": float(
-            flop_efficiency if flop_efficiency is not None else d["flop_efficiency"][0]
-        ),
-        "kernel_latency_s": float(
-            kernel_latency_s if kernel_latency_s is not None else d["kernel_latency_s"][0]
-        ),
-        "mem_transaction_bytes": int(
-            mem_transaction_bytes
-            if mem_transaction_bytes is not None
-            else d["mem_transaction_bytes"][0]
-        ),
-        "topk_bytes_per_s": float(
-            topk_bytes_per_s
-            if topk_bytes_per_s is not None
-            else d["topk_fraction_of_bandwidth"][0] * bandwidth_bytes_per_s
-        ),
+    labels = {"mem_bandwidth_bytes_per_s": "bandwidth_bytes_per_s (profile key "
+              "mem_bandwidth_bytes_per_s)"}  # fmt: skip
+    given = {
+        "mem_bandwidth_bytes_per_s": bandwidth_bytes_per_s,
+        "peak_flops_fp16": peak_flops_fp16,
+        "peak_flops_fp32": peak_flops_fp32,
+        "mem_capacity_bytes": mem_capacity_bytes,
+        "onchip_bytes": onchip_bytes,
+        "mem_efficiency": mem_efficiency,
+        "flop_efficiency": flop_efficiency,
+        "kernel_latency_s": kernel_latency_s,
+        "mem_transaction_bytes": mem_transaction_bytes,
+        "topk_bytes_per_s": topk_bytes_per_s,
+        "name": name,
     }
-    _validate_values(values, origin="ad-hoc hardware spec")
-    tx = values["mem_transaction_bytes"]
-    if tx & (tx - 1):
-        raise ValueError(
-            f"ad-hoc hardware spec: mem_transaction_bytes: expected a power of two, got {tx}"
-        )
+    required = ("mem_bandwidth_bytes_per_s", "peak_flops_fp16", "mem_capacity_bytes",
+                "onchip_bytes", "name")  # fmt: skip
+    values = _validate_values(
+        {k: v for k, v in given.items() if v is not None or k in required},
+        origin=None,
+        labels=labels,
+    )
+    name = values.pop("name")
+    bw, fp16 = values["mem_bandwidth_bytes_per_s"], values["peak_flops_fp16"]
+    defaults = {
+        "peak_flops_fp32": fp16 / 2,
+        "mem_efficiency": d["mem_efficiency"][0],
+        "flop_efficiency": d["flop_efficiency"][0],
+        "kernel_latency_s": d["kernel_latency_s"][0],
+        "mem_transaction_bytes": d["mem_transaction_bytes"][0],
+        "topk_bytes_per_s": d["topk_fraction_of_bandwidth"][0] * bw,
+    }
+    for key, value in defaults.items():
+        if key not in values:
+            values[key] = value
+    # a default derived from a given number must pass the same rules (e.g. fp32 = fp16 / 2)
+    labels["peak_flops_fp32"] = (
+        "peak_flops_fp32" if peak_flops_fp32 is not None
+        else "peak_flops_fp32 (default peak_flops_fp16 / 2)"
+    )  # fmt: skip
+    labels["topk_bytes_per_s"] = (
+        "topk_bytes_per_s" if topk_bytes_per_s is not None
+        else "topk_bytes_per_s (default 0.06 x bandwidth_bytes_per_s)"
+    )  # fmt: skip
+    values = _validate_values(values, origin=None, labels=labels)
+    today = datetime.date.today().isoformat()
     sources = {k: ("given on the command line / by the caller", today) for k in values}
     return Hardware(
         name=name,
@@ -284,6 +404,20 @@ def hardware_from_spec(
         origin="ad-hoc",
         **values,
     )
+
+
+#: measure_host's limits: ``0 < seconds <= MEASURE_MAX_SECONDS``, ``MEASURE_MIN_BYTES <=
+#: nbytes <= measure_max_bytes()``
+MEASURE_MAX_SECONDS = 60.0
+MEASURE_MIN_BYTES = 8 * 2**20
+MEASURE_MAX_BYTES = 16 * 2**30
+
+
+def measure_max_bytes() -> int:
+    """Largest ``nbytes`` :func:`measure_host` takes: 16 GiB or half of this machine's
+    physical memory, the smaller (16 GiB where the memory size is unknown)."""
+    total = _total_memory_bytes()
+    return MEASURE_MAX_BYTES if total <= 1 else min(MEASURE_MAX_BYTES, total // 2)
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
@@ -313,11 +447,18 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     which Numba caches on disk. The array should exceed the last-level cache (the default
     256 MiB does on most machines). Efficiencies are 1 (the figures are achieved rates),
     64-byte cache lines, 5 us per kernel (an assumption, not measured).
+
+    Limits, checked before anything is allocated or run: ``seconds`` a finite number in
+    ``(0, 60]`` (:data:`MEASURE_MAX_SECONDS`); ``nbytes`` an int, a multiple of 4, from
+    8 MiB (:data:`MEASURE_MIN_BYTES`) to :func:`measure_max_bytes` (16 GiB or half of the
+    physical memory, the smaller). Otherwise ``TypeError`` / ``ValueError`` naming the
+    argument.
     """
-    if nbytes < 8 * 2**20:
-        raise ValueError(f"nbytes: expected >= 8 MiB for a meaningful read test, got {nbytes}")
-    if seconds <= 0:
-        raise ValueError(f"seconds: expected > 0, got {seconds}")
+    nbytes = check_int("nbytes", nbytes, lo=MEASURE_MIN_BYTES, hi=measure_max_bytes(),
+                       hi_name="min(16 GiB, half of physical memory)")  # fmt: skip
+    if nbytes % 4:
+        raise ValueError(f"nbytes: expected a multiple of 4 (whole float32), got {nbytes}")
+    seconds = check_real("seconds", seconds, maximum=MEASURE_MAX_SECONDS)
     import numba
 
     from costmodel import _hostbench as hb
@@ -398,12 +539,33 @@ def _total_memory_bytes() -> int:
         return 1
 
 
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}  # fmt: skip
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: quote and backslash escaped, every control
+    character (U+0000-U+001F, U+007F) as its short escape or ``\\uXXXX``."""
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def hardware_to_toml(hw: Hardware) -> str:
-    """Serialise a profile to TOML that :func:`parse_hardware` reads back."""
+    """Serialise a profile to TOML that :func:`parse_hardware` reads back (equal profile;
+    any text in the name, description and sources is escaped)."""
+    if not isinstance(hw, Hardware):
+        raise TypeError(f"hw: expected a Hardware, got {type(hw).__name__}")
 
     def fmt(v) -> str:
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return _toml_string(v)
         if isinstance(v, int):
             return str(v)
         return repr(float(v))
@@ -421,5 +583,5 @@ def hardware_to_toml(hw: Hardware) -> str:
         lines.append("")
         lines.append(f"[sources.{k}]")
         lines.append(f"source = {fmt(src)}")
-        lines.append(f'retrieved = "{date}"')
+        lines.append(f"retrieved = {fmt(date)}")
     return "\n".join(lines) + "\n"

@@ -8,22 +8,40 @@ embeddings). Every value cites the Hugging Face ``config.json`` it came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from costmodel._tomlio import (
+    check_bool,
+    check_date,
     check_keys,
+    check_number,
     check_sources,
-    get_bool,
-    get_number,
-    get_str,
+    check_str,
     load_named,
     loads_toml,
     shipped_names,
+    show,
 )
 
-__all__ = ["ModelShape", "list_models", "load_model", "parse_model"]
+__all__ = [
+    "MAX_HEAD_DIM",
+    "MAX_MODEL_INT",
+    "ModelShape",
+    "list_models",
+    "load_model",
+    "parse_model",
+]
 
 _INT_KEYS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")
+
+#: largest value of an integer field of a model shape (file or :class:`ModelShape`): far
+#: above any real model (vocabularies ~2.6e5, widths ~3e4), small enough that every count
+#: the cost model derives from a shape is a finite float
+MAX_MODEL_INT = 2**24
+#: largest head dimension: real models use 64-256; the expected-transactions sum of
+#: :func:`costmodel.traffic.expected_touched_segments` grows ~d^3 (25 ms at d = 1024,
+#: 1.2 s at 4096), so the cost model accepts d <= 1024
+MAX_HEAD_DIM = 1024
 _BOOL_KEYS = ("gated_ffn", "linear_bias", "norm_bias", "tied_embeddings")
 _REQUIRED = {"name", "description", "sources", *_INT_KEYS, *_BOOL_KEYS}
 
@@ -58,6 +76,27 @@ class ModelShape:
     norm_bias: bool
     tied_embeddings: bool
     sources: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        values = _validate_shape(
+            {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"},
+            origin=None,
+        )
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+        if not isinstance(self.sources, dict):
+            raise TypeError(f"sources: expected a dict, got {type(self.sources).__name__}")
+        checked = {}
+        for key, pair in self.sources.items():
+            if key not in _INT_KEYS and key not in _BOOL_KEYS:
+                raise ValueError(f"sources: expected keys among the shape fields, got {show(key)}")
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"sources[{key!r}]: expected (source, date), got {show(pair)}")
+            checked[key] = (
+                check_str(pair[0], f"sources[{key!r}] source"),
+                check_date(pair[1], f"sources[{key!r}] retrieved"),
+            )
+        object.__setattr__(self, "sources", checked)
 
     @property
     def group_size(self) -> int:
@@ -97,25 +136,46 @@ class ModelShape:
         return self.n_params - unread
 
 
+def _validate_shape(values: dict, *, origin: str | None) -> dict:
+    """The one check of a model shape's values, shared by :func:`parse_model` (a file:
+    ``ValueError`` naming the file and key) and every :class:`ModelShape` construction
+    (``TypeError``/``ValueError`` naming the field): integers in ``[1, MAX_MODEL_INT]``
+    (``head_dim <= MAX_HEAD_DIM``; bool is not a number, ``32.5`` is not an integer), real
+    bools, non-empty strings, ``n_heads`` a multiple of ``n_kv_heads``."""
+    type_error: type[Exception] = ValueError if origin is not None else TypeError
+
+    def label(key: str) -> str:
+        return f"{origin}: key '{key}'" if origin is not None else key
+
+    out: dict = {}
+    for key in _INT_KEYS:
+        hi = MAX_HEAD_DIM if key == "head_dim" else MAX_MODEL_INT
+        out[key] = int(
+            check_number(values[key], label(key), minimum=1, maximum=hi, integer=True,
+                         type_error=type_error)
+        )  # fmt: skip
+    for key in _BOOL_KEYS:
+        v = values[key]
+        if origin is not None and not isinstance(v, bool):
+            raise ValueError(f"{label(key)}: expected true or false, got {show(v)}")
+        out[key] = check_bool(v, label(key))
+    for key in ("name", "description"):
+        out[key] = check_str(values[key], label(key), type_error=type_error)
+    if out["n_heads"] % out["n_kv_heads"]:
+        raise ValueError(
+            f"{label('n_heads')} ({out['n_heads']}): expected a multiple of "
+            f"{'n_kv_heads' if origin is None else repr('n_kv_heads')} ({out['n_kv_heads']})"
+        )
+    return out
+
+
 def parse_model(text: str, origin: str) -> ModelShape:
     """Parse and validate one model-shape TOML text."""
     data = loads_toml(text, origin)
     check_keys(data, required=_REQUIRED, optional=set(), origin=origin)
-    ints = {k: int(get_number(data, k, origin, minimum=1, integer=True)) for k in _INT_KEYS}
-    bools = {k: get_bool(data, k, origin) for k in _BOOL_KEYS}
+    values = _validate_shape(data, origin=origin)
     sources = check_sources(data["sources"], set(_INT_KEYS) | set(_BOOL_KEYS), origin)
-    if ints["n_heads"] % ints["n_kv_heads"]:
-        raise ValueError(
-            f"{origin}: key 'n_heads' ({ints['n_heads']}): expected a multiple of "
-            f"'n_kv_heads' ({ints['n_kv_heads']})"
-        )
-    return ModelShape(
-        name=get_str(data, "name", origin),
-        description=get_str(data, "description", origin),
-        sources=sources,
-        **ints,
-        **bools,
-    )
+    return ModelShape(sources=sources, **values)
 
 
 def list_models() -> list[str]:
@@ -124,8 +184,17 @@ def list_models() -> list[str]:
 
 
 def load_model(name_or_path: str | os.PathLike | ModelShape) -> ModelShape:
-    """Load a shipped model shape by name (``"llama-2-7b"``) or a TOML file by path."""
+    """Load a shipped model shape by name (``"llama-2-7b"``) or a TOML file by path.
+
+    Errors as :func:`costmodel.hardware.load_hardware` (unknown name, invalid or unreadable
+    file: ``ValueError``; missing file: ``FileNotFoundError`` that is also a ``ValueError``;
+    wrong type: ``TypeError``)."""
+    return _load(name_or_path, "name_or_path")
+
+
+def _load(name_or_path, argname: str) -> ModelShape:
+    """:func:`load_model` with errors naming the caller's argument ``argname``."""
     if isinstance(name_or_path, ModelShape):
         return name_or_path
     return load_named(name_or_path, package="costmodel.models", what="model shape",
-                      kinds="models", parse=parse_model)  # fmt: skip
+                      kinds="models", parse=parse_model, argname=argname)  # fmt: skip

@@ -158,3 +158,229 @@ def test_measure_host_is_quick_and_plausible():
     assert 1e8 < hw.mem_bandwidth_bytes_per_s < 1e13
     assert hw.peak_flops_fp32 > 1e7
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
+
+
+# ------------------------------------------------ one validation: file, spec, replace
+SPEC = dict(bandwidth_bytes_per_s=3.35e12, peak_flops_fp16=9.89e14)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(bandwidth_bytes_per_s=True), TypeError, r"^bandwidth_bytes_per_s .*number.*True"),
+        (dict(bandwidth_bytes_per_s="3e12"), TypeError, r"^bandwidth_bytes_per_s .*number"),
+        (dict(bandwidth_bytes_per_s=float("nan")), ValueError, "bandwidth_bytes_per_s.*finite"),
+        (dict(peak_flops_fp16=float("inf")), ValueError, r"^peak_flops_fp16: expected finite"),
+        (dict(mem_transaction_bytes=32.9), ValueError, r"^mem_transaction_bytes: .*integer"),
+        (dict(mem_transaction_bytes=48), ValueError, "mem_transaction_bytes: .*power of two"),
+        (dict(mem_transaction_bytes=True), TypeError, r"^mem_transaction_bytes: .*number"),
+        (dict(peak_flops_fp32=2.1 * 9.89e14), ValueError, r"^peak_flops_fp16: .*half of"),
+        (dict(mem_efficiency=1.5), ValueError, r"^mem_efficiency: expected <= 1"),
+        (dict(mem_efficiency=1e-9), ValueError, r"^mem_efficiency: expected >= 0.001"),
+        (dict(kernel_latency_s=-1e-6), ValueError, r"^kernel_latency_s: expected >= 0"),
+        (dict(topk_bytes_per_s=10**400), ValueError, r"^topk_bytes_per_s: expected <= "),
+        (dict(name=123), TypeError, r"^name: expected a non-empty string"),
+        (dict(name="  "), ValueError, r"^name: expected a non-empty string"),
+        (dict(name="\ud800"), ValueError, r"^name: expected valid Unicode"),
+        # a default derived from a tiny given number is checked too, and says so
+        (
+            dict(peak_flops_fp16=1.5e6),
+            ValueError,
+            r"^peak_flops_fp32 \(default peak_flops_fp16 / 2\): expected >= 1e\+06",
+        ),
+    ],
+)
+def test_spec_validated_as_a_profile_file(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        hardware_from_spec(**{**SPEC, **kwargs})
+
+
+def test_spec_integral_float_is_an_int_as_in_a_file():
+    hw = hardware_from_spec(**SPEC, mem_transaction_bytes=64.0)
+    assert hw.mem_transaction_bytes == 64 and isinstance(hw.mem_transaction_bytes, int)
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "match"),
+    [
+        (dict(mem_transaction_bytes=3), ValueError, "mem_transaction_bytes: .*power of two"),
+        (dict(mem_transaction_bytes=32.5), ValueError, "mem_transaction_bytes: .*integer"),
+        (dict(peak_flops_fp32=3e15), ValueError, "peak_flops_fp16: .*half of peak_flops_fp32"),
+        (dict(mem_bandwidth_bytes_per_s=False), TypeError, "mem_bandwidth_bytes_per_s: .*number"),
+        (dict(mem_efficiency=None), TypeError, "mem_efficiency: expected a number, got None"),
+        (dict(threads=2.5), ValueError, "threads: expected an integer"),
+        (dict(kind="toaster"), ValueError, "kind: expected one of"),
+        (dict(name=""), ValueError, "name: expected a non-empty string"),
+        (dict(sources={"bogus": ("x", "2024-01-01")}), ValueError, "sources: expected keys"),
+        (
+            dict(sources={"threads": ("x", "2024-02-30")}),
+            ValueError,
+            r"sources\['threads'\] retrieved: expected a valid date",
+        ),
+        (dict(bogus=1), TypeError, "bogus"),
+    ],
+)
+def test_replace_validated_as_a_profile_file(changes, exc, match):
+    hw = load_hardware("h100-sxm")
+    with pytest.raises(exc, match=match):
+        hw.replace(**changes)
+
+
+def test_replace_and_construction_normalise_like_the_file():
+    hw = load_hardware("h100-sxm").replace(mem_transaction_bytes=64.0, mem_efficiency=1)
+    assert hw.mem_transaction_bytes == 64 and isinstance(hw.mem_transaction_bytes, int)
+    assert isinstance(hw.mem_efficiency, float)
+    assert parse_hardware(hardware_to_toml(hw), "x") == hw
+
+
+def test_file_applies_the_same_rules(tmp_path):
+    # the same rule table as the API: bool is not a number, the plausibility floor
+    for old, new, match in [
+        ("mem_bandwidth_bytes_per_s = 3.35e12", "mem_bandwidth_bytes_per_s = true", "number"),
+        ("mem_efficiency = 0.92", "mem_efficiency = 1e-6", "mem_efficiency.*>= 0.001"),
+        ("peak_flops_fp32 = 67e12", "peak_flops_fp32 = 2e15", "peak_flops_fp16.*half of"),
+    ]:
+        assert old in GOOD, old
+        with pytest.raises(ValueError, match=match) as info:
+            parse_hardware(GOOD.replace(old, new), "edited.toml")
+        assert str(info.value).startswith("edited.toml: key '")
+
+
+def test_peak_flops_takes_dtype_names_and_aliases():
+    hw = load_hardware("h100-sxm")
+    assert hw.peak_flops("fp32") == hw.peak_flops("float32") == hw.peak_flops_fp32
+    assert hw.peak_flops("bf16") == hw.peak_flops_fp16
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        hw.peak_flops("banana")
+    with pytest.raises(TypeError, match="dtype: expected a string"):
+        hw.peak_flops(None)
+
+
+# ---------------------------------------------------------------- TOML round trip of text
+@pytest.mark.parametrize(
+    "text",
+    [
+        'quote " inside',
+        "back\\slash \\n literally",
+        "new\nline and\ttab\r\n",
+        "control \x00\x01\x1f\x7f chars",
+        "unicode é ü 日本 😀",
+        '"""triple"""',
+        "trailing backslash \\",
+    ],
+)
+def test_toml_round_trip_of_any_name_and_source(text):
+    hw = hardware_from_spec(**SPEC, name=text)
+    hw = hw.replace(description=text, sources={**hw.sources, "onchip_bytes": (text, "2024-02-29")})
+    back = parse_hardware(hardware_to_toml(hw), "x")
+    assert back == hw
+    assert (back.name, back.description) == (text, text)
+    assert back.sources["onchip_bytes"] == (text, "2024-02-29")
+
+
+def test_hardware_to_toml_needs_a_profile():
+    with pytest.raises(TypeError, match="hw: expected a Hardware"):
+        hardware_to_toml({"name": "x"})
+
+
+# -------------------------------------------------------------- dates, nesting, files
+@pytest.mark.parametrize(
+    "date", ['"2026-13-45"', '"2023-02-29"', '"0000-01-01"', '"2026-1-01"', "20260101",
+             '"2026-01-01\\n"', "2026-01-01T00:00:00"],
+)  # fmt: skip
+def test_profile_rejects_invalid_retrieved_dates(date):
+    # the file is otherwise valid: the bad date replaces the first [sources.*] table's
+    start = GOOD.index("retrieved = ")
+    end = GOOD.index("\n", start)
+    text = GOOD[:start] + f"retrieved = {date}" + GOOD[end:]
+    with pytest.raises(ValueError, match=r"bad\.toml: 'sources\.\w+\.retrieved': expected"):
+        parse_hardware(text, "bad.toml")
+
+
+def test_profile_accepts_a_toml_date_literal():
+    start = GOOD.index("retrieved = ")
+    end = GOOD.index("\n", start)
+    hw = parse_hardware(GOOD[:start] + "retrieved = 2024-02-29" + GOOD[end:], "x")
+    assert "2024-02-29" in {d for _, d in hw.sources.values()}
+
+
+@pytest.mark.parametrize(
+    "nested",
+    ["[" * 5000 + "]" * 5000, "{a = " * 5000 + "1" + "}" * 5000],
+)
+def test_deeply_nested_toml_is_a_value_error_naming_the_file(tmp_path, nested):
+    p = tmp_path / "deep.toml"
+    p.write_text(GOOD + f"\ndeep = {nested}\n")
+    with pytest.raises(ValueError, match=r"deep\.toml: .*nested too deeply"):
+        load_hardware(str(p))
+
+
+def test_load_hardware_bad_names_and_paths(tmp_path):
+    from costmodel._tomlio import DataFileNotFoundError
+
+    with pytest.raises(TypeError, match="name_or_path: expected a hardware profile name"):
+        load_hardware(3)
+    with pytest.raises(TypeError, match="name_or_path"):
+        load_hardware(b"h100-sxm")
+    with pytest.raises(ValueError, match="name_or_path: unknown hardware ''"):
+        load_hardware("")
+    # a missing file is a FileNotFoundError and, like every bad argument, a ValueError
+    with pytest.raises(DataFileNotFoundError) as info:
+        load_hardware("/nonexistent/p.toml")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ValueError)
+    with pytest.raises(ValueError, match="file not found"):
+        load_hardware("nul\x00.toml")
+    with pytest.raises(ValueError, match="name_or_path: cannot read hardware profile file"):
+        load_hardware("x" * 5000 + ".toml")  # ENAMETOOLONG is an OSError, not a traceback
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (1 << 20) + "\n" + GOOD)
+    with pytest.raises(ValueError, match="expected at most 1048576 bytes"):
+        load_hardware(str(big))
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(GOOD.encode() + b"\n# caf\xe9\n")
+    with pytest.raises(ValueError, match=r"latin\.toml: not UTF-8"):
+        load_hardware(str(latin))
+    with pytest.raises(ValueError, match="file not found"):
+        load_hardware(str(tmp_path))  # a directory is no profile file
+    with pytest.raises(TypeError, match="text: expected a str"):
+        parse_hardware(GOOD.encode(), "x")
+
+
+# --------------------------------------------------------------------- measure_host limits
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(seconds=float("inf")), ValueError, "^seconds: expected finite"),
+        (dict(seconds=float("nan")), ValueError, "^seconds: expected finite"),
+        (dict(seconds=1e9), ValueError, r"^seconds: expected <= 60"),
+        (dict(seconds=0), ValueError, "^seconds: expected > 0"),
+        (dict(seconds=-1.0), ValueError, "^seconds: expected > 0"),
+        (dict(seconds="1"), TypeError, "^seconds: expected a number"),
+        (dict(seconds=True), TypeError, "^seconds: expected a number"),
+        (dict(nbytes=2**40), ValueError, r"^nbytes: expected an int <= min\(16 GiB"),
+        (dict(nbytes=2**20), ValueError, "^nbytes: expected an int >= 8388608"),
+        (dict(nbytes=-1), ValueError, "^nbytes: expected an int >= "),
+        (dict(nbytes=64 * 2**20 + 1), ValueError, "^nbytes: expected a multiple of 4"),
+        (dict(nbytes=6.4e7), TypeError, "^nbytes: expected an int"),
+        (dict(nbytes=None), TypeError, "^nbytes: expected an int"),
+    ],
+)
+def test_measure_host_limits_checked_up_front(monkeypatch, kwargs, exc, match):
+    import numpy as np
+
+    def no_alloc(*a, **k):  # nothing may be allocated or measured before the checks
+        raise AssertionError("allocated before checking the arguments")
+
+    monkeypatch.setattr(np, "ones", no_alloc)
+    with pytest.raises(exc, match=match):
+        measure_host(**kwargs)
+
+
+def test_measure_max_bytes_is_bounded_by_memory(monkeypatch):
+    from costmodel import hardware as hwmod
+
+    assert hwmod.measure_max_bytes() <= 16 * 2**30
+    monkeypatch.setattr(hwmod, "_total_memory_bytes", lambda: 4 * 2**30)
+    assert hwmod.measure_max_bytes() == 2 * 2**30
+    monkeypatch.setattr(hwmod, "_total_memory_bytes", lambda: 1)  # unknown
+    assert hwmod.measure_max_bytes() == 16 * 2**30

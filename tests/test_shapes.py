@@ -78,3 +78,60 @@ def test_model_loader_rejects_bad_files(tmp_path, edit, match):
     with pytest.raises(ValueError, match=match) as info:
         load_model(str(p))
     assert "bad_model.toml" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t.replace("n_layers = 32", "n_layers = 100000000"), "n_layers.*<= 16777216"),
+        (lambda t: t.replace("vocab_size = 32000", "vocab_size = 1e300"), "vocab_size.*<="),
+        (lambda t: t.replace("head_dim = 128", "head_dim = 4096"), "head_dim.*<= 1024"),
+        (lambda t: t.replace("n_layers = 32", "n_layers = true"), "n_layers.*number"),
+        (lambda t: t.replace("d_model = 4096", "d_model = nan"), "d_model.*finite"),
+        (lambda t: t.replace("d_model = 4096", "d_model = " + "[" * 5000 + "]" * 5000),
+         "nested too deeply"),
+        (lambda t: t.replace('retrieved = "', 'retrieved = "2026-13-45" #', 1), "retrieved"),
+    ],
+)  # fmt: skip
+def test_model_loader_rejects_huge_and_invalid_values(tmp_path, edit, match):
+    bad = edit(MODEL_GOOD)
+    assert bad != MODEL_GOOD
+    p = tmp_path / "bad_model.toml"
+    p.write_text(bad)
+    with pytest.raises(ValueError, match=match) as info:
+        load_model(str(p))
+    assert "bad_model.toml" in str(info.value)
+
+
+def test_model_shape_construction_validated_like_the_file():
+    import dataclasses
+
+    from costmodel.shapes import ModelShape
+
+    m = load_model("llama-2-7b")
+    for changes, exc, match in [
+        (dict(n_kv_heads=0), ValueError, "^n_kv_heads: expected >= 1"),
+        (dict(n_kv_heads=5), ValueError, r"^n_heads \(32\): expected a multiple of n_kv_heads"),
+        (dict(head_dim=128.5), ValueError, "^head_dim: expected an integer"),
+        (dict(d_model="4096"), TypeError, "^d_model: expected a number"),
+        (dict(n_layers=True), TypeError, "^n_layers: expected a number"),
+        (dict(gated_ffn=1), TypeError, "^gated_ffn: expected a bool"),
+        (dict(vocab_size=2**60), ValueError, "^vocab_size: expected <= 16777216"),
+        (dict(name=""), ValueError, "^name: expected a non-empty string"),
+        (dict(sources={"x": ("a", "2024-01-01")}), ValueError, "^sources: expected keys"),
+    ]:
+        with pytest.raises(exc, match=match):
+            dataclasses.replace(m, **changes)
+    same = dataclasses.replace(m, head_dim=128.0)
+    assert same == m and isinstance(same.head_dim, int)
+    assert isinstance(ModelShape(**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}),
+                      ModelShape)  # fmt: skip
+
+
+def test_load_model_bad_arguments():
+    with pytest.raises(TypeError, match="name_or_path: expected a model shape name"):
+        load_model(None)
+    with pytest.raises(ValueError, match="name_or_path: unknown model 'gpt-9'"):
+        load_model("gpt-9")
+    with pytest.raises(FileNotFoundError, match="model shape file not found"):
+        load_model("/nonexistent/m.toml")
