@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from costmodel._tomlio import check_real
+from reference import check_int
 from reference._config import njit_parallel, njit_serial
 from reference._vexp import exp_into
 
@@ -54,7 +56,15 @@ GATHER_ROWS_PER_THREAD = 1 << 16
 def best_time(
     fn: Callable[[], object], *, budget_s: float, min_reps: int = 5, max_reps: int = 50
 ) -> tuple[float, int]:
-    """``(shortest time of fn(), repetitions)`` after one untimed warm-up call."""
+    """``(shortest time of fn(), repetitions)`` after one untimed warm-up call.
+
+    ``budget_s`` is a finite number of seconds in ``[0, 60]``; ``1 <= min_reps <= max_reps
+    <= 10000`` (ints), so every call ends."""
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    budget_s = check_real("budget_s", budget_s, strict_min=False, maximum=60.0)
+    min_reps = check_int("min_reps", min_reps, lo=1, hi=10_000)
+    max_reps = check_int("max_reps", max_reps, lo=min_reps, hi=10_000, hi_name="")
     fn()
     best = float("inf")
     reps = 0

@@ -13,11 +13,16 @@ the KV cache once per sequence; SparQ speeds up only the attention part (Amdahl)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from costmodel.hardware import Hardware, load_hardware
-from costmodel.shapes import ModelShape, load_model
-from costmodel.traffic import Traffic, _check_int, attention_traffic, dtype_bytes
+from costmodel import hardware as _hardware
+from costmodel import shapes as _shapes
+from costmodel._tomlio import check_bool, check_real, show
+from costmodel.hardware import Hardware
+from costmodel.shapes import MAX_HEAD_DIM, ModelShape
+from costmodel.traffic import Traffic, attention_traffic, dtype_bytes
+from reference import check_int
 
 __all__ = [
     "BUCKETED_TOPK_SPEEDUP",
@@ -30,6 +35,9 @@ __all__ = [
     "estimate_decode",
     "attention_transfer_fraction",
     "ideal_hardware",
+    "MAX_SIZE",
+    "MAX_BUCKETED_TOPK_SPEEDUP",
+    "MAX_WEIGHT_BYTES_PER_PARAM",
 ]
 
 #: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (docs/topk.md):
@@ -37,6 +45,38 @@ __all__ = [
 BUCKETED_TOPK_SPEEDUP = 5.5
 
 BOUNDS = ("memory", "compute", "latency", "topk")
+
+#: largest batch, head count, sequence length, layer count or thread count the cost model
+#: takes (every count then converts to float64 exactly and no time overflows); head_dim is
+#: bounded by :data:`costmodel.shapes.MAX_HEAD_DIM`
+MAX_SIZE = 2**53
+#: largest ``bucketed_topk_speedup`` (the measured ratio is 5.5)
+MAX_BUCKETED_TOPK_SPEEDUP = 1e3
+#: largest ``weight_bytes_per_param`` (float64 weights are 8)
+MAX_WEIGHT_BYTES_PER_PARAM = 16.0
+
+
+def _size(name: str, value) -> int:
+    """A positive int size argument, at most :data:`MAX_SIZE`."""
+    return check_int(name, value, lo=1, hi=MAX_SIZE)
+
+
+def _head_dim(value) -> int:
+    return check_int("head_dim", value, lo=1, hi=MAX_HEAD_DIM, hi_name="MAX_HEAD_DIM")
+
+
+def _method(name: str, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a method name (str), got {type(value).__name__}"
+                        f" {show(value)}")  # fmt: skip
+    return value
+
+
+def _flag(name: str, value, *, allow_none: bool = False):
+    """A keyword flag: a real bool (``"no"``, 0 and 1 are rejected), or None if allowed."""
+    if allow_none and value is None:
+        return None
+    return check_bool(value, name)
 
 
 @dataclass(frozen=True)
@@ -111,14 +151,14 @@ class Speedup:
 
 def ideal_hardware(hw: Hardware) -> Hardware:
     """The profile with every correction off: ``eta = 1``, ``t0 = 0`` (the paper's view)."""
+    if not isinstance(hw, Hardware):
+        raise TypeError(f"hw: expected a Hardware, got {type(hw).__name__}")
     return hw.replace(mem_efficiency=1.0, flop_efficiency=1.0, kernel_latency_s=0.0)
 
 
 def _resolve_hw(hardware) -> Hardware:
-    if isinstance(hardware, Hardware):
-        return hardware
-    if isinstance(hardware, str):
-        return load_hardware(hardware)
+    if isinstance(hardware, (Hardware, str, os.PathLike)):
+        return _hardware._load(hardware, "hardware")
     raise TypeError(
         f"hardware: expected a Hardware or a profile name/path, got {type(hardware).__name__}"
     )
@@ -278,7 +318,27 @@ def estimate_attention(
     Returns
     -------
     Estimate
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: sizes are ints in ``[1, MAX_SIZE]`` (``head_dim <=
+        MAX_HEAD_DIM``); ``store_k_twice``, ``resident`` (or None) and ``ideal`` real bools;
+        ``bucketed_topk_speedup`` a finite number in ``(0, MAX_BUCKETED_TOPK_SPEEDUP]``.
     """
+    method = _method("method", method)
+    store_k_twice = _flag("store_k_twice", store_k_twice, allow_none=True)
+    resident = _flag("resident", resident, allow_none=True)
+    ideal = _flag("ideal", ideal)
+    batch = _size("batch", batch)
+    n_heads = _size("n_heads", n_heads)
+    n_kv_heads = n_heads if n_kv_heads is None else _size("n_kv_heads", n_kv_heads)
+    seq_len = _size("seq_len", seq_len)
+    head_dim = _head_dim(head_dim)
+    n_layers = _size("n_layers", n_layers)
+    bucketed_topk_speedup = check_real(
+        "bucketed_topk_speedup", bucketed_topk_speedup, maximum=MAX_BUCKETED_TOPK_SPEEDUP
+    )
     if implementation == "reference":
         return _estimate_reference(
             method,
@@ -301,16 +361,13 @@ def estimate_attention(
         )
     if implementation != "kernel":
         raise ValueError(
-            f"implementation: expected 'kernel' or 'reference', got {implementation!r}"
+            f"implementation: expected 'kernel' or 'reference', got {show(implementation)}"
         )
     if store_k_twice is None:
         store_k_twice = True
     hw = _resolve_hw(hardware)
-    if topk not in ("exact", "bucketed", "none"):
-        raise ValueError(f"topk: expected 'exact', 'bucketed' or 'none', got {topk!r}")
-    if not bucketed_topk_speedup > 0:
-        raise ValueError(f"bucketed_topk_speedup: expected > 0, got {bucketed_topk_speedup}")
-    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    if not isinstance(topk, str) or topk not in ("exact", "bucketed", "none"):
+        raise ValueError(f"topk: expected 'exact', 'bucketed' or 'none', got {show(topk)}")
     traffic = attention_traffic(
         method,
         batch=batch,
@@ -406,9 +463,14 @@ def speedup(
 ) -> Speedup:
     """``time(baseline) / time(method)`` under the same shapes and hardware.
 
-    ``r`` and ``k`` go to whichever of the two methods is not ``"dense"``; every other
-    keyword goes to both :func:`estimate_attention` calls.
+    ``r`` and ``k`` go to whichever of the two methods is not ``"dense"`` (given with two
+    dense methods they are an error); every other keyword goes to both
+    :func:`estimate_attention` calls, which check them.
     """
+    method = _method("method", method)
+    baseline = _method("baseline", baseline)
+    if method == baseline == "dense" and (r is not None or k is not None):
+        raise ValueError("r and k do not apply to method 'dense' (got r or k)")
     rk = dict(r=r, k=k)
     base = estimate_attention(
         baseline, hardware=hardware, **({} if baseline == "dense" else rk), **common
@@ -427,10 +489,10 @@ def attention_transfer_fraction(
     With ``N = 12*d_model^2`` parameters per layer and ``rho = S / (g * d_model)``:
     ``rho / (rho + 6 / B)``.
     """
-    S = _check_int("seq_len", seq_len)
-    B = _check_int("batch", batch)
-    g = _check_int("group_size", group_size)
-    dm = _check_int("d_model", d_model)
+    S = _size("seq_len", seq_len)
+    B = _size("batch", batch)
+    g = _size("group_size", group_size)
+    dm = _size("d_model", d_model)
     rho = S / (g * dm)
     return rho / (rho + 6 / B)
 
@@ -497,15 +559,29 @@ def estimate_decode(
     their matmuls cost ``2 * params * batch`` FLOPs. Attention is
     :func:`estimate_attention` over all layers with the KV cache per sequence, not resident
     (the weights evict it). Activations, norms, RoPE and sampling are not counted.
+
+    Arguments are checked as in :func:`estimate_attention`; ``weight_bytes_per_param`` is
+    None or a finite number in ``(0, MAX_WEIGHT_BYTES_PER_PARAM]``; ``model`` a
+    :class:`~costmodel.shapes.ModelShape`, a shipped name or a TOML path.
     """
+    method = _method("method", method)
+    store_k_twice = _flag("store_k_twice", store_k_twice)
+    ideal = _flag("ideal", ideal)
     hw = _resolve_hw(hardware)
-    m = load_model(model)
-    B = _check_int("batch", batch)
-    S = _check_int("seq_len", seq_len)
+    if not isinstance(model, (ModelShape, str, os.PathLike)):
+        raise TypeError(
+            f"model: expected a ModelShape or a model name/path, got {type(model).__name__}"
+        )
+    m = _shapes._load(model, "model")
+    B = _size("batch", batch)
+    S = _size("seq_len", seq_len)
     dname, e = dtype_bytes(dtype)
-    wb = float(e if weight_bytes_per_param is None else weight_bytes_per_param)
-    if not wb > 0:
-        raise ValueError(f"weight_bytes_per_param: expected > 0, got {weight_bytes_per_param}")
+    if weight_bytes_per_param is None:
+        wb = float(e)
+    else:
+        wb = check_real(
+            "weight_bytes_per_param", weight_bytes_per_param, maximum=MAX_WEIGHT_BYTES_PER_PARAM
+        )
     att = estimate_attention(
         method,
         hardware=hw,

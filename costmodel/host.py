@@ -30,12 +30,20 @@ from __future__ import annotations
 
 import math
 
-from costmodel.estimate import Estimate, StepEstimate, _assemble, _resolve_hw
+from costmodel.estimate import (
+    Estimate,
+    StepEstimate,
+    _assemble,
+    _flag,
+    _head_dim,
+    _method,
+    _resolve_hw,
+    _size,
+)
 from costmodel.hardware import Hardware
 from costmodel.traffic import (
     Step,
     Traffic,
-    _check_int,
     _check_rk,
     dtype_bytes,
     expected_touched_segments,
@@ -161,7 +169,16 @@ def predict_reference(
         time in ``topk_s``; ``latency_s`` is 0 (thread-pool start and the Python-side input
         checks are not modelled). ``params`` holds the configuration, ``rows``, ``waves``,
         the per-thread rates and each phase's per-row counts (``phases``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: sizes and ``threads`` ints in ``[1, MAX_SIZE]``
+        (``head_dim <= MAX_HEAD_DIM``), ``store_k_twice`` and ``v_mean_supplied`` real bools.
     """
+    method = _method("method", method)
+    store_k_twice = _flag("store_k_twice", store_k_twice)
+    v_mean_supplied = _flag("v_mean_supplied", v_mean_supplied)
     hw = _resolve_hw(hardware)
     if method not in REFERENCE_METHODS:
         raise ValueError(
@@ -169,15 +186,15 @@ def predict_reference(
             f"got {method!r}"
         )
     _check_host_profile(hw)
-    S = _check_int("seq_len", seq_len)
-    d = _check_int("head_dim", head_dim)
-    B = _check_int("batch", batch)
-    H = _check_int("n_heads", n_heads)
-    Hkv = H if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads)
-    L = _check_int("n_layers", n_layers)
+    S = _size("seq_len", seq_len)
+    d = _head_dim(head_dim)
+    B = _size("batch", batch)
+    H = _size("n_heads", n_heads)
+    Hkv = H if n_kv_heads is None else _size("n_kv_heads", n_kv_heads)
+    L = _size("n_layers", n_layers)
     if H % Hkv:
         raise ValueError(f"n_heads ({H}): expected a multiple of n_kv_heads ({Hkv})")
-    T = int(hw.threads) if threads is None else _check_int("threads", threads)
+    T = int(hw.threads) if threads is None else _size("threads", threads)
     dname, e = reference_dtype_bytes(dtype)
     g = H // Hkv
     if method == "dense":

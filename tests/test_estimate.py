@@ -305,3 +305,153 @@ def test_estimate_bad_input():
     # residency forced on a profile with no on-chip bandwidth would silently use HBM speed
     with pytest.raises(ValueError, match="resident=True needs an on-chip bandwidth"):
         estimate_attention("dense", hardware="h100-sxm", resident=True, **kw)
+
+
+# ------------------------------------------------------------- flags, floats, sizes
+KW = dict(hardware="h100-sxm", batch=1, n_heads=32, seq_len=4096, head_dim=128)
+NOT_BOOLS = ["no", "yes", 0, 1, None, 1.0, "", [True]]
+
+
+def _attention(**f):
+    return estimate_attention("sparq", r=8, k=64, **KW, **f)
+
+
+def _speedup(**f):
+    return speedup(r=8, k=64, **KW, **f)
+
+
+def _decode(**f):
+    return estimate_decode(
+        "llama-2-7b", hardware="h100-sxm", batch=1, seq_len=4096, method="sparq", r=8, k=64, **f
+    )
+
+
+@pytest.mark.parametrize("value", NOT_BOOLS)
+@pytest.mark.parametrize(
+    ("fn", "flag", "none_ok"),
+    [
+        (_attention, "ideal", False),
+        (_attention, "store_k_twice", True),
+        (_attention, "resident", True),
+        (lambda **f: estimate_attention("dense", **KW, **f), "resident", True),
+        (_speedup, "ideal", False),
+        (_speedup, "store_k_twice", True),
+        (_speedup, "resident", True),
+        (_decode, "store_k_twice", False),
+        (_decode, "ideal", False),
+    ],
+)
+def test_bool_flags_must_be_real_bools(fn, flag, none_ok, value):
+    if value is None and none_ok:
+        fn(**{flag: value})  # None is the documented default of this flag
+        return
+    with pytest.raises(TypeError, match=rf"^{flag}: expected a bool"):
+        fn(**{flag: value})
+
+
+def test_reference_implementation_flags_are_checked_before_dispatch():
+    host = hardware_from_spec(bandwidth_bytes_per_s=1e10, peak_flops_fp16=1e11).replace(
+        kind="cpu", threads=2, fma_f64_per_s=1e9, exp_per_s=1e8, gather_bytes_per_s=1e9
+    )
+    kw = dict(hardware=host, batch=1, n_heads=4, seq_len=512, head_dim=32, r=4, k=32)
+    # "no" used to become bool("no") = True, and ideal="" passed the resident/ideal check
+    with pytest.raises(TypeError, match="^store_k_twice: expected a bool"):
+        estimate_attention("sparq", implementation="reference", store_k_twice="no", **kw)
+    with pytest.raises(TypeError, match="^ideal: expected a bool"):
+        estimate_attention("sparq", implementation="reference", ideal="", **kw)
+    with pytest.raises(TypeError, match="^v_mean_supplied: expected a bool"):
+        estimate_attention("sparq", implementation="reference", v_mean_supplied=1, **kw)
+
+
+@pytest.mark.parametrize(
+    ("value", "exc", "match"),
+    [
+        (float("inf"), ValueError, "expected finite"),
+        (float("nan"), ValueError, "expected finite"),
+        (0.0, ValueError, "expected > 0"),
+        (-1.0625, ValueError, "expected > 0"),
+        (1e300, ValueError, "expected <= 16"),
+        (True, TypeError, "expected a number"),
+        ("1.0625", TypeError, "expected a number"),
+    ],
+)
+def test_weight_bytes_per_param_finite_positive(value, exc, match):
+    with pytest.raises(exc, match=f"^weight_bytes_per_param: {match}"):
+        estimate_decode(
+            "llama-2-7b", hardware="h100-sxm", batch=1, seq_len=64, weight_bytes_per_param=value
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "exc", "match"),
+    [
+        (float("inf"), ValueError, "expected finite"),
+        (float("nan"), ValueError, "expected finite"),
+        (0, ValueError, "expected > 0"),
+        (1e9, ValueError, "expected <= 1000"),
+        (False, TypeError, "expected a number"),
+        (None, TypeError, "expected a number"),
+    ],
+)
+def test_bucketed_topk_speedup_finite_positive(value, exc, match):
+    with pytest.raises(exc, match=f"^bucketed_topk_speedup: {match}"):
+        estimate_attention("sparq", r=8, k=64, topk="bucketed", bucketed_topk_speedup=value, **KW)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "exc", "match"),
+    [
+        ("batch", 2**53 + 1, ValueError, r"expected an int <= 9007199254740992"),
+        ("batch", 10**400, ValueError, r"expected an int <= "),
+        ("seq_len", 4096.0, TypeError, "expected an int"),
+        ("n_heads", True, TypeError, "expected an int"),
+        ("n_kv_heads", 0, ValueError, "expected an int >= 1"),
+        ("head_dim", 4096, ValueError, r"expected an int <= MAX_HEAD_DIM = 1024"),
+        ("n_layers", "32", TypeError, "expected an int"),
+    ],
+)
+def test_sizes_bounded_and_typed(name, value, exc, match):
+    with pytest.raises(exc, match=f"^{name}: {match}"):
+        estimate_attention("dense", **{**KW, name: value})
+
+
+def test_largest_sizes_give_finite_times():
+    import math
+
+    big = dict(batch=2**53, n_heads=2**53, seq_len=2**53, head_dim=1024, n_layers=2**53)
+    for method, extra in (("dense", {}), ("sparq", dict(r=1024, k=2**53))):
+        e = estimate_attention(method, hardware="h100-sxm", **big, **extra)
+        assert math.isfinite(e.time_s) and e.time_s > 0
+    e = estimate_attention(
+        "sparq", hardware="h100-sxm", store_k_twice=False, r=512, k=8, **{**big, "seq_len": 8}
+    )
+    assert math.isfinite(e.time_s)
+    assert math.isfinite(
+        attention_transfer_fraction(seq_len=2**53, batch=1, group_size=1, d_model=1)
+    )
+
+
+def test_other_wrong_types_are_named():
+    with pytest.raises(TypeError, match="^method: expected a method name"):
+        estimate_attention(["dense"], **KW)
+    with pytest.raises(TypeError, match="^baseline: expected a method name"):
+        speedup(baseline={"dense"}, **KW)
+    with pytest.raises(ValueError, match="^topk: expected"):
+        estimate_attention("sparq", r=8, k=64, topk=["exact"], **KW)
+    with pytest.raises(TypeError, match="^hardware: expected a Hardware"):
+        estimate_attention("dense", **{**KW, "hardware": 3.35e12})
+    with pytest.raises(ValueError, match="^hardware: unknown hardware ''"):
+        estimate_attention("dense", **{**KW, "hardware": ""})
+    with pytest.raises(TypeError, match="^model: expected a ModelShape"):
+        estimate_decode(7, hardware="h100-sxm", batch=1, seq_len=64)
+    with pytest.raises(ValueError, match="^model: unknown model"):
+        estimate_decode("", hardware="h100-sxm", batch=1, seq_len=64)
+    with pytest.raises(ValueError, match="^seq_len: expected an int <= "):
+        attention_transfer_fraction(seq_len=10**400, batch=1, group_size=1, d_model=1)
+    with pytest.raises(TypeError, match="^hw: expected a Hardware"):
+        from costmodel.estimate import ideal_hardware
+
+        ideal_hardware("h100-sxm")
+    # two dense methods: r and k would be dropped silently
+    with pytest.raises(ValueError, match="do not apply to method 'dense'"):
+        speedup("dense", "dense", r=8, **KW)

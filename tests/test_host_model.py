@@ -375,3 +375,41 @@ def test_cli_measure_prints_host_fields(tmp_path, capsys):
     assert "float64 FMA" in out and "gather (512 B rows)" in out
     hw = load_hardware(str(path))
     assert all(getattr(hw, f) is not None for f in HOST_FIELDS)
+
+
+# ------------------------------------------------------------------------- bad input
+KW_REF = dict(batch=1, n_heads=4, seq_len=512, head_dim=32, r=4, k=32)
+
+
+@pytest.mark.parametrize("flag", ["store_k_twice", "v_mean_supplied"])
+@pytest.mark.parametrize("value", ["no", "yes", 0, 1, None, 1.0])
+def test_predict_reference_flags_must_be_real_bools(flag, value):
+    # bool("no") is True: a string used to switch the model silently
+    with pytest.raises(TypeError, match=f"^{flag}: expected a bool"):
+        predict_reference("sparq", hardware=HOST, **KW_REF, **{flag: value})
+
+
+@pytest.mark.parametrize(
+    ("changes", "exc", "match"),
+    [
+        (dict(threads=2**53 + 1), ValueError, "^threads: expected an int <= "),
+        (dict(threads=2.0), TypeError, "^threads: expected an int"),
+        (dict(batch=10**30), ValueError, "^batch: expected an int <= "),
+        (dict(head_dim=2048, r=4), ValueError, "^head_dim: expected an int <= MAX_HEAD_DIM"),
+        (dict(seq_len=None), TypeError, "^seq_len: expected an int"),
+        (dict(n_layers=True), TypeError, "^n_layers: expected an int"),
+    ],
+)
+def test_predict_reference_sizes_bounded_and_typed(changes, exc, match):
+    with pytest.raises(exc, match=match):
+        predict_reference("sparq", hardware=HOST, **{**KW_REF, **changes})
+
+
+def test_predict_reference_wrong_types_named():
+    with pytest.raises(TypeError, match="^method: expected a method name"):
+        predict_reference(["dense"], hardware=HOST, batch=1, n_heads=1, seq_len=8, head_dim=8)
+    with pytest.raises(TypeError, match="^hardware: expected a Hardware"):
+        predict_reference("dense", hardware=None, batch=1, n_heads=1, seq_len=8, head_dim=8)
+    with pytest.raises(TypeError, match="^dtype: expected a string"):
+        predict_reference("dense", hardware=HOST, batch=1, n_heads=1, seq_len=8, head_dim=8,
+                          dtype=2)  # fmt: skip
