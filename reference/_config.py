@@ -54,6 +54,22 @@ def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
-_env_threads = os.environ.get("SPARQ_NUM_THREADS")
-if _env_threads:
-    set_num_threads(int(_env_threads))
+def _threads_from_env(value: str | None) -> int | None:
+    """``SPARQ_NUM_THREADS`` as a positive int (unset or empty: None); anything else is a
+    ValueError naming the variable (raised when the package is imported)."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        n = int(value.strip(), 10)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(
+            f"SPARQ_NUM_THREADS: expected a positive integer (the number of threads), got {value!r}"
+        )
+    return n
+
+
+_env_threads = _threads_from_env(os.environ.get("SPARQ_NUM_THREADS"))
+if _env_threads is not None:
+    set_num_threads(_env_threads)

@@ -228,9 +228,12 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     Each K and V row is read once for all G heads (heads in blocks of 4 share every load;
     the V pass also takes 4 positions at a time). Softmax with max subtraction, exps by
     :func:`reference._vexp.exp_into`, float64 accumulation in a fixed order that depends only
-    on G and ``n_pos``. ``work`` is float64 scratch of at least ``G * n_pos`` elements. Sets
-    ``status[0] = 1`` if a logit or an output is not finite (a
-    non-finite input was read, or an overflow)."""
+    on G and ``n_pos``. The weights are normalised (``exp(l - max) / sum``) before the V pass,
+    as the float64 twin does, so the sum cannot overflow unless the true output does (|V|
+    near the float64 maximum is fine). ``work`` is float64 scratch of at least
+    ``G * n_pos`` elements. Sets ``status[0] = 1`` if a logit is not finite (a non-finite
+    K or q entry, or an overflow of ``q . k``) and otherwise ``status[0] = 2`` if an output
+    is not finite (a non-finite V entry, or an output beyond the float64 range)."""
     G, d = qg.shape
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
     total = np.empty(G)
@@ -243,15 +246,21 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
             chk += wh[t] * 0.0  # NaN iff some logit is NaN or +/-inf
             m = max(m, wh[t])
         total[h] = softmax_weights(wh, m)
-    _v_pass(V, positions, n_pos, w, y)
-    for h in range(G):
-        inv = 1.0 / total[h]
-        yh = y[h]
-        for c in range(d):
-            yh[c] *= inv
-            chk += yh[c] * 0.0
     if chk != chk:
         status[0] = 1
+        return
+    for h in range(G):
+        inv = 1.0 / total[h]
+        wh = w[h]
+        for t in range(n_pos):
+            wh[t] *= inv
+    _v_pass(V, positions, n_pos, w, y)
+    for h in range(G):
+        yh = y[h]
+        for c in range(d):
+            chk += yh[c] * 0.0
+    if chk != chk:
+        status[0] = 2
 
 
 @njit_serial

@@ -22,6 +22,13 @@ def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
     return value
 
 
+def _check_bool(name: str, value) -> bool:
+    """A flag must be a real bool (``"False"`` or ``None`` is not silently truthy/falsy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _as_rows(x, axis, fname: str) -> tuple[np.ndarray, int]:
     """Validate ``x``/``axis``; return (x with ``axis`` moved last, normalised axis)."""
     if not isinstance(x, np.ndarray):
@@ -64,8 +71,8 @@ def bucket_sizes(n: int, num_buckets: int) -> np.ndarray:
     -------
     ndarray of int64, shape (num_buckets,)
     """
-    n = _check_int("bucket_sizes: n", n, 0, None, "n >= 0")
-    b = _check_int("bucket_sizes: num_buckets", num_buckets, 1, None, "num_buckets >= 1")
+    n = _check_int("bucket_sizes: n", n, 1, None, "n >= 1")
+    b = _check_int("bucket_sizes: num_buckets", num_buckets, 1, n, f"1 <= num_buckets <= n = {n}")
     base, rem = divmod(n, b)
     return np.where(np.arange(b) < rem, base + 1, base).astype(np.int64)
 
@@ -78,4 +85,14 @@ def _check_bucket_args(fname, n, k, num_buckets, k_per_bucket, axis):
         raise ValueError(
             f"{fname}: num_buckets * k_per_bucket: expected >= k = {k}, got {b} * {kb} = {b * kb}"
         )
-    return k, b, kb
+    return k, b, effective_k_per_bucket(kb, k, -(-n // b))
+
+
+def effective_k_per_bucket(kb: int, k: int, largest_bucket: int) -> int:
+    """``k_per_bucket`` as the kernels use it: ``max(1, min(kb, k, largest_bucket))``.
+
+    The same selection for every larger value: a bucket never gives more candidates than it
+    holds, and a bucket's candidates beyond its own first ``k`` (value descending, index
+    ascending) can never be among the overall top ``k``, because those ``k`` rank before
+    them. So any ``k_per_bucket`` (up to 2**64 and beyond) is accepted and exact."""
+    return max(1, min(kb, k, largest_bucket))

@@ -36,7 +36,7 @@ def _run(q, k_cache, v_cache, mask, k, choose):
     k = as_int("k", k, lo=1)
     g = H // Hkv
     out = np.empty((B, H, d))
-    positions = np.full((B, H, k), -1, dtype=np.int64)
+    positions = np.full((B, H, min(k, S)), -1, dtype=np.int64)  # at most S can be kept
     for b in range(B):
         valid = np.flatnonzero(mask[b])
         for h in range(H):
@@ -50,8 +50,8 @@ def _run(q, k_cache, v_cache, mask, k, choose):
 def oracle_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_positions=False):
     """Exact top-k attention: softmax over the k highest exact scores only (renormalised).
 
-    Returns ``out (B, H, d)`` float64, and ``positions (B, H, k)`` (score descending, ties to
-    the lower index, -1 in unused slots) if ``return_positions``.
+    Returns ``out (B, H, d)`` float64, and ``positions (B, H, min(k, S))`` (score descending,
+    ties to the lower index, -1 in unused slots) if ``return_positions``.
     """
 
     def choose(logits, n):
@@ -104,13 +104,16 @@ def h2o_prefill_scores(q_prompt, k_cache, *, prompt_len: int, mask=None) -> np.n
     query; the weights are averaged over the g heads of a KV group and summed over queries
     (evaluation code: ``weights.mean(group).sum(queries)``). Returns ``(B, Hkv, P)`` float64.
     """
-    q_prompt = np.asarray(q_prompt, dtype=np.float64)
-    if q_prompt.ndim != 4:
-        raise ValueError(f"q_prompt: expected a 4-D array (B, H, P, d), got shape {q_prompt.shape}")
+    q_prompt = as_float_array("q_prompt", q_prompt, 4)  # dtype, rank and NaN/inf, named
     B, H, P, d = q_prompt.shape
+    if P == 0:
+        raise ValueError(
+            f"q_prompt: expected at least one prompt query (P >= 1), got shape {q_prompt.shape}"
+        )
     _, K, _, mask, _, _, Hkv, S, _ = check_attention_inputs(
         q_prompt[:, :, 0], k_cache, k_cache, mask
     )
+    check_logit_range(q_prompt, K, mask)  # every query, not only the first
     if P != as_int("prompt_len", prompt_len, lo=1, hi=S):
         raise ValueError(f"q_prompt: expected P = prompt_len = {prompt_len} queries, got {P}")
     g = H // Hkv
@@ -165,6 +168,10 @@ def h2o_decode(
     """
     q_steps = as_float_array("q_steps", q_steps, 4)
     T = q_steps.shape[0]
+    if T == 0:
+        raise ValueError(
+            f"q_steps: expected at least one decode step (T >= 1), got shape {q_steps.shape}"
+        )
     # Shapes, dtypes and finiteness of the caches once (with the first step's queries) ...
     _, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q_steps[0], k_cache, v_cache, mask)
     check_logit_range(q_steps, K, mask)  # ... and the overflow bound over every step
@@ -174,7 +181,7 @@ def h2o_decode(
     g = H // Hkv
     score = np.zeros((B, Hkv, S))
     if prefill_scores is not None:
-        ps = np.asarray(prefill_scores, dtype=np.float64)
+        ps = as_float_array("prefill_scores", prefill_scores, 3)
         if ps.shape != (B, Hkv, prompt_len):
             raise ValueError(
                 f"prefill_scores: expected shape (B, Hkv, prompt_len) = {(B, Hkv, prompt_len)},"

@@ -110,6 +110,11 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     )  # fmt: skip
     if status.any():
         x.raise_nonfinite_caches()
+        if not (status == 1).any():
+            raise ValueError(
+                "v_cache: the attention output overflows float64 (|v| is too large);"
+                " scale v_cache down (attention is linear in V)"
+            )
         raise ValueError(
             "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
             " scale q or k_cache down"

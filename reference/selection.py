@@ -43,6 +43,7 @@ import numpy as np
 
 from reference._selection_args import (
     _as_rows,
+    _check_bool,
     _check_bucket_args,
     _check_int,
     _nrows,
@@ -165,7 +166,9 @@ def topk(
     xm, axis = _as_rows(x, axis, "topk")
     n = xm.shape[-1]
     k = _check_int("topk: k", k, 0, n, f"0 <= k <= n = {n} (the size of axis {axis})")
-    key = _kernel_key(xm, bool(largest))
+    largest = _check_bool("topk: largest", largest)
+    _check_bool("topk: sorted", sorted)
+    key = _kernel_key(xm, largest)
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
     if key.shape[0] == 1:
@@ -220,6 +223,8 @@ def bucketed_topk(
     xm, axis = _as_rows(x, axis, "bucketed_topk")
     n = xm.shape[-1]
     k, b, kb = _check_bucket_args("bucketed_topk", n, k, num_buckets, k_per_bucket, axis)
+    interleaved = _check_bool("bucketed_topk: interleaved", interleaved)
+    _check_bool("bucketed_topk: sorted", sorted)
     key = _kernel_key(xm, True)
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
@@ -254,8 +259,14 @@ def bucket_params_from_public(k: int, j: int, k_mult) -> tuple[int, int]:
     """
     k = _check_int("bucket_params_from_public: k", k, 1, None, "k >= 1")
     j = _check_int("bucket_params_from_public: j", j, 1, None, "j >= 1")
-    if isinstance(k_mult, bool) or not isinstance(k_mult, numbers.Real):
+    if isinstance(k_mult, (bool, np.bool_)) or not isinstance(k_mult, numbers.Real):
         raise TypeError(f"bucket_params_from_public: k_mult: expected a number, got {k_mult!r}")
+    if not isinstance(k_mult, numbers.Rational):
+        k_mult = float(k_mult)  # exact for numpy floats (float16/32/64)
+        if not np.isfinite(k_mult):
+            raise ValueError(
+                f"bucket_params_from_public: k_mult: expected a finite number, got {k_mult}"
+            )
     b = Fraction(k_mult) * k / j
     if b.denominator != 1 or b < 1:
         raise ValueError(

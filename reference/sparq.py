@@ -42,6 +42,7 @@ from reference._checks import (
 )
 from reference._config import njit_parallel, njit_serial
 from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
+from reference._selection_args import effective_k_per_bucket
 from reference._vexp import exp_into
 from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
@@ -165,20 +166,35 @@ class SparqParams:
         """Query heads sharing one selection: ``g`` (group selection) or 1 (per head)."""
         return g if self.selection == "group" else 1
 
-    def kernel(self, g: int) -> KernelParams:
-        """The scalars for the jitted kernels, for GQA group size ``g``."""
+    def kernel(self, g: int, seq_len: int) -> KernelParams:
+        """The scalars for the jitted kernels, for GQA group size ``g`` and ``S = seq_len``.
+
+        Counts beyond ``S`` are clamped to ``S`` (``k``, ``local_window``, ``num_buckets``;
+        no row has more valid positions) and ``k_per_bucket`` to
+        :func:`reference._selection_args.effective_k_per_bucket`: the same selection, and
+        every value then fits the kernels' int64 arithmetic whatever the caller passed."""
+        k = positions_columns(self.k, seq_len)
         return KernelParams(
             r=self.r,
-            k=self.k,
-            local_window=self.local_window,
+            k=k,
+            local_window=min(self.local_window, seq_len),
             temperature=TEMPERATURES.index(self.temperature),
             probs=self.group_score == "probs",
             reallocate=self.reallocate,
             per=self.heads_per_group(g),
-            num_buckets=self.num_buckets if self.topk == "bucketed" else EXACT_TOPK,
-            k_per_bucket=self.k_per_bucket,
+            num_buckets=min(self.num_buckets, seq_len) if self.topk == "bucketed" else EXACT_TOPK,
+            k_per_bucket=effective_k_per_bucket(self.k_per_bucket, k, seq_len),
             interleaved=self.interleaved,
         )
+
+
+def positions_columns(k: int, seq_len: int) -> int:
+    """Columns of the ``positions`` step: ``min(k, S)``.
+
+    At most ``S`` positions can be kept, so a larger ``k`` (any size is accepted) changes
+    nothing but would make the ``(B, G, k)`` array grow without bound; the same rule holds in
+    :func:`sparq_attention`, its twin, the golden files and the checker."""
+    return min(k, seq_len)
 
 
 @dataclass(frozen=True)
@@ -290,8 +306,18 @@ def alpha_twin(s_valid: np.ndarray, picked: np.ndarray, pr: Precision = TRUTH) -
 def masked_mean_twin(v_cache: np.ndarray, mask: np.ndarray, pr: Precision = TRUTH) -> np.ndarray:
     """Step 6: mean of V over the valid positions: (B, Hkv, S, d), (B, S) -> (B, Hkv, d)."""
     valid = mask[:, None, :, None]
-    total = np.where(valid, np.asarray(v_cache).astype(pr.acc), 0).sum(axis=2)
-    return pr.store(total / valid.sum(axis=2).astype(pr.acc)).astype(np.float64)
+    count = valid.sum(axis=2).astype(pr.acc)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.where(valid, np.asarray(v_cache).astype(pr.acc), 0).sum(axis=2)
+        mean = total / count
+    if pr.name == "float64" and not np.isfinite(mean).all():
+        # The float64 sum went beyond the range although the mean may not: sum V * 2**-64
+        # (exact scaling) and scale the mean back. A lower precision keeps its overflow: a
+        # naive implementation in that dtype overflows there too.
+        scaled = np.where(valid, np.asarray(v_cache) * 2.0**-64, 0).sum(axis=2)
+        with np.errstate(over="ignore"):
+            mean = np.where(np.isfinite(mean), mean, (scaled / count) * 2.0**64)
+    return pr.store(mean).astype(np.float64)
 
 
 def attend_twin(qh, K, V, chosen, pr: Precision = TRUTH) -> np.ndarray:
@@ -328,7 +354,7 @@ def sparq_group_twin(
         chosen = valid[select_twin(score, p.k, p.local_window, p.bucketed)]
     else:
         chosen = inject_chosen
-    positions = np.full(p.k, -1, dtype=np.int64)
+    positions = np.full(positions_columns(p.k, K.shape[0]), -1, dtype=np.int64)
     positions[: chosen.shape[0]] = chosen
     if p.reallocate:  # step 5
         alpha = alpha_twin(s[:, valid], np.isin(valid, chosen), pr)
@@ -390,12 +416,13 @@ def sparq_attention_twin(
     per = p.heads_per_group(g)
     G = H // per
     inj_c = _check_injected_components(inject_components, (B, G, p.r), d)
-    inj_p = _check_injected_positions(inject_positions, (B, G, p.k), mask)
+    kcols = positions_columns(p.k, S)
+    inj_p = _check_injected_positions(inject_positions, (B, G, kcols), mask)
     out = np.empty((B, H, d))
     y = np.empty((B, H, d))
     comps = np.empty((B, G, p.r), dtype=np.int64)
     s_all = np.empty((B, H, S))
-    pos = np.empty((B, G, p.k), dtype=np.int64)
+    pos = np.empty((B, G, kcols), dtype=np.int64)
     alpha = np.empty((B, H))
     tau = np.empty((B, H))
     for b in range(B):
@@ -411,9 +438,10 @@ def sparq_attention_twin(
             out[b, heads], comps[b, grp], s_all[b, heads] = st.out, st.components, st.approx_logits
             pos[b, grp], alpha[b, heads] = st.positions, st.alpha
             y[b, heads], tau[b, heads] = st.y, st.temperature
+    steps = SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
     with np.errstate(over="ignore", invalid="ignore"):
-        _finite_result(out, pr.name)
-    return SparqSteps(out, comps, s_all, pos, alpha, v_mean, y, tau)
+        _finite_result(steps, q, K, mask, pr.name)
+    return steps
 
 
 def _check_v_mean(v_mean, shape):
@@ -536,12 +564,14 @@ class KernelOutputs(NamedTuple):
     temperature: np.ndarray  # (B, H)
 
 
-def _alloc_outputs(B, H, G, S, d, p: SparqParams) -> KernelOutputs:
+def _alloc_outputs(B, H, G, S, d, p: SparqParams, kcols: int) -> KernelOutputs:
+    """Outputs of the kernel; ``S`` = 0 leaves ``approx_logits`` empty, ``kcols`` is
+    :func:`positions_columns`."""
     return KernelOutputs(
         out=np.empty((B, H, d)),
         components=np.empty((B, G, p.r), dtype=np.int64),
         approx_logits=np.empty((B, H, S)),
-        positions=np.empty((B, G, p.k), dtype=np.int64),
+        positions=np.empty((B, G, kcols), dtype=np.int64),
         alpha=np.empty((B, H)),
         y=np.empty((B, H, d)),
         temperature=np.empty((B, H)),
@@ -835,20 +865,56 @@ def _masked_mean_kernel(V, mask, out, status):
                     acc[c] += widen(Vr[j, c])
         chk = 0.0
         for c in range(d):
-            out[b, kv, c] = acc[c] / n
-            chk += acc[c] * 0.0
+            if math.isfinite(acc[c]):
+                out[b, kv, c] = acc[c] / n
+            else:  # the sum went beyond float64 (or V holds a NaN/inf: status catches it)
+                out[b, kv, c] = _scaled_column_mean(Vr, mask[b], c, n)
+            chk += out[b, kv, c] * 0.0
         if chk != chk:
             status[b, kv] = 1
 
 
-def _finite_result(out: np.ndarray, precision: str) -> np.ndarray:
-    """Finite inputs can still overflow the logits (|q . k| beyond the dtype's range)."""
-    if not np.isfinite(out).all():
-        raise ValueError(
-            f"q, k_cache: the attention logits overflow {precision} (|q . k| is too large for"
-            " the dtype); scale q or k_cache down"
+#: 2**-64: V scaled by it sums to a finite value for any number of float64 rows below
+#: 2**63 (exact for every |v| >= 2**-958; smaller entries weigh nothing beside such a sum).
+_SUM_SCALE = 2.0**-64
+
+
+@njit_serial(fastmath=False)  # reassociation would factor the scale out of the sum
+def _scaled_column_mean(Vr, maskrow, c, n):
+    """Mean of column ``c`` of the ``n`` valid rows of ``Vr`` when the plain sum overflows:
+    ``(sum(v * 2**-64) / n) * 2**64``, finite unless the mean itself is beyond float64."""
+    acc = 0.0
+    for j in range(Vr.shape[0]):
+        if maskrow[j]:
+            acc += widen(Vr[j, c]) * _SUM_SCALE
+    return (acc / n) * 2.0**64
+
+
+def _finite_result(steps: SparqSteps, q, K, mask, precision: str) -> None:
+    """Finite inputs can still overflow: the logits (|q . k| beyond the dtype's range) or,
+    in an emulated precision, the mean of V or the output. Name the array responsible (the
+    logits are recomputed here, on the error path only)."""
+    if np.isfinite(steps.out).all():
+        return
+    acc = np.float64 if precision == "float64" else np.float32
+    B, H, d = q.shape
+    g = H // K.shape[1]
+    Kh = np.repeat(K, g, axis=1).astype(acc)  # (B, H, S, d)
+    logits = np.einsum("bhsd,bhd->bhs", Kh, q.astype(acc)) / acc(math.sqrt(d))
+    if np.isfinite(np.where(mask[:, None, :], logits, 0.0)).all():
+        part = (
+            "the attention output"
+            if np.isfinite(steps.v_mean).all()
+            else "the mean of V over the valid positions"
         )
-    return out
+        raise ValueError(
+            f"v_cache: {part} overflows {precision} (|v| is too large for the dtype);"
+            " scale v_cache down (attention is linear in V)"
+        )
+    raise ValueError(
+        f"q, k_cache: the attention logits overflow {precision} (|q . k| is too large for"
+        " the dtype); scale q or k_cache down"
+    )
 
 
 def sparq_attention(
@@ -1076,12 +1142,12 @@ def _run_kernel(
         _masked_mean_kernel(x.v, x.mask, v_mean, status_v)
         if status_v.any():
             x.raise_nonfinite_caches()
-    kp = p.kernel(H // Hkv)._replace(phase_limit=phase_limit)
+    kp = p.kernel(H // Hkv, S)._replace(phase_limit=phase_limit)
     G = H // kp.per
-    o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p)
+    o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p, kp.k)
     s_work = workspace("sparq_s", 1 if return_steps else kp.per * S, np.float64)
     s_work = s_work.reshape(s_work.shape[0], -1, S if not return_steps else 1)
-    nf, ni = _work_sizes(kp.per, S, p.k)
+    nf, ni = _work_sizes(kp.per, S, kp.k)
     status = np.zeros((B, G), dtype=np.int64)
     has_kt = kt is not None
     _sparq_kernel(
@@ -1093,9 +1159,14 @@ def _run_kernel(
         x.raise_nonfinite_caches()
         if has_kt:
             raise_nonfinite("k_cache_t", kt, enc_kt)
+        if (status == 1).any():
+            raise ValueError(
+                "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
+                " scale q or k_cache down"
+            )
         raise ValueError(
-            "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
-            " scale q or k_cache down"
+            "v_cache: the attention output overflows float64 (|v| is too large);"
+            " scale v_cache down (attention is linear in V)"
         )
     return SparqSteps(o.out, o.components, o.approx_logits, o.positions, o.alpha, v_mean, o.y,
                       o.temperature)  # fmt: skip
