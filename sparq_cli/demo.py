@@ -6,22 +6,64 @@ import argparse
 
 import numpy as np
 
+from sparq_cli.cli import int_arg
+
+#: most elements of one K or V cache (``batch x kv_heads x seq_len x head_dim``) and of q
+#: (``batch x heads x head_dim``) the demo builds: 2**24 float64 = 128 MiB each
+MAX_ELEMENTS = 2**24
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=2, help="B (default 2)")
-    p.add_argument("--heads", type=int, default=8, help="query heads H (default 8)")
-    p.add_argument("--kv-heads", type=int, default=2, help="KV heads Hkv (default 2)")
-    p.add_argument("--seq-len", type=int, default=2048, help="S (default 2048)")
-    p.add_argument("--head-dim", type=int, default=128, help="d (default 128)")
-    p.add_argument("--r", type=int, default=16, help="query components kept (default 16)")
-    p.add_argument("--k", type=int, default=128, help="positions kept (default 128)")
-    p.add_argument("--local-window", type=int, default=32, help="default 32 (= k/4)")
-    p.add_argument("--seed", type=int, default=0)
+    pos = int_arg(lo=1, hi=MAX_ELEMENTS)
+    p.add_argument("--batch", type=pos, default=2, help="B (default 2)")
+    p.add_argument("--heads", type=pos, default=8, help="query heads H (default 8)")
+    p.add_argument("--kv-heads", type=pos, default=2, help="KV heads Hkv, dividing H (default 2)")
+    p.add_argument("--seq-len", type=pos, default=2048, help="S (default 2048)")
+    p.add_argument("--head-dim", type=pos, default=128, help="d (default 128)")
+    p.add_argument("--r", type=pos, default=16, help="query components kept, <= d (default 16)")
+    p.add_argument("--k", type=pos, default=128, help="positions kept, <= S (default 128)")
+    p.add_argument(
+        "--local-window",
+        type=int_arg(lo=0, hi=MAX_ELEMENTS),
+        default=32,
+        help="last positions always kept, <= k (default 32 = k/4)",
+    )
+    p.add_argument("--seed", type=int_arg(lo=0), default=0, help="random seed >= 0 (default 0)")
+    p.epilog = (
+        f"Sizes are positive; B*Hkv*S*d and B*H*d are at most {MAX_ELEMENTS} (2**24) elements."
+    )  # fmt: skip
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The combinations the options must satisfy, as ``ValueError`` naming the options
+    (each option's own range is checked by argparse)."""
+    B, H, Hkv, S, d = args.batch, args.heads, args.kv_heads, args.seq_len, args.head_dim
+    if H % Hkv:
+        raise ValueError(f"--heads ({H}): expected a multiple of --kv-heads ({Hkv})")
+    if args.r > d:
+        raise ValueError(f"--r: expected <= --head-dim ({d}), got {args.r}")
+    if args.k > S:
+        raise ValueError(f"--k: expected <= --seq-len ({S}), got {args.k}")
+    if args.local_window > args.k:
+        raise ValueError(f"--local-window: expected <= --k ({args.k}), got {args.local_window}")
+    cache = B * Hkv * S * d
+    if cache > MAX_ELEMENTS:
+        raise ValueError(
+            f"--batch x --kv-heads x --seq-len x --head-dim: expected at most {MAX_ELEMENTS} "
+            f"cache elements, got {B} x {Hkv} x {S} x {d} = {cache}"
+        )
+    q = B * H * d
+    if q > MAX_ELEMENTS:
+        raise ValueError(
+            f"--batch x --heads x --head-dim: expected at most {MAX_ELEMENTS} query elements, "
+            f"got {B} x {H} x {d} = {q}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from reference import dense_attention, sparq_attention
 
+    check_args(args)
     rng = np.random.default_rng(args.seed)
     B, H, Hkv, S, d = args.batch, args.heads, args.kv_heads, args.seq_len, args.head_dim
     # Heavy-tailed query components (as in trained models, paper Fig. 3) shared within a GQA

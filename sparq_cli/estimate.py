@@ -10,35 +10,77 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
-from costmodel.estimate import estimate_decode
+from costmodel import hardware as _hw
+from costmodel.estimate import MAX_SIZE, MAX_WEIGHT_BYTES_PER_PARAM, estimate_decode
 from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
-from costmodel.shapes import list_models, load_model
+from costmodel.shapes import MAX_HEAD_DIM, list_models, load_model
+from costmodel.traffic import dtype_bytes
+from sparq_cli.cli import int_arg, number_arg
 
 DEFAULT_SEQ_LENS = (4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_BATCHES = (1, 64)
+#: most values in one of --seq-lens / --batch, and most (batch, S) rows in one run
+MAX_LIST = 256
+MAX_ROWS = 4096
+
+
+def _as_int(item: str) -> int | None:
+    """``item`` as an int (decimal, or an integral e-notation float such as ``4e3``); None
+    when it is not a number or not integral."""
+    try:
+        return int(item, 10)
+    except ValueError:
+        pass
+    try:
+        f = float(item)
+    except ValueError:
+        return None
+    return int(f) if math.isfinite(f) and f.is_integer() else None
 
 
 def _int_list(text: str) -> list[int]:
-    """Comma-separated positive integers; ``4e3`` is accepted, ``1.5`` is rejected (no
-    silent truncation)."""
+    """Comma-separated positive integers up to :data:`costmodel.estimate.MAX_SIZE`, at most
+    :data:`MAX_LIST` of them; ``4e3`` is accepted, ``1.5`` is rejected (no silent
+    truncation)."""
+    items = [x.strip() for x in text.split(",")]
+    if len(items) > MAX_LIST:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_LIST} comma-separated values, got {len(items)}"
+        )
     out = []
-    for item in (x.strip() for x in text.split(",")):
+    for item in items:
         if not item:
             continue
-        try:
-            value = float(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers, got {text!r}"
-            ) from None
-        if not value.is_integer():
+        value = _as_int(item)
+        if value is None:
             raise argparse.ArgumentTypeError(f"expected integers, got {item!r} in {text!r}")
-        out.append(int(value))
-    if not out or any(v < 1 for v in out):
+        if not 1 <= value <= MAX_SIZE:
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers <= {MAX_SIZE} (2**53), got {item!r} in {text!r}"
+            )
+        out.append(value)
+    if not out:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return out
+
+
+def _dtype(text: str) -> str:
+    try:
+        dtype_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("dtype: ")) from None
+    return text
+
+
+def _profile_number(key: str):
+    """An argparse type for an ad-hoc profile option: the profile key's range and
+    plausibility floor (:mod:`costmodel.hardware`), so it fails at parse time naming the
+    option."""
+    lo, strict, hi, _ = _hw._ALL_NUMERIC[key]
+    return number_arg(minimum=lo, strict_min=strict, maximum=hi, floor=_hw._PLAUSIBLE_MIN.get(key))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +96,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "list`); not together with --bandwidth/--peak-flops",
     )
     adhoc = parser.add_argument_group("ad-hoc datasheet profile (replaces --hardware)")
-    adhoc.add_argument("--bandwidth", type=float, help="memory bandwidth, bytes/s (e.g. 3.35e12)")
-    adhoc.add_argument("--peak-flops", type=float, help="dense fp16 FLOP/s (e.g. 9.89e14)")
-    adhoc.add_argument("--peak-flops-fp32", type=float, help="fp32 FLOP/s (default fp16/2)")
-    adhoc.add_argument("--capacity", type=float, help="memory bytes (default 80e9)")
-    adhoc.add_argument("--mem-efficiency", type=float, help="eta_mem (default 0.8)")
-    adhoc.add_argument("--kernel-latency", type=float, help="t0 seconds per kernel (1e-5)")
-    adhoc.add_argument("--topk-rate", type=float, help="top-k bytes/s (default 0.06 x BW)")
+    num = _profile_number
+    adhoc.add_argument(
+        "--bandwidth",
+        type=num("mem_bandwidth_bytes_per_s"),
+        help="memory bandwidth, bytes/s (e.g. 3.35e12)",
+    )
+    adhoc.add_argument(
+        "--peak-flops", type=num("peak_flops_fp16"), help="dense fp16 FLOP/s (e.g. 9.89e14)"
+    )
+    adhoc.add_argument(
+        "--peak-flops-fp32", type=num("peak_flops_fp32"), help="fp32 FLOP/s (default fp16/2)"
+    )
+    adhoc.add_argument(
+        "--capacity", type=num("mem_capacity_bytes"), help="memory bytes (default 80e9)"
+    )
+    adhoc.add_argument("--mem-efficiency", type=num("mem_efficiency"), help="eta_mem (default 0.8)")
+    adhoc.add_argument(
+        "--kernel-latency", type=num("kernel_latency_s"), help="t0 seconds per kernel (1e-5)"
+    )
+    adhoc.add_argument("--topk-rate", type=num("topk_bytes_per_s"),
+                       help="top-k bytes/s (default 0.06 x BW)")  # fmt: skip
     parser.add_argument(
         "--seq-lens",
         type=_int_list,
@@ -73,16 +129,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_BATCHES),
         help="comma-separated batch sizes (default 1,64)",
     )
-    parser.add_argument("--r", type=int, default=None, help="SparQ r (default head_dim/8)")
     parser.add_argument(
-        "--k-divisor", type=int, default=16, help="SparQ k = floor(S / K_DIVISOR) (16)"
+        "--r",
+        type=int_arg(lo=1, hi=MAX_HEAD_DIM),
+        default=None,
+        help="SparQ r (default head_dim/8)",
     )
-    parser.add_argument("--dtype", default="float16", help="KV dtype (float16, bfloat16, ...)")
+    parser.add_argument(
+        "--k-divisor",
+        type=int_arg(lo=1, hi=MAX_SIZE),
+        default=16,
+        help="SparQ k = floor(S / K_DIVISOR) (16)",
+    )
+    parser.add_argument(
+        "--dtype", type=_dtype, default="float16", help="KV dtype (float16, bfloat16, ...)"
+    )
     parser.add_argument(
         "--weight-bytes",
-        type=float,
+        type=number_arg(minimum=0, strict_min=True, maximum=MAX_WEIGHT_BYTES_PER_PARAM),
         default=None,
-        help="bytes per weight (default: the KV dtype's; Q8_0 = 1.0625)",
+        help="bytes per weight (default: the KV dtype's; Q8_0 = 1.0625; at most 16)",
     )
     parser.add_argument("--topk", choices=("exact", "bucketed", "none"), default="exact")
     parser.add_argument(
@@ -124,15 +190,24 @@ def resolve_hardware(args) -> Hardware:
         extra = {}
         if args.capacity is not None:
             extra["mem_capacity_bytes"] = args.capacity
-        return hardware_from_spec(
-            bandwidth_bytes_per_s=args.bandwidth,
-            peak_flops_fp16=args.peak_flops,
-            peak_flops_fp32=args.peak_flops_fp32,
-            mem_efficiency=args.mem_efficiency,
-            kernel_latency_s=args.kernel_latency,
-            topk_bytes_per_s=args.topk_rate,
-            **extra,
-        )
+        fp32 = args.peak_flops_fp32
+        if fp32 is not None and args.peak_flops < fp32 / 2:
+            raise ValueError(
+                f"--peak-flops: expected >= half of --peak-flops-fp32 ({fp32:g} / 2), got "
+                f"{args.peak_flops:g}"
+            )
+        try:
+            return hardware_from_spec(
+                bandwidth_bytes_per_s=args.bandwidth,
+                peak_flops_fp16=args.peak_flops,
+                peak_flops_fp32=args.peak_flops_fp32,
+                mem_efficiency=args.mem_efficiency,
+                kernel_latency_s=args.kernel_latency,
+                topk_bytes_per_s=args.topk_rate,
+                **extra,
+            )
+        except ValueError as exc:  # a default derived from the options (fp16/2, 0.06 x BW)
+            raise ValueError(f"ad-hoc profile (--bandwidth, --peak-flops, ...): {exc}") from None
     given = [flag for attr, flag in _ADHOC_ONLY.items() if getattr(args, attr) is not None]
     if given:
         raise ValueError(
@@ -148,6 +223,14 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
     r = args.r if args.r is not None else max(1, d // 8)
     if args.k_divisor < 1:
         raise ValueError(f"--k-divisor: expected >= 1, got {args.k_divisor}")
+    if r > d:
+        raise ValueError(f"--r: expected <= head_dim ({d}) of {model.name}, got {r}")
+    n_rows = len(args.batch) * len(args.seq_lens)
+    if n_rows > MAX_ROWS:
+        raise ValueError(
+            f"--batch x --seq-lens: expected at most {MAX_ROWS} rows, got "
+            f"{len(args.batch)} x {len(args.seq_lens)} = {n_rows}"
+        )
     rows = []
     too_short = [S for S in args.seq_lens if S < args.k_divisor]
     if too_short:
@@ -260,6 +343,11 @@ def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
 
 def run(args) -> int:
     hw = resolve_hardware(args)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot: needs matplotlib (pip install matplotlib)") from None
     rows = compute_rows(args, hw)
     if args.json:
         json.dump({"hardware": hw.name, "rows": rows}, sys.stdout, indent=1)

@@ -8,7 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from costmodel.hardware import hardware_to_toml, list_hardware, load_hardware, measure_host
+from costmodel.hardware import (
+    MEASURE_MAX_SECONDS,
+    hardware_to_toml,
+    list_hardware,
+    load_hardware,
+    measure_host,
+)
+from sparq_cli.cli import number_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FMA, exp, top-k and gather rates)",
     )
     p_meas.add_argument("--save", metavar="FILE", help="write the profile as TOML")
-    p_meas.add_argument("--seconds", type=float, default=1.0)
+    p_meas.add_argument(
+        "--seconds",
+        type=number_arg(minimum=0, strict_min=True, maximum=MEASURE_MAX_SECONDS),
+        default=1.0,
+        help=f"time budget, 0 < SECONDS <= {MEASURE_MAX_SECONDS:g} (default 1)",
+    )
     p_meas.add_argument("--json", action="store_true")
 
 
@@ -84,7 +96,13 @@ def run(args) -> int:
         else:
             _show(hw)
         return 0
-    # measure
+    # measure: a --save path that cannot be written fails before the measurement
+    if args.save:
+        target = Path(args.save)
+        if target.is_dir():
+            raise ValueError(f"--save: expected a file path, got the directory {args.save!r}")
+        if not target.parent.is_dir():
+            raise ValueError(f"--save: directory {str(target.parent)!r} does not exist")
     hw = measure_host(seconds=args.seconds)
     if args.json:
         json.dump(_as_dict(hw), sys.stdout, indent=1)

@@ -29,3 +29,48 @@ def test_reference_cli_is_the_same_main():
 
     assert cli.main is main
     assert cli.SUBCOMMANDS is cli_main.SUBCOMMANDS
+
+
+def test_version_prints_the_package_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sparq {metadata.version('sparq-reference')}"
+
+
+def test_version_falls_back_without_metadata(monkeypatch):
+    from importlib import metadata
+
+    import reference
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert cli_main.version() == "unknown"
+    monkeypatch.setattr(reference, "__version__", "9.9.9", raising=False)
+    assert cli_main.version() == "9.9.9"
+
+
+@pytest.mark.parametrize("token", ["-3e12", "-3E+12", "-.5", "-7", "-inf", "-nan"])
+def test_negative_numbers_are_option_values(capsys, token):
+    # argparse's own pattern took "-3e12" for an option ("expected one argument")
+    with pytest.raises(SystemExit) as info:
+        main(["estimate", "--bandwidth", token, "--peak-flops", "1e14"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --bandwidth: expected a" in err
+    assert "expected one argument" not in err
+
+
+def test_os_errors_of_a_subcommand_are_reported_not_raised(capsys, tmp_path):
+    # --plot naming a directory: IsADirectoryError, an OSError that is no FileNotFoundError
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "chart.png"
+    target.mkdir()
+    argv = ["estimate", "--batch", "1", "--seq-lens", "4096", "--plot", str(target)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparq estimate: error: ") and "Is a directory" in err

@@ -178,3 +178,115 @@ def test_hardware_measure_save_and_use(tmp_path, capsys):
         ["estimate", "--hardware", str(path), "--batch", "1", "--seq-lens", "4096", "--json"],
     )
     assert data["hardware"] == "host"
+
+
+# ------------------------------------------------------------------------ bad options
+def _argparse_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--weight-bytes", "inf"], "argument --weight-bytes: expected a finite number"),
+        (["--weight-bytes", "nan"], "argument --weight-bytes: expected a finite number"),
+        (["--weight-bytes", "0"], "argument --weight-bytes: expected a positive number"),
+        (["--weight-bytes", "-1"], "argument --weight-bytes: expected a positive number"),
+        (["--weight-bytes", "1e300"], "argument --weight-bytes: expected a number <= 16"),
+        (["--bandwidth", "-3e12", "--peak-flops", "1e14"],
+         "argument --bandwidth: expected a positive number, got -3e12"),
+        (["--bandwidth=-3e12", "--peak-flops", "1e14"],
+         "argument --bandwidth: expected a positive number, got -3e12"),
+        (["--bandwidth", "inf", "--peak-flops", "1e14"], "argument --bandwidth: expected a finite"),
+        (["--bandwidth", "1e30", "--peak-flops", "1e14"],
+         "argument --bandwidth: expected a number <="),
+        (["--bandwidth", "10", "--peak-flops", "1e14"],
+         "argument --bandwidth: expected a number >= 1e+06"),
+        (["--bandwidth", "1e12", "--peak-flops", "x"],
+         "argument --peak-flops: expected a number, got 'x'"),
+        (["--bandwidth", "1e12", "--peak-flops", "1e14", "--mem-efficiency", "1.5"],
+         "argument --mem-efficiency: expected a number <= 1"),
+        (["--bandwidth", "1e12", "--peak-flops", "1e14", "--kernel-latency", "-1e-6"],
+         "argument --kernel-latency: expected a number >= 0"),
+        (["--batch", "0"], "argument --batch: expected positive integers"),
+        (["--seq-lens", "-1"], "argument --seq-lens: expected positive integers"),
+        (["--seq-lens", "1e300"], "argument --seq-lens: expected positive integers <= "),
+        (["--seq-lens", "9007199254740993"], "argument --seq-lens: expected positive integers <= "),
+        (["--seq-lens", "nan"], "argument --seq-lens: expected integers, got 'nan'"),
+        (["--seq-lens", ",".join(["4096"] * 300)], "argument --seq-lens: expected at most 256"),
+        (["--r", "0"], "argument --r: expected an int >= 1, got 0"),
+        (["--r", "16.0"], "argument --r: expected an int, got '16.0'"),
+        (["--k-divisor", "0"], "argument --k-divisor: expected an int >= 1, got 0"),
+        (["--dtype", "int3"], "argument --dtype: expected one of"),
+        (["--topk", "approx"], "argument --topk: invalid choice"),
+    ],
+)  # fmt: skip
+def test_estimate_bad_option_values_are_argparse_errors(capsys, argv, message):
+    err = _argparse_error(capsys, ["estimate", *argv])
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bandwidth", "1e12", "--peak-flops", "1e12", "--peak-flops-fp32", "3e12"],
+         "--peak-flops: expected >= half of --peak-flops-fp32"),
+        # a default derived from an option (top-k rate 0.06 x BW < 1e6) names its origin
+        (["--bandwidth", "2e6", "--peak-flops", "1e14"],
+         "ad-hoc profile (--bandwidth, --peak-flops, ...): topk_bytes_per_s (default 0.06 x"),
+        (["--batch", ",".join(["1"] * 100), "--seq-lens", ",".join(["4096"] * 100)],
+         "--batch x --seq-lens: expected at most 4096 rows, got 100 x 100 = 10000"),
+        (["--hardware", "x" * 5000 + ".toml"], "cannot read hardware profile file"),
+        (["--model", "nul\x00.toml"], "model shape file not found"),
+        (["--model", ""], "unknown model ''"),
+    ],
+)  # fmt: skip
+def test_estimate_bad_combinations_are_named_errors(capsys, argv, message):
+    assert main(["estimate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparq estimate: error: ") and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seconds", "inf"], "argument --seconds: expected a finite number, got 'inf'"),
+        (["--seconds", "nan"], "argument --seconds: expected a finite number, got 'nan'"),
+        (["--seconds", "1e9"], "argument --seconds: expected a number <= 60, got 1e9"),
+        (["--seconds", "0"], "argument --seconds: expected a positive number, got 0"),
+        (["--seconds", "-1"], "argument --seconds: expected a positive number, got -1"),
+    ],
+)
+def test_hardware_measure_seconds_checked_before_measuring(monkeypatch, capsys, argv, message):
+    import sparq_cli.hardware as hwcli
+
+    monkeypatch.setattr(hwcli, "measure_host", lambda **k: pytest.fail("measured anyway"))
+    err = _argparse_error(capsys, ["hardware", "measure", *argv])
+    assert message in err
+
+
+def test_hardware_measure_bad_save_path_fails_before_measuring(monkeypatch, capsys, tmp_path):
+    import sparq_cli.hardware as hwcli
+
+    monkeypatch.setattr(hwcli, "measure_host", lambda **k: pytest.fail("measured anyway"))
+    assert main(["hardware", "measure", "--save", str(tmp_path / "no" / "host.toml")]) == 2
+    assert "--save: directory" in capsys.readouterr().err
+    assert main(["hardware", "measure", "--save", str(tmp_path)]) == 2
+    assert "--save: expected a file path" in capsys.readouterr().err
+
+
+def test_hardware_show_bad_names(capsys, tmp_path):
+    bad = tmp_path / "deep.toml"
+    bad.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    for name, message in [
+        (str(bad), "nested too deeply"),
+        ("", "unknown hardware ''"),
+        ("x" * 5000 + ".toml", "cannot read hardware profile file"),
+    ]:
+        assert main(["hardware", "show", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sparq hardware: error: ") and message in err, err
