@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from costmodel import hardware as _hw
 from costmodel.estimate import MAX_SIZE, MAX_WEIGHT_BYTES_PER_PARAM, estimate_decode
@@ -214,7 +215,7 @@ def resolve_hardware(args) -> Hardware:
             f"{', '.join(given)} given without --bandwidth/--peak-flops: "
             "these options only shape an ad-hoc profile"
         )
-    return load_hardware(args.hardware or "h100-sxm")
+    return load_hardware("h100-sxm" if args.hardware is None else args.hardware)
 
 
 def compute_rows(args, hw: Hardware) -> list[dict]:
@@ -343,7 +344,9 @@ def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
 
 def run(args) -> int:
     hw = resolve_hardware(args)
-    if args.plot:
+    if args.plot is not None:
+        if not args.plot.strip() or Path(args.plot).is_dir():
+            raise ValueError(f"--plot: expected a PNG file path, got {args.plot!r}")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -354,7 +357,7 @@ def run(args) -> int:
         print()
     else:
         print_table(rows, hw)
-    if args.plot:
+    if args.plot is not None:
         from costmodel.plot import plot_estimate
 
         profiles = [n for n in list_hardware() if load_hardware(n).kind in ("gpu", "cpu")]

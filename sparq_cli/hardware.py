@@ -97,9 +97,9 @@ def run(args) -> int:
             _show(hw)
         return 0
     # measure: a --save path that cannot be written fails before the measurement
-    if args.save:
+    if args.save is not None:
         target = Path(args.save)
-        if target.is_dir():
+        if not args.save.strip() or target.is_dir():
             raise ValueError(f"--save: expected a file path, got the directory {args.save!r}")
         if not target.parent.is_dir():
             raise ValueError(f"--save: directory {str(target.parent)!r} does not exist")
@@ -110,7 +110,7 @@ def run(args) -> int:
     else:
         _show(hw)
         print(_host_summary(hw))
-    if args.save:
+    if args.save is not None:
         Path(args.save).write_text(hardware_to_toml(hw), encoding="utf-8")
         if not args.json:
             print(f"wrote {args.save} (use it with: sparq estimate --hardware {args.save})")

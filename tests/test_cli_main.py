@@ -66,11 +66,12 @@ def test_negative_numbers_are_option_values(capsys, token):
 
 
 def test_os_errors_of_a_subcommand_are_reported_not_raised(capsys, tmp_path):
-    # --plot naming a directory: IsADirectoryError, an OSError that is no FileNotFoundError
+    # --plot below a regular file: NotADirectoryError, an OSError that is no
+    # FileNotFoundError (it used to end in a traceback)
     pytest.importorskip("matplotlib")
-    target = tmp_path / "chart.png"
-    target.mkdir()
-    argv = ["estimate", "--batch", "1", "--seq-lens", "4096", "--plot", str(target)]
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    argv = ["estimate", "--batch", "1", "--seq-lens", "4096", "--plot", str(afile / "c.png")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sparq estimate: error: ") and "Is a directory" in err
+    assert err.startswith("sparq estimate: error: ") and "Not a directory" in err

@@ -243,6 +243,9 @@ def test_estimate_bad_option_values_are_argparse_errors(capsys, argv, message):
         (["--hardware", "x" * 5000 + ".toml"], "cannot read hardware profile file"),
         (["--model", "nul\x00.toml"], "model shape file not found"),
         (["--model", ""], "unknown model ''"),
+        # an empty string is not "no value": it used to fall back to h100-sxm / no plot
+        (["--hardware", ""], "unknown hardware ''"),
+        (["--plot", ""], "--plot: expected a PNG file path, got ''"),
     ],
 )  # fmt: skip
 def test_estimate_bad_combinations_are_named_errors(capsys, argv, message):
@@ -276,6 +279,8 @@ def test_hardware_measure_bad_save_path_fails_before_measuring(monkeypatch, caps
     assert main(["hardware", "measure", "--save", str(tmp_path / "no" / "host.toml")]) == 2
     assert "--save: directory" in capsys.readouterr().err
     assert main(["hardware", "measure", "--save", str(tmp_path)]) == 2
+    assert "--save: expected a file path" in capsys.readouterr().err
+    assert main(["hardware", "measure", "--save", ""]) == 2  # used to skip saving silently
     assert "--save: expected a file path" in capsys.readouterr().err
 
 
