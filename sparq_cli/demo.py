@@ -11,6 +11,9 @@ from sparq_cli.cli import int_arg
 #: most elements of one K or V cache (``batch x kv_heads x seq_len x head_dim``) and of q
 #: (``batch x heads x head_dim``) the demo builds: 2**24 float64 = 128 MiB each
 MAX_ELEMENTS = 2**24
+#: most cached positions (``batch x kv_heads x seq_len``): each carries scores, indices and
+#: mask entries besides its d cache values (2**21: ~0.7 GB peak, ~3 s at d = 8)
+MAX_POSITIONS = 2**21
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int_arg(lo=0), default=0, help="random seed >= 0 (default 0)")
     p.epilog = (
-        f"Sizes are positive; B*Hkv*S*d and B*H*d are at most {MAX_ELEMENTS} (2**24) elements."
+        f"Sizes are positive; B*Hkv*S <= {MAX_POSITIONS} (2**21) positions; B*Hkv*S*d and "
+        f"B*H*d <= {MAX_ELEMENTS} (2**24) elements."
     )  # fmt: skip
 
 
@@ -46,6 +50,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--k: expected <= --seq-len ({S}), got {args.k}")
     if args.local_window > args.k:
         raise ValueError(f"--local-window: expected <= --k ({args.k}), got {args.local_window}")
+    positions = B * Hkv * S
+    if positions > MAX_POSITIONS:
+        raise ValueError(
+            f"--batch x --kv-heads x --seq-len: expected at most {MAX_POSITIONS} cached "
+            f"positions, got {B} x {Hkv} x {S} = {positions}"
+        )
     cache = B * Hkv * S * d
     if cache > MAX_ELEMENTS:
         raise ValueError(

@@ -48,8 +48,13 @@ def test_demo_option_ranges_are_argparse_errors(capsys, argv, message):
         (["--local-window", "129"], "--local-window: expected <= --k (128), got 129"),
         # would allocate 2**30 float64 per cache
         (
-            ["--batch", "64", "--kv-heads", "8", "--seq-len", "16384", "--heads", "8"],
+            ["--batch", "8", "--kv-heads", "8", "--seq-len", "16384", "--heads", "8"],
             "--batch x --kv-heads x --seq-len x --head-dim: expected at most 16777216",
+        ),
+        (
+            ["--batch", "1", "--heads", "1", "--kv-heads", "1", "--seq-len", "16777216",
+             "--head-dim", "1", "--r", "1"],
+            "--batch x --kv-heads x --seq-len: expected at most 2097152 cached positions",
         ),
         (
             ["--heads", "4096", "--kv-heads", "1", "--head-dim", "8192", "--seq-len", "1",
