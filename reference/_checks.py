@@ -126,6 +126,11 @@ def as_int(
 ) -> int:
     """An integer parameter in [lo, hi] (bool and float are rejected); ``hi_name`` names the
     quantity the upper bound comes from (e.g. ``"k"``) for the error message."""
+    for bound_name, bound in (("lo", lo), ("hi", hi)):
+        if bound is not None and (
+            isinstance(bound, (bool, np.bool_)) or not isinstance(bound, (int, np.integer))
+        ):
+            raise TypeError(f"{bound_name}: expected an int or None, got {bound!r}")
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected an int, got bool {value!r}")
     try:

@@ -61,18 +61,29 @@ def _nrows(xm: np.ndarray) -> int:
     return int(np.prod(xm.shape[:-1], dtype=np.int64))
 
 
+#: Largest ``num_buckets`` for which :func:`bucket_sizes` builds its array (512 MiB).
+MAX_BUCKET_ARRAY = 2**26
+
+
 def bucket_sizes(n: int, num_buckets: int) -> np.ndarray:
     """Sizes of the ``num_buckets`` buckets of ``n`` elements (no padding).
 
     Buckets ``0 .. n % b - 1`` hold ``n // b + 1`` elements, the rest ``n // b``; the same
     sizes serve both layouts (interleaved bucket j is ``{j, j + b, j + 2b, ...}``).
+    ``1 <= num_buckets <= n`` and ``num_buckets <= MAX_BUCKET_ARRAY`` (2**26, 512 MiB).
 
     Returns
     -------
     ndarray of int64, shape (num_buckets,)
     """
-    n = _check_int("bucket_sizes: n", n, 1, None, "n >= 1")
+    n = _check_int("bucket_sizes: n", n, 1, 2**63 - 1, "1 <= n <= 2**63 - 1 (int64 sizes)")
     b = _check_int("bucket_sizes: num_buckets", num_buckets, 1, n, f"1 <= num_buckets <= n = {n}")
+    if b > MAX_BUCKET_ARRAY:
+        raise ValueError(
+            f"bucket_sizes: num_buckets: expected <= {MAX_BUCKET_ARRAY} (2**26; the array of"
+            f" sizes would take {8 * b / 2**30:.3g} GiB), got {b}; the sizes take two values:"
+            " n // b + 1 for the first n % b buckets, n // b for the rest"
+        )
     base, rem = divmod(n, b)
     return np.where(np.arange(b) < rem, base + 1, base).astype(np.int64)
 

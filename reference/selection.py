@@ -261,7 +261,9 @@ def bucket_params_from_public(k: int, j: int, k_mult) -> tuple[int, int]:
     j = _check_int("bucket_params_from_public: j", j, 1, None, "j >= 1")
     if isinstance(k_mult, (bool, np.bool_)) or not isinstance(k_mult, numbers.Real):
         raise TypeError(f"bucket_params_from_public: k_mult: expected a number, got {k_mult!r}")
-    if not isinstance(k_mult, numbers.Rational):
+    if isinstance(k_mult, numbers.Rational):
+        k_mult = Fraction(int(k_mult.numerator), int(k_mult.denominator))  # numpy ints: exact
+    else:
         k_mult = float(k_mult)  # exact for numpy floats (float16/32/64)
         if not np.isfinite(k_mult):
             raise ValueError(
@@ -271,7 +273,7 @@ def bucket_params_from_public(k: int, j: int, k_mult) -> tuple[int, int]:
     if b.denominator != 1 or b < 1:
         raise ValueError(
             "bucket_params_from_public: k_mult: expected k_mult * k / j to be a positive "
-            f"integer, got {k_mult} * {k} / {j} = {float(b)}"
+            f"integer, got {k_mult} * {k} / {j} = {b}"
         )
     if int(b) * j < k:
         raise ValueError(f"bucket_params_from_public: k_mult: expected k_mult >= 1, got {k_mult}")
