@@ -21,6 +21,7 @@ from costmodel import shapes as _shapes
 from costmodel._tomlio import check_bool, check_real, show
 from costmodel.hardware import Hardware
 from costmodel.shapes import MAX_HEAD_DIM, ModelShape
+from costmodel.traffic import MAX_SIZE as TRAFFIC_MAX_SIZE
 from costmodel.traffic import Traffic, attention_traffic, dtype_bytes
 from reference import check_int
 
@@ -48,8 +49,8 @@ BOUNDS = ("memory", "compute", "latency", "topk")
 
 #: largest batch, head count, sequence length, layer count or thread count the cost model
 #: takes (every count then converts to float64 exactly and no time overflows); head_dim is
-#: bounded by :data:`costmodel.shapes.MAX_HEAD_DIM`
-MAX_SIZE = 2**53
+#: bounded by :data:`costmodel.shapes.MAX_HEAD_DIM`. One value with the byte models.
+MAX_SIZE = TRAFFIC_MAX_SIZE
 #: largest ``bucketed_topk_speedup`` (the measured ratio is 5.5)
 MAX_BUCKETED_TOPK_SPEEDUP = 1e3
 #: largest ``weight_bytes_per_param`` (float64 weights are 8)

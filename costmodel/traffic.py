@@ -21,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 
+import numpy as np
+
+from costmodel.shapes import MAX_HEAD_DIM
 from reference import check_int
 
 __all__ = [
@@ -77,9 +80,26 @@ def dtype_bytes(dtype: str) -> tuple[str, int]:
     return name, DTYPE_BYTES[name]
 
 
+#: largest size (batch, heads, sequence length, layers, k, ...) the byte models take: every
+#: count then converts to float64 exactly; ``head_dim`` is bounded by
+#: :data:`costmodel.shapes.MAX_HEAD_DIM` (the expected-segments sum grows as d**3)
+MAX_SIZE = 2**53
+#: largest memory transaction (``transaction_bytes``) and index size (``index_bytes``)
+MAX_TRANSACTION_BYTES = 2**20
+MAX_INDEX_BYTES = 16
+
+
 def _check_int(name: str, value, minimum: int = 1) -> int:
-    """An integer argument ``>= minimum`` (the package-wide rules of ``reference.check_int``)."""
-    return check_int(name, value, lo=minimum)
+    """An integer argument in ``[minimum, MAX_SIZE]`` (the rules of ``reference.check_int``);
+    ``head_dim`` at most :data:`costmodel.shapes.MAX_HEAD_DIM`."""
+    if name == "head_dim":
+        return check_int(name, value, lo=minimum, hi=MAX_HEAD_DIM, hi_name="MAX_HEAD_DIM")
+    return check_int(name, value, lo=minimum, hi=MAX_SIZE)
+
+
+def _check_method(method) -> None:
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected a str, got {type(method).__name__} {method!r}")
 
 
 def _check_rk(seq_len: int, head_dim: int, r, k, *, need_r: bool, need_k: bool):
@@ -148,6 +168,7 @@ def transfers(
         loki                    ``S*r + 2*k*d``                  peer
         ======================  ===============================  =============================
     """
+    _check_method(method)
     if method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
     S = _check_int("seq_len", seq_len)
@@ -622,8 +643,15 @@ def attention_traffic(
     H = _check_int("n_heads", n_heads)
     Hkv = _check_int("n_kv_heads", n_kv_heads)
     L = _check_int("n_layers", n_layers)
-    T = _check_int("transaction_bytes", transaction_bytes)
-    ib = _check_int("index_bytes", index_bytes)
+    T = check_int("transaction_bytes", transaction_bytes, lo=1, hi=MAX_TRANSACTION_BYTES)
+    if T & (T - 1):
+        raise ValueError(f"transaction_bytes: expected a power of two, got {T}")
+    ib = check_int("index_bytes", index_bytes, lo=1, hi=MAX_INDEX_BYTES)
+    if not isinstance(store_k_twice, (bool, np.bool_)):
+        raise TypeError(
+            f"store_k_twice: expected a bool, got {type(store_k_twice).__name__} {store_k_twice!r}"
+        )
+    _check_method(method)
     if H % Hkv:
         raise ValueError(f"n_heads: expected a multiple of n_kv_heads ({Hkv}), got {H}")
     if gqa_selection not in ("shared", "per_head"):

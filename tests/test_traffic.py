@@ -242,3 +242,40 @@ def test_dtype_bytes_change_traffic():
     b32 = attention_traffic("dense", n_kv_heads=2, dtype="float32", **kw).bytes
     assert b16 == 2 * b8 and b32 == 2 * b16
     assert math.isclose(b16, 2 * (2 * 128 * 64 * 2 + 2 * 64 * 2 + 2 * 64 * 2))
+
+
+# --- robustness: bounds and types of the byte-model arguments ----------------------------------
+
+_CALL = dict(batch=1, n_heads=8, n_kv_heads=8, seq_len=1024, head_dim=128, r=16, k=64)
+
+
+@pytest.mark.parametrize(
+    "over, err, msg",
+    [
+        (dict(batch=10**400), ValueError, r"^batch: expected an int <= 9007199254740992"),
+        (dict(seq_len=2**53 + 1), ValueError, r"^seq_len: expected an int <="),
+        (dict(head_dim=5000), ValueError, r"^head_dim: expected an int <= MAX_HEAD_DIM"),
+        (dict(store_k_twice="no"), TypeError, r"^store_k_twice: expected a bool"),
+        (dict(store_k_twice=None), TypeError, r"^store_k_twice: expected a bool"),
+        (dict(transaction_bytes=33), ValueError, r"^transaction_bytes: expected a power of two"),
+        (dict(transaction_bytes=2**21), ValueError, r"^transaction_bytes: expected an int <="),
+        (dict(index_bytes=10**9), ValueError, r"^index_bytes: expected an int <= 16"),
+    ],
+)
+def test_attention_traffic_rejects_out_of_range(over, err, msg):
+    with pytest.raises(err, match=msg):
+        attention_traffic("sparq", **{**_CALL, **over})
+
+
+def test_attention_traffic_method_type_named():
+    with pytest.raises(TypeError, match=r"^method: expected a str"):
+        attention_traffic(["sparq"], **_CALL)
+    with pytest.raises(TypeError, match=r"^method: expected a str"):
+        transfers(["dense"], seq_len=8, head_dim=4)
+
+
+def test_largest_sizes_give_finite_bytes():
+    t = attention_traffic("dense", **{**_CALL, "batch": 2**53, "seq_len": 2**53, "r": None,
+                                      "k": None})  # fmt: skip
+    # dense reads K and V: 2 * S * d * e per (sequence, KV head), by hand
+    assert math.isfinite(t.bytes) and t.bytes >= 2.0 * 2**53 * 2**53 * 8 * 128 * 2
