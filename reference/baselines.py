@@ -30,6 +30,12 @@ def _exact_logits(qh, Kh, valid):
     return Kh[valid] @ qh / math.sqrt(qh.shape[0])
 
 
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _run(q, k_cache, v_cache, mask, k, choose):
     """Apply ``choose(logits, valid) -> (chosen positions into valid, weights)`` per head."""
     q, K, V, mask, B, H, Hkv, S, d = check_attention_inputs(q, k_cache, v_cache, mask)
@@ -58,6 +64,7 @@ def oracle_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_posi
         chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits[chosen])
 
+    return_positions = _check_flag("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 
@@ -72,6 +79,7 @@ def flexgen_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_pos
         chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits)[chosen]
 
+    return_positions = _check_flag("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 
@@ -92,6 +100,7 @@ def lm_infinite_attention(
         )
         return chosen, _softmax(logits[chosen])
 
+    return_positions = _check_flag("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 

@@ -298,3 +298,14 @@ def test_thread_variable_error_at_import():
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode != 0
     assert "SPARQ_NUM_THREADS: expected a positive integer" in res.stderr
+
+
+@pytest.mark.parametrize("fn", ["oracle_topk_attention", "flexgen_topk_attention",
+                                "lm_infinite_attention"])  # fmt: skip
+def test_baselines_return_positions_must_be_bool(fn):
+    rng = np.random.default_rng(23)
+    q, K, V = _qkv(rng)
+    with pytest.raises(TypeError, match="^return_positions: expected a bool"):
+        getattr(baselines, fn)(q, K, V, k=4, sink=0, return_positions="no") if fn.startswith(
+            "lm"
+        ) else getattr(baselines, fn)(q, K, V, k=4, return_positions="no")
