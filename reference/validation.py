@@ -304,6 +304,15 @@ class CheckReport:
     def first_failure(self) -> StepResult | None:
         return next((r for r in self.results if r.status == "fail"), None)
 
+    def to_dict(self) -> dict:
+        """JSON-ready: case, shape, dtype, passed, first_failure (a step name or None) and
+        per step: step, status, max_error, tolerance, ratio (max_error / tolerance), where,
+        message, not_judged. Non-finite floats are the strings "nan", "inf", "-inf", so that
+        ``json.dumps(report.to_dict(), allow_nan=False)`` works."""
+        from reference._checker_io import report_to_dict
+
+        return report_to_dict(self)
+
     def __str__(self) -> str:
         lines = [f"case {self.case} ({self.shape}), implementation dtype {self.dtype}:"
                  f" {'PASS' if self.passed else 'FAIL'}"]  # fmt: skip
@@ -381,12 +390,12 @@ def check_sparq(
     dtype = case.dtype if dtype is None else dtype
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
-    if callable(outputs):
-        outputs = outputs(*(case.inputs[k] for k in INPUTS), **case.params)
-    if not isinstance(outputs, Mapping):
-        raise TypeError(
-            f"outputs: expected a mapping of step name -> array, got {type(outputs).__name__}"
-        )
+    from reference._checker_io import prepare_outputs, with_failures
+
+    # Host NumPy arrays from any array type; a callable gets read-only copies of the inputs.
+    outputs, failures = prepare_outputs(case, outputs, dtype)
+    if failures:  # the inputs were modified, or a step has an impossible dtype
+        return with_failures(check_sparq(case, outputs, dtype=dtype), failures)
     unknown = set(outputs) - set(STEPS)
     if unknown:
         raise ValueError(f"outputs: unknown steps {sorted(unknown)}; expected some of {STEPS}")
@@ -659,3 +668,16 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip):
         worst = max(worst, float(max(short.max(), 0.0)))
     return StepResult("positions", "pass", worst, tol_all, "tie-safe: score >= k-th best - tol",
                       not_judged=int(skip.sum()))  # fmt: skip
+
+
+def assert_sparq_matches(
+    case: GoldenCase,
+    outputs: Mapping[str, np.ndarray] | Callable[..., Mapping[str, np.ndarray]],
+    *,
+    dtype: str | None = None,
+) -> None:
+    """:func:`check_sparq` for test suites: returns None when the report passes, else raises
+    ``AssertionError`` whose message is the whole report (``str(report)``)."""
+    report = check_sparq(case, outputs, dtype=dtype)
+    if not report.passed:
+        raise AssertionError(str(report))
