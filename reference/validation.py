@@ -341,21 +341,85 @@ def _max_abs(a, b, keep):
     return float(diff.flat[flat]), np.unravel_index(flat, diff.shape)
 
 
-def _floor(ref, dtype):
-    """Rounding floor: 2 |(ref + 0.3) - 0.3 - ref| in the dtype (flash-attention's rule);
-    for float64 implementations a reordering allowance of 1e-12 relative instead."""
+#: Judged dtypes from the most to the least precise. Within the normal range each one's grid
+#: contains the next one's (bfloat16's 8-bit significands are float16 values), so rounding
+#: to a later dtype never errs less than rounding to an earlier one.
+PRECISION_ORDER = ("float64", "float32", "float16", "bfloat16")
+#: Unit roundoff u of each dtype (half the spacing of its grid at 1).
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11,
+                 "bfloat16": 2.0**-8}  # fmt: skip
+
+
+def _chain(dtype: str) -> tuple[str, ...]:
+    """``dtype`` and every low-precision dtype more precise than it (float64 alone for
+    float64): an implementation judged as ``dtype`` may be any of them."""
+    if dtype == "float64":
+        return ("float64",)
+    return PRECISION_ORDER[1 : PRECISION_ORDER.index(dtype) + 1]
+
+
+def _floor1(ref, dtype):
+    """One dtype's rounding floor: the larger of flash-attention's rule
+    ``2 |(ref + 0.3) - 0.3 - ref|`` in the dtype and one unit roundoff of ``max |ref|``
+    (the rule alone vanishes where ``ref + 0.3 - 0.3`` happens to round back, e.g. alpha = 1
+    in float16); for float64 implementations a reordering allowance of 1e-12 relative."""
     finite = ref[np.isfinite(ref)]
     if finite.size == 0:
         return 0.0
+    big = float(np.abs(finite).max())
     if dtype == "float64":
-        return 1e-12 * max(1.0, float(np.abs(finite).max()))
+        return 1e-12 * max(1.0, big)
     shifted = round_to(round_to(finite + 0.3, dtype) - 0.3, dtype)
-    return 2.0 * float(np.abs(shifted - finite).max())
+    return max(2.0 * float(np.abs(shifted - finite).max()), UNIT_ROUNDOFF[dtype] * big)
 
 
-def _tolerance(naives, truth, keep, dtype):
+def _floor(ref, dtype):
+    """Rounding floor for an implementation judged as ``dtype``: the largest floor of the
+    dtypes in :func:`_chain` (so a less precise judgement is never stricter)."""
+    return max(_floor1(ref, p) for p in _chain(dtype))
+
+
+def _tolerance(naives, truth, keep, dtype, allowance=0.0):
+    """``2 * max |naive - truth| + floor + allowance``: ``naives`` are the emulated runs of
+    every dtype in :func:`_chain` by both rounding routes, ``allowance`` the summation-order
+    term of :func:`_order_allowances`."""
     err = max(_max_abs(nv, truth, keep)[0] for nv in naives)
-    return 2.0 * err + _floor(np.where(keep, truth, 0.0), dtype)
+    return 2.0 * err + _floor(np.where(keep, truth, 0.0), dtype) + allowance
+
+
+def _order_allowances(q, K, V, mask, truth, p, dtype):
+    """Per step, what another summation order may change (the emulated runs sum in one order).
+
+    An implementation may sum in any order (blocked, tree, split-K). By the probabilistic
+    rounding-error analysis of Higham and Mary (SIAM J. Sci. Comput. 41(5), 2019),
+    a sum of ``n`` terms in precision ``u`` is off by at most about ``sqrt(n) u sum|terms|``
+    with high probability; the allowance is ``(sqrt(n) + c) u_acc sum|terms|`` with ``u_acc``
+    the accumulation precision of a naive implementation (float32 below float64) and
+    ``sum|terms|`` bounded from the inputs: ``max |V|`` for the weighted sums of V (weights
+    sum to 1), ``max_h ||q_h||_1 / tau_h * max |K|`` for the approximate logits, 1 for alpha,
+    ``tau`` for the temperature (sums of positive terms)."""
+    u = UNIT_ROUNDOFF["float64" if dtype == "float64" else "float32"]
+    B, H, d = q.shape
+    valid4 = mask[:, None, :, None]
+    n = int(mask.sum(axis=1).max()) if mask.size else 0
+    vmax = float(np.abs(np.where(valid4, V.astype(np.float64), 0.0)).max(initial=0.0))
+    kmax = float(np.abs(np.where(valid4, K.astype(np.float64), 0.0)).max(initial=0.0))
+    tau = np.asarray(truth.temperature, dtype=np.float64)
+    l1 = np.abs(q.astype(np.float64)).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lscale = np.where(tau > 0, l1 / tau, 0.0)
+    lmax = float(lscale.max(initial=0.0)) * kmax
+    r = p["r"]
+    return {
+        "out": (n**0.5 + 4) * u * vmax,
+        "y": (n**0.5 + 4) * u * vmax,
+        "v_mean": (n**0.5 + 2) * u * vmax,
+        "alpha": (n**0.5 + 4) * u,
+        "approx_logits": (r**0.5 + 2) * u * lmax,
+        "temperature": (d**0.5 + 2) * u * float(np.abs(tau).max(initial=0.0)),
+        "selection_logits": (r**0.5 + 2) * u * lmax * (H // max(1, truth.components.shape[1])),
+        "selection_probs": (n**0.5 + 4) * u * (H // max(1, truth.components.shape[1])),
+    }
 
 
 def _group_heads(params, H, Hkv):
@@ -442,11 +506,15 @@ def check_sparq(
     inj_c = comps.astype(np.int64) if ok_c else None
     inj_p = pos.astype(np.int64) if ok_p else None
     truth = run("float64", inj_c, inj_p) if (ok_c or ok_p) else exp
-    # Two naive same-precision runs by different rounding routes (reference/precision.py).
+    # Naive runs by two rounding routes (reference/precision.py) in the judged dtype and in
+    # every more precise low-precision dtype: an implementation judged as float16 may keep
+    # some tensors in float32, so its tolerance must cover the float32 runs too.
     if dtype == "float64":
         naives = [truth]
     else:
-        naives = [run(Precision(dtype, reorder=ro), inj_c, inj_p) for ro in (False, True)]
+        naives = [run(Precision(pr, reorder=ro), inj_c, inj_p)
+                  for pr in _chain(dtype) for ro in (False, True)]  # fmt: skip
+    allow = _order_allowances(q, K, V, mask, truth, p, dtype)
     valid_h = np.broadcast_to(mask[:, None, :], (B, H, S))
     # Rows where a top-k the implementation did not return is ambiguous (near-tie): more than
     # one answer is right there, so the steps that depend on it are not judged on those rows.
@@ -456,7 +524,7 @@ def check_sparq(
     amb_p = (
         np.zeros((B, G), dtype=bool)
         if ok_p
-        else _ambiguous_positions(truth, naives, mask, per, G, p, dtype)
+        else _ambiguous_positions(truth, naives, mask, per, G, p, dtype, allow)
     )
     amb_p |= amb_c
     skip_heads = dict(temperature=amb_c, approx_logits=amb_c, alpha=amb_p, y=amb_p, out=amb_p)
@@ -471,7 +539,7 @@ def check_sparq(
         if name == "components":
             results.append(_check_components(a, q, per, G, p["r"], dtype))
         elif name == "positions":
-            results.append(_check_positions(a, truth, mask, per, G, p, dtype, naives, amb_c))
+            results.append(_check_positions(a, truth, mask, per, G, p, dtype, naives, amb_c, allow))
         else:
             ref, nv = getattr(truth, name), [getattr(n, name) for n in naives]
             keep = valid_h if name == "approx_logits" else np.ones(ref.shape, dtype=bool)
@@ -490,7 +558,7 @@ def check_sparq(
                 msg = f"non-finite value {a64[idx]} at {_where(name, idx)}"
                 results.append(StepResult(name, "fail", where=_where(name, idx), message=msg))
                 continue
-            tol = _tolerance(nv, ref, keep, dtype)
+            tol = _tolerance(nv, ref, keep, dtype, allow[name])
             err, idx = _max_abs(a64, ref, keep)
             where = _where(name, idx)
             injected = []
@@ -503,10 +571,15 @@ def check_sparq(
             results.append(StepResult(
                 name, status, err, tol, where,
                 f"max |got - truth| = {err:.3g} > tolerance {tol:.3g} at {where}: got"
-                f" {a64[idx]:.6g}, truth {ref[idx]:.6g}{note}", n_skip,
+                f" {a64[idx]:.17g}, truth {ref[idx]:.17g} (relative error"
+                f" {_relative(err, ref[idx])}){note}", n_skip,
             ))  # fmt: skip
     results.sort(key=lambda r: STEPS.index(r.step))
     return CheckReport(case.name, case.shape, dtype, tuple(results))
+
+
+def _relative(err: float, ref: float) -> str:
+    return f"{err / abs(ref):.3g}" if ref != 0 else "inf (truth is 0)"
 
 
 def _where(name, idx):
@@ -523,8 +596,16 @@ def _component_scores(q, per, G):
 
 def _component_tol(a_row, kth, per, dtype):
     """How far a component score may be misjudged: the dtype's rounding of the r-th best
-    score (once per head summed) plus the rounding floor."""
-    return 2.0 * abs(round_to(np.array([kth]), dtype)[0] - kth) * per + _floor(a_row, dtype)
+    score (once per head summed) plus the rounding floor, the largest over :func:`_chain`."""
+    u = UNIT_ROUNDOFF["float64" if dtype == "float64" else "float32"]
+    order = (per**0.5 + 2) * u * abs(kth)  # the sum over the per heads in another order
+    return (
+        max(
+            2.0 * abs(round_to(np.array([kth]), p)[0] - kth) * per + _floor1(a_row, p)
+            for p in _chain(dtype)
+        )
+        + order
+    )
 
 
 def _ambiguous_components(q, per, G, r, dtype):
@@ -541,7 +622,7 @@ def _ambiguous_components(q, per, G, r, dtype):
     return amb
 
 
-def _selection_rows(truth, naives, mask, per, G, p, dtype):
+def _selection_rows(truth, naives, mask, per, G, p, dtype, allow):
     """Yield (b, g, valid, n, n_local, score over valid, tolerance) for every group that has
     a real choice to make (fewer positions kept than valid, more than the window)."""
     B = mask.shape[0]
@@ -560,15 +641,16 @@ def _selection_rows(truth, naives, mask, per, G, p, dtype):
                                               p["group_score"]) - score).max())
                 for nv_ in naives
             )  # fmt: skip
-            yield b, g, valid, n, n_local, score, 2.0 * spread + _floor(score, dtype)
+            extra = allow["selection_" + p["group_score"]]
+            yield b, g, valid, n, n_local, score, 2.0 * spread + _floor(score, dtype) + extra
 
 
-def _ambiguous_positions(truth, naives, mask, per, G, p, dtype):
+def _ambiguous_positions(truth, naives, mask, per, G, p, dtype, allow):
     """(B, G): the last kept and the first dropped non-local selection scores are within the
     tolerance, so a correct implementation may keep either."""
     amb = np.zeros((mask.shape[0], G), dtype=bool)
     for b, g, valid, n, n_local, score, tol in _selection_rows(truth, naives, mask, per, G, p,
-                                                               dtype):  # fmt: skip
+                                                               dtype, allow):  # fmt: skip
         srt = np.sort(score[: valid.size - n_local])[::-1]
         need = n - n_local
         amb[b, g] = srt[need - 1] - srt[need] <= tol
@@ -618,7 +700,7 @@ def _selection_score(s, group_score):
     return (w / w.sum(1, keepdims=True)).sum(0)
 
 
-def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip):
+def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip, allow):
     """Structure (distinct valid positions, count, -1 padding, the local window) exactly;
     the choice tie-safely: every non-local chosen position's selection score (from the
     float64 approximate logits given the implementation's components) must reach the
@@ -648,7 +730,7 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip):
                 return StepResult("positions", "fail", where=where, message=msg)
     worst, tol_all = 0.0, 0.0
     for b, g, valid, n, n_local, score, tol in _selection_rows(truth, naives, mask, per, G, p,
-                                                               dtype):  # fmt: skip
+                                                               dtype, allow):  # fmt: skip
         if skip[b, g]:
             continue
         where = f"(b={b}, group={g})"
