@@ -23,8 +23,41 @@ from pathlib import Path
 import numpy as np
 
 
+def _bucketed_row(score, valid, n_local, n_sel, num_buckets, k_per_bucket, interleaved):
+    """Step 4 with the bucketed top-k (Key et al. 2024) for one row: ``score`` (S,) with the
+    local window forced to +inf, ``valid`` the valid positions in index order. The
+    ``n_sel - n_local`` non-local positions come from the buckets of the non-local valid
+    positions (compacted, index order; interleaved: bucket j = {j, j + b, ...}, else
+    consecutive slices, the first n % b one longer): each bucket's top k_b, then the top of
+    those candidates. Returns the chosen positions, local window first."""
+    import torch
+
+    nv = valid.numel()
+    rest = valid[: nv - n_local]
+    need = n_sel - n_local
+    local = valid[nv - n_local :]
+    if need <= 0 or n_sel >= nv:
+        return torch.cat([local, rest[score[rest].topk(max(need, 0)).indices]])
+    b = min(num_buckets, rest.numel())
+    t = torch.arange(rest.numel(), device=score.device)
+    if interleaved:
+        ids = t % b
+    else:
+        base, rem = divmod(rest.numel(), b)
+        sizes = torch.full((b,), base, device=score.device)
+        sizes[:rem] += 1
+        ids = torch.repeat_interleave(torch.arange(b, device=score.device), sizes)
+    cand = []
+    for j in range(b):
+        members = rest[ids == j]
+        cand.append(members[score[members].topk(min(k_per_bucket, members.numel())).indices])
+    cand = torch.cat(cand)
+    return torch.cat([local, cand[score[cand].topk(need).indices]])
+
+
 def sparq_torch(q, K, V, mask, *, r, k, local_window=0, reallocate=True, temperature="l1",
-                group_score="logits", selection="group"):  # fmt: skip
+                group_score="logits", selection="group", topk="exact", num_buckets=None,
+                k_per_bucket=1, interleaved=True):  # fmt: skip
     """SparQ for one decode step. ``q (B, H, d)``, ``K, V (B, Hkv, S, d)`` (same dtype and
     device), ``mask (B, S)`` bool. Returns a dict of the steps (torch tensors)."""
     import torch
@@ -62,6 +95,17 @@ def sparq_torch(q, K, V, mask, *, r, k, local_window=0, reallocate=True, tempera
     kk = min(k, S)
     idx = score.topk(kk, dim=-1).indices  # (B, Hkv, kk)
     chosen_ok = mask[:, None, :].expand(B, Hkv, S).gather(-1, idx)
+    if topk == "bucketed":  # a Python loop over rows: clear, not fast
+        idx = torch.zeros_like(idx)
+        chosen_ok = torch.zeros_like(chosen_ok)
+        for b in range(B):
+            valid = mask[b].nonzero().flatten()
+            n_sel, n_local = min(k, valid.numel()), min(local_window, valid.numel())
+            for h in range(Hkv):
+                row = _bucketed_row(score[b, h], valid, n_local, n_sel, num_buckets,
+                                    k_per_bucket, interleaved)  # fmt: skip
+                idx[b, h, : row.numel()] = row
+                chosen_ok[b, h, : row.numel()] = True
     positions = torch.where(chosen_ok, idx, torch.full_like(idx, -1))
     if k > S:
         positions = torch.cat([positions, positions.new_full((B, Hkv, k - S), -1)], dim=-1)

@@ -30,6 +30,7 @@ import numpy as np
 
 from reference.precision import PRECISIONS, Precision, round_to
 from reference.sparq import (
+    SparqParams,
     SparqSteps,
     _components_ok,
     _positions_ok,
@@ -40,7 +41,8 @@ from reference.sparq import (
 STEPS = ("components", "temperature", "approx_logits", "positions", "alpha", "v_mean", "y", "out")
 INPUTS = ("q", "k_cache", "v_cache", "mask")
 FORMAT = "sparq-golden/1"
-_PARAM_KEYS = ("r", "k", "local_window", "reallocate", "temperature", "group_score", "selection")
+_PARAM_KEYS = ("r", "k", "local_window", "reallocate", "temperature", "group_score", "selection",
+               "topk", "num_buckets", "k_per_bucket", "interleaved")  # fmt: skip
 
 
 def _version() -> str:
@@ -144,8 +146,14 @@ def make_case(
                   group_score="logits", selection="group")  # fmt: skip
     unknown = set(options) - set(_PARAM_KEYS)
     if unknown:
-        raise ValueError(f"options: unknown SparQ parameters {sorted(unknown)}")
+        raise ValueError(
+            f"options: expected SparQ parameters among {list(_PARAM_KEYS)}, got unknown"
+            f" {sorted(unknown)}"
+        )
     params.update(options)
+    if params.get("topk", "exact") == "exact":
+        params.pop("topk", None)  # the default; exact cases keep their manifest unchanged
+    SparqParams.build(d=d, **params)  # every option checked, errors name the argument
     expected = sparq_attention_twin(inputs["q"], inputs["k_cache"], inputs["v_cache"],
                                      mask=mask, **params)  # fmt: skip
     return GoldenCase(name, description, params, inputs, expected, dtype, seed)
@@ -167,7 +175,8 @@ def standard_cases(dtype: str = "float16", seed: int = 0) -> list[GoldenCase]:
 
 def adversarial_cases(dtype: str = "float16", seed: int = 100) -> list[GoldenCase]:
     """Edge cases kernel authors check (``docs/validation.md``): odd sizes, GQA 1..8, garbage
-    padding, ties, huge logits, k >= S, r = d, per-head selection, probability group scores."""
+    padding, ties, huge logits, k >= S, r = d, per-head selection, probability group scores,
+    the bucketed top-k (interleaved and contiguous)."""
     big = 2.0e4 if dtype in ("float16",) else 1.0e30
     c = [
         make_case("s1", B=2, H=2, Hkv=1, S=1, d=16, r=4, k=4, local_window=1, dtype=dtype,
@@ -203,6 +212,13 @@ def adversarial_cases(dtype: str = "float16", seed: int = 100) -> list[GoldenCas
         make_case("no-local", B=2, H=4, Hkv=4, S=200, d=64, r=8, k=20, local_window=0,
                   dtype=dtype, seed=seed + 11, reallocate=False,
                   description="no local window, no reallocation (llama.cpp port)"),
+        make_case("bucketed", B=2, H=8, Hkv=2, S=300, d=64, r=8, k=40, local_window=8,
+                  dtype=dtype, seed=seed + 13, holes=True, topk="bucketed", num_buckets=32,
+                  description="bucketed top-k (Key et al. 2024), interleaved, k_b = 1, holes"),
+        make_case("bucketed-contiguous", B=2, H=4, Hkv=4, S=257, d=32, r=6, k=30,
+                  local_window=6, dtype=dtype, seed=seed + 14, values="heavy",
+                  topk="bucketed", num_buckets=12, k_per_bucket=2, interleaved=False,
+                  description="bucketed top-k, contiguous buckets, k_b = 2"),
     ]  # fmt: skip
     return c
 
@@ -622,6 +638,40 @@ def _ambiguous_components(q, per, G, r, dtype):
     return amb
 
 
+def _bucket_ids(n_rest: int, p) -> np.ndarray:
+    """Bucket of each compacted non-local position (index order) under the bucketed top-k
+    of step 4: ``min(num_buckets, n_rest)`` buckets, interleaved or contiguous, no padding."""
+    b = min(p["num_buckets"], n_rest)
+    if p.get("interleaved", True):
+        return np.arange(n_rest) % b
+    base, rem = divmod(n_rest, b)
+    sizes = np.where(np.arange(b) < rem, base + 1, base)
+    return np.repeat(np.arange(b), sizes)
+
+
+def _bucketed_thresholds(rest: np.ndarray, need: int, p):
+    """For the non-local scores ``rest`` (index order): per position the k_b-th best score of
+    its bucket (``-inf`` where the bucket holds at most k_b), and the ``need``-th best
+    candidate score; plus the gaps at both boundaries (for ambiguity)."""
+    ids = _bucket_ids(rest.size, p)
+    kb = p.get("k_per_bucket", 1)
+    bucket_kth = np.full(rest.size, -np.inf)
+    cand = []
+    gap = np.inf
+    for j in range(int(ids.max()) + 1):
+        members = np.flatnonzero(ids == j)
+        srt = np.sort(rest[members])[::-1]
+        if members.size > kb:
+            bucket_kth[members] = srt[kb - 1]
+            gap = min(gap, srt[kb - 1] - srt[kb])
+        cand.append(srt[: min(kb, members.size)])
+    cand = np.sort(np.concatenate(cand))[::-1]
+    cand_kth = cand[need - 1]
+    if cand.size > need:
+        gap = min(gap, cand[need - 1] - cand[need])
+    return bucket_kth, cand_kth, gap
+
+
 def _selection_rows(truth, naives, mask, per, G, p, dtype, allow):
     """Yield (b, g, valid, n, n_local, score over valid, tolerance) for every group that has
     a real choice to make (fewer positions kept than valid, more than the window)."""
@@ -651,8 +701,12 @@ def _ambiguous_positions(truth, naives, mask, per, G, p, dtype, allow):
     amb = np.zeros((mask.shape[0], G), dtype=bool)
     for b, g, valid, n, n_local, score, tol in _selection_rows(truth, naives, mask, per, G, p,
                                                                dtype, allow):  # fmt: skip
-        srt = np.sort(score[: valid.size - n_local])[::-1]
         need = n - n_local
+        rest = score[: valid.size - n_local]
+        if p.get("topk", "exact") == "bucketed":
+            amb[b, g] = _bucketed_thresholds(rest, need, p)[2] <= tol
+            continue
+        srt = np.sort(rest)[::-1]
         amb[b, g] = srt[need - 1] - srt[need] <= tol
     return amb
 
@@ -735,9 +789,25 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip, allow):
             continue
         where = f"(b={b}, group={g})"
         need = n - n_local
-        kth = np.sort(score[: valid.size - n_local])[::-1][need - 1]
+        rest = score[: valid.size - n_local]
         tol_all = max(tol_all, tol)
         chosen = np.searchsorted(valid, np.setdiff1d(pos[b, g, :n], valid[valid.size - n_local :]))
+        if p.get("topk", "exact") == "bucketed":
+            # Each chosen position must be among its bucket's top k_b and among the top
+            # ``need`` candidates, both up to the tolerance.
+            bucket_kth, kth, _ = _bucketed_thresholds(rest, need, p)
+            short_b = bucket_kth[chosen] - score[chosen]
+            if short_b.max() > tol:
+                i = int(np.argmax(short_b))
+                return StepResult(
+                    "positions", "fail", float(short_b.max()), tol, where,
+                    f"position {valid[chosen[i]]} has selection score {score[chosen[i]]:.6g}"
+                    f" below the k_per_bucket-th best score {bucket_kth[chosen[i]]:.6g} of its"
+                    f" bucket by more than {tol:.3g} at {where} (bucketed top-k)",
+                    int(skip.sum()),
+                )  # fmt: skip
+        else:
+            kth = np.sort(rest)[::-1][need - 1]
         short = kth - score[chosen]
         if short.max() > tol:
             i = int(np.argmax(short))
