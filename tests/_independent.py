@@ -12,17 +12,69 @@ def _softmax(x, axis=-1):
     return w / w.sum(axis=axis, keepdims=True)
 
 
+#: Plausible kernel bugs ``sparq_float32(bug=...)`` can plant, each one a test of the checker.
+BUGS = (
+    "indices-window",  # the last local_window *indices* forced, valid or not
+    "window-off-by-one",  # one position too few in the local window
+    "no-reallocation",  # alpha = 1 although reallocate=True
+    "sqrt-d-temperature",  # tau = sqrt(d) instead of the L1 coverage rule
+    "per-head-selection",  # each query head selects its own positions (group expected)
+    "v-mean-unmasked",  # v_mean over all S slots, padding included
+    "softmax-no-max",  # exp(x) / sum exp(x) without subtracting the max
+    "unselected-not-masked",  # the k-row softmax also weights slots beyond the valid count
+)
+
+
+def _softmax_nomax(x, axis=-1):
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = np.exp(x)
+        return w / w.sum(axis=axis, keepdims=True)
+
+
+def _bucketed(score_row, valid, n_local, n_sel, num_buckets, k_per_bucket, interleaved):
+    """Bucketed top-k of step 4 for one row (Key et al. 2024): buckets of the compacted
+    non-local valid positions, each bucket's top k_b, then the top of those candidates."""
+    nv = valid.size
+    rest, local = valid[: nv - n_local], valid[nv - n_local :]
+    need = n_sel - n_local
+    if need <= 0 or n_sel >= nv:
+        return np.concatenate([local, rest[np.argsort(-score_row[rest], kind="stable")[:need]]])
+    b = min(num_buckets, rest.size)
+    if interleaved:
+        ids = np.arange(rest.size) % b
+    else:
+        base, rem = divmod(rest.size, b)
+        ids = np.repeat(np.arange(b), [base + 1] * rem + [base] * (b - rem))
+    cand = np.concatenate([
+        rest[ids == j][np.argsort(-score_row[rest[ids == j]], kind="stable")[:k_per_bucket]]
+        for j in range(b)
+    ])  # fmt: skip
+    cand.sort()
+    return np.concatenate([local, cand[np.argsort(-score_row[cand], kind="stable")[:need]]])
+
+
 def sparq_float32(q, k_cache, v_cache, mask, *, r, k, local_window, reallocate=True,
-                  temperature="l1", group_score="logits", selection="group",
-                  window_bug=False):  # fmt: skip
-    """Returns every step as a dict. ``window_bug`` forces the last ``local_window`` *indices*
-    (valid or not) instead of the most recent valid positions: a plausible kernel bug."""
+                  temperature="l1", group_score="logits", selection="group", topk="exact",
+                  num_buckets=None, k_per_bucket=1, interleaved=True, window_bug=False,
+                  bug=None):  # fmt: skip
+    """Returns every step as a dict. ``bug`` plants one of :data:`BUGS` (``window_bug=True``
+    is ``bug="indices-window"``)."""
+    if window_bug:
+        bug = "indices-window"
+    assert bug is None or bug in BUGS, bug
     q, K, V = (np.asarray(x, dtype=np.float32) for x in (q, k_cache, v_cache))
     B, H, d = q.shape
     Hkv, S = K.shape[1], K.shape[2]
     g = H // Hkv
+    if bug == "per-head-selection":
+        selection = "head"
+    if bug == "sqrt-d-temperature":
+        temperature = "sqrt_d"
     wv = mask[:, None, :, None].astype(np.float32)
-    v_mean = (np.where(wv > 0, V, 0) * wv).sum(2) / wv.sum(2)
+    if bug == "v-mean-unmasked":
+        v_mean = V.mean(2)
+    else:
+        v_mean = (np.where(wv > 0, V, 0) * wv).sum(2) / wv.sum(2)
     if selection == "head":
         K, V = np.repeat(K, g, axis=1), np.repeat(V, g, axis=1)
     G = K.shape[1]
@@ -41,29 +93,42 @@ def sparq_float32(q, k_cache, v_cache, mask, *, r, k, local_window, reallocate=T
     dots = np.einsum("bgpr,bgsr->bgps", qs, Ks)
     s = np.where(tau[..., None] > 0, dots / np.where(tau > 0, tau, 1)[..., None], 0)
     s = np.where(mask[:, None, None, :], s, -np.inf).astype(np.float32)
-    p = _softmax(s)
+    softmax = _softmax_nomax if bug == "softmax-no-max" else _softmax
+    p = softmax(s)
     score = s.sum(2) if group_score == "logits" else p.sum(2)
     score = np.where(mask[:, None, :], score, -np.inf)
-    if window_bug:
+    if bug == "indices-window":
         local = mask & (np.arange(S) >= S - local_window)
     else:
         recent = np.cumsum(mask[:, ::-1], axis=1)[:, ::-1]
-        local = mask & (recent <= local_window)
+        lw = local_window - 1 if bug == "window-off-by-one" else local_window
+        local = mask & (recent <= lw)
     score = np.where(local[:, None, :], np.inf, score)
     order = np.argsort(-score, axis=-1, kind="stable")
     nv = mask.sum(1)
-    positions = np.full((B, G, k), -1, dtype=np.int64)
+    kk = min(k, S)
+    positions = np.full((B, G, kk), -1, dtype=np.int64)
     alpha = np.ones((B, G, per), dtype=np.float32)
     y = np.zeros((B, G, per, d), dtype=np.float32)
     for b in range(B):
         n = min(k, int(nv[b]))
-        idx = order[b, :, :n]  # (G, n)
+        if topk == "bucketed":
+            valid = np.flatnonzero(mask[b])
+            n_local = min(local_window, valid.size)
+            idx = np.stack([_bucketed(score[b, gi], valid, n_local, n, num_buckets,
+                                      k_per_bucket, interleaved) for gi in range(G)])  # fmt: skip
+        else:
+            idx = order[b, :, :n]  # (G, n)
         positions[b, :, :n] = idx
-        if reallocate:
+        if reallocate and bug != "no-reallocation":
             alpha[b] = np.take_along_axis(p[b], idx[:, None, :], axis=2).sum(-1)
+        if bug == "unselected-not-masked" and n < kk:
+            # a kernel that always gathers k rows: the slots past the valid count point at
+            # position 0 (often padding) and are not masked out of the softmax
+            idx = np.concatenate([idx, np.zeros((G, kk - n), dtype=idx.dtype)], axis=1)
         Kk = np.take_along_axis(K[b], idx[..., None], axis=1)  # (G, n, d)
         Vk = np.take_along_axis(V[b], idx[..., None], axis=1)
-        w = _softmax(np.einsum("gpd,gnd->gpn", qg[b], Kk) / np.sqrt(np.float32(d)))
+        w = softmax(np.einsum("gpd,gnd->gpn", qg[b], Kk) / np.sqrt(np.float32(d)))
         y[b] = np.einsum("gpn,gnd->gpd", w, Vk)
     vm = np.repeat(v_mean, g, axis=1) if selection == "head" else v_mean
     out = alpha[..., None] * y + (1 - alpha[..., None]) * vm[:, :, None, :]
