@@ -163,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
 
     A bad option value exits through argparse (``SystemExit(2)``); an error that ``run``
     raises (``ValueError``, ``TypeError``, ``OSError`` such as a missing or unwritable
-    file) is printed as ``sparq <command>: error: ...`` and returns 2."""
-    parser = build_parser()
+    file) is printed as ``sparq <command>: error: ...`` and returns 2; so is a bad
+    environment setting met while loading the subcommands (``SPARQ_NUM_THREADS=abc``)."""
+    try:
+        parser = build_parser()
+    except ValueError as exc:
+        print(f"sparq: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()

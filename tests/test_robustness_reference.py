@@ -309,3 +309,12 @@ def test_baselines_return_positions_must_be_bool(fn):
         getattr(baselines, fn)(q, K, V, k=4, sink=0, return_positions="no") if fn.startswith(
             "lm"
         ) else getattr(baselines, fn)(q, K, V, k=4, return_positions="no")
+
+
+def test_thread_variable_error_in_the_cli():
+    env = {**os.environ, "SPARQ_NUM_THREADS": "abc"}
+    res = subprocess.run([sys.executable, "-m", "sparq_cli", "--version"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("sparq: error: SPARQ_NUM_THREADS: expected a positive integer")
