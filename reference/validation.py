@@ -20,11 +20,8 @@ near-tie in a top-k cannot make the attention check fail; top-k steps are judged
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +37,6 @@ from reference.sparq import (
 
 STEPS = ("components", "temperature", "approx_logits", "positions", "alpha", "v_mean", "y", "out")
 INPUTS = ("q", "k_cache", "v_cache", "mask")
-FORMAT = "sparq-golden/1"
 _PARAM_KEYS = ("r", "k", "local_window", "reallocate", "temperature", "group_score", "selection",
                "topk", "num_buckets", "k_per_bucket", "interleaved")  # fmt: skip
 
@@ -228,58 +224,16 @@ def adversarial_cases(dtype: str = "float16", seed: int = 100) -> list[GoldenCas
 # ------------------------------------------------------------------------------------------
 
 
-def _sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
-def save_cases(cases: list[GoldenCase], directory) -> Path:
-    """Write ``<name>.npz`` per case and ``manifest.json``; return the manifest path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for c in cases:
-        arrays = {**c.inputs, **{f"expected_{f}": getattr(c.expected, f) for f in _FIELDS}}
-        np.savez_compressed(directory / f"{c.name}.npz", **arrays)
-        entries.append(dict(
-            name=c.name, description=c.description, file=f"{c.name}.npz", dtype=c.dtype,
-            seed=c.seed, params=c.params,
-            arrays={k: dict(shape=list(v.shape), dtype=str(v.dtype), sha256=_sha256(v))
-                    for k, v in arrays.items()},
-        ))  # fmt: skip
-    manifest = dict(format=FORMAT, reference_version=_version(), steps=list(STEPS),
-                    conventions="docs/sparq.md, docs/validation.md", cases=entries)  # fmt: skip
-    path = directory / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
-    return path
-
-
-_FIELDS = ("out", "components", "approx_logits", "positions", "alpha", "v_mean", "y", "temperature")
-
-
-def load_cases(directory) -> list[GoldenCase]:
-    """Read cases written by :func:`save_cases`, verifying every checksum."""
-    directory = Path(directory)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"directory: no manifest.json in {directory}")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(
-            f"manifest.json: expected format {FORMAT!r}, got {manifest.get('format')!r}"
-        )
-    cases = []
-    for e in manifest["cases"]:
-        with np.load(directory / e["file"]) as z:
-            arrays = {k: z[k] for k in z.files}
-        for k, meta in e["arrays"].items():
-            if _sha256(arrays[k]) != meta["sha256"]:
-                raise ValueError(f"{e['file']}: checksum mismatch for array {k!r}")
-        inputs = {k: arrays[k] for k in INPUTS}
-        expected = SparqSteps(**{f: arrays[f"expected_{f}"] for f in _FIELDS})
-        cases.append(GoldenCase(e["name"], e["description"], e["params"], inputs, expected,
-                                e["dtype"], e["seed"]))  # fmt: skip
-    return cases
-
+# Validated reading and atomic writing live in reference/_golden_io.py (docs/validation.md).
+from reference._golden_io import (  # noqa: E402, F401  (re-exported)
+    _FIELDS,
+    FORMAT,
+    READ_FORMATS,
+    GoldenFileError,
+    _sha256,
+    load_cases,
+    save_cases,
+)
 
 # ------------------------------------------------------------------------------------------
 # The checker.
