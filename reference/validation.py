@@ -21,7 +21,7 @@ near-tie in a top-k cannot make the attention check fail; top-k steps are judged
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -79,6 +79,67 @@ def _in_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
     return round_to(x, dtype).astype(_dtype_of(dtype))
 
 
+#: Cases with more than this many elements per cache (``B * Hkv * S * d``) are generated and
+#: given their truth one batch row at a time (a seeded generator per row, inputs rounded into
+#: the case dtype row by row, the float64 twin on one row's slice): no full-size float64
+#: copy of the inputs exists. The checker judges such cases row by row as well.
+ROWWISE_ELEMENTS = 2**24
+
+
+def _is_rowwise(B: int, Hkv: int, S: int, d: int) -> bool:
+    return B * Hkv * S * d > ROWWISE_ELEMENTS
+
+
+def _row_values(rng, values, g, Hkv, S, d, scale, q=None):
+    """One batch row's ``q`` (H, d), ``K``, ``V`` (Hkv, S, d) in float64 (the small-case
+    recipe, for one row)."""
+    H = g * Hkv
+    if values == "ties":
+        q = rng.integers(-2, 3, size=(H, d)).astype(np.float64)
+        K = rng.integers(-2, 3, size=(Hkv, S, d)).astype(np.float64)
+        V = rng.integers(-4, 5, size=(Hkv, S, d)).astype(np.float64)
+        return q, K, V
+    q = rng.normal(size=(H, d)) * scale
+    K = rng.normal(size=(Hkv, S, d)) * scale
+    V = rng.normal(size=(Hkv, S, d))
+    if values == "heavy":
+        heavy = rng.choice(S, size=min(S, 4), replace=False)
+        K[:, heavy] += 2.0 * q.reshape(Hkv, g, d).mean(1)[:, None, :]
+    return q, K, V
+
+
+def _mask(rng, B, S, pad, holes):
+    mask = np.ones((B, S), dtype=bool)
+    if pad:
+        for b in range(1, B):
+            mask[b, : rng.integers(0, S)] = False
+    if holes:
+        mask[:, : S - 1] &= rng.random((B, S - 1)) > 0.2
+        mask[:, max(S - 2, 0) : S - 1] = False  # a hole right before the current token
+        mask[:, S - 1] = True
+    return mask
+
+
+def _twin_steps(q, K, V, mask, *, rowwise: bool, inject_components=None,
+                inject_positions=None, **kw) -> SparqSteps:  # fmt: skip
+    """:func:`sparq_attention_twin` on the whole batch, or (``rowwise``) one batch row at a
+    time: only that row is ever widened to float64."""
+    if not rowwise:
+        return sparq_attention_twin(q, K, V, mask=mask, inject_components=inject_components,
+                                    inject_positions=inject_positions, **kw)  # fmt: skip
+    parts = [
+        sparq_attention_twin(
+            q[b : b + 1], K[b : b + 1], V[b : b + 1], mask=mask[b : b + 1],
+            inject_components=None if inject_components is None else inject_components[b : b + 1],
+            inject_positions=None if inject_positions is None else inject_positions[b : b + 1],
+            **kw,
+        )
+        for b in range(q.shape[0])
+    ]  # fmt: skip
+    return SparqSteps(*(np.concatenate([getattr(st, f.name) for st in parts])
+                        for f in fields(SparqSteps)))  # fmt: skip
+
+
 def make_case(
     name: str,
     *,
@@ -107,37 +168,18 @@ def make_case(
     ``pad`` left-pads each batch row by a random amount; ``holes`` also masks out scattered
     positions, among them the one just before the current token (so that "the most recent
     valid positions" differs from "the last indices"); ``garbage`` fills masked slots of K
-    and V with that value (any finite value must be harmless).
+    and V with that value (any finite value must be harmless). ``options`` are
+    :func:`reference.sparq_attention`'s SparQ options (``reallocate``, ``temperature``,
+    ``group_score``, ``selection``, ``topk``, ``num_buckets``, ``k_per_bucket``,
+    ``interleaved``), checked as it checks them.
+
+    A case with more than :data:`ROWWISE_ELEMENTS` elements per cache is generated one batch
+    row at a time (generator seeded with ``(seed, b)``) and never holds a full-size float64
+    copy; smaller cases use one generator for the whole batch (their values are fixed by the
+    golden-file checksums).
     """
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
-    rng = np.random.default_rng(seed)
-    if values == "ties":
-        q = rng.integers(-2, 3, size=(B, H, d)).astype(np.float64)
-        K = rng.integers(-2, 3, size=(B, Hkv, S, d)).astype(np.float64)
-        V = rng.integers(-4, 5, size=(B, Hkv, S, d)).astype(np.float64)
-    else:
-        q = rng.normal(size=(B, H, d)) * scale
-        K = rng.normal(size=(B, Hkv, S, d)) * scale
-        V = rng.normal(size=(B, Hkv, S, d))
-        if values == "heavy":
-            g = H // Hkv
-            heavy = rng.choice(S, size=min(S, 4), replace=False)
-            direction = q.reshape(B, Hkv, g, d).mean(2)
-            K[:, :, heavy] += 2.0 * direction[:, :, None, :]
-    mask = np.ones((B, S), dtype=bool)
-    if pad:
-        for b in range(1, B):
-            mask[b, : rng.integers(0, S)] = False
-    if holes:
-        mask[:, : S - 1] &= rng.random((B, S - 1)) > 0.2
-        mask[:, max(S - 2, 0) : S - 1] = False  # a hole right before the current token
-        mask[:, S - 1] = True
-    if garbage is not None:
-        K[~np.broadcast_to(mask[:, None, :, None], K.shape)] = garbage
-        V[~np.broadcast_to(mask[:, None, :, None], V.shape)] = garbage
-    inputs = dict(q=_in_dtype(q, dtype), k_cache=_in_dtype(K, dtype), v_cache=_in_dtype(V, dtype),
-                  mask=mask)  # fmt: skip
     params = dict(r=r, k=k, local_window=local_window, reallocate=True, temperature="l1",
                   group_score="logits", selection="group")  # fmt: skip
     unknown = set(options) - set(_PARAM_KEYS)
@@ -150,8 +192,47 @@ def make_case(
     if params.get("topk", "exact") == "exact":
         params.pop("topk", None)  # the default; exact cases keep their manifest unchanged
     SparqParams.build(d=d, **params)  # every option checked, errors name the argument
-    expected = sparq_attention_twin(inputs["q"], inputs["k_cache"], inputs["v_cache"],
-                                     mask=mask, **params)  # fmt: skip
+    if H % Hkv:
+        raise ValueError(f"H: expected a multiple of Hkv = {Hkv}, got {H}")
+    rowwise = _is_rowwise(B, Hkv, S, d)
+    if not rowwise:
+        rng = np.random.default_rng(seed)
+        if values == "ties":
+            q = rng.integers(-2, 3, size=(B, H, d)).astype(np.float64)
+            K = rng.integers(-2, 3, size=(B, Hkv, S, d)).astype(np.float64)
+            V = rng.integers(-4, 5, size=(B, Hkv, S, d)).astype(np.float64)
+        else:
+            q = rng.normal(size=(B, H, d)) * scale
+            K = rng.normal(size=(B, Hkv, S, d)) * scale
+            V = rng.normal(size=(B, Hkv, S, d))
+            if values == "heavy":
+                g = H // Hkv
+                heavy = rng.choice(S, size=min(S, 4), replace=False)
+                direction = q.reshape(B, Hkv, g, d).mean(2)
+                K[:, :, heavy] += 2.0 * direction[:, :, None, :]
+        mask = _mask(rng, B, S, pad, holes)
+        if garbage is not None:
+            K[~np.broadcast_to(mask[:, None, :, None], K.shape)] = garbage
+            V[~np.broadcast_to(mask[:, None, :, None], V.shape)] = garbage
+        inputs = dict(q=_in_dtype(q, dtype), k_cache=_in_dtype(K, dtype),
+                      v_cache=_in_dtype(V, dtype), mask=mask)  # fmt: skip
+    else:
+        st = _dtype_of(dtype)
+        inputs = dict(q=np.empty((B, H, d), st), k_cache=np.empty((B, Hkv, S, d), st),
+                      v_cache=np.empty((B, Hkv, S, d), st),
+                      mask=_mask(np.random.default_rng([seed, B]), B, S, pad, holes))  # fmt: skip
+        for b in range(B):
+            q, K, V = _row_values(np.random.default_rng([seed, b]), values, H // Hkv, Hkv, S,
+                                  d, scale)  # fmt: skip
+            if garbage is not None:
+                K[:, ~inputs["mask"][b]] = garbage
+                V[:, ~inputs["mask"][b]] = garbage
+            inputs["q"][b] = _in_dtype(q, dtype)
+            inputs["k_cache"][b] = _in_dtype(K, dtype)
+            inputs["v_cache"][b] = _in_dtype(V, dtype)
+            del q, K, V
+    expected = _twin_steps(inputs["q"], inputs["k_cache"], inputs["v_cache"],
+                           inputs["mask"], rowwise=rowwise, **params)  # fmt: skip
     return GoldenCase(name, description, params, inputs, expected, dtype, seed)
 
 
@@ -357,6 +438,16 @@ def _tolerance(naives, truth, keep, dtype, allowance=0.0):
     return 2.0 * err + _floor(np.where(keep, truth, 0.0), dtype) + allowance
 
 
+def _max_abs_valid_rows(A, mask) -> float:
+    """max |A| over valid positions, one batch row at a time (no full-size float64 copy)."""
+    m = 0.0
+    for b in range(A.shape[0]):
+        rows = np.asarray(A[b][:, mask[b]], dtype=np.float64)
+        if rows.size:
+            m = max(m, float(np.abs(rows).max()))
+    return m
+
+
 def _order_allowances(q, K, V, mask, truth, p, dtype):
     """Per step, what another summation order may change (the emulated runs sum in one order).
 
@@ -370,10 +461,9 @@ def _order_allowances(q, K, V, mask, truth, p, dtype):
     ``tau`` for the temperature (sums of positive terms)."""
     u = UNIT_ROUNDOFF["float64" if dtype == "float64" else "float32"]
     B, H, d = q.shape
-    valid4 = mask[:, None, :, None]
     n = int(mask.sum(axis=1).max()) if mask.size else 0
-    vmax = float(np.abs(np.where(valid4, V.astype(np.float64), 0.0)).max(initial=0.0))
-    kmax = float(np.abs(np.where(valid4, K.astype(np.float64), 0.0)).max(initial=0.0))
+    vmax = _max_abs_valid_rows(V, mask)
+    kmax = _max_abs_valid_rows(K, mask)
     tau = np.asarray(truth.temperature, dtype=np.float64)
     l1 = np.abs(q.astype(np.float64)).sum(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -462,11 +552,11 @@ def check_sparq(
         got[name] = a
     failed_shape = {r.step for r in results}
 
+    rowwise = _is_rowwise(B, Hkv, S, d)
+
     def run(precision, comps, pos):
-        return sparq_attention_twin(
-            q, K, V, mask=mask, precision=precision, inject_components=comps,
-            inject_positions=pos, **p,
-        )  # fmt: skip
+        return _twin_steps(q, K, V, mask, rowwise=rowwise, precision=precision,
+                           inject_components=comps, inject_positions=pos, **p)  # fmt: skip
 
     # Earlier choices of the implementation, injected when they are well-formed.
     comps = got.get("components")
