@@ -50,12 +50,12 @@ BF16_BITS = "bfloat16-bits"
 #: Largest ``manifest.json`` read (bytes).
 MAX_MANIFEST_BYTES = 16 * 2**20
 #: Largest case: the uncompressed ``.npy`` members of one ``.npz`` together (bytes). The
-#: biggest built-in case (``llama3-8b-like`` in float64) takes about 34 MiB; the biggest
-#: custom one ``sparq golden --shape`` builds (2**26 cache elements) about 2.5 GiB in float64.
-MAX_CASE_BYTES = 4 * 2**30
+#: biggest built-in case (``llama3-8b-like`` in float64) takes about 34 MiB; a realistic
+#: ``sparq golden --shape 16,32,32,32768,128 --dtype float16`` case about 8.7 GiB.
+MAX_CASE_BYTES = 16 * 2**30
 #: Largest suite: every case of one manifest together, uncompressed (bytes); load_cases
 #: holds them all in memory.
-MAX_SUITE_BYTES = 8 * 2**30
+MAX_SUITE_BYTES = 32 * 2**30
 #: Longest case name / file entry (characters).
 MAX_NAME_CHARS = 128
 #: How much larger than its arrays' declared bytes (plus 1/256 of them) an ``.npz`` on disk

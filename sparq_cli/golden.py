@@ -7,9 +7,13 @@ import argparse
 from reference.precision import PRECISIONS
 from sparq_cli.cli import int_arg
 
-#: most elements of one K or V cache of a custom case (``B x Hkv x S x d``): the case is built
-#: and its truth computed in float64 (2**26 elements: 512 MiB per float64 copy)
-MAX_CACHE_ELEMENTS = 2**26
+#: most elements of one K or V cache of a custom case (``B x Hkv x S x d``; 2**31 is
+#: B=16, Hkv=32, S=32768, d=128: 4 GiB per cache in float16). Cases above
+#: ``reference.validation.ROWWISE_ELEMENTS`` are built one batch row at a time, so float64
+#: copies are only ever of one row: ``Hkv x S x d`` at most :data:`MAX_ROW_ELEMENTS`.
+MAX_CACHE_ELEMENTS = 2**31
+#: most elements of one batch row of a cache (2**28: 2 GiB per float64 copy of a row)
+MAX_ROW_ELEMENTS = 2**28
 
 
 def _shape(text: str) -> tuple[int, int, int, int, int]:
@@ -26,8 +30,12 @@ def _shape(text: str) -> tuple[int, int, int, int, int]:
         raise argparse.ArgumentTypeError(f"expected H a multiple of Hkv, got H={H}, Hkv={Hkv}")
     if B * Hkv * S * d > MAX_CACHE_ELEMENTS or B * H * d > MAX_CACHE_ELEMENTS:
         raise argparse.ArgumentTypeError(
-            f"expected B*Hkv*S*d <= {MAX_CACHE_ELEMENTS} (2**26; the truth is computed in"
-            f" float64), got {B * Hkv * S * d}"
+            f"expected B*Hkv*S*d <= {MAX_CACHE_ELEMENTS} (2**31), got {B * Hkv * S * d}"
+        )
+    if Hkv * S * d > MAX_ROW_ELEMENTS:
+        raise argparse.ArgumentTypeError(
+            f"expected Hkv*S*d <= {MAX_ROW_ELEMENTS} (2**28: one batch row is widened to"
+            f" float64 for the truth), got {Hkv * S * d}"
         )
     return B, H, Hkv, S, d
 

@@ -456,17 +456,18 @@ def test_cli_json_failure_and_missing(tmp_path, golden, capsys):
 
 def test_cli_nothing_judged_fails(tmp_path, golden, capsys):
     gold, _ = golden
-    empty = tmp_path / "empty"
-    save_cases([], empty)
+    # an empty suite cannot be written, and a hand-made empty manifest is refused on load:
+    # never "0 passed, 0 failed" with exit 0
+    with pytest.raises(ValueError, match="no cases"):
+        save_cases([], tmp_path / "empty")
+    empty = tmp_path / "empty2"
+    empty.mkdir()
+    manifest = json.loads((gold / "manifest.json").read_text())
+    (empty / "manifest.json").write_text(json.dumps({**manifest, "cases": []}))
     (tmp_path / "o").mkdir()
     capsys.readouterr()
-    assert main(["check", str(empty), str(tmp_path / "o")]) == 1
-    text = capsys.readouterr().out
-    assert "0 passed, 0 failed, 0 not provided" in text and "no case was judged" in text
-    assert main(["check", str(empty), str(tmp_path / "o"), "--json"]) == 1
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["reports"] == [] and doc["summary"]["cases"] == 0
-    assert doc["summary"]["largest_ratio"] is None
+    assert main(["check", str(empty), str(tmp_path / "o")]) == 2
+    assert "no cases" in capsys.readouterr().err
     # every outputs file missing, even with --allow-missing, judges nothing
     assert main(["check", str(gold), str(tmp_path / "o"), "--allow-missing"]) == 1
 

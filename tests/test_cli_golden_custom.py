@@ -39,7 +39,8 @@ def test_custom_bucketed_case_round_trip(tmp_path, capsys):
         (["--shape", "2,8,3,50,16", "--r", "4", "--k", "8"], "expected H a multiple of Hkv"),
         (["--shape", "2,8,2,50", "--r", "4", "--k", "8"], "expected B,H,Hkv,S,d"),
         (["--shape", "2,8,2,50,16", "--r", "0", "--k", "8"], "argument --r: expected an int >= 1"),
-        (["--shape", "64,64,64,65536,128", "--r", "4", "--k", "8"], "B*Hkv*S*d <= 67108864"),
+        (["--shape", "64,64,64,65536,128", "--r", "4", "--k", "8"], "B*Hkv*S*d <= 2147483648"),
+        (["--shape", "1,64,64,65536,128", "--r", "4", "--k", "8"], "Hkv*S*d <= 268435456"),
     ],
 )
 def test_custom_case_argument_errors(tmp_path, capsys, argv, msg):
