@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from reference._checks import as_int
 from reference.precision import PRECISIONS, Precision, round_to
 from reference.sparq import (
     SparqParams,
@@ -140,6 +141,36 @@ def _twin_steps(q, K, V, mask, *, rowwise: bool, inject_components=None,
                         for f in fields(SparqSteps)))  # fmt: skip
 
 
+def _check_case_args(name, B, H, Hkv, S, d, dtype, seed, pad, holes, values, scale, garbage,
+                     description) -> None:  # fmt: skip
+    """make_case's own arguments (the SparQ options are SparqParams's); errors name them."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a str, got {type(name).__name__} {name!r}")
+    if not isinstance(description, str):
+        raise TypeError(f"description: expected a str, got {type(description).__name__}")
+    for arg, v in (("B", B), ("H", H), ("Hkv", Hkv), ("S", S), ("d", d)):
+        as_int(arg, v, lo=1, hi=2**31)
+    as_int("seed", seed, lo=0)
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
+    for arg, v in (("pad", pad), ("holes", holes)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{arg}: expected a bool, got {type(v).__name__} {v!r}")
+    if values not in ("normal", "heavy", "ties"):
+        raise ValueError(f"values: expected 'normal', 'heavy' or 'ties', got {values!r}")
+    for arg, v, none_ok in (("scale", scale, False), ("garbage", garbage, True)):
+        if v is None and none_ok:
+            continue
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                 np.floating)):  # fmt: skip
+            raise TypeError(f"{arg}: expected a finite number, got {type(v).__name__} {v!r}")
+        if not np.isfinite(v) or (arg == "scale" and not v > 0):
+            raise ValueError(f"{arg}: expected a finite{' positive' if arg == 'scale' else ''}"
+                             f" number, got {v!r}")  # fmt: skip
+    if B * Hkv * S * d > 2**31 or B * H * d > 2**31:
+        raise ValueError(f"B, Hkv, S, d: expected B*Hkv*S*d <= 2**31, got {B * Hkv * S * d}")
+
+
 def make_case(
     name: str,
     *,
@@ -178,8 +209,8 @@ def make_case(
     copy; smaller cases use one generator for the whole batch (their values are fixed by the
     golden-file checksums).
     """
-    if dtype not in PRECISIONS:
-        raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
+    _check_case_args(name, B, H, Hkv, S, d, dtype, seed, pad, holes, values, scale, garbage,
+                     description)  # fmt: skip
     params = dict(r=r, k=k, local_window=local_window, reallocate=True, temperature="l1",
                   group_score="logits", selection="group")  # fmt: skip
     unknown = set(options) - set(_PARAM_KEYS)

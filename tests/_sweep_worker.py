@@ -151,6 +151,10 @@ def _verify(target, kw, res):
         t = res.time_s if hasattr(res, "time_s") else None
         if t is not None and not (math.isfinite(t) and t > 0):
             return f"time {t} is not a positive finite number"
+    elif target == "make_case":
+        B, H, d = res.inputs["q"].shape
+        if res.expected.out.shape != (B, H, d) or not np.isfinite(res.expected.out).all():
+            return "make_case: expected out has the wrong shape or is not finite"
     elif target == "h2o_prefill_scores":
         if not np.isfinite(res).all() or (res < -1e-12).any():
             return "scores not finite and non-negative"
@@ -178,8 +182,25 @@ def _targets():
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         return {"code": code, "stderr": err.getvalue()[-2000:], "stdout_len": len(out.getvalue())}
 
+    from reference import validation
+
+    _case_cache = {}
+
+    def check_sparq_small(outputs, dtype=None):
+        """check_sparq on one fixed small case (built once) with the drawn outputs."""
+        if "c" not in _case_cache:
+            _case_cache["c"] = validation.make_case(
+                "sweep", B=2, H=4, Hkv=2, S=24, d=8, r=2, k=6, local_window=2, dtype="float16"
+            )
+        report = validation.check_sparq(_case_cache["c"], outputs, dtype=dtype)
+        report.to_dict()
+        str(report)
+        return report
+
     t = {
         "cli": cli,
+        "make_case": validation.make_case,
+        "check_sparq": check_sparq_small,
         "topk": R.topk,
         "bucketed_topk": R.bucketed_topk,
         "bucket_sizes": R.bucket_sizes,

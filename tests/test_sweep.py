@@ -427,6 +427,50 @@ def test_sweep_h2o(worker, drawn):
     judge(worker, fn, kw)
 
 
+@_sweep(st.fixed_dictionaries(
+    {"name": maybe(st.sampled_from(["c", "x-1", "../x", ""])), "B": small_ints(1, 3),
+     "H": small_ints(1, 8), "Hkv": small_ints(1, 4), "S": small_ints(1, 64),
+     "d": small_ints(1, 16), "r": small_ints(1, 16), "k": small_ints(1, 70)},
+    optional={"local_window": small_ints(0, 8),
+              "dtype": maybe(st.sampled_from(["float16", "bfloat16", "float32", "float64"])),
+              "values": maybe(st.sampled_from(["normal", "heavy", "ties"])),
+              "topk": maybe(st.sampled_from(["exact", "bucketed"])),
+              "num_buckets": small_ints(1, 64), "k_per_bucket": small_ints(1, 8),
+              "seed": small_ints(0, 100), "holes": maybe(st.booleans()),
+              "scale": maybe(st.sampled_from([1.0, 8.0]))},
+))  # fmt: skip
+def test_sweep_make_case(worker, kw):
+    judge(worker, "make_case", kw)
+
+
+@st.composite
+def checker_outputs(draw):
+    shapes = {"components": (2, 2, 2), "temperature": (2, 4), "approx_logits": (2, 4, 24),
+              "positions": (2, 2, 6), "alpha": (2, 4), "v_mean": (2, 2, 8), "y": (2, 4, 8),
+              "out": (2, 4, 8)}  # fmt: skip
+    names = draw(st.lists(st.sampled_from(list(shapes) + ["bogus"]), max_size=4, unique=True))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    outs = {}
+    for n in names:
+        shape = shapes.get(n, (2,))
+        if draw(st.integers(0, 3)) == 0:
+            shape = shape[:-1] + (shape[-1] + 1,)
+        kind = draw(st.sampled_from(["f", "f", "i", "c", "b", "nan", "str", "none", "list"]))
+        a = rng.normal(size=shape)
+        outs[n] = {"f": a, "i": rng.integers(-1, 30, size=shape), "c": a + 1j,
+                   "b": a > 0, "nan": np.full(shape, np.nan), "str": np.full(shape, "x"),
+                   "none": None, "list": a.tolist()}[kind]  # fmt: skip
+    kw = {"outputs": outs}
+    if draw(st.booleans()):
+        kw["dtype"] = draw(maybe(st.sampled_from(["float16", "bfloat16", "float32", "float64"])))
+    return kw
+
+
+@_sweep(checker_outputs())
+def test_sweep_check_sparq(worker, kw):
+    judge(worker, "check_sparq", kw)
+
+
 # --- cost model -------------------------------------------------------------------------------
 
 HW = st.sampled_from(["a100-40gb", "h100-sxm", "ipu-m2000", "nonexistent", "", "../x"])
