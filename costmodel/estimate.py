@@ -27,6 +27,7 @@ from reference import check_int
 
 __all__ = [
     "BUCKETED_TOPK_SPEEDUP",
+    "IMPLEMENTATIONS",
     "StepEstimate",
     "Estimate",
     "Speedup",
@@ -46,6 +47,10 @@ __all__ = [
 BUCKETED_TOPK_SPEEDUP = 5.5
 
 BOUNDS = ("memory", "compute", "latency", "topk")
+#: ``estimate_attention(implementation=...)``: ``"fused"`` (one tuned kernel per step, timed
+#: on the device; ``"kernel"`` is its old name), ``"eager"`` (op by op, wall clock, see
+#: :mod:`costmodel.eager`), ``"reference"`` (this package's CPU reference, costmodel.host)
+IMPLEMENTATIONS = ("fused", "kernel", "eager", "reference")
 
 #: largest batch, head count, sequence length, layer count or thread count the cost model
 #: takes (every count then converts to float64 exactly and no time overflows); head_dim is
@@ -202,7 +207,8 @@ def _price(
                 continue
             rate = hw.topk_bytes_per_s * (bucketed_topk_speedup if topk == "bucketed" else 1.0)
             t_k = nbytes / rate
-            lat = n_calls * hw.kernel_latency_s
+            t0 = hw.topk_latency_s if hw.topk_latency_s is not None else hw.kernel_latency_s
+            lat = n_calls * t0
             bound = "topk" if t_k >= lat else "latency"
             out.append(StepEstimate(kern, nbytes, flops, 0.0, 0.0, lat, t_k, lat + t_k, bound))
             continue
@@ -268,7 +274,7 @@ def estimate_attention(
     resident: bool | None = None,
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
-    implementation: str = "kernel",
+    implementation: str = "fused",
     **paper_kwargs,
 ) -> Estimate:
     """Roofline time of one decode-attention call.
@@ -288,8 +294,8 @@ def estimate_attention(
         SparQ components / positions.
     store_k_twice : bool or None
         See :func:`costmodel.traffic.attention_traffic`. ``None`` (default): True for
-        ``implementation="kernel"``, False for ``"reference"`` (the reference reads the
-        S-major cache).
+        ``implementation="fused"`` and ``"eager"``, False for ``"reference"`` (the
+        reference reads the S-major cache).
     gqa_selection : see :func:`costmodel.traffic.attention_traffic`.
     topk : {"exact", "bucketed", "none"}
         How the top-k is priced (``"none"``: free, as in Eq. 11).
@@ -304,9 +310,14 @@ def estimate_attention(
     ideal : bool
         Turn every correction off (``eta = 1``, ``t0 = 0``, free top-k, no residency):
         bytes / peak bandwidth, the paper's and the authors' blog's view.
-    implementation : {"kernel", "reference"}
-        ``"kernel"`` (default): the roofline of a well-tuned kernel sequence described
-        above. ``"reference"``: the time of this package's own CPU reference
+    implementation : {"fused", "eager", "reference"}
+        ``"fused"`` (default; ``"kernel"`` is the same, its old name): the roofline of a
+        well-tuned kernel sequence described above, one kernel per step, timed on the
+        device. ``"eager"``: the op-by-op implementation of the paper's public SparQ
+        microbenchmark timed by wall clock (:mod:`costmodel.eager`: per-op host dispatch,
+        device time per op, one synchronisation; dense and sparq, exact top-k; needs the
+        profile's ``host_dispatch_s`` and ``sync_latency_s``; ``ideal`` does not apply).
+        ``"reference"``: the time of this package's own CPU reference
         (``reference.dense_attention`` / ``reference.sparq_attention``, float64
         accumulation) on a measured host profile, by :func:`costmodel.host.predict_reference`
         (dense and sparq only; exact top-k, shared GQA selection; ``resident`` and
@@ -360,10 +371,13 @@ def estimate_attention(
             ideal=ideal,
             extra=paper_kwargs,
         )
-    if implementation != "kernel":
+    if implementation not in IMPLEMENTATIONS:
         raise ValueError(
-            f"implementation: expected 'kernel' or 'reference', got {show(implementation)}"
+            f"implementation: expected one of {list(IMPLEMENTATIONS)}, got {show(implementation)}"
         )
+    eager = implementation == "eager"
+    if eager and ideal:
+        raise ValueError("ideal: does not apply to implementation='eager' (got ideal=True)")
     if store_k_twice is None:
         store_k_twice = True
     hw = _resolve_hw(hardware)
@@ -399,6 +413,24 @@ def estimate_attention(
         resident = bool(
             hw.onchip_bandwidth_bytes_per_s is not None and per_call_cache <= hw.onchip_bytes
         )
+    if eager:
+        return _estimate_eager(
+            method,
+            hw,
+            traffic,
+            resident=resident,
+            topk=topk,
+            batch=batch,
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            seq_len=seq_len,
+            head_dim=head_dim,
+            r=r,
+            k=k,
+            store_k_twice=store_k_twice,
+            gqa_selection=gqa_selection,
+            n_layers=n_layers,
+        )
     kernels = _price(
         traffic,
         hw,
@@ -421,8 +453,109 @@ def estimate_attention(
         topk=topk if method == "sparq" else None,
         n_layers=n_layers,
         ideal=ideal,
+        implementation="fused",
     )
     return _assemble(method, hw, traffic, kernels, resident, params)
+
+
+def _estimate_eager(method, hw, traffic, *, resident, topk, **shape) -> Estimate:
+    """``implementation="eager"``: the op list of :mod:`costmodel.eager`, priced op by op."""
+    from costmodel import eager as _eager
+
+    if topk != "exact":
+        raise ValueError(
+            f"topk: implementation='eager' prices the exact torch.topk ops, got {topk!r}"
+        )
+    store_k_twice = shape.pop("store_k_twice")
+    ops = _eager.eager_ops(traffic, transaction_bytes=hw.mem_transaction_bytes, **shape)
+    bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
+    eff_bw = hw.mem_efficiency * bw
+    eff_flops = hw.flop_efficiency * hw.peak_flops(traffic.dtype)
+    res = _eager.price_eager(ops, hw, eff_bw=eff_bw, eff_flops=eff_flops, n_calls=shape["n_layers"])
+    kernels = []
+    for op, (_, _, _host, dev) in zip(ops, res["per_op"], strict=True):
+        if op.op_class == "view":
+            continue
+        if op.op_class == "topk":
+            t_k = op.bytes / hw.topk_bytes_per_s
+            kernels.append(
+                StepEstimate(
+                    op.name,
+                    op.bytes,
+                    op.flops,
+                    0.0,
+                    0.0,
+                    dev - t_k,
+                    t_k,
+                    dev,
+                    "topk" if t_k >= dev - t_k else "latency",
+                )
+            )
+            continue
+        floor = dev - max(0.0, _eager_roof(op, hw, eff_bw, eff_flops))
+        mem, comp, _, bound = _roofline(
+            op.bytes, op.flops, _op_bw(op, hw, eff_bw), eff_flops, floor
+        )
+        kernels.append(
+            StepEstimate(
+                op.name,
+                op.bytes,
+                op.flops,
+                mem if mem >= comp else 0.0,
+                comp if comp > mem else 0.0,
+                floor,
+                0.0,
+                dev,
+                bound,
+            )
+        )
+    memory_s = sum(kk.memory_s for kk in kernels)
+    compute_s = sum(kk.compute_s for kk in kernels)
+    topk_s = sum(kk.topk_s for kk in kernels)
+    time_s = res["time_s"]
+    overhead = time_s - memory_s - compute_s - topk_s
+    terms = {"memory": memory_s, "compute": compute_s, "latency": overhead, "topk": topk_s}
+    params = dict(
+        shape,
+        dtype=traffic.dtype,
+        store_k_twice=store_k_twice if method == "sparq" else None,
+        gqa_selection=shape["gqa_selection"] if method == "sparq" else None,
+        topk=topk if method == "sparq" else None,
+        ideal=False,
+        implementation="eager",
+        ops=len(ops) // shape["n_layers"],
+        kernel_ops=len(kernels) // shape["n_layers"],
+        host_s=res["host_s"],
+        device_s=res["device_s"],
+        sync_s=res["sync_s"],
+        host_bound=res["host_s"] + res["sync_s"] >= res["device_s"],
+    )
+    return Estimate(
+        method=method,
+        hardware=hw.name,
+        time_s=float(time_s),
+        bytes=float(sum(op.bytes for op in ops)),
+        flops=float(sum(op.flops for op in ops)),
+        bound=max(BOUNDS, key=lambda b: terms[b]),
+        memory_s=memory_s,
+        compute_s=compute_s,
+        latency_s=overhead,
+        topk_s=topk_s,
+        kernels=tuple(kernels),
+        traffic=traffic,
+        resident=resident,
+        params=params,
+    )
+
+
+def _op_bw(op, hw: Hardware, eff_bw: float) -> float:
+    if op.rows and hw.program_bandwidth_bytes_per_s is not None:
+        return min(eff_bw, op.rows * hw.program_bandwidth_bytes_per_s)
+    return eff_bw
+
+
+def _eager_roof(op, hw: Hardware, eff_bw: float, eff_flops: float) -> float:
+    return max(op.bytes / _op_bw(op, hw, eff_bw), op.flops / eff_flops)
 
 
 #: predict_reference options that estimate_attention passes through

@@ -72,6 +72,20 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "fma_f64_per_s": (0.0, True, 1e16, False),
     "exp_per_s": (0.0, True, 1e15, False),
     "gather_bytes_per_s": (0.0, True, 1e15, False),
+    # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
+    # synchronisation at the end, the device floor of a small op (docs/costmodel.md, "eager")
+    "host_dispatch_s": (0.0, False, 1.0, False),
+    "host_dispatch_matmul_s": (0.0, False, 1.0, False),
+    "host_dispatch_topk_s": (0.0, False, 1.0, False),
+    "host_dispatch_attention_s": (0.0, False, 1.0, False),
+    "host_dispatch_custom_s": (0.0, False, 1.0, False),
+    "host_dispatch_view_s": (0.0, False, 1.0, False),
+    "sync_latency_s": (0.0, False, 1.0, False),
+    "op_device_s": (0.0, False, 1.0, False),
+    # top-k as its own kernel: fixed time per call (else kernel_latency_s)
+    "topk_latency_s": (0.0, False, 1.0, False),
+    # bandwidth one program (CTA) of a one-program-per-row kernel streams
+    "program_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
 }
 _ALL_NUMERIC = {**_NUMERIC, **_OPTIONAL_NUMERIC}
 #: smallest plausible value of the rates and efficiencies (checked after "> 0"): anything
@@ -87,6 +101,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "fma_f64_per_s": 1e6,
     "exp_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
+    "program_bandwidth_bytes_per_s": 1e6,
 }
 _STRINGS = ("name", "description", "kind")
 _REQUIRED = {"name", "description", "kind", "sources"} | set(_NUMERIC)
@@ -132,6 +147,27 @@ class Hardware:
         vectorised ``reference._vexp.exp_into``, L2-resident blocks).
     gather_bytes_per_s : float or None
         Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
+    host_dispatch_s : float or None
+        Eager (op-by-op) execution: host time to issue one elementwise or reduction
+        framework op (GPU: Python + dispatcher + launch call; CPU: the framework's per-op
+        overhead). Needed by ``implementation="eager"``.
+    host_dispatch_matmul_s, host_dispatch_topk_s, host_dispatch_attention_s, \
+    host_dispatch_custom_s, host_dispatch_view_s : float or None
+        The same for a matmul, a top-k, one fused-attention call (SDPA), one
+        Python-launched custom kernel (Triton) and a view op (no kernel); None: as
+        ``host_dispatch_s`` (views: 0).
+    sync_latency_s : float or None
+        Eager: fixed wall time of one synchronised call beyond its ops (first launch on an
+        idle device, synchronisation and its return). Needed by ``implementation="eager"``.
+    op_device_s : float or None
+        Eager: device time of a small framework op queued behind others (ramp, tail, gap);
+        None: ``kernel_latency_s``.
+    topk_latency_s : float or None
+        Fixed time of one top-k call (a multi-pass selection); None: ``kernel_latency_s``.
+    program_bandwidth_bytes_per_s : float or None
+        Bandwidth one program (thread block) streams in a kernel that runs one program per
+        (sequence, head) row (the public SparQ step-1 kernel): such a kernel reaches at most
+        ``rows x`` this. None: no cap.
     sources : dict
         ``{key: (source, retrieved)}`` for every number above.
     origin : str
@@ -156,6 +192,16 @@ class Hardware:
     fma_f64_per_s: float | None = None
     exp_per_s: float | None = None
     gather_bytes_per_s: float | None = None
+    host_dispatch_s: float | None = None
+    host_dispatch_matmul_s: float | None = None
+    host_dispatch_topk_s: float | None = None
+    host_dispatch_attention_s: float | None = None
+    host_dispatch_custom_s: float | None = None
+    host_dispatch_view_s: float | None = None
+    sync_latency_s: float | None = None
+    op_device_s: float | None = None
+    topk_latency_s: float | None = None
+    program_bandwidth_bytes_per_s: float | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 

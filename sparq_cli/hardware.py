@@ -1,4 +1,4 @@
-"""``sparq hardware list|show NAME|measure [--save FILE]``."""
+"""``sparq hardware list|show NAME|measure [--save FILE]|calibrate --out FILE``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"time budget, 0 < SECONDS <= {MEASURE_MAX_SECONDS:g} (default 1)",
     )
     p_meas.add_argument("--json", action="store_true")
+    p_cal = sub.add_parser(
+        "calibrate",
+        help="measure this machine's GPU (or CPU) with PyTorch and fit a profile: read "
+        "bandwidth, the best SDPA backend's efficiency and t0, per-op host dispatch, "
+        "synchronisation latency, top-k rate; fitted on half of a (batch, S) grid, the error "
+        "on the other half reported",
+    )
+    p_cal.add_argument("--out", required=True, metavar="PROFILE.toml",
+                       help="write the calibrated profile here")  # fmt: skip
+    p_cal.add_argument(
+        "--measurements",
+        metavar="FILE.json",
+        default=None,
+        help="also keep the raw measurements (default: PROFILE.json next to --out)",
+    )
+    p_cal.add_argument(
+        "--from-measurements",
+        metavar="FILE.json",
+        default=None,
+        help="fit a measurement file written earlier instead of measuring (no torch needed)",
+    )
+    p_cal.add_argument(
+        "--base",
+        default=None,
+        help="profile giving the datasheet numbers (bandwidth, peaks, capacity); default "
+        "h200-sxm for an H200, else an ad-hoc error asks for it",
+    )
+    p_cal.add_argument("--name", default=None, help="name of the written profile")
+    p_cal.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p_cal.add_argument(
+        "--max-seconds",
+        type=number_arg(minimum=0, strict_min=True, maximum=3600),
+        default=420.0,
+        help="time budget of the measurement (default 420)",
+    )
+    p_cal.add_argument("--quick", action="store_true", help="tiny grids (a smoke test)")
+    p_cal.add_argument("--report", metavar="FILE.md", default=None,
+                       help="write the fit report (Markdown) here")  # fmt: skip
 
 
 def _as_dict(hw) -> dict:
@@ -96,6 +134,8 @@ def run(args) -> int:
         else:
             _show(hw)
         return 0
+    if action == "calibrate":
+        return _calibrate(args)
     # measure: a --save path that cannot be written fails before the measurement
     if args.save is not None:
         target = Path(args.save)
@@ -114,4 +154,84 @@ def run(args) -> int:
         Path(args.save).write_text(hardware_to_toml(hw), encoding="utf-8")
         if not args.json:
             print(f"wrote {args.save} (use it with: sparq estimate --hardware {args.save})")
+    return 0
+
+
+def _writable(opt: str, path: str) -> Path:
+    target = Path(path)
+    if not path.strip() or target.is_dir():
+        raise ValueError(f"{opt}: expected a file path, got {path!r}")
+    if not target.parent.is_dir():
+        raise ValueError(f"{opt}: directory {str(target.parent)!r} does not exist")
+    return target
+
+
+def _default_base(meas: dict) -> str:
+    name = str(meas.get("device_name", ""))
+    for key, prof in (
+        ("H200", "h200-sxm"),
+        ("H100 80GB HBM3", "h100-sxm"),
+        ("H100 PCIe", "h100-pcie"),
+        ("A100-SXM4-40GB", "a100-40gb-sxm"),
+        ("A100-SXM4-80GB", "a100-80gb-sxm"),
+        ("A10G", "a10g"),
+        ("L4", "l4"),
+        ("L40S", "l40s"),
+    ):
+        if key in name:
+            return prof
+    raise ValueError(
+        f"--base: no shipped profile matches device {name!r}; give the datasheet profile "
+        "with --base NAME|PATH"
+    )
+
+
+def _calibrate(args) -> int:
+    """``sparq hardware calibrate``: measure (or read), fit, write profile + measurements."""
+    from costmodel import calibration
+
+    out = _writable("--out", args.out)
+    meas_path = args.measurements
+    if meas_path is None and args.from_measurements is None:
+        meas_path = str(out.with_suffix(".json"))
+    if meas_path is not None:
+        _writable("--measurements", meas_path)
+    if args.report is not None:
+        _writable("--report", args.report)
+    if args.from_measurements is not None:
+        src = Path(args.from_measurements)
+        if not src.is_file():
+            raise ValueError(f"--from-measurements: no such file {args.from_measurements!r}")
+        meas = json.loads(src.read_text(encoding="utf-8"))
+    else:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "sparq hardware calibrate measures with PyTorch, which is not installed "
+                "(pip install torch; or fit an earlier file with --from-measurements)"
+            ) from None
+        from costmodel import _calibrate as measure_mod
+
+        meas = measure_mod.measure(
+            device=args.device,
+            out=meas_path,
+            quick=args.quick,
+            max_seconds=args.max_seconds,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    if meas_path is not None and args.from_measurements is not None:
+        Path(meas_path).write_text(json.dumps(meas, indent=1), encoding="utf-8")
+    base = load_hardware(args.base if args.base is not None else _default_base(meas))
+    name = args.name if args.name is not None else base.name
+    desc = (
+        f"{base.description}; calibrated by sparq hardware calibrate on {meas.get('device_name')}"
+    )
+    hw, report = calibration.fit_profile(meas, base, name=name, description=desc)
+    text = calibration.report_markdown(report)
+    print(text)
+    out.write_text(hardware_to_toml(hw), encoding="utf-8")
+    if args.report is not None:
+        Path(args.report).write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {args.out}" + (f" and {meas_path}" if meas_path else ""))
     return 0

@@ -1,0 +1,463 @@
+"""Fit a hardware profile to the measurements of ``sparq hardware calibrate``.
+
+:func:`fit_profile` takes the measurement dict written by :func:`costmodel._calibrate.measure`
+(torch needed only there) and a base profile (datasheet numbers: bandwidth, peaks, capacity),
+and returns the calibrated profile plus a report. Nothing here needs torch.
+
+What is fitted, and on what (every fit is least squares on relative errors):
+
+- ``mem_efficiency`` and ``kernel_latency_s``: ``t = t0 + bytes / (eta * BW)`` to the device
+  time of the best dense SDPA backend per (batch, S) point (the fused model's meaning), on
+  half of the grid (a checkerboard: point ``(i, j)`` of the batch x S grid is fitted when
+  ``i + j`` is even); the other half is predicted and its error reported;
+- ``topk_latency_s`` and ``topk_bytes_per_s``: ``t = t0_k + rows*(n*e + 8*k) / rate`` to
+  ``torch.topk`` on half of its (rows, n) grid, the other half predicted;
+- ``program_bandwidth_bytes_per_s``: the step-1 kernel of the op-by-op SparQ (one program
+  per row), ``t = t0 + bytes / min(eta BW, rows * p)``, on half of its (batch, S) grid;
+- read directly, not fitted: ``host_dispatch_*_s`` (host time per op class),
+  ``op_device_s`` (device time of small ops), ``sync_latency_s`` (a synchronised tiny op's
+  wall time less its dispatch and device time), ``onchip_bytes`` (the device's L2 size).
+
+Eager wall-clock times (dense SDPA and the op-by-op SparQ) are never fitted: the report
+compares them with ``estimate_attention(..., implementation="eager")`` on the calibrated
+profile.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+
+import numpy as np
+
+from costmodel.estimate import estimate_attention
+from costmodel.hardware import Hardware
+from costmodel.traffic import attention_traffic
+
+__all__ = [
+    "fit_profile",
+    "fit_line_relative",
+    "checkerboard",
+    "report_markdown",
+    "SDPA_BACKENDS",
+    "ELEMENTWISE_OPS",
+]
+
+#: fused SDPA backends the best dense time is taken over (math and the op-by-op are not fused)
+SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")
+#: small framework ops whose host and device times give host_dispatch_s and op_device_s
+ELEMENTWISE_OPS = ("add", "mul", "div", "abs", "sqrt", "rsub", "sum", "softmax", "gather")
+
+
+def fit_line_relative(x, y) -> tuple[float, float]:
+    """``(a, b)`` minimising ``sum(((a + b*x) / y - 1)**2)`` (relative least squares),
+    ``a, b >= 0`` (a negative intercept is refitted as ``a = 0``)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"x, y: expected two arrays of the same length >= 2, got {x.size}")
+    A = np.stack([1 / y, x / y], axis=1)
+    (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+    if a < 0:
+        a = 0.0
+        b = float(np.sum(x / y) / np.sum((x / y) ** 2))
+    return float(a), float(b)
+
+
+def checkerboard(keys_a, keys_b, a, b) -> bool:
+    """True when grid point ``(a, b)`` is in the fitted half: ``(index(a) + index(b))`` even
+    over the sorted distinct values."""
+    return (sorted(set(keys_a)).index(a) + sorted(set(keys_b)).index(b)) % 2 == 0
+
+
+def _err(pred: float, meas: float) -> float:
+    return pred / meas - 1
+
+
+def _dense_bytes(B, Hh, S, d, dtype, T) -> float:
+    return attention_traffic(
+        "dense",
+        batch=B,
+        n_heads=Hh,
+        n_kv_heads=Hh,
+        seq_len=S,
+        head_dim=d,
+        dtype=dtype,
+        transaction_bytes=T,
+    ).bytes
+
+
+def fit_profile(
+    meas: dict, base: Hardware, *, name: str | None = None, description: str | None = None
+) -> tuple[Hardware, dict]:
+    """Calibrate ``base`` on ``meas`` (see the module docstring).
+
+    Returns ``(profile, report)``; ``report`` has ``params`` (fitted values), ``rows`` (one
+    dict per compared number: section, configuration, measured, predicted, error, ``role``
+    "fitted" or "predicted") and ``summary`` (median |error| per section and role).
+    """
+    if not isinstance(meas, dict):
+        raise TypeError(f"meas: expected the measurement dict, got {type(meas).__name__}")
+    if not isinstance(base, Hardware):
+        raise TypeError(f"base: expected a Hardware, got {type(base).__name__}")
+    dtype = meas.get("dtype", "float16")
+    e = 4 if dtype == "float32" else 2
+    T = base.mem_transaction_bytes
+    dev = meas.get("device_name", "?")
+    date = str(meas.get("date_utc", datetime.date.today().isoformat()))[:10]
+    where = f"sparq hardware calibrate on {dev} ({date}, torch {meas.get('torch', '?')})"
+    rows: list[dict] = []
+    params: dict = {}
+    sources: dict = dict(base.sources)
+    changes: dict = {}
+
+    # ---- read bandwidth (reported; the profile keeps the datasheet peak)
+    reads = [r for r in meas.get("read", []) if r["bytes"] >= 2**30]
+    if reads:
+        params["read_bytes_per_s"] = max(r["bytes_per_s"] for r in reads)
+
+    # ---- dense fused: eta and t0 from the best SDPA backend's device time
+    dense = meas.get("dense") or []
+    pts = []
+    for r in dense:
+        best = [(r[f"{b}_device_s"], b) for b in SDPA_BACKENDS if f"{b}_device_s" in r]
+        if not best:
+            continue
+        t, b = min(best)
+        nbytes = _dense_bytes(r["batch"], r["heads"], r["seq_len"], r["head_dim"], dtype, T)
+        pts.append((r, t, b, nbytes))
+    if len(pts) >= 4:
+        Bs = [p[0]["batch"] for p in pts]
+        Ss = [p[0]["seq_len"] for p in pts]
+        fit = [checkerboard(Bs, Ss, p[0]["batch"], p[0]["seq_len"]) for p in pts]
+        x = [p[3] for p, f in zip(pts, fit, strict=True) if f]
+        y = [p[1] for p, f in zip(pts, fit, strict=True) if f]
+        t0, inv = fit_line_relative(x, y)
+        eta = 1.0 / (inv * base.mem_bandwidth_bytes_per_s)
+        params.update(
+            kernel_latency_s=t0, mem_efficiency=eta, dense_fit_points=len(x), dense_points=len(pts)
+        )
+        if eta > 1:
+            params["mem_efficiency_note"] = f"fitted eta {eta:.4f} > 1 clipped to 1"
+            eta = 1.0
+        changes.update(mem_efficiency=eta, kernel_latency_s=t0)
+        for (r, t, b, _), f in zip(pts, fit, strict=True):
+            rows.append(
+                dict(
+                    section="dense fused (device time)",
+                    batch=r["batch"],
+                    seq_len=r["seq_len"],
+                    backend=b,
+                    measured_s=t,
+                    role="fitted" if f else "predicted",
+                )
+            )
+
+    # ---- top-k
+    tk = meas.get("topk") or []
+    if len(tk) >= 4:
+        Rs = [r["rows"] for r in tk]
+        Ns = [r["n"] for r in tk]
+        fit = [checkerboard(Rs, Ns, r["rows"], r["n"]) for r in tk]
+        xb = [r["rows"] * (r["n"] * e + 8 * r["k"]) for r in tk]
+        lat, inv = fit_line_relative(
+            [b for b, f in zip(xb, fit, strict=True) if f],
+            [r["time_s"] for r, f in zip(tk, fit, strict=True) if f],
+        )
+        params.update(topk_latency_s=lat, topk_bytes_per_s=1 / inv)
+        changes.update(topk_latency_s=lat, topk_bytes_per_s=1 / inv)
+        for r, b, f in zip(tk, xb, fit, strict=True):
+            rows.append(
+                dict(
+                    section="topk (device time)",
+                    rows=r["rows"],
+                    n=r["n"],
+                    k=r["k"],
+                    measured_s=r["time_s"],
+                    predicted_s=lat + b * inv,
+                    role="fitted" if f else "predicted",
+                )
+            )
+
+    # ---- host side
+    hops = meas.get("host_ops") or {}
+
+    def host(name):
+        v = hops.get(name, {})
+        return v.get("host_s")
+
+    simple = [host(n) for n in ELEMENTWISE_OPS if host(n) is not None]
+    if simple:
+        changes["host_dispatch_s"] = statistics.median(simple)
+        for field, names in (
+            ("host_dispatch_matmul_s", ("matmul",)),
+            ("host_dispatch_topk_s", ("topk_d", "topk_1k")),
+            ("host_dispatch_attention_s", ("sdpa_default",)),
+            ("host_dispatch_custom_s", ("gather_bmv",)),
+            ("host_dispatch_view_s", ("view",)),
+        ):
+            vals = [host(n) for n in names if host(n) is not None]
+            if vals:
+                changes[field] = statistics.median(vals)
+        devs = [hops[n]["device_s"] for n in ELEMENTWISE_OPS if "device_s" in hops.get(n, {})]
+        if devs:
+            changes["op_device_s"] = statistics.median(devs)
+        sync = meas.get("host_sync") or {}
+        add = hops.get("add", {})
+        if "tiny_op_round_trip_s" in sync and "host_s" in add:
+            changes["sync_latency_s"] = max(
+                0.0, sync["tiny_op_round_trip_s"] - add["host_s"] - add.get("device_s", 0.0)
+            )
+    if meas.get("l2_bytes"):
+        changes["onchip_bytes"] = float(meas["l2_bytes"])
+
+    hw = base.replace(**changes) if changes else base
+
+    # ---- step-1 program bandwidth (one program per row)
+    sp = [r for r in (meas.get("sparq") or []) if "twice_step1_device_s" in r]
+    if len(sp) >= 4:
+        Bs = [r["batch"] for r in sp]
+        Ss = [r["seq_len"] for r in sp]
+        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sp]
+        eff = hw.mem_efficiency * hw.mem_bandwidth_bytes_per_s
+
+        def step1(r, mode):
+            tr = attention_traffic(
+                "sparq",
+                batch=r["batch"],
+                n_heads=r["heads"],
+                n_kv_heads=r["heads"],
+                seq_len=r["seq_len"],
+                head_dim=r["head_dim"],
+                dtype=dtype,
+                r=r["r"],
+                k=r["k"],
+                store_k_twice=mode == "twice",
+                gqa_selection="shared",
+                transaction_bytes=T,
+            ).by_name()
+            return tr["step1_columns"] + tr["step1_q_scores"]
+
+        def pred(r, mode, p):
+            rows_ = r["batch"] * r["heads"]
+            return hw.kernel_latency_s + step1(r, mode) / min(eff, rows_ * p)
+
+        grid = np.logspace(8, 12, 801)
+        loss = [
+            sum(
+                (pred(r, "twice", p) / r["twice_step1_device_s"] - 1) ** 2
+                for r, f in zip(sp, fit, strict=True)
+                if f
+            )
+            for p in grid
+        ]
+        p_best = float(grid[int(np.argmin(loss))])
+        params["program_bandwidth_bytes_per_s"] = p_best
+        hw = hw.replace(program_bandwidth_bytes_per_s=p_best)
+        changes["program_bandwidth_bytes_per_s"] = p_best
+        for r, f in zip(sp, fit, strict=True):
+            for mode in ("twice", "once"):
+                key = f"{mode}_step1_device_s"
+                if key in r:
+                    rows.append(
+                        dict(
+                            section=f"sparq step 1, K {mode} (device time)",
+                            batch=r["batch"],
+                            seq_len=r["seq_len"],
+                            measured_s=r[key],
+                            predicted_s=pred(r, mode, p_best),
+                            role="fitted" if f and mode == "twice" else "predicted",
+                        )
+                    )
+
+    # ---- predictions on the calibrated profile
+    for row in rows:
+        if row["section"].startswith("dense fused"):
+            row["predicted_s"] = estimate_attention(
+                "dense",
+                hardware=hw,
+                batch=row["batch"],
+                n_heads=H_(dense),
+                seq_len=row["seq_len"],
+                head_dim=D_(dense),
+                dtype=dtype,
+            ).time_s
+    if hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
+        for r in dense:
+            if "default_wall_s" in r:
+                est = estimate_attention(
+                    "dense",
+                    hardware=hw,
+                    batch=r["batch"],
+                    n_heads=r["heads"],
+                    seq_len=r["seq_len"],
+                    head_dim=r["head_dim"],
+                    dtype=dtype,
+                    implementation="eager",
+                )
+                rows.append(
+                    dict(
+                        section="dense eager SDPA default (wall clock)",
+                        batch=r["batch"],
+                        seq_len=r["seq_len"],
+                        measured_s=r["default_wall_s"],
+                        predicted_s=est.time_s,
+                        role="predicted",
+                    )
+                )
+        for r in meas.get("sparq") or []:
+            for mode in ("twice", "once"):
+                if f"{mode}_wall_s" not in r:
+                    continue
+                kw = dict(
+                    hardware=hw,
+                    batch=r["batch"],
+                    n_heads=r["heads"],
+                    seq_len=r["seq_len"],
+                    head_dim=r["head_dim"],
+                    dtype=dtype,
+                    implementation="eager",
+                )
+                est = estimate_attention(
+                    "sparq", r=r["r"], k=r["k"], store_k_twice=mode == "twice", **kw
+                )
+                rows.append(
+                    dict(
+                        section=f"sparq eager K {mode} (wall clock)",
+                        batch=r["batch"],
+                        seq_len=r["seq_len"],
+                        measured_s=r[f"{mode}_wall_s"],
+                        predicted_s=est.time_s,
+                        role="predicted",
+                    )
+                )
+                dense_row = next(
+                    (
+                        d
+                        for d in dense
+                        if d["batch"] == r["batch"]
+                        and d["seq_len"] == r["seq_len"]
+                        and "default_wall_s" in d
+                    ),
+                    None,
+                )
+                if dense_row is not None:
+                    dn = estimate_attention("dense", **kw)
+                    rows.append(
+                        dict(
+                            section=f"sparq eager speed-up vs eager SDPA, K {mode}",
+                            batch=r["batch"],
+                            seq_len=r["seq_len"],
+                            measured_x=dense_row["default_wall_s"] / r[f"{mode}_wall_s"],
+                            predicted_x=dn.time_s / est.time_s,
+                            role="predicted",
+                        )
+                    )
+    for row in rows:
+        if "measured_s" in row:
+            row["error"] = _err(row["predicted_s"], row["measured_s"])
+        else:
+            row["error"] = _err(row["predicted_x"], row["measured_x"])
+
+    # ---- sources of the changed fields
+    npts = {s: sum(1 for r in rows if r["section"] == s) for s in {r["section"] for r in rows}}
+    summary = {}
+    for s in sorted(npts):
+        for role in ("fitted", "predicted"):
+            errs = [abs(r["error"]) for r in rows if r["section"] == s and r["role"] == role]
+            if errs:
+                summary[f"{s} [{role}]"] = dict(
+                    n=len(errs), median_abs_error=statistics.median(errs), max_abs_error=max(errs)
+                )
+
+    def med(section, role="predicted"):
+        v = summary.get(f"{section} [{role}]")
+        return f"{v['median_abs_error']:.1%}" if v else "n/a"
+
+    dsec = "dense fused (device time)"
+    texts = {
+        "mem_efficiency": f"measured: {where}: t = t0 + bytes/(eta BW) fitted to the best fused "
+        f"SDPA backend's device time (CUDA graph, L2 defeated) on half of the (batch, S) grid; "
+        f"median |error| on the other half {med(dsec)}; plain read plateau "
+        f"{params.get('read_bytes_per_s', float('nan')):.3g} B/s",
+        "kernel_latency_s": f"measured: {where}: t0 of the same fit (device side: ramp, tail, "
+        "split reduction; no host dispatch)",
+        "topk_bytes_per_s": f"measured: {where}: torch.topk fp16 rows, t = t0 + "
+        f"rows*(n*e + 8k)/rate on half of the (rows, n) grid; median |error| on the other half "
+        f"{med('topk (device time)')}",
+        "topk_latency_s": f"measured: {where}: t0 of the top-k fit",
+        "host_dispatch_s": f"measured: {where}: median host time per call of 400 back-to-back "
+        "small elementwise/reduction/gather ops",
+        "host_dispatch_matmul_s": f"measured: {where}: host time per small matmul",
+        "host_dispatch_topk_s": f"measured: {where}: host time per small torch.topk",
+        "host_dispatch_attention_s": f"measured: {where}: host time per small SDPA call "
+        "(default backend)",
+        "host_dispatch_custom_s": f"measured: {where}: host time per launch of the Triton "
+        "step-1 kernel with its wrapper",
+        "host_dispatch_view_s": f"measured: {where}: host time per transpose view",
+        "op_device_s": f"measured: {where}: median device time of the small ops (CUDA graph)",
+        "sync_latency_s": f"measured: {where}: wall time of sync; op; sync on a tiny op less "
+        "its host dispatch and device time",
+        "onchip_bytes": f"measured: {where}: torch.cuda.get_device_properties().L2_cache_size",
+        "program_bandwidth_bytes_per_s": f"measured: {where}: step-1 kernel with one program "
+        f"per (batch, head) row, t = t0 + bytes/min(eta BW, rows p) on half of its (batch, S) "
+        f"grid (K twice); median |error| on the other half "
+        f"{med('sparq step 1, K twice (device time)')}",
+    }
+    today = datetime.date.today().isoformat()
+    for key in changes:
+        sources[key] = (texts.get(key, f"measured: {where}"), today)
+    final = {}
+    if name is not None:
+        final["name"] = name
+    if description is not None:
+        final["description"] = description
+    hw = hw.replace(sources=sources, origin="calibrated", **final)
+    report = {"params": params, "rows": rows, "summary": summary, "device": dev, "date": date}
+    return hw, report
+
+
+def H_(dense) -> int:
+    return dense[0]["heads"] if dense else 32
+
+
+def D_(dense) -> int:
+    return dense[0]["head_dim"] if dense else 128
+
+
+def report_markdown(report: dict) -> str:
+    """The report as Markdown: fitted parameters, per-section summary, every row."""
+    out = [f"Calibration of {report['device']} ({report['date']})", ""]
+    for k, v in report["params"].items():
+        out.append(f"- {k} = {v:.4g}" if isinstance(v, float) else f"- {k} = {v}")
+    out += [
+        "",
+        "| section | role | n | median abs error | max abs error |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in report["summary"].items():
+        sec, role = k.rsplit(" [", 1)
+        out.append(
+            f"| {sec} | {role[:-1]} | {v['n']} | {v['median_abs_error']:.1%} | "
+            f"{v['max_abs_error']:.1%} |"
+        )
+    out += [
+        "",
+        "| section | configuration | measured | predicted | error | role |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        cfg = ", ".join(
+            f"{k}={r[k]}" for k in ("batch", "seq_len", "rows", "n", "k", "backend") if k in r
+        )
+        if "measured_s" in r:
+            m, p = f"{r['measured_s'] * 1e6:.1f} us", f"{r['predicted_s'] * 1e6:.1f} us"
+        else:
+            m, p = f"{r['measured_x']:.3g}x", f"{r['predicted_x']:.3g}x"
+        out.append(f"| {r['section']} | {cfg} | {m} | {p} | {r['error']:+.1%} | {r['role']} |")
+    return "\n".join(out)
+
+
+def _finite(x) -> bool:  # pragma: no cover - helper for callers
+    return isinstance(x, (int, float)) and math.isfinite(x)
