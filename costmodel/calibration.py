@@ -271,6 +271,76 @@ def fit_profile(
                         )
                     )
 
+    # ---- generic framework ops' bandwidth: device time of the op-by-op SparQ (CUDA graph)
+    sd = [r for r in (meas.get("sparq") or []) if "twice_device_s" in r]
+    if len(sd) >= 4 and hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
+        Bs = [r["batch"] for r in sd]
+        Ss = [r["seq_len"] for r in sd]
+        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sd]
+
+        def device_total(r, eta_op, mode="twice"):
+            return estimate_attention(
+                "sparq", hardware=hw.replace(op_mem_efficiency=eta_op), batch=r["batch"],
+                n_heads=r["heads"], seq_len=r["seq_len"], head_dim=r["head_dim"], dtype=dtype,
+                r=r["r"], k=r["k"], store_k_twice=mode == "twice", implementation="eager",
+            ).params["device_s"]  # fmt: skip
+
+        grid = np.linspace(0.01, 1.0, 100)
+        loss = [
+            sum(
+                (device_total(r, g) / r["twice_device_s"] - 1) ** 2
+                for r, f in zip(sd, fit, strict=True)
+                if f
+            )
+            for g in grid
+        ]
+        g_best = float(grid[int(np.argmin(loss))])
+        params["op_mem_efficiency"] = g_best
+        hw = hw.replace(op_mem_efficiency=g_best)
+        changes["op_mem_efficiency"] = g_best
+        for r, f in zip(sd, fit, strict=True):
+            for mode in ("twice", "once"):
+                if f"{mode}_device_s" in r:
+                    rows.append(
+                        dict(
+                            section=f"sparq eager device time, K {mode} (CUDA graph)",
+                            batch=r["batch"],
+                            seq_len=r["seq_len"],
+                            measured_s=r[f"{mode}_device_s"],
+                            predicted_s=device_total(r, g_best, mode),
+                            role="fitted" if f and mode == "twice" else "predicted",
+                        )
+                    )
+
+    # ---- extra host time per op of a mixed sequence: the host-bound op-by-op SparQ
+    sw = [r for r in (meas.get("sparq") or []) if "twice_wall_s" in r]
+    if len(sw) >= 4 and hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
+        Bs = [r["batch"] for r in sw]
+        Ss = [r["seq_len"] for r in sw]
+        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sw]
+
+        def wall(r, m):
+            return estimate_attention(
+                "sparq", hardware=hw.replace(host_dispatch_mixed_s=m), batch=r["batch"],
+                n_heads=r["heads"], seq_len=r["seq_len"], head_dim=r["head_dim"], dtype=dtype,
+                r=r["r"], k=r["k"], implementation="eager",
+            ).time_s  # fmt: skip
+
+        grid = np.linspace(0.0, 50e-6, 501)
+        loss = [
+            sum(
+                (wall(r, m) / r["twice_wall_s"] - 1) ** 2 for r, f in zip(sw, fit, strict=True) if f
+            )
+            for m in grid
+        ]
+        m_best = float(grid[int(np.argmin(loss))])
+        params["host_dispatch_mixed_s"] = m_best
+        hw = hw.replace(host_dispatch_mixed_s=m_best)
+        changes["host_dispatch_mixed_s"] = m_best
+        fitted_sparq = {(r["batch"], r["seq_len"]) for r, f in zip(sw, fit, strict=True) if f}
+    else:
+        fitted_sparq = set()
+
     # ---- predictions on the calibrated profile
     for row in rows:
         if row["section"].startswith("dense fused"):
@@ -322,6 +392,7 @@ def fit_profile(
                 est = estimate_attention(
                     "sparq", r=r["r"], k=r["k"], store_k_twice=mode == "twice", **kw
                 )
+                fitted = mode == "twice" and (r["batch"], r["seq_len"]) in fitted_sparq
                 rows.append(
                     dict(
                         section=f"sparq eager K {mode} (wall clock)",
@@ -329,7 +400,7 @@ def fit_profile(
                         seq_len=r["seq_len"],
                         measured_s=r[f"{mode}_wall_s"],
                         predicted_s=est.time_s,
-                        role="predicted",
+                        role="fitted" if fitted else "predicted",
                     )
                 )
                 dense_row = next(
@@ -351,7 +422,7 @@ def fit_profile(
                             seq_len=r["seq_len"],
                             measured_x=dense_row["default_wall_s"] / r[f"{mode}_wall_s"],
                             predicted_x=dn.time_s / est.time_s,
-                            role="predicted",
+                            role="fitted" if fitted else "predicted",
                         )
                     )
     for row in rows:
@@ -397,6 +468,13 @@ def fit_profile(
         "step-1 kernel with its wrapper",
         "host_dispatch_view_s": f"measured: {where}: host time per transpose view",
         "op_device_s": f"measured: {where}: median device time of the small ops (CUDA graph)",
+        "op_mem_efficiency": f"measured: {where}: fitted to the device time (CUDA graph) of "
+        f"the op-by-op SparQ (K twice) on half of its (batch, S) grid, step 1 and top-k as "
+        f"calibrated; median |error| on the other half "
+        f"{med('sparq eager device time, K twice (CUDA graph)')}",
+        "host_dispatch_mixed_s": f"measured: {where}: fitted to the wall time of the op-by-op "
+        f"SparQ (K twice) on half of its (batch, S) grid with every other field fixed; median "
+        f"|error| on the other half {med('sparq eager K twice (wall clock)')}",
         "sync_latency_s": f"measured: {where}: wall time of sync; op; sync on a tiny op less "
         "its host dispatch and device time",
         "onchip_bytes": f"measured: {where}: torch.cuda.get_device_properties().L2_cache_size",

@@ -6,12 +6,16 @@ the way the paper's public SparQ microbenchmark times a call: synchronise, start
 call, synchronise, stop the clock. This module lists the ops each method issues
 (:func:`eager_ops`) and prices them (:func:`price_eager`):
 
-- every op costs the host ``dispatch(op)`` (the profile's ``host_dispatch_*_s`` by op class);
+- every op costs the host ``dispatch(op)`` (the profile's ``host_dispatch_*_s`` by op class,
+  measured in a hot loop of one op), and every kernel op after the first of a call
+  ``host_dispatch_mixed_s`` more (a sequence of different ops, issued after a
+  synchronisation, runs colder than a hot loop);
 - an op that launches a kernel runs on the device for ``latency + max(bytes / (eta BW),
   flops / (eta peak))`` (top-k ops: ``topk latency + bytes / topk rate``), where latency is
   ``kernel_latency_s`` for the method's main kernels (fused attention, the step-1 kernel)
-  and ``op_device_s`` for the small framework ops; a kernel cannot start before the host has
-  issued it nor before the previous kernel has finished (one stream);
+  and ``op_device_s`` for the generic framework ops, which stream at ``op_mem_efficiency x
+  BW`` instead of ``mem_efficiency x BW`` when the profile gives it; a kernel cannot start
+  before the host has issued it nor before the previous kernel has finished (one stream);
 - the call ends when both the host and the device are done, plus ``sync_latency_s``.
 
 On a CPU (profile ``kind = "cpu"``) the framework runs each op on the calling thread's pool
@@ -69,7 +73,14 @@ from dataclasses import dataclass
 from costmodel.hardware import Hardware
 from costmodel.traffic import Traffic
 
-__all__ = ["EagerOp", "eager_ops", "price_eager", "OP_CLASSES", "SPARQ_KERNEL_OPS"]
+__all__ = [
+    "EagerOp",
+    "eager_ops",
+    "price_eager",
+    "op_bandwidth",
+    "OP_CLASSES",
+    "SPARQ_KERNEL_OPS",
+]
 
 #: op classes and the profile field that prices their host dispatch
 OP_CLASSES = {
@@ -196,10 +207,21 @@ def device_s(op: EagerOp, hw: Hardware, *, eff_bw: float, eff_flops: float) -> f
         lat = hw.kernel_latency_s
     else:
         lat = hw.op_device_s if hw.op_device_s is not None else hw.kernel_latency_s
+    return lat + max(op.bytes / op_bandwidth(op, hw, eff_bw), op.flops / eff_flops)
+
+
+def op_bandwidth(op: EagerOp, hw: Hardware, eff_bw: float) -> float:
+    """Bandwidth an op streams at: ``eff_bw`` (``mem_efficiency`` x the memory it reads) for
+    the main kernels, capped at ``rows x program_bandwidth_bytes_per_s`` for a
+    one-program-per-row kernel; the generic framework ops at ``op_mem_efficiency /
+    mem_efficiency`` of it when the profile gives ``op_mem_efficiency`` (on a CPU every op:
+    they are all the framework's own kernels)."""
     bw = eff_bw
+    if (hw.kind == "cpu" or not op.main) and hw.op_mem_efficiency is not None:
+        bw = eff_bw * hw.op_mem_efficiency / hw.mem_efficiency
     if op.rows and hw.program_bandwidth_bytes_per_s is not None:
         bw = min(bw, op.rows * hw.program_bandwidth_bytes_per_s)
-    return lat + max(op.bytes / bw, op.flops / eff_flops)
+    return bw
 
 
 def price_eager(
@@ -223,8 +245,13 @@ def price_eager(
     t_host = t_dev = 0.0
     host_total = dev_total = 0.0
     cpu = hw.kind == "cpu"
+    mixed = hw.host_dispatch_mixed_s or 0.0
+    first = True
     for op in ops:
         h = dispatch_s(hw, op.op_class)
+        if op.op_class != "view":
+            h += 0.0 if first else mixed
+            first = False
         dv = device_s(op, hw, eff_bw=eff_bw, eff_flops=eff_flops)
         per_op.append((op.name, op.op_class, h, dv))
         host_total += h

@@ -192,9 +192,9 @@ def _price(
     resident: bool,
     bucketed_topk_speedup: float,
     n_calls: int,
+    threads: int | None = None,
 ) -> tuple[StepEstimate, ...]:
-    bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
-    eff_bw = hw.mem_efficiency * bw
+    eff_bw = _effective_bw(hw, resident, threads)
     eff_flops = hw.flop_efficiency * hw.peak_flops(traffic.dtype)
     out = []
     for kern in traffic.kernels:
@@ -228,6 +228,29 @@ def _price(
             )
         )
     return tuple(out)
+
+
+def _effective_bw(hw: Hardware, resident: bool, threads: int | None) -> float:
+    """``mem_efficiency x`` the bandwidth of the memory the KV cache is served from, at most
+    ``threads x thread_bandwidth_bytes_per_s`` where the profile gives a per-thread figure."""
+    bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
+    eff = hw.mem_efficiency * bw
+    if threads is not None and hw.thread_bandwidth_bytes_per_s is not None and not resident:
+        eff = min(eff, threads * hw.thread_bandwidth_bytes_per_s)
+    return eff
+
+
+def _threads(hw: Hardware, threads) -> int | None:
+    """The thread count an estimate uses: ``threads`` (checked) or the profile's."""
+    if threads is None:
+        return hw.threads
+    threads = _size("threads", threads)
+    if hw.thread_bandwidth_bytes_per_s is None:
+        raise ValueError(
+            f"threads: profile {hw.name!r} has no 'thread_bandwidth_bytes_per_s', so a thread "
+            f"count cannot change its bandwidth (got threads={threads})"
+        )
+    return threads
 
 
 def _assemble(method, hw, traffic, kernels, resident, params) -> Estimate:
@@ -275,6 +298,7 @@ def estimate_attention(
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
     implementation: str = "fused",
+    threads: int | None = None,
     **paper_kwargs,
 ) -> Estimate:
     """Roofline time of one decode-attention call.
@@ -322,10 +346,15 @@ def estimate_attention(
         accumulation) on a measured host profile, by :func:`costmodel.host.predict_reference`
         (dense and sparq only; exact top-k, shared GQA selection; ``resident`` and
         ``ideal`` do not apply).
+    threads : int or None
+        CPU threads the call runs on (default the profile's ``threads``): the bandwidth is
+        at most ``threads x thread_bandwidth_bytes_per_s`` (an error on a profile without
+        that field). With ``implementation="reference"``,
+        :func:`costmodel.host.predict_reference`'s ``threads``.
     **paper_kwargs
         Peer methods' extra :func:`costmodel.traffic.transfers` arguments (Quest
         ``page_size``, DoubleSparsity ``bits``); with ``implementation="reference"``,
-        :func:`costmodel.host.predict_reference`'s ``threads`` and ``v_mean_supplied``.
+        :func:`costmodel.host.predict_reference`'s ``v_mean_supplied``.
 
     Returns
     -------
@@ -369,7 +398,7 @@ def estimate_attention(
             n_layers=n_layers,
             resident=resident,
             ideal=ideal,
-            extra=paper_kwargs,
+            extra=paper_kwargs if threads is None else {**paper_kwargs, "threads": threads},
         )
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
@@ -381,6 +410,7 @@ def estimate_attention(
     if store_k_twice is None:
         store_k_twice = True
     hw = _resolve_hw(hardware)
+    threads = _threads(hw, threads)
     if not isinstance(topk, str) or topk not in ("exact", "bucketed", "none"):
         raise ValueError(f"topk: expected 'exact', 'bucketed' or 'none', got {show(topk)}")
     traffic = attention_traffic(
@@ -430,6 +460,7 @@ def estimate_attention(
             store_k_twice=store_k_twice,
             gqa_selection=gqa_selection,
             n_layers=n_layers,
+            threads=threads,
         )
     kernels = _price(
         traffic,
@@ -438,6 +469,7 @@ def estimate_attention(
         resident=resident,
         bucketed_topk_speedup=bucketed_topk_speedup,
         n_calls=n_layers,
+        threads=threads,
     )
     params = dict(
         batch=batch,
@@ -454,11 +486,12 @@ def estimate_attention(
         n_layers=n_layers,
         ideal=ideal,
         implementation="fused",
+        threads=threads,
     )
     return _assemble(method, hw, traffic, kernels, resident, params)
 
 
-def _estimate_eager(method, hw, traffic, *, resident, topk, **shape) -> Estimate:
+def _estimate_eager(method, hw, traffic, *, resident, topk, threads, **shape) -> Estimate:
     """``implementation="eager"``: the op list of :mod:`costmodel.eager`, priced op by op."""
     from costmodel import eager as _eager
 
@@ -468,8 +501,7 @@ def _estimate_eager(method, hw, traffic, *, resident, topk, **shape) -> Estimate
         )
     store_k_twice = shape.pop("store_k_twice")
     ops = _eager.eager_ops(traffic, transaction_bytes=hw.mem_transaction_bytes, **shape)
-    bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
-    eff_bw = hw.mem_efficiency * bw
+    eff_bw = _effective_bw(hw, resident, threads)
     eff_flops = hw.flop_efficiency * hw.peak_flops(traffic.dtype)
     res = _eager.price_eager(ops, hw, eff_bw=eff_bw, eff_flops=eff_flops, n_calls=shape["n_layers"])
     kernels = []
@@ -523,6 +555,7 @@ def _estimate_eager(method, hw, traffic, *, resident, topk, **shape) -> Estimate
         topk=topk if method == "sparq" else None,
         ideal=False,
         implementation="eager",
+        threads=threads,
         ops=len(ops) // shape["n_layers"],
         kernel_ops=len(kernels) // shape["n_layers"],
         host_s=res["host_s"],
@@ -549,9 +582,9 @@ def _estimate_eager(method, hw, traffic, *, resident, topk, **shape) -> Estimate
 
 
 def _op_bw(op, hw: Hardware, eff_bw: float) -> float:
-    if op.rows and hw.program_bandwidth_bytes_per_s is not None:
-        return min(eff_bw, op.rows * hw.program_bandwidth_bytes_per_s)
-    return eff_bw
+    from costmodel.eager import op_bandwidth
+
+    return op_bandwidth(op, hw, eff_bw)
 
 
 def _eager_roof(op, hw: Hardware, eff_bw: float, eff_flops: float) -> float:

@@ -80,12 +80,16 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "host_dispatch_attention_s": (0.0, False, 1.0, False),
     "host_dispatch_custom_s": (0.0, False, 1.0, False),
     "host_dispatch_view_s": (0.0, False, 1.0, False),
+    "host_dispatch_mixed_s": (0.0, False, 1.0, False),
     "sync_latency_s": (0.0, False, 1.0, False),
     "op_device_s": (0.0, False, 1.0, False),
+    "op_mem_efficiency": (0.0, True, 1.0, False),
     # top-k as its own kernel: fixed time per call (else kernel_latency_s)
     "topk_latency_s": (0.0, False, 1.0, False),
     # bandwidth one program (CTA) of a one-program-per-row kernel streams
     "program_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
+    # CPUs: read bandwidth one thread reaches (the ``threads=`` argument of the estimate)
+    "thread_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
 }
 _ALL_NUMERIC = {**_NUMERIC, **_OPTIONAL_NUMERIC}
 #: smallest plausible value of the rates and efficiencies (checked after "> 0"): anything
@@ -102,6 +106,8 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "exp_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "program_bandwidth_bytes_per_s": 1e6,
+    "op_mem_efficiency": 1e-3,
+    "thread_bandwidth_bytes_per_s": 1e6,
 }
 _STRINGS = ("name", "description", "kind")
 _REQUIRED = {"name", "description", "kind", "sources"} | set(_NUMERIC)
@@ -137,8 +143,9 @@ class Hardware:
     onchip_bandwidth_bytes_per_s : float or None
         Bandwidth of ``onchip_bytes`` when a working set is resident; None if unknown.
     threads : int or None
-        Threads the host rates below (and the bandwidth) were measured with, all at once;
-        None for profiles that are not a measured host.
+        Threads the host rates below (and the bandwidth) were measured with, all at once
+        (a measured host), or the cores of a CPU datasheet profile: the default thread
+        count of an estimate on this profile. None for accelerators.
     fma_f64_per_s : float or None
         float64 fused multiply-adds per second over all ``threads`` (one FMA = 2 FLOPs),
         register/L1-resident microkernel.
@@ -156,18 +163,30 @@ class Hardware:
         The same for a matmul, a top-k, one fused-attention call (SDPA), one
         Python-launched custom kernel (Triton) and a view op (no kernel); None: as
         ``host_dispatch_s`` (views: 0).
+    host_dispatch_mixed_s : float or None
+        Eager: extra host time of every kernel op after the first in a call of different
+        ops issued right after a synchronisation (such a sequence runs colder than a hot
+        loop of one op, where ``host_dispatch_*_s`` are measured); None: 0.
     sync_latency_s : float or None
         Eager: fixed wall time of one synchronised call beyond its ops (first launch on an
         idle device, synchronisation and its return). Needed by ``implementation="eager"``.
     op_device_s : float or None
         Eager: device time of a small framework op queued behind others (ramp, tail, gap);
         None: ``kernel_latency_s``.
+    op_mem_efficiency : float or None
+        Eager: fraction of ``mem_bandwidth_bytes_per_s`` that the generic framework ops
+        (gathers, batched small matmuls, softmax, elementwise) reach; None:
+        ``mem_efficiency``.
     topk_latency_s : float or None
         Fixed time of one top-k call (a multi-pass selection); None: ``kernel_latency_s``.
     program_bandwidth_bytes_per_s : float or None
         Bandwidth one program (thread block) streams in a kernel that runs one program per
         (sequence, head) row (the public SparQ step-1 kernel): such a kernel reaches at most
         ``rows x`` this. None: no cap.
+    thread_bandwidth_bytes_per_s : float or None
+        CPUs: main-memory read bandwidth one thread reaches; with ``threads=T`` in an
+        estimate the bandwidth is at most ``T x`` this (and at most ``mem_efficiency x
+        BW``). None: not known, no cap.
     sources : dict
         ``{key: (source, retrieved)}`` for every number above.
     origin : str
@@ -198,10 +217,13 @@ class Hardware:
     host_dispatch_attention_s: float | None = None
     host_dispatch_custom_s: float | None = None
     host_dispatch_view_s: float | None = None
+    host_dispatch_mixed_s: float | None = None
     sync_latency_s: float | None = None
     op_device_s: float | None = None
+    op_mem_efficiency: float | None = None
     topk_latency_s: float | None = None
     program_bandwidth_bytes_per_s: float | None = None
+    thread_bandwidth_bytes_per_s: float | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 
