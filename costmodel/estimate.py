@@ -718,6 +718,7 @@ def estimate_decode(
     topk: str = "exact",
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
+    implementation: str = "fused",
 ) -> DecodeEstimate:
     """Time of one decode step of ``model`` for ``batch`` sequences of ``seq_len`` positions.
 
@@ -727,6 +728,11 @@ def estimate_decode(
     :func:`estimate_attention` over all layers with the KV cache per sequence, not resident
     (the weights evict it). Activations, norms, RoPE and sampling are not counted.
 
+    ``implementation`` (``"fused"`` or ``"eager"``) prices the attention as in
+    :func:`estimate_attention` (all layers issued back to back, one synchronisation); the
+    weights' matmuls are priced as fused kernels either way (the host cost of an eager
+    model's other ops is not counted).
+
     Arguments are checked as in :func:`estimate_attention`; ``weight_bytes_per_param`` is
     None or a finite number in ``(0, MAX_WEIGHT_BYTES_PER_PARAM]``; ``model`` a
     :class:`~costmodel.shapes.ModelShape`, a shipped name or a TOML path.
@@ -734,6 +740,8 @@ def estimate_decode(
     method = _method("method", method)
     store_k_twice = _flag("store_k_twice", store_k_twice)
     ideal = _flag("ideal", ideal)
+    if implementation not in ("fused", "kernel", "eager"):
+        raise ValueError(f"implementation: expected 'fused' or 'eager', got {show(implementation)}")
     hw = _resolve_hw(hardware)
     if not isinstance(model, (ModelShape, str, os.PathLike)):
         raise TypeError(
@@ -767,6 +775,7 @@ def estimate_decode(
         resident=False,
         bucketed_topk_speedup=bucketed_topk_speedup,
         ideal=ideal,
+        implementation=implementation,
     )
     hw_eff = ideal_hardware(hw) if ideal else hw
     params = m.params_read_per_step

@@ -36,6 +36,8 @@ __all__ = [
     "load_published",
     "markdown_table",
     "parse_published",
+    "summary_table",
+    "BASES",
 ]
 
 DATA_PACKAGE = "costmodel.data"
@@ -63,7 +65,14 @@ _CONFIG_KINDS = {
     "ideal": "bool",
     "weight_bytes_per_param": "number",
     "seq_lens": "int_pair",
+    "implementation": "str",
+    "resident": "bool",
+    "rows": "int",
+    "n": "int",
 }
+#: what a row's number is to the model: the profile was fitted to it ("fitted"), it was not
+#: used to fit anything ("predicted"), or it checks a formula ("formula")
+BASES = ("fitted", "predicted", "formula")
 # keys that go to the SparQ side only of a speed-up (the dense baseline does not take them)
 _SPARQ_ONLY = {"r", "k", "store_k_twice", "gqa_selection"}
 
@@ -111,6 +120,17 @@ def _attention_speedup(c, scale):
     return dense.time_s / sparq.time_s * scale, {}
 
 
+def _topk_time(c, scale):
+    from costmodel.estimate import _resolve_hw
+    from costmodel.traffic import dtype_bytes
+
+    hw = _resolve_hw(c["hardware"])
+    _, e = dtype_bytes(c.get("dtype", "float16"))
+    t0 = hw.topk_latency_s if hw.topk_latency_s is not None else hw.kernel_latency_s
+    nbytes = c["rows"] * (c["n"] * e + 8 * c["k"])
+    return (t0 + nbytes / hw.topk_bytes_per_s) * scale, {}
+
+
 def _decode(c):
     kw = dict(c)
     return estimate_decode(kw.pop("model"), **kw)
@@ -149,12 +169,18 @@ def _decode_time_intercept(c, scale):
 
 
 _ATTN = frozenset({"hardware", "batch", "n_heads", "seq_len", "head_dim"})
-_ATTN_OPT = frozenset({"n_kv_heads", "dtype", "r", "k", "store_k_twice", "gqa_selection", "ideal"})
+_ATTN_OPT = frozenset(
+    {"n_kv_heads", "dtype", "r", "k", "store_k_twice", "gqa_selection", "ideal", "implementation",
+     "resident"}
+)  # fmt: skip
 _DEC = frozenset({"model", "hardware", "batch", "seq_len"})
-_DEC_OPT = frozenset({"dtype", "weight_bytes_per_param", "ideal"})
+_DEC_OPT = frozenset({"dtype", "weight_bytes_per_param", "ideal", "implementation"})
 _DEC_SPARQ = frozenset({"r", "k", "store_k_twice", "gqa_selection"})
 
 _METRICS: dict[str, _Metric] = {
+    "topk_time": _Metric(
+        frozenset({"hardware", "rows", "n", "k"}), frozenset({"dtype"}), frozenset(), _topk_time
+    ),
     "transfers_ratio": _Metric(
         frozenset({"seq_len", "head_dim", "r", "k"}), frozenset(), frozenset(), _transfers_ratio
     ),
@@ -217,6 +243,7 @@ class PublishedRow:
     config: Mapping[str, Any]
     note: str = ""
     measured: Mapping[str, Any] | None = field(default=None)
+    basis: str = "predicted"
 
 
 # ------------------------------------------------------------------------------- loading
@@ -274,34 +301,53 @@ def _measured_value(raw: Any, unit: str, where: str) -> float:
     origin = f"{where} [measured]"
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: key 'measured': expected a table ([row.measured])")
-    check_keys(raw, required={"file", "table", "field", "where"}, optional=set(), origin=origin)
+    check_keys(raw, required={"file", "table", "field", "where"},
+               optional={"over", "over_table"}, origin=origin)  # fmt: skip
     name = get_str(raw, "file", origin)
     table = get_str(raw, "table", origin)
     fld = get_str(raw, "field", origin)
+    over = get_str(raw, "over", origin) if "over" in raw else None
+    if "over_table" in raw and over is None:
+        raise ValueError(f"{origin}: key 'over_table' needs 'over'")
+    over_table = get_str(raw, "over_table", origin) if "over_table" in raw else table
     match = raw["where"]
     if not isinstance(match, Mapping) or not match:
         raise ValueError(f"{origin}: key 'where': expected a non-empty table of values to match")
-    if not fld.endswith("_s") or unit not in _TIME_UNITS:
+    for f in (fld,) if over is None else (fld, over):
+        if not f.endswith("_s"):
+            raise ValueError(
+                f"{origin}: measured field {f!r}: expected a time in seconds (name ending in _s)"
+            )
+    if over is None and unit not in _TIME_UNITS:
         raise ValueError(
-            f"{origin}: measured field {fld!r}: expected a time in seconds (name ending in _s) "
-            f"and the row's unit one of {sorted(_TIME_UNITS)}, got unit {unit!r}"
+            f"{origin}: measured field {fld!r}: expected the row's unit one of "
+            f"{sorted(_TIME_UNITS)}, got unit {unit!r}"
         )
-    rows = load_measurements(name).get(table)
-    if not isinstance(rows, list):
-        raise ValueError(f"{origin}: {name} has no table {table!r}")
-    hits = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
-    if len(hits) != 1:
-        raise ValueError(
-            f"{origin}: {len(hits)} rows of {name} [{table}] match {dict(match)}, expected 1"
-        )
-    value = hits[0].get(fld)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{origin}: {name} [{table}] field {fld!r} is {value!r}, not a time")
-    return value * _UNITS[unit]
+    if over is not None and unit != "x":
+        raise ValueError(f"{origin}: a ratio (field / over) needs unit 'x', got {unit!r}")
+    data = load_measurements(name)
+    values = []
+    pairs = [(table, fld)] if over is None else [(table, fld), (over_table, over)]
+    for tbl, f in pairs:
+        rows = data.get(tbl)
+        if not isinstance(rows, list):
+            raise ValueError(f"{origin}: {name} has no table {tbl!r}")
+        hits = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+        if len(hits) != 1:
+            raise ValueError(
+                f"{origin}: {len(hits)} rows of {name} [{tbl}] match {dict(match)}, expected 1"
+            )
+        value = hits[0].get(f)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{origin}: {name} [{tbl}] field {f!r} is {value!r}, not a time")
+        values.append(value)
+    if over is not None:
+        return values[0] / values[1]
+    return values[0] * _UNITS[unit]
 
 
 _ROW_KEYS = {"quantity", "source", "unit", "metric", "config"}
-_ROW_OPTIONAL = {"note", "published", "measured"}
+_ROW_OPTIONAL = {"note", "published", "measured", "basis"}
 
 
 def _parse_row(raw: Any, i: int, citations: Mapping[str, str], origin: str) -> PublishedRow:
@@ -334,6 +380,7 @@ def _parse_row(raw: Any, i: int, citations: Mapping[str, str], origin: str) -> P
     else:
         measured = raw["measured"]
         published = _measured_value(measured, unit, where)
+    basis = get_str(raw, "basis", where, choices=set(BASES)) if "basis" in raw else "predicted"
     return PublishedRow(
         quantity=quantity,
         source=source,
@@ -344,6 +391,7 @@ def _parse_row(raw: Any, i: int, citations: Mapping[str, str], origin: str) -> P
         config=config,
         note=note,
         measured=measured,
+        basis=basis,
     )
 
 
@@ -395,6 +443,8 @@ def evaluate(row: PublishedRow) -> dict:
         unit=row.unit,
         error=err,
         note=row.note.format(**fields),
+        basis=row.basis,
+        hardware=row.config.get("hardware", ""),
     )
 
 
@@ -406,8 +456,8 @@ def comparison_rows(rows: list[PublishedRow] | None = None) -> list[dict]:
 def markdown_table(rows: list[dict] | None = None) -> str:
     rows = comparison_rows() if rows is None else rows
     out = [
-        "| quantity | source | published / measured | predicted | error | note |",
-        "|---|---|---|---|---|---|",
+        "| quantity | source | published / measured | predicted | error | basis | note |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def fmt(v):
@@ -416,10 +466,30 @@ def markdown_table(rows: list[dict] | None = None) -> str:
     for r in rows:
         out.append(
             f"| {r['quantity']} | {r['source']} | {fmt(r['published'])} {r['unit']} | "
-            f"{fmt(r['predicted'])} {r['unit']} | {r['error']:+.1%} | {r['note']} |"
+            f"{fmt(r['predicted'])} {r['unit']} | {r['error']:+.1%} | {r.get('basis', '')} | "
+            f"{r['note']} |"
+        )
+    return "\n".join(out)
+
+
+def summary_table(rows: list[dict] | None = None) -> str:
+    """Median and largest |error| per device (profile) and basis, Markdown."""
+    import statistics
+
+    rows = comparison_rows() if rows is None else rows
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        key = (r.get("hardware") or "(formula)", r.get("basis", "predicted"))
+        groups.setdefault(key, []).append(abs(r["error"]))
+    out = ["| device | basis | rows | median abs error | max abs error |", "|---|---|---|---|---|"]
+    for (dev, basis), errs in sorted(groups.items()):
+        out.append(
+            f"| {dev} | {basis} | {len(errs)} | {statistics.median(errs):.1%} | {max(errs):.1%} |"
         )
     return "\n".join(out)
 
 
 if __name__ == "__main__":  # pragma: no cover
     print(markdown_table())
+    print()
+    print(summary_table())

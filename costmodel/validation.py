@@ -22,3 +22,5 @@ def __getattr__(name: str):
 
 if __name__ == "__main__":  # pragma: no cover
     print(_published.markdown_table())
+    print()
+    print(_published.summary_table())

@@ -159,6 +159,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gqa-selection", choices=("shared", "per_head"), default="shared")
     parser.add_argument(
+        "--implementation",
+        choices=("fused", "eager"),
+        default="fused",
+        help="fused: one tuned kernel per step, device time (default); eager: the op-by-op "
+        "PyTorch implementation of the public SparQ microbenchmark, wall clock (per-op host "
+        "dispatch, one synchronisation; needs a profile with host_dispatch_s)",
+    )
+    parser.add_argument(
         "--ideal",
         action="store_true",
         help="no corrections: eta=1, t0=0, free top-k (bytes / peak BW)",
@@ -249,6 +257,7 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
                 dtype=args.dtype,
                 weight_bytes_per_param=args.weight_bytes,
                 ideal=args.ideal,
+                implementation=args.implementation,
             )
             dense = estimate_decode(model, method="dense", **common)
             sparq = estimate_decode(
@@ -271,6 +280,7 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
                     "r": r,
                     "k": k,
                     "k_divisor": args.k_divisor,
+                    "implementation": args.implementation,
                     "dtype": dense.attention.params["dtype"],
                     "dense_attn_bytes": dense.attention.bytes,
                     "dense_attn_time_s": dense.attention.time_s,
@@ -312,9 +322,10 @@ def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
     r0 = rows[0]
     print(
         f"{r0['model']} on {hw.name} ({hw.mem_bandwidth_bytes_per_s / 1e12:.3g} TB/s, "
-        f"eta_mem {hw.mem_efficiency}, t0 {hw.kernel_latency_s * 1e6:g} us), "
+        f"eta_mem {hw.mem_efficiency:.3g}, t0 {hw.kernel_latency_s * 1e6:.3g} us), "
         f"{r0['dtype']}, SparQ r={r0['r']}, k=S/{r0['k_divisor']}; "
-        "attention = all layers; step = weights + attention",
+        "attention = all layers; step = weights + attention"
+        + ("" if r0["implementation"] == "fused" else "; attention eager (op by op, wall clock)"),
         file=out,
     )
     head = (
