@@ -420,8 +420,9 @@ def test_cli_calibrate_from_measurements(tmp_path, capsys):
     base = tmp_path / "base.toml"
     base.write_text(hardware_to_toml(gpu(mem_bandwidth_bytes_per_s=PEAK)), encoding="utf-8")
     out = tmp_path / "p.toml"
+    report = str(tmp_path / "r.md")
     rc = main(["hardware", "calibrate", "--from-measurements", str(src), "--base", str(base),
-               "--name", "mine", "--out", str(out), "--report", str(tmp_path / "r.md")])  # fmt: skip
+               "--name", "mine", "--out", str(out), "--report", report])  # fmt: skip
     assert rc == 0
     hw = load_hardware(out)
     assert hw.name == "mine" and hw.mem_efficiency == pytest.approx(TRUE["eta"], rel=1e-6)
