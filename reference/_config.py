@@ -16,6 +16,7 @@ every reduction inside a row is serial.
 from __future__ import annotations
 
 import os
+import sys
 
 import numba
 
@@ -40,6 +41,36 @@ def njit_parallel(func=None, **kw):
     if func is None:
         return lambda f: numba.njit(**opts)(f)
     return numba.njit(**opts)(func)
+
+
+_compile_noted = False
+
+
+def note_first_compile(*dispatchers) -> None:
+    """Say once per process, on stderr, that the kernels are about to compile.
+
+    Called by the public entry points before their first kernel call: when one of
+    ``dispatchers`` has no compiled signature in this process and no index file in the
+    on-disk cache (or caching is off), the first call compiles for 10-20 s, and a silent pause
+    of that length looks like a hang. ``SPARQ_QUIET=1`` turns the note off."""
+    global _compile_noted
+    if _compile_noted or os.environ.get("SPARQ_QUIET", "") not in ("", "0"):
+        return
+    for disp in dispatchers:
+        if disp.signatures:
+            continue
+        cache = getattr(disp, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if CACHE and index is not None and os.path.exists(index):
+            continue
+        _compile_noted = True
+        where = "cached on disk afterwards" if CACHE else "the disk cache is off"
+        print(
+            f"sparq-reference: compiling the Numba kernels once (about 20 s; {where})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
 
 
 def set_num_threads(n: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from reference._checks import KernelInputs, check_attention_inputs
-from reference._config import njit_parallel
+from reference._config import njit_parallel, note_first_compile
 from reference._rows import attend_positions, nonfinite_rows
 from reference._workspace import workspace
 
@@ -104,6 +104,7 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     out = np.empty((x.B, x.H, x.d))
     status = np.zeros((x.B, x.Hkv), dtype=np.int64)
     g = x.H // x.Hkv
+    note_first_compile(_dense_kernel)
     _dense_kernel(
         x.q, x.k, x.v, x.mask, bool(check_finite), out, status,
         workspace("dense_f", g * x.S, np.float64), workspace("dense_i", x.S, np.int64),

@@ -40,7 +40,7 @@ from reference._checks import (
     has_nonfinite,
     raise_nonfinite,
 )
-from reference._config import njit_parallel, njit_serial
+from reference._config import njit_parallel, njit_serial, note_first_compile
 from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
 from reference._selection_args import effective_k_per_bucket
 from reference._vexp import exp_into
@@ -1136,6 +1136,7 @@ def _run_kernel(
     every row after that phase (1: steps 1-3, 2: softmax normalisers and group score,
     3: top-k, 4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
+    note_first_compile(_sparq_kernel, _masked_mean_kernel)
     if v_mean is None:
         v_mean = np.empty((B, Hkv, d))
         status_v = np.zeros((B, Hkv), dtype=np.int64)

@@ -318,3 +318,25 @@ def test_thread_variable_error_in_the_cli():
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.startswith("sparq: error: SPARQ_NUM_THREADS: expected a positive integer")
+
+
+_SNIPPET = """
+import numpy as np, reference as R
+rng = np.random.default_rng(0)
+q = rng.normal(size=(1, 4, 16))
+K, V = rng.normal(size=(1, 2, 64, 16)), rng.normal(size=(1, 2, 64, 16))
+R.sparq_attention(q, K, V, r=4, k=8)
+R.dense_attention(q, K, V)
+R.sparq_attention(q, K, V, r=4, k=8)
+"""
+
+
+@pytest.mark.slow  # compiles the kernels from scratch (no disk cache): about 20 s
+@pytest.mark.parametrize("quiet", ["", "1"])
+def test_first_compile_note_once_on_stderr(quiet):
+    env = {**os.environ, "SPARQ_NUMBA_CACHE": "0", "SPARQ_QUIET": quiet}
+    res = subprocess.run([sys.executable, "-c", _SNIPPET], env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    n = res.stderr.count("sparq-reference: compiling the Numba kernels once")
+    assert n == (0 if quiet else 1), res.stderr
