@@ -243,7 +243,7 @@ def _effective_bw(hw: Hardware, resident: bool, threads: int | None) -> float:
 def _threads(hw: Hardware, threads) -> int | None:
     """The thread count an estimate uses: ``threads`` (checked) or the profile's."""
     if threads is None:
-        return hw.threads
+        return hw.threads if hw.threads is not None else hw.cpu_cores
     threads = _size("threads", threads)
     if hw.thread_bandwidth_bytes_per_s is None:
         raise ValueError(
@@ -347,7 +347,8 @@ def estimate_attention(
         (dense and sparq only; exact top-k, shared GQA selection; ``resident`` and
         ``ideal`` do not apply).
     threads : int or None
-        CPU threads the call runs on (default the profile's ``threads``): the bandwidth is
+        CPU threads the call runs on (default the profile's ``threads``, else its
+        ``cpu_cores``): the bandwidth is
         at most ``threads x thread_bandwidth_bytes_per_s`` (an error on a profile without
         that field). With ``implementation="reference"``,
         :func:`costmodel.host.predict_reference`'s ``threads``.
@@ -485,9 +486,9 @@ def estimate_attention(
         topk=topk if method == "sparq" else None,
         n_layers=n_layers,
         ideal=ideal,
-        implementation="fused",
-        threads=threads,
     )
+    if threads is not None:
+        params["threads"] = threads
     return _assemble(method, hw, traffic, kernels, resident, params)
 
 

@@ -90,6 +90,8 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "program_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
     # CPUs: read bandwidth one thread reaches (the ``threads=`` argument of the estimate)
     "thread_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
+    # CPUs: threads a framework uses by default (datasheet profiles: the physical cores)
+    "cpu_cores": (1.0, False, 1e6, True),
 }
 _ALL_NUMERIC = {**_NUMERIC, **_OPTIONAL_NUMERIC}
 #: smallest plausible value of the rates and efficiencies (checked after "> 0"): anything
@@ -143,9 +145,8 @@ class Hardware:
     onchip_bandwidth_bytes_per_s : float or None
         Bandwidth of ``onchip_bytes`` when a working set is resident; None if unknown.
     threads : int or None
-        Threads the host rates below (and the bandwidth) were measured with, all at once
-        (a measured host), or the cores of a CPU datasheet profile: the default thread
-        count of an estimate on this profile. None for accelerators.
+        Threads the host rates below (and the bandwidth) were measured with, all at once;
+        None for profiles that are not a measured host.
     fma_f64_per_s : float or None
         float64 fused multiply-adds per second over all ``threads`` (one FMA = 2 FLOPs),
         register/L1-resident microkernel.
@@ -187,6 +188,9 @@ class Hardware:
         CPUs: main-memory read bandwidth one thread reaches; with ``threads=T`` in an
         estimate the bandwidth is at most ``T x`` this (and at most ``mem_efficiency x
         BW``). None: not known, no cap.
+    cpu_cores : int or None
+        CPUs: threads a framework uses by default (a datasheet profile's physical cores);
+        the default ``threads`` of an estimate when the profile has no measured ``threads``.
     sources : dict
         ``{key: (source, retrieved)}`` for every number above.
     origin : str
@@ -224,6 +228,7 @@ class Hardware:
     topk_latency_s: float | None = None
     program_bandwidth_bytes_per_s: float | None = None
     thread_bandwidth_bytes_per_s: float | None = None
+    cpu_cores: int | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 

@@ -181,7 +181,7 @@ def test_topk_latency_prices_the_fused_topk_kernel():
 
 
 def test_threads_cap_the_bandwidth():
-    hw = gpu(kind="cpu", threads=8, thread_bandwidth_bytes_per_s=10e9)
+    hw = gpu(kind="cpu", cpu_cores=8, thread_bandwidth_bytes_per_s=10e9)
     nbytes = dense_bytes(4, 8, 4096, 128)
     e = estimate_attention("dense", hardware=hw, **KW)  # 8 threads: 80 GB/s < 500 GB/s
     assert e.time_s == pytest.approx(5e-6 + nbytes / 80e9, rel=1e-12)
@@ -277,10 +277,10 @@ def test_every_shipped_profile_round_trips_through_toml():
 
 def test_a_profile_with_every_new_field_round_trips():
     hw = gpu(**EAGER_FIELDS, host_dispatch_mixed_s=4e-6, op_mem_efficiency=0.25,
-             program_bandwidth_bytes_per_s=2.5e10, threads=16,
+             program_bandwidth_bytes_per_s=2.5e10, cpu_cores=16,
              thread_bandwidth_bytes_per_s=2e10)  # fmt: skip
     back = parse_hardware(hardware_to_toml(hw), "round trip")
-    assert back == hw and back.op_mem_efficiency == 0.25 and back.threads == 16
+    assert back == hw and back.op_mem_efficiency == 0.25 and back.cpu_cores == 16
 
 
 def test_every_profile_source_says_measured_datasheet_default_or_derived():
