@@ -2,6 +2,8 @@
 
 - :mod:`costmodel.traffic` — elements per head per step (paper Eq. 3, 11) and a byte model
 - :mod:`costmodel.estimate` — roofline time per kernel and per whole decode step
+  (``implementation="fused"``, ``"eager"`` via :mod:`costmodel.eager`, ``"reference"``)
+- :mod:`costmodel.calibration` — fit a profile to ``sparq hardware calibrate`` measurements
 - :mod:`costmodel.hardware` / :mod:`costmodel.shapes` — sourced TOML profiles and model shapes
 - :mod:`costmodel.recall` — expected recall of bucketed top-k, closed forms and simulation
 """
