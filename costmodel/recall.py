@@ -95,31 +95,84 @@ MODELS: tuple[str, ...] = ("exact", "binomial", "poisson")
 # :func:`recall_distribution` (the dropped mass is bounded by support size * this).
 _PMF_FLOOR = 1e-30
 
+# ------------------------------------------------------------------ limits (docs/recall.md)
+
+#: Every integer argument except ``k_per_bucket`` must fit in int64.
+_INT64_MAX = 2**63 - 1
+
+#: A per-bucket count pmf is summed over ``mode +- (_WIN_SD * std + _WIN_PAD)`` only (widened
+#: until the neglected tails, bounded rigorously by log-concavity, are below _TAIL_TOL) ...
+_WIN_SD, _WIN_PAD, _TAIL_TOL = 12.0, 40, 1e-20
+#: ... and that window may hold at most this many points (memory and time ~ 100 B, ~0.1 us
+#: per point): a per-bucket count with std above ~1.7e5 is refused.
+_PMF_MAX_POINTS = 2**22
+#: A bounded support of at most this many points is always summed whole.
+_FULL_SUPPORT = 2**16
+
+#: expected_recall: at most this many broadcast elements, and at most _TOTAL_MAX_POINTS pmf
+#: points over all distinct argument tuples (each tuple also counts _KEY_COST points).
+_MAX_BROADCAST = 2**20
+_TOTAL_MAX_POINTS = 2**27
+_KEY_COST = 2**9
+
+#: recall_distribution: the pmf DP (estimated time in ns, see _dp_cost: at most 10 s) and
+#: the variance's pair sum (X_i support points x (conditional window + _KEY_COST)) are
+#: refused above these; full=None computes the pmf only when _dp_ops <= _DP_AUTO_OPS too.
+_DP_MAX_COST = 1e10
+_DP_AUTO_OPS = 300_000_000
+_PAIR_MAX_COST = 2**29
+
+#: simulate_recall: row length, number of trials and total work (trials * per-trial cost,
+#: see _sim_trial_cost).
+_SIM_MAX_N = 2**22
+_SIM_MAX_TRIALS = 2**22
+_SIM_MAX_WORK = 2**30
+_SIM_BUCKET_COST, _SIM_TRIAL_COST = 400, 512
+
+
+class _LimitError(ValueError):
+    """A documented work/memory limit refused the arguments (docs/recall.md, "Limits")."""
+
+
+class _UnreachableError(ValueError):
+    """buckets_for_recall: the target is not reached even with one bucket per element."""
+
 
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: object) -> int:
-    return check_int(name, value)
+def _check_int(name: str, value: object, *, hi: int | None = _INT64_MAX) -> int:
+    """An int (bool, float, ... refused); at most ``hi`` (default: the int64 range)."""
+    return check_int(name, value, hi=hi, hi_name="2**63 - 1" if hi == _INT64_MAX else "")
 
 
-def _as_int_array(name: str, value: object) -> np.ndarray:
+def _as_int_array(name: str, value: object, *, clamp_high: bool = False) -> np.ndarray:
+    """``value`` as an int64 array. Values above int64 are refused, or (``clamp_high``, for
+    k_per_bucket, where every value >= k means the same) clamped to 2**63 - 1."""
     arr = np.asarray(value)
+    if arr.dtype == object:  # Python ints beyond int64 (or junk): checked one by one
+        flat = [check_int(name, v) for v in arr.reshape(-1)]
+        for v in flat:
+            if v < -_INT64_MAX - 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {v}")
+            if v > _INT64_MAX and not clamp_high:
+                raise ValueError(f"{name}: expected an int <= 2**63 - 1 = {_INT64_MAX}, got {v}")
+        return np.array([min(v, _INT64_MAX) for v in flat], dtype=np.int64).reshape(arr.shape)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected an int or an integer array, got dtype {arr.dtype}")
-    return arr.astype(np.int64, casting="safe") if arr.dtype.kind == "i" else _u2i(name, arr)
-
-
-def _u2i(name: str, arr: np.ndarray) -> np.ndarray:
-    if arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"{name}: values above int64 range, got max {int(arr.max())}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+        if not clamp_high:
+            raise ValueError(
+                f"{name}: expected an int <= 2**63 - 1 = {_INT64_MAX}, got {int(arr.max())}"
+            )
+        arr = np.minimum(arr, np.uint64(_INT64_MAX))
     return arr.astype(np.int64)
 
 
-def _check_model(model: object) -> str:
-    if model not in MODELS:
-        raise ValueError(f"model: expected one of {MODELS}, got {model!r}")
-    return str(model)
+def _check_model(model: object, allowed: tuple[str, ...] = MODELS) -> str:
+    if not isinstance(model, str) or model not in allowed:
+        raise ValueError(f"model: expected one of {allowed}, got {model!r}")
+    return model
 
 
 def _check_params(n: int, k: int, b: int, kb: int) -> None:
@@ -137,11 +190,20 @@ def _check_params(n: int, k: int, b: int, kb: int) -> None:
         )
 
 
+def _as_float(name: str, value: object, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.floating, np.integer)
+    ):
+        raise TypeError(f"{name}: expected {what}, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range: out of every range used here
+        raise ValueError(f"{name}: expected {what}, got {value!r}") from None
+
+
 def _check_target(target: object) -> float:
-    if isinstance(target, bool) or not isinstance(target, (int, float, np.floating, np.integer)):
-        raise TypeError(f"target: expected a float in (0, 1], got {target!r}")
-    t = float(target)
-    if not 0.0 < t <= 1.0:
+    t = _as_float("target", target, "a float in (0, 1]")
+    if not 0.0 < t <= 1.0:  # also NaN
         raise ValueError(f"target: expected 0 < target <= 1, got {t}")
     return t
 
@@ -167,7 +229,9 @@ def bucket_size_counts(n: int, num_buckets: int) -> list[tuple[int, int]]:
     """
     n = _check_int("n", n)
     b = _check_int("num_buckets", num_buckets)
-    if n < 1 or not 1 <= b <= n:
+    if n < 1:
+        raise ValueError(f"n: expected n >= 1, got {n}")
+    if not 1 <= b <= n:  # b > n would mean empty buckets (never in these models)
         raise ValueError(f"num_buckets: expected 1 <= num_buckets <= n = {n}, got {b}")
     base, rem = divmod(n, b)
     out = []
@@ -204,48 +268,139 @@ def _from_log_ratios(xs: np.ndarray, log_ratio: np.ndarray) -> tuple[np.ndarray,
     return xs, p
 
 
+def _too_many_points(law: str, sd: float, points: int) -> _LimitError:
+    return _LimitError(
+        f"k, num_buckets: expected a per-bucket count whose pmf spans at most"
+        f" 2**22 = {_PMF_MAX_POINTS} points (mode +- {_WIN_SD:g} std + {_WIN_PAD}), got {points}"
+        f" points ({law}, std {sd:.4g}, about sqrt(k / num_buckets)); see docs/recall.md,"
+        f" Limits"
+    )
+
+
+def _window_pmf(
+    lo: int, hi: int | None, mode: int, sd: float, log_ratio, law: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Support window and pmf of a log-concave law on ``lo..hi`` (``hi`` None: unbounded).
+
+    ``log_ratio(xs)`` is ``log(P(x+1)/P(x))`` for an int64 array ``xs``. A support of at most
+    ``_FULL_SUPPORT`` = 2**16 points is summed whole (the pmf as it always was); otherwise only
+    the points within ``mode +- (_WIN_SD * sd + _WIN_PAD)`` (``sd`` the law's standard
+    deviation), at most ``_PMF_MAX_POINTS`` of them, else ``_LimitError``. Log-concavity
+    makes the ratios non-increasing, so past a window edge with ratio ``r < 1`` the
+    neglected tail is at most
+    ``P(edge) r / (1 - r)`` (and its first moment ``P(edge) (edge r/(1-r) + r/(1-r)^2)``);
+    the window is doubled until both, relative, are below ``_TAIL_TOL`` = 1e-20."""
+    half = math.ceil(_WIN_SD * sd) + _WIN_PAD
+    if hi is not None and hi - lo + 1 <= _FULL_SUPPORT:
+        half = hi - lo  # small support: summed whole (also the far tails' tiny masses)
+    while True:
+        a = max(lo, mode - half)
+        z = mode + half if hi is None else min(hi, mode + half)
+        if z - a + 1 > _PMF_MAX_POINTS:
+            raise _too_many_points(law, sd, z - a + 1)
+        xs = np.arange(a, z + 1, dtype=np.int64)
+        if a == z:
+            return xs, np.ones(1)
+        xs, p = _from_log_ratios(xs, log_ratio(xs[:-1]))
+        mass = moment = 0.0
+        ok = True
+        if hi is None or z < hi:
+            r = math.exp(float(log_ratio(xs[-1:])[0]))  # P(z+1) / P(z)
+            ok &= r < 1.0
+            if ok:
+                g = r / (1.0 - r)
+                mass += p[-1] * g
+                moment += p[-1] * (z * g + g / (1.0 - r))
+        if a > lo:
+            r = math.exp(-float(log_ratio(xs[:1] - 1)[0]))  # P(a-1) / P(a)
+            ok &= r < 1.0
+            if ok:
+                mass += p[0] * r / (1.0 - r)
+                moment += a * p[0] * r / (1.0 - r)
+        if ok and mass <= _TAIL_TOL and moment <= _TAIL_TOL * max(1.0, float(xs @ p)):
+            return xs, p
+        half *= 2
+
+
 def _hyp_pmf(pop: int, succ: int, draws: int) -> tuple[np.ndarray, np.ndarray]:
-    """Support and pmf of Hypergeometric(population, successes, draws)."""
+    """Support (window, see :func:`_window_pmf`) and pmf of Hypergeometric(pop, succ, draws)."""
     lo = max(0, draws - (pop - succ))
     hi = min(draws, succ)
-    xs = np.arange(lo, hi + 1, dtype=np.int64)
     if lo == hi:
-        return xs, np.ones(1)
-    x = xs[:-1].astype(np.float64)
-    # P(x+1)/P(x) = (draws - x)(succ - x) / ((x + 1)(pop - succ - draws + x + 1))
-    lr = (
-        np.log(draws - x)
-        + np.log(succ - x)
-        - np.log(x + 1.0)
-        - np.log(float(pop - succ - draws) + x + 1.0)
-    )
-    return _from_log_ratios(xs, lr)
+        return np.array([lo], dtype=np.int64), np.ones(1)
+    mode = min(hi, max(lo, (draws + 1) * (succ + 1) // (pop + 2)))
+    q = succ / pop
+    sd = math.sqrt(draws * q * (1.0 - q) * ((pop - draws) / max(pop - 1, 1)))
+    off = pop - succ - draws + 1
+
+    def lr(xs: np.ndarray) -> np.ndarray:
+        # P(x+1)/P(x) = (draws - x)(succ - x) / ((x + 1)(pop - succ - draws + x + 1)); every
+        # factor formed exactly in int64, then rounded once to float64.
+        return (
+            np.log((draws - xs).astype(np.float64))
+            + np.log((succ - xs).astype(np.float64))
+            - np.log((xs + 1).astype(np.float64))
+            - np.log((xs + off).astype(np.float64))
+        )
+
+    return _window_pmf(lo, hi, mode, sd, lr, "hypergeometric")
 
 
-def _binom_pmf(trials: int, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """Support and pmf of Binomial(trials, p)."""
-    xs = np.arange(0, trials + 1, dtype=np.int64)
-    if p >= 1.0:
-        return xs[-1:], np.ones(1)
-    if trials == 0 or p <= 0.0:
-        return xs[:1], np.ones(1)
-    x = xs[:-1].astype(np.float64)
-    # P(x+1)/P(x) = (trials - x) / (x + 1) * p / (1 - p)
-    lr = np.log(trials - x) - np.log(x + 1.0) + (math.log(p) - math.log1p(-p))
-    return _from_log_ratios(xs, lr)
+def _binom_pmf(trials: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Support (window) and pmf of Binomial(trials, 1/b)."""
+    if b == 1:
+        return np.array([trials], dtype=np.int64), np.ones(1)
+    if trials == 0:
+        return np.zeros(1, dtype=np.int64), np.ones(1)
+    p = 1.0 / b
+    c = math.log(p) - math.log1p(-p)
+    sd = math.sqrt(trials * p * (1.0 - p))
+
+    def lr(xs: np.ndarray) -> np.ndarray:
+        # P(x+1)/P(x) = (trials - x) / (x + 1) * p / (1 - p)
+        return np.log((trials - xs).astype(np.float64)) - np.log((xs + 1).astype(np.float64)) + c
+
+    return _window_pmf(0, trials, (trials + 1) // b, sd, lr, "binomial")
 
 
-def _poisson_pmf(lam: float, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Support (truncated far in the tail: dropped mass < 1e-100) and pmf of Poisson(lam)."""
-    hi = int(max(c, lam + 60.0 * math.sqrt(lam) + 250.0))
-    xs = np.arange(0, hi + 1, dtype=np.int64)
-    # P(x+1)/P(x) = lam / (x + 1)
-    lr = math.log(lam) - np.log(xs[:-1] + 1.0)
-    return _from_log_ratios(xs, lr)
+def _poisson_pmf(k: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Support (window; unbounded law) and pmf of Poisson(k / b)."""
+    lam = k / b
+    c = math.log(lam)
+
+    def lr(xs: np.ndarray) -> np.ndarray:
+        # P(x+1)/P(x) = lam / (x + 1)
+        return c - np.log((xs + 1).astype(np.float64))
+
+    return _window_pmf(0, None, k // b, math.sqrt(lam), lr, "Poisson")
+
+
+def _window_points(n: int, k: int, b: int, kb: int, model: str) -> int:
+    """Points :func:`_expected_recall_one` sums (first window of each pmf; an estimate)."""
+    xmax = _max_count(n, k, b, model)
+    if xmax is not None and kb >= xmax:
+        return 0
+
+    def pts(lo: int, hi: int, sd: float) -> int:
+        if hi - lo + 1 <= _FULL_SUPPORT:
+            return hi - lo + 1
+        return min(hi - lo + 1, 2 * (math.ceil(_WIN_SD * sd) + _WIN_PAD) + 1)
+
+    if model == "exact":
+        q = k / n
+        tot = 0
+        for s, _ in bucket_size_counts(n, b):
+            sd = math.sqrt(s * q * (1.0 - q) * ((n - s) / max(n - 1, 1)))
+            tot += pts(max(0, s - (n - k)), min(s, k), sd)
+        return tot
+    if model == "binomial":
+        return pts(0, k, math.sqrt(k / b * (1.0 - 1.0 / b)))
+    return pts(0, _INT64_MAX, math.sqrt(k / b))
 
 
 def _min_and_excess(xs: np.ndarray, p: np.ndarray, c: int) -> tuple[float, float]:
     """(E[min(X, c)], E[(X - c)^+]) as sums of non-negative terms."""
+    c = min(c, int(xs[-1]))  # the same on the support, and fits in int64
     return float(np.dot(np.minimum(xs, c), p)), float(np.dot(np.maximum(xs - c, 0), p))
 
 
@@ -258,20 +413,36 @@ def _combine(kept: float, lost: float, total: float) -> float:
     return kept / total
 
 
-def _expected_recall_one(n: int, k: int, b: int, kb: int, model: str) -> float:
+def _max_count(n: int, k: int, b: int, model: str) -> int | None:
+    """Largest possible per-bucket count X_j (None: unbounded, the Poisson limit)."""
     if model == "exact":
-        kept = lost = 0.0
-        for s, cnt in bucket_size_counts(n, b):
-            m, e = _min_and_excess(*_hyp_pmf(n, k, s), kb)
-            kept += cnt * m
-            lost += cnt * e
-        return _combine(kept, lost, float(k))
+        return min(-(-n // b), k)
+    return k if model == "binomial" else None
+
+
+def _count_pmfs(n: int, k: int, b: int, model: str):
+    """``([(weight, xs, p), ...], total)``: ``E[R] = sum weight E[min(X, k_b)] / total``."""
+    if model == "exact":
+        return [(cnt, *_hyp_pmf(n, k, s)) for s, cnt in bucket_size_counts(n, b)], float(k)
     if model == "binomial":
-        m, e = _min_and_excess(*_binom_pmf(k, 1.0 / b), kb)
-        return _combine(b * m, b * e, float(k))
-    lam = k / b
-    m, e = _min_and_excess(*_poisson_pmf(lam, kb), kb)
-    return _combine(m, e, lam)
+        return [(b, *_binom_pmf(k, b))], float(k)
+    return [(1, *_poisson_pmf(k, b))], k / b
+
+
+def _recall_from_pmfs(pmfs, total: float, kb: int) -> float:
+    kept = lost = 0.0
+    for w, xs, p in pmfs:
+        m, e = _min_and_excess(xs, p, kb)
+        kept += w * m
+        lost += w * e
+    return _combine(kept, lost, total)
+
+
+def _expected_recall_one(n: int, k: int, b: int, kb: int, model: str) -> float:
+    xmax = _max_count(n, k, b, model)
+    if xmax is not None and kb >= xmax:
+        return 1.0  # no bucket can overflow (what the sums give too, exactly: lost = 0)
+    return _recall_from_pmfs(*_count_pmfs(n, k, b, model), kb)
 
 
 def expected_recall(
@@ -315,34 +486,66 @@ def expected_recall(
     n, k, num_buckets, k_per_bucket : int or integer array
         Broadcast against each other with :func:`numpy.broadcast_arrays` (the documented
         vectorisation); incompatible shapes raise ``ValueError``. Need ``1 <= k <= n``,
-        ``1 <= num_buckets <= n``, ``k_per_bucket >= 1``, ``num_buckets * k_per_bucket >= k``.
+        ``1 <= num_buckets <= n``, ``k_per_bucket >= 1``, ``num_buckets * k_per_bucket >= k``;
+        ``n`` (hence ``k``, ``num_buckets``) at most ``2**63 - 1``. ``k_per_bucket`` may be
+        any larger int (every ``k_b`` at or above the largest possible count means the same).
     model : {"exact", "binomial", "poisson"}
 
     Returns
     -------
     float or ndarray of float64
         A float when every argument is a scalar, else an array of the broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or a work limit (``docs/recall.md``, "Limits"): at most 2**20
+        broadcast elements; a per-bucket count pmf is summed over at most 2**22 points
+        (its mode +- 12 standard deviations, neglected tails < 1e-20 relative), so a count
+        with standard deviation above ~1.7e5 (about ``sqrt(k / num_buckets)``) is refused
+        unless ``k_b`` is at least the largest possible count (recall exactly 1); at most
+        2**27 pmf points over all distinct argument tuples.
+    TypeError
+        Non-integer arguments.
     """
     model = _check_model(model)
     args = {
         "n": _as_int_array("n", n),
         "k": _as_int_array("k", k),
         "num_buckets": _as_int_array("num_buckets", num_buckets),
-        "k_per_bucket": _as_int_array("k_per_bucket", k_per_bucket),
+        "k_per_bucket": _as_int_array("k_per_bucket", k_per_bucket, clamp_high=True),
     }
     try:
-        bn, bk, bb, bkb = np.broadcast_arrays(*args.values())
+        shape = np.broadcast_shapes(*(v.shape for v in args.values()))
     except ValueError as exc:
         shapes = ", ".join(f"{key} {v.shape}" for key, v in args.items())
         raise ValueError(f"arguments: shapes do not broadcast: {shapes}") from exc
-    out = np.empty(bn.shape, dtype=np.float64)
-    cache: dict[tuple[int, int, int, int], float] = {}
-    for idx in np.ndindex(bn.shape):
-        key = (int(bn[idx]), int(bk[idx]), int(bb[idx]), int(bkb[idx]))
-        if key not in cache:
-            _check_params(*key)
-            cache[key] = _expected_recall_one(*key, model)
-        out[idx] = cache[key]
+    size = math.prod(shape)
+    if size > _MAX_BROADCAST:
+        raise _LimitError(
+            f"arguments: expected a broadcast size <= 2**20 = {_MAX_BROADCAST}, got shape"
+            f" {shape} ({size} elements); see docs/recall.md, Limits"
+        )
+    bn, bk, bb, bkb = np.broadcast_arrays(*args.values())
+    # Validate every distinct tuple and bound the total work before computing any.
+    keys: dict[tuple[int, int, int, int], float] = {}
+    for idx in np.ndindex(shape):
+        keys.setdefault((int(bn[idx]), int(bk[idx]), int(bb[idx]), int(bkb[idx])), 0.0)
+    work = 0
+    for key in keys:
+        _check_params(*key)
+        work += _window_points(*key, model) + _KEY_COST
+    if work > _TOTAL_MAX_POINTS:
+        raise _LimitError(
+            f"arguments: expected at most 2**27 = {_TOTAL_MAX_POINTS} pmf points in all, got"
+            f" {work} over {len(keys)} distinct (n, k, num_buckets, k_per_bucket); see"
+            f" docs/recall.md, Limits"
+        )
+    for key in keys:
+        keys[key] = _expected_recall_one(*key, model)
+    out = np.empty(shape, dtype=np.float64)
+    for idx in np.ndindex(shape):
+        out[idx] = keys[(int(bn[idx]), int(bk[idx]), int(bb[idx]), int(bkb[idx]))]
     if out.ndim == 0:
         return float(out)
     return out
@@ -358,12 +561,15 @@ def expected_recall_kb1(n: int, k: int, *, num_buckets: int) -> float:
     iff it holds at least one). For equal buckets ``s = n/b`` this is the spec's
     ``(b/k)(1 - C(n-s, k)/C(n, k))``; here generalised to the two uneven sizes.
     Assumptions: A1 distinct values, A2 random order (uniform k-subset).
-    ``C(n-s,k)/C(n,k) = prod_{i<k} (1 - s/(n-i))`` is summed in log space with ``log1p``.
+    ``C(n-s,k)/C(n,k) = prod_{i<k} (1 - s/(n-i))`` is summed in log space with ``log1p``
+    for ``k <= 2**20``; beyond, with work independent of ``k`` (no ``k``-sized array): the
+    same product over ``min(k, s)`` factors, exact underflow to 0 when ``k s > 800 n``, else
+    Euler-Maclaurin with a checked remainder below 1e-15 (``_log_p_empty``).
 
     Parameters
     ----------
     n, k, num_buckets : int
-        ``1 <= k <= n``, ``k <= num_buckets <= n``.
+        ``1 <= k <= n <= 2**63 - 1``, ``k <= num_buckets <= n``.
 
     Returns
     -------
@@ -371,15 +577,72 @@ def expected_recall_kb1(n: int, k: int, *, num_buckets: int) -> float:
     """
     n, k, b = _check_int("n", n), _check_int("k", k), _check_int("num_buckets", num_buckets)
     _check_params(n, k, b, 1)
-    i = np.arange(k, dtype=np.float64)
     total = 0.0
     for s, cnt in bucket_size_counts(n, b):
-        if n - s < k:
-            p_empty = 0.0
-        else:
-            p_empty = math.exp(float(np.sum(np.log1p(-s / (n - i)))))
-        total += cnt * (1.0 - p_empty)
+        total += cnt * (1.0 - math.exp(_log_p_empty(n, k, s)))
     return total / k
+
+
+#: Products of at most this many factors are summed term by term (in log1p).
+_DIRECT_TERMS = 2**20
+
+
+def _psi(y: float) -> float:
+    """``y + (1 - y) log(1 - y) = sum_{j >= 2} y^j / (j (j - 1))``, for ``0 <= y < 1``."""
+    if y < 1e-2:  # series: terms fall by >= 100x, 10 terms reach 1e-20 relative
+        return sum(y**j / (j * (j - 1)) for j in range(11, 1, -1))
+    return y + (1.0 - y) * math.log1p(-y)
+
+
+def _log_p_empty(n: int, k: int, s: int) -> float:
+    """``log(C(n - s, k) / C(n, k))`` (a bucket of ``s`` holds none of the top ``k``), with
+    work bounded independently of ``k`` and ``s``.
+
+    ``C(n-s, k)/C(n, k) = prod_{i<k} (1 - s/(n-i)) = prod_{i<s} (1 - k/(n-i))`` (the same
+    hypergeometric P[X = 0] with draws and successes swapped). Routes:
+
+    * ``k <= 2**20``: the first product term by term (log1p), as always;
+    * ``min(k, s) <= 2**20``: the product over ``min(k, s)`` factors, term by term;
+    * ``k s > 800 n``: every factor is ``<= 1 - max(k, s)/n``, so the product is
+      ``<= exp(-k s/n) < e^-800``, which is 0 in float64 (below the smallest subnormal):
+      returns -inf;
+    * otherwise (``A = min(k, s) > 2**20`` in each of ``M = max(k, s)`` factors, far from the
+      pole: ``n - M - A >= 1300 M``): Euler-Maclaurin for ``sum_{i<M} g(i)``,
+      ``g(t) = log(1 - A/(n-t))``: the integral in closed form
+      ``phi(n) - phi(n-M) + A log1p(-M/n)`` with ``phi(u) = u psi(A/u)``, plus the end
+      corrections ``(g(0) - g(M))/2`` and ``(g'(M) - g'(0))/12``. Every derivative of ``g``
+      has one sign and is monotone, so the neglected terms are below
+      ``(1/720 + 2 zeta(4)/(2 pi)^4) |g3(M) - g3(0)|`` (``g3`` the third derivative),
+      checked to be < 1e-15 (it is ~1e-30 on this route).
+    """
+    if n - s < k:
+        return -math.inf
+    if k <= _DIRECT_TERMS:
+        i = np.arange(k, dtype=np.float64)
+        return float(np.sum(np.log1p(-s / (n - i))))
+    a, m = min(k, s), max(k, s)
+    if a <= _DIRECT_TERMS:
+        i = np.arange(a, dtype=np.float64)
+        return float(np.sum(np.log1p(-m / (n - i))))
+    if a * m > 800 * n:  # (never for k_b = 1 inputs, where k <= b gives k s < 2 n)
+        return -math.inf
+
+    def phi(u: int) -> float:
+        return u * _psi(a / u)
+
+    def g1(u: int) -> float:  # first derivative of g at u = n - t
+        return -a / (u * float(u - a))
+
+    def g3(u: int) -> float:  # third derivative of g at u = n - t
+        return -2.0 * (float(u - a) ** -3 - float(u) ** -3)
+
+    integral = (phi(n) - phi(n - m)) + a * math.log1p(-m / n)
+    ends = 0.5 * (math.log1p(-a / n) - math.log1p(-a / (n - m)))
+    d1 = (g1(n - m) - g1(n)) / 12.0
+    err = (1.0 / 720.0 + 2.0 * 1.0823232337111382 / (2.0 * math.pi) ** 4) * abs(g3(n - m) - g3(n))
+    if not err < 1e-15:  # pragma: no cover - excluded by n - M - A >= 1300 M above
+        raise RuntimeError(f"_log_p_empty: Euler-Maclaurin remainder {err:.3g} too large")
+    return integral + ends + d1
 
 
 def expected_recall_multinomial_kb1(k: int, *, num_buckets: int) -> float:
@@ -520,8 +783,14 @@ def xla_reduction_output_size(n: int, k: int, target: float, *, rank: int = 2) -
         The number of bins (reduction output size); each bin then has ``2^r`` elements.
     """
     n, k, rank = _check_int("n", n), _check_int("k", k), _check_int("rank", rank)
+    if n < 1:
+        raise ValueError(f"n: expected n >= 1, got {n}")
     if not 1 <= k <= n:
         raise ValueError(f"k: expected 1 <= k <= n = {n}, got {k}")
+    if rank < 1:
+        raise ValueError(
+            f"rank: expected rank >= 1 (an operand with an axis to reduce), got {rank}"
+        )
     t = float(np.float32(_check_target(target)))
     tiling = 1024 if rank == 1 else 128
 
@@ -537,7 +806,9 @@ def xla_reduction_output_size(n: int, k: int, target: float, *, rank: int = 2) -
         return tiling
     if t == 1.0:
         return n
-    m = min(max(int((1.0 - k) / math.log(t)), tiling), n)
+    # A target below float32's smallest subnormal rounds to 0: log(0) = -inf in C++, so the
+    # quotient is 0 and the clamp gives the tiling.
+    m = min(max(int((1.0 - k) / math.log(t)) if t > 0.0 else 0, tiling), n)
     r = log2_floor(n // m)
     if r == 0:
         return n
@@ -581,9 +852,11 @@ def buckets_for_recall(
         which never reach 1 unless ``k_b >= k``).
     """
     n, k = _check_int("n", n), _check_int("k", k)
-    kb = _check_int("k_per_bucket", k_per_bucket)
+    kb = _check_int("k_per_bucket", k_per_bucket, hi=None)
     model = _check_model(model)
     t = _check_target(target)
+    if kb < 1:
+        raise ValueError(f"k_per_bucket: expected k_per_bucket >= 1, got {kb}")
     lo = -(-k // kb)
     _check_params(n, k, min(max(lo, 1), n), kb)
 
@@ -591,7 +864,7 @@ def buckets_for_recall(
         return _expected_recall_one(n, k, b, kb, model)
 
     if f(n) < t:
-        raise ValueError(
+        raise _UnreachableError(
             f"target: {t} is not reachable with num_buckets <= n = {n} under model {model!r} "
             f"(E[R] at num_buckets = n is {f(n):.6g})"
         )
@@ -606,8 +879,12 @@ def k_per_bucket_for_recall(
     Semantics: the smallest ``k_b`` in ``[ceil(k / b), k]`` whose expected recall under
     ``model`` (assumptions A1 distinct values, A2 random order) is at least ``target``;
     ``E[R]`` is non-decreasing in ``k_b`` (``min(x, k_b)`` is), so a bisection is exact, and
-    the answer is verified. Under ``"exact"`` recall is 1 at ``k_b = min(k, ceil(n/b))``;
-    under the other models at ``k_b = k``.
+    the answer is verified. Under ``"exact"`` recall is 1 at ``k_b = min(k, ceil(n/b))``,
+    under ``"binomial"`` at ``k_b = k``. The Poisson limit has unbounded counts, so its recall
+    stays below 1 at ``k_b = k``: there the range is extended by doubling ``k_b`` until the
+    computed ``E[R]`` reaches ``target`` (it is exactly 1.0 once ``k_b`` passes the summed
+    window of the Poisson pmf, whose neglected tail is below 1e-20; so ``target = 1`` gives
+    the smallest ``k_b`` at which the Poisson recall rounds to 1).
 
     Parameters
     ----------
@@ -630,10 +907,20 @@ def k_per_bucket_for_recall(
     lo = -(-k // b) if b >= 1 else 1
     _check_params(n, k, b, max(lo, 1))
 
-    def f(kb: int) -> float:
-        return _expected_recall_one(n, k, b, kb, model)
+    xmax = _max_count(n, k, b, model)
+    pmfs: list = []  # the count pmfs do not depend on k_b: built once, on first use
 
-    return _bisect(f, lo, k, t, "k_per_bucket")
+    def f(kb: int) -> float:
+        if xmax is not None and kb >= xmax:
+            return 1.0
+        if not pmfs:
+            pmfs.append(_count_pmfs(n, k, b, model))
+        return _recall_from_pmfs(*pmfs[0], kb)
+
+    hi = k
+    while f(hi) < t:  # only under "poisson"; ends once hi passes the pmf window (f = 1.0)
+        hi *= 2
+    return _bisect(f, lo, hi, t, "k_per_bucket")
 
 
 def _bisect(f, lo: int, hi: int, t: float, name: str) -> int:
@@ -715,28 +1002,64 @@ def recall_distribution(
         As :func:`expected_recall` (scalars only).
     model : {"exact", "binomial"}
     full : bool or None
-        Compute ``pmf``. ``None``: only when the DP costs at most ~3e8 operations.
+        Compute ``pmf``. ``None``: only when the DP costs at most ~3e8 operations
+        (``b (min(s, k) + 1) (k + 1)^2``) and its estimated time is below 10 s. ``True``
+        refuses (``ValueError`` naming ``full``) a DP estimated above 10 s.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or a work limit (``docs/recall.md``, "Limits"): the marginal pmfs as
+        in :func:`expected_recall`, the variance's pair sum at most 2**29 pmf points, the DP
+        (``full=True``) at most ~10 s.
 
     Returns
     -------
     RecallDistribution
     """
     n, k = _check_int("n", n), _check_int("k", k)
-    b, kb = _check_int("num_buckets", num_buckets), _check_int("k_per_bucket", k_per_bucket)
-    if model not in ("exact", "binomial"):
-        raise ValueError(f"model: expected 'exact' or 'binomial', got {model!r}")
+    b = _check_int("num_buckets", num_buckets)
+    kb = _check_int("k_per_bucket", k_per_bucket, hi=None)
+    model = _check_model(model, ("exact", "binomial"))
+    if full is not None and not isinstance(full, (bool, np.bool_)):
+        raise TypeError(f"full: expected a bool or None, got {full!r}")
     _check_params(n, k, b, kb)
+    kb = min(kb, k)  # every X_j <= k, so min(X_j, k_b) is unchanged
+    dp_cost = _dp_cost(n, k, b, model)
+    if full and dp_cost > _DP_MAX_COST:
+        raise _LimitError(
+            f"full: expected a pmf DP estimated at <= {_DP_MAX_COST / 1e9:g} s, got"
+            f" {dp_cost / 1e9:.3g} s (about num_buckets * (min(n / num_buckets, k) + 1) *"
+            f" (k + 1)^2 * 1.5 ns; n = {n}, k = {k}, num_buckets = {b}); see docs/recall.md,"
+            f" Limits"
+        )
+    auto = full is None and dp_cost <= _DP_MAX_COST and _dp_ops(n, k, b) <= _DP_AUTO_OPS
     classes = bucket_size_counts(n, b) if model == "exact" else [(n // b, b)]
+    if kb >= _max_count(n, k, b, model):  # no bucket can overflow: K = k surely
+        pmf = _distribution_dp(n, k, b, kb, model) if full or auto else None
+        return RecallDistribution(mean=1.0, var=0.0, pmf=pmf, model=model)
 
     def marginal(s: int) -> tuple[np.ndarray, np.ndarray]:
-        return _hyp_pmf(n, k, s) if model == "exact" else _binom_pmf(k, 1.0 / b)
+        return _hyp_pmf(n, k, s) if model == "exact" else _binom_pmf(k, b)
 
     def conditional(s_i: int, x: int, s_j: int) -> tuple[np.ndarray, np.ndarray]:
         if model == "exact":
             return _hyp_pmf(n - s_i, k - x, s_j)
-        return _binom_pmf(k - x, 1.0 / (b - 1))
+        return _binom_pmf(k - x, b - 1)
 
     marg = {s: marginal(s) for s, _ in classes}
+    pair_cost = 0
+    for s_i, c_i in classes:
+        n_x = int(np.count_nonzero(marg[s_i][1] > _PMF_FLOOR))
+        for s_j, c_j in classes:
+            if (c_i * (c_i - 1) if s_i == s_j else c_i * c_j) > 0:
+                pair_cost += n_x * (marg[s_j][0].size + _KEY_COST)
+    if pair_cost > _PAIR_MAX_COST:
+        raise _LimitError(
+            f"k, num_buckets: expected the variance's pair sum to cost at most 2**29 ="
+            f" {_PAIR_MAX_COST} pmf points, got {pair_cost} (it grows as the square of the"
+            f" std of the per-bucket count, about k / num_buckets); see docs/recall.md, Limits"
+        )
     kept = sum(cnt * _min_and_excess(*marg[s], kb)[0] for s, cnt in classes)
     lost = sum(cnt * _min_and_excess(*marg[s], kb)[1] for s, cnt in classes)
     mean = _combine(kept, lost, float(k))
@@ -765,10 +1088,41 @@ def recall_distribution(
             var_k += pairs * (cross - e1[s_i] * e1[s_j])
 
     pmf = None
-    smax = classes[0][0]
-    if full or (full is None and b * (min(smax, k) + 1) * (k + 1) ** 2 <= 3e8):
+    if full or auto:
         pmf = _distribution_dp(n, k, b, kb, model)
     return RecallDistribution(mean=mean, var=float(var_k) / k**2, pmf=pmf, model=model)
+
+
+def _dp_ops(n: int, k: int, b: int) -> int:
+    """The DP's flop count as ``full=None`` has always estimated it, ``b (min(s, k) + 1)
+    (k + 1)^2``: the pmf is computed automatically when this is <= 3e8 (and the time bound
+    below holds)."""
+    return b * (min(-(-n // b), k) + 1) * (k + 1) ** 2
+
+
+def _dp_cost(n: int, k: int, b: int, model: str) -> float:
+    """Estimated time of :func:`_distribution_dp` in ns on the 2-core development box: per
+    bucket, ``xmax + 1`` slice updates of the ``(k+1)^2`` state (measured 0.9 ns per element
+    and 2.3 us per slice), plus ``k + 1`` hypergeometric rows (exact; 12-15 us each) or a
+    ``(k+1)^2`` scipy binomial pmf table (binomial; 31 ns per entry, ~20 us per call).
+    Rounded up: 1.5 ns, 3 us, 15 us + 20 ns per point, 40 ns and 30 us."""
+    xmax = min(-(-n // b), k) if model == "exact" else k
+    slices = (xmax + 1) * (1.5 * (k + 1) ** 2 + 3000.0)
+    if model == "exact":
+        return b * (slices + (k + 1) * (15000.0 + 20.0 * (xmax + 1)))
+    return b * (slices + 40.0 * (k + 1) ** 2 + 30000.0)
+
+
+def _hyp_rows(pop: int, k: int, s: int, xmax: int) -> np.ndarray:
+    """``w[m, x] = P[Hyp(pop, k - m, s) = x]`` for ``m <= k``, ``x <= xmax`` (0 where
+    ``k - m > pop``, a state the DP never reaches), from :func:`_hyp_pmf` (exact ratios;
+    scipy's hypergeom is slow and inexact for a huge population)."""
+    w = np.zeros((k + 1, xmax + 1))
+    for m in range(k + 1):
+        if k - m <= pop:
+            xs, p = _hyp_pmf(pop, k - m, s)
+            w[m, xs] = p
+    return w
 
 
 def _distribution_dp(n: int, k: int, b: int, kb: int, model: str) -> np.ndarray:
@@ -782,9 +1136,7 @@ def _distribution_dp(n: int, k: int, b: int, kb: int, model: str) -> np.ndarray:
         xmax = min(s, k) if model == "exact" else k
         xs = np.arange(xmax + 1)
         if model == "exact":
-            pop = n - placed_pop
-            with np.errstate(all="ignore"):
-                w = stats.hypergeom.pmf(xs[None, :], pop, (k - m)[:, None], s)
+            w = _hyp_rows(n - placed_pop, k, s, xmax)
         else:
             p = 1.0 / (b - j)
             with np.errstate(all="ignore"):
@@ -950,6 +1302,74 @@ def _simulate_python(n, k, rho, use_ar, seeds, row_topk, counts) -> None:
             return
 
 
+def _check_simulation(
+    n, k, *, num_buckets, k_per_bucket, interleaved, trials, seed, correlation, row_topk
+) -> tuple[int, int, int, int, int, int, float]:
+    """Validate :func:`simulate_recall`'s arguments (also used by ``sparq recall`` up front);
+    return ``(n, k, b, kb, trials, seed, rho)`` with ``kb`` reduced to ``min(kb, largest
+    bucket, k)``, which selects exactly the same indices (see :func:`simulate_recall`)."""
+    n, k = _check_int("n", n), _check_int("k", k)
+    kb = _check_int("k_per_bucket", k_per_bucket, hi=None)
+    if not isinstance(interleaved, (bool, np.bool_)):
+        raise TypeError(f"interleaved: expected a bool, got {interleaved!r}")
+    if row_topk is None:
+        if num_buckets is None:
+            raise TypeError("num_buckets: required with the built-in bucketed top-k")
+        b = _check_int("num_buckets", num_buckets)
+        _check_params(n, k, b, kb)
+    else:
+        if not callable(row_topk):
+            raise TypeError(f"row_topk: expected a callable or None, got {row_topk!r}")
+        if num_buckets is not None or kb != 1 or not interleaved:
+            raise TypeError(
+                "num_buckets, k_per_bucket, interleaved: options of the built-in bucketed "
+                "top-k, not allowed with row_topk"
+            )
+        _check_params(n, k, n, 1)
+        b = n
+    trials, seed = _check_int("trials", trials), _check_int("seed", seed, hi=None)
+    if trials < 2:
+        raise ValueError(f"trials: expected trials >= 2, got {trials}")
+    if seed < 0:
+        raise ValueError(f"seed: expected seed >= 0, got {seed}")
+    rho = 0.0
+    if correlation is not None:
+        rho = _as_float("correlation", correlation, "a float in (-1, 1) or None")
+        if not -1.0 < rho < 1.0:
+            raise ValueError(f"correlation: expected -1 < correlation < 1, got {rho}")
+    if n > _SIM_MAX_N:
+        raise _LimitError(
+            f"n: expected n <= 2**22 = {_SIM_MAX_N} for simulation (each trial holds the row"
+            f" and its top-k buffers, ~9 to ~80 bytes per element, on every thread), got {n};"
+            f" see docs/recall.md, Limits"
+        )
+    if trials > _SIM_MAX_TRIALS:
+        raise _LimitError(
+            f"trials: expected trials <= 2**22 = {_SIM_MAX_TRIALS}, got {trials}; see"
+            f" docs/recall.md, Limits"
+        )
+    # A bucket of size s keeps min(s, kb) elements, and no bucket holds more than k of the
+    # final top k, so kb -> min(kb, largest bucket, k) keeps every true top-k element it kept
+    # before and the final top-k (by the same value-then-index order) is the same set.
+    kb = min(kb, -(-n // b), k)
+    per_trial = _sim_trial_cost(n, k, b, kb)
+    if trials * per_trial > _SIM_MAX_WORK:
+        raise _LimitError(
+            f"trials: expected trials * (n + k log2(k) / 2 + {_SIM_BUCKET_COST} num_buckets"
+            f" [if k_per_bucket > 1] + {_SIM_TRIAL_COST}) <= 2**30 = {_SIM_MAX_WORK}"
+            f" (simulation work, ~25 ns each on 2 cores), got {trials} * {per_trial} ="
+            f" {trials * per_trial}; see docs/recall.md, Limits"
+        )
+    return n, k, b, kb, trials, seed, rho
+
+
+def _sim_trial_cost(n: int, k: int, b: int, kb: int) -> int:
+    """Work units (~25 ns of wall time on the 2-core development box) of one trial: the row,
+    sorting the top k, and per-bucket selection when k_b > 1, plus fixed overhead (measured:
+    22-31 ns per element; 5.4 us for n = 64; 42 us for n = 234, k = 58, b = k_b = 8)."""
+    return n + (k * k.bit_length()) // 2 + (_SIM_BUCKET_COST * b if kb > 1 else 0) + _SIM_TRIAL_COST
+
+
 def simulate_recall(
     n: int,
     k: int,
@@ -983,15 +1403,20 @@ def simulate_recall(
     Parameters
     ----------
     n, k : int
-        Row length and number of indices kept, ``1 <= k <= n``.
+        Row length and number of indices kept, ``1 <= k <= n <= 2**22`` (each trial holds
+        the row and its top-k buffers on every thread: ~9 to ~80 bytes per element).
     num_buckets, k_per_bucket : int
         As :func:`expected_recall`, for the built-in bucketed top-k only: ``num_buckets`` is
         required with ``row_topk=None`` and must be left out otherwise (``k_per_bucket`` then
-        stays 1).
+        stays 1). Any ``k_per_bucket >= 1`` is accepted: it is reduced to
+        ``min(k_per_bucket, largest bucket, k)`` before the kernel runs, which selects the
+        same indices (a bucket of size ``s`` keeps ``min(s, k_b)`` elements, and no bucket
+        holds more than ``k`` of the final top-k).
     interleaved : bool
         Bucket layout of the built-in bucketed top-k (must stay True with a ``row_topk``).
     trials : int
-        ``>= 2``.
+        ``>= 2``; at most 2**22, and ``trials * (n + k log2(k)/2 + 400 num_buckets [k_b > 1]
+        + 512) <= 2**30`` (about 30 s on 2 cores; ``docs/recall.md``, "Limits").
     seed : int
         ``>= 0``.
     correlation : float or None
@@ -1034,39 +1459,18 @@ def simulate_recall(
     ...         out[i] = i
     >>> r = simulate_recall(1000, 50, trials=100, seed=0, row_topk=first_k)
     """
-    n, k = _check_int("n", n), _check_int("k", k)
-    kb = _check_int("k_per_bucket", k_per_bucket)
-    if not isinstance(interleaved, (bool, np.bool_)):
-        raise TypeError(f"interleaved: expected a bool, got {interleaved!r}")
-    if row_topk is None:
-        if num_buckets is None:
-            raise TypeError("num_buckets: required with the built-in bucketed top-k")
-        b = _check_int("num_buckets", num_buckets)
-        _check_params(n, k, b, kb)
-    else:
-        if not callable(row_topk):
-            raise TypeError(f"row_topk: expected a callable or None, got {row_topk!r}")
-        if num_buckets is not None or kb != 1 or not interleaved:
-            raise TypeError(
-                "num_buckets, k_per_bucket, interleaved: options of the built-in bucketed "
-                "top-k, not allowed with row_topk"
-            )
-        _check_params(n, k, n, 1)
-    trials, seed = _check_int("trials", trials), _check_int("seed", seed)
-    if trials < 2:
-        raise ValueError(f"trials: expected trials >= 2, got {trials}")
-    if seed < 0:
-        raise ValueError(f"seed: expected seed >= 0, got {seed}")
-    if correlation is None:
-        rho, use_ar = 0.0, False
-    else:
-        if isinstance(correlation, bool) or not isinstance(
-            correlation, (int, float, np.floating, np.integer)
-        ):
-            raise TypeError(f"correlation: expected a float or None, got {correlation!r}")
-        rho, use_ar = float(correlation), True
-        if not -1.0 < rho < 1.0:
-            raise ValueError(f"correlation: expected -1 < correlation < 1, got {rho}")
+    n, k, b, kb, trials, seed, rho = _check_simulation(
+        n,
+        k,
+        num_buckets=num_buckets,
+        k_per_bucket=k_per_bucket,
+        interleaved=interleaved,
+        trials=trials,
+        seed=seed,
+        correlation=correlation,
+        row_topk=row_topk,
+    )
+    use_ar = correlation is not None
     seeds = np.random.SeedSequence(seed).generate_state(trials, dtype=np.uint64)
     counts = np.empty(trials, dtype=np.int64)
     if row_topk is None:

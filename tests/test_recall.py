@@ -560,3 +560,234 @@ def test_bucket_sizes_deprecated_alias():
     # the old name of bucket_size_counts still works for one release, with a warning
     with pytest.warns(DeprecationWarning, match="bucket_size_counts"):
         assert bucket_sizes(10, 4) == bucket_size_counts(10, 4) == [(3, 2), (2, 2)]
+
+
+# --------------------------------------------------------------------------- robustness
+
+# Huge, negative, non-integer and wrong-type inputs, and the documented work limits
+# (docs/recall.md, "Limits"). Expected values come from closed forms in mpmath, scipy's own
+# distributions, or degenerate cases with a known answer.
+
+
+def _mp_hyp_excess(N: int, K: int, n: int, c: int) -> float:
+    """E[(X - c)^+], X ~ Hyp(N, K, n), over the whole support in 50-digit arithmetic."""
+    mpmath.mp.dps = 50
+    lo, hi = max(0, n - (N - K)), min(n, K)
+    p = mpmath.binomial(K, lo) * mpmath.binomial(N - K, n - lo) / mpmath.binomial(N, n)
+    total = mpmath.mpf(0)
+    for x in range(lo, hi + 1):
+        if x > c:
+            total += (x - c) * p
+        p *= mpmath.mpf((n - x) * (K - x)) / ((x + 1) * (N - K - n + x + 1))
+    return total
+
+
+def test_exact_model_wide_support_window_vs_full_mpmath_sum():
+    # Support 2**17 + 1 points (> 2**16): summed over a window of mode +- 12 std only. The
+    # oracle sums every point in 50 digits. Equal buckets: E[R] = 1 - (b/k) E[(X - k_b)^+].
+    n, k, b = 2**22, 2**17, 8
+    s = n // b
+    for kb in (k // b, k // b + 40, k // b + 250):  # mean 16384, std ~118
+        want = 1 - mpmath.mpf(b) / k * _mp_hyp_excess(n, k, s, kb)
+        got = expected_recall(n, k, num_buckets=b, k_per_bucket=kb)
+        assert got == pytest.approx(float(want), abs=1e-14)
+
+
+def test_binomial_k_1e9_vs_mean_absolute_deviation():
+    # Bin(2m, 1/2): E|X - m| = m C(2m, m) / 4^m (mean absolute deviation), so with b = 2,
+    # k_b = m: E[R] = 1 - (2/k) E[(X - m)^+] = 1 - C(2m, m) / (2 4^m).
+    mpmath.mp.dps = 40
+    for m in (5 * 10**8, 5 * 10**10):
+        want = 1 - mpmath.binomial(2 * m, m) / (2 * mpmath.mpf(4) ** m)
+        got = expected_recall(2**62, 2 * m, num_buckets=2, k_per_bucket=m, model="binomial")
+        assert got == pytest.approx(float(want), abs=1e-15)
+        # Hyp(n, 2m, n/2) -> Bin(2m, 1/2) as n -> infinity; at n = 2**62 the finite
+        # population factor is 1 - 2e-10, far below the tolerance.
+        ex = expected_recall(2**62, 2 * m, num_buckets=2, k_per_bucket=m)
+        assert ex == pytest.approx(float(want), abs=1e-13)
+
+
+def test_poisson_huge_lambda_vs_scipy_tail_identity():
+    # Pois(lam): E[(X - c)^+] = lam P[X >= c] - c P[X >= c + 1] (x P(x) = lam P(x - 1)).
+    k, b = 10**11, 1000
+    lam = k / b
+    for c in (int(lam), int(lam) + 5000, int(lam) + 30000):  # b * k_b >= k: c >= lam
+        excess = lam * stats.poisson.sf(c - 1, lam) - c * stats.poisson.sf(c, lam)
+        got = expected_recall(10**12, k, num_buckets=b, k_per_bucket=c, model="poisson")
+        assert got == pytest.approx(1 - excess / lam, abs=1e-13)
+
+
+@pytest.mark.parametrize("kb", [10**9, 2**63 - 1, 2**63, 2**70, np.uint64(2**64 - 1)])
+@pytest.mark.parametrize("model", ["exact", "binomial", "poisson"])
+def test_huge_k_per_bucket_is_exactly_one(kb, model):
+    # k_b at or above every possible per-bucket count (<= k; Poisson: beyond any mass that
+    # float64 sees): nothing is lost, E[R] = 1. Was an out-of-memory arange(k_b).
+    assert expected_recall(100, 10, num_buckets=1, k_per_bucket=kb, model=model) == 1.0
+    assert expected_recall(10**12, 10**11, num_buckets=10**3, k_per_bucket=kb, model=model) == 1.0
+    d = recall_distribution(100, 10, num_buckets=3, k_per_bucket=kb, model="exact")
+    assert (d.mean, d.var) == (1.0, 0.0)
+    assert d.pmf is not None and d.pmf[10] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_huge_k_per_bucket_array_clamped():
+    kb = np.array([2**64 - 1, 2], dtype=np.uint64)
+    got = expected_recall(64, 16, num_buckets=8, k_per_bucket=kb)
+    assert got[0] == 1.0
+    assert got[1] == pytest.approx(0.7817, abs=5e-5)  # spec number (test_spec_numbers)
+    obj = np.array([2**80, 2], dtype=object)
+    assert expected_recall(64, 16, num_buckets=8, k_per_bucket=obj)[0] == 1.0
+
+
+def _mp_log_p_empty(n: int, k: int, s: int):
+    mpmath.mp.dps = 50
+    lg = mpmath.loggamma
+    return lg(n - s + 1) - lg(n - s - k + 1) - lg(n + 1) + lg(n - k + 1)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "b"),
+    [
+        (10**12, 10**11, 10**11),  # s = 10: the product over min(k, s) factors
+        (10**12, 10**11, 10**11 + 7),  # uneven, sizes 9 and 10
+        (10**18, 10**9, 10**9),  # k = s = 1e9: Euler-Maclaurin
+        (2**62, 2**30, 2**31),  # Euler-Maclaurin, uneven sizes
+        (2**60, 2**21 + 1, 2**30 + 3),  # Euler-Maclaurin, uneven sizes
+        (10**12, 10**9, 10**9),  # s = 1000
+    ],
+)
+def test_kb1_huge_k_vs_mpmath(n, k, b):
+    # E[R] = (1/k) sum_j (1 - C(n - s_j, k)/C(n, k)), the ratio from log-gamma in 50 digits.
+    # Was an arange(k) of up to 6.9 EiB.
+    want = mpmath.mpf(0)
+    for s, cnt in bucket_size_counts(n, b):
+        want += cnt * (1 - mpmath.exp(_mp_log_p_empty(n, k, s)))
+    want /= k
+    assert expected_recall_kb1(n, k, num_buckets=b) == pytest.approx(float(want), rel=1e-13)
+
+
+def test_huge_k_bounded_memory():
+    # Rows 3-5 of the robustness brief: answers in bounded memory (tracemalloc sees numpy).
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert expected_recall(100, 10, num_buckets=1, k_per_bucket=10**9, model="poisson") == 1
+        expected_recall(10**12, 10**9, num_buckets=10**9, model="exact")
+        expected_recall(10**12, 10**9, num_buckets=2, k_per_bucket=5 * 10**8, model="binomial")
+        expected_recall_kb1(10**12, 10**11, num_buckets=10**11)
+        buckets_for_recall(10**12, 10**9, 0.99)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 300 * 2**20
+
+
+def test_window_limit_refused_with_named_arguments():
+    # std ~ 3.2e5 > ~1.7e5: the Poisson pmf would span 7.6e6 > 2**22 points.
+    with pytest.raises(ValueError, match=r"k, num_buckets: expected a per-bucket count.*2\*\*22"):
+        expected_recall(10**12, 10**11, num_buckets=1, k_per_bucket=10**11 + 5, model="poisson")
+    with pytest.raises(ValueError, match=r"arguments: expected a broadcast size <= 2\*\*20"):
+        expected_recall(np.arange(2000)[:, None] + 10, 1, num_buckets=np.ones(2000, np.int64))
+    with pytest.raises(ValueError, match=r"arguments: expected at most 2\*\*27 = \d+ pmf points"):
+        kbs = np.arange(4 * 10**8, 4 * 10**8 + 400)  # 400 pmfs of ~4.7e5 points
+        expected_recall(2**62, 10**10, num_buckets=25, k_per_bucket=kbs, model="binomial")
+
+
+def test_recall_distribution_limits():
+    # Row 7: the full DP at the paper's size would take minutes; refused up front.
+    with pytest.raises(ValueError, match=r"full: expected a pmf DP estimated at <= 10 s"):
+        recall_distribution(65536, 1024, num_buckets=1024, full=True)
+    # the automatic choice still computes the mean and variance, without the pmf
+    d = recall_distribution(65536, 1024, num_buckets=1024)
+    assert d.pmf is None and d.mean == expected_recall(65536, 1024, num_buckets=1024)
+    with pytest.raises(ValueError, match=r"k, num_buckets: expected the variance's pair sum"):
+        recall_distribution(10**12, 10**8, num_buckets=3, k_per_bucket=10**8 // 3 + 1)
+    with pytest.raises(TypeError, match="full: expected a bool or None"):
+        recall_distribution(10, 2, num_buckets=2, full=np.array([True, False]))
+
+
+def test_recall_distribution_huge_population_pmf():
+    # scipy's hypergeom hangs at a population of 2**40; the DP uses exact ratios. With
+    # n -> infinity the exact model tends to the binomial one (population factor ~1e-11).
+    n, k, b, kb = 2**40, 10, 4, 3
+    d = recall_distribution(n, k, num_buckets=b, k_per_bucket=kb, full=True)
+    e = enumerate_binomial(k, b, kb)
+    want = np.array([float(e.get(r, 0)) for r in range(k + 1)])
+    np.testing.assert_allclose(d.pmf, want, atol=1e-9)
+    assert d.pmf.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_k_per_bucket_for_recall_poisson_above_k():
+    # Pois(1) (k = b = 1), by hand: E[min(X, c)] = sum_{x<c} P[X > x] = 0.632, 0.896, 0.977
+    # for c = 1, 2, 3: the Poisson model needs k_b = 3 > k for 0.9 (was a RuntimeError).
+    assert k_per_bucket_for_recall(1, 1, 0.9, num_buckets=1, model="poisson") == 3
+    assert k_per_bucket_for_recall(1, 1, 0.6, num_buckets=1, model="poisson") == 1
+    kb = k_per_bucket_for_recall(1, 1, 1.0, num_buckets=1, model="poisson")
+    # target 1: the first k_b whose recall rounds to 1.0: P[X > k_b] ~ 1/(k_b + 1)! / e
+    assert 15 <= kb <= 20
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: expected_recall(2**70, 10, num_buckets=2), ValueError, r"n: expected an int <="),
+        (lambda: expected_recall(2**63, 10, num_buckets=2), ValueError, r"n: expected an int <="),
+        (lambda: expected_recall(100, 10, num_buckets=2**63), ValueError, "num_buckets"),
+        (
+            lambda: expected_recall(100, 10, num_buckets=np.uint64(2**64 - 1)),
+            ValueError,
+            "num_buckets",
+        ),
+        (lambda: expected_recall(100, 10, num_buckets=-(2**70)), ValueError, "num_buckets"),
+        (
+            lambda: expected_recall(100, 10, num_buckets=2, k_per_bucket=-(2**70)),
+            ValueError,
+            "k_per_bucket",
+        ),
+        (lambda: expected_recall(100, 10.0, num_buckets=2), TypeError, "k: expected"),
+        (lambda: expected_recall(100, 10, num_buckets=None), TypeError, "num_buckets"),
+        (
+            lambda: expected_recall(100, 10, num_buckets=2, k_per_bucket=math.nan),
+            TypeError,
+            "k_per_bucket",
+        ),
+        (lambda: expected_recall(100, 10, num_buckets="2"), TypeError, "num_buckets"),
+        (lambda: expected_recall(100, 10, num_buckets=2, model=np.array([1])), ValueError, "model"),
+        (lambda: expected_recall(100, 10, num_buckets=2, model=None), ValueError, "model"),
+        (lambda: bucket_size_counts(10, 10**9), ValueError, "num_buckets: expected"),
+        (lambda: bucket_size_counts(0, 1), ValueError, "n: expected n >= 1"),
+        (lambda: expected_recall_kb1(2**64, 2, num_buckets=2), ValueError, "n: expected"),
+        (lambda: expected_recall_multinomial_kb1(2**80, num_buckets=2**81), ValueError, "k:"),
+        (lambda: recall_lower_bound_kb1(1.5, num_buckets=2), TypeError, "k: expected"),
+        (lambda: expected_recall_xla(2**80, num_bins=3), ValueError, "k: expected"),
+        (lambda: bins_for_recall_xla(10, math.nan), ValueError, "target"),
+        (lambda: bins_for_recall_xla(10, 10**400), ValueError, "target"),
+        (lambda: bins_for_recall_xla(10, "0.5"), TypeError, "target"),
+        (lambda: xla_reduction_output_size(0, 1, 0.9), ValueError, "n: expected n >= 1"),
+        (lambda: xla_reduction_output_size(100, 1, 0.9, rank=0), ValueError, "rank"),
+        (lambda: buckets_for_recall(100, 10, 0.9, k_per_bucket=0), ValueError, "k_per_bucket"),
+        (lambda: buckets_for_recall(100, 10, math.inf), ValueError, "target"),
+        (lambda: buckets_for_recall(100, 10, -math.inf), ValueError, "target"),
+        (lambda: k_per_bucket_for_recall(100, 10, math.nan, num_buckets=5), ValueError, "target"),
+        (lambda: recall_distribution(100, 10, num_buckets=5, model=["exact"]), ValueError, "model"),
+    ],
+)
+def test_bad_inputs_named(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_bucket_sizes_alias_rejects_more_buckets_than_elements():
+    # Row 6: b > n would be empty buckets; refused before any allocation.
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="num_buckets"):
+        bucket_sizes(10, 10**9)
+
+
+def test_xla_output_size_target_below_float32():
+    # 1e-50 rounds to float32 0; log(0) = -inf, so XLA's m = 0 clamps to the tiling (128):
+    # n = 100000: r = floor(log2(100000 // 128 = 781)) = 9 <= ceil(log2(781)) = 10,
+    # ceil(ceil(100000 / 128) / 2^9) * 128 = ceil(782 / 512) * 128 = 256 (by hand).
+    assert xla_reduction_output_size(100000, 10, 1e-50) == 256
+    assert xla_reduction_output_size(100000, 10, 1e-30) == xla_reduction_output_size(
+        100000, 10, 1e-37
+    )

@@ -330,3 +330,76 @@ def test_row_topk_rejects_bad_indices_and_options():
         simulate_recall(50, 5, trials=10, seed=0)
     with pytest.raises(ValueError, match="k: expected"):
         simulate_recall(50, 51, trials=10, seed=0, row_topk=_exact_py)
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+@pytest.mark.parametrize(
+    ("b", "kb"),
+    [(10, 2**36), (1, 2**40), (3, 2**63 - 1), (3, 2**63), (3, np.uint64(2**64 - 1)), (7, 10**30)],
+)
+def test_simulate_huge_k_per_bucket(b, kb):
+    # k_b at or above the bucket size keeps whole buckets: the bucketed top-k is the exact
+    # top-k and every trial recovers all k (known answer). Was a SystemError / a recall of
+    # -7.9e16 / a Numba TypingError from int64 overflow in the kernel.
+    r = simulate_recall(1000, 10, num_buckets=b, k_per_bucket=kb, trials=20, seed=0)
+    np.testing.assert_array_equal(r.recalls, np.ones(20))
+
+
+def test_simulate_k_per_bucket_at_least_k_is_exact():
+    # k_b in [k, bucket size) is reduced to k before the kernel: the bucketed top-k then
+    # returns the exact top-k, whose recall is exactly 1 (each bucket keeps its top k, which
+    # holds every true top-k element of that bucket).
+    r = simulate_recall(5000, 40, num_buckets=4, k_per_bucket=41, trials=30, seed=2)
+    np.testing.assert_array_equal(r.recalls, np.ones(30))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n": 2**40, "k": 10, "num_buckets": 10}, ValueError, r"n: expected n <= 2\*\*22"),
+        ({"n": 2**22 + 1, "k": 10, "num_buckets": 10}, ValueError, r"n: expected n <= 2\*\*22"),
+        ({"n": 2**64, "k": 10, "num_buckets": 10}, ValueError, "n: expected an int <="),
+        ({"num_buckets": 2**63}, ValueError, "num_buckets: expected an int <="),
+        ({"num_buckets": np.uint64(2**64 - 1)}, ValueError, "num_buckets: expected an int <="),
+        ({"num_buckets": 1001}, ValueError, "num_buckets: expected 1 <= num_buckets <= n"),
+        ({"trials": 10**9}, ValueError, r"trials: expected trials <= 2\*\*22"),
+        ({"trials": 2**22}, ValueError, r"trials: expected trials \* \(n \+ k log2"),
+        ({"trials": 2**63}, ValueError, "trials: expected an int <="),
+        ({"trials": 100.0}, TypeError, "trials: expected an int"),
+        ({"seed": -(2**70)}, ValueError, "seed: expected seed >= 0"),
+        ({"correlation": 10**400}, ValueError, "correlation: expected"),
+        ({"correlation": float("nan")}, ValueError, "correlation: expected"),
+        ({"correlation": float("inf")}, ValueError, "correlation: expected"),
+        ({"correlation": "0.5"}, TypeError, "correlation: expected"),
+        ({"k_per_bucket": 0}, ValueError, "k_per_bucket: expected"),
+        ({"k_per_bucket": -(2**70)}, ValueError, "k_per_bucket: expected"),
+        ({"k_per_bucket": 2.0}, TypeError, "k_per_bucket: expected an int"),
+        ({"interleaved": 1}, TypeError, "interleaved"),
+    ],
+)
+def test_simulate_bad_or_huge_arguments_named(kwargs, exc, match):
+    args = {"n": 1000, "k": 10, "num_buckets": 10, "trials": 10, "seed": 0, **kwargs}
+    n, k = args.pop("n"), args.pop("k")
+    with pytest.raises(exc, match=match):
+        simulate_recall(n, k, **args)
+
+
+def test_simulate_work_bound_documented_uses_pass():
+    # The docs table's largest runs stay below the work bound (2000 trials at n = 65536,
+    # 20000 at n = 1500) and are not refused; validation alone is instant.
+    from costmodel.recall import _check_simulation
+
+    for n, k, b, kb, trials in [(65536, 1024, 1024, 1, 2000), (1500, 96, 48, 2, 20000)]:
+        _check_simulation(
+            n,
+            k,
+            num_buckets=b,
+            k_per_bucket=kb,
+            interleaved=True,
+            trials=trials,
+            seed=0,
+            correlation=None,
+            row_topk=None,
+        )
