@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import decimal
 import json
 
 import numpy as np
@@ -17,16 +18,27 @@ import numpy as np
 from costmodel import recall as rc
 
 
+def _integer(text: str) -> int:
+    """An integer written plainly or in exact scientific notation ("65536", "1e12")."""
+    try:
+        d = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not d.is_finite() or d != d.to_integral_value() or d.adjusted() > 40:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(d)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, help="number of elements (row length)")
-    parser.add_argument("--k", type=int, help="target k")
-    parser.add_argument("--buckets", type=int, help="number of buckets b")
-    parser.add_argument("--k-per-bucket", type=int, default=1, help="k_b (default 1)")
+    parser.add_argument("--n", type=_integer, help="number of elements (row length)")
+    parser.add_argument("--k", type=_integer, help="target k")
+    parser.add_argument("--buckets", type=_integer, help="number of buckets b")
+    parser.add_argument("--k-per-bucket", type=_integer, default=1, help="k_b (default 1)")
     parser.add_argument("--target", type=float, help="recall target: buckets needed per model")
     parser.add_argument(
-        "--trials", type=int, default=1000, help="simulation trials (0: no simulation)"
+        "--trials", type=_integer, default=1000, help="simulation trials (0: no simulation)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
+    parser.add_argument("--seed", type=_integer, default=0, help="simulation seed (default 0)")
     parser.add_argument(
         "--correlation", type=float, help="AR(1) coefficient of the simulated data (default iid)"
     )
@@ -45,6 +57,30 @@ def _require(args: argparse.Namespace) -> None:
         raise ValueError(f"missing {', '.join(missing)} (or use --table)")
 
 
+def _check_up_front(args: argparse.Namespace) -> None:
+    """Refuse bad or over-limit arguments before any model or simulation runs."""
+    n, k, b, kb = args.n, args.k, args.buckets, args.k_per_bucket
+    rc.bucket_size_counts(n, b)  # n, num_buckets: ints in range
+    rc._check_params(n, k, b, kb)
+    if args.target is not None:
+        rc._check_target(args.target)  # NaN, <= 0 and > 1 refused, as the API does
+    c = args.correlation
+    if c is not None and not -1.0 < c < 1.0:  # also NaN; checked even with --trials 0
+        raise ValueError(f"correlation: expected -1 < correlation < 1, got {c}")
+    if args.trials:  # simulation limits (n, trials, trials * n) before any model runs
+        rc._check_simulation(
+            n,
+            k,
+            num_buckets=b,
+            k_per_bucket=kb,
+            interleaved=True,
+            trials=args.trials,
+            seed=args.seed,
+            correlation=c,
+            row_topk=None,
+        )
+
+
 def compute(args: argparse.Namespace) -> dict:
     """All numbers for one configuration, as a JSON-able dict."""
     n, k, b, kb = args.n, args.k, args.buckets, args.k_per_bucket
@@ -54,10 +90,13 @@ def compute(args: argparse.Namespace) -> dict:
             "expected_recall": rc.expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model=model)
         }
         if model != "poisson":
-            d = rc.recall_distribution(
-                n, k, num_buckets=b, k_per_bucket=kb, model=model, full=False
-            )
-            entry["std"] = d.std
+            try:
+                d = rc.recall_distribution(
+                    n, k, num_buckets=b, k_per_bucket=kb, model=model, full=False
+                )
+                entry["std"] = d.std
+            except rc._LimitError:  # the variance's pair sum is over its work limit
+                entry["std"] = None
         models[model] = entry
     if kb == 1:
         models["xla (1-1/M)^(K-1)"] = {"expected_recall": rc.expected_recall_xla(k, num_bins=b)}
@@ -94,7 +133,7 @@ def compute(args: argparse.Namespace) -> dict:
         for model in rc.MODELS:
             try:
                 need[model] = rc.buckets_for_recall(n, k, args.target, k_per_bucket=kb, model=model)
-            except ValueError:
+            except rc._UnreachableError:
                 need[model] = None  # not reachable with b <= n
         if kb == 1 and args.target < 1:
             need["xla rule ceil((1-K)/ln r)"] = rc.bins_for_recall_xla(k, args.target)
@@ -111,7 +150,7 @@ def _print(res: dict) -> None:
     )
     print(f"{'model':<30} {'E[recall]':>10} {'std':>9}")
     for name, e in res["models"].items():
-        std = f"{e['std']:9.5f}" if "std" in e else " " * 9
+        std = " " * 9 if "std" not in e else "      n/a" if e["std"] is None else f"{e['std']:9.5f}"
         print(f"{name:<30} {e['expected_recall']:10.5f} {std}")
     if "simulation" in res:
         s = res["simulation"]
@@ -137,7 +176,8 @@ def _plot(args: argparse.Namespace, path: str) -> None:
 
     n, k, kb = args.n, args.k, args.k_per_bucket
     lo = -(-k // kb)
-    bs = np.unique(np.round(np.geomspace(lo, n, 80)).astype(np.int64))
+    # Python ints, clamped to [lo, n]: float(n) may round above int64 for n near 2**63.
+    bs = np.array(sorted({min(n, max(lo, round(v))) for v in np.geomspace(lo, n, 80)}))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for model, style in zip(rc.MODELS, ("-", "-", "--"), strict=True):
         r = rc.expected_recall(n, k, num_buckets=bs, k_per_bucket=kb, model=model)
@@ -260,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
     _require(args)
     if args.trials != 0 and args.trials < 2:
         raise ValueError(f"--trials: expected 0 or >= 2, got {args.trials}")
+    _check_up_front(args)
     res = compute(args)
     if args.json:
         print(json.dumps(res, indent=2, default=lambda v: None if v is None else float(v)))
