@@ -52,14 +52,15 @@ ELEMENTWISE_OPS = ("add", "mul", "div", "abs", "sqrt", "rsub", "sum", "softmax",
 
 def fit_line_relative(x, y) -> tuple[float, float]:
     """``(a, b)`` minimising ``sum(((a + b*x) / y - 1)**2)`` (relative least squares),
-    ``a, b >= 0`` (a negative intercept is refitted as ``a = 0``)."""
+    ``a >= 0``, ``b > 0`` (a negative intercept or a non-positive slope is refitted as
+    ``a = 0``)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.shape != y.shape or x.size < 2:
         raise ValueError(f"x, y: expected two arrays of the same length >= 2, got {x.size}")
     A = np.stack([1 / y, x / y], axis=1)
     (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
-    if a < 0:
+    if a < 0 or b <= 0:  # no intercept, or times that do not grow with x: a = 0, b > 0
         a = 0.0
         b = float(np.sum(x / y) / np.sum((x / y) ** 2))
     return float(a), float(b)
