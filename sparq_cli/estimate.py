@@ -9,17 +9,23 @@ Defaults: Llama 2 7B on ``h100-sxm``, fp16, SparQ at 1/8 compression with ``r = 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
 from pathlib import Path
 
 from costmodel import hardware as _hw
-from costmodel.estimate import MAX_SIZE, MAX_WEIGHT_BYTES_PER_PARAM, estimate_decode
+from costmodel.estimate import (
+    BUCKETED_TOPK_SPEEDUP,
+    MAX_SIZE,
+    MAX_WEIGHT_BYTES_PER_PARAM,
+    estimate_decode,
+)
 from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
 from costmodel.shapes import MAX_HEAD_DIM, list_models, load_model
 from costmodel.traffic import dtype_bytes
-from sparq_cli.cli import int_arg, number_arg
+from sparq_cli.cli import int_arg, number_arg, version
 
 DEFAULT_SEQ_LENS = (4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_BATCHES = (1, 64)
@@ -88,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="llama-2-7b",
-        help=f"model shape name or TOML path ({', '.join(list_models())})",
+        help=f"model shape name or TOML path (default llama-2-7b; shipped: "
+        f"{', '.join(list_models())})",
     )
     parser.add_argument(
         "--hardware",
@@ -151,13 +158,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bytes per weight (default: the KV dtype's; Q8_0 = 1.0625; at most 16)",
     )
-    parser.add_argument("--topk", choices=("exact", "bucketed", "none"), default="exact")
+    parser.add_argument(
+        "--topk",
+        choices=("exact", "bucketed", "none"),
+        default="exact",
+        help="how SparQ's top-k is priced: exact (the profile's top-k rate and latency; "
+        "default), bucketed (5.5x the exact rate), none (free, the paper's Eq. 11 view)",
+    )
     parser.add_argument(
         "--store-k-once",
         action="store_true",
         help="SparQ with one (S-major) copy of K: strided step-1 reads",
     )
-    parser.add_argument("--gqa-selection", choices=("shared", "per_head"), default="shared")
+    parser.add_argument(
+        "--gqa-selection",
+        choices=("shared", "per_head"),
+        default="shared",
+        help="SparQ positions under GQA: one selection per KV head shared by its query heads "
+        "(default) or one per query head",
+    )
     parser.add_argument(
         "--implementation",
         choices=("fused", "eager"),
@@ -171,7 +190,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no corrections: eta=1, t0=0, free top-k (bytes / peak BW)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of a table: {version, settings, hardware, rows}",
+    )
+    parser.add_argument(
+        "--csv",
+        metavar="FILE.csv",
+        default=None,
+        help="also write the rows to FILE.csv (one line per (batch, S), the JSON row keys as "
+        "columns)",
+    )
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
@@ -226,7 +256,8 @@ def resolve_hardware(args) -> Hardware:
     return load_hardware("h100-sxm" if args.hardware is None else args.hardware)
 
 
-def compute_rows(args, hw: Hardware) -> list[dict]:
+def model_and_r(args):
+    """The model shape of ``--model`` and SparQ's ``r`` (``--r`` or ``head_dim // 8``)."""
     model = load_model(args.model)
     d = model.head_dim
     r = args.r if args.r is not None else max(1, d // 8)
@@ -234,6 +265,11 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
         raise ValueError(f"--k-divisor: expected >= 1, got {args.k_divisor}")
     if r > d:
         raise ValueError(f"--r: expected <= head_dim ({d}) of {model.name}, got {r}")
+    return model, r
+
+
+def compute_rows(args, hw: Hardware) -> list[dict]:
+    model, r = model_and_r(args)
     n_rows = len(args.batch) * len(args.seq_lens)
     if n_rows > MAX_ROWS:
         raise ValueError(
@@ -282,6 +318,11 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
                     "k_divisor": args.k_divisor,
                     "implementation": args.implementation,
                     "dtype": dense.attention.params["dtype"],
+                    "weight_bytes_per_param": args.weight_bytes,
+                    "store_k_twice": not args.store_k_once,
+                    "topk": "none" if args.ideal else args.topk,
+                    "gqa_selection": args.gqa_selection,
+                    "ideal": bool(args.ideal),
                     "dense_attn_bytes": dense.attention.bytes,
                     "dense_attn_time_s": dense.attention.time_s,
                     "dense_attn_bound": dense.attention.bound,
@@ -302,6 +343,97 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
     return rows
 
 
+def settings_used(args, hw: Hardware, model, r: int) -> dict:
+    """Every setting that changes the numbers, with the profile's values as the estimate
+    uses them (``--ideal``: ``eta = 1``, ``t0 = 0``, free top-k)."""
+    dname, _ = dtype_bytes(args.dtype)
+    ideal = bool(args.ideal)
+    topk = "none" if ideal else args.topk
+    if ideal:
+        profile = {
+            "name": hw.name,
+            "mem_bandwidth_bytes_per_s": hw.mem_bandwidth_bytes_per_s,
+            "peak_flops": hw.peak_flops(dname),
+            "mem_efficiency": 1.0,
+            "flop_efficiency": 1.0,
+            "kernel_latency_s": 0.0,
+            "topk_bytes_per_s": None,
+            "topk_latency_s": None,
+        }
+    else:
+        profile = {
+            "name": hw.name,
+            "mem_bandwidth_bytes_per_s": hw.mem_bandwidth_bytes_per_s,
+            "peak_flops": hw.peak_flops(dname),
+            "mem_efficiency": hw.mem_efficiency,
+            "flop_efficiency": hw.flop_efficiency,
+            "kernel_latency_s": hw.kernel_latency_s,
+            "topk_bytes_per_s": None
+            if topk == "none"
+            else hw.topk_bytes_per_s * (BUCKETED_TOPK_SPEEDUP if topk == "bucketed" else 1.0),
+            "topk_latency_s": None
+            if topk == "none"
+            else (hw.topk_latency_s if hw.topk_latency_s is not None else hw.kernel_latency_s),
+        }
+    profile["mem_capacity_bytes"] = hw.mem_capacity_bytes
+    if args.implementation == "eager":
+        for key in ("host_dispatch_s", "sync_latency_s", "op_mem_efficiency", "op_device_s"):
+            profile[key] = getattr(hw, key, None)
+    return {
+        "profile": profile,
+        "model": model.name,
+        "dtype": dname,
+        "weight_bytes_per_param": args.weight_bytes,
+        "r": r,
+        "k_rule": f"floor(S / {args.k_divisor})",
+        "k_divisor": args.k_divisor,
+        "store_k_twice": not args.store_k_once,
+        "topk": topk,
+        "gqa_selection": args.gqa_selection,
+        "ideal": ideal,
+        "implementation": args.implementation,
+    }
+
+
+def header_lines(settings: dict) -> list[str]:
+    """The table's header: every setting of ``settings`` that changed the numbers."""
+    p = settings["profile"]
+    if settings["ideal"]:
+        eff = "--ideal: eta_mem 1, eta_flop 1, t0 0, top-k free (bytes / peak bandwidth)"
+    else:
+        eff = (
+            f"eta_mem {p['mem_efficiency']:.3g}, eta_flop {p['flop_efficiency']:.3g}, "
+            f"t0 {p['kernel_latency_s'] * 1e6:.3g} us"
+        )
+        if p["topk_bytes_per_s"] is None:
+            eff += ", top-k free (--topk none)"
+        else:
+            eff += (
+                f", top-k {settings['topk']} {p['topk_bytes_per_s'] / 1e9:.3g} GB/s + "
+                f"{p['topk_latency_s'] * 1e6:.3g} us"
+            )
+    line1 = (
+        f"{settings['model']} on {p['name']} ({p['mem_bandwidth_bytes_per_s'] / 1e12:.3g} TB/s, "
+        f"{_fmt_bytes(p['mem_capacity_bytes'])}; {eff})"
+    )
+    wb = settings["weight_bytes_per_param"]
+    line2 = (
+        f"{settings['dtype']} KV"
+        + ("" if wb is None else f", {wb:g} bytes/weight")
+        + f"; SparQ r={settings['r']}, k=S/{settings['k_divisor']} (floor), "
+        + ("K stored twice" if settings["store_k_twice"] else "K stored once (--store-k-once)")
+        + f", GQA selection {settings['gqa_selection']}; implementation "
+        + settings["implementation"]
+    )
+    if settings["implementation"] == "eager":
+        line2 += (
+            f" (attention op by op, wall clock: host dispatch "
+            f"{(p.get('host_dispatch_s') or 0) * 1e6:.3g} us/op, sync "
+            f"{(p.get('sync_latency_s') or 0) * 1e6:.3g} us)"
+        )
+    return [line1, line2]
+
+
 def _fmt_bytes(x: float) -> str:
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if x >= scale:
@@ -317,17 +449,11 @@ def _fmt_time(t: float) -> str:
     return f"{t * 1e6:.1f} us"
 
 
-def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
+def print_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> None:
     out = sys.stdout if out is None else out
-    r0 = rows[0]
-    print(
-        f"{r0['model']} on {hw.name} ({hw.mem_bandwidth_bytes_per_s / 1e12:.3g} TB/s, "
-        f"eta_mem {hw.mem_efficiency:.3g}, t0 {hw.kernel_latency_s * 1e6:.3g} us), "
-        f"{r0['dtype']}, SparQ r={r0['r']}, k=S/{r0['k_divisor']}; "
-        "attention = all layers; step = weights + attention"
-        + ("" if r0["implementation"] == "fused" else "; attention eager (op by op, wall clock)"),
-        file=out,
-    )
+    for line in header_lines(settings):
+        print(line, file=out)
+    print("attention = all layers; step = weights + attention", file=out)
     head = (
         f"{'B':>3} {'S':>7} | {'dense attn':>10} {'time':>9} {'bound':>7} | "
         f"{'SparQ attn':>10} {'time':>9} {'bound':>7} | {'attn x':>6} | "
@@ -353,21 +479,49 @@ def print_table(rows: list[dict], hw: Hardware, out=None) -> None:
         )
 
 
+def check_output_path(flag: str, path: str | None, what: str) -> None:
+    """Refuse an output path whose directory does not exist (or that is a directory)
+    before any work is done."""
+    if path is None:
+        return
+    if not path.strip() or Path(path).is_dir():
+        raise ValueError(f"{flag}: expected a {what} file path, got {path!r}")
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag}: directory {str(parent)!r} does not exist (got {path!r})")
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    """The rows as CSV: one header line (the row keys), one line per row."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
 def run(args) -> int:
+    check_output_path("--plot", args.plot, "PNG")
+    check_output_path("--csv", args.csv, "CSV")
     hw = resolve_hardware(args)
     if args.plot is not None:
-        if not args.plot.strip() or Path(args.plot).is_dir():
-            raise ValueError(f"--plot: expected a PNG file path, got {args.plot!r}")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot: needs matplotlib (pip install matplotlib)") from None
+    model, r = model_and_r(args)
+    settings = settings_used(args, hw, model, r)
     rows = compute_rows(args, hw)
     if args.json:
-        json.dump({"hardware": hw.name, "rows": rows}, sys.stdout, indent=1)
+        doc = {"version": version(), "settings": settings, "hardware": hw.name, "rows": rows}
+        json.dump(doc, sys.stdout, indent=1)
         print()
     else:
-        print_table(rows, hw)
+        print_table(rows, hw, settings)
+    if args.csv is not None:
+        write_csv(args.csv, rows)
+        if not args.json:
+            print(f"wrote {args.csv}")
     if args.plot is not None:
         from costmodel.plot import plot_estimate
 
