@@ -32,6 +32,8 @@ __all__ = [
     "Estimate",
     "Speedup",
     "DecodeEstimate",
+    "OpCost",
+    "decode_ops",
     "estimate_attention",
     "speedup",
     "estimate_decode",
@@ -701,6 +703,90 @@ class DecodeEstimate:
     attention_time_fraction: float
     kv_transfer_fraction: float
     bound: str
+    n_layers: int = 1
+    weights_ops: tuple[StepEstimate, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One op of a decode step (:func:`decode_ops`): totals over the whole model.
+
+    ``calls`` is how many times the op runs per step (``n_layers`` for a per-layer op, 1 for
+    the output projection and the eager synchronisation); ``per_layer`` says whether the
+    whole-model figures divided by ``n_layers`` are one layer's."""
+
+    op: str
+    part: str
+    bytes: float
+    flops: float
+    time_s: float
+    bound: str
+    calls: int
+    per_layer: bool
+
+
+#: display names of the fused kernels of :func:`costmodel.traffic.attention_traffic`
+_OP_LABELS = {
+    "attention": "dense attention",
+    "step1": "SparQ step 1 (approximate scores)",
+    "topk": "SparQ top-k",
+    "step3": "SparQ gathered attention",
+}
+
+
+def decode_ops(est: DecodeEstimate) -> tuple[OpCost, ...]:
+    """Per-op breakdown of one decode step: the attention kernels (fused: dense attention, or
+    SparQ step 1, top-k and gathered attention; eager: each framework op, plus the host
+    dispatch and synchronisation the device does not hide), the weights' GEMVs of the
+    layers, the output projection (with the final norm) and, when the estimate has one, the
+    all-reduce. The ``time_s`` of the ops add up to ``est.time_s``."""
+    if not isinstance(est, DecodeEstimate):
+        raise TypeError(f"est: expected a DecodeEstimate, got {type(est).__name__}")
+    L = est.n_layers
+    att = est.attention
+    merged: dict[str, list] = {}
+    for kern in att.kernels:
+        acc = merged.setdefault(kern.kernel, [0.0, 0.0, 0.0, {}, 0])
+        acc[0] += kern.bytes
+        acc[1] += kern.flops
+        acc[2] += kern.time_s
+        acc[3][kern.bound] = acc[3].get(kern.bound, 0.0) + kern.time_s
+        acc[4] += 1
+    out = []
+    for name, (nb, nf, t, bounds, n) in merged.items():
+        out.append(
+            OpCost(
+                _OP_LABELS.get(name, name) if att.params.get("implementation") != "eager"
+                else f"{att.method} eager {name}",
+                "attention",
+                nb,
+                nf,
+                t,
+                max(bounds, key=bounds.get),
+                L if n == 1 else n,
+                True,
+            )
+        )  # fmt: skip
+    rest = att.time_s - sum(o.time_s for o in out)
+    if att.params.get("implementation") == "eager" and rest > 0:
+        out.append(
+            OpCost("eager host dispatch + sync (not hidden)", "attention", 0.0, 0.0, rest,
+                   "latency", 1, False)
+        )  # fmt: skip
+    for w in est.weights_ops:
+        out.append(
+            OpCost(
+                w.kernel,
+                "weights",
+                w.bytes,
+                w.flops,
+                w.time_s,
+                w.bound,
+                L if w.kernel.startswith("weights") else 1,
+                w.kernel.startswith("weights"),
+            )
+        )
+    return tuple(out)
 
 
 def estimate_decode(
@@ -789,6 +875,7 @@ def estimate_decode(
         hw_eff.flop_efficiency * hw_eff.peak_flops(dname),
         (m.n_layers + 1) * hw_eff.kernel_latency_s,
     )
+    w_ops = _weights_ops(m, wb, B, hw_eff, dname)
     total = w_time + att.time_s
     bound = w_bound if w_time >= att.time_s else att.bound
     return DecodeEstimate(
@@ -806,4 +893,28 @@ def estimate_decode(
         attention_time_fraction=att.time_s / total,
         kv_transfer_fraction=att.bytes / (att.bytes + w_bytes),
         bound=bound,
+        n_layers=m.n_layers,
+        weights_ops=w_ops,
     )
+
+
+def _weights_ops(m: ModelShape, wb: float, B: int, hw: Hardware, dname: str):
+    """The weights' GEMVs as two ops: every layer's block (``n_layers`` launches) and the
+    output projection with the final norm (one launch); same intensity, so their times add
+    up to the one roofline of all weights."""
+    bw = hw.mem_efficiency * hw.mem_bandwidth_bytes_per_s
+    fl = hw.flop_efficiency * hw.peak_flops(dname)
+    layer_params = m.n_layers * m.params_per_layer
+    head_params = m.params_read_per_step - layer_params
+    out = []
+    for name, params, calls in (
+        ("weights GEMVs (attention + FFN)", layer_params, m.n_layers),
+        ("output projection GEMV (+ final norm, embedding row)", head_params, 1),
+    ):
+        nb, nf = params * wb, 2.0 * params * B
+        mem, comp, t, bound = _roofline(nb, nf, bw, fl, calls * hw.kernel_latency_s)
+        out.append(
+            StepEstimate(name, nb, nf, mem if mem >= comp else 0.0, comp if comp > mem else 0.0,
+                         calls * hw.kernel_latency_s, 0.0, t, bound)
+        )  # fmt: skip
+    return tuple(out)

@@ -20,6 +20,7 @@ from costmodel.estimate import (
     BUCKETED_TOPK_SPEEDUP,
     MAX_SIZE,
     MAX_WEIGHT_BYTES_PER_PARAM,
+    decode_ops,
     estimate_decode,
 )
 from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
@@ -196,6 +197,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print JSON instead of a table: {version, settings, hardware, rows}",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also show each op of the decode step (dense attention; SparQ step 1, top-k, "
+        "gathered attention; the weights' GEMVs): bytes, FLOPs, time and bound per layer and "
+        "for the whole model (JSON: a 'breakdown' list)",
+    )
+    parser.add_argument(
         "--csv",
         metavar="FILE.csv",
         default=None,
@@ -268,7 +276,9 @@ def model_and_r(args):
     return model, r
 
 
-def compute_rows(args, hw: Hardware) -> list[dict]:
+def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict]:
+    """One dict per (batch, S); ``estimates``, when given, receives ``(dense, sparq)``
+    :class:`~costmodel.estimate.DecodeEstimate` pairs in the same order."""
     model, r = model_and_r(args)
     n_rows = len(args.batch) * len(args.seq_lens)
     if n_rows > MAX_ROWS:
@@ -306,6 +316,8 @@ def compute_rows(args, hw: Hardware) -> list[dict]:
                 gqa_selection=args.gqa_selection,
                 **common,
             )
+            if estimates is not None:
+                estimates.append((dense, sparq))
             mem_needed = dense.weights_bytes + (sparq.attention.traffic.kv_cache_bytes)
             rows.append(
                 {
@@ -479,6 +491,79 @@ def print_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> Non
         )
 
 
+def breakdown_rows(rows: list[dict], estimates: list) -> list[dict]:
+    """Per-op rows (:func:`costmodel.estimate.decode_ops`) of every (batch, S) and method:
+    whole-model bytes, FLOPs and time, and one layer's where the op runs once per layer."""
+    out = []
+    for row, pair in zip(rows, estimates, strict=True):
+        for est in pair:
+            L = est.n_layers
+            for op in decode_ops(est):
+                out.append(
+                    {
+                        "batch": row["batch"],
+                        "seq_len": row["seq_len"],
+                        "method": est.method,
+                        "op": op.op,
+                        "part": op.part,
+                        "calls": op.calls,
+                        "bytes": op.bytes,
+                        "flops": op.flops,
+                        "time_s": op.time_s,
+                        "bound": op.bound,
+                        "layer_bytes": op.bytes / L if op.per_layer else None,
+                        "layer_flops": op.flops / L if op.per_layer else None,
+                        "layer_time_s": op.time_s / L if op.per_layer else None,
+                    }
+                )
+    return out
+
+
+def _fmt_flops(x: float) -> str:
+    for unit, scale in (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6), ("kF", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f} F"
+
+
+def print_breakdown(brows: list[dict], n_layers: int, out=None) -> None:
+    """The per-op table: one block per (batch, S)."""
+    out = sys.stdout if out is None else out
+    head = (
+        f"{'op':<40} | {'bytes':>9} {'FLOPs':>9} {'time':>9} | {'bytes':>9} {'FLOPs':>9} "
+        f"{'time':>9} {'share':>5} | bound"
+    )
+    sub = f"{'':<40} | {'one layer':^29} | {f'whole model ({n_layers} layers)':^35} |"
+    key = None
+    for b in brows:
+        if (b["batch"], b["seq_len"], b["method"]) != key:
+            key = (b["batch"], b["seq_len"], b["method"])
+            total = sum(
+                x["time_s"] for x in brows if (x["batch"], x["seq_len"], x["method"]) == key
+            )
+            meth = "dense" if b["method"] == "dense" else "SparQ"
+            print(
+                f"\n{meth} decode step, B={b['batch']}, S={b['seq_len']}: {_fmt_time(total)}",
+                file=out,
+            )
+            print(sub, file=out)
+            print(head, file=out)
+            print("-" * len(head), file=out)
+        if b["layer_time_s"] is None:
+            layer = f"{'-':>9} {'-':>9} {'-':>9}"
+        else:
+            layer = (
+                f"{_fmt_bytes(b['layer_bytes']):>9} {_fmt_flops(b['layer_flops']):>9} "
+                f"{_fmt_time(b['layer_time_s']):>9}"
+            )
+        print(
+            f"{b['op'][:40]:<40} | {layer} | {_fmt_bytes(b['bytes']):>9} "
+            f"{_fmt_flops(b['flops']):>9} {_fmt_time(b['time_s']):>9} "
+            f"{100 * b['time_s'] / total:>4.0f}% | {b['bound']}",
+            file=out,
+        )
+
+
 def check_output_path(flag: str, path: str | None, what: str) -> None:
     """Refuse an output path whose directory does not exist (or that is a directory)
     before any work is done."""
@@ -511,13 +596,19 @@ def run(args) -> int:
             raise ValueError("--plot: needs matplotlib (pip install matplotlib)") from None
     model, r = model_and_r(args)
     settings = settings_used(args, hw, model, r)
-    rows = compute_rows(args, hw)
+    estimates: list = []
+    rows = compute_rows(args, hw, estimates)
+    brows = breakdown_rows(rows, estimates) if args.breakdown else None
     if args.json:
         doc = {"version": version(), "settings": settings, "hardware": hw.name, "rows": rows}
+        if brows is not None:
+            doc["breakdown"] = brows
         json.dump(doc, sys.stdout, indent=1)
         print()
     else:
         print_table(rows, hw, settings)
+        if brows is not None:
+            print_breakdown(brows, model.n_layers)
     if args.csv is not None:
         write_csv(args.csv, rows)
         if not args.json:
