@@ -2,7 +2,10 @@
 
 Only what a decode step's traffic depends on: layer count, widths, heads, FFN size, vocabulary
 and the few architecture switches that change the parameter count (gated FFN, biases, tied
-embeddings). Every value cites the Hugging Face ``config.json`` it came from.
+embeddings). Every value of a shipped shape cites the Hugging Face ``config.json`` it came
+from (``[sources.KEY]`` tables, required there); a user's TOML file may leave ``sources``
+out, or give them for some keys. :func:`load_model` also reads a Hugging Face
+``config.json`` directly (:mod:`costmodel.hfconfig`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ MAX_MODEL_INT = 2**24
 #: 1.2 s at 4096), so the cost model accepts d <= 1024
 MAX_HEAD_DIM = 1024
 _BOOL_KEYS = ("gated_ffn", "linear_bias", "norm_bias", "tied_embeddings")
-_REQUIRED = {"name", "description", "sources", *_INT_KEYS, *_BOOL_KEYS}
+_REQUIRED = {"name", "description", *_INT_KEYS, *_BOOL_KEYS}
 
 
 @dataclass(frozen=True)
@@ -169,13 +172,27 @@ def _validate_shape(values: dict, *, origin: str | None) -> dict:
     return out
 
 
-def parse_model(text: str, origin: str) -> ModelShape:
-    """Parse and validate one model-shape TOML text."""
+def parse_model(text: str, origin: str, *, require_sources: bool = True) -> ModelShape:
+    """Parse and validate one model-shape TOML text.
+
+    With ``require_sources`` (the shipped shapes) a ``[sources.KEY]`` table is required for
+    every number and switch; without it (a user's file) ``sources`` may be absent, and the
+    keys it gives sources for are checked."""
     data = loads_toml(text, origin)
-    check_keys(data, required=_REQUIRED, optional=set(), origin=origin)
+    required = _REQUIRED | ({"sources"} if require_sources else set())
+    check_keys(data, required=required, optional={"sources"}, origin=origin)
     values = _validate_shape(data, origin=origin)
-    sources = check_sources(data["sources"], set(_INT_KEYS) | set(_BOOL_KEYS), origin)
+    if "sources" not in data:
+        return ModelShape(**values)
+    keys = set(_INT_KEYS) | set(_BOOL_KEYS)
+    if not require_sources and isinstance(data["sources"], dict):
+        keys = keys & set(data["sources"])  # what it gives is checked; others are unknown
+    sources = check_sources(data["sources"], keys, origin)
     return ModelShape(sources=sources, **values)
+
+
+def _parse_user_model(text: str, origin: str) -> ModelShape:
+    return parse_model(text, origin, require_sources=False)
 
 
 def list_models() -> list[str]:
@@ -184,7 +201,8 @@ def list_models() -> list[str]:
 
 
 def load_model(name_or_path: str | os.PathLike | ModelShape) -> ModelShape:
-    """Load a shipped model shape by name (``"llama-2-7b"``) or a TOML file by path.
+    """Load a shipped model shape by name (``"llama-2-7b"``), a TOML file by path, or a
+    Hugging Face ``config.json`` (a path ending in ``.json``; :mod:`costmodel.hfconfig`).
 
     Errors as :func:`costmodel.hardware.load_hardware` (unknown name, invalid or unreadable
     file: ``ValueError``; missing file: ``FileNotFoundError`` that is also a ``ValueError``;
@@ -196,5 +214,17 @@ def _load(name_or_path, argname: str) -> ModelShape:
     """:func:`load_model` with errors naming the caller's argument ``argname``."""
     if isinstance(name_or_path, ModelShape):
         return name_or_path
+    if isinstance(name_or_path, (str, os.PathLike)):
+        s = os.fspath(name_or_path)
+        if isinstance(s, str) and s.endswith(".json"):
+            from costmodel.hfconfig import load_hf_config
+
+            return load_hf_config(s, argname=argname)
+        if isinstance(s, str) and (s.endswith(".toml") or os.sep in s or "/" in s):
+            parse = _parse_user_model
+        else:
+            parse = parse_model
+    else:
+        parse = parse_model
     return load_named(name_or_path, package="costmodel.models", what="model shape",
-                      kinds="models", parse=parse_model, argname=argname)  # fmt: skip
+                      kinds="models", parse=parse, argname=argname)  # fmt: skip

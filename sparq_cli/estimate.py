@@ -95,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="llama-2-7b",
-        help=f"model shape name or TOML path (default llama-2-7b; shipped: "
+        help="model: a shipped name, a model TOML path or a Hugging Face config.json path "
+        f"(Llama, Mistral, Gemma, Qwen2, GPT-NeoX/Pythia; default llama-2-7b; shipped: "
         f"{', '.join(list_models())})",
     )
     parser.add_argument(
