@@ -867,31 +867,29 @@ def _check_positions(pos, truth, mask, per, G, p, dtype, naives, skip, allow):
         rest = score[: valid.size - n_local]
         tol_all = max(tol_all, tol)
         chosen = np.searchsorted(valid, np.setdiff1d(pos[b, g, :n], valid[valid.size - n_local :]))
+        # Each chosen non-local position must reach the (k - window)-th best score and, for
+        # the bucketed top-k, also the k_b-th best score of its own bucket (up to the
+        # tolerance), i.e. be among its bucket's top k_b and the top candidates.
         if p.get("topk", "exact") == "bucketed":
-            # Each chosen position must be among its bucket's top k_b and among the top
-            # ``need`` candidates, both up to the tolerance.
             bucket_kth, kth, _ = _bucketed_thresholds(rest, need, p)
-            short_b = bucket_kth[chosen] - score[chosen]
-            if short_b.max() > tol:
-                i = int(np.argmax(short_b))
+            thresholds = [(bucket_kth[chosen], "the k_per_bucket-th best score {:.6g} of its"
+                           " bucket")]  # fmt: skip
+            label = f"the {need}-th best candidate score {{:.6g}} (bucketed top-k)"
+        else:
+            thresholds = []
+            kth = np.sort(rest)[::-1][need - 1]
+            label = f"the {need}-th best non-local score {{:.6g}}"
+        thresholds.append((np.full(chosen.size, kth), label))
+        for thresh, what in thresholds:
+            short = thresh - score[chosen]
+            if short.max() > tol:
+                i = int(np.argmax(short))
                 return StepResult(
-                    "positions", "fail", float(short_b.max()), tol, where,
+                    "positions", "fail", float(short.max()), tol, where,
                     f"position {valid[chosen[i]]} has selection score {score[chosen[i]]:.6g}"
-                    f" below the k_per_bucket-th best score {bucket_kth[chosen[i]]:.6g} of its"
-                    f" bucket by more than {tol:.3g} at {where} (bucketed top-k)",
+                    f" below {what.format(thresh[i])} by more than {tol:.3g} at {where}",
                     int(skip.sum()),
                 )  # fmt: skip
-        else:
-            kth = np.sort(rest)[::-1][need - 1]
-        short = kth - score[chosen]
-        if short.max() > tol:
-            i = int(np.argmax(short))
-            return StepResult(
-                "positions", "fail", float(short.max()), tol, where,
-                f"position {valid[chosen[i]]} has selection score {score[chosen[i]]:.6g}"
-                f" below the {need}-th best non-local score {kth:.6g} by more than"
-                f" {tol:.3g} at {where}", int(skip.sum()),
-            )  # fmt: skip
         worst = max(worst, float(max(short.max(), 0.0)))
     return StepResult("positions", "pass", worst, tol_all, "tie-safe: score >= k-th best - tol",
                       not_judged=int(skip.sum()))  # fmt: skip
