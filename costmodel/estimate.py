@@ -44,7 +44,7 @@ __all__ = [
     "MAX_WEIGHT_BYTES_PER_PARAM",
 ]
 
-#: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (docs/topk.md):
+#: exact torch.topk 40-180 GB/s vs bucketed 0.17-1.28 TB/s on H100 PCIe (docs/costmodel.md, 3):
 #: ratio of geometric means sqrt(170*1280)/sqrt(40*180) = 5.5
 BUCKETED_TOPK_SPEEDUP = 5.5
 

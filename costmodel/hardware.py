@@ -386,9 +386,12 @@ def _load(name_or_path, argname: str) -> Hardware:
 
 #: defaults for an ad-hoc datasheet profile, with the reason for each (docs/costmodel.md)
 ADHOC_DEFAULTS: dict[str, tuple[float, str]] = {
-    "mem_efficiency": (0.8, "spec costmodel.md: eta_mem ~0.8 at large working sets"),
+    "mem_efficiency": (
+        0.8,
+        "eta_mem ~0.8 at large working sets (NVIDIA aiconfigurator: bytes / (0.8 BW))",
+    ),
     "flop_efficiency": (0.7, "assumption: typical large-GEMM fraction of dense peak"),
-    "kernel_latency_s": (1e-5, "spec costmodel.md: 7-15 us per decode-attention call"),
+    "kernel_latency_s": (1e-5, "7-15 us per decode-attention call in public kernel measurements"),
     "mem_transaction_bytes": (32, "NVIDIA sector size (CUDA C++ best practices guide)"),
     "topk_fraction_of_bandwidth": (
         0.06,

@@ -1,8 +1,9 @@
 """Memory traffic of one decode step of attention: the paper's formulas and a byte-level model.
 
 :func:`transfers` reproduces the paper's element counts exactly (SparQ Attention, Ribar et
-al., ICML 2024, §3 Eq. 3 and Eq. 11, App. G; peers as in spec costmodel.md). They count
-scalar elements per attention head and ignore layout, dtype, granularity and top-k.
+al., ICML 2024, §3 Eq. 3 and Eq. 11, App. G; peers as in their own papers, listed in
+docs/costmodel.md section 1). They count scalar elements per attention head and ignore
+layout, dtype, granularity and top-k.
 
 :func:`attention_traffic` goes past the paper: it counts bytes per step of a real kernel
 sequence (step-1 column reads with transaction granularity, score write, top-k input, k-row

@@ -1,6 +1,6 @@
 """Smoke tests of ``sparq estimate`` and ``sparq hardware`` (in-process, via sparq_cli.cli).
 
-Expected values: defaults from the issue/spec (Llama 2 7B on h100-sxm, r = d/8 = 16,
+Expected values: the documented defaults (docs/costmodel.md: Llama 2 7B on h100-sxm, r = d/8 = 16,
 k = S/16, S 4k..128k, batch 1 and 64); the model's own outputs are only checked for shape
 and for consistency with the library call they wrap.
 """

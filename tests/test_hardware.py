@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -------------------------------------------------------------------------- profiles
-# spec costmodel.md hardware table: bandwidth in bytes/s (lower and upper of the figures
-# it lists) and dense fp16/bf16 FLOP/s (None where the table gives none)
-SPEC_TABLE = {
+# vendor datasheet figures (docs/costmodel.md section 5): bandwidth in bytes/s (lower and
+# upper of the figures quoted) and dense fp16/bf16 FLOP/s (None where no vendor figure is given)
+DATASHEET_FIGURES = {
     "a100-40gb-sxm": ((1.555e12, 1.6e12), 312e12),
     "a100-80gb-sxm": ((2.0e12, 2.039e12), 312e12),
     "h100-sxm": ((3.072e12, 3.4e12), 989e12),
@@ -56,14 +56,14 @@ SPEC_TABLE = {
 }
 
 
-def test_every_spec_device_has_a_profile():
-    assert set(SPEC_TABLE) <= set(list_hardware())
+def test_every_listed_device_has_a_profile():
+    assert set(DATASHEET_FIGURES) <= set(list_hardware())
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_TABLE))
-def test_profile_loads_and_matches_spec_table(name):
+@pytest.mark.parametrize("name", sorted(DATASHEET_FIGURES))
+def test_profile_loads_and_matches_datasheet_figures(name):
     hw = load_hardware(name)
-    (lo, hi), flops = SPEC_TABLE[name]
+    (lo, hi), flops = DATASHEET_FIGURES[name]
     # the IPU's table column is its on-chip SRAM; its main memory is streaming memory
     bw = hw.onchip_bandwidth_bytes_per_s if hw.kind == "ipu" else hw.mem_bandwidth_bytes_per_s
     assert lo * 0.995 <= bw <= hi * 1.005

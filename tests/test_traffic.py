@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("dense", {}, 1_048_832),
         # paper Eq. 11: S*r + 2*k*d + 4*d = 131072 + 32768 + 512
         ("sparq", {"r": 32, "k": 128}, 164_352),
-        # spec (plot notebook): S*r + 2*k*d + 5*d with reallocation = ... + 640
+        # the paper's public plot notebook: S*r + 2*k*d + 5*d with reallocation = ... + 640
         ("sparq", {"r": 32, "k": 128, "variant": "notebook"}, 164_480),
         # ... 3*d without reallocation = ... + 384
         ("sparq", {"r": 32, "k": 128, "variant": "notebook", "reallocation": False}, 164_224),
@@ -44,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
         ("lm_infinite", {"k": 128}, 33_024),
         # FlexGen: S*d + k*d + 2*d = 524288 + 16384 + 256
         ("flexgen", {"k": 128}, 540_928),
-        # Quest (spec): 2*d*ceil(S/P) + 2*d*k = 2*128*256 + 32768 with P = 16
+        # Quest (its paper): 2*d*ceil(S/P) + 2*d*k = 2*128*256 + 32768 with P = 16
         ("quest", {"k": 128, "page_size": 16}, 98_304),
-        # DoubleSparsity (spec): S*r*(bits/16) + 2*k*d, 4-bit labels: 32768 + 32768
+        # DoubleSparsity (its paper): S*r*(bits/16) + 2*k*d, 4-bit labels: 32768 + 32768
         ("double_sparsity", {"r": 32, "k": 128, "bits": 4}, 65_536),
-        # Loki (spec): S*r + 2*k*d
+        # Loki (its paper): S*r + 2*k*d
         ("loki", {"r": 32, "k": 128}, 163_840),
     ],
 )
@@ -73,7 +73,7 @@ def test_table4_theoretical_speedup_6_4():
 
 
 def test_ipu_theoretical_speedup_7_53():
-    # paper §6 / spec: IPU theoretical 7.53x at S = 16384, r 32, k 128, d 128
+    # paper §6: IPU theoretical 7.53x at S = 16384, r 32, k 128, d 128
     S, d, r, k = 16384, 128, 32, 128
     ratio = 2 * S * d / (transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) - 4 * d)
     assert round(ratio, 2) == 7.53
@@ -85,7 +85,7 @@ def test_ipu_theoretical_speedup_7_53():
     kfrac=st.floats(0.0, 1.0),
 )
 def test_flexgen_never_below_half_of_dense(S, d, kfrac):
-    # spec: FlexGen top-k is "never below 1/2 of dense" (it reads all of K)
+    # FlexGen top-k is "never below 1/2 of dense" (it reads all of K)
     k = max(1, min(S, int(kfrac * S)))
     assert 2 * transfers("flexgen", seq_len=S, head_dim=d, k=k) >= transfers(
         "dense", seq_len=S, head_dim=d
@@ -94,7 +94,7 @@ def test_flexgen_never_below_half_of_dense(S, d, kfrac):
 
 @given(S=st.integers(16, 1 << 17), d=st.sampled_from([64, 80, 128, 256]))
 def test_sparq_compression_roughly_r_over_2d_plus_k_over_s(S, d):
-    # spec: compression ratio ~ r/(2d) + k/S; exact algebra: (S*r + 2kd + 4d)/(2Sd + 2d)
+    # compression ratio ~ r/(2d) + k/S; exact algebra: (S*r + 2kd + 4d)/(2Sd + 2d)
     r, k = max(1, d // 8), max(1, S // 16)
     c = compression_ratio("sparq", seq_len=S, head_dim=d, r=r, k=k)
     approx = r / (2 * d) + k / S
