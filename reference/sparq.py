@@ -585,6 +585,22 @@ _STEP3_BLOCK = 256
 
 
 @njit_serial
+def _sweep4(q0, q1, q2, q3, b0, b1, b2, b3, n, acc):
+    """``acc[j] += q0 b0[j] + q1 b1[j] + q2 b2[j] + q3 b3[j]`` for ``j < n``; ``b*`` are
+    float64 rows or rows in a cache dtype (widened exactly): one compiled expression for
+    both step-3 routes, so K read once or twice gives bit-identical logits."""
+    for jj in range(n):
+        acc[jj] += q0 * widen(b0[jj]) + q1 * widen(b1[jj]) + q2 * widen(b2[jj]) + q3 * widen(b3[jj])
+
+
+@njit_serial
+def _sweep1(qv, bu, n, acc):
+    """``acc[j] += qv bu[j]`` for ``j < n`` (the components left after groups of four)."""
+    for jj in range(n):
+        acc[jj] += qv * widen(bu[jj])
+
+
+@njit_serial
 def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     """Step 3: ``s[h, j] = (sum_u qs[h, u] K[j, comps[u]]) / tau[h]`` at valid ``j``, -inf at
     masked ``j`` (computed, then overwritten), ``qs`` (G, r) the kept query components. Also
@@ -592,10 +608,11 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     returns NaN iff some valid logit is not finite (else 0). Each block of positions is
     finished while it is in cache.
 
-    With ``has_kt`` the key columns come from rows of the transposed copy ``KT`` (d, S)
-    (contiguous segments), otherwise from the rows of ``K`` (S, d). Either way a block of
-    columns is first widened into the same float64 buffer and reduced by the same loop, so
-    the two routes give bit-identical logits."""
+    With ``has_kt`` the key columns are read in place from rows of the transposed copy
+    ``KT`` (d, S) (contiguous segments), otherwise gathered from the rows of ``K`` (S, d)
+    into a float64 block first. Either way the same expression (:func:`_sweep4`,
+    :func:`_sweep1`; widening is exact) reduces them in the same order, so the two routes give
+    bit-identical logits (tested for every cache dtype)."""
     G, r = qs.shape
     S, d = K.shape
     blk = np.empty((r, _STEP3_BLOCK))
@@ -603,13 +620,7 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     chk = 0.0
     for j0 in range(0, S, _STEP3_BLOCK):
         n = min(_STEP3_BLOCK, S - j0)
-        if has_kt:
-            for u in range(r):
-                ktr = KT[comps[u]]
-                bu = blk[u]
-                for jj in range(n):
-                    bu[jj] = widen(ktr[j0 + jj])
-        else:
+        if not has_kt:
             for jj in range(n):
                 krow = K[j0 + jj]
                 for u in range(r):
@@ -620,15 +631,18 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
             u = 0
             while u + 4 <= r:  # four components per sweep over the block
                 q0, q1, q2, q3 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
-                b0, b1, b2, b3 = blk[u], blk[u + 1], blk[u + 2], blk[u + 3]
-                for jj in range(n):
-                    acc[jj] += q0 * b0[jj] + q1 * b1[jj] + q2 * b2[jj] + q3 * b3[jj]
+                if has_kt:  # contiguous segments of the transposed copy, read in place
+                    _sweep4(q0, q1, q2, q3, KT[comps[u], j0 : j0 + n],
+                            KT[comps[u + 1], j0 : j0 + n], KT[comps[u + 2], j0 : j0 + n],
+                            KT[comps[u + 3], j0 : j0 + n], n, acc)  # fmt: skip
+                else:
+                    _sweep4(q0, q1, q2, q3, blk[u], blk[u + 1], blk[u + 2], blk[u + 3], n, acc)
                 u += 4
             while u < r:
-                qv = qs[h, u]
-                bu = blk[u]
-                for jj in range(n):
-                    acc[jj] += qv * bu[jj]
+                if has_kt:
+                    _sweep1(qs[h, u], KT[comps[u], j0 : j0 + n], n, acc)
+                else:
+                    _sweep1(qs[h, u], blk[u], n, acc)
                 u += 1
             th = tau[h]
             sh = s[h]

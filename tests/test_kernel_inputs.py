@@ -161,10 +161,11 @@ def test_k_cache_t_is_bit_identical(dtype):
     kt = transpose_keys(K)
     assert kt.shape == (2, 2, 32, 1500) and kt.dtype == K.dtype and kt.flags.c_contiguous
     bucketed = {"topk": "bucketed", "num_buckets": 46, "k_per_bucket": 2}
-    for opts in ({}, bucketed, {"selection": "head"}):
-        a = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
+    for opts in ({}, bucketed, {"selection": "head"}, {"r": 16}, {"r": 3}):
+        opts = {"r": 6, **opts}  # r = 16: four sweeps of four components; 3: singles only
+        a = sparq_attention(q, K, V, k=100, local_window=8, mask=mask, return_steps=True,
                             **opts)  # fmt: skip
-        b = sparq_attention(q, K, V, r=6, k=100, local_window=8, mask=mask, return_steps=True,
+        b = sparq_attention(q, K, V, k=100, local_window=8, mask=mask, return_steps=True,
                             k_cache_t=kt, **opts)  # fmt: skip
         for f in ("out", "components", "approx_logits", "positions", "alpha", "v_mean", "y"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
