@@ -34,6 +34,9 @@ __all__ = [
     "DecodeEstimate",
     "OpCost",
     "decode_ops",
+    "allreduce_time",
+    "tp_heads",
+    "TP_FIELDS",
     "estimate_attention",
     "speedup",
     "estimate_decode",
@@ -683,6 +686,13 @@ class DecodeEstimate:
         All layers' attention (KV per sequence).
     attention_time_fraction : float
         ``attention.time_s / time_s``.
+    tp : int
+        Devices the model is split over (tensor parallelism); every byte and time figure is
+        one device's (all devices run in parallel).
+    allreduce_s : float
+        The all-reduces of a tensor-parallel step (two per layer; 0 for ``tp = 1``).
+    allreduce_message_bytes : float
+        Size of one all-reduce's message (``batch x d_model x`` activation bytes).
     kv_transfer_fraction : float
         ``attention bytes / (attention + weights bytes)``.
     bound : str
@@ -705,6 +715,10 @@ class DecodeEstimate:
     bound: str
     n_layers: int = 1
     weights_ops: tuple[StepEstimate, ...] = ()
+    tp: int = 1
+    allreduce_s: float = 0.0
+    allreduce_message_bytes: float = 0.0
+    n_allreduce: int = 0
 
 
 @dataclass(frozen=True)
@@ -786,6 +800,19 @@ def decode_ops(est: DecodeEstimate) -> tuple[OpCost, ...]:
                 w.kernel.startswith("weights"),
             )
         )
+    if est.tp > 1:
+        out.append(
+            OpCost(
+                f"all-reduce (2 per layer, {est.tp} devices)",
+                "communication",
+                est.n_allreduce * 2.0 * (est.tp - 1) / est.tp * est.allreduce_message_bytes,
+                0.0,
+                est.allreduce_s,
+                "communication",
+                est.n_allreduce,
+                True,
+            )
+        )
     return tuple(out)
 
 
@@ -806,6 +833,7 @@ def estimate_decode(
     bucketed_topk_speedup: float = BUCKETED_TOPK_SPEEDUP,
     ideal: bool = False,
     implementation: str = "fused",
+    tp: int = 1,
 ) -> DecodeEstimate:
     """Time of one decode step of ``model`` for ``batch`` sequences of ``seq_len`` positions.
 
@@ -820,9 +848,19 @@ def estimate_decode(
     weights' matmuls are priced as fused kernels either way (the host cost of an eager
     model's other ops is not counted).
 
+    ``tp`` (tensor parallelism, Megatron-style): each of ``tp`` devices holds
+    ``n_heads / tp`` query heads with their KV heads (``n_kv_heads / tp``, or one KV head
+    replicated when ``tp > n_kv_heads``) and ``1 / tp`` of the weights; every layer ends its
+    attention block and its MLP with an all-reduce of the ``batch x d_model`` activations
+    (two per layer), each priced as a ring: ``allreduce_latency_s + 2 (tp - 1) / tp x
+    message / link_bandwidth_bytes_per_s`` (both from the profile; ``ideal`` drops the
+    latency). The result is one device's step (all run in parallel).
+
     Arguments are checked as in :func:`estimate_attention`; ``weight_bytes_per_param`` is
     None or a finite number in ``(0, MAX_WEIGHT_BYTES_PER_PARAM]``; ``model`` a
-    :class:`~costmodel.shapes.ModelShape`, a shipped name or a TOML path.
+    :class:`~costmodel.shapes.ModelShape`, a shipped name or a TOML path; ``tp`` an int
+    that divides ``n_heads`` and divides or is a multiple of ``n_kv_heads``, on a profile
+    with ``link_bandwidth_bytes_per_s`` and ``allreduce_latency_s`` when above 1.
     """
     method = _method("method", method)
     store_k_twice = _flag("store_k_twice", store_k_twice)
@@ -837,6 +875,8 @@ def estimate_decode(
     m = _shapes._load(model, "model")
     B = _size("batch", batch)
     S = _size("seq_len", seq_len)
+    heads_dev, kv_dev = tp_heads(m, hw, tp)
+    tp = int(tp)
     dname, e = dtype_bytes(dtype)
     if weight_bytes_per_param is None:
         wb = float(e)
@@ -848,8 +888,8 @@ def estimate_decode(
         method,
         hardware=hw,
         batch=B,
-        n_heads=m.n_heads,
-        n_kv_heads=m.n_kv_heads,
+        n_heads=heads_dev,
+        n_kv_heads=kv_dev,
         seq_len=S,
         head_dim=m.head_dim,
         dtype=dtype,
@@ -865,7 +905,7 @@ def estimate_decode(
         implementation=implementation,
     )
     hw_eff = ideal_hardware(hw) if ideal else hw
-    params = m.params_read_per_step
+    params = m.params_read_per_step / tp
     w_bytes = params * wb
     w_flops = 2.0 * params * B
     _, _, w_time, w_bound = _roofline(
@@ -875,9 +915,14 @@ def estimate_decode(
         hw_eff.flop_efficiency * hw_eff.peak_flops(dname),
         (m.n_layers + 1) * hw_eff.kernel_latency_s,
     )
-    w_ops = _weights_ops(m, wb, B, hw_eff, dname)
-    total = w_time + att.time_s
+    w_ops = _weights_ops(m, wb, B, hw_eff, dname, tp)
+    msg = float(B * m.d_model * e)
+    n_ar = 2 * m.n_layers if tp > 1 else 0
+    ar_s = n_ar * allreduce_time(msg, tp, hw, ideal=ideal) if tp > 1 else 0.0
+    total = w_time + att.time_s + ar_s
     bound = w_bound if w_time >= att.time_s else att.bound
+    if ar_s > max(w_time, att.time_s):
+        bound = "communication"
     return DecodeEstimate(
         model=m.name,
         hardware=hw.name,
@@ -895,17 +940,57 @@ def estimate_decode(
         bound=bound,
         n_layers=m.n_layers,
         weights_ops=w_ops,
+        tp=tp,
+        allreduce_s=ar_s,
+        allreduce_message_bytes=msg if tp > 1 else 0.0,
+        n_allreduce=n_ar,
     )
 
 
-def _weights_ops(m: ModelShape, wb: float, B: int, hw: Hardware, dname: str):
+#: profile fields a tensor-parallel estimate needs
+TP_FIELDS = ("link_bandwidth_bytes_per_s", "allreduce_latency_s")
+
+
+def tp_heads(m: ModelShape, hw: Hardware, tp) -> tuple[int, int]:
+    """``(query heads, KV heads)`` of one device when ``m`` is split over ``tp`` devices
+    (checks ``tp``; see :func:`estimate_decode`)."""
+    tp = _size("tp", tp)
+    if tp == 1:
+        return m.n_heads, m.n_kv_heads
+    missing = [f for f in TP_FIELDS if getattr(hw, f) is None]
+    if missing:
+        raise ValueError(
+            f"tp: {tp} devices need the profile fields {missing}, which profile {hw.name!r} "
+            "does not give"
+        )
+    if m.n_heads % tp:
+        raise ValueError(f"tp: expected a divisor of n_heads ({m.n_heads}) of {m.name}, got {tp}")
+    if m.n_kv_heads % tp and tp % m.n_kv_heads:
+        raise ValueError(
+            f"tp: expected a divisor or a multiple of n_kv_heads ({m.n_kv_heads}) of {m.name}, "
+            f"got {tp}"
+        )
+    return m.n_heads // tp, max(1, m.n_kv_heads // tp)
+
+
+def allreduce_time(message_bytes: float, tp: int, hw: Hardware, *, ideal: bool = False) -> float:
+    """One ring all-reduce of ``message_bytes`` over ``tp`` devices:
+    ``allreduce_latency_s + 2 (tp - 1) / tp x message_bytes / link_bandwidth_bytes_per_s``
+    (``ideal``: without the latency); 0 for ``tp = 1``."""
+    if tp == 1:
+        return 0.0
+    lat = 0.0 if ideal else hw.allreduce_latency_s
+    return lat + 2.0 * (tp - 1) / tp * message_bytes / hw.link_bandwidth_bytes_per_s
+
+
+def _weights_ops(m: ModelShape, wb: float, B: int, hw: Hardware, dname: str, tp: int = 1):
     """The weights' GEMVs as two ops: every layer's block (``n_layers`` launches) and the
     output projection with the final norm (one launch); same intensity, so their times add
     up to the one roofline of all weights."""
     bw = hw.mem_efficiency * hw.mem_bandwidth_bytes_per_s
     fl = hw.flop_efficiency * hw.peak_flops(dname)
-    layer_params = m.n_layers * m.params_per_layer
-    head_params = m.params_read_per_step - layer_params
+    layer_params = m.n_layers * m.params_per_layer / tp
+    head_params = m.params_read_per_step / tp - layer_params
     out = []
     for name, params, calls in (
         ("weights GEMVs (attention + FFN)", layer_params, m.n_layers),

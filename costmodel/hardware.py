@@ -92,6 +92,10 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "thread_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
     # CPUs: threads a framework uses by default (datasheet profiles: the physical cores)
     "cpu_cores": (1.0, False, 1e6, True),
+    # tensor parallelism: one direction of one device's link to its peers, and the smallest
+    # time of one all-reduce (estimate_decode(tp=...), docs/costmodel.md "Tensor parallelism")
+    "link_bandwidth_bytes_per_s": (0.0, True, 1e14, False),
+    "allreduce_latency_s": (0.0, False, 1.0, False),
 }
 _ALL_NUMERIC = {**_NUMERIC, **_OPTIONAL_NUMERIC}
 #: smallest plausible value of the rates and efficiencies (checked after "> 0"): anything
@@ -110,6 +114,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "program_bandwidth_bytes_per_s": 1e6,
     "op_mem_efficiency": 1e-3,
     "thread_bandwidth_bytes_per_s": 1e6,
+    "link_bandwidth_bytes_per_s": 1e6,
 }
 _STRINGS = ("name", "description", "kind")
 _REQUIRED = {"name", "description", "kind", "sources"} | set(_NUMERIC)
@@ -191,6 +196,11 @@ class Hardware:
     cpu_cores : int or None
         CPUs: threads a framework uses by default (a datasheet profile's physical cores);
         the default ``threads`` of an estimate when the profile has no measured ``threads``.
+    link_bandwidth_bytes_per_s : float or None
+        Tensor parallelism: bandwidth of one device's links to its peers in one direction
+        (NVLink: half the quoted bidirectional figure). None: no ``tp > 1`` estimate.
+    allreduce_latency_s : float or None
+        Tensor parallelism: the smallest time of one all-reduce (small messages).
     sources : dict
         ``{key: (source, retrieved)}`` for every number above.
     origin : str
@@ -229,6 +239,8 @@ class Hardware:
     program_bandwidth_bytes_per_s: float | None = None
     thread_bandwidth_bytes_per_s: float | None = None
     cpu_cores: int | None = None
+    link_bandwidth_bytes_per_s: float | None = None
+    allreduce_latency_s: float | None = None
     sources: dict = field(default_factory=dict, compare=False, repr=False)
     origin: str = field(default="", compare=False)
 

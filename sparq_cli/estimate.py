@@ -24,6 +24,7 @@ from costmodel.estimate import (
     estimate_decode,
 )
 from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
+from costmodel.request import MAX_GEN_LEN, estimate_request
 from costmodel.shapes import MAX_HEAD_DIM, list_models, load_model
 from costmodel.traffic import dtype_bytes
 from sparq_cli.cli import int_arg, number_arg, version
@@ -130,14 +131,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seq-lens",
         type=_int_list,
-        default=list(DEFAULT_SEQ_LENS),
-        help="comma-separated S values (default 4k..128k)",
+        default=None,
+        help="comma-separated S values of the decode-step table (default 4k..128k); not with "
+        "--prompt-len/--gen-len",
     )
     parser.add_argument(
         "--batch",
         type=_int_list,
         default=list(DEFAULT_BATCHES),
         help="comma-separated batch sizes (default 1,64)",
+    )
+    request = parser.add_argument_group(
+        "whole requests and tensor parallelism",
+        "--prompt-len P --gen-len N price a whole request instead of one decode step: "
+        "prefill of P tokens plus N decode steps as the cache grows, per batch size",
+    )
+    request.add_argument(
+        "--prompt-len",
+        type=int_arg(lo=1, hi=MAX_GEN_LEN),
+        default=None,
+        help="prompt tokens per request (with --gen-len)",
+    )
+    request.add_argument(
+        "--gen-len",
+        type=int_arg(lo=1, hi=MAX_GEN_LEN),
+        default=None,
+        help="generated tokens per request: N decode steps (with --prompt-len)",
+    )
+    request.add_argument(
+        "--tp",
+        type=int_arg(lo=1, hi=4096),
+        default=1,
+        help="tensor parallelism: split heads and weights over TP devices, two all-reduces "
+        "per layer priced with the profile's link bandwidth and all-reduce latency "
+        "(default 1; needs a profile with link_bandwidth_bytes_per_s)",
     )
     parser.add_argument(
         "--r",
@@ -281,6 +308,8 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
     """One dict per (batch, S); ``estimates``, when given, receives ``(dense, sparq)``
     :class:`~costmodel.estimate.DecodeEstimate` pairs in the same order."""
     model, r = model_and_r(args)
+    if args.seq_lens is None:
+        args.seq_lens = list(DEFAULT_SEQ_LENS)
     n_rows = len(args.batch) * len(args.seq_lens)
     if n_rows > MAX_ROWS:
         raise ValueError(
@@ -305,6 +334,7 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
                 weight_bytes_per_param=args.weight_bytes,
                 ideal=args.ideal,
                 implementation=args.implementation,
+                tp=args.tp,
             )
             dense = estimate_decode(model, method="dense", **common)
             sparq = estimate_decode(
@@ -320,6 +350,7 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
             if estimates is not None:
                 estimates.append((dense, sparq))
             mem_needed = dense.weights_bytes + (sparq.attention.traffic.kv_cache_bytes)
+            cap = hw.mem_capacity_bytes
             rows.append(
                 {
                     "model": model.name,
@@ -349,11 +380,136 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
                     "step_speedup": dense.time_s / sparq.time_s,
                     "dense_step_bound": dense.bound,
                     "sparq_step_bound": sparq.bound,
+                    "tp": args.tp,
+                    "dense_allreduce_s": dense.allreduce_s,
                     "memory_needed_bytes": mem_needed,
-                    "fits_in_memory": bool(mem_needed <= hw.mem_capacity_bytes),
+                    "fits_in_memory": bool(mem_needed <= cap),
+                    "max_batch_dense": max_batch(dense, cap),
+                    "max_batch_sparq": max_batch(sparq, cap),
                 }
             )
     return rows
+
+
+def compute_request_rows(args, hw: Hardware) -> list[dict]:
+    """``--prompt-len P --gen-len N``: one dict per batch size, dense and SparQ requests
+    (:func:`costmodel.request.estimate_request`)."""
+    model, r = model_and_r(args)
+    P, N = args.prompt_len, args.gen_len
+    rows = []
+    for B in args.batch:
+        common = dict(
+            hardware=hw,
+            batch=B,
+            prompt_len=P,
+            gen_len=N,
+            dtype=args.dtype,
+            weight_bytes_per_param=args.weight_bytes,
+            ideal=args.ideal,
+            implementation=args.implementation,
+            tp=args.tp,
+        )
+        dense = estimate_request(model, method="dense", **common)
+        sparq = estimate_request(
+            model,
+            method="sparq",
+            r=r,
+            k_divisor=args.k_divisor,
+            topk=args.topk,
+            store_k_twice=not args.store_k_once,
+            gqa_selection=args.gqa_selection,
+            **common,
+        )
+        last = sparq.last_step
+        mem_needed = last.weights_bytes + last.attention.traffic.kv_cache_bytes
+        cap = hw.mem_capacity_bytes
+        rows.append(
+            {
+                "model": model.name,
+                "hardware": hw.name,
+                "batch": B,
+                "prompt_len": P,
+                "gen_len": N,
+                "tp": args.tp,
+                "r": r,
+                "k_divisor": args.k_divisor,
+                "implementation": args.implementation,
+                "dtype": dtype_bytes(args.dtype)[0],
+                "weight_bytes_per_param": args.weight_bytes,
+                "store_k_twice": not args.store_k_once,
+                "topk": "none" if args.ideal else args.topk,
+                "gqa_selection": args.gqa_selection,
+                "ideal": bool(args.ideal),
+                "dense_prefill_s": dense.prefill.time_s,
+                "sparq_prefill_s": sparq.prefill.time_s,
+                "prefill_bound": dense.prefill.weights_bound,
+                "prefill_allreduce_s": dense.prefill.allreduce_s,
+                "dense_decode_s": dense.decode_s,
+                "sparq_decode_s": sparq.decode_s,
+                "decode_speedup": dense.decode_s / sparq.decode_s,
+                "dense_first_step_s": dense.first_step.time_s,
+                "dense_last_step_s": dense.last_step.time_s,
+                "sparq_first_step_s": sparq.first_step.time_s,
+                "sparq_last_step_s": sparq.last_step.time_s,
+                "dense_request_s": dense.time_s,
+                "sparq_request_s": sparq.time_s,
+                "request_speedup": dense.time_s / sparq.time_s,
+                "dense_tokens_per_s": dense.tokens_per_s,
+                "sparq_tokens_per_s": sparq.tokens_per_s,
+                "decode_sampled": sparq.decode_sampled,
+                "memory_needed_bytes": mem_needed,
+                "fits_in_memory": bool(mem_needed <= cap),
+                "max_batch_dense": max_batch(dense.last_step, cap),
+                "max_batch_sparq": max_batch(last, cap),
+            }
+        )
+    return rows
+
+
+def print_request_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> None:
+    out = sys.stdout if out is None else out
+    for line in header_lines(settings):
+        print(line, file=out)
+    r0 = rows[0]
+    print(
+        f"request = prefill of {r0['prompt_len']} tokens + {r0['gen_len']} decode steps "
+        f"(S = {r0['prompt_len'] + 1} .. {r0['prompt_len'] + r0['gen_len']}); "
+        "x = dense time / SparQ time",
+        file=out,
+    )
+    head = (
+        f"{'B':>4} | {'prefill':>9} {'bound':>7} | {'dense dec':>10} {'SparQ dec':>10} "
+        f"{'dec x':>6} | {'dense req':>10} {'SparQ req':>10} {'req x':>6} | "
+        f"{'dense tok/s':>11} {'SparQ tok/s':>11} | fits | max B d/SparQ"
+    )
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        print(
+            f"{r['batch']:>4} | {_fmt_time(r['dense_prefill_s']):>9} {r['prefill_bound']:>7} | "
+            f"{_fmt_time(r['dense_decode_s']):>10} {_fmt_time(r['sparq_decode_s']):>10} "
+            f"{r['decode_speedup']:>5.2f}x | {_fmt_time(r['dense_request_s']):>10} "
+            f"{_fmt_time(r['sparq_request_s']):>10} {r['request_speedup']:>5.2f}x | "
+            f"{r['dense_tokens_per_s']:>11.1f} {r['sparq_tokens_per_s']:>11.1f} | "
+            f"{'yes' if r['fits_in_memory'] else ' NO'}  | "
+            f"{r['max_batch_dense']}/{r['max_batch_sparq']}",
+            file=out,
+        )
+    if any(r["decode_sampled"] for r in rows):
+        print(
+            "decode sums: trapezoid rule over 1025 evenly spaced steps (more than 1024 steps)",
+            file=out,
+        )
+    print(_fits_note(hw, rows) + " (at the last step's S)", file=out)
+
+
+def max_batch(est, capacity: float) -> int:
+    """Largest batch whose weights and KV cache (at the estimate's S, per device) fit in
+    ``capacity`` bytes: ``floor((capacity - weights) / KV bytes per sequence)``, 0 when
+    not even the weights fit."""
+    per_seq = est.attention.traffic.kv_cache_bytes / est.batch
+    free = capacity - est.weights_bytes
+    return max(0, int(free // per_seq)) if free > 0 else 0
 
 
 def settings_used(args, hw: Hardware, model, r: int) -> dict:
@@ -392,6 +548,9 @@ def settings_used(args, hw: Hardware, model, r: int) -> dict:
     if args.implementation == "eager":
         for key in ("host_dispatch_s", "sync_latency_s", "op_mem_efficiency", "op_device_s"):
             profile[key] = getattr(hw, key, None)
+    if args.tp > 1:
+        profile["link_bandwidth_bytes_per_s"] = hw.link_bandwidth_bytes_per_s
+        profile["allreduce_latency_s"] = 0.0 if ideal else hw.allreduce_latency_s
     return {
         "profile": profile,
         "model": model.name,
@@ -405,6 +564,9 @@ def settings_used(args, hw: Hardware, model, r: int) -> dict:
         "gqa_selection": args.gqa_selection,
         "ideal": ideal,
         "implementation": args.implementation,
+        "tp": args.tp,
+        "prompt_len": args.prompt_len,
+        "gen_len": args.gen_len,
     }
 
 
@@ -444,7 +606,14 @@ def header_lines(settings: dict) -> list[str]:
             f"{(p.get('host_dispatch_s') or 0) * 1e6:.3g} us/op, sync "
             f"{(p.get('sync_latency_s') or 0) * 1e6:.3g} us)"
         )
-    return [line1, line2]
+    lines = [line1, line2]
+    if settings.get("tp", 1) > 1:
+        lines.append(
+            f"tensor parallel over {settings['tp']} devices: heads and weights split, 2 "
+            f"all-reduces per layer at {p['link_bandwidth_bytes_per_s'] / 1e9:.3g} GB/s per "
+            f"direction + {p['allreduce_latency_s'] * 1e6:.3g} us each; figures per device"
+        )
+    return lines
 
 
 def _fmt_bytes(x: float) -> str:
@@ -466,11 +635,15 @@ def print_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> Non
     out = sys.stdout if out is None else out
     for line in header_lines(settings):
         print(line, file=out)
-    print("attention = all layers; step = weights + attention", file=out)
+    print(
+        "attention = all layers; step = weights + attention"
+        + (" + all-reduces" if settings.get("tp", 1) > 1 else ""),
+        file=out,
+    )
     head = (
         f"{'B':>3} {'S':>7} | {'dense attn':>10} {'time':>9} {'bound':>7} | "
         f"{'SparQ attn':>10} {'time':>9} {'bound':>7} | {'attn x':>6} | "
-        f"{'dense step':>10} {'SparQ step':>10} {'step x':>6} | fits"
+        f"{'dense step':>10} {'SparQ step':>10} {'step x':>6} | fits | max B d/SparQ"
     )
     print(head, file=out)
     print("-" * len(head), file=out)
@@ -481,15 +654,23 @@ def print_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> Non
             f"{_fmt_bytes(r['sparq_attn_bytes']):>10} {_fmt_time(r['sparq_attn_time_s']):>9} "
             f"{r['sparq_attn_bound']:>7} | {r['attn_speedup']:>5.2f}x | "
             f"{_fmt_time(r['dense_step_time_s']):>10} {_fmt_time(r['sparq_step_time_s']):>10} "
-            f"{r['step_speedup']:>5.2f}x | {'yes' if r['fits_in_memory'] else 'NO'}",
+            f"{r['step_speedup']:>5.2f}x | {'yes' if r['fits_in_memory'] else ' NO'}  | "
+            f"{r['max_batch_dense']}/{r['max_batch_sparq']}",
             file=out,
         )
+    print(_fits_note(hw, rows), file=out)
+
+
+def _fits_note(hw: Hardware, rows: list[dict]) -> str:
+    dev = "one device" if rows[0]["tp"] == 1 else f"each of {rows[0]['tp']} devices"
+    note = (
+        "fits = weights + SparQ KV cache (K stored twice unless --store-k-once) within "
+        f"{_fmt_bytes(hw.mem_capacity_bytes)} of {dev}; max B = the largest batch that fits at "
+        "that S, dense / SparQ"
+    )
     if not all(r["fits_in_memory"] for r in rows):
-        print(
-            "fits = weights + SparQ KV cache (K stored twice unless --store-k-once) within "
-            f"{_fmt_bytes(hw.mem_capacity_bytes)}; rows marked NO would not fit one device.",
-            file=out,
-        )
+        note += "; rows marked NO need more memory (try --tp)"
+    return note
 
 
 def breakdown_rows(rows: list[dict], estimates: list) -> list[dict]:
@@ -596,7 +777,33 @@ def run(args) -> int:
         except ImportError:
             raise ValueError("--plot: needs matplotlib (pip install matplotlib)") from None
     model, r = model_and_r(args)
+    request = args.prompt_len is not None or args.gen_len is not None
+    if request:
+        if args.prompt_len is None or args.gen_len is None:
+            raise ValueError("--prompt-len and --gen-len: expected both (a whole request)")
+        if args.seq_lens is not None:
+            raise ValueError(
+                "--seq-lens: not with --prompt-len/--gen-len (the request sets S from "
+                "P + 1 to P + N)"
+            )
+        if args.breakdown:
+            raise ValueError("--breakdown: one decode step's ops; not with --prompt-len/--gen-len")
+        if args.plot is not None:
+            raise ValueError("--plot: plots decode steps vs S; not with --prompt-len/--gen-len")
     settings = settings_used(args, hw, model, r)
+    if request:
+        rows = compute_request_rows(args, hw)
+        if args.json:
+            doc = {"version": version(), "settings": settings, "hardware": hw.name, "rows": rows}
+            json.dump(doc, sys.stdout, indent=1)
+            print()
+        else:
+            print_request_table(rows, hw, settings)
+        if args.csv is not None:
+            write_csv(args.csv, rows)
+            if not args.json:
+                print(f"wrote {args.csv}")
+        return 0
     estimates: list = []
     rows = compute_rows(args, hw, estimates)
     brows = breakdown_rows(rows, estimates) if args.breakdown else None
