@@ -43,6 +43,9 @@ DENSE_SEQS = (1024, 2048, 4096, 8192, 16384)
 SPARQ_BATCHES = (1, 4, 16, 64)
 SPARQ_SEQS = (1024, 4096, 16384)
 SPARQ_R, SPARQ_K = 32, 128
+#: (batches, sequence lengths) of the dense and SparQ grids, and their --quick versions
+DENSE_GRID, SPARQ_GRID = (DENSE_BATCHES, DENSE_SEQS), (SPARQ_BATCHES, SPARQ_SEQS)
+QUICK_DENSE_GRID, QUICK_SPARQ_GRID = ((1, 2), (64, 128)), ((1, 2), (256, 512))
 TOPK_ROWS = (32, 512, 2048)
 TOPK_NS = (1024, 4096, 16384, 65536)
 #: bytes of K and V cycled through in device timing (> 4 x a 50 MB L2)
@@ -172,20 +175,40 @@ class _Timer:
         if self.cuda:
             self.torch.cuda.synchronize()
 
+    def _per_call(self, run, n: int, reps: int, *, events: bool) -> float:
+        """Median over ``reps`` runs of ``run()`` (``n`` calls each) of its time per call:
+        CUDA events around it (``events``), else the host clock (then a synchronisation,
+        untimed, after each run)."""
+        ts = []
+        for _ in range(reps):
+            if events:
+                a = self.torch.cuda.Event(enable_timing=True)
+                b = self.torch.cuda.Event(enable_timing=True)
+                a.record()
+                run()
+                b.record()
+                self.torch.cuda.synchronize()
+                ts.append(a.elapsed_time(b) * 1e-3 / n)  # elapsed_time is in ms
+            else:
+                t = time.perf_counter()
+                run()
+                ts.append((time.perf_counter() - t) / n)
+                self.sync()
+        return statistics.median(ts)
+
     def device_time(self, fn, n: int = 10, reps: int = 3) -> tuple[float, str]:
         """Device time per call of ``fn(i)``: CUDA-graph replay of ``n`` calls (events),
         median of ``reps`` replays; falls back to events around an eager loop. On a CPU:
         wall time of the loop."""
         torch = self.torch
+
+        def loop():
+            for i in range(n):
+                fn(i)
+
         if not self.cuda:
             fn(0)
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                for i in range(n):
-                    fn(i)
-                ts.append((time.perf_counter() - t) / n)
-            return statistics.median(ts), "cpu loop"
+            return self._per_call(loop, n, reps, events=False), "cpu loop"
         try:
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
@@ -196,35 +219,16 @@ class _Timer:
             torch.cuda.synchronize()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                for i in range(n):
-                    fn(i)
+                loop()
             g.replay()
             torch.cuda.synchronize()
-            ts = []
-            for _ in range(reps):
-                a = torch.cuda.Event(enable_timing=True)
-                b = torch.cuda.Event(enable_timing=True)
-                a.record()
-                g.replay()
-                b.record()
-                torch.cuda.synchronize()
-                ts.append(a.elapsed_time(b) * 1e-3 / n)
+            t = self._per_call(g.replay, n, reps, events=True)
             del g
-            return statistics.median(ts), "cuda graph"
+            return t, "cuda graph"
         except Exception:
             torch.cuda.synchronize()
             fn(0)
-            ts = []
-            for _ in range(reps):
-                a = torch.cuda.Event(enable_timing=True)
-                b = torch.cuda.Event(enable_timing=True)
-                a.record()
-                for i in range(n):
-                    fn(i)
-                b.record()
-                torch.cuda.synchronize()
-                ts.append(a.elapsed_time(b) * 1e-3 / n)
-            return statistics.median(ts), "events around an eager loop"
+            return self._per_call(loop, n, reps, events=True), "events around an eager loop"
 
     def wall_time(self, fn, reps: int = 10, prep=None) -> tuple[float, float, list]:
         """Median and minimum wall time of ``sync; t0; fn(); sync; t1`` (the public
@@ -249,14 +253,12 @@ class _Timer:
         for _ in range(20):
             fn()
         self.sync()
-        ts = []
-        for _ in range(3):
-            t = time.perf_counter()
+
+        def loop():
             for _ in range(n):
                 fn()
-            ts.append((time.perf_counter() - t) / n)
-            self.sync()
-        return statistics.median(ts)
+
+        return self._per_call(loop, n, 3, events=False)
 
 
 def _sdpa_context(torch, backend: str):
@@ -445,65 +447,71 @@ def measure(
 
     section("read", read)
 
+    def grid_section(name, grid, budget, point):
+        """Section ``name``: one row ``point(B, S)`` per point of the ``(batches, seqs)``
+        grid, until ``budget`` x ``max_seconds`` has passed (then noted in ``errors``); the
+        tensors of a point are freed (and the file saved) before the next."""
+
+        def run():
+            rows = []
+            res[name] = rows
+            for B in grid[0]:
+                for S in grid[1]:
+                    if time.time() - t_start > max_seconds * budget:
+                        res["errors"][name] = f"stopped at B={B} S={S}: out of time"
+                        return
+                    rows.append(point(B, S))
+                    if cuda:
+                        torch.cuda.empty_cache()
+                    save()
+
+        section(name, run)
+
+    def point_row(B, S, **extra):
+        return {"batch": B, "heads": H, "head_dim": D, "seq_len": S, **extra}
+
+    def kv(B, S):
+        return torch.randn(B, H, S, D, dtype=f16, device=dev)
+
+    def wall(call, q, reps):
+        """``timer.wall_time`` of ``call(0)`` with a fresh ``q`` before each call."""
+        return timer.wall_time(
+            lambda: call(0), reps=reps, prep=lambda: torch.randn(*q.shape, out=q)
+        )
+
     # ---------------------------------------------------------------- dense grid
-    def dense():
-        rows = []
-        res["dense"] = rows
-        batches = (1, 2) if quick else DENSE_BATCHES
-        seqs = (64, 128) if quick else DENSE_SEQS
-        for B in batches:
-            for S in seqs:
-                if time.time() - t_start > max_seconds * 0.55:
-                    res["errors"]["dense"] = f"stopped at B={B} S={S}: out of time"
-                    return
-                kv_bytes = 2 * B * H * S * D * esize
-                nbuf = max(1, min(8, math.ceil(ROTATE_BYTES / kv_bytes)))
-                ks = [torch.randn(B, H, S, D, dtype=f16, device=dev) for _ in range(nbuf)]
-                vs = [torch.randn(B, H, S, D, dtype=f16, device=dev) for _ in range(nbuf)]
-                q = torch.randn(B, H, 1, D, dtype=f16, device=dev)
-                row = {
-                    "batch": B,
-                    "heads": H,
-                    "head_dim": D,
-                    "seq_len": S,
-                    "kv_bytes": kv_bytes,
-                    "buffers": nbuf,
-                }
-                for be in BACKENDS:
-                    if be == "cudnn" and not cuda:
-                        continue
-                    try:
-                        if be == "ops":
+    def dense_point(B, S):
+        kv_bytes = 2 * B * H * S * D * esize
+        nbuf = max(1, min(8, math.ceil(ROTATE_BYTES / kv_bytes)))
+        ks = [kv(B, S) for _ in range(nbuf)]
+        vs = [kv(B, S) for _ in range(nbuf)]
+        q = torch.randn(B, H, 1, D, dtype=f16, device=dev)
+        row = point_row(B, S, kv_bytes=kv_bytes, buffers=nbuf)
+        for be in BACKENDS:
+            if be == "cudnn" and not cuda:
+                continue
+            try:
+                if be == "ops":
 
-                            def call(i, ks=ks, vs=vs, q=q):
-                                return dense_ops(q, ks[i % len(ks)], vs[i % len(vs)])
-                        else:
+                    def call(i, ks=ks, vs=vs, q=q):
+                        return dense_ops(q, ks[i % len(ks)], vs[i % len(vs)])
+                else:
 
-                            def call(i, ks=ks, vs=vs, q=q):
-                                return F.scaled_dot_product_attention(
-                                    q, ks[i % len(ks)], vs[i % len(vs)]
-                                )
+                    def call(i, ks=ks, vs=vs, q=q):
+                        return F.scaled_dot_product_attention(q, ks[i % len(ks)], vs[i % len(vs)])
 
-                        with _sdpa_context(torch, be):
-                            dev_t, how = timer.device_time(call, n=10)
-                            wall, wall_min, _ = timer.wall_time(
-                                lambda call=call: call(0),
-                                reps=7 if kv_bytes > 2**31 else 12,
-                                prep=lambda q=q: torch.randn(*q.shape, out=q),
-                            )
-                        row[f"{be}_device_s"] = dev_t
-                        row[f"{be}_wall_s"] = wall
-                        row[f"{be}_wall_min_s"] = wall_min
-                        row[f"{be}_device_timing"] = how
-                    except Exception as exc:
-                        row[f"{be}_error"] = f"{type(exc).__name__}: {exc}"[:200]
-                rows.append(row)
-                del ks, vs, q
-                if cuda:
-                    torch.cuda.empty_cache()
-            save()
+                with _sdpa_context(torch, be):
+                    dev_t, how = timer.device_time(call, n=10)
+                    wall_s, wall_min, _ = wall(call, q, 7 if kv_bytes > 2**31 else 12)
+                row[f"{be}_device_s"] = dev_t
+                row[f"{be}_wall_s"] = wall_s
+                row[f"{be}_wall_min_s"] = wall_min
+                row[f"{be}_device_timing"] = how
+            except Exception as exc:
+                row[f"{be}_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        return row
 
-    section("dense", dense)
+    grid_section("dense", QUICK_DENSE_GRID if quick else DENSE_GRID, 0.55, dense_point)
 
     # ---------------------------------------------------------------- top-k
     def topk():
@@ -529,66 +537,38 @@ def measure(
     section("topk", topk)
 
     # ---------------------------------------------------------------- SparQ op by op
-    def sparq():
-        rows = []
-        res["sparq"] = rows
-        batches = (1, 2) if quick else SPARQ_BATCHES
-        seqs = (256, 512) if quick else SPARQ_SEQS
-        r, kk = (8, 32) if quick else (SPARQ_R, SPARQ_K)
-        for B in batches:
-            for S in seqs:
-                if time.time() - t_start > max_seconds * 0.95:
-                    res["errors"]["sparq"] = f"stopped at B={B} S={S}: out of time"
-                    return
-                kv_bytes = 2 * B * H * S * D * esize
-                k = torch.randn(B, H, S, D, dtype=f16, device=dev)
-                v = torch.randn(B, H, S, D, dtype=f16, device=dev)
-                kt = k.transpose(2, 3).contiguous()  # (B, H, d, S): the second copy of K
-                v_mean = v.mean(dim=-2, keepdim=True)
-                q = torch.randn(B, H, 1, D, dtype=f16, device=dev)
-                row = {
-                    "batch": B,
-                    "heads": H,
-                    "head_dim": D,
-                    "seq_len": S,
-                    "r": r,
-                    "k": kk,
-                    "kv_bytes": kv_bytes,
-                    "kernels": SPARQ_KERNELS,
-                }
-                for mode, k1t in (("twice", kt), ("once", k.transpose(2, 3))):
-                    try:
+    r, kk = (8, 32) if quick else (SPARQ_R, SPARQ_K)
 
-                        def call(i, k1t=k1t, k=k, v=v, v_mean=v_mean, q=q):
-                            return sparq_ops(q, k1t, k, v, v_mean, r, kk)
+    def sparq_point(B, S):
+        k, v = kv(B, S), kv(B, S)
+        kt = k.transpose(2, 3).contiguous()  # (B, H, d, S): the second copy of K
+        v_mean = v.mean(dim=-2, keepdim=True)
+        q = torch.randn(B, H, 1, D, dtype=f16, device=dev)
+        kv_bytes = 2 * B * H * S * D * esize
+        row = point_row(B, S, r=r, k=kk, kv_bytes=kv_bytes, kernels=SPARQ_KERNELS)
+        for mode, k1t in (("twice", kt), ("once", k.transpose(2, 3))):
+            try:
 
-                        wall, wall_min, samples = timer.wall_time(
-                            lambda call=call: call(0),
-                            reps=30,
-                            prep=lambda q=q: torch.randn(*q.shape, out=q),
-                        )
-                        row[f"{mode}_wall_s"] = wall
-                        row[f"{mode}_wall_min_s"] = wall_min
-                        row[f"{mode}_wall_samples_s"] = samples
-                        row[f"{mode}_host_s"] = timer.host_time(lambda call=call: call(0), n=20)
-                        dev_t, how = timer.device_time(call, n=5)
-                        row[f"{mode}_device_s"] = dev_t
-                        row[f"{mode}_device_timing"] = how
-                        # step 1 alone (the gather-matmul kernel), device time
-                        i1 = torch.topk(q.abs(), r, -1).indices
-                        t1, _ = timer.device_time(
-                            lambda i, k1t=k1t, i1=i1, q=q: gather_bmv(q, k1t, i1), n=5
-                        )
-                        row[f"{mode}_step1_device_s"] = t1
-                    except Exception as exc:
-                        row[f"{mode}_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                rows.append(row)
-                del k, v, kt, v_mean, q
-                if cuda:
-                    torch.cuda.empty_cache()
-                save()
+                def call(i, k1t=k1t):
+                    return sparq_ops(q, k1t, k, v, v_mean, r, kk)
 
-    section("sparq", sparq)
+                wall_s, wall_min, samples = wall(call, q, 30)
+                row[f"{mode}_wall_s"] = wall_s
+                row[f"{mode}_wall_min_s"] = wall_min
+                row[f"{mode}_wall_samples_s"] = samples
+                row[f"{mode}_host_s"] = timer.host_time(lambda call=call: call(0), n=20)
+                dev_t, how = timer.device_time(call, n=5)
+                row[f"{mode}_device_s"] = dev_t
+                row[f"{mode}_device_timing"] = how
+                # step 1 alone (the gather-matmul kernel), device time
+                i1 = torch.topk(q.abs(), r, -1).indices
+                t1, _ = timer.device_time(lambda i, k1t=k1t, i1=i1: gather_bmv(q, k1t, i1), n=5)
+                row[f"{mode}_step1_device_s"] = t1
+            except Exception as exc:
+                row[f"{mode}_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return row
+
+    grid_section("sparq", QUICK_SPARQ_GRID if quick else SPARQ_GRID, 0.95, sparq_point)
     res["finished"] = True
     save()
     return res

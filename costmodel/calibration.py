@@ -89,6 +89,75 @@ def _dense_bytes(B, Hh, S, d, dtype, T) -> float:
     ).bytes
 
 
+def _fit_mask(points, a: str = "batch", b: str = "seq_len") -> list[bool]:
+    """Per point (a dict with keys ``a`` and ``b``): in the fitted half of the checkerboard."""
+    As = [p[a] for p in points]
+    Bs = [p[b] for p in points]
+    return [checkerboard(As, Bs, p[a], p[b]) for p in points]
+
+
+def _grid_search(grid, model, points, fit, key: str) -> float:
+    """The value ``g`` of ``grid`` minimising ``sum((model(p, g) / p[key] - 1)**2)`` over the
+    fitted points (relative least squares; the first on ties)."""
+    loss = [
+        sum((model(p, g) / p[key] - 1) ** 2 for p, f in zip(points, fit, strict=True) if f)
+        for g in grid
+    ]
+    return float(grid[int(np.argmin(loss))])
+
+
+def _row(section: str, p: dict, measured_s: float, predicted_s: float, role: str) -> dict:
+    """A report row of a (batch, S) point ``p``."""
+    return dict(
+        section=section,
+        batch=p["batch"],
+        seq_len=p["seq_len"],
+        measured_s=measured_s,
+        predicted_s=predicted_s,
+        role=role,
+    )
+
+
+def _mode_rows(section: str, key: str, points, fit, predict) -> list[dict]:
+    """Report rows of a SparQ section, one per point and K mode (``"twice"``, ``"once"``)
+    measured under ``key.format(mode)``; the K-twice rows of the fitted half are "fitted"
+    (the fits use K twice), the rest "predicted"."""
+    out = []
+    for p, f in zip(points, fit, strict=True):
+        for mode in ("twice", "once"):
+            k = key.format(mode)
+            if k in p:
+                role = "fitted" if f and mode == "twice" else "predicted"
+                out.append(_row(section.format(mode), p, p[k], predict(p, mode), role))
+    return out
+
+
+def _grid_fit(grid, model, points, key: str, section: str) -> tuple[float, list[dict]]:
+    """Grid search of one parameter on the K-twice times (``key.format("twice")``) of the
+    fitted half of ``points``; returns the best value and the report rows of every point and
+    K mode (:func:`_mode_rows`). ``model(point, value, mode)`` is the predicted time."""
+    fit = _fit_mask(points)
+    best = _grid_search(grid, lambda p, g: model(p, g, "twice"), points, fit, key.format("twice"))
+    return best, _mode_rows(section, key, points, fit, lambda p, mode: model(p, best, mode))
+
+
+def _eager_sparq(hw: Hardware, p: dict, dtype: str, mode: str = "twice"):
+    """``estimate_attention`` of the op-by-op SparQ at measured point ``p`` on ``hw``."""
+    return estimate_attention(
+        "sparq", hardware=hw, batch=p["batch"], n_heads=p["heads"], seq_len=p["seq_len"],
+        head_dim=p["head_dim"], dtype=dtype, r=p["r"], k=p["k"],
+        store_k_twice=mode == "twice", implementation="eager",
+    )  # fmt: skip
+
+
+def _eager_dense(hw: Hardware, p: dict, dtype: str):
+    """``estimate_attention`` of eager SDPA at measured point ``p`` on ``hw``."""
+    return estimate_attention(
+        "dense", hardware=hw, batch=p["batch"], n_heads=p["heads"], seq_len=p["seq_len"],
+        head_dim=p["head_dim"], dtype=dtype, implementation="eager",
+    )  # fmt: skip
+
+
 def fit_profile(
     meas: dict, base: Hardware, *, name: str | None = None, description: str | None = None
 ) -> tuple[Hardware, dict]:
@@ -129,9 +198,7 @@ def fit_profile(
         nbytes = _dense_bytes(r["batch"], r["heads"], r["seq_len"], r["head_dim"], dtype, T)
         pts.append((r, t, b, nbytes))
     if len(pts) >= 4:
-        Bs = [p[0]["batch"] for p in pts]
-        Ss = [p[0]["seq_len"] for p in pts]
-        fit = [checkerboard(Bs, Ss, p[0]["batch"], p[0]["seq_len"]) for p in pts]
+        fit = _fit_mask([p[0] for p in pts])
         x = [p[3] for p, f in zip(pts, fit, strict=True) if f]
         y = [p[1] for p, f in zip(pts, fit, strict=True) if f]
         t0, inv = fit_line_relative(x, y)
@@ -158,9 +225,7 @@ def fit_profile(
     # ---- top-k
     tk = meas.get("topk") or []
     if len(tk) >= 4:
-        Rs = [r["rows"] for r in tk]
-        Ns = [r["n"] for r in tk]
-        fit = [checkerboard(Rs, Ns, r["rows"], r["n"]) for r in tk]
+        fit = _fit_mask(tk, "rows", "n")
         xb = [r["rows"] * (r["n"] * e + 8 * r["k"]) for r in tk]
         lat, inv = fit_line_relative(
             [b for b, f in zip(xb, fit, strict=True) if f],
@@ -215,12 +280,17 @@ def fit_profile(
 
     hw = base.replace(**changes) if changes else base
 
+    def calibrated(field: str, value: float) -> None:
+        nonlocal hw
+        params[field] = value
+        hw = hw.replace(**{field: value})
+        changes[field] = value
+
+    sparq = meas.get("sparq") or []
+
     # ---- step-1 program bandwidth (one program per row)
-    sp = [r for r in (meas.get("sparq") or []) if "twice_step1_device_s" in r]
+    sp = [r for r in sparq if "twice_step1_device_s" in r]
     if len(sp) >= 4:
-        Bs = [r["batch"] for r in sp]
-        Ss = [r["seq_len"] for r in sp]
-        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sp]
         eff = hw.mem_efficiency * hw.mem_bandwidth_bytes_per_s
 
         def step1(r, mode):
@@ -240,104 +310,44 @@ def fit_profile(
             ).by_name()
             return tr["step1_columns"] + tr["step1_q_scores"]
 
-        def pred(r, mode, p):
+        def pred(r, p, mode):
             rows_ = r["batch"] * r["heads"]
             return hw.kernel_latency_s + step1(r, mode) / min(eff, rows_ * p)
 
         grid = np.logspace(8, 12, 801)
-        loss = [
-            sum(
-                (pred(r, "twice", p) / r["twice_step1_device_s"] - 1) ** 2
-                for r, f in zip(sp, fit, strict=True)
-                if f
-            )
-            for p in grid
-        ]
-        p_best = float(grid[int(np.argmin(loss))])
-        params["program_bandwidth_bytes_per_s"] = p_best
-        hw = hw.replace(program_bandwidth_bytes_per_s=p_best)
-        changes["program_bandwidth_bytes_per_s"] = p_best
-        for r, f in zip(sp, fit, strict=True):
-            for mode in ("twice", "once"):
-                key = f"{mode}_step1_device_s"
-                if key in r:
-                    rows.append(
-                        dict(
-                            section=f"sparq step 1, K {mode} (device time)",
-                            batch=r["batch"],
-                            seq_len=r["seq_len"],
-                            measured_s=r[key],
-                            predicted_s=pred(r, mode, p_best),
-                            role="fitted" if f and mode == "twice" else "predicted",
-                        )
-                    )
+        section = "sparq step 1, K {} (device time)"
+        p_best, fitted_rows = _grid_fit(grid, pred, sp, "{}_step1_device_s", section)
+        calibrated("program_bandwidth_bytes_per_s", p_best)
+        rows += fitted_rows
+
+    eager_ready = hw.host_dispatch_s is not None and hw.sync_latency_s is not None
 
     # ---- generic framework ops' bandwidth: device time of the op-by-op SparQ (CUDA graph)
-    sd = [r for r in (meas.get("sparq") or []) if "twice_device_s" in r]
-    if len(sd) >= 4 and hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
-        Bs = [r["batch"] for r in sd]
-        Ss = [r["seq_len"] for r in sd]
-        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sd]
+    sd = [r for r in sparq if "twice_device_s" in r]
+    if len(sd) >= 4 and eager_ready:
 
-        def device_total(r, eta_op, mode="twice"):
-            return estimate_attention(
-                "sparq", hardware=hw.replace(op_mem_efficiency=eta_op), batch=r["batch"],
-                n_heads=r["heads"], seq_len=r["seq_len"], head_dim=r["head_dim"], dtype=dtype,
-                r=r["r"], k=r["k"], store_k_twice=mode == "twice", implementation="eager",
-            ).params["device_s"]  # fmt: skip
+        def device_total(r, eta_op, mode):
+            est = _eager_sparq(hw.replace(op_mem_efficiency=eta_op), r, dtype, mode)
+            return est.params["device_s"]
 
         grid = np.linspace(0.01, 1.0, 100)
-        loss = [
-            sum(
-                (device_total(r, g) / r["twice_device_s"] - 1) ** 2
-                for r, f in zip(sd, fit, strict=True)
-                if f
-            )
-            for g in grid
-        ]
-        g_best = float(grid[int(np.argmin(loss))])
-        params["op_mem_efficiency"] = g_best
-        hw = hw.replace(op_mem_efficiency=g_best)
-        changes["op_mem_efficiency"] = g_best
-        for r, f in zip(sd, fit, strict=True):
-            for mode in ("twice", "once"):
-                if f"{mode}_device_s" in r:
-                    rows.append(
-                        dict(
-                            section=f"sparq eager device time, K {mode} (CUDA graph)",
-                            batch=r["batch"],
-                            seq_len=r["seq_len"],
-                            measured_s=r[f"{mode}_device_s"],
-                            predicted_s=device_total(r, g_best, mode),
-                            role="fitted" if f and mode == "twice" else "predicted",
-                        )
-                    )
+        section = "sparq eager device time, K {} (CUDA graph)"
+        g_best, fitted_rows = _grid_fit(grid, device_total, sd, "{}_device_s", section)
+        calibrated("op_mem_efficiency", g_best)
+        rows += fitted_rows
 
     # ---- extra host time per op of a mixed sequence: the host-bound op-by-op SparQ
-    sw = [r for r in (meas.get("sparq") or []) if "twice_wall_s" in r]
-    if len(sw) >= 4 and hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
-        Bs = [r["batch"] for r in sw]
-        Ss = [r["seq_len"] for r in sw]
-        fit = [checkerboard(Bs, Ss, r["batch"], r["seq_len"]) for r in sw]
-
-        def wall(r, m):
-            return estimate_attention(
-                "sparq", hardware=hw.replace(host_dispatch_mixed_s=m), batch=r["batch"],
-                n_heads=r["heads"], seq_len=r["seq_len"], head_dim=r["head_dim"], dtype=dtype,
-                r=r["r"], k=r["k"], implementation="eager",
-            ).time_s  # fmt: skip
-
-        grid = np.linspace(0.0, 50e-6, 501)
-        loss = [
-            sum(
-                (wall(r, m) / r["twice_wall_s"] - 1) ** 2 for r, f in zip(sw, fit, strict=True) if f
-            )
-            for m in grid
-        ]
-        m_best = float(grid[int(np.argmin(loss))])
-        params["host_dispatch_mixed_s"] = m_best
-        hw = hw.replace(host_dispatch_mixed_s=m_best)
-        changes["host_dispatch_mixed_s"] = m_best
+    sw = [r for r in sparq if "twice_wall_s" in r]
+    if len(sw) >= 4 and eager_ready:
+        fit = _fit_mask(sw)
+        m_best = _grid_search(
+            np.linspace(0.0, 50e-6, 501),
+            lambda r, m: _eager_sparq(hw.replace(host_dispatch_mixed_s=m), r, dtype).time_s,
+            sw,
+            fit,
+            "twice_wall_s",
+        )
+        calibrated("host_dispatch_mixed_s", m_best)
         fitted_sparq = {(r["batch"], r["seq_len"]) for r, f in zip(sw, fit, strict=True) if f}
     else:
         fitted_sparq = set()
@@ -354,76 +364,36 @@ def fit_profile(
                 head_dim=D_(dense),
                 dtype=dtype,
             ).time_s
-    if hw.host_dispatch_s is not None and hw.sync_latency_s is not None:
-        for r in dense:
-            if "default_wall_s" in r:
-                est = estimate_attention(
-                    "dense",
-                    hardware=hw,
-                    batch=r["batch"],
-                    n_heads=r["heads"],
-                    seq_len=r["seq_len"],
-                    head_dim=r["head_dim"],
-                    dtype=dtype,
-                    implementation="eager",
-                )
-                rows.append(
-                    dict(
-                        section="dense eager SDPA default (wall clock)",
-                        batch=r["batch"],
-                        seq_len=r["seq_len"],
-                        measured_s=r["default_wall_s"],
-                        predicted_s=est.time_s,
-                        role="predicted",
-                    )
-                )
-        for r in meas.get("sparq") or []:
+    if eager_ready:
+        dense_wall = [d for d in dense if "default_wall_s" in d]
+        for r in dense_wall:
+            est = _eager_dense(hw, r, dtype)
+            section = "dense eager SDPA default (wall clock)"
+            rows.append(_row(section, r, r["default_wall_s"], est.time_s, "predicted"))
+        for r in sparq:
             for mode in ("twice", "once"):
                 if f"{mode}_wall_s" not in r:
                     continue
-                kw = dict(
-                    hardware=hw,
-                    batch=r["batch"],
-                    n_heads=r["heads"],
-                    seq_len=r["seq_len"],
-                    head_dim=r["head_dim"],
-                    dtype=dtype,
-                    implementation="eager",
-                )
-                est = estimate_attention(
-                    "sparq", r=r["r"], k=r["k"], store_k_twice=mode == "twice", **kw
-                )
+                est = _eager_sparq(hw, r, dtype, mode)
                 fitted = mode == "twice" and (r["batch"], r["seq_len"]) in fitted_sparq
-                rows.append(
-                    dict(
-                        section=f"sparq eager K {mode} (wall clock)",
-                        batch=r["batch"],
-                        seq_len=r["seq_len"],
-                        measured_s=r[f"{mode}_wall_s"],
-                        predicted_s=est.time_s,
-                        role="fitted" if fitted else "predicted",
-                    )
+                role = "fitted" if fitted else "predicted"
+                section = f"sparq eager K {mode} (wall clock)"
+                rows.append(_row(section, r, r[f"{mode}_wall_s"], est.time_s, role))
+                same = (
+                    d
+                    for d in dense_wall
+                    if (d["batch"], d["seq_len"]) == (r["batch"], r["seq_len"])
                 )
-                dense_row = next(
-                    (
-                        d
-                        for d in dense
-                        if d["batch"] == r["batch"]
-                        and d["seq_len"] == r["seq_len"]
-                        and "default_wall_s" in d
-                    ),
-                    None,
-                )
+                dense_row = next(same, None)
                 if dense_row is not None:
-                    dn = estimate_attention("dense", **kw)
                     rows.append(
                         dict(
                             section=f"sparq eager speed-up vs eager SDPA, K {mode}",
                             batch=r["batch"],
                             seq_len=r["seq_len"],
                             measured_x=dense_row["default_wall_s"] / r[f"{mode}_wall_s"],
-                            predicted_x=dn.time_s / est.time_s,
-                            role="fitted" if fitted else "predicted",
+                            predicted_x=_eager_dense(hw, r, dtype).time_s / est.time_s,
+                            role=role,
                         )
                     )
     for row in rows:
