@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 from costmodel import hardware as _hw
@@ -23,14 +24,15 @@ from costmodel.estimate import (
     decode_ops,
     estimate_decode,
 )
-from costmodel.hardware import Hardware, hardware_from_spec, list_hardware, load_hardware
+from costmodel.hardware import Hardware, hardware_from_spec, load_hardware
 from costmodel.request import MAX_GEN_LEN, estimate_request
 from costmodel.shapes import MAX_HEAD_DIM, list_models, load_model
 from costmodel.traffic import dtype_bytes
 from sparq_cli.cli import int_arg, number_arg, version
 
-DEFAULT_SEQ_LENS = (4096, 8192, 16384, 32768, 65536, 131072)
-DEFAULT_BATCHES = (1, 64)
+DEFAULT_SEQ_LENS = (4096, 8192, 16384, 32768, 65536)
+#: "max": at each S, the largest batch whose weights and SparQ KV cache fit the device
+DEFAULT_BATCHES = (1, "max")
 #: most values in one of --seq-lens / --batch, and most (batch, S) rows in one run
 MAX_LIST = 256
 MAX_ROWS = 4096
@@ -73,6 +75,20 @@ def _int_list(text: str) -> list[int]:
         out.append(value)
     if not out:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return out
+
+
+def _batch_list(text: str) -> list:
+    """:func:`_int_list`, where an item may also be ``max`` (the largest batch that fits)."""
+    items = [x.strip() for x in text.split(",")]
+    out: list = []
+    ints = [x for x in items if x.lower() != "max"]
+    if ints:
+        out.extend(_int_list(",".join(ints)))
+    if len(ints) != len(items):
+        out.append("max")
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected positive integers or 'max', got {text!r}")
     return out
 
 
@@ -137,9 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch",
-        type=_int_list,
+        type=_batch_list,
         default=list(DEFAULT_BATCHES),
-        help="comma-separated batch sizes (default 1,64)",
+        help="comma-separated batch sizes; 'max' = at each S the largest batch whose weights "
+        "and SparQ KV cache fit the device (default 1,max)",
     )
     request = parser.add_argument_group(
         "whole requests and tensor parallelism",
@@ -242,7 +259,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot",
         metavar="FILE.png",
         default=None,
-        help="write a roofline chart and speedup-vs-S curves across profiles",
+        help="write a chart of the time per decode step and the SparQ speed-up vs S on the "
+        "chosen device at the chosen batch sizes, crossovers marked (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="A,B,...",
+        default=None,
+        help="with --plot: also draw these profiles (names or TOML paths, comma-separated)",
+    )
+    parser.add_argument(
+        "--roofline",
+        metavar="FILE.png",
+        default=None,
+        help="write the roofline chart of the chosen device with the rows' attention and "
+        "weight-GEMV operating points (needs matplotlib)",
     )
 
 
@@ -323,9 +354,14 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
             f"k = floor(S / {args.k_divisor}) would be 0 at S = {too_short}: "
             "use a smaller --k-divisor or longer --seq-lens"
         )
-    for B in args.batch:
+    seen = set()
+    for B_arg in args.batch:
         for S in args.seq_lens:
             k = S // args.k_divisor
+            B = B_arg if B_arg != "max" else fitting_batch(args, hw, model, r, S)
+            if (B, S) in seen:
+                continue
+            seen.add((B, S))
             common = dict(
                 hardware=hw,
                 batch=B,
@@ -397,7 +433,12 @@ def compute_request_rows(args, hw: Hardware) -> list[dict]:
     model, r = model_and_r(args)
     P, N = args.prompt_len, args.gen_len
     rows = []
+    batches = []
     for B in args.batch:
+        B = B if B != "max" else fitting_batch(args, hw, model, r, P + N)
+        if B not in batches:
+            batches.append(B)
+    for B in batches:
         common = dict(
             hardware=hw,
             batch=B,
@@ -500,7 +541,27 @@ def print_request_table(rows: list[dict], hw: Hardware, settings: dict, out=None
             "decode sums: trapezoid rule over 1025 evenly spaced steps (more than 1024 steps)",
             file=out,
         )
-    print(_fits_note(hw, rows) + " (at the last step's S)", file=out)
+    print(_wrap(_fits_note(hw, rows) + " (at the last step's S)"), file=out)
+
+
+def fitting_batch(args, hw: Hardware, model, r: int, S: int) -> int:
+    """``--batch max`` at ``S``: the largest batch whose weights and SparQ KV cache fit one
+    device (at least 1: a row that does not fit even then says so)."""
+    probe = estimate_decode(
+        model,
+        method="sparq",
+        hardware=hw,
+        batch=1,
+        seq_len=S,
+        r=r,
+        k=max(1, S // args.k_divisor),
+        dtype=args.dtype,
+        weight_bytes_per_param=args.weight_bytes,
+        store_k_twice=not args.store_k_once,
+        gqa_selection=args.gqa_selection,
+        tp=args.tp,
+    )
+    return max(1, max_batch(probe, hw.mem_capacity_bytes))
 
 
 def max_batch(est, capacity: float) -> int:
@@ -658,7 +719,36 @@ def print_table(rows: list[dict], hw: Hardware, settings: dict, out=None) -> Non
             f"{r['max_batch_dense']}/{r['max_batch_sparq']}",
             file=out,
         )
-    print(_fits_note(hw, rows), file=out)
+    print(_wrap(_fits_note(hw, rows)), file=out)
+    for line in legend_lines(rows):
+        print(_wrap(line), file=out)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=100, subsequent_indent="  ")
+
+
+def legend_lines(rows: list[dict]) -> list[str]:
+    """What the columns mean, and why SparQ loses where it does (first rows it loses in)."""
+    lines = [
+        "columns: B = batch, S = tokens in the cache; attn = all layers' attention (bytes, "
+        "time, bound); attn x / step x = dense time / SparQ time of the attention / of the "
+        "whole decode step",
+        "bound: memory = bytes / bandwidth; latency = fixed cost per kernel (t0 per launch, "
+        "the top-k's own latency); compute = FLOPs / peak; topk = top-k throughput",
+    ]
+    losing = [r for r in rows if r["attn_speedup"] < 1 and r["sparq_attn_bound"] == "latency"]
+    if losing:
+        r = losing[0]
+        ratio = r["dense_attn_bytes"] / r["sparq_attn_bytes"]
+        lines.append(
+            f"SparQ loses where its attention is latency-bound (e.g. B={r['batch']}, "
+            f"S={r['seq_len']}): it moves {ratio:.1f}x fewer bytes, but runs 3 kernels per "
+            "layer (step 1, top-k, gathered attention) against dense's 1, and at small batch "
+            "and short S those fixed costs outweigh the bytes saved; it wins once the bytes "
+            "dominate (larger B or S)"
+        )
+    return lines
 
 
 def _fits_note(hw: Hardware, rows: list[dict]) -> str:
@@ -754,6 +844,8 @@ def check_output_path(flag: str, path: str | None, what: str) -> None:
     if not path.strip() or Path(path).is_dir():
         raise ValueError(f"{flag}: expected a {what} file path, got {path!r}")
     parent = Path(path).parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{flag}: {str(parent)!r}: Not a directory (got {path!r})")
     if not parent.is_dir():
         raise ValueError(f"{flag}: directory {str(parent)!r} does not exist (got {path!r})")
 
@@ -769,13 +861,23 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 def run(args) -> int:
     check_output_path("--plot", args.plot, "PNG")
+    check_output_path("--roofline", args.roofline, "PNG")
     check_output_path("--csv", args.csv, "CSV")
     hw = resolve_hardware(args)
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise ValueError("--plot: needs matplotlib (pip install matplotlib)") from None
+    compare = []
+    if args.compare is not None:
+        if args.plot is None:
+            raise ValueError("--compare: adds devices to --plot; give --plot FILE.png too")
+        names = [x.strip() for x in args.compare.split(",") if x.strip()]
+        if not names:
+            raise ValueError(f"--compare: expected profile names, got {args.compare!r}")
+        compare = [load_hardware(n) for n in names]
+    for flag, value in (("--plot", args.plot), ("--roofline", args.roofline)):
+        if value is not None:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ValueError(f"{flag}: needs matplotlib (pip install matplotlib)") from None
     model, r = model_and_r(args)
     request = args.prompt_len is not None or args.gen_len is not None
     if request:
@@ -788,8 +890,11 @@ def run(args) -> int:
             )
         if args.breakdown:
             raise ValueError("--breakdown: one decode step's ops; not with --prompt-len/--gen-len")
-        if args.plot is not None:
-            raise ValueError("--plot: plots decode steps vs S; not with --prompt-len/--gen-len")
+        for flag in ("--plot", "--roofline"):
+            if getattr(args, flag[2:]) is not None:
+                raise ValueError(
+                    f"{flag}: plots decode steps vs S; not with --prompt-len/--gen-len"
+                )
     settings = settings_used(args, hw, model, r)
     if request:
         rows = compute_request_rows(args, hw)
@@ -821,26 +926,46 @@ def run(args) -> int:
         write_csv(args.csv, rows)
         if not args.json:
             print(f"wrote {args.csv}")
+    sparq_options = dict(
+        store_k_twice=not args.store_k_once,
+        gqa_selection=args.gqa_selection,
+        topk=args.topk,
+    )
     if args.plot is not None:
-        from costmodel.plot import plot_estimate
+        from costmodel.plot import plot_decode
 
-        profiles = [n for n in list_hardware() if load_hardware(n).kind in ("gpu", "cpu")]
-        plot_estimate(
+        plot_decode(
             args.plot,
-            hardware=hw,
-            model=args.model,
-            rows=rows,
-            profiles=profiles,
-            r=rows[0]["r"],
+            hardware=[hw] + [h for h in compare if h.name != hw.name],
+            model=model,
+            batches=sorted({row["batch"] for row in rows}),
+            seq_min=min(row["seq_len"] for row in rows),
+            seq_max=max(row["seq_len"] for row in rows),
+            r=r,
             k_divisor=args.k_divisor,
             dtype=args.dtype,
-            sparq_options=dict(
-                store_k_twice=not args.store_k_once,
-                gqa_selection=args.gqa_selection,
-                topk=args.topk,
+            sparq_options=sparq_options,
+            decode_options=dict(
+                weight_bytes_per_param=args.weight_bytes,
+                ideal=args.ideal,
+                implementation=args.implementation,
+                tp=args.tp,
             ),
-            decode_options=dict(weight_bytes_per_param=args.weight_bytes, ideal=args.ideal),
         )
         if not args.json:
             print(f"wrote {args.plot}")
+    if args.roofline is not None:
+        from costmodel.plot import plot_roofline
+
+        plot_roofline(
+            args.roofline,
+            hardware=hw,
+            model=model,
+            rows=rows,
+            dtype=args.dtype,
+            sparq_options=sparq_options,
+            ideal=args.ideal,
+        )
+        if not args.json:
+            print(f"wrote {args.roofline}")
     return 0

@@ -26,9 +26,17 @@ def test_estimate_defaults_json(capsys):
     data = _json(capsys, ["estimate", "--json"])
     assert data["hardware"] == "h100-sxm"
     rows = data["rows"]
-    assert [(r["batch"], r["seq_len"]) for r in rows] == [
-        (b, s) for b in (1, 64) for s in (4096, 8192, 16384, 32768, 65536, 131072)
+    seqs = (4096, 8192, 16384, 32768, 65536)
+    # batch 1, then at each S the largest batch whose weights + SparQ KV fit 80 GB: by hand,
+    # (80e9 - 2 x 6,607,347,712 weight bytes) // (1.5 x 2 x 32 layers x 32 heads x S x 128
+    # x 2 bytes) = 20, 10, 5, 2, 1 (the last is the batch-1 row already listed)
+    assert [(r["batch"], r["seq_len"]) for r in rows] == [(1, s) for s in seqs] + [
+        (20, 4096),
+        (10, 8192),
+        (5, 16384),
+        (2, 32768),
     ]
+    assert all(r["fits_in_memory"] for r in rows)
     for r in rows:
         assert r["model"] == "llama-2-7b"
         assert r["r"] == 16 and r["k"] == r["seq_len"] // 16
@@ -43,7 +51,11 @@ def test_estimate_defaults_json(capsys):
 def test_estimate_table_default(capsys):
     assert main(["estimate"]) == 0
     out = capsys.readouterr().out
-    assert "llama-2-7b on h100-sxm" in out and "131072" in out and "x |" in out
+    assert "llama-2-7b on h100-sxm" in out and "65536" in out and "x |" in out
+    # the first screen explains the columns and why SparQ loses at batch 1, S 4k
+    assert "columns: B = batch" in out and "bound: memory = bytes / bandwidth" in out
+    assert "SparQ loses where its attention is latency-bound (e.g. B=1, S=4096)" in out
+    assert "NO" not in out
 
 
 def test_estimate_adhoc_datasheet(capsys):
