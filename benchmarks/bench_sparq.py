@@ -67,7 +67,7 @@ def best_of(fn, repeat):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shape for a smoke run")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed repeats, best of (3)")
     a = ap.parse_args(argv)
     B, H, Hkv, S, d, r, k, lw = (1, 8, 2, 2048, 64, 8, 64, 16) if a.quick else (
         1, 32, 8, 32768, 128, 16, 512, 128)  # fmt: skip

@@ -21,10 +21,12 @@ from sparq_cli.cli import number_arg
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     p_list = sub.add_parser("list", help="list the shipped profiles")
-    p_list.add_argument("--json", action="store_true")
+    p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_show = sub.add_parser("show", help="show one profile with the source of every number")
     p_show.add_argument("name", help="profile name or TOML path")
-    p_show.add_argument("--json", action="store_true")
+    p_show.add_argument(
+        "--json", action="store_true", help="print JSON (every field with its source)"
+    )
     p_meas = sub.add_parser(
         "measure",
         help="measure this machine on all Numba threads (~SECONDS s: read bandwidth, float64 "
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help=f"time budget, 0 < SECONDS <= {MEASURE_MAX_SECONDS:g} (default 1)",
     )
-    p_meas.add_argument("--json", action="store_true")
+    p_meas.add_argument("--json", action="store_true", help="print the profile as JSON")
     p_cal = sub.add_parser(
         "calibrate",
         help="measure this machine's GPU (or CPU) with PyTorch and fit a profile: read "
@@ -66,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "h200-sxm for an H200, else an ad-hoc error asks for it",
     )
     p_cal.add_argument("--name", default=None, help="name of the written profile")
-    p_cal.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p_cal.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="where to measure with PyTorch (default cuda)",
+    )
     p_cal.add_argument(
         "--max-seconds",
         type=number_arg(minimum=0, strict_min=True, maximum=3600),

@@ -142,10 +142,36 @@ def test_output_directory_checked_before_any_work(capsys, tmp_path, flag):
     assert "does not exist" in cap.err
 
 
-def test_every_estimate_flag_has_help():
+@pytest.mark.parametrize("command", ["estimate", "hardware"])
+def test_every_flag_has_help(command):
+    import argparse
+
     from sparq_cli.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices["estimate"]
-    missing = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
+    top = next(a for a in parser._actions if a.dest == "command").choices[command]
+    missing = []
+
+    def walk(p, where):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    walk(sp, f"{where} {name}")
+            elif a.option_strings and not a.help:
+                missing.append((where, a.option_strings))
+
+    walk(top, command)
     assert missing == []
+
+
+def test_benchmarks_spell_repeat_one_way():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    spelled = {
+        m
+        for f in root.glob("*.py")
+        for m in re.findall(r'add_argument\(\s*"(--repeats?)"', f.read_text())
+    }
+    assert spelled == {"--repeat"}
