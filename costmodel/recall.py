@@ -1,11 +1,18 @@
 """Recall theory of bucketed approximate top-k.
 
+The note ``docs/recall.md`` states every result used here as a proposition with its domain and
+proof, and pins the sources; this docstring only summarises it.
+
 Bucketed top-k (Key et al., "Approximate Top-k for Increased Parallelism", arXiv 2412.04358;
 public code graphcore-research/pytorch-approx-topk) splits the ``n`` positions into ``b``
 buckets (``num_buckets``), keeps the exact top-``k_b`` (``k_per_bucket``) of every bucket,
-and then the exact top-``k`` of the ``b * k_b`` candidates. Bucket ``j`` holds ``s_j``
+and then the exact top-``k`` of the ``min(n, b * k_b)`` candidates. Bucket ``j`` holds ``s_j``
 positions; without padding the first ``n % b`` buckets hold ``n // b + 1`` positions and the
 others ``n // b`` (see ``docs/topk.md``), so only two distinct sizes ever occur.
+
+Domain (every function): integers ``1 <= k <= n``, ``1 <= b <= n``, ``k_b >= 1`` and
+``b * k_b >= k``. Any ``k_b >= 1`` is accepted; every ``k_b`` at or above the largest possible
+per-bucket count (``min(k, ceil(n / b))`` exact, ``k`` binomial) is the same model.
 
 Per-instance identity (distinct values): with ``X_j`` the number of true top-k positions in
 bucket ``j``, the number of true top-k recovered is ``K = sum_j min(X_j, k_b)`` and the recall is
@@ -26,29 +33,31 @@ Models of ``E[R]`` (:func:`expected_recall`):
     ``X_j ~ Hypergeometric(population n, successes k, draws s_j)`` for the actual bucket sizes.
     Exact under A1 + A2.
 ``"binomial"``
-    The paper's model (arXiv 2412.04358, its expected-recall formula; public code
-    ``notebooks/theoretical_models.py``): each of the
-    higher-ranked elements lands in a given bucket independently with probability ``1/b``
-    (placement with replacement). Equivalently ``(X_1..X_b) ~ Multinomial(k, 1/b, ...)``.
-    The ``n -> infinity`` limit of the exact model for equal buckets; a lower bound on it.
+    The paper's model (arXiv 2412.04358; public code ``notebooks/theoretical_models.py``,
+    ``recall.model``): each of the higher-ranked elements lands in a given bucket
+    independently with probability ``1/b`` (placement with replacement). Equivalently
+    ``(X_1..X_b) ~ Multinomial(k, 1/b, ...)``. The ``n -> infinity`` limit of the exact model
+    for equal buckets, and a lower bound on it for equal buckets (for uneven buckets the
+    ordering is open; ``docs/recall.md``).
 ``"poisson"``
     The further limit ``k, b -> infinity`` with ``lambda = k / b`` fixed:
-    ``E[R] = E[min(Pois(lambda), k_b)] / lambda``.
+    ``E[R] = E[min(Pois(lambda), k_b)] / lambda``. Below 1 for every finite ``k_b``.
 
-Chain of inequalities for equal buckets, ``exact >= binomial >= poisson``: Hoeffding (1963,
-Thm. 4, sampling without vs with replacement; binomial vs Poisson is classical) orders
-``Hypergeometric <= Binomial <= Poisson`` (same mean) in the convex order, and
-``x -> min(x, k_b)`` is concave.
+Orderings and rates (proved in ``docs/recall.md``): ``binomial >= poisson`` always and
+``exact >= binomial`` for equal buckets, by the convex order (Hoeffding 1963, JASA 58, 13-30,
+Theorem 4, for sampling without vs with replacement; binomial vs Poisson proved in the note)
+and the concavity of ``x -> min(x, k_b)``; ``binomial - poisson <= 1 / (2 b)`` and
+``exact - binomial <= (1 - 1/b)(k - 1) / (2 (n - 1))``.
 
 Monotonicity in ``b`` (used by :func:`buckets_for_recall`), proved in ``docs/recall.md``: with
 ``phi(s) = E[min(Hyp(n, k, s), k_b)]`` one has ``phi(s+1) - phi(s) = (k/n) P[Hyp(n-1, k-1, s) <=
 k_b - 1]``, non-increasing in ``s``, so ``phi`` is concave with ``phi(0) = 0``. Because the sizes
 are ``q`` and ``q + 1``, ``sum_j phi(s_j) = b * phi~(n / b)`` with ``phi~`` the piecewise-linear
-interpolation of ``phi``, so ``E[R](b) = (n/k) * phi~(t) / t`` at ``t = n / b``; a concave
-function through the origin has non-increasing chord slope ``phi~(t)/t``, so ``E[R]`` is
+interpolation of ``phi``, so ``E[R](b) = (n/k) * phi~(u) / u`` at ``u = n / b``; a concave
+function through the origin has non-increasing chord slope ``phi~(u)/u``, so ``E[R]`` is
 non-decreasing in ``b`` for *every* ``b`` (uneven buckets included), not only for ``b | b'``.
-The same argument (``d/dp E[min(Bin(k, p), c)] = k P[Bin(k-1, p) <= c-1]``) gives monotonicity
-for the binomial and Poisson models. Monotonicity in ``k_b`` is immediate.
+The same argument (``d/dp E[min(Bin(k, p), k_b)] = k P[Bin(k-1, p) <= k_b - 1]``) gives
+monotonicity for the binomial and Poisson models. Monotonicity in ``k_b`` is immediate.
 """
 
 from __future__ import annotations
@@ -127,7 +136,7 @@ _PAIR_MAX_COST = 2**29
 _SIM_MAX_N = 2**22
 _SIM_MAX_TRIALS = 2**22
 _SIM_MAX_WORK = 2**30
-_SIM_BUCKET_COST, _SIM_TRIAL_COST = 400, 512
+_SIM_BUCKET_COST, _SIM_TRIAL_COST = 100, 512
 
 
 class _LimitError(ValueError):
@@ -135,7 +144,9 @@ class _LimitError(ValueError):
 
 
 class _UnreachableError(ValueError):
-    """buckets_for_recall: the target is not reached even with one bucket per element."""
+    """An inversion's target exceeds what the model can reach (named with its supremum):
+    :func:`buckets_for_recall` when even one bucket per element misses it,
+    :func:`k_per_bucket_for_recall` for ``target = 1`` under ``"poisson"``."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -463,17 +474,20 @@ def expected_recall(
     * ``"exact"``: ``X_j ~ Hypergeometric(n, k, s_j)`` with the actual sizes ``s_j`` (first
       ``n % b`` buckets of size ``n // b + 1``, the rest ``n // b``); grouped by the two sizes.
       Exact under A1 + A2; for equal buckets it is Theorem 1 of Samaga et al.
-      (arXiv 2506.04165), ``1 - (b/k) E[(X - k_b)^+]``. Equals the rank-wise form
-      ``(1/k) sum_{i<k} P[H_i <= k_b - 1]``, ``H_i ~ Hyp(n-1, s-1, i)``, for equal buckets.
+      (arXiv 2506.04165v2), ``1 - (b/k) E[(X - k_b)^+]``. Equals the rank-wise form
+      ``(1/k) sum_{i<k} P[H_i <= k_b - 1]``, ``H_i ~ Hyp(n-1, s-1, i)``, for equal buckets
+      (any ``k_b >= 1``).
     * ``"binomial"``: arXiv 2412.04358, its expected-recall formula (``docs/recall.md``)
-      ``E[R] = (k_b + sum_{i=k_b}^{k-1} BinomCDF(k_b - 1; i, 1/b)) / k``, computed in the
-      equivalent bucket form ``(b/k) E[min(Bin(k, 1/b), k_b)]``. Assumes placement *with
+      ``E[R] = (min(k_b, k) + sum_{i=k_b}^{k-1} BinomCDF(k_b - 1; i, 1/b)) / k``, computed in
+      the equivalent bucket form ``(b/k) E[min(Bin(k, 1/b), k_b)]`` (the published rank-wise
+      form has ``k_b`` where ``min(k_b, k)`` stands: the two agree for ``k_b <= k``; for
+      ``k_b > k`` it would give ``k_b / k > 1``). Assumes placement *with
       replacement* (each higher-ranked element in a given bucket w.p. ``1/b`` independently),
       i.e. ``n -> infinity``; ignores ``n`` (validated only). A lower bound on ``"exact"``
       for equal buckets.
     * ``"poisson"``: ``k, b -> infinity``, ``lambda = k/b``:
       ``E[R] = E[min(Pois(lambda), k_b)] / lambda``; depends only on ``k_b`` and
-      ``b k_b / k``. A lower bound on ``"binomial"``.
+      ``b k_b / k``. A lower bound on ``"binomial"``, below 1 for every finite ``k_b``.
 
     Numerics: each pmf is built from its exact successive ratio ``P(x+1)/P(x)`` by a cumulative
     sum of logs and renormalised (no ``scipy.stats``, no differenced log-gamma); ``E[R]`` is
@@ -558,7 +572,7 @@ def expected_recall_kb1(n: int, k: int, *, num_buckets: int) -> float:
     """Exact expected recall for ``k_b = 1``, closed form.
 
     ``E[R] = (1/k) sum_j (1 - C(n - s_j, k) / C(n, k))`` (a bucket yields a true top-k element
-    iff it holds at least one). For equal buckets ``s = n/b`` this is the spec's
+    iff it holds at least one). For equal buckets ``s = n/b`` this is
     ``(b/k)(1 - C(n-s, k)/C(n, k))``; here generalised to the two uneven sizes.
     Assumptions: A1 distinct values, A2 random order (uniform k-subset).
     ``C(n-s,k)/C(n,k) = prod_{i<k} (1 - s/(n-i))`` is summed in log space with ``log1p``
@@ -699,18 +713,22 @@ def recall_lower_bound_kb1(k: int, *, num_buckets: int) -> float:
 
 
 def expected_recall_xla(k: int, *, num_bins: int) -> float:
-    """The TPU-KNN / XLA recall model ``(1 - 1/M)^(K - 1)`` for ``M`` bins and ``k_b = 1``.
+    """The TPU-KNN / XLA recall model ``(1 - 1/M)^(k - 1)`` for ``M`` bins and ``k_b = 1``.
 
-    Chern et al., "TPU-KNN" (arXiv 2206.14286, its bin-count analysis), as used by XLA's
-    ``ApproxTopKReductionOutputSize``: the probability that a given true top-K element shares
-    its bin with none of the other ``K - 1`` (placement with replacement). Every such element
-    is recovered, so it is a lower bound on the binomial-model recall with ``k_b = 1``.
+    Chern et al., "TPU-KNN" (NeurIPS 2022, arXiv 2206.14286), as used by XLA's
+    ``ApproxTopKReductionOutputSize`` (which writes ``K`` for our ``k``; its ``M`` bins are
+    buckets with ``k_b = 1``, ``b = M``): the probability that a given true top-k element shares
+    its bin with none of the other ``k - 1`` (placement with replacement). Every such element
+    is recovered, so it is a lower bound on the binomial-model recall with ``k_b = 1``; for
+    ``k <= M <= n`` it is also a lower bound on the exact recall, by the proved chain
+    ``exact >= 1 - (k-1) p_2 / 2 >= 1 - (k-1)/(2M) >= exp(-(k-1)/M) >= (1 - 1/M)^(k-1)``
+    (``docs/recall.md``, XLA proposition).
     Assumptions: A1 distinct values, A2 random order, placement with replacement.
 
     Parameters
     ----------
     k : int
-        ``K >= 1``.
+        ``k >= 1``.
     num_bins : int
         ``M >= 1``.
 
@@ -727,21 +745,23 @@ def expected_recall_xla(k: int, *, num_bins: int) -> float:
 
 
 def bins_for_recall_xla(k: int, target: float) -> int:
-    """Number of bins of the TPU-KNN / XLA sizing rule, ``M = ceil((1 - K) / ln(target))``.
+    """Number of bins of the TPU-KNN / XLA sizing rule, ``M = ceil((1 - k) / ln(target))``.
 
-    From ``(1 - 1/M)^(K-1) ~= exp((1 - K)/M) >= target`` (arXiv 2206.14286; XLA
-    ``ApproxTopKReductionOutputSize``, whose comment derives ``M = (1 - K)/LOG(recall)``). This
-    returns the smallest integer ``M`` meeting the *exponential* form, ``max(1, ceil(...))``.
-    XLA itself truncates instead of rounding up and then clamps and rounds to power-of-two
-    windows: see :func:`xla_reduction_output_size`. Because ``(1-1/M)^(K-1) < exp((1-K)/M)``,
-    :func:`expected_recall_xla` at this ``M`` can be slightly below ``target``; both are far
-    below the exact recall, which is why XLA's bin counts are conservative.
-    Assumptions: A1, A2, placement with replacement, ``k_b = 1``.
+    From ``(1 - 1/M)^(k-1) ~= exp((1 - k)/M) >= target`` (arXiv 2206.14286; XLA
+    ``ApproxTopKReductionOutputSize``, whose comment derives ``M = (1 - K)/LOG(recall)`` with
+    its ``K`` our ``k``). This returns the smallest integer ``M`` meeting the *exponential*
+    form, ``max(1, ceil(...))``. XLA itself truncates instead of rounding up and then clamps and
+    rounds to power-of-two windows: see :func:`xla_reduction_output_size`. Because
+    ``(1-1/M)^(k-1) < exp((1-k)/M)``, :func:`expected_recall_xla` at this ``M`` can be slightly
+    below ``target``; the exact recall with ``b = M`` buckets is not: for ``k <= M <= n`` it is
+    at least ``1 - (k-1)/(2M) >= exp(-(k-1)/M) >= target`` (proved in ``docs/recall.md``), and
+    in practice far above, which is why XLA's bin counts are conservative.
+    Assumptions: A1, A2, ``k_b = 1``.
 
     Parameters
     ----------
     k : int
-        ``K >= 1``.
+        ``k >= 1``.
     target : float
         ``0 < target < 1`` (``target = 1`` needs ``M = n``: no finite rule without ``n``).
 
@@ -762,7 +782,8 @@ def xla_reduction_output_size(n: int, k: int, target: float, *, rank: int = 2) -
     """Number of bins XLA's ``approx_max_k`` actually uses on TPU (``aggregate_to_topk=False``).
 
     A re-statement of the arithmetic of XLA's ``ApproxTopKReductionOutputSize``
-    (``xla/.../approx_topk_shape.cc``): tiling ``T = 1024`` for rank-1 operands, 128 otherwise;
+    (openxla/xla ``xla/client/lib/approx_topk_shape.cc`` at commit 16569562fc04; later moved
+    to ``xla/hlo/builder/lib/``): tiling ``T = 1024`` for rank-1 operands, 128 otherwise;
     ``n <= T`` -> ``n``; ``k = 1`` -> ``T``; ``target = 1`` -> ``n``; otherwise
     ``m = clamp(trunc((1 - k)/ln(target)), T, n)``, ``r = floor(log2(n // m))`` (``r = 0`` ->
     ``n``), ``r = min(r, ceil(log2(n // T)))``, output ``ceil(ceil(n / T) / 2^r) * T``.
@@ -771,7 +792,7 @@ def xla_reduction_output_size(n: int, k: int, target: float, *, rank: int = 2) -
     Parameters
     ----------
     n, k : int
-        Input size and ``K``; ``1 <= k <= n``.
+        Input size and the number of top elements (XLA's ``K``); ``1 <= k <= n``.
     target : float
         ``0 < target <= 1``.
     rank : int
@@ -848,8 +869,11 @@ def buckets_for_recall(
     Raises
     ------
     ValueError
-        If even ``b = n`` misses the target (possible for the binomial and Poisson models,
-        which never reach 1 unless ``k_b >= k``).
+        If even ``b = n`` misses the target, checked before the search: the message names the
+        model and the supremum of ``E[R]`` over the range, attained at ``b = n`` (by the
+        monotonicity). ``"exact"`` always reaches 1 at ``b = n``; ``"binomial"`` at ``b = n``
+        (``n >= 2``) is below 1 iff ``k_b < k``; ``"poisson"`` is below 1 for every ``b``
+        and ``k_b`` (``docs/recall.md``, reachability).
     """
     n, k = _check_int("n", n), _check_int("k", k)
     kb = _check_int("k_per_bucket", k_per_bucket, hi=None)
@@ -863,10 +887,11 @@ def buckets_for_recall(
     def f(b: int) -> float:
         return _expected_recall_one(n, k, b, kb, model)
 
-    if f(n) < t:
+    sup = f(n)  # E[R] is non-decreasing in b: its supremum over [lo, n] is E[R](n)
+    if sup < t:
         raise _UnreachableError(
-            f"target: {t} is not reachable with num_buckets <= n = {n} under model {model!r} "
-            f"(E[R] at num_buckets = n is {f(n):.6g})"
+            f"target: {t} is not reachable with num_buckets <= n = {n} under model {model!r}"
+            f" (supremum of E[R] over num_buckets in [{lo}, {n}]: {sup:.6g}, at num_buckets = n)"
         )
     return _bisect(f, lo, n, t, "num_buckets")
 
@@ -876,15 +901,17 @@ def k_per_bucket_for_recall(
 ) -> int:
     """Smallest ``k_per_bucket`` with ``E[R] >= target`` for a fixed number of buckets.
 
-    Semantics: the smallest ``k_b`` in ``[ceil(k / b), k]`` whose expected recall under
-    ``model`` (assumptions A1 distinct values, A2 random order) is at least ``target``;
-    ``E[R]`` is non-decreasing in ``k_b`` (``min(x, k_b)`` is), so a bisection is exact, and
-    the answer is verified. Under ``"exact"`` recall is 1 at ``k_b = min(k, ceil(n/b))``,
-    under ``"binomial"`` at ``k_b = k``. The Poisson limit has unbounded counts, so its recall
-    stays below 1 at ``k_b = k``: there the range is extended by doubling ``k_b`` until the
-    computed ``E[R]`` reaches ``target`` (it is exactly 1.0 once ``k_b`` passes the summed
-    window of the Poisson pmf, whose neglected tail is below 1e-20; so ``target = 1`` gives
-    the smallest ``k_b`` at which the Poisson recall rounds to 1).
+    Semantics: the smallest ``k_b >= ceil(k / b)`` whose expected recall under ``model``
+    (assumptions A1 distinct values, A2 random order) is at least ``target``; ``E[R]`` is
+    non-decreasing in ``k_b`` (``min(x, k_b)`` is), so a bisection is exact, and the answer is
+    verified. Reachability is checked first: under ``"exact"`` recall is 1 at
+    ``k_b = min(k, ceil(n/b))`` and under ``"binomial"`` at ``k_b = k``, so every target in
+    ``(0, 1]`` is reached within ``[ceil(k / b), k]``. The Poisson limit has unbounded counts:
+    its recall is below 1 for *every* ``k_b`` (supremum 1, not attained), so ``target = 1``
+    is refused (``ValueError`` naming the model and the supremum), and a target below 1 may
+    need ``k_b > k`` (``k = b = k_b = 2`` gives ``2 - 3/e = 0.8964``): the range is extended
+    by doubling ``k_b`` until the computed ``E[R]`` reaches ``target`` (it ends: the computed
+    recall is exactly 1.0 once ``k_b`` passes the summed window of the Poisson pmf).
 
     Parameters
     ----------
@@ -899,6 +926,12 @@ def k_per_bucket_for_recall(
     Returns
     -------
     int
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or ``target = 1`` under ``"poisson"`` (not reachable: the supremum 1
+        is not attained).
     """
     n, k = _check_int("n", n), _check_int("k", k)
     b = _check_int("num_buckets", num_buckets)
@@ -908,6 +941,12 @@ def k_per_bucket_for_recall(
     _check_params(n, k, b, max(lo, 1))
 
     xmax = _max_count(n, k, b, model)
+    if xmax is None and t >= 1.0:  # Poisson: E[R] < 1 for every finite k_b
+        raise _UnreachableError(
+            f"target: {t} is not reachable under model {model!r} (supremum of E[R] over"
+            f" k_per_bucket >= {lo}: 1, not attained: P[Pois(k / num_buckets) > k_per_bucket]"
+            f" > 0 for every k_per_bucket)"
+        )
     pmfs: list = []  # the count pmfs do not depend on k_b: built once, on first use
 
     def f(kb: int) -> float:
@@ -918,7 +957,8 @@ def k_per_bucket_for_recall(
         return _recall_from_pmfs(*pmfs[0], kb)
 
     hi = k
-    while f(hi) < t:  # only under "poisson"; ends once hi passes the pmf window (f = 1.0)
+    while f(hi) < t:  # only under "poisson" (t < 1); ends at the latest once hi passes the
+        # pmf window, where the computed f is exactly 1.0
         hi *= 2
     return _bisect(f, lo, hi, t, "k_per_bucket")
 
@@ -1366,7 +1406,11 @@ def _check_simulation(
 def _sim_trial_cost(n: int, k: int, b: int, kb: int) -> int:
     """Work units (~25 ns of wall time on the 2-core development box) of one trial: the row,
     sorting the top k, and per-bucket selection when k_b > 1, plus fixed overhead (measured:
-    22-31 ns per element; 5.4 us for n = 64; 42 us for n = 234, k = 58, b = k_b = 8)."""
+    22-31 ns per element; 5.4 us for n = 64; 29-42 us for n = 234, k = 58, b = k_b = 8; per
+    trial with k_b > 1, n = 1500, k = 96, b = 192: 0.19-0.35 ms, estimate 0.54 ms; n = 4096,
+    k = 64, b = 2048: 0.13 ms, estimate 5.2 ms; n = 65536, k = 1024, b = 1024, k_b = 4:
+    1.8 ms, estimate 4.4 ms). The per-bucket term was 400 units, which refused a row of the
+    docs' own table (n = 1500, k = 96, b = 192, k_b = 2, 20000 trials: ~4-7 s measured)."""
     return n + (k * k.bit_length()) // 2 + (_SIM_BUCKET_COST * b if kb > 1 else 0) + _SIM_TRIAL_COST
 
 
@@ -1415,7 +1459,7 @@ def simulate_recall(
     interleaved : bool
         Bucket layout of the built-in bucketed top-k (must stay True with a ``row_topk``).
     trials : int
-        ``>= 2``; at most 2**22, and ``trials * (n + k log2(k)/2 + 400 num_buckets [k_b > 1]
+        ``>= 2``; at most 2**22, and ``trials * (n + k log2(k)/2 + 100 num_buckets [k_b > 1]
         + 512) <= 2**30`` (about 30 s on 2 cores; ``docs/recall.md``, "Limits").
     seed : int
         ``>= 0``.

@@ -3,9 +3,9 @@
 Independent routes used here (never the code under test):
 * brute-force enumeration of all C(n, k) top-k position sets (exact model) and of all b^k
   with-replacement placements (binomial model), in exact rational arithmetic;
-* the spec's / paper's rank-wise formulas, written out with scipy.stats;
+* the rank-wise formulas (the paper's and the exact model's), written out with scipy.stats;
 * closed forms evaluated in high precision with mpmath;
-* degenerate cases with known answers and published/spec numbers;
+* degenerate cases with known answers and published numbers;
 * Monte Carlo of each model's own sampling scheme (tests/test_recall_sim.py).
 """
 
@@ -81,8 +81,8 @@ def paper_binomial(k: int, b: int, kb: int) -> float:
     return (min(kb, k) + float(stats.binom.cdf(kb - 1, i, 1.0 / b).sum())) / k
 
 
-def spec_rankwise_exact(n: int, k: int, b: int, kb: int) -> float:
-    """Spec rank-wise form for equal buckets: (1/k) sum_i P[Hyp(n-1, s-1, i) <= k_b - 1]."""
+def rankwise_exact(n: int, k: int, b: int, kb: int) -> float:
+    """Rank-wise form for equal buckets: (1/k) sum_i P[Hyp(n-1, s-1, i) <= k_b - 1]."""
     assert n % b == 0
     if n == 1:
         return 1.0  # scipy's hypergeom is undefined for an empty population
@@ -132,7 +132,7 @@ def configs(draw, max_n: int = 40, equal: bool = False, nontrivial: bool = False
         ((50, 10, 50, 1), 0.9146, 1.0),
     ],
 )
-def test_spec_numbers(cfg, binomial, exact):
+def test_reference_numbers(cfg, binomial, exact):
     n, k, b, kb = cfg
     kw = {"num_buckets": b, "k_per_bucket": kb}
     assert expected_recall(n, k, **kw, model="binomial") == pytest.approx(binomial, abs=5e-5)
@@ -140,7 +140,7 @@ def test_spec_numbers(cfg, binomial, exact):
 
 
 def test_poisson_c1_published():
-    # Spec: Poisson limit at k_b = 1, c = b k_b / k = 1 is 1 - 1/e = 0.632.
+    # Poisson limit at k_b = 1, c = b k_b / k = 1 is 1 - 1/e = 0.632 (by hand).
     got = expected_recall(2**20, 1024, num_buckets=1024, model="poisson")
     assert got == pytest.approx(1 - math.exp(-1), abs=1e-12)
 
@@ -203,10 +203,10 @@ def test_binomial_matches_paper_formula(cfg):
 
 
 @given(configs(max_n=300, equal=True, nontrivial=True))
-def test_exact_matches_spec_rankwise(cfg):
+def test_exact_matches_rankwise(cfg):
     n, k, b, kb = cfg
     got = expected_recall(n, k, num_buckets=b, k_per_bucket=kb)
-    assert got == pytest.approx(spec_rankwise_exact(n, k, b, kb), abs=1e-11)
+    assert got == pytest.approx(rankwise_exact(n, k, b, kb), abs=1e-11)
 
 
 @given(configs(max_n=300))
@@ -444,22 +444,31 @@ def test_buckets_for_recall_vs_linear_scan(n, data):
     ]
     meeting = [b for b, v in vals if v >= target]
     if not meeting:
-        with pytest.raises(ValueError, match="not reachable"):
+        with pytest.raises(ValueError, match=rf"not reachable.*{model!r} \(supremum of E"):
             buckets_for_recall(n, k, target, k_per_bucket=kb, model=model)
         return
     assert buckets_for_recall(n, k, target, k_per_bucket=kb, model=model) == meeting[0]
 
 
-@given(configs(max_n=80), st.floats(0.05, 1.0), st.sampled_from(["exact", "binomial"]))
+@given(
+    configs(max_n=80),
+    st.one_of(st.floats(0.05, 1.0), st.just(1.0)),
+    st.sampled_from(["exact", "binomial", "poisson"]),
+)
 def test_k_per_bucket_for_recall_vs_linear_scan(cfg, target, model):
     n, k, b, _ = cfg
     lo = -(-k // b)
-    vals = [
-        (kb, expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model=model))
-        for kb in range(lo, k + 1)
-    ]
-    want = next(kb for kb, v in vals if v >= target)
-    assert k_per_bucket_for_recall(n, k, target, num_buckets=b, model=model) == want
+    if model == "poisson" and target >= 1.0:
+        # E[min(Pois(lambda), k_b)] < lambda for every k_b: the supremum 1 is not attained.
+        with pytest.raises(ValueError, match=r"not reachable under model 'poisson'.*supremum"):
+            k_per_bucket_for_recall(n, k, target, num_buckets=b, model=model)
+        return
+    # Linear scan upwards from lo, past k under "poisson" (its recall is < 1 at k_b = k).
+    kb = lo
+    while expected_recall(n, k, num_buckets=b, k_per_bucket=kb, model=model) < target:
+        kb += 1
+    assert model == "poisson" or kb <= k
+    assert k_per_bucket_for_recall(n, k, target, num_buckets=b, model=model) == kb
 
 
 def test_buckets_for_recall_large():
@@ -633,7 +642,7 @@ def test_huge_k_per_bucket_array_clamped():
     kb = np.array([2**64 - 1, 2], dtype=np.uint64)
     got = expected_recall(64, 16, num_buckets=8, k_per_bucket=kb)
     assert got[0] == 1.0
-    assert got[1] == pytest.approx(0.7817, abs=5e-5)  # spec number (test_spec_numbers)
+    assert got[1] == pytest.approx(0.7817, abs=5e-5)  # reference number (test_reference_numbers)
     obj = np.array([2**80, 2], dtype=object)
     assert expected_recall(64, 16, num_buckets=8, k_per_bucket=obj)[0] == 1.0
 
@@ -722,9 +731,10 @@ def test_k_per_bucket_for_recall_poisson_above_k():
     # for c = 1, 2, 3: the Poisson model needs k_b = 3 > k for 0.9 (was a RuntimeError).
     assert k_per_bucket_for_recall(1, 1, 0.9, num_buckets=1, model="poisson") == 3
     assert k_per_bucket_for_recall(1, 1, 0.6, num_buckets=1, model="poisson") == 1
-    kb = k_per_bucket_for_recall(1, 1, 1.0, num_buckets=1, model="poisson")
-    # target 1: the first k_b whose recall rounds to 1.0: P[X > k_b] ~ 1/(k_b + 1)! / e
-    assert 15 <= kb <= 20
+    # target 1: E[R] < 1 for every k_b (the supremum 1 is not attained), so it is refused,
+    # naming the model and the supremum (was: the first k_b whose recall rounded to 1.0).
+    with pytest.raises(ValueError, match=r"model 'poisson' \(supremum of E\[R\].*: 1, not"):
+        k_per_bucket_for_recall(1, 1, 1.0, num_buckets=1, model="poisson")
 
 
 @pytest.mark.parametrize(

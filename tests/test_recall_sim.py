@@ -387,11 +387,17 @@ def test_simulate_bad_or_huge_arguments_named(kwargs, exc, match):
 
 
 def test_simulate_work_bound_documented_uses_pass():
-    # The docs table's largest runs stay below the work bound (2000 trials at n = 65536,
-    # 20000 at n = 1500) and are not refused; validation alone is instant.
+    # Every run of the docs' tables (`sparq recall --table`: 2000 trials at n = 65536, 20000
+    # otherwise, 1000 for the AR(1) rows) stays below the work bound and is not refused; the
+    # row (1500, 96, 192, 2) was refused while the per-bucket term was 400. Validation alone
+    # is instant.
     from costmodel.recall import _check_simulation
+    from sparq_cli.recall import TABLE_CONFIGS, _trials_for
 
-    for n, k, b, kb, trials in [(65536, 1024, 1024, 1, 2000), (1500, 96, 48, 2, 20000)]:
+    runs = [(n, k, b, kb, _trials_for(n)) for n, k, b, kb in TABLE_CONFIGS]
+    runs.append((65536, 1024, 1024, 1, 1000))
+    assert (1500, 96, 192, 2, 20000) in runs
+    for n, k, b, kb, trials in runs:
         _check_simulation(
             n,
             k,
