@@ -994,7 +994,7 @@ def _weights_ops(m: ModelShape, wb: float, B: int, hw: Hardware, dname: str, tp:
     out = []
     for name, params, calls in (
         ("weights GEMVs (attention + FFN)", layer_params, m.n_layers),
-        ("output projection GEMV (+ final norm, embedding row)", head_params, 1),
+        ("output projection + final norm", head_params, 1),
     ):
         nb, nf = params * wb, 2.0 * params * B
         mem, comp, t, bound = _roofline(nb, nf, bw, fl, calls * hw.kernel_latency_s)

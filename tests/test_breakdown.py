@@ -34,7 +34,7 @@ def test_weights_ops_by_hand():
     assert w.time_s == pytest.approx(32 * (T0 + 2 * LAYER_PARAMS / BW), rel=1e-12)
     assert w.time_s / 32 == pytest.approx(141.33e-6, rel=1e-4)
     assert w.calls == 32 and w.per_layer and w.bound == "memory"
-    h = ops["output projection GEMV (+ final norm, embedding row)"]
+    h = ops["output projection + final norm"]
     assert h.bytes == 2 * HEAD_PARAMS
     assert h.time_s == pytest.approx(T0 + 2 * HEAD_PARAMS / BW, rel=1e-12)
     assert h.calls == 1 and not h.per_layer
