@@ -24,7 +24,9 @@ JSON-able dict; :mod:`costmodel.calibration` fits a profile to it. Sections:
     SparQ op by op as the public microbenchmark issues it (22 ops: see
     docs/costmodel.md, "eager"), with its step-1 kernel rewritten here (one Triton program
     per (batch, head) row gathering r rows of K^T in chunks of 512 columns), K stored twice
-    and once, on a (batch, S) grid; ``wall_s`` and ``device_s`` as for dense.
+    and once, on a (batch, S) grid; ``wall_s`` as for dense; ``device_s`` (and
+    ``step1_device_s``) CUDA-graph replay of 5 calls on one copy of K, V: unlike dense, L2 is
+    not defeated, so points whose step-1 reads fit in L2 can read from it.
 
 Every timed quantity is the median of its repetitions; the raw numbers are kept.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -198,8 +201,8 @@ class _Timer:
 
     def device_time(self, fn, n: int = 10, reps: int = 3) -> tuple[float, str]:
         """Device time per call of ``fn(i)``: CUDA-graph replay of ``n`` calls (events),
-        median of ``reps`` replays; falls back to events around an eager loop. On a CPU:
-        wall time of the loop."""
+        median of ``reps`` replays; falls back to events around an eager loop (the second
+        value says which, and why). On a CPU: wall time of the loop."""
         torch = self.torch
 
         def loop():
@@ -225,10 +228,11 @@ class _Timer:
             t = self._per_call(g.replay, n, reps, events=True)
             del g
             return t, "cuda graph"
-        except Exception:
+        except Exception as exc:  # say why: an eager loop of small ops times the host
             torch.cuda.synchronize()
             fn(0)
-            return self._per_call(loop, n, reps, events=True), "events around an eager loop"
+            how = f"events around an eager loop (CUDA graph failed: {type(exc).__name__})"
+            return self._per_call(loop, n, reps, events=True), how
 
     def wall_time(self, fn, reps: int = 10, prep=None) -> tuple[float, float, list]:
         """Median and minimum wall time of ``sync; t0; fn(); sync; t1`` (the public
@@ -291,6 +295,18 @@ def measure(
     path rewritten after every section. Sections that fail record their error and the run
     goes on; sections not started before ``max_seconds`` are skipped.
     """
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected a string such as 'cuda' or 'cpu', got {device!r}")
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
+        raise TypeError(f"max_seconds: expected a number of seconds, got {max_seconds!r}")
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds: expected a positive finite number, got {max_seconds!r}")
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick: expected a bool, got {quick!r}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out: expected a path or None, got {out!r}")
+    if not callable(log):
+        raise TypeError(f"log: expected a callable, got {log!r}")
     import torch
     import torch.nn.functional as F
 

@@ -26,14 +26,14 @@ profile.
 from __future__ import annotations
 
 import datetime
-import math
 import statistics
 
 import numpy as np
 
+from costmodel._tomlio import check_number, show
 from costmodel.estimate import estimate_attention
 from costmodel.hardware import Hardware
-from costmodel.traffic import attention_traffic
+from costmodel.traffic import DTYPE_BYTES, attention_traffic, dtype_bytes
 
 __all__ = [
     "fit_profile",
@@ -48,6 +48,70 @@ __all__ = [
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")
 #: small framework ops whose host and device times give host_dispatch_s and op_device_s
 ELEMENTWISE_OPS = ("add", "mul", "div", "abs", "sqrt", "rsub", "sum", "softmax", "gather")
+#: per grid section: the shape keys every row must have, and the measured times (seconds) a
+#: row may have; each is checked (positive integers, positive finite times) before fitting
+_SHAPE_KEYS = {
+    "dense": ("batch", "heads", "seq_len", "head_dim"),
+    "topk": ("rows", "n", "k"),
+    "sparq": ("batch", "heads", "seq_len", "head_dim", "r", "k"),
+}
+_TIME_KEYS = {
+    "dense": tuple(f"{b}_device_s" for b in SDPA_BACKENDS) + ("default_wall_s",),
+    "topk": ("time_s",),
+    "sparq": tuple(
+        f"{mode}_{t}_s" for mode in ("twice", "once") for t in ("step1_device", "device", "wall")
+    ),
+}
+
+
+def _check_measurements(meas: dict) -> int:
+    """``ValueError`` naming the entry (``meas['dense'][3]['default_device_s']: ...``) for
+    anything the fit would divide by or take a size from that is not a positive number;
+    returns the bytes per element of ``meas['dtype']``."""
+    dtype = meas.get("dtype", "float16")
+    try:
+        _, e = dtype_bytes(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"meas['dtype']: expected one of {sorted(DTYPE_BYTES)}, got {show(dtype)}"
+        ) from None
+
+    def positive(value, label, integer=False):
+        check_number(
+            value, label, minimum=0, strict_min=True, integer=integer, type_error=ValueError
+        )
+
+    for sec, shape_keys in _SHAPE_KEYS.items():
+        rows = meas.get(sec) or []
+        if not isinstance(rows, list):
+            raise ValueError(f"meas[{sec!r}]: expected a list of rows, got {show(rows)}")
+        for i, row in enumerate(rows):
+            where = f"meas[{sec!r}][{i}]"
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a dict, got {show(row)}")
+            for key in shape_keys:
+                if key not in row:
+                    raise ValueError(f"{where}: expected a key {key!r}, got keys {sorted(row)}")
+                positive(row[key], f"{where}[{key!r}]", integer=True)
+            for key in _TIME_KEYS[sec]:
+                if key in row:
+                    positive(row[key], f"{where}[{key!r}]")
+    for i, row in enumerate(meas.get("read") or []):
+        for key in ("bytes", "bytes_per_s"):
+            positive(row[key], f"meas['read'][{i}][{key!r}]")
+    hops = meas.get("host_ops") or {}
+    if not isinstance(hops, dict):
+        raise ValueError(f"meas['host_ops']: expected a dict of ops, got {show(hops)}")
+    for op, row in hops.items():
+        for key in ("host_s", "device_s"):
+            if isinstance(row, dict) and key in row:
+                positive(row[key], f"meas['host_ops'][{op!r}][{key!r}]")
+    sync = meas.get("host_sync") or {}
+    if "tiny_op_round_trip_s" in sync:
+        positive(sync["tiny_op_round_trip_s"], "meas['host_sync']['tiny_op_round_trip_s']")
+    if meas.get("l2_bytes"):
+        positive(meas["l2_bytes"], "meas['l2_bytes']")
+    return e
 
 
 def fit_line_relative(x, y) -> tuple[float, float]:
@@ -56,8 +120,17 @@ def fit_line_relative(x, y) -> tuple[float, float]:
     ``a = 0``)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.size < 2:
-        raise ValueError(f"x, y: expected two arrays of the same length >= 2, got {x.size}")
+    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
+        raise ValueError(
+            f"x, y: expected two 1-d arrays of the same length >= 2, got shapes {x.shape} "
+            f"and {y.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"x: expected finite values, got {show(x.tolist())}")
+    if not np.all(np.isfinite(y) & (y > 0)):
+        raise ValueError(
+            f"y: expected positive finite values (they divide), got {show(y.tolist())}"
+        )
     A = np.stack([1 / y, x / y], axis=1)
     (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
     if a < 0 or b <= 0:  # no intercept, or times that do not grow with x: a = 0, b > 0
@@ -89,11 +162,19 @@ def _dense_bytes(B, Hh, S, d, dtype, T) -> float:
     ).bytes
 
 
-def _fit_mask(points, a: str = "batch", b: str = "seq_len") -> list[bool]:
-    """Per point (a dict with keys ``a`` and ``b``): in the fitted half of the checkerboard."""
+def _fit_mask(points, section: str, a: str = "batch", b: str = "seq_len") -> list[bool]:
+    """Per point (a dict with keys ``a`` and ``b``): in the fitted half of the checkerboard;
+    ``ValueError`` naming ``meas[section]`` when that half has fewer than 2 points (a grid
+    search would otherwise return its first value, fitted to nothing)."""
     As = [p[a] for p in points]
     Bs = [p[b] for p in points]
-    return [checkerboard(As, Bs, p[a], p[b]) for p in points]
+    fit = [checkerboard(As, Bs, p[a], p[b]) for p in points]
+    if sum(fit) < 2:
+        raise ValueError(
+            f"meas[{section!r}]: expected at least 2 points with (index({a}) + index({b})) "
+            f"even to fit on, got {sum(fit)} of {len(points)}"
+        )
+    return fit
 
 
 def _grid_search(grid, model, points, fit, key: str) -> float:
@@ -136,7 +217,7 @@ def _grid_fit(grid, model, points, key: str, section: str) -> tuple[float, list[
     """Grid search of one parameter on the K-twice times (``key.format("twice")``) of the
     fitted half of ``points``; returns the best value and the report rows of every point and
     K mode (:func:`_mode_rows`). ``model(point, value, mode)`` is the predicted time."""
-    fit = _fit_mask(points)
+    fit = _fit_mask(points, "sparq")
     best = _grid_search(grid, lambda p, g: model(p, g, "twice"), points, fit, key.format("twice"))
     return best, _mode_rows(section, key, points, fit, lambda p, mode: model(p, best, mode))
 
@@ -171,8 +252,8 @@ def fit_profile(
         raise TypeError(f"meas: expected the measurement dict, got {type(meas).__name__}")
     if not isinstance(base, Hardware):
         raise TypeError(f"base: expected a Hardware, got {type(base).__name__}")
+    e = _check_measurements(meas)
     dtype = meas.get("dtype", "float16")
-    e = 4 if dtype == "float32" else 2
     T = base.mem_transaction_bytes
     dev = meas.get("device_name", "?")
     date = str(meas.get("date_utc", datetime.date.today().isoformat()))[:10]
@@ -190,6 +271,7 @@ def fit_profile(
     # ---- dense fused: eta and t0 from the best SDPA backend's device time
     dense = meas.get("dense") or []
     pts = []
+    dense_fused = []  # (measured point, index of its report row)
     for r in dense:
         best = [(r[f"{b}_device_s"], b) for b in SDPA_BACKENDS if f"{b}_device_s" in r]
         if not best:
@@ -198,7 +280,7 @@ def fit_profile(
         nbytes = _dense_bytes(r["batch"], r["heads"], r["seq_len"], r["head_dim"], dtype, T)
         pts.append((r, t, b, nbytes))
     if len(pts) >= 4:
-        fit = _fit_mask([p[0] for p in pts])
+        fit = _fit_mask([p[0] for p in pts], "dense")
         x = [p[3] for p, f in zip(pts, fit, strict=True) if f]
         y = [p[1] for p, f in zip(pts, fit, strict=True) if f]
         t0, inv = fit_line_relative(x, y)
@@ -211,6 +293,7 @@ def fit_profile(
             eta = 1.0
         changes.update(mem_efficiency=eta, kernel_latency_s=t0)
         for (r, t, b, _), f in zip(pts, fit, strict=True):
+            dense_fused.append((r, len(rows)))
             rows.append(
                 dict(
                     section="dense fused (device time)",
@@ -225,7 +308,7 @@ def fit_profile(
     # ---- top-k
     tk = meas.get("topk") or []
     if len(tk) >= 4:
-        fit = _fit_mask(tk, "rows", "n")
+        fit = _fit_mask(tk, "topk", "rows", "n")
         xb = [r["rows"] * (r["n"] * e + 8 * r["k"]) for r in tk]
         lat, inv = fit_line_relative(
             [b for b, f in zip(xb, fit, strict=True) if f],
@@ -272,17 +355,25 @@ def fit_profile(
         sync = meas.get("host_sync") or {}
         add = hops.get("add", {})
         if "tiny_op_round_trip_s" in sync and "host_s" in add:
-            changes["sync_latency_s"] = max(
-                0.0, sync["tiny_op_round_trip_s"] - add["host_s"] - add.get("device_s", 0.0)
-            )
+            sync_s = sync["tiny_op_round_trip_s"] - add["host_s"] - add.get("device_s", 0.0)
+            changes["sync_latency_s"] = max(0.0, sync_s)
+            if sync_s < 0:
+                params["sync_latency_s_note"] = (
+                    f"round trip less dispatch and device time is {sync_s:.4g} s < 0: set to 0"
+                )
     if meas.get("l2_bytes"):
         changes["onchip_bytes"] = float(meas["l2_bytes"])
 
     hw = base.replace(**changes) if changes else base
 
-    def calibrated(field: str, value: float) -> None:
+    def calibrated(field: str, value: float, grid) -> None:
         nonlocal hw
         params[field] = value
+        if value in (grid[0], grid[-1]):  # the loss still falls past the grid: say so
+            params[f"{field}_note"] = (
+                f"{value:.4g} is an end of the search grid [{grid[0]:.4g}, {grid[-1]:.4g}]: "
+                "a bound, not a fitted minimum"
+            )
         hw = hw.replace(**{field: value})
         changes[field] = value
 
@@ -317,7 +408,7 @@ def fit_profile(
         grid = np.logspace(8, 12, 801)
         section = "sparq step 1, K {} (device time)"
         p_best, fitted_rows = _grid_fit(grid, pred, sp, "{}_step1_device_s", section)
-        calibrated("program_bandwidth_bytes_per_s", p_best)
+        calibrated("program_bandwidth_bytes_per_s", p_best, grid)
         rows += fitted_rows
 
     eager_ready = hw.host_dispatch_s is not None and hw.sync_latency_s is not None
@@ -333,37 +424,38 @@ def fit_profile(
         grid = np.linspace(0.01, 1.0, 100)
         section = "sparq eager device time, K {} (CUDA graph)"
         g_best, fitted_rows = _grid_fit(grid, device_total, sd, "{}_device_s", section)
-        calibrated("op_mem_efficiency", g_best)
+        calibrated("op_mem_efficiency", g_best, grid)
         rows += fitted_rows
 
     # ---- extra host time per op of a mixed sequence: the host-bound op-by-op SparQ
     sw = [r for r in sparq if "twice_wall_s" in r]
     if len(sw) >= 4 and eager_ready:
-        fit = _fit_mask(sw)
+        fit = _fit_mask(sw, "sparq")
+        grid = np.linspace(0.0, 50e-6, 501)
         m_best = _grid_search(
-            np.linspace(0.0, 50e-6, 501),
+            grid,
             lambda r, m: _eager_sparq(hw.replace(host_dispatch_mixed_s=m), r, dtype).time_s,
             sw,
             fit,
             "twice_wall_s",
         )
-        calibrated("host_dispatch_mixed_s", m_best)
+        calibrated("host_dispatch_mixed_s", m_best, grid)
         fitted_sparq = {(r["batch"], r["seq_len"]) for r, f in zip(sw, fit, strict=True) if f}
     else:
         fitted_sparq = set()
 
     # ---- predictions on the calibrated profile
-    for row in rows:
-        if row["section"].startswith("dense fused"):
-            row["predicted_s"] = estimate_attention(
-                "dense",
-                hardware=hw,
-                batch=row["batch"],
-                n_heads=H_(dense),
-                seq_len=row["seq_len"],
-                head_dim=D_(dense),
-                dtype=dtype,
-            ).time_s
+    for r, i in dense_fused:  # each point's own shape; streamed from memory, as measured
+        rows[i]["predicted_s"] = estimate_attention(
+            "dense",
+            hardware=hw,
+            batch=r["batch"],
+            n_heads=r["heads"],
+            seq_len=r["seq_len"],
+            head_dim=r["head_dim"],
+            dtype=dtype,
+            resident=False,
+        ).time_s
     if eager_ready:
         dense_wall = [d for d in dense if "default_wall_s" in d]
         for r in dense_wall:
@@ -467,14 +559,6 @@ def fit_profile(
     return hw, report
 
 
-def H_(dense) -> int:
-    return dense[0]["heads"] if dense else 32
-
-
-def D_(dense) -> int:
-    return dense[0]["head_dim"] if dense else 128
-
-
 def report_markdown(report: dict) -> str:
     """The report as Markdown: fitted parameters, per-section summary, every row."""
     out = [f"Calibration of {report['device']} ({report['date']})", ""]
@@ -506,7 +590,3 @@ def report_markdown(report: dict) -> str:
             m, p = f"{r['measured_x']:.3g}x", f"{r['predicted_x']:.3g}x"
         out.append(f"| {r['section']} | {cfg} | {m} | {p} | {r['error']:+.1%} | {r['role']} |")
     return "\n".join(out)
-
-
-def _finite(x) -> bool:  # pragma: no cover - helper for callers
-    return isinstance(x, (int, float)) and math.isfinite(x)

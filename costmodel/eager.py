@@ -71,7 +71,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from costmodel.hardware import Hardware
-from costmodel.traffic import Traffic
+from costmodel.traffic import Traffic, _check_int
 
 __all__ = [
     "EagerOp",
@@ -129,7 +129,18 @@ def eager_ops(
 ) -> list[EagerOp]:
     """The op list of one eager call (see the module docstring), repeated ``n_layers``
     times; bytes from ``traffic`` (the fused byte model of the same call) where a step is
-    the same."""
+    the same. The shape must be the one ``traffic`` was computed for (sizes positive
+    integers, ``n_heads`` a multiple of ``n_kv_heads``)."""
+    if not isinstance(traffic, Traffic):
+        raise TypeError(f"traffic: expected a Traffic, got {type(traffic).__name__}")
+    for name, value in (("batch", batch), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads),
+                        ("seq_len", seq_len), ("head_dim", head_dim), ("n_layers", n_layers),
+                        ("transaction_bytes", transaction_bytes)):  # fmt: skip
+        _check_int(name, value)
+    if n_heads % n_kv_heads:
+        raise ValueError(
+            f"n_heads: expected a multiple of n_kv_heads ({n_kv_heads}), got {n_heads}"
+        )
     m = traffic.method
     if m == "dense":
         ops = [
@@ -142,6 +153,9 @@ def eager_ops(
         raise ValueError(
             f"method: implementation='eager' has op lists for 'dense' and 'sparq', got {m!r}"
         )
+    r, k = _check_int("r", r), _check_int("k", k)
+    if gqa_selection not in ("shared", "per_head"):
+        raise ValueError(f"gqa_selection: expected 'shared' or 'per_head', got {gqa_selection!r}")
     e = traffic.dtype_bytes
     d = head_dim
     g = n_heads // n_kv_heads

@@ -416,6 +416,177 @@ def test_calibration_arguments_are_checked():
         calibration.fit_profile({}, "h200-sxm")
 
 
+def test_dense_predictions_take_each_points_own_shape():
+    # two head counts on the grid: each point is predicted with its own heads and head_dim
+    # (not the first row's); the times come from the documented formula, so every error is 0
+    meas = synthetic_measurements()
+    for r in meas["dense"]:
+        if r["batch"] >= 8:
+            r["heads"], r["head_dim"] = 16, 64
+            t = TRUE["t0"] + dense_bytes(r["batch"], 16, r["seq_len"], 64) / (TRUE["eta"] * PEAK)
+            r.update(default_device_s=t, cudnn_device_s=t * 1.01, flash_device_s=t * 1.3)
+    hw, report = calibration.fit_profile(meas, gpu(mem_bandwidth_bytes_per_s=PEAK))
+    assert hw.mem_efficiency == pytest.approx(TRUE["eta"], rel=1e-6)
+    rows = [r for r in report["rows"] if r["section"].startswith("dense fused")]
+    assert len(rows) == 20 and max(abs(r["error"]) for r in rows) < 1e-6
+
+
+def test_dense_predictions_stream_from_memory_as_measured():
+    # a base profile with an on-chip bandwidth and a large on-chip memory (no l2_bytes in
+    # the file to replace it): the fit is on L2-defeated device times, so the reported
+    # predictions must not price the small points as resident
+    meas = synthetic_measurements()
+    del meas["l2_bytes"]
+    base = gpu(mem_bandwidth_bytes_per_s=PEAK, onchip_bandwidth_bytes_per_s=20e12,
+               onchip_bytes=1e9)  # fmt: skip
+    _, report = calibration.fit_profile(meas, base)
+    rows = [r for r in report["rows"] if r["section"].startswith("dense fused")]
+    assert max(abs(r["error"]) for r in rows) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda m: m["dense"][0].update(default_device_s=0.0),
+         r"^meas\['dense'\]\[0\]\['default_device_s'\]: expected > 0, got 0\.0"),
+        (lambda m: m["topk"][3].update(time_s=float("nan")),
+         r"^meas\['topk'\]\[3\]\['time_s'\]: expected finite"),
+        (lambda m: m["sparq"][2].update(twice_wall_s=-1e-6),
+         r"^meas\['sparq'\]\[2\]\['twice_wall_s'\]: expected > 0"),
+        (lambda m: m["sparq"][1].pop("heads"), r"^meas\['sparq'\]\[1\]: expected a key 'heads'"),
+        (lambda m: m["dense"][0].update(batch=0), r"^meas\['dense'\]\[0\]\['batch'\]"),
+        (lambda m: m["host_ops"]["add"].update(host_s=0), r"^meas\['host_ops'\]\['add'\]"),
+        (lambda m: m.update(dtype="float64"), r"^meas\['dtype'\]: expected one of"),
+        (lambda m: m.update(dense={"batch": 1}), r"^meas\['dense'\]: expected a list"),
+    ],
+)  # fmt: skip
+def test_measurements_that_would_divide_by_zero_are_refused(edit, pattern):
+    meas = synthetic_measurements()
+    edit(meas)
+    with pytest.raises(ValueError, match=pattern):
+        calibration.fit_profile(meas, gpu(mem_bandwidth_bytes_per_s=PEAK))
+
+
+def test_topk_bytes_use_the_files_dtype_size():
+    # "fp32" is float32 (4 bytes) to the byte models; the top-k fit must count 4 bytes too
+    topk = [dict(rows=R, n=n, k=128, time_s=10e-6 + R * (n * 4 + 8 * 128) / 3e11)
+            for R in (32, 512, 2048) for n in (1024, 4096, 16384)]  # fmt: skip
+    hw, _ = calibration.fit_profile(dict(dtype="fp32", topk=topk), gpu())
+    assert hw.topk_bytes_per_s == pytest.approx(3e11, rel=1e-9)
+    assert hw.topk_latency_s == pytest.approx(10e-6, rel=1e-9)
+
+
+def test_line_fit_refuses_times_it_would_divide_by():
+    with pytest.raises(ValueError, match=r"^y: expected positive finite"):
+        calibration.fit_line_relative([1.0, 2.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match=r"^x: expected finite"):
+        calibration.fit_line_relative([1.0, float("inf")], [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"^x, y: expected"):
+        calibration.fit_line_relative([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_a_grid_whose_fitted_half_is_empty_is_refused():
+    # (batch, S) = (1, 4096), (4, 1024), (16, 4096), (64, 1024): index sums 1, 1, 3, 3, so
+    # the checkerboard fits on nothing; a grid search would return its first value
+    meas = synthetic_measurements()
+    keep = {(1, 4096), (4, 1024), (16, 4096), (64, 1024)}
+    meas["sparq"] = [r for r in meas["sparq"] if (r["batch"], r["seq_len"]) in keep]
+    with pytest.raises(ValueError, match=r"^meas\['sparq'\]: expected at least 2 points"):
+        calibration.fit_profile(meas, gpu(mem_bandwidth_bytes_per_s=PEAK))
+    assert calibration.checkerboard([1, 4, 16, 64], [1024, 4096], 1, 4096) is False
+
+
+def test_fits_at_the_end_of_their_grid_and_a_clipped_sync_are_noted():
+    meas = synthetic_measurements()
+    base = gpu(mem_bandwidth_bytes_per_s=PEAK)
+    hw0, report0 = calibration.fit_profile(meas, base)
+    assert not [k for k in report0["params"] if k.endswith("_note")]
+    truth = hw0.replace(op_mem_efficiency=0.3, host_dispatch_mixed_s=80e-6)  # past 50 us
+    for r in meas["sparq"]:
+        kw = dict(hardware=truth, batch=r["batch"], n_heads=32, seq_len=r["seq_len"],
+                  head_dim=128, r=32, k=128, implementation="eager")  # fmt: skip
+        r["twice_device_s"] = estimate_attention("sparq", **kw).params["device_s"]
+        r["twice_wall_s"] = estimate_attention("sparq", **kw).time_s
+    # round trip shorter than the add's dispatch + device time (9 + 1.5 us)
+    meas["host_sync"]["tiny_op_round_trip_s"] = 8e-6
+    hw, report = calibration.fit_profile(meas, base)
+    assert hw.host_dispatch_mixed_s == pytest.approx(50e-6)
+    assert "end of the search grid" in report["params"]["host_dispatch_mixed_s_note"]
+    assert "op_mem_efficiency_note" not in report["params"]
+    assert hw.sync_latency_s == 0.0
+    assert "-2.5e-06 s < 0" in report["params"]["sync_latency_s_note"]
+    assert "- host_dispatch_mixed_s_note = " in calibration.report_markdown(report)
+
+
+def test_eager_ops_checks_the_shape_it_is_given():
+    from costmodel.eager import eager_ops
+    from costmodel.traffic import attention_traffic
+
+    tr = attention_traffic("sparq", batch=1, n_heads=8, n_kv_heads=8, seq_len=1024,
+                           head_dim=128, r=16, k=64)  # fmt: skip
+    kw = dict(batch=1, n_heads=8, n_kv_heads=8, seq_len=1024, head_dim=128, r=16, k=64,
+              gqa_selection="shared", transaction_bytes=32, n_layers=1)  # fmt: skip
+    assert len(eager_ops(tr, **kw)) == SPARQ_KERNEL_OPS + 7
+    for change, exc, pattern in (
+        (dict(n_layers=0), ValueError, r"^n_layers: expected an int >= 1, got 0"),
+        (dict(gqa_selection="perhead"), ValueError, r"^gqa_selection: expected"),
+        (dict(n_heads=12), ValueError, r"^n_heads: expected a multiple of n_kv_heads"),
+        (dict(k=None), TypeError, r"^k: expected an int"),
+    ):
+        with pytest.raises(exc, match=pattern):
+            eager_ops(tr, **{**kw, **change})
+    with pytest.raises(TypeError, match=r"^traffic: expected a Traffic"):
+        eager_ops(None, **kw)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        (dict(max_seconds=0), ValueError, r"^max_seconds: expected a positive"),
+        (dict(max_seconds=float("nan")), ValueError, r"^max_seconds: expected a positive"),
+        (dict(max_seconds="60"), TypeError, r"^max_seconds: expected a number"),
+        (dict(quick="yes"), TypeError, r"^quick: expected a bool"),
+        (dict(device=0), TypeError, r"^device: expected a string"),
+        (dict(out=3), TypeError, r"^out: expected a path"),
+        (dict(log=None), TypeError, r"^log: expected a callable"),
+    ],
+)
+def test_measure_checks_its_arguments_before_importing_torch(kwargs, exc, pattern):
+    from costmodel import _calibrate
+
+    with pytest.raises(exc, match=pattern):
+        _calibrate.measure(**kwargs)
+
+
+def test_device_timer_per_call_time_and_why_it_fell_back():
+    # a stand-in for torch whose CUDA graph capture fails and whose events read 2 ms: the
+    # timer says why it fell back, and 2 ms over n = 10 calls is 2e-4 s per call
+    from types import SimpleNamespace
+
+    from costmodel._calibrate import _Timer
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 2.0  # ms
+
+    def no_graphs():
+        raise RuntimeError("capture not supported")
+
+    cuda = SimpleNamespace(Stream=no_graphs, synchronize=lambda: None, Event=Event)
+    timer = _Timer(SimpleNamespace(cuda=cuda), SimpleNamespace(type="cuda"))
+    calls = []
+    t, how = timer.device_time(calls.append, n=10, reps=3)
+    assert t == pytest.approx(2e-4, rel=1e-12)
+    assert how == "events around an eager loop (CUDA graph failed: RuntimeError)"
+    assert len(calls) == 1 + 3 * 10
+
+
 # ------------------------------------------------------------------------ CLI
 def test_cli_calibrate_from_measurements(tmp_path, capsys):
     src = tmp_path / "m.json"
