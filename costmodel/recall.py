@@ -468,7 +468,7 @@ def expected_recall(
 
     Assumptions: A1 distinct values; A2 the true top-k positions are a uniformly random
     k-subset (random order). Under A1 the recall of one instance is
-    ``R = (1/k) sum_j min(X_j, k_b)`` (``docs/recall.md``, "per-instance identity"), so
+    ``R = (1/k) sum_j min(X_j, k_b)`` (``docs/recall.md``, Proposition 1), so
     ``E[R] = (1/k) sum_j E[min(X_j, k_b)]``.
 
     * ``"exact"``: ``X_j ~ Hypergeometric(n, k, s_j)`` with the actual sizes ``s_j`` (first
@@ -690,8 +690,8 @@ def recall_lower_bound_kb1(k: int, *, num_buckets: int) -> float:
     Proof: the recovered count is ``k - sum_j (X_j - 1)^+ >= k - sum_j C(X_j, 2)``, and
     ``E[sum_j C(X_j, 2)] = C(k, 2) * P[two given top-k positions share a bucket]``. That
     probability is ``1/b`` with replacement and ``sum_j s_j(s_j - 1) / (n(n-1)) <= 1/b`` for the
-    exact model (equal *and* uneven unpadded buckets; see ``docs/recall.md``). Assumptions:
-    A1 distinct values, A2 random order. Holds for the exact and binomial models.
+    exact model (equal *and* uneven unpadded buckets; ``docs/recall.md``, Proposition 7).
+    Assumptions: A1 distinct values, A2 random order. Holds for the exact and binomial models.
 
     Parameters
     ----------
@@ -722,7 +722,7 @@ def expected_recall_xla(k: int, *, num_bins: int) -> float:
     is recovered, so it is a lower bound on the binomial-model recall with ``k_b = 1``; for
     ``k <= M <= n`` it is also a lower bound on the exact recall, by the proved chain
     ``exact >= 1 - (k-1) p_2 / 2 >= 1 - (k-1)/(2M) >= exp(-(k-1)/M) >= (1 - 1/M)^(k-1)``
-    (``docs/recall.md``, XLA proposition).
+    (``docs/recall.md``, Proposition 8).
     Assumptions: A1 distinct values, A2 random order, placement with replacement.
 
     Parameters
@@ -849,8 +849,9 @@ def buckets_for_recall(
     Semantics: the smallest ``b`` in ``[ceil(k / k_b), n]`` whose expected recall under
     ``model`` (see :func:`expected_recall`; assumptions A1 distinct values, A2 random order)
     is at least ``target``. ``E[R]`` is non-decreasing in ``b`` for every ``b`` (uneven
-    buckets included; proof in the module docstring and ``docs/recall.md``), so a bisection is
-    exact; the answer is verified (``E[R](b) >= target > E[R](b - 1)``) before returning.
+    buckets included; proof in the module docstring and ``docs/recall.md``, Proposition 9), so
+    a bisection is exact; the answer is verified (``E[R](b) >= target > E[R](b - 1)``) before
+    returning.
 
     Parameters
     ----------
@@ -873,7 +874,7 @@ def buckets_for_recall(
         model and the supremum of ``E[R]`` over the range, attained at ``b = n`` (by the
         monotonicity). ``"exact"`` always reaches 1 at ``b = n``; ``"binomial"`` at ``b = n``
         (``n >= 2``) is below 1 iff ``k_b < k``; ``"poisson"`` is below 1 for every ``b``
-        and ``k_b`` (``docs/recall.md``, reachability).
+        and ``k_b`` (``docs/recall.md``, Proposition 4).
     """
     n, k = _check_int("n", n), _check_int("k", k)
     kb = _check_int("k_per_bucket", k_per_bucket, hi=None)
