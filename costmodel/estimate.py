@@ -961,7 +961,7 @@ def tp_heads(m: ModelShape, hw: Hardware, tp) -> tuple[int, int]:
     if missing:
         raise ValueError(
             f"tp: {tp} devices need the profile fields {missing}, which profile {hw.name!r} "
-            "does not give"
+            "does not give (sparq estimate: --link-bandwidth, --allreduce-latency)"
         )
     if m.n_heads % tp:
         raise ValueError(f"tp: expected a divisor of n_heads ({m.n_heads}) of {m.name}, got {tp}")

@@ -176,6 +176,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generated tokens per request: N decode steps (with --prompt-len)",
     )
     request.add_argument(
+        "--link-bandwidth",
+        type=_profile_number("link_bandwidth_bytes_per_s"),
+        default=None,
+        help="with --tp: bytes/s of one device's links in one direction, replacing the "
+        "profile's (NVLink 4: 450e9)",
+    )
+    request.add_argument(
+        "--allreduce-latency",
+        type=_profile_number("allreduce_latency_s"),
+        default=None,
+        help="with --tp: seconds, the smallest time of one all-reduce, replacing the profile's",
+    )
+    request.add_argument(
         "--tp",
         type=int_arg(lo=1, hi=4096),
         default=1,
@@ -288,6 +301,24 @@ _ADHOC_ONLY = {
 
 
 def resolve_hardware(args) -> Hardware:
+    hw = _resolve_hardware(args)
+    link = {}
+    if getattr(args, "link_bandwidth", None) is not None:
+        link["link_bandwidth_bytes_per_s"] = args.link_bandwidth
+    if getattr(args, "allreduce_latency", None) is not None:
+        link["allreduce_latency_s"] = args.allreduce_latency
+    if link:
+        if getattr(args, "tp", 1) == 1:
+            flags = " and ".join(
+                f for f, k in (("--link-bandwidth", "link_bandwidth_bytes_per_s"),
+                               ("--allreduce-latency", "allreduce_latency_s")) if k in link
+            )  # fmt: skip
+            raise ValueError(f"{flags}: apply with --tp above 1 (got --tp 1)")
+        hw = hw.replace(**link)
+    return hw
+
+
+def _resolve_hardware(args) -> Hardware:
     if args.bandwidth is not None or args.peak_flops is not None:
         if args.bandwidth is None or args.peak_flops is None:
             raise ValueError("an ad-hoc profile needs both --bandwidth and --peak-flops")

@@ -212,3 +212,20 @@ def test_cli_request_errors(capsys, argv, message):
     assert main(["estimate", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sparq estimate: error: ") and message in err, err
+
+
+def test_cli_link_overrides_by_hand(capsys):
+    # an L4 profile has no link fields; the flags give them (PCIe-class 32 GB/s, 20 us)
+    argv = ["--hardware", "l4", "--tp", "2", "--link-bandwidth", "32e9",
+            "--allreduce-latency", "20e-6", "--batch", "4", "--seq-lens", "8192"]  # fmt: skip
+    data = _json(capsys, argv)
+    (row,) = data["rows"]
+    one = 20e-6 + 2 * (1 / 2) * (4 * 4096 * 2) / 32e9
+    assert row["dense_allreduce_s"] == pytest.approx(64 * one, rel=1e-12)
+    assert data["settings"]["profile"]["link_bandwidth_bytes_per_s"] == 32e9
+    assert data["settings"]["profile"]["allreduce_latency_s"] == 20e-6
+    assert main(["estimate", "--link-bandwidth", "32e9"]) == 2
+    assert "--link-bandwidth: apply with --tp above 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["estimate", "--tp", "2", "--link-bandwidth", "-1"])
+    assert "argument --link-bandwidth: expected a positive number" in capsys.readouterr().err
