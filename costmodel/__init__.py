@@ -2,17 +2,22 @@
 
 - :mod:`costmodel.traffic` — elements per head per step (paper Eq. 3, 11) and a byte model
 - :mod:`costmodel.estimate` — roofline time per kernel and per whole decode step
-  (``implementation="fused"``, ``"eager"`` via :mod:`costmodel.eager`, ``"reference"``)
+  (``implementation="fused"``, ``"eager"`` via :mod:`costmodel.eager`, ``"reference"``),
+  tensor parallelism (``tp=``) and the per-op breakdown (:func:`decode_ops`)
+- :mod:`costmodel.request` — a whole request: prefill plus the growing decode steps
 - :mod:`costmodel.calibration` — fit a profile to ``sparq hardware calibrate`` measurements
 - :mod:`costmodel.hardware` / :mod:`costmodel.shapes` — sourced TOML profiles and model shapes
+  (:mod:`costmodel.hfconfig`: shapes from a Hugging Face ``config.json``)
 - :mod:`costmodel.recall` — expected recall of bucketed top-k, closed forms and simulation
 """
 
 from costmodel.estimate import (
     DecodeEstimate,
     Estimate,
+    OpCost,
     Speedup,
     attention_transfer_fraction,
+    decode_ops,
     estimate_attention,
     estimate_decode,
     speedup,
@@ -40,6 +45,7 @@ from costmodel.recall import (
     simulate_recall,
     xla_reduction_output_size,
 )
+from costmodel.request import PrefillEstimate, RequestEstimate, estimate_prefill, estimate_request
 from costmodel.shapes import ModelShape, list_models, load_model
 from costmodel.traffic import attention_traffic, compression_ratio, transfers
 
@@ -49,6 +55,9 @@ __all__ = [
     "Estimate",
     "Hardware",
     "ModelShape",
+    "OpCost",
+    "PrefillEstimate",
+    "RequestEstimate",
     "RecallDistribution",
     "SimulationResult",
     "Speedup",
@@ -57,8 +66,11 @@ __all__ = [
     "bins_for_recall_xla",
     "buckets_for_recall",
     "compression_ratio",
+    "decode_ops",
     "estimate_attention",
     "estimate_decode",
+    "estimate_prefill",
+    "estimate_request",
     "expected_recall",
     "expected_recall_kb1",
     "expected_recall_multinomial_kb1",
