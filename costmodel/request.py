@@ -76,6 +76,7 @@ class PrefillEstimate:
     attention_bound: str
     allreduce_s: float
     kv_write_bytes: float
+    allreduce_message_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def estimate_prefill(
     store_k_twice = check_bool(store_k_twice, "store_k_twice")
     ideal = check_bool(ideal, "ideal")
     heads, kv = tp_heads(m, hw, tp)
+    tp = int(tp)
     dname, e = dtype_bytes(dtype)
     wb = (
         float(e)
@@ -165,7 +167,8 @@ def estimate_prefill(
     a_bytes = L * (B * P * (2 * heads + 2 * kv) * d * e + kv_write)
     a_flops = L * 2.0 * B * heads * d * P * (P + 1)
     _, _, a_s, a_bound = _roofline(a_bytes, a_flops, bw, fl, L * t0)
-    ar_s = 2 * L * allreduce_time(float(B * P * m.d_model * e), tp, hw, ideal=ideal)
+    msg = float(B * P * m.d_model * e) if tp > 1 else 0.0
+    ar_s = 2 * L * allreduce_time(msg, tp, hw, ideal=ideal)
     return PrefillEstimate(
         time_s=w_s + a_s + ar_s,
         weights_s=w_s,
@@ -178,6 +181,7 @@ def estimate_prefill(
         attention_bound=a_bound,
         allreduce_s=ar_s,
         kv_write_bytes=L * kv_write,
+        allreduce_message_bytes=msg,
     )
 
 

@@ -258,8 +258,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--breakdown",
         action="store_true",
         help="also show each op of the decode step (dense attention; SparQ step 1, top-k, "
-        "gathered attention; the weights' GEMVs): bytes, FLOPs, time and bound per layer and "
-        "for the whole model (JSON: a 'breakdown' list)",
+        "gathered attention; the weights' GEMVs; the all-reduces with --tp): bytes, FLOPs, "
+        "time and bound per layer and for the whole model (JSON: a 'breakdown' list); with "
+        "--prompt-len/--gen-len, the prefill's ops and the last decode step's",
     )
     parser.add_argument(
         "--csv",
@@ -458,9 +459,10 @@ def compute_rows(args, hw: Hardware, estimates: list | None = None) -> list[dict
     return rows
 
 
-def compute_request_rows(args, hw: Hardware) -> list[dict]:
+def compute_request_rows(args, hw: Hardware, requests: list | None = None) -> list[dict]:
     """``--prompt-len P --gen-len N``: one dict per batch size, dense and SparQ requests
-    (:func:`costmodel.request.estimate_request`)."""
+    (:func:`costmodel.request.estimate_request`); ``requests``, when given, receives the
+    ``(dense, sparq)`` estimates."""
     model, r = model_and_r(args)
     P, N = args.prompt_len, args.gen_len
     rows = []
@@ -492,6 +494,8 @@ def compute_request_rows(args, hw: Hardware) -> list[dict]:
             gqa_selection=args.gqa_selection,
             **common,
         )
+        if requests is not None:
+            requests.append((dense, sparq))
         last = sparq.last_step
         mem_needed = last.weights_bytes + last.attention.traffic.kv_cache_bytes
         cap = hw.mem_capacity_bytes
@@ -805,8 +809,9 @@ def breakdown_rows(rows: list[dict], estimates: list) -> list[dict]:
                 out.append(
                     {
                         "batch": row["batch"],
-                        "seq_len": row["seq_len"],
+                        "seq_len": est.seq_len,
                         "method": est.method,
+                        "phase": "decode step",
                         "op": op.op,
                         "part": op.part,
                         "calls": op.calls,
@@ -819,6 +824,52 @@ def breakdown_rows(rows: list[dict], estimates: list) -> list[dict]:
                         "layer_time_s": op.time_s / L if op.per_layer else None,
                     }
                 )
+    return out
+
+
+def request_breakdown_rows(requests: list) -> list[dict]:
+    """``--breakdown`` of whole requests: the prefill's ops (the weights' GEMMs, causal
+    attention, the all-reduces when split) and the ops of the last decode step, per
+    request of ``requests`` (``(dense, sparq)`` :class:`~costmodel.request.RequestEstimate`
+    pairs)."""
+    out = []
+    for pair in requests:
+        for req in pair:
+            pre, L = req.prefill, req.last_step.n_layers
+            ops = [
+                ("weights GEMMs (layers + output proj.)", "weights",
+                 pre.weights_bytes, pre.weights_flops, pre.weights_s, pre.weights_bound,
+                 L + 1, False),
+                ("causal attention (+ KV cache write)", "attention",
+                 pre.attention_bytes, pre.attention_flops, pre.attention_s,
+                 pre.attention_bound, L, True),
+            ]  # fmt: skip
+            if req.tp > 1:
+                ops.append(
+                    (f"all-reduce (2 per layer, {req.tp} devices)", "communication",
+                     2 * L * 2 * (req.tp - 1) / req.tp * pre.allreduce_message_bytes, 0.0,
+                     pre.allreduce_s, "communication", 2 * L, True)
+                )  # fmt: skip
+            for name, part, nb, nf, t, bound, calls, per_layer in ops:
+                out.append(
+                    {
+                        "batch": req.batch,
+                        "seq_len": req.prompt_len,
+                        "method": req.method,
+                        "phase": "prefill",
+                        "op": name,
+                        "part": part,
+                        "calls": calls,
+                        "bytes": nb,
+                        "flops": nf,
+                        "time_s": t,
+                        "bound": bound,
+                        "layer_bytes": nb / L if per_layer else None,
+                        "layer_flops": nf / L if per_layer else None,
+                        "layer_time_s": t / L if per_layer else None,
+                    }
+                )
+            out.extend(breakdown_rows([{"batch": req.batch}], [(req.last_step,)]))
     return out
 
 
@@ -838,15 +889,18 @@ def print_breakdown(brows: list[dict], n_layers: int, out=None) -> None:
     )
     sub = f"{'':<40} | {'one layer':^29} | {f'whole model ({n_layers} layers)':^35} |"
     key = None
+
+    def key_of(x):
+        return (x["batch"], x["seq_len"], x["method"], x["phase"])
+
     for b in brows:
-        if (b["batch"], b["seq_len"], b["method"]) != key:
-            key = (b["batch"], b["seq_len"], b["method"])
-            total = sum(
-                x["time_s"] for x in brows if (x["batch"], x["seq_len"], x["method"]) == key
-            )
+        if key_of(b) != key:
+            key = key_of(b)
+            total = sum(x["time_s"] for x in brows if key_of(x) == key)
             meth = "dense" if b["method"] == "dense" else "SparQ"
+            what = "prefill of P" if b["phase"] == "prefill" else "decode step, S"
             print(
-                f"\n{meth} decode step, B={b['batch']}, S={b['seq_len']}: {_fmt_time(total)}",
+                f"\n{meth} {what}={b['seq_len']}, B={b['batch']}: {_fmt_time(total)}",
                 file=out,
             )
             print(sub, file=out)
@@ -919,8 +973,6 @@ def run(args) -> int:
                 "--seq-lens: not with --prompt-len/--gen-len (the request sets S from "
                 "P + 1 to P + N)"
             )
-        if args.breakdown:
-            raise ValueError("--breakdown: one decode step's ops; not with --prompt-len/--gen-len")
         for flag in ("--plot", "--roofline"):
             if getattr(args, flag[2:]) is not None:
                 raise ValueError(
@@ -928,13 +980,19 @@ def run(args) -> int:
                 )
     settings = settings_used(args, hw, model, r)
     if request:
-        rows = compute_request_rows(args, hw)
+        requests: list = []
+        rows = compute_request_rows(args, hw, requests)
+        brows = request_breakdown_rows(requests) if args.breakdown else None
         if args.json:
             doc = {"version": version(), "settings": settings, "hardware": hw.name, "rows": rows}
+            if brows is not None:
+                doc["breakdown"] = brows
             json.dump(doc, sys.stdout, indent=1)
             print()
         else:
             print_request_table(rows, hw, settings)
+            if brows is not None:
+                print_breakdown(brows, model.n_layers)
         if args.csv is not None:
             write_csv(args.csv, rows)
             if not args.json:

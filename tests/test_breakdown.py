@@ -85,5 +85,5 @@ def test_cli_breakdown_json_and_table(capsys):
                 assert b["layer_time_s"] == pytest.approx(b["time_s"] / 32)
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "dense decode step, B=1, S=32768" in out and "SparQ top-k" in out
+    assert "dense decode step, S=32768, B=1" in out and "SparQ top-k" in out
     assert "whole model (32 layers)" in out and "141.3 us" in out

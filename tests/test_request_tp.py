@@ -203,7 +203,6 @@ def test_cli_tp_header_and_rows(capsys):
     [
         (["--prompt-len", "100"], "--prompt-len and --gen-len: expected both"),
         (["--prompt-len", "100", "--gen-len", "4", "--seq-lens", "4096"], "--seq-lens: not with"),
-        (["--prompt-len", "100", "--gen-len", "4", "--breakdown"], "--breakdown: one decode"),
         (["--model", "llama-3-70b", "--tp", "3"], "tp: expected a divisor of n_heads (64)"),
         (["--tp", "2", "--hardware", "l4"], "tp: 2 devices need the profile fields"),
     ],
@@ -229,3 +228,23 @@ def test_cli_link_overrides_by_hand(capsys):
     with pytest.raises(SystemExit):
         main(["estimate", "--tp", "2", "--link-bandwidth", "-1"])
     assert "argument --link-bandwidth: expected a positive number" in capsys.readouterr().err
+
+
+def test_cli_request_breakdown(capsys):
+    argv = ["--model", "llama-3-70b", "--tp", "4", "--prompt-len", "2048", "--gen-len", "8",
+            "--batch", "2", "--breakdown"]  # fmt: skip
+    data = _json(capsys, argv)
+    (row,) = data["rows"]
+    for method in ("dense", "sparq"):
+        pre = [b for b in data["breakdown"] if b["method"] == method and b["phase"] == "prefill"]
+        assert sum(b["time_s"] for b in pre) == pytest.approx(row[f"{method}_prefill_s"])
+        step = [b for b in data["breakdown"] if b["method"] == method and b["phase"] != "prefill"]
+        assert {b["seq_len"] for b in step} == {2048 + 8}
+        assert sum(b["time_s"] for b in step) == pytest.approx(row[f"{method}_last_step_s"])
+        (ar,) = [b for b in pre if b["part"] == "communication"]
+        msg = 2 * 2048 * 8192 * 2  # B x P x d_model x 2 bytes
+        assert ar["bytes"] == pytest.approx(160 * 2 * 3 / 4 * msg)
+        assert ar["time_s"] == pytest.approx(160 * (AR_LAT + 2 * 3 / 4 * msg / LINK))
+    assert main(["estimate", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "SparQ prefill of P=2048, B=2" in out and "SparQ decode step, S=2056, B=2" in out
