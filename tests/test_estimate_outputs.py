@@ -175,3 +175,16 @@ def test_benchmarks_spell_repeat_one_way():
         for m in re.findall(r'add_argument\(\s*"(--repeats?)"', f.read_text())
     }
     assert spelled == {"--repeat"}
+
+
+def test_request_csv_has_the_json_rows(capsys, tmp_path):
+    path = tmp_path / "req.csv"
+    argv = ["--prompt-len", "1024", "--gen-len", "4", "--batch", "1,2"]
+    data = _json(capsys, argv)
+    _run(capsys, [*argv, "--csv", str(path)])
+    with open(path, newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert [list(r) for r in got] == [list(r) for r in data["rows"]]
+    assert [float(r["request_speedup"]) for r in got] == pytest.approx(
+        [r["request_speedup"] for r in data["rows"]], rel=1e-15
+    )
