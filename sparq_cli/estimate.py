@@ -948,6 +948,20 @@ def run(args) -> int:
     check_output_path("--plot", args.plot, "PNG")
     check_output_path("--roofline", args.roofline, "PNG")
     check_output_path("--csv", args.csv, "CSV")
+    request = args.prompt_len is not None or args.gen_len is not None
+    if request:
+        if args.prompt_len is None or args.gen_len is None:
+            raise ValueError("--prompt-len and --gen-len: expected both (a whole request)")
+        if args.seq_lens is not None:
+            raise ValueError(
+                "--seq-lens: not with --prompt-len/--gen-len (the request sets S from "
+                "P + 1 to P + N)"
+            )
+        for flag in ("--plot", "--roofline"):
+            if getattr(args, flag[2:]) is not None:
+                raise ValueError(
+                    f"{flag}: plots decode steps vs S; not with --prompt-len/--gen-len"
+                )
     hw = resolve_hardware(args)
     compare = []
     if args.compare is not None:
@@ -964,20 +978,6 @@ def run(args) -> int:
             except ImportError:
                 raise ValueError(f"{flag}: needs matplotlib (pip install matplotlib)") from None
     model, r = model_and_r(args)
-    request = args.prompt_len is not None or args.gen_len is not None
-    if request:
-        if args.prompt_len is None or args.gen_len is None:
-            raise ValueError("--prompt-len and --gen-len: expected both (a whole request)")
-        if args.seq_lens is not None:
-            raise ValueError(
-                "--seq-lens: not with --prompt-len/--gen-len (the request sets S from "
-                "P + 1 to P + N)"
-            )
-        for flag in ("--plot", "--roofline"):
-            if getattr(args, flag[2:]) is not None:
-                raise ValueError(
-                    f"{flag}: plots decode steps vs S; not with --prompt-len/--gen-len"
-                )
     settings = settings_used(args, hw, model, r)
     if request:
         requests: list = []
