@@ -54,14 +54,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--r", type=int_arg(lo=1), help="query components kept (<= d)")
     c.add_argument("--k", type=int_arg(lo=1), help="positions kept")
     c.add_argument("--local-window", type=int_arg(lo=0), default=0, help="(default 0)")
-    c.add_argument("--topk", choices=("exact", "bucketed"), default="exact")
+    c.add_argument("--topk", choices=("exact", "bucketed"), default="exact",
+                   help="step 4: exact top-k (default) or the bucketed top-k")  # fmt: skip
     c.add_argument("--num-buckets", type=int_arg(lo=1), help="with --topk bucketed")
     c.add_argument("--k-per-bucket", type=int_arg(lo=1), default=1, help="(default 1)")
     c.add_argument("--contiguous", action="store_true",
                    help="contiguous buckets (default interleaved)")  # fmt: skip
-    c.add_argument("--selection", choices=("group", "head"), default="group")
-    c.add_argument("--group-score", choices=("logits", "probs"), default="logits")
-    c.add_argument("--temperature", choices=("l1", "sqrt_d", "sqrt_r"), default="l1")
+    c.add_argument("--selection", choices=("group", "head"), default="group",
+                   help="one selection per KV group (default) or per query head")  # fmt: skip
+    c.add_argument("--group-score", choices=("logits", "probs"), default="logits",
+                   help="group score: summed logits (default) or summed probabilities")  # fmt: skip
+    c.add_argument("--temperature", choices=("l1", "sqrt_d", "sqrt_r"), default="l1",
+                   help="step 2: L1 coverage (default), sqrt(d) or sqrt(r)")  # fmt: skip
     c.add_argument("--no-reallocate", action="store_true", help="alpha = 1 (no v_mean mixing)")
     c.add_argument("--values", choices=("normal", "heavy", "ties"), default="heavy",
                    help="inputs (default heavy: a few keys aligned with q)")  # fmt: skip

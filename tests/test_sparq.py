@@ -79,7 +79,7 @@ def test_zero_coverage_head_gets_zero_logits():
         assert np.isfinite(st_.out).all()
 
 
-# --- oracles from the spec -----------------------------------------------------------------
+# --- oracles from docs/sparq.md -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("opts", OPTIONS)

@@ -2,7 +2,7 @@
 
 Oracles are independent of the code under test: bucket membership is rebuilt here from
 ``np.array_split`` (contiguous: its first ``n % b`` sections are one longer, the layout of
-the spec) and ``i % b`` (interleaved); per-bucket and final rankings use a pure-Python sort
+docs/topk.md) and ``i % b`` (interleaved); per-bucket and final rankings use a pure-Python sort
 by (-value, index).
 """
 
@@ -194,7 +194,7 @@ def test_top_k_spread_one_per_bucket_is_exact(data):
 
 @given(data=st.data())
 def test_recall_identity_on_distinct_values(data):
-    # recall = (1/k) sum_j min(X_j, k_b), X_j = number of true top-k in bucket j (spec).
+    # recall = (1/k) sum_j min(X_j, k_b), X_j = true top-k in bucket j (docs/recall.md, sec. 0).
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     n, b, kb, k, interleaved = draw_params(data, (5, 20, 64, 100, 333, 1000))
