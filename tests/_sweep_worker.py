@@ -147,6 +147,11 @@ def _verify(target, kw, res):
     elif target == "simulate_recall":
         if not (0 <= res.mean <= 1 and math.isfinite(res.mean)):
             return f"simulated recall mean {res.mean} outside [0, 1]"
+    elif target in ("estimate_request", "estimate_prefill"):
+        for name in ("time_s", "total_s", "request_s"):
+            t = getattr(res, name, None)
+            if isinstance(t, float) and not (math.isfinite(t) and t > 0):
+                return f"{name} {t} is not a positive finite number"
     elif target in ("estimate_attention", "estimate_decode"):
         t = res.time_s if hasattr(res, "time_s") else None
         if t is not None and not (math.isfinite(t) and t > 0):
@@ -220,6 +225,7 @@ def _targets():
         "buckets_for_recall", "compression_ratio", "estimate_attention", "estimate_decode",
         "expected_recall", "expected_recall_kb1", "expected_recall_multinomial_kb1",
         "expected_recall_xla", "hardware_from_spec", "k_per_bucket_for_recall", "load_hardware",
+        "estimate_request", "estimate_prefill",
         "load_model", "recall_distribution", "recall_lower_bound_kb1", "simulate_recall",
         "speedup", "transfers", "xla_reduction_output_size",
     ):  # fmt: skip

@@ -503,6 +503,25 @@ def test_sweep_estimate_decode(worker, kw):
     judge(worker, "estimate_decode", kw)
 
 
+@_sweep(st.one_of(
+    st.tuples(st.just("estimate_request"), st.fixed_dictionaries(
+        {"model": maybe(st.sampled_from(["llama-2-7b", "llama-3-8b", "nope"])),
+         "hardware": maybe(HW), "batch": small_ints(1, 64), "prompt_len": small_ints(1, 8192),
+         "gen_len": small_ints(1, 2048)},
+        optional={"method": maybe(st.sampled_from(["dense", "sparq"])),
+                  "tp": small_ints(1, 8), "k_divisor": small_ints(1, 64),
+                  "implementation": maybe(st.sampled_from(["fused", "eager"])),
+                  "ideal": maybe(st.booleans())})),
+    st.tuples(st.just("estimate_prefill"), st.fixed_dictionaries(
+        {"model": maybe(st.sampled_from(["llama-2-7b", "nope"])), "hardware": maybe(HW),
+         "batch": small_ints(1, 64), "prompt_len": small_ints(1, 8192)},
+        optional={"tp": small_ints(1, 8), "store_k_twice": maybe(st.booleans())})),
+))  # fmt: skip
+def test_sweep_request(worker, drawn):
+    fn, kw = drawn
+    judge(worker, fn, kw)
+
+
 @_sweep(st.fixed_dictionaries(
     {"method": maybe(METHOD), "seq_len": small_ints(1, 2**17), "head_dim": small_ints(1, 256)},
     optional={"r": small_ints(1, 256), "k": small_ints(1, 2**17)},
