@@ -1,0 +1,464 @@
+"""SparQ decode step on a GPU: Triton kernels for step 1 and the gathered attention.
+
+One decode step, ``q (B, H, d)``, caches ``K, V (B, Hkv, S, d)`` and the transposed key copy
+``Kt (B, Hkv, d, S)`` (K stored twice), a boolean ``mask (B, S)``:
+
+* prologue (torch, ``(B, H, d)``-sized ops): components ``i1`` (top-r of the group's summed
+  ``|q|``), the selected query values and the temperature ``tau``; the per-position state
+  (0 masked, 1 valid, 2 in the local window) from the mask;
+* ``_step1_kernel`` (Triton): one program per (sequence, KV head, block of positions) loads the
+  ``r`` selected rows of ``Kt`` in place (``r`` contiguous runs of the block), computes the
+  approximate logits of the group's heads in float32, writes the group score (the sum of the
+  heads' logits, ``-inf`` where masked, ``+inf`` in the local window) and, per head, the
+  block's softmax statistics (max, sum of exp) for ``alpha``; the logits themselves are
+  written only when asked (``return_steps``), since the checker judges them;
+* selection: ``torch.topk`` of the group score (exact top-k, ties in unspecified order);
+* ``_attend_kernel`` (Triton): split over the ``k`` selected slots, one program per
+  (sequence, KV head, split) gathers the K and V rows of its slots, online softmax of the
+  exact logits, and the selected approximate-softmax mass (the approximate logits recomputed
+  from the gathered K rows, so they are never re-read from memory);
+* ``_combine_kernel`` (Triton): merges the splits and the step-1 statistics into ``y``,
+  ``alpha`` and ``out = alpha y + (1 - alpha) v_mean``.
+
+``v_mean`` is an input (a running mean kept by the decoder, as the reference allows); when
+absent it is computed with torch from V and the mask (a full read of V, as in the reference).
+Options the golden suites exercise but the fast path does not fuse (``group_score="probs"``,
+``topk="bucketed"``) are computed with torch from the kernel's logits; see docs/gpu.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _prologue_kernel(
+    Q, COMP, QS, QM, TAU, R,
+    D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, TEMP: tl.constexpr,
+):  # fmt: skip
+    """Per (sequence, selection group): components (top-r of the group's summed |q|, by value
+    descending, ties to the lower index), the selected query values, q masked to the
+    components, and the temperature of each head."""
+    pid = tl.program_id(0).to(tl.int64)
+    gg = tl.arange(0, BG)
+    gmask = gg < G
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    rows = pid * G + gg
+    m2 = gmask[:, None] & dmask[None, :]
+    qraw = tl.load(Q + rows[:, None] * D + dd[None, :], mask=m2, other=0.0)
+    qa = tl.abs(qraw.to(tl.float32))
+    a = tl.where(dmask, tl.sum(qa, axis=0), -1.0)
+    sel = dd < 0
+    for i in range(R):
+        m = tl.max(a, axis=0)
+        idx = tl.min(tl.where(a == m, dd, BD), axis=0)
+        tl.store(COMP + pid * R + i, idx)
+        hit = dd == idx
+        qcol = tl.sum(tl.where(hit[None, :], qraw.to(tl.float32), 0.0), axis=1)
+        tl.store(QS + rows * R + i, qcol.to(qraw.dtype), mask=gmask)
+        a = tl.where(hit, -2.0, a)
+        sel = sel | hit
+    tl.store(QM + rows[:, None] * D + dd[None, :], tl.where(sel[None, :], qraw, 0.0), mask=m2)
+    if TEMP == 0:
+        den = tl.sum(qa, axis=1)
+        num = tl.sum(tl.where(sel[None, :], qa, 0.0), axis=1)
+        tau = tl.where(den > 0, tl.sqrt(D * num / tl.where(den > 0, den, 1.0)), tl.sqrt(D * 1.0))
+    elif TEMP == 1:
+        tau = tl.zeros([BG], dtype=tl.float32) + tl.sqrt(D * 1.0)
+    else:
+        tau = tl.zeros([BG], dtype=tl.float32) + tl.sqrt(R * 1.0)
+    tl.store(TAU + rows, tau, mask=gmask)
+
+
+@triton.jit
+def _step1_kernel(
+    Kt, QS, INV, TAU, STATE, SCORE, LOGITS, MPART, LPART,
+    S, NB, Hkv,
+    D: tl.constexpr, R: tl.constexpr, BR: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
+    BS: tl.constexpr, WRITE_LOGITS: tl.constexpr, DOT: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_s = tl.program_id(1)
+    b = pid_bh // Hkv
+    offs = pid_s * BS + tl.arange(0, BS)
+    smask = offs < S
+    st = tl.load(STATE + b * S + offs, mask=smask, other=0)
+    valid = st > 0
+    rr = tl.arange(0, BR)
+    rmask = rr < R
+    ci = tl.load(INV + pid_bh * R + rr, mask=rmask, other=0).to(tl.int64)
+    ptrs = Kt + (pid_bh * D + ci[:, None]) * S + offs[None, :]
+    # the load is masked by block bounds only (a data-dependent mask would split the vector
+    # loads); masked positions are discarded below
+    kt = tl.load(ptrs, mask=rmask[:, None] & smask[None, :], other=0.0)
+    gg = tl.arange(0, BG)
+    gmask = gg < G
+    rows = pid_bh * G + gg
+    if DOT:
+        qs = tl.load(QS + rows[:, None] * R + rr[None, :], mask=gmask[:, None] & rmask[None, :],
+                     other=0.0)  # fmt: skip
+        if UPCAST:
+            dot = tl.dot(qs.to(tl.float32), kt.to(tl.float32))
+        else:
+            dot = tl.dot(qs, kt)  # (BG, BS), fp32 accumulation
+    else:
+        ktf = kt.to(tl.float32)
+        dot = tl.zeros([BG, BS], dtype=tl.float32)
+        for j in tl.static_range(G):
+            qj = tl.load(QS + (pid_bh * G + j) * R + rr, mask=rmask, other=0.0).to(tl.float32)
+            dj = tl.sum(qj[:, None] * ktf, axis=0)
+            dot = tl.where(gg[:, None] == j, dj[None, :], dot)
+    tau = tl.load(TAU + rows, mask=gmask, other=1.0)
+    s = tl.where(tau[:, None] > 0, dot / tau[:, None], 0.0)
+    s = tl.where(valid[None, :], s, float("-inf"))
+    if WRITE_LOGITS:
+        tl.store(LOGITS + rows[:, None] * S + offs[None, :], s,
+                 mask=gmask[:, None] & smask[None, :])  # fmt: skip
+    gs = tl.sum(tl.where(gmask[:, None], s, 0.0), axis=0)
+    m = tl.max(s, axis=1)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    lsum = tl.sum(tl.exp(s - m_safe[:, None]), axis=1)
+    tl.store(MPART + rows * NB + pid_s, m, mask=gmask)
+    tl.store(LPART + rows * NB + pid_s, lsum, mask=gmask)
+    gs = tl.where(st == 2, float("inf"), gs)
+    tl.store(SCORE + pid_bh * S + offs, gs, mask=smask)
+
+
+@triton.jit
+def _key(x):
+    """Order-preserving int64 key of a float32 (in [0, 2**32))."""
+    bi = x.to(tl.int32, bitcast=True)
+    return tl.where(bi < 0, (~bi).to(tl.int64), bi.to(tl.int64) + 2147483648)
+
+
+@triton.jit
+def _select_kernel(SCORE, IDX, VALS, S, KK, BLOCK: tl.constexpr):
+    """Exact top-k of one row of the group score by radix select: four passes of 8-bit
+    histograms find the k-th largest key, a fifth pass compacts the positions above it and the
+    first (lowest-index) positions equal to it. Positions come out in index order."""
+    row = tl.program_id(0).to(tl.int64)
+    base = SCORE + row * S
+    prefix = tl.zeros([], dtype=tl.int64)
+    need = KK
+    bins = tl.arange(0, 512)
+    for p in tl.static_range(4):
+        shift = 24 - 8 * p
+        hist = tl.zeros([512], dtype=tl.int32)
+        for off in range(0, S, BLOCK):
+            o = off + tl.arange(0, BLOCK)
+            key = _key(tl.load(base + o, mask=o < S, other=float("-inf")))
+            digit = ((key >> shift) & 255).to(tl.int32)
+            if p == 0:
+                match = o < S
+            else:
+                match = (o < S) & ((key >> (shift + 8)) == (prefix >> (shift + 8)))
+            hist += tl.histogram(tl.where(match, digit, 256), 512)
+        hist = tl.where(bins < 256, hist, 0)
+        suffix = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # count of digits >= t
+        t = tl.max(tl.where(suffix >= need, bins, -1), axis=0)
+        above = tl.sum(tl.where(bins > t, hist, 0), axis=0)
+        need = need - above
+        prefix = prefix | (t.to(tl.int64) << shift)
+    taken = tl.zeros([], dtype=tl.int32)
+    eq_seen = tl.zeros([], dtype=tl.int32)
+    for off in range(0, S, BLOCK):
+        o = off + tl.arange(0, BLOCK)
+        x = tl.load(base + o, mask=o < S, other=float("-inf"))
+        key = _key(x)
+        inb = o < S
+        gt = inb & (key > prefix)
+        eq = inb & (key == prefix)
+        eq_rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0) - 1
+        take = gt | (eq & (eq_rank < need))
+        slot = taken + tl.cumsum(take.to(tl.int32), axis=0) - 1
+        tl.store(IDX + row * KK + slot, o.to(tl.int64), mask=take)
+        tl.store(VALS + row * KK + slot, x, mask=take)
+        taken += tl.sum(take.to(tl.int32), axis=0)
+        eq_seen += tl.sum(eq.to(tl.int32), axis=0)
+
+
+@triton.jit
+def _attend_kernel(
+    K, V, Q, QM, TAU, IDX, VALS, MO, LO, ACC, ANUM, MG,
+    S, KK, CH, NSPLIT, sm_scale,
+    D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_bh = tl.program_id(0).to(tl.int64)
+    sp = tl.program_id(1)
+    gg = tl.arange(0, BG)
+    gmask = gg < G
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    qrow = pid_bh * G + gg
+    q = tl.load(Q + qrow[:, None] * D + dd[None, :], mask=gmask[:, None] & dmask[None, :],
+                other=0.0)  # fmt: skip
+    qm = tl.load(QM + qrow[:, None] * D + dd[None, :], mask=gmask[:, None] & dmask[None, :],
+                 other=0.0)  # fmt: skip
+    tau = tl.load(TAU + qrow, mask=gmask, other=1.0)
+    mg = tl.load(MG + qrow, mask=gmask, other=0.0)  # global max of the approximate logits
+    m_i = tl.full([BG], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BG], dtype=tl.float32)
+    a_i = tl.zeros([BG], dtype=tl.float32)
+    acc = tl.zeros([BG, BD], dtype=tl.float32)
+    start = sp * CH
+    for off in range(start, start + CH, BK):
+        kk = off + tl.arange(0, BK)
+        inb = kk < KK
+        val = tl.load(VALS + pid_bh * KK + kk, mask=inb, other=float("-inf"))
+        ok = inb & (val > float("-inf"))
+        pos = tl.load(IDX + pid_bh * KK + kk, mask=ok, other=0).to(tl.int64)
+        base = (pid_bh * S + pos) * D
+        kr = tl.load(K + base[:, None] + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
+        vr = tl.load(V + base[:, None] + dd[None, :], mask=ok[:, None] & dmask[None, :], other=0.0)
+        if UPCAST:  # Triton's interpreter gets bf16 tl.dot wrong: test the logic in fp32
+            q = q.to(tl.float32)
+            qm = qm.to(tl.float32)
+            kr = kr.to(tl.float32)
+            vr = vr.to(tl.float32)
+        lg = tl.dot(q, tl.trans(kr)) * sm_scale
+        lg = tl.where(ok[None, :], lg, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(lg, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(lg - m_safe[:, None])
+        corr = tl.exp(m_i - m_safe)
+        l_i = l_i * corr + tl.sum(p, axis=1)
+        acc = acc * corr[:, None] + tl.dot(p.to(vr.dtype), vr)
+        m_i = m_new
+        sa = tl.dot(qm, tl.trans(kr))
+        sa = tl.where(tau[:, None] > 0, sa / tau[:, None], 0.0)
+        a_i += tl.sum(tl.where(ok[None, :], tl.exp(sa - mg[:, None]), 0.0), axis=1)
+    out_row = (pid_bh * NSPLIT + sp) * G + gg
+    tl.store(MO + out_row, m_i, mask=gmask)
+    tl.store(LO + out_row, l_i, mask=gmask)
+    tl.store(ANUM + out_row, a_i, mask=gmask)
+    tl.store(ACC + out_row[:, None] * D + dd[None, :], acc, mask=gmask[:, None] & dmask[None, :])
+
+
+@triton.jit
+def _combine_kernel(
+    MO, LO, ACC, ANUM, MPART, LPART, VMEAN, Y, ALPHA, OUT,
+    NSPLIT, NB, HKVV, GV,
+    D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
+    BSP: tl.constexpr, BNB: tl.constexpr, REALLOC: tl.constexpr,
+):  # fmt: skip
+    pid_bh = tl.program_id(0).to(tl.int64)
+    gg = tl.arange(0, BG)
+    gmask = gg < G
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    qrow = pid_bh * G + gg
+    # step-1 statistics: global max and normaliser of each head's approximate softmax
+    mg = tl.full([BG], float("-inf"), dtype=tl.float32)
+    for nb0 in range(0, NB, BNB):
+        nb = nb0 + tl.arange(0, BNB)
+        mk = gmask[:, None] & (nb < NB)[None, :]
+        mp = tl.load(MPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=float("-inf"))
+        mg = tl.maximum(mg, tl.max(mp, axis=1))
+    mg_safe = tl.where(mg == float("-inf"), 0.0, mg)
+    z = tl.zeros([BG], dtype=tl.float32)
+    for nb0 in range(0, NB, BNB):
+        nb = nb0 + tl.arange(0, BNB)
+        mk = gmask[:, None] & (nb < NB)[None, :]
+        mp = tl.load(MPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=float("-inf"))
+        lp = tl.load(LPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=0.0)
+        z += tl.sum(lp * tl.exp(mp - mg_safe[:, None]), axis=1)
+    # merge the splits of the gathered attention
+    ss = tl.arange(0, BSP)
+    smk = gmask[:, None] & (ss < NSPLIT)[None, :]
+    srow = (pid_bh * NSPLIT + ss[None, :]) * G + gg[:, None]  # (BG, BSP)
+    mo = tl.load(MO + srow, mask=smk, other=float("-inf"))
+    lo = tl.load(LO + srow, mask=smk, other=0.0)
+    an = tl.load(ANUM + srow, mask=smk, other=0.0)
+    m = tl.max(mo, axis=1)
+    w = tl.exp(mo - m[:, None])
+    w = tl.where(smk, w, 0.0)
+    lsum = tl.sum(lo * w, axis=1)
+    y = tl.zeros([BG, BD], dtype=tl.float32)
+    for s in range(0, NSPLIT):
+        r = (pid_bh * NSPLIT + s) * G + gg
+        ms = tl.load(MO + r, mask=gmask, other=float("-inf"))
+        ws = tl.where(ms == float("-inf"), 0.0, tl.exp(ms - m))
+        a = tl.load(ACC + r[:, None] * D + dd[None, :], mask=gmask[:, None] & dmask[None, :],
+                    other=0.0)  # fmt: skip
+        y += a * ws[:, None]
+    y = y / lsum[:, None]
+    if REALLOC:
+        alpha = tl.sum(an, axis=1) / z
+    else:
+        alpha = tl.full([BG], 1.0, dtype=tl.float32)
+    # v_mean row of each head's KV head (per-head selection repeats each KV head GV times)
+    hkv_row = (pid_bh // HKVV) * (HKVV // GV) + (pid_bh % HKVV) // GV
+    vm = tl.load(VMEAN + hkv_row * D + dd, mask=dmask, other=0.0).to(tl.float32)
+    out = alpha[:, None] * y + (1.0 - alpha[:, None]) * vm[None, :]
+    om = gmask[:, None] & dmask[None, :]
+    tl.store(Y + qrow[:, None] * D + dd[None, :], y, mask=om)
+    tl.store(ALPHA + qrow, alpha, mask=gmask)
+    tl.store(OUT + qrow[:, None] * D + dd[None, :], out, mask=om)
+
+
+def _p2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def mask_state(mask: torch.Tensor, local_window: int) -> torch.Tensor:
+    """``(B, S)`` int8: 0 masked, 1 valid, 2 one of the ``local_window`` most recent valid."""
+    recent = mask.flip(-1).cumsum(-1).flip(-1)
+    local = mask & (recent <= local_window)
+    return mask.to(torch.int8) + local.to(torch.int8)
+
+
+def masked_v_mean(V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    w = mask[:, None, :, None].to(torch.float32)
+    return (V.float() * w).sum(2) / w.sum(2)
+
+
+class Config:
+    """Tuning knobs (block sizes, warps, splits of the gathered attention)."""
+
+    def __init__(self, bs=512, s1_warps=4, dot=True, bk=32, at_warps=4, target_programs=528,
+                 select="topk", sel_block=1024, sel_warps=4):  # fmt: skip
+        self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
+        self.dot, self.select, self.sel_block, self.sel_warps = dot, select, sel_block, sel_warps
+        self.target_programs = target_programs
+
+
+def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, temperature="l1",
+              group_score="logits", selection="group", topk="exact", num_buckets=None,
+              k_per_bucket=1, interleaved=True, v_mean=None, state=None, return_steps=True,
+              config=None, stop_after=None):  # fmt: skip
+    """One SparQ decode step. ``q (B, H, d)``, ``K, V (B, Hkv, S, d)``, ``Kt (B, Hkv, d, S)``
+    (fp16 or bf16, contiguous, on one CUDA device), ``mask (B, S)`` bool. ``v_mean (B, Hkv,
+    d)`` optional (computed from V if None); ``state`` optional precomputed
+    :func:`mask_state` (shared by all layers of a decode step). Returns a dict: components,
+    positions, alpha, v_mean, y, out (+ approx_logits, temperature when ``return_steps``)."""
+    cfg = config or Config()
+    B, H, d = q.shape
+    Hkv0, S = K.shape[1], K.shape[2]
+    dev = q.device
+    if v_mean is None:
+        v_mean = masked_v_mean(V, mask)
+    if state is None:
+        state = mask_state(mask, local_window)
+    if selection == "head":
+        g0 = H // Hkv0
+        K = K.repeat_interleave(g0, dim=1)
+        V = V.repeat_interleave(g0, dim=1)
+        Kt = Kt.repeat_interleave(g0, dim=1)
+    Hkv = K.shape[1]
+    g = H // Hkv
+    BD = max(16, _p2(d))
+    f32 = torch.float32
+    # prologue: components, selected query values, q restricted to them, temperature
+    comp = torch.empty((B, Hkv, r), device=dev, dtype=torch.int32)
+    qs = torch.empty((B, Hkv, g, r), device=dev, dtype=q.dtype)
+    qm = torch.empty((B, Hkv, g, d), device=dev, dtype=q.dtype)
+    tau = torch.empty((B, Hkv, g), device=dev, dtype=f32)
+    temp = {"l1": 0, "sqrt_d": 1, "sqrt_r": 2}[temperature]
+    _prologue_kernel[(B * Hkv,)](q, comp, qs, qm, tau, r, D=d, BD=BD, G=g, BG=_p2(g), TEMP=temp,
+                                 num_warps=1)  # fmt: skip
+    if stop_after == "prologue":
+        return tau
+    # step 1
+    BS = min(cfg.bs, max(16, _p2(S)))
+    NB = triton.cdiv(S, BS)
+    score = torch.empty((B, Hkv, S), device=dev, dtype=f32)
+    logits = torch.empty((B, Hkv, g, S), device=dev, dtype=f32) if return_steps else score
+    mpart = torch.empty((B, Hkv, g, NB), device=dev, dtype=f32)
+    lpart = torch.empty_like(mpart)
+    _step1_kernel[(B * Hkv, NB)](
+        Kt, qs, comp, tau, state, score, logits, mpart, lpart, S, NB, Hkv,
+        D=d, R=r, BR=max(16, _p2(r)) if cfg.dot else _p2(r), G=g,
+        BG=max(16, _p2(g)) if cfg.dot else _p2(g), BS=BS, WRITE_LOGITS=return_steps,
+        DOT=cfg.dot, UPCAST=_INTERPRET, num_warps=cfg.s1_warps,
+    )  # fmt: skip
+    if stop_after == "step1":
+        return score
+    # selection
+    kk = min(k, S)
+    if group_score == "probs" and g > 1:
+        p = torch.softmax(logits, dim=-1)
+        score = p.sum(2).masked_fill(~mask[:, None, :], float("-inf"))
+        score = score.masked_fill(state[:, None, :] == 2, float("inf"))
+    if topk == "bucketed":
+        pos = _bucketed_positions(score, mask, local_window, k, num_buckets, k_per_bucket,
+                                  interleaved)  # fmt: skip
+        vals = torch.where(pos >= 0, 0.0, float("-inf")).to(f32)
+        idx = pos.clamp(min=0)
+    elif cfg.select == "radix":
+        idx = torch.empty((B, Hkv, kk), device=dev, dtype=torch.int64)
+        vals = torch.empty((B, Hkv, kk), device=dev, dtype=f32)
+        _select_kernel[(B * Hkv,)](score, idx, vals, S, kk, BLOCK=cfg.sel_block,
+                                   num_warps=cfg.sel_warps)  # fmt: skip
+        if return_steps:  # the reference's order: by score descending, ties by index
+            vals, order = vals.sort(dim=-1, descending=True, stable=True)
+            idx = idx.gather(-1, order)
+    else:
+        vals, idx = score.topk(kk, dim=-1)
+    if stop_after == "select":
+        return idx
+    # gathered attention, split over the selected slots
+    BK = cfg.bk
+    nsplit = max(1, min(triton.cdiv(kk, BK), triton.cdiv(cfg.target_programs, B * Hkv)))
+    CH = triton.cdiv(triton.cdiv(kk, nsplit), BK) * BK
+    nsplit = triton.cdiv(kk, CH)
+    mo = torch.empty((B, Hkv, nsplit, g), device=dev, dtype=f32)
+    lo, anum = torch.empty_like(mo), torch.empty_like(mo)
+    acc = torch.empty((B, Hkv, nsplit, g, d), device=dev, dtype=f32)
+    BNB = min(128, max(2, _p2(NB)))
+    mg = mpart.amax(-1)
+    mg = torch.where(mg == float("-inf"), 0.0, mg)
+    _attend_kernel[(B * Hkv, nsplit)](
+        K, V, q, qm, tau, idx, vals, mo, lo, acc, anum, mg,
+        S, kk, CH, nsplit, 1.0 / math.sqrt(d),
+        D=d, BD=BD, G=g, BG=max(16, _p2(g)), BK=BK, UPCAST=_INTERPRET,
+        num_warps=cfg.at_warps,
+    )  # fmt: skip
+    y = torch.empty((B, H, d), device=dev, dtype=f32)
+    alpha = torch.empty((B, H), device=dev, dtype=f32)
+    out = torch.empty_like(y)
+    _combine_kernel[(B * Hkv,)](
+        mo, lo, acc, anum, mpart, lpart, v_mean, y, alpha, out,
+        nsplit, NB, Hkv, Hkv // Hkv0,
+        D=d, BD=BD, G=g, BG=_p2(g), BSP=max(2, _p2(nsplit)), BNB=BNB,
+        REALLOC=bool(reallocate), num_warps=4,
+    )  # fmt: skip
+    res = dict(components=comp, alpha=alpha, v_mean=v_mean, y=y, out=out)
+    if return_steps:
+        res["positions"] = torch.where(vals > float("-inf"), idx, torch.full_like(idx, -1))
+        res["approx_logits"] = logits.view(B, H, S)
+        res["temperature"] = tau.view(B, H)
+    else:
+        res["positions"], res["valid"] = idx, vals
+    return res
+
+
+def _bucketed_positions(score, mask, local_window, k, num_buckets, k_per_bucket, interleaved):
+    """The bucketed top-k on the kernel's group score: a Python loop over rows borrowed from
+    the plain PyTorch example (validation only; not fused, not fast)."""
+    import importlib.util
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[1] / "torch_sparq.py"
+    spec = importlib.util.spec_from_file_location("torch_sparq", p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    B, Hkv, S = score.shape
+    kk = min(k, S)
+    pos = torch.full((B, Hkv, kk), -1, device=score.device, dtype=torch.int64)
+    for b in range(B):
+        valid = mask[b].nonzero().flatten()
+        n_sel, n_local = min(k, valid.numel()), min(local_window, valid.numel())
+        for h in range(Hkv):
+            row = mod._bucketed_row(score[b, h], valid, n_local, n_sel, num_buckets,
+                                    k_per_bucket, interleaved)  # fmt: skip
+            pos[b, h, : row.numel()] = row
+    return pos
