@@ -245,10 +245,10 @@ def _attend_kernel(
 
 @triton.jit
 def _combine_kernel(
-    MO, LO, ACC, ANUM, MPART, LPART, VMEAN, Y, ALPHA, OUT,
-    NSPLIT, NB, HKVV, GV,
+    MO, LO, ACC, ANUM, Z, VMEAN, Y, ALPHA, OUT,
+    NSPLIT, HKVV, GV,
     D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
-    BSP: tl.constexpr, BNB: tl.constexpr, REALLOC: tl.constexpr,
+    BSP: tl.constexpr, REALLOC: tl.constexpr,
 ):  # fmt: skip
     pid_bh = tl.program_id(0).to(tl.int64)
     gg = tl.arange(0, BG)
@@ -256,21 +256,10 @@ def _combine_kernel(
     dd = tl.arange(0, BD)
     dmask = dd < D
     qrow = pid_bh * G + gg
-    # step-1 statistics: global max and normaliser of each head's approximate softmax
-    mg = tl.full([BG], float("-inf"), dtype=tl.float32)
-    for nb0 in range(0, NB, BNB):
-        nb = nb0 + tl.arange(0, BNB)
-        mk = gmask[:, None] & (nb < NB)[None, :]
-        mp = tl.load(MPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=float("-inf"))
-        mg = tl.maximum(mg, tl.max(mp, axis=1))
-    mg_safe = tl.where(mg == float("-inf"), 0.0, mg)
-    z = tl.zeros([BG], dtype=tl.float32)
-    for nb0 in range(0, NB, BNB):
-        nb = nb0 + tl.arange(0, BNB)
-        mk = gmask[:, None] & (nb < NB)[None, :]
-        mp = tl.load(MPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=float("-inf"))
-        lp = tl.load(LPART + qrow[:, None] * NB + nb[None, :], mask=mk, other=0.0)
-        z += tl.sum(lp * tl.exp(mp - mg_safe[:, None]), axis=1)
+    # step-1 statistics, reduced by torch: the global max (as 0 when -inf) and the normaliser
+    # of each head's approximate softmax (a loop over the per-block partials here hit a
+    # Triton 3.6 compiler failure, TritonGPUOptimizeThreadLocality, at NB >= 64 with g = 4)
+    z = tl.load(Z + qrow, mask=gmask, other=1.0)
     # merge the splits of the gathered attention
     ss = tl.arange(0, BSP)
     smk = gmask[:, None] & (ss < NSPLIT)[None, :]
@@ -407,15 +396,15 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
         return idx
     # gathered attention, split over the selected slots
     BK = cfg.bk
-    nsplit = max(1, min(triton.cdiv(kk, BK), triton.cdiv(cfg.target_programs, B * Hkv)))
+    nsplit = max(1, min(triton.cdiv(kk, BK), triton.cdiv(cfg.target_programs, B * Hkv), 64))
     CH = triton.cdiv(triton.cdiv(kk, nsplit), BK) * BK
     nsplit = triton.cdiv(kk, CH)
     mo = torch.empty((B, Hkv, nsplit, g), device=dev, dtype=f32)
     lo, anum = torch.empty_like(mo), torch.empty_like(mo)
     acc = torch.empty((B, Hkv, nsplit, g, d), device=dev, dtype=f32)
-    BNB = min(128, max(2, _p2(NB)))
     mg = mpart.amax(-1)
     mg = torch.where(mg == float("-inf"), 0.0, mg)
+    z = (lpart * torch.exp(mpart - mg[..., None])).sum(-1)
     _attend_kernel[(B * Hkv, nsplit)](
         K, V, q, qm, tau, idx, vals, mo, lo, acc, anum, mg,
         S, kk, CH, nsplit, 1.0 / math.sqrt(d),
@@ -426,9 +415,9 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     alpha = torch.empty((B, H), device=dev, dtype=f32)
     out = torch.empty_like(y)
     _combine_kernel[(B * Hkv,)](
-        mo, lo, acc, anum, mpart, lpart, v_mean, y, alpha, out,
-        nsplit, NB, Hkv, Hkv // Hkv0,
-        D=d, BD=BD, G=g, BG=_p2(g), BSP=max(2, _p2(nsplit)), BNB=BNB,
+        mo, lo, acc, anum, z, v_mean, y, alpha, out,
+        nsplit, Hkv, Hkv // Hkv0,
+        D=d, BD=BD, G=g, BG=_p2(g), BSP=max(2, _p2(nsplit)),
         REALLOC=bool(reallocate), num_warps=4,
     )  # fmt: skip
     res = dict(components=comp, alpha=alpha, v_mean=v_mean, y=y, out=out)
