@@ -1,29 +1,28 @@
-"""SparQ decode step on a GPU: Triton kernels for step 1 and the gathered attention.
+"""SparQ decode step on a GPU: Triton kernels for step 1, selection and the gathered attention.
 
 One decode step, ``q (B, H, d)``, caches ``K, V (B, Hkv, S, d)`` and the transposed key copy
 ``Kt (B, Hkv, d, S)`` (K stored twice), a boolean ``mask (B, S)``:
 
-* prologue (torch, ``(B, H, d)``-sized ops): components ``i1`` (top-r of the group's summed
-  ``|q|``), the selected query values and the temperature ``tau``; the per-position state
-  (0 masked, 1 valid, 2 in the local window) from the mask;
-* ``_step1_kernel`` (Triton): one program per (sequence, KV head, block of positions) loads the
-  ``r`` selected rows of ``Kt`` in place (``r`` contiguous runs of the block), computes the
-  approximate logits of the group's heads in float32, writes the group score (the sum of the
+* ``_prologue_kernel``: components ``i1`` (top-r of the group's summed ``|q|``), the selected
+  query values, q restricted to the components, and the temperature ``tau``;
+* ``_step1_kernel``: one program per (sequence, KV head, block of positions) loads the ``r``
+  selected rows of ``Kt`` in place (``r`` contiguous runs of the block), computes the
+  approximate logits in float32 (FMA or ``tl.dot``), writes the group score (the sum of the
   heads' logits, ``-inf`` where masked, ``+inf`` in the local window) and, per head, the
-  block's softmax statistics (max, sum of exp) for ``alpha``; the logits themselves are
-  written only when asked (``return_steps``), since the checker judges them;
-* selection: ``torch.topk`` of the group score (exact top-k, ties in unspecified order);
-* ``_attend_kernel`` (Triton): split over the ``k`` selected slots, one program per
-  (sequence, KV head, split) gathers the K and V rows of its slots, online softmax of the
-  exact logits, and the selected approximate-softmax mass (the approximate logits recomputed
-  from the gathered K rows, so they are never re-read from memory);
-* ``_combine_kernel`` (Triton): merges the splits and the step-1 statistics into ``y``,
-  ``alpha`` and ``out = alpha y + (1 - alpha) v_mean``.
+  block's softmax statistics (max, sum of exp) for ``alpha``; the logits themselves only when
+  asked (``return_steps``), since the checker judges them;
+* selection: ``torch.topk`` of the group score, or ``_select_kernel`` (radix select);
+* ``_attend_kernel``: split over the ``k`` selected slots, one program per (sequence, KV
+  head, split) gathers the K and V rows of its slots, online softmax of the exact logits, and
+  the selected approximate-softmax mass (the approximate logits recomputed from the gathered K
+  rows, so they are never re-read from memory);
+* ``_combine_kernel``: merges the splits and the step-1 statistics into ``y``, ``alpha`` and
+  ``out = alpha y + (1 - alpha) v_mean``.
 
 ``v_mean`` is an input (a running mean kept by the decoder, as the reference allows); when
 absent it is computed with torch from V and the mask (a full read of V, as in the reference).
 Options the golden suites exercise but the fast path does not fuse (``group_score="probs"``,
-``topk="bucketed"``) are computed with torch from the kernel's logits; see docs/gpu.md.
+``topk="bucketed"``) are computed with torch from the kernel's outputs; see docs/gpu.md.
 """
 
 from __future__ import annotations
