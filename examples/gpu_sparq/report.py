@@ -34,7 +34,7 @@ def bench_table(path):
         head = f"| {p['Hkv']} | {p['B']} | {p['S'] // 1024}k | {p['r']} | {p['k']} "
         if "device_s" not in p:
             err = next(iter(p["configs"].values()))
-            rows.append(head + f"| failed: {err[:40]} | " + " | " * 12)
+            rows.append((head + f"| failed: {err[:40]} " + "| " * 10 + "|").rstrip())
             continue
         t = p["device_s"]
         m = p.get("model") or {}
