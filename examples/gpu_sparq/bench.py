@@ -107,6 +107,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few points only")
     ap.add_argument("--seqs", default="4096,16384,65536")
     ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--hkv", default="32,8", help="KV head counts (H = 32)")
     ap.add_argument("--predict", help="add predictions to this results file (no GPU) and exit")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new points after")
     a = ap.parse_args(argv)
@@ -138,7 +139,7 @@ def main(argv=None):
         outp.write_text(json.dumps(res, indent=1))
 
     d, dtype = 128, torch.float16
-    heads = [(32, 32), (32, 8)]
+    heads = [(32, int(x)) for x in a.hkv.split(",")]
     batches = [int(x) for x in a.batches.split(",")]
     seqs = [int(x) for x in a.seqs.split(",")]
     configs = {

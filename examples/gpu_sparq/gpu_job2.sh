@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Second GPU session (after commit 4c3ada6, the combine-kernel fix), one command of ~7 min:
+#   OUT=results bash examples/gpu_sparq/gpu_job2.sh
+# 1. fp16 golden suite through the kernels (tl.dot + radix), the GQA S=64k benchmark points,
+#    the bf16 GQA S=32k case (built here with numba), gold16 with FMA + topk, B=64 S=16k
+#    re-measured, bf16 golden suite, mha-b2-s16k; each step gated on the elapsed time.
+# 2. Nsight Compute (full set) of step 1 and torch.topk at B=64, S=16k, r=32, k=128, MHA and GQA.
+# Everything ends up in $OUT/job2.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf} (see
+# docs/gpu.md, Rerun).
+set -u
+OUT=${OUT:-results}
+W=/tmp/job2
+mkdir -p "$W/val" "$W/ncu"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+PY=$(command -v python3 || command -v python)
+G=examples/gpu_sparq/_gold
+BIG=/tmp/big
+LOG=$W/job.log
+say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }
+END=${END:-490}  # every step is cut at this many seconds, leaving time to pack
+left() { local t=$((END - SECONDS)); [ "$1" -lt "$t" ] && t=$1; [ "$t" -lt 1 ] && t=1; echo $t; }
+step() {  # step NAME LATEST_START TIMEOUT CMD...: run CMD unless SECONDS > LATEST_START
+  local name=$1 late=$2 to; to=$(left "$3"); shift 3
+  if [ "$SECONDS" -gt "$late" ]; then say "SKIP $name (elapsed past $late s)"; return 0; fi
+  say "START $name"
+  timeout "$to" "$@" > "$W/$name.log" 2>&1
+  say "END $name rc=$?"
+}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  ncu --version
+  git log --oneline -1 2>/dev/null
+} > "$W/env.txt" 2>&1
+if $PY -c "import numba, scipy, numpy" 2>/dev/null; then HAVE_NUMBA=1; else HAVE_NUMBA=0; fi
+echo "numba: $HAVE_NUMBA" >> "$W/env.txt"
+say "numba=$HAVE_NUMBA"
+if [ "$HAVE_NUMBA" = 1 ]; then  # large cases, built on the CPU while the GPU runs the rest
+  ( $PY -m sparq_cli golden --out $BIG/gqabf --dtype bfloat16 --shape 1,32,8,32768,128 \
+      --name gqa-s32k-k4096 --r 16 --k 4096 --local-window 64 --holes > "$W/val/gen_gqabf.log" 2>&1
+    $PY -m sparq_cli golden --out $BIG/mha16 --dtype float16 --shape 2,32,32,16384,128 \
+      --name mha-b2-s16k --r 32 --k 128 --local-window 32 --holes > "$W/val/gen_mha16.log" 2>&1
+  ) &
+  GEN=$!
+fi
+check() {  # check SUITE_DIR OUTDIR NAME
+  [ "$HAVE_NUMBA" = 1 ] && [ "$SECONDS" -lt "$END" ] && timeout "$(left 60)" $PY -m sparq_cli check "$1" "$2" --json \
+    > "$W/val/check_$3.json" 2> "$W/val/check_$3.err"
+}
+# 1a. fp16 golden suite, default kernels (tl.dot step 1, radix select)
+step run_gold16 60 120 $PY examples/gpu_sparq/run_golden.py $G/gold16 $W/val/out_gold16
+check $G/gold16 $W/val/out_gold16 gold16
+# 1b. the GQA S=64k points that failed to compile before the fix
+step bench_gqa64k 200 170 $PY examples/gpu_sparq/bench.py --out $W/gpu_bench_gqa64k.json \
+  --seqs 65536 --hkv 8 --budget-s 120
+# 2. Nsight Compute: step 1 + torch.topk, B=64 S=16k r=32 k=128
+NCU=(ncu --set full --clock-control none
+     --kernel-name 'regex:_step1_kernel|[Tt]op[Kk]|Kth|Blockwise|[Ss]ort|Digit'
+     --launch-count 12 -f)
+step ncu_mha 330 110 "${NCU[@]}" -o $W/ncu/ncu_mha $PY examples/gpu_sparq/ncu_driver.py --hkv 32 --fma
+step ncu_gqa 380 90 "${NCU[@]}" -o $W/ncu/ncu_gqa $PY examples/gpu_sparq/ncu_driver.py --hkv 8
+for c in mha gqa; do
+  if [ -f $W/ncu/ncu_$c.ncu-rep ]; then
+    ncu --import $W/ncu/ncu_$c.ncu-rep --page details > $W/ncu/ncu_${c}_details.txt 2>&1
+    ncu --import $W/ncu/ncu_$c.ncu-rep --print-summary per-kernel > $W/ncu/ncu_${c}_summary.txt 2>&1
+    ncu --import $W/ncu/ncu_$c.ncu-rep --page raw --csv > $W/ncu/ncu_${c}_raw.csv 2>&1
+  fi
+done
+say "ncu exports done"
+# 1c. bf16 GQA S=32k, r=16, k=4096 (the validation case that failed to compile)
+if [ "$HAVE_NUMBA" = 1 ] && [ "$SECONDS" -lt 420 ]; then
+  timeout 45 bash -c "while [ ! -f $BIG/gqabf/manifest.json ]; do sleep 2; done"
+  step run_gqabf 420 60 $PY examples/gpu_sparq/run_golden.py $BIG/gqabf $W/val/out_gqabf
+  check $BIG/gqabf $W/val/out_gqabf gqabf
+fi
+# 1d. fp16 golden suite with the FMA step 1 + torch.topk (the benchmark's MHA pick)
+step run_gold16_fma 440 50 $PY examples/gpu_sparq/run_golden.py $G/gold16 $W/val/out_gold16_fma \
+  --fma --select topk
+check $G/gold16 $W/val/out_gold16_fma gold16_fma
+# 1e. the headline point re-measured with the fix (B=64, S=16k, MHA and GQA)
+step bench_b64_s16k 445 60 $PY examples/gpu_sparq/bench.py --out $W/gpu_bench_b64_s16k.json \
+  --seqs 16384 --batches 64 --budget-s 40
+# 1f. bf16 golden suite
+step run_goldbf 470 40 $PY examples/gpu_sparq/run_golden.py $G/goldbf $W/val/out_goldbf
+check $G/goldbf $W/val/out_goldbf goldbf
+# 1g. mha-b2-s16k, only if time is left
+if [ "$HAVE_NUMBA" = 1 ] && [ -f $BIG/mha16/manifest.json ]; then
+  step run_mha16 480 25 $PY examples/gpu_sparq/run_golden.py $BIG/mha16 $W/val/out_mha16
+  check $BIG/mha16 $W/val/out_mha16 mha16
+fi
+rm -rf $W/val/out_mha16
+say "packing"
+mkdir -p "$OUT"
+tar czf "$OUT/job2.tgz" -C "$W" . 2>/dev/null
+if [ "$(stat -c %s "$OUT/job2.tgz")" -gt 15000000 ]; then  # drop the binary reports, then outputs
+  tar czf "$OUT/job2.tgz" -C "$W" --exclude='*.ncu-rep' . 2>/dev/null
+fi
+if [ "$(stat -c %s "$OUT/job2.tgz")" -gt 15000000 ]; then
+  tar czf "$OUT/job2.tgz" -C "$W" --exclude='*.ncu-rep' --exclude='*_raw.csv' --exclude='out_gqabf' . 2>/dev/null
+fi
+ls -la "$OUT" $W/ncu; cat "$LOG"
