@@ -235,6 +235,12 @@ def predict(hw, method, *, Hkv, S, dtype, Bn=B, **kw):
     )
 
 
+def predict_sparq(hw, *, Hkv, S, dtype, k, k_twice=True, v_mean_supplied=True, **kw):
+    """:func:`predict` of this benchmark's SparQ call (``r = R``)."""
+    return predict(hw, "sparq", Hkv=Hkv, S=S, dtype=dtype, r=R, k=k, store_k_twice=k_twice,
+                   v_mean_supplied=v_mean_supplied, **kw)  # fmt: skip
+
+
 def sparq_kw(k, inp, *, k_twice, v_mean_supplied):
     return dict(
         r=R,
@@ -273,16 +279,8 @@ def bench_row(hw, Hkv, S, dtype, repeats):
                 k_twice=k_twice,
                 v_mean_supplied=vms,
                 bytes=sparq_bytes(S, Hkv, B, k, esz, k_twice=k_twice, v_mean_supplied=vms),
-                pred=predict(
-                    hw,
-                    "sparq",
-                    Hkv=Hkv,
-                    S=S,
-                    dtype=dtype,
-                    r=R,
-                    k=k,
-                    store_k_twice=k_twice,
-                    v_mean_supplied=vms,
+                pred=predict_sparq(
+                    hw, Hkv=Hkv, S=S, dtype=dtype, k=k, k_twice=k_twice, v_mean_supplied=vms
                 ),
             )
     fns[f"numpy einsum ({dtype})"] = lambda: einsum_dense(q, K, V)
@@ -390,17 +388,7 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
         kw = sparq_kw(k, inp, k_twice=True, v_mean_supplied=True)
         fns["call"] = lambda kw=kw: sparq_attention(q, K, V, **kw)
         times = round_robin(fns, repeats)
-        pred = predict(
-            hw,
-            "sparq",
-            Hkv=Hkv,
-            S=S,
-            dtype=dtype,
-            r=R,
-            k=k,
-            store_k_twice=True,
-            v_mean_supplied=True,
-        )
+        pred = predict_sparq(hw, Hkv=Hkv, S=S, dtype=dtype, k=k)
         pk = {ke.kernel: ke.time_s for ke in pred.kernels}
         cum = [times[f"P{P}"][0] for P in range(1, 7)]
         phases = []
@@ -481,18 +469,7 @@ def bench_threads(hw, S, Hkv, dtype, repeats):
                 dense_s=times["dense"][0],
                 sparq_s=times["sparq"][0],
                 dense_pred_s=predict(hw, "dense", Hkv=Hkv, S=S, dtype=dtype, threads=n).time_s,
-                sparq_pred_s=predict(
-                    hw,
-                    "sparq",
-                    Hkv=Hkv,
-                    S=S,
-                    dtype=dtype,
-                    r=R,
-                    k=k,
-                    store_k_twice=True,
-                    v_mean_supplied=True,
-                    threads=n,
-                ).time_s,
+                sparq_pred_s=predict_sparq(hw, Hkv=Hkv, S=S, dtype=dtype, k=k, threads=n).time_s,
             )
             rows.append(r)
             print(
