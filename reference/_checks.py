@@ -145,6 +145,14 @@ def as_int(
     return int(v)
 
 
+def as_bool(name: str, value) -> bool:
+    """A flag must be a real bool or ``numpy.bool_`` (``"False"``, ``None`` or ``1`` is not
+    silently truthy/falsy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def as_choice(name: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")

@@ -22,13 +22,6 @@ def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
     return value
 
 
-def _check_bool(name: str, value) -> bool:
-    """A flag must be a real bool (``"False"`` or ``None`` is not silently truthy/falsy)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
 def _as_rows(x, axis, fname: str) -> tuple[np.ndarray, int]:
     """Validate ``x``/``axis``; return (x with ``axis`` moved last, normalised axis)."""
     if not isinstance(x, np.ndarray):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference._checks import as_bool
 from reference._selection_args import (
     _as_rows,
-    _check_bool,
     _check_bucket_args,
     _check_int,
     _nrows,
@@ -58,7 +58,7 @@ def topk_twin(
     xm, axis, rows = _twin_rows(x, axis, "topk_twin")
     n = xm.shape[-1]
     k = _check_int("topk_twin: k", k, 0, n, f"0 <= k <= n = {n}")
-    largest = _check_bool("topk_twin: largest", largest)
+    largest = as_bool("topk_twin: largest", largest)
     idx = np.empty((rows.shape[0], k), dtype=np.int64)
     for r in range(rows.shape[0]):
         idx[r] = _twin_order(_twin_key(rows[r]), largest)[:k]
@@ -80,7 +80,7 @@ def bucketed_topk_twin(
     xm, axis, rows = _twin_rows(x, axis, "bucketed_topk_twin")
     n = xm.shape[-1]
     k, b, kb = _check_bucket_args("bucketed_topk_twin", n, k, num_buckets, k_per_bucket, axis)
-    interleaved = _check_bool("bucketed_topk_twin: interleaved", interleaved)
+    interleaved = as_bool("bucketed_topk_twin: interleaved", interleaved)
     sizes = bucket_sizes(n, b)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     if interleaved:

@@ -21,19 +21,19 @@ import math
 
 import numpy as np
 
-from reference._checks import as_float_array, as_int, check_attention_inputs, check_logit_range
+from reference._checks import (
+    as_bool,
+    as_float_array,
+    as_int,
+    check_attention_inputs,
+    check_logit_range,
+)
 from reference.selection import topk_row_twin
 from reference.sparq import _softmax  # the float64 twin's softmax, one for both
 
 
 def _exact_logits(qh, Kh, valid):
     return Kh[valid] @ qh / math.sqrt(qh.shape[0])
-
-
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _run(q, k_cache, v_cache, mask, k, choose):
@@ -64,7 +64,7 @@ def oracle_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_posi
         chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits[chosen])
 
-    return_positions = _check_flag("return_positions", return_positions)
+    return_positions = as_bool("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 
@@ -79,7 +79,7 @@ def flexgen_topk_attention(q, k_cache, v_cache, *, k: int, mask=None, return_pos
         chosen = topk_row_twin(logits, n)
         return chosen, _softmax(logits)[chosen]
 
-    return_positions = _check_flag("return_positions", return_positions)
+    return_positions = as_bool("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 
@@ -100,7 +100,7 @@ def lm_infinite_attention(
         )
         return chosen, _softmax(logits[chosen])
 
-    return_positions = _check_flag("return_positions", return_positions)
+    return_positions = as_bool("return_positions", return_positions)
     out, pos = _run(q, k_cache, v_cache, mask, k, choose)
     return (out, pos) if return_positions else out
 

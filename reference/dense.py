@@ -13,7 +13,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from reference._checks import KernelInputs, check_attention_inputs
+from reference._checks import KernelInputs, as_bool, check_attention_inputs
 from reference._config import njit_parallel, note_first_compile
 from reference._rows import attend_positions, nonfinite_rows
 from reference._workspace import workspace
@@ -98,8 +98,7 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     -------
     out : ndarray of float64, shape (B, H, d)
     """
-    if not isinstance(check_finite, (bool, np.bool_)):
-        raise TypeError(f"check_finite: expected a bool, got {type(check_finite).__name__}")
+    as_bool("check_finite", check_finite)
     x = KernelInputs(q, k_cache, v_cache, mask)
     out = np.empty((x.B, x.H, x.d))
     status = np.zeros((x.B, x.Hkv), dtype=np.int64)

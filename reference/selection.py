@@ -41,9 +41,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from reference._checks import as_bool
 from reference._selection_args import (
     _as_rows,
-    _check_bool,
     _check_bucket_args,
     _check_int,
     _nrows,
@@ -166,8 +166,8 @@ def topk(
     xm, axis = _as_rows(x, axis, "topk")
     n = xm.shape[-1]
     k = _check_int("topk: k", k, 0, n, f"0 <= k <= n = {n} (the size of axis {axis})")
-    largest = _check_bool("topk: largest", largest)
-    _check_bool("topk: sorted", sorted)
+    largest = as_bool("topk: largest", largest)
+    as_bool("topk: sorted", sorted)
     key = _kernel_key(xm, largest)
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)
@@ -223,8 +223,8 @@ def bucketed_topk(
     xm, axis = _as_rows(x, axis, "bucketed_topk")
     n = xm.shape[-1]
     k, b, kb = _check_bucket_args("bucketed_topk", n, k, num_buckets, k_per_bucket, axis)
-    interleaved = _check_bool("bucketed_topk: interleaved", interleaved)
-    _check_bool("bucketed_topk: sorted", sorted)
+    interleaved = as_bool("bucketed_topk: interleaved", interleaved)
+    as_bool("bucketed_topk: sorted", sorted)
     key = _kernel_key(xm, True)
     out = np.empty((key.shape[0], k), dtype=np.int64)
     nan_rows = np.zeros(key.shape[0], dtype=np.bool_)

@@ -32,6 +32,7 @@ from numba import prange
 
 from reference._checks import (
     KernelInputs,
+    as_bool,
     as_cache_array,
     as_choice,
     as_float_array,
@@ -125,8 +126,7 @@ class SparqParams:
         r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
         k = as_int("k", k, lo=1)
         local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
-        if not isinstance(reallocate, (bool, np.bool_)):
-            raise TypeError(f"reallocate: expected a bool, got {type(reallocate).__name__}")
+        as_bool("reallocate", reallocate)
         as_choice("temperature", temperature, TEMPERATURES)
         as_choice("group_score", group_score, GROUP_SCORES)
         as_choice("selection", selection, SELECTIONS)
@@ -144,8 +144,7 @@ class SparqParams:
                     f" {k - local_window} (the non-local positions to select), got"
                     f" {num_buckets} * {k_per_bucket} = {num_buckets * k_per_bucket}"
                 )
-            if not isinstance(interleaved, (bool, np.bool_)):
-                raise TypeError(f"interleaved: expected a bool, got {type(interleaved).__name__}")
+            as_bool("interleaved", interleaved)
         elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
             raise ValueError(
                 f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
@@ -1046,8 +1045,7 @@ def sparq_attention(
             k_per_bucket=k_per_bucket, interleaved=interleaved, precision=precision,
         )  # fmt: skip
         return steps if return_steps else steps.out
-    if not isinstance(check_finite, (bool, np.bool_)):
-        raise TypeError(f"check_finite: expected a bool, got {type(check_finite).__name__}")
+    as_bool("check_finite", check_finite)
     x = KernelInputs(q, k_cache, v_cache, mask)
     p = SparqParams.build(
         d=x.d, r=r, k=k, local_window=local_window, reallocate=reallocate,

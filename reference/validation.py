@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from reference._checks import as_int
+from reference._checks import as_bool, as_int
 from reference.precision import PRECISIONS, Precision, round_to
 from reference.sparq import (
     SparqParams,
@@ -153,9 +153,8 @@ def _check_case_args(name, B, H, Hkv, S, d, dtype, seed, pad, holes, values, sca
     as_int("seed", seed, lo=0)
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype: expected one of {PRECISIONS}, got {dtype!r}")
-    for arg, v in (("pad", pad), ("holes", holes)):
-        if not isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"{arg}: expected a bool, got {type(v).__name__} {v!r}")
+    as_bool("pad", pad)
+    as_bool("holes", holes)
     if values not in ("normal", "heavy", "ties"):
         raise ValueError(f"values: expected 'normal', 'heavy' or 'ties', got {values!r}")
     for arg, v, none_ok in (("scale", scale, False), ("garbage", garbage, True)):
