@@ -42,6 +42,28 @@ def _predict(p):
     return out
 
 
+DEFAULT_CONFIGS = "fma-topk,dot-topk,loop-topk,fma-tour16,dot-tour16,loop-tour16"
+
+
+def parse_config(name, Config):
+    """``{fma|dot|loop}[-bs{N}][-w{N}]-{topk|radix|tour{N}}`` -> Config."""
+    parts = name.split("-")
+    kw = dict(step1=parts[0])
+    for p in parts[1:-1]:
+        if p.startswith("bs"):
+            kw["bs"] = int(p[2:])
+        elif p.startswith("w"):
+            kw["s1_warps"] = int(p[1:])
+        else:
+            raise ValueError(f"config {name!r}: unknown part {p!r}")
+    sel = parts[-1]
+    if sel.startswith("tour"):
+        kw.update(select="tour", tour=int(sel[4:] or 16))
+    else:
+        kw["select"] = sel
+    return Config(**kw)
+
+
 def _sdpa(F, sdpa_kernel, be, c, gqa):
     q4 = c[0][:, :, None, :]
     if be is None:
@@ -110,6 +132,10 @@ def main(argv=None):
     ap.add_argument("--hkv", default="32,8", help="KV head counts (H = 32)")
     ap.add_argument("--predict", help="add predictions to this results file (no GPU) and exit")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new points after")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
+                    help="SparQ configurations to try at each point (fastest is reported)")
+    ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
+    ap.add_argument("--rk", default="32,128;16,0", help="r,k pairs (k 0: S/8)")
     a = ap.parse_args(argv)
     if a.predict:
         res = json.loads(Path(a.predict).read_text())
@@ -138,16 +164,12 @@ def main(argv=None):
     def flush():
         outp.write_text(json.dumps(res, indent=1))
 
-    d, dtype = 128, torch.float16
+    d, dtype = 128, getattr(torch, a.dtype)
     heads = [(32, int(x)) for x in a.hkv.split(",")]
     batches = [int(x) for x in a.batches.split(",")]
     seqs = [int(x) for x in a.seqs.split(",")]
-    configs = {
-        "fma-topk": Config(dot=False, select="topk"),
-        "dot-topk": Config(dot=True, select="topk"),
-        "fma-radix": Config(dot=False, select="radix"),
-        "dot-radix": Config(dot=True, select="radix"),
-    }
+    configs = {name: parse_config(name, Config) for name in a.configs.split(",")}
+    rks = [tuple(int(x) for x in rk.split(",")) for rk in a.rk.split(";")]
     if a.quick:
         heads, batches, seqs = [(32, 32)], [64], [16384]
     free_bytes = torch.cuda.mem_get_info()[0]
@@ -173,7 +195,7 @@ def main(argv=None):
                     copies.append((q, K, V, Kt))
                 mask = torch.ones(B, S, dtype=torch.bool, device=dev)
                 vmean = torch.zeros(B, Hkv, d, device=dev, dtype=torch.float32)
-                base = dict(B=B, H=H, Hkv=Hkv, S=S, d=d, dtype="float16", copies=n)
+                base = dict(B=B, H=H, Hkv=Hkv, S=S, d=d, dtype=a.dtype, copies=n)
                 # dense SDPA
                 for name, be in (("default", None), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                                  ("flash", SDPBackend.FLASH_ATTENTION)):  # fmt: skip
@@ -188,7 +210,8 @@ def main(argv=None):
                     res["points"].append(p)
                     flush()
                 # SparQ
-                for r, k in ((32, 128), (16, S // 8)):
+                for r, k in rks:
+                    k = k or S // 8
                     lw = 32 if k == 128 else 64
                     p = dict(base, method="sparq", r=r, k=k, local_window=lw, configs={})
                     best = None

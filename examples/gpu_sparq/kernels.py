@@ -79,11 +79,17 @@ def _prologue_kernel(
 
 @triton.jit
 def _step1_kernel(
-    Kt, QS, INV, TAU, STATE, SCORE, LOGITS, MPART, LPART,
-    S, NB, Hkv,
+    Kt, QS, INV, TAU, STATE, SCORE, LOGITS, MPART, LPART, SUBMAX,
+    S, NB, Hkv, SROW, NSUB,
     D: tl.constexpr, R: tl.constexpr, BR: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
-    BS: tl.constexpr, WRITE_LOGITS: tl.constexpr, DOT: tl.constexpr, UPCAST: tl.constexpr,
+    BS: tl.constexpr, WRITE_LOGITS: tl.constexpr, MODE: tl.constexpr, UPCAST: tl.constexpr,
+    SUB: tl.constexpr,
 ):  # fmt: skip
+    """MODE 0: FMA over a (r, BS) block; 1: ``tl.dot`` with the heads padded to 16; 2: a
+    loop over the r selected rows, one contiguous ``BS`` load each, accumulated per head
+    (no cross-thread reduction). ``SUB > 0``: also writes the maximum of the group score
+    over each run of ``SUB`` consecutive positions (the tournament selection's first level);
+    the score row then has ``SROW = NSUB * SUB >= S`` entries, ``-inf`` past ``S``."""
     pid_bh = tl.program_id(0).to(tl.int64)
     pid_s = tl.program_id(1)
     b = pid_bh // Hkv
@@ -93,15 +99,23 @@ def _step1_kernel(
     valid = st > 0
     rr = tl.arange(0, BR)
     rmask = rr < R
-    ci = tl.load(INV + pid_bh * R + rr, mask=rmask, other=0).to(tl.int64)
-    ptrs = Kt + (pid_bh * D + ci[:, None]) * S + offs[None, :]
-    # the load is masked by block bounds only (a data-dependent mask would split the vector
-    # loads); masked positions are discarded below
-    kt = tl.load(ptrs, mask=rmask[:, None] & smask[None, :], other=0.0)
     gg = tl.arange(0, BG)
     gmask = gg < G
     rows = pid_bh * G + gg
-    if DOT:
+    if MODE != 2:
+        ci = tl.load(INV + pid_bh * R + rr, mask=rmask, other=0).to(tl.int64)
+        ptrs = Kt + (pid_bh * D + ci[:, None]) * S + offs[None, :]
+        # the load is masked by block bounds only (a data-dependent mask would split the
+        # vector loads); masked positions are discarded below
+        kt = tl.load(ptrs, mask=rmask[:, None] & smask[None, :], other=0.0)
+    if MODE == 2:
+        dot = tl.zeros([BG, BS], dtype=tl.float32)
+        for i in tl.static_range(R):
+            c = tl.load(INV + pid_bh * R + i).to(tl.int64)
+            row = tl.load(Kt + (pid_bh * D + c) * S + offs, mask=smask, other=0.0)
+            qi = tl.load(QS + rows * R + i, mask=gmask, other=0.0)
+            dot += qi.to(tl.float32)[:, None] * row.to(tl.float32)[None, :]
+    elif MODE == 1:
         qs = tl.load(QS + rows[:, None] * R + rr[None, :], mask=gmask[:, None] & rmask[None, :],
                      other=0.0)  # fmt: skip
         if UPCAST:
@@ -128,7 +142,11 @@ def _step1_kernel(
     tl.store(MPART + rows * NB + pid_s, m, mask=gmask)
     tl.store(LPART + rows * NB + pid_s, lsum, mask=gmask)
     gs = tl.where(st == 2, float("inf"), gs)
-    tl.store(SCORE + pid_bh * S + offs, gs, mask=smask)
+    tl.store(SCORE + pid_bh * SROW + offs, gs, mask=offs < SROW)
+    if SUB > 0:
+        sm = tl.max(tl.reshape(gs, [BS // SUB, SUB]), axis=1)
+        so = pid_s * (BS // SUB) + tl.arange(0, BS // SUB)
+        tl.store(SUBMAX + pid_bh * NSUB + so, sm, mask=so < NSUB)
 
 
 @triton.jit
@@ -309,14 +327,47 @@ def masked_v_mean(V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (V.float() * w).sum(2) / w.sum(2)
 
 
+STEP1_MODES = {"fma": 0, "dot": 1, "loop": 2}
+
+
 class Config:
-    """Tuning knobs (block sizes, warps, splits of the gathered attention)."""
+    """Tuning knobs: step 1's variant (``step1`` "fma", "dot" or "loop"; ``dot=False`` is
+    the older spelling of "fma"), its block of positions and warps, the selection ("topk":
+    ``torch.topk`` of the score; "radix": ``_select_kernel``; "tour": the two-level
+    tournament, see :func:`tournament_topk`, with runs of ``tour`` positions), and the
+    gathered attention's block and splits."""
 
     def __init__(self, bs=512, s1_warps=4, dot=True, bk=32, at_warps=4, target_programs=528,
-                 select="topk", sel_block=1024, sel_warps=4):  # fmt: skip
+                 select="topk", sel_block=1024, sel_warps=4, step1=None, tour=16):  # fmt: skip
         self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
-        self.dot, self.select, self.sel_block, self.sel_warps = dot, select, sel_block, sel_warps
-        self.target_programs = target_programs
+        self.step1 = step1 if step1 is not None else ("dot" if dot else "fma")
+        if self.step1 not in STEP1_MODES:
+            raise ValueError(f"step1: expected one of {sorted(STEP1_MODES)}, got {step1!r}")
+        if select not in ("topk", "radix", "tour"):
+            raise ValueError(f"select: expected topk, radix or tour, got {select!r}")
+        self.dot = self.step1 == "dot"
+        self.select, self.sel_block, self.sel_warps = select, sel_block, sel_warps
+        self.target_programs, self.tour = target_programs, int(tour)
+
+
+def tournament_topk(score, submax, sub, k, sorted_out):
+    """Exact top-k of each row of ``score (..., n)`` from the maxima ``submax (..., n / sub)``
+    of its runs of ``sub`` consecutive entries: the top-k runs by maximum, then the top-k of
+    their ``k * sub`` entries.
+
+    Exact (as a set of values; ties at the k-th value may resolve to other, equal entries):
+    let T be the k-th largest value. A run whose maximum exceeds T holds an element above T,
+    and fewer than k elements exceed T, so fewer than k runs have a maximum above T and all
+    of them are among the top-k runs; they contain every element above T. If fewer than k
+    runs have a maximum >= T, every element >= T is a candidate; otherwise the top-k runs
+    with maximum T (k minus the runs above T of them) each hold an element equal to T, which
+    with those above T make at least k candidates >= T. So the candidates hold a top-k of
+    the row, and their top-k is one."""
+    kr = min(k, submax.shape[-1])
+    _, runs = submax.topk(kr, dim=-1, sorted=False)
+    cand = (runs[..., None] * sub + torch.arange(sub, device=score.device)).flatten(-2)
+    vals, j = score.gather(-1, cand).topk(k, dim=-1, sorted=sorted_out)
+    return vals, cand.gather(-1, j)
 
 
 def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, temperature="l1",
@@ -358,20 +409,30 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     # step 1
     BS = min(cfg.bs, max(16, _p2(S)))
     NB = triton.cdiv(S, BS)
-    score = torch.empty((B, Hkv, S), device=dev, dtype=f32)
-    logits = torch.empty((B, Hkv, g, S), device=dev, dtype=f32) if return_steps else score
+    kk = min(k, S)
+    # the tournament pays when the k runs it keeps are a small part of the row
+    sub = min(_p2(cfg.tour), BS) if cfg.tour > 0 else 0
+    tour = (cfg.select == "tour" and sub > 0 and kk * sub < S and topk == "exact"
+            and (group_score == "logits" or g == 1))  # fmt: skip
+    sub = sub if tour else 0
+    nsub = triton.cdiv(S, sub) if tour else 1
+    srow = nsub * sub if tour else S
+    score_full = torch.empty((B, Hkv, srow), device=dev, dtype=f32)
+    score = score_full[..., :S]
+    submax = torch.empty((B, Hkv, nsub), device=dev, dtype=f32) if tour else score_full
+    logits = torch.empty((B, Hkv, g, S), device=dev, dtype=f32) if return_steps else score_full
     mpart = torch.empty((B, Hkv, g, NB), device=dev, dtype=f32)
     lpart = torch.empty_like(mpart)
-    _step1_kernel[(B * Hkv, NB)](
-        Kt, qs, comp, tau, state, score, logits, mpart, lpart, S, NB, Hkv,
+    _step1_kernel[(B * Hkv, triton.cdiv(srow, BS))](
+        Kt, qs, comp, tau, state, score_full, logits, mpart, lpart, submax,
+        S, NB, Hkv, srow, nsub,
         D=d, R=r, BR=max(16, _p2(r)) if cfg.dot else _p2(r), G=g,
         BG=max(16, _p2(g)) if cfg.dot else _p2(g), BS=BS, WRITE_LOGITS=return_steps,
-        DOT=cfg.dot, UPCAST=_INTERPRET, num_warps=cfg.s1_warps,
+        MODE=STEP1_MODES[cfg.step1], UPCAST=_INTERPRET, SUB=sub, num_warps=cfg.s1_warps,
     )  # fmt: skip
     if stop_after == "step1":
         return score
     # selection
-    kk = min(k, S)
     if group_score == "probs" and g > 1:
         p = torch.softmax(logits, dim=-1)
         score = p.sum(2).masked_fill(~mask[:, None, :], float("-inf"))
@@ -381,6 +442,8 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
                                   interleaved)  # fmt: skip
         vals = torch.where(pos >= 0, 0.0, float("-inf")).to(f32)
         idx = pos.clamp(min=0)
+    elif tour:
+        vals, idx = tournament_topk(score_full, submax, sub, kk, return_steps)
     elif cfg.select == "radix":
         idx = torch.empty((B, Hkv, kk), device=dev, dtype=torch.int64)
         vals = torch.empty((B, Hkv, kk), device=dev, dtype=f32)
@@ -390,7 +453,7 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
             vals, order = vals.sort(dim=-1, descending=True, stable=True)
             idx = idx.gather(-1, order)
     else:
-        vals, idx = score.topk(kk, dim=-1)
+        vals, idx = score.topk(kk, dim=-1, sorted=return_steps)
     if stop_after == "select":
         return idx
     # gathered attention, split over the selected slots

@@ -5,7 +5,8 @@
 
 Inputs are random fp16, every position valid (as in bench.py); the mask state is computed
 before the profiled call. ``--fma``: the FMA step 1 (the benchmark's pick for MHA); without it
-``tl.dot`` (GQA's pick). The selection is ``torch.topk``.
+``tl.dot`` (GQA's pick); ``--step1 loop`` the row loop. ``--select`` picks the selection
+(default ``torch.topk``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def main(argv=None):
     ap.add_argument("--hkv", type=int, default=32)
     ap.add_argument("--r", type=int, default=32)
     ap.add_argument("--k", type=int, default=128)
-    ap.add_argument("--fma", action="store_true")
+    ap.add_argument("--fma", action="store_true", help="same as --step1 fma")
+    ap.add_argument("--step1", choices=("dot", "fma", "loop"), default=None)
+    ap.add_argument("--bs", type=int, default=512)
+    ap.add_argument("--warps", type=int, default=4)
+    ap.add_argument("--select", default="topk", choices=("topk", "radix", "tour"))
+    ap.add_argument("--tour", type=int, default=16)
     ap.add_argument("--calls", type=int, default=1)
     a = ap.parse_args(argv)
     H, d, lw = 32, 128, 32
@@ -40,7 +46,8 @@ def main(argv=None):
     mask = torch.ones(a.B, a.S, dtype=torch.bool, device=dev)
     state = mask_state(mask, lw)
     vmean = torch.zeros(a.B, a.hkv, d, device=dev, dtype=torch.float32)
-    cfg = Config(dot=not a.fma, select="topk")
+    cfg = Config(step1=a.step1 or ("fma" if a.fma else "dot"), bs=a.bs, s1_warps=a.warps,
+                 select=a.select, tour=a.tour)  # fmt: skip
     torch.cuda.synchronize()
     for _ in range(a.calls):
         idx = sparq_gpu(q, K, Kt, V, mask, r=a.r, k=a.k, local_window=lw, reallocate=False,

@@ -29,9 +29,13 @@ def main(argv=None):
     ap.add_argument("outputs", help="directory to write <case>.npz")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--only", nargs="*", help="case names to run (default: all)")
-    ap.add_argument("--fma", action="store_true", help="step 1 on the FMA units, not tl.dot")
-    ap.add_argument("--select", default="radix", choices=("radix", "topk"),
-                    help="exact top-k: Triton radix select (default) or torch.topk")  # fmt: skip
+    ap.add_argument("--fma", action="store_true", help="same as --step1 fma")
+    ap.add_argument("--step1", choices=("dot", "fma", "loop"), default=None,
+                    help="step-1 variant (default dot)")  # fmt: skip
+    ap.add_argument("--select", default="radix", choices=("radix", "topk", "tour"),
+                    help="exact top-k: Triton radix select (default), torch.topk, or the "
+                         "tournament over runs of --tour positions")  # fmt: skip
+    ap.add_argument("--tour", type=int, default=16, help="run length of the tournament")
     a = ap.parse_args(argv)
     gold, outdir = Path(a.golden), Path(a.outputs)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,8 @@ def main(argv=None):
                    for n in ("q", "k_cache", "v_cache"))  # fmt: skip
         Kt = K.transpose(-1, -2).contiguous()
         mask = torch.from_numpy(arrays["mask"]).to(a.device)
-        cfg = Config(dot=not a.fma, select=a.select)
+        cfg = Config(step1=a.step1 or ("fma" if a.fma else "dot"), select=a.select,
+                     tour=a.tour)  # fmt: skip
         steps = sparq_gpu(q, K, Kt, V, mask, config=cfg, **e["params"])
         np.savez(outdir / e["file"], **{n: (t.float() if t.is_floating_point() else t).cpu().numpy()
                                         for n, t in steps.items()})  # fmt: skip
