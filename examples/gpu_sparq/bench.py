@@ -132,8 +132,11 @@ def main(argv=None):
     ap.add_argument("--hkv", default="32,8", help="KV head counts (H = 32)")
     ap.add_argument("--predict", help="add predictions to this results file (no GPU) and exit")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new points after")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
-                    help="SparQ configurations to try at each point (fastest is reported)")
+    ap.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help="SparQ configurations to try at each point (fastest is reported)",
+    )
     ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
     ap.add_argument("--rk", default="32,128;16,0", help="r,k pairs (k 0: S/8)")
     a = ap.parse_args(argv)

@@ -88,9 +88,12 @@ def main(argv=None):
                                 step1_bytes=B * Hkv * (r * S * 2 + S * 4 + S),
                                 full_s=full))  # fmt: skip
         Path(a.out).write_text(json.dumps(res, indent=1))
-        print(f"r={r} k={k}: best step 1 {best} {ok[best] * 1e6:.0f} us; "
-              + ", ".join(f"{n_}={v * 1e6:.0f}" for n_, v in full.items()
-                          if isinstance(v, float)) + f" ({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"r={r} k={k}: best step 1 {best} {ok[best] * 1e6:.0f} us; "
+            + ", ".join(f"{n_}={v * 1e6:.0f}" for n_, v in full.items() if isinstance(v, float))
+            + f" ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
