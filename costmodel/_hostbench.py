@@ -34,10 +34,13 @@ __all__ = [
     "measure_gather",
 ]
 
-#: float64 elements of the per-thread FMA array (4 KiB: L1-resident)
-FMA_WIDTH = 512
-#: FMA sweeps over that array per thread and repetition (512 * 100000 = 51.2M FMAs)
-FMA_SWEEPS = 100_000
+#: float64 elements of each vector of the FMA microkernel (2 KiB: four query-like vectors and
+#: DOT_ROWS data vectors, 16 KiB per thread, stay in L1)
+DOT_WIDTH = 256
+#: data vectors per thread, taken in turn (so no dot product repeats the previous one)
+DOT_ROWS = 4
+#: dot-product rounds per thread and repetition (4 * 256 * 50000 = 51.2M FMAs)
+DOT_REPS = 50_000
 #: float64 elements per exp block (x, out and scratch: 64 KiB per thread, L2-resident)
 EXP_BLOCK = 2048
 #: exp blocks per thread and repetition
@@ -119,21 +122,32 @@ def stream_read(*arrays: np.ndarray) -> float:
 
 
 @njit_serial
-def _fma_sweeps(acc, m, c, sweeps):
-    w = acc.shape[0]
-    for _ in range(sweeps):
-        for j in range(w):
-            acc[j] = acc[j] * m + c
+def _dot4_rounds(Q, X, reps):
+    # Register-blocked float64 dot products: each round takes the next of the data vectors
+    # X (DOT_ROWS, n) and dots it with the four vectors Q (4, n); each X element is loaded
+    # once for four FMAs (four accumulators, vectorised across n with reassociation). The
+    # sum over rounds keeps every round live (no round repeats its predecessor's operands).
+    n = X.shape[1]
+    nx = X.shape[0]
+    q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
     s = 0.0
-    for j in range(w):
-        s += acc[j]
+    for it in range(reps):
+        x = X[it % nx]
+        a0 = a1 = a2 = a3 = 0.0
+        for c in range(n):
+            xc = x[c]
+            a0 += q0[c] * xc
+            a1 += q1[c] * xc
+            a2 += q2[c] * xc
+            a3 += q3[c] * xc
+        s += a0 + a1 + a2 + a3
     return s
 
 
 @njit_parallel
-def _fma_kernel(acc2, m, c, sweeps, out):
-    for t in prange(acc2.shape[0]):
-        out[t] = _fma_sweeps(acc2[t], m, c, sweeps)
+def _dot4_kernel(Q3, X3, reps, out):
+    for t in prange(Q3.shape[0]):
+        out[t] = _dot4_rounds(Q3[t], X3[t], reps)
 
 
 @njit_parallel
@@ -174,20 +188,26 @@ def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
     return a.nbytes / t, desc
 
 
-def measure_fma(budget_s: float) -> tuple[float, str]:
-    """float64 FMA/s: ``acc[j] = acc[j] * m + c`` over a 4 KiB L1-resident array per thread
-    (LLVM vectorises it and contracts it into FMAs), all threads."""
+def dot4_inputs(rng: np.random.Generator, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Operands of the FMA microkernel: ``Q3`` (threads, 4, DOT_WIDTH) and ``X3`` (threads,
+    DOT_ROWS, DOT_WIDTH), float64 in [0, 1) (no overflow, no subnormals)."""
+    return rng.random((threads, 4, DOT_WIDTH)), rng.random((threads, DOT_ROWS, DOT_WIDTH))
+
+
+def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tuple[float, str]:
+    """float64 FMA/s of register-blocked dot products, all threads: per thread, four
+    256-element vectors dotted with one of four others in turn (each load feeds four FMAs;
+    16 KiB per thread, L1-resident), ``DOT_REPS`` rounds."""
     nt = numba.get_num_threads()
-    acc2 = np.ones((nt, FMA_WIDTH), dtype=np.float64)
+    Q3, X3 = dot4_inputs(np.random.default_rng(0) if rng is None else rng, nt)
     out = np.zeros(nt, dtype=np.float64)
-    m, c = 0.999999, 1e-7  # fixed point c / (1 - m) = 0.1: no overflow, no subnormals
-    t, reps = best_time(lambda: _fma_kernel(acc2, m, c, FMA_SWEEPS, out), budget_s=budget_s)
+    t, reps = best_time(lambda: _dot4_kernel(Q3, X3, DOT_REPS, out), budget_s=budget_s)
     desc = (
-        f"measured: float64 acc = acc*m + c over a {FMA_WIDTH}-element L1-resident array "
-        f"per thread ({FMA_WIDTH} independent chains, LLVM-vectorised FMA), "
+        f"measured: float64 dot products, 4 L1-resident {DOT_WIDTH}-element vectors against "
+        f"each of {DOT_ROWS} others in turn (register-blocked: one load per 4 FMAs), "
         f"{nt} threads, best of {reps}"
     )
-    return nt * FMA_WIDTH * FMA_SWEEPS / t, desc
+    return nt * 4 * DOT_WIDTH * DOT_REPS / t, desc
 
 
 def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:

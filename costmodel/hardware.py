@@ -154,7 +154,7 @@ class Hardware:
         None for profiles that are not a measured host.
     fma_f64_per_s : float or None
         float64 fused multiply-adds per second over all ``threads`` (one FMA = 2 FLOPs),
-        register/L1-resident microkernel.
+        register-blocked dot products of L1-resident vectors.
     exp_per_s : float or None
         float64 ``exp`` evaluations per second over all ``threads`` (the package's
         vectorised ``reference._vexp.exp_into``, L2-resident blocks).
@@ -521,8 +521,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
 
     - ``mem_bandwidth_bytes_per_s``: prange sum of an ``nbytes`` float32 array (one
       contiguous chunk per thread), best of at least 5 runs;
-    - ``fma_f64_per_s``: ``acc = acc * m + c`` over a 4 KiB L1-resident float64 array per
-      thread (vectorised FMAs);
+    - ``fma_f64_per_s``: register-blocked float64 dot products (four 256-element vectors
+      against a fifth, each load feeding four FMAs; L1-resident);
     - ``exp_per_s``: ``reference._vexp.exp_into`` on L2-resident float64 blocks;
     - ``topk_bytes_per_s``: ``reference.topk`` of float64 rows of 32768, ``k = n / 8``
       (input bytes per second);
@@ -557,7 +557,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
     gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
     del a
-    fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"])
+    fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"], rng)
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])

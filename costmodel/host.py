@@ -9,21 +9,37 @@ the host fields that :func:`costmodel.hardware.measure_host` writes (``threads``
 and ``topk_bytes_per_s``).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads, ``e`` bytes per cached element,
-each phase costs ``max(bytes / bandwidth, FMAs / FMA rate)`` (exp and top-k phases: their
-own rate), phases run one after another, and every rate is divided by the profile's
-``threads`` (one thread's share of the all-thread measurement). ``rows = B * Hkv`` rows are
-dealt to ``threads`` threads in ``ceil(rows / threads)`` waves, so a call with fewer rows
-than threads leaves threads idle. ``time = n_layers * waves * sum(phase time of one row)``.
+each phase costs ``bytes / bandwidth + FMAs / FMA rate + exps / exp rate`` (top-k: its own
+rate), phases run one after another, and every rate is divided by the profile's ``threads``
+(one thread's share of the all-thread measurement).
+
+Why a sum and not the roofline ``max(bytes / bandwidth, FMAs / FMA rate)``: the reference's
+loops read a row and do its float64 FMAs in the same instruction stream, and on the
+development host (2 vCPUs of an AMD EPYC) the measured dense times follow the sum, not the
+maximum. Side by side at S = 32768 (FMA rate 53-58 G/s from the register-blocked
+microkernel, exp 2.1 G/s), dense took 7.7 ms (float16, Hkv = 8) against read 2.7 + FMAs
+5.1 + exps 0.5 = 8.3 (max form 5.6); 14.8 ms (float16, Hkv = 32) against 10.7 + 5.1 + 0.5
+= 16.3 (max form 11.2); 23.8 ms (float32, Hkv = 32) against 22.7 + 4.9 + 0.5 = 28.1 (max
+form 23.2); 8.5 ms (float32, Hkv = 8) against 5.4 + 5.0 + 0.5 = 10.9 (max form 5.9). The
+sum errs high by up to about 30% where read and FMAs are of similar size (float32,
+Hkv = 8: the kernel overlaps part of them), the max form low by up to 30% elsewhere.
+
+``rows = B * Hkv`` rows are dealt to ``threads`` threads in ``ceil(rows / threads)`` waves,
+so a call with fewer rows than threads leaves threads idle. ``time = n_layers * waves *
+sum(phase time of one row)``.
 
 Dense: ``k_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs), ``softmax`` (``g*S`` exps),
 ``v_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs).
 
-SparQ (exact top-k, one selection per KV head): ``step1`` (``r*S*e`` streamed from a
-d-major copy of K, or ``S * E[touched lines] * min(T, d*e)`` gathered from the S-major
-cache, ``g*r*S`` FMAs), ``alpha_softmax`` (``g*S`` exps), ``topk`` (``8*S`` bytes of float64
-scores at ``topk_bytes_per_s``), ``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at
-``gather_bytes_per_s``, ``g*k*d`` FMAs each), ``gather_softmax`` (``g*k`` exps) and, unless
-the caller supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed).
+SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
+``k_cache_t`` spot check of ``sparq_attention``: 64 random positions per row, a column of
+the d-major copy, ``d`` lines of ``T`` bytes, and a K row of ``d*e`` bytes, gathered);
+``step1`` (``r*S*e`` streamed from a d-major copy of K, or ``S * E[touched lines] *
+min(T, d*e)`` gathered from the S-major cache, ``g*r*S`` FMAs), ``alpha_softmax``
+(``g*S`` exps), ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``),
+``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at ``gather_bytes_per_s``, ``g*k*d``
+FMAs each), ``gather_softmax`` (``g*k`` exps) and, unless the caller supplies ``v_mean``,
+``v_mean`` (``S*d*e`` streamed).
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ from costmodel.traffic import (
     expected_touched_segments,
     transfers,
 )
+from reference.sparq import _KT_SPOT_CHECKS as KT_SPOT_CHECKS
 
 __all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
 
@@ -242,7 +259,20 @@ def predict_reference(
                     f"gathered, E={segs:.3f} lines of T={tx} B; g*r*S FMAs"
                 ),
             )  # fmt: skip
-        phases = [
+        phases = []
+        if store_k_twice:
+            n_chk = KT_SPOT_CHECKS
+            phases.append(
+                _phase(
+                    "kt_check", bytes_row=n_chk * d * (tx + e), bandwidth=gbw,
+                    priced_as="gather",
+                    note=(
+                        f"k_cache_t spot check: {n_chk} random positions, a column of the "
+                        f"d-major copy (d lines of T={tx} B) and a K row (d*e B), gathered"
+                    ),
+                )
+            )  # fmt: skip
+        phases += [
             step1,
             _phase("alpha_softmax", exps_row=g * S, priced_as="exp", note="g*S exps"),
             _phase(
@@ -275,20 +305,11 @@ def predict_reference(
     kernels = []
     steps = []
     for ph in phases:
-        mem = comp = tk = 0.0
-        if ph["priced_as"] == "topk":
-            tk = scale * ph["topk_bytes_row"] / topk_t
-            bound = "topk"
-        elif ph["priced_as"] == "exp":
-            comp = scale * ph["exps_row"] / exp_t
-            bound = "compute"
-        else:
-            mem_t = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof)
-            comp_t = scale * ph["fma_row"] / fma_t
-            if mem_t >= comp_t:
-                mem, bound = mem_t, "memory"
-            else:
-                comp, bound = comp_t, "compute"
+        # no overlap: the read, the FMAs, the exps and the top-k of a phase add up
+        mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
+        comp = scale * (ph["fma_row"] / fma_t + ph["exps_row"] / exp_t)
+        tk = scale * ph["topk_bytes_row"] / topk_t
+        bound = max((mem, "memory"), (comp, "compute"), (tk, "topk"))[1]
         nbytes = total * (ph["bytes_row"] + ph["topk_bytes_row"])
         flops = total * 2.0 * ph["fma_row"]
         kernels.append(

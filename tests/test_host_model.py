@@ -53,7 +53,8 @@ def _phases(e):
 def test_dense_by_hand_compute_bound():
     # B 2, H 8, Hkv 2 (g 4), S 1000, d 64, float32 (e 4): rows = 4 = threads -> 1 wave.
     # per row: K pass reads 1000*64*4 = 256000 B -> 256000/2.5e9 = 1.024e-4 s;
-    #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s: compute wins.
+    #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s: the larger (the bound), and the
+    #   phase costs their sum (no overlap) 1.1264e-3 s.
     # softmax: g*S = 4000 exps -> 4000/2.5e7 = 1.6e-4 s. V pass = K pass.
     e = predict_reference(
         "dense", hardware=HOST, batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64,
@@ -61,11 +62,13 @@ def test_dense_by_hand_compute_bound():
     )  # fmt: skip
     ph = _phases(e)
     assert list(ph) == ["k_pass", "softmax", "v_pass"]
-    assert ph["k_pass"].time_s == pytest.approx(1.024e-3, rel=1e-12)
+    assert ph["k_pass"].time_s == pytest.approx(1.1264e-3, rel=1e-12)
+    assert ph["k_pass"].memory_s == pytest.approx(1.024e-4, rel=1e-12)
+    assert ph["k_pass"].compute_s == pytest.approx(1.024e-3, rel=1e-12)
     assert ph["k_pass"].bound == "compute"
     assert ph["softmax"].time_s == pytest.approx(1.6e-4, rel=1e-12)
-    assert ph["v_pass"].time_s == pytest.approx(1.024e-3, rel=1e-12)
-    assert e.time_s == pytest.approx(2 * 1.024e-3 + 1.6e-4, rel=1e-12)
+    assert ph["v_pass"].time_s == pytest.approx(1.1264e-3, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 1.1264e-3 + 1.6e-4, rel=1e-12)
     assert e.bound == "compute" and e.latency_s == 0
     assert e.time_s == pytest.approx(e.memory_s + e.compute_s + e.latency_s + e.topk_s)
     # totals over the 4 rows: bytes 2 * 4 * 256000; FLOPs 2 x FMAs = 2 * 2 * 4 * 256000
@@ -76,8 +79,9 @@ def test_dense_by_hand_compute_bound():
 
 def test_dense_by_hand_memory_bound():
     # same shapes, g 1 (H = Hkv = 2), float64 (e 8), FMA rate 1e10 (2.5e9 per thread):
-    # K pass bytes 1000*64*8 = 512000 -> 2.048e-4 s; FMAs 64000 -> 2.56e-5 s: memory wins.
-    # softmax 1000 exps -> 4e-5 s. rows = 2*2 = 4 -> 1 wave.
+    # K pass bytes 1000*64*8 = 512000 -> 2.048e-4 s; FMAs 64000 -> 2.56e-5 s: memory is
+    # the bound; the phase costs 2.304e-4 s. softmax 1000 exps -> 4e-5 s. rows = 2*2 = 4 ->
+    # 1 wave.
     hw = HOST.replace(fma_f64_per_s=1e10)
     e = predict_reference(
         "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
@@ -85,29 +89,30 @@ def test_dense_by_hand_memory_bound():
     ph = _phases(e)
     assert ph["k_pass"].bound == "memory"
     assert ph["k_pass"].memory_s == pytest.approx(2.048e-4, rel=1e-12)
-    assert ph["k_pass"].compute_s == 0
-    assert e.time_s == pytest.approx(2 * 2.048e-4 + 4e-5, rel=1e-12)
+    assert ph["k_pass"].compute_s == pytest.approx(2.56e-5, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 2.304e-4 + 4e-5, rel=1e-12)
     assert e.bound == "memory"
 
 
 def test_mem_efficiency_scales_streaming_bandwidth():
     # eta_mem 0.5 halves the streaming bandwidth (1.25e9 per thread): K pass of the
-    # memory-bound case above 512000 / 1.25e9 = 4.096e-4 s
+    # memory-bound case above 512000 / 1.25e9 = 4.096e-4 s, plus its FMAs 2.56e-5 s
     hw = HOST.replace(fma_f64_per_s=1e10, mem_efficiency=0.5)
     e = predict_reference(
         "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
     )
-    assert _phases(e)["k_pass"].time_s == pytest.approx(4.096e-4, rel=1e-12)
+    assert _phases(e)["k_pass"].memory_s == pytest.approx(4.096e-4, rel=1e-12)
+    assert _phases(e)["k_pass"].time_s == pytest.approx(4.096e-4 + 2.56e-5, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------- waves
 def test_waves_fewer_rows_than_threads():
     # one row's time t1: dense g 1, S 1000, d 64, float64, FMA 1e10 (memory-bound case):
-    # 2 * 2.048e-4 + 4e-5 = 4.496e-4 s. 4 threads:
+    # 2 * 2.304e-4 + 4e-5 = 5.008e-4 s. 4 threads:
     #   rows 1, 2, 3, 4 -> 1 wave (idle threads; time = t1, not rows/4 * t1)
     #   rows 5..8 -> 2 waves; rows 9 -> 3 waves
     hw = HOST.replace(fma_f64_per_s=1e10)
-    t1 = 2 * 2.048e-4 + 4e-5
+    t1 = 2 * 2.304e-4 + 4e-5
 
     def t(batch, n_heads, **kw):
         return predict_reference(
@@ -149,19 +154,20 @@ def test_sparq_by_hand_k_once():
     #   given line w.p. C(32,8)/C(64,8): E[lines] = 2*(1 - C(32,8)/C(64,8)); bytes
     #   1024 * E * 64 at gather 5e8/thread; FMAs g*r*S = 32768 -> 1.31072e-4 s
     E = 2 * (1 - comb(32, 8) / comb(64, 8))
-    step1_mem = 1024 * E * 64 / 5e8  # 2.615e-4 s > FMA time: gather-bound
+    step1_mem = 1024 * E * 64 / 5e8  # 2.615e-4 s > FMA time: gather-bound; plus the FMAs
     # alpha softmax: g*S = 4096 exps / 2.5e7 = 1.6384e-4
     # top-k: 8*S = 8192 B / 2.5e8 = 3.2768e-5
     # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5
-    #   (compute-bound); gather V the same; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
+    #   (compute-bound; the phase costs the sum); gather V the same; gather softmax
+    #   g*k = 256 / 2.5e7 = 1.024e-5
     # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5
     expect = {
-        "step1": step1_mem,
+        "step1": step1_mem + 1.31072e-4,
         "alpha_softmax": 1.6384e-4,
         "topk": 3.2768e-5,
-        "gather_k": 6.5536e-5,
+        "gather_k": 1.6384e-5 + 6.5536e-5,
         "gather_softmax": 1.024e-5,
-        "gather_v": 6.5536e-5,
+        "gather_v": 1.6384e-5 + 6.5536e-5,
         "v_mean": 5.24288e-5,
     }
     e = predict_reference("sparq", hardware=HOST, **SPARQ)
@@ -182,15 +188,23 @@ def test_sparq_by_hand_k_once():
 
 
 def test_sparq_by_hand_k_twice_and_v_mean_supplied():
-    # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9) against
-    # g*r*S = 32768 FMAs (1.31072e-4 s): compute-bound. v_mean supplied: no V read.
+    # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9) and does
+    # g*r*S = 32768 FMAs (1.31072e-4 s): compute-bound, the sum 1.376256e-4 s. v_mean
+    # supplied: no V read. The k_cache_t spot check gathers 64 columns of the d-major copy
+    # (d = 64 lines of 64 B) and 64 K rows (d*e = 128 B): 64 * 64 * (64 + 2) = 270336 B at
+    # 5e8 per thread = 5.40672e-4 s.
     e = predict_reference("sparq", hardware=HOST, store_k_twice=True, v_mean_supplied=True, **SPARQ)
     ph = _phases(e)
     assert "v_mean" not in ph
-    assert ph["step1"].time_s == pytest.approx(1.31072e-4, rel=1e-12)
+    assert list(ph)[:2] == ["kt_check", "step1"]
+    assert ph["kt_check"].time_s == pytest.approx(5.40672e-4, rel=1e-12)
+    assert ph["step1"].time_s == pytest.approx(1.376256e-4, rel=1e-12)
     assert ph["step1"].bound == "compute"
     assert e.breakdown()["step1"] == 16384
-    expect = 1.31072e-4 + 1.6384e-4 + 3.2768e-5 + 2 * 6.5536e-5 + 1.024e-5
+    expect = (
+        5.40672e-4 + 1.376256e-4 + 1.6384e-4 + 3.2768e-5 + 2 * (1.6384e-5 + 6.5536e-5)
+        + 1.024e-5
+    )  # fmt: skip
     assert e.time_s == pytest.approx(expect, rel=1e-12)
     # K twice costs +50% cache: 3*S*d*e
     assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
@@ -202,7 +216,9 @@ def test_sparq_step1_k_once_whole_row_when_row_fits_a_line():
     kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
     e = predict_reference("sparq", hardware=HOST.replace(fma_f64_per_s=1e12), **kw)
     assert e.breakdown()["step1"] == 1024 * 32
-    assert _phases(e)["step1"].time_s == pytest.approx(1024 * 32 / 5e8, rel=1e-12)
+    # plus g*r*S = 8192 FMAs at 2.5e11 per thread
+    expect = 1024 * 32 / 5e8 + 8192 / 2.5e11
+    assert _phases(e)["step1"].time_s == pytest.approx(expect, rel=1e-12)
 
 
 def test_float64_cache_and_dtype_names():
@@ -413,3 +429,22 @@ def test_predict_reference_wrong_types_named():
     with pytest.raises(TypeError, match="^dtype: expected a string"):
         predict_reference("dense", hardware=HOST, batch=1, n_heads=1, seq_len=8, head_dim=8,
                           dtype=2)  # fmt: skip
+
+
+def test_fma_microkernel_computes_the_dot_products():
+    # the register-blocked FMA microkernel of measure_host: round i dots the four Q vectors
+    # with X[i % DOT_ROWS]; the sink is the sum over rounds (checked against NumPy)
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(1)
+    Q3, X3 = hb.dot4_inputs(rng, 2)
+    assert Q3.shape == (2, 4, hb.DOT_WIDTH) and X3.shape == (2, hb.DOT_ROWS, hb.DOT_WIDTH)
+    out = np.zeros(2)
+    reps = 2 * hb.DOT_ROWS + 3
+    hb._dot4_kernel(Q3, X3, reps, out)
+    for t in range(2):
+        want = sum(float((Q3[t] @ X3[t, i % hb.DOT_ROWS]).sum()) for i in range(reps))
+        assert out[t] == pytest.approx(want, rel=1e-12)
+    rate, desc = hb.measure_fma(0.01)
+    assert math.isfinite(rate) and rate > 0
+    assert desc.startswith("measured:") and "dot products" in desc
