@@ -42,11 +42,14 @@ def _predict(p):
     return out
 
 
-DEFAULT_CONFIGS = "fma-topk,dot-topk,loop-topk,fma-tour16,dot-tour16,loop-tour16"
+DEFAULT_CONFIGS = (
+    "fma-bs1024-topk,fma-bs1024-tour8,fma-bs2048-tour8,loop-bs1024-w2-tour8,"
+    "fma-bs1024-sorted-topk,fma-bs1024-sorted-tour8"
+)
 
 
 def parse_config(name, Config):
-    """``{fma|dot|loop}[-bs{N}][-w{N}]-{topk|radix|tour{N}}`` -> Config."""
+    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted]-{topk|radix|tour{N}}`` -> Config."""
     parts = name.split("-")
     kw = dict(step1=parts[0])
     for p in parts[1:-1]:
@@ -54,6 +57,8 @@ def parse_config(name, Config):
             kw["bs"] = int(p[2:])
         elif p.startswith("w"):
             kw["s1_warps"] = int(p[1:])
+        elif p == "sorted":
+            kw["sort_positions"] = True
         else:
             raise ValueError(f"config {name!r}: unknown part {p!r}")
     sel = parts[-1]

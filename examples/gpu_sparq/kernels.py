@@ -335,10 +335,12 @@ class Config:
     the older spelling of "fma"), its block of positions and warps, the selection ("topk":
     ``torch.topk`` of the score; "radix": ``_select_kernel``; "tour": the two-level
     tournament, see :func:`tournament_topk`, with runs of ``tour`` positions), and the
-    gathered attention's block and splits."""
+    gathered attention's block and splits. ``sort_positions``: the gathered attention reads
+    the kept rows in ascending position order (a sort of the k indices per row first)."""
 
     def __init__(self, bs=512, s1_warps=4, dot=True, bk=32, at_warps=4, target_programs=528,
-                 select="topk", sel_block=1024, sel_warps=4, step1=None, tour=16):  # fmt: skip
+                 select="topk", sel_block=1024, sel_warps=4, step1=None, tour=16,
+                 sort_positions=False):  # fmt: skip
         self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
         self.step1 = step1 if step1 is not None else ("dot" if dot else "fma")
         if self.step1 not in STEP1_MODES:
@@ -348,6 +350,7 @@ class Config:
         self.dot = self.step1 == "dot"
         self.select, self.sel_block, self.sel_warps = select, sel_block, sel_warps
         self.target_programs, self.tour = target_programs, int(tour)
+        self.sort_positions = bool(sort_positions)
 
 
 def tournament_topk(score, submax, sub, k, sorted_out):
@@ -454,6 +457,9 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
             idx = idx.gather(-1, order)
     else:
         vals, idx = score.topk(kk, dim=-1, sorted=return_steps)
+    if cfg.sort_positions and not return_steps:
+        idx, perm = idx.sort(dim=-1)
+        vals = vals.gather(-1, perm)
     if stop_after == "select":
         return idx
     # gathered attention, split over the selected slots

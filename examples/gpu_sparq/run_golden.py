@@ -36,6 +36,8 @@ def main(argv=None):
                     help="exact top-k: Triton radix select (default), torch.topk, or the "
                          "tournament over runs of --tour positions")  # fmt: skip
     ap.add_argument("--tour", type=int, default=16, help="run length of the tournament")
+    ap.add_argument("--bs", type=int, default=512, help="step 1's block of positions")
+    ap.add_argument("--warps", type=int, default=4, help="step 1's warps")
     a = ap.parse_args(argv)
     gold, outdir = Path(a.golden), Path(a.outputs)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ def main(argv=None):
         Kt = K.transpose(-1, -2).contiguous()
         mask = torch.from_numpy(arrays["mask"]).to(a.device)
         cfg = Config(step1=a.step1 or ("fma" if a.fma else "dot"), select=a.select,
-                     tour=a.tour)  # fmt: skip
+                     tour=a.tour, bs=a.bs, s1_warps=a.warps)  # fmt: skip
         steps = sparq_gpu(q, K, Kt, V, mask, config=cfg, **e["params"])
         np.savez(outdir / e["file"], **{n: (t.float() if t.is_floating_point() else t).cpu().numpy()
                                         for n, t in steps.items()})  # fmt: skip

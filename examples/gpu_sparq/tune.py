@@ -30,6 +30,13 @@ def main(argv=None):
     ap.add_argument("--hkv", type=int, default=32)
     ap.add_argument("--rk", default="32,128", help="r,k pairs separated by ';' (k 0: S/8)")
     ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
+    ap.add_argument(
+        "--step1",
+        default="",
+        help="step-1 variants MODE-bsN-wN, comma-separated "
+        "(default: fma and dot at bs 256-1024, w 4-8; loop at bs 256-2048, w 2-8)",
+    )
+    ap.add_argument("--selects", default="topk,radix,tour4,tour8,tour16,tour32,tour64")
     a = ap.parse_args(argv)
     import torch
     from kernels import Config, mask_state, sparq_gpu
@@ -57,28 +64,29 @@ def main(argv=None):
         kw = dict(r=r, k=k, local_window=lw, v_mean=vmean, return_steps=False,
                   state=mask_state(mask, lw))  # fmt: skip
         step1 = {}
-        for mode in ("fma", "dot", "loop"):
-            for bs in (256, 512, 1024, 2048):
-                for w in (2, 4, 8):
-                    if mode != "loop" and (bs > 1024 or w == 2):
-                        continue
-                    cfg = Config(step1=mode, bs=bs, s1_warps=w, select="topk")
-                    name = f"{mode}-bs{bs}-w{w}"
-                    try:
-                        fns = [partial(_sparq, sparq_gpu, c, mask, cfg,
-                                       dict(kw, stop_after="step1")) for c in copies]  # fmt: skip
-                        step1[name] = time_graph(fns, torch, max_s=0.2)
-                    except Exception as ex:  # noqa: BLE001
-                        step1[name] = f"{type(ex).__name__}: {str(ex)[:160]}"
+        variants = [v.split("-") for v in a.step1.split(",")] if a.step1 else [
+            (mode, f"bs{bs}", f"w{w}") for mode in ("fma", "dot", "loop")
+            for bs in (256, 512, 1024, 2048) for w in (2, 4, 8)
+            if mode == "loop" or (bs <= 1024 and w > 2)]  # fmt: skip
+        for mode, bs, w in variants:
+            bs, w = int(bs[2:]), int(w[1:])
+            cfg = Config(step1=mode, bs=bs, s1_warps=w, select="topk")
+            name = f"{mode}-bs{bs}-w{w}"
+            try:
+                fns = [partial(_sparq, sparq_gpu, c, mask, cfg,
+                               dict(kw, stop_after="step1")) for c in copies]  # fmt: skip
+                step1[name] = time_graph(fns, torch, max_s=0.2)
+            except Exception as ex:  # noqa: BLE001
+                step1[name] = f"{type(ex).__name__}: {str(ex)[:160]}"
         ok = {kname: v for kname, v in step1.items() if isinstance(v, float)}
         best = min(ok, key=ok.get)
         mode, bs, w = best.split("-")
         base = dict(step1=mode, bs=int(bs[2:]), s1_warps=int(w[1:]))
         full = {}
-        for sel, tour in (("topk", 0), ("radix", 0), ("tour", 4), ("tour", 8), ("tour", 16),
-                          ("tour", 32), ("tour", 64)):  # fmt: skip
-            cfg = Config(select=sel, tour=tour or 16, **base)
-            name = f"{sel}{tour or ''}"
+        for name in a.selects.split(","):
+            sel = "tour" if name.startswith("tour") else name
+            tour = int(name[4:]) if sel == "tour" else 16
+            cfg = Config(select=sel, tour=tour, **base)
             try:
                 fns = [partial(_sparq, sparq_gpu, c, mask, cfg, kw) for c in copies]
                 full[name] = time_graph(fns, torch, max_s=0.2)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Third GPU session, part 2 (after gpu_job3.sh picked step 1 at 1024 positions per program and
+# the tournament selection), ~7.5 minutes:
+#   OUT=results bash examples/gpu_sparq/gpu_job4.sh
+# 1. the golden suites (fp16, bf16) through the benchmark's path (FMA step 1, 1024 positions,
+#    tournament; runs of 2 so that the small cases take the tournament), checked;
+# 2. tune.py: more step-1 variants at B=64, S=16k, r=32, k=128 (MHA and GQA);
+# 3. bench.py, every point (fp16), the configurations of bench.DEFAULT_CONFIGS;
+# 4. two large cases built here (mha-b2-s16k fp16, gqa-s32k-k4096 bf16) through that path.
+# Everything ends up in $OUT/job4.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
+set -u
+OUT=${OUT:-results}
+W=/tmp/job4
+mkdir -p "$W/val"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+PY=$(command -v python3 || command -v python)
+G=examples/gpu_sparq/_gold
+BIG=/tmp/big
+LOG=$W/job.log
+say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }
+END=${END:-470}
+left() { local t=$((END - SECONDS)); [ "$1" -lt "$t" ] && t=$1; [ "$t" -lt 1 ] && t=1; echo $t; }
+step() {  # step NAME LATEST_START TIMEOUT CMD...
+  local name=$1 late=$2 to; to=$(left "$3"); shift 3
+  if [ "$SECONDS" -gt "$late" ]; then say "SKIP $name (elapsed past $late s)"; return 0; fi
+  say "START $name"
+  timeout "$to" "$@" > "$W/$name.log" 2>&1
+  say "END $name rc=$?"
+}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+} > "$W/env.txt" 2>&1
+if $PY -c "import numba, scipy, numpy" 2>/dev/null; then HAVE_NUMBA=1; else HAVE_NUMBA=0; fi
+echo "numba: $HAVE_NUMBA" >> "$W/env.txt"
+if [ "$HAVE_NUMBA" = 1 ]; then
+  ( $PY -m sparq_cli golden --out $BIG/mha16 --dtype float16 --shape 2,32,32,16384,128 \
+      --name mha-b2-s16k --r 32 --k 128 --local-window 32 --holes > "$W/val/gen_mha16.log" 2>&1
+    $PY -m sparq_cli golden --out $BIG/gqabf --dtype bfloat16 --shape 1,32,8,32768,128 \
+      --name gqa-s32k-k4096 --r 16 --k 4096 --local-window 64 --holes > "$W/val/gen_gqabf.log" 2>&1
+  ) &
+fi
+check() {
+  [ "$HAVE_NUMBA" = 1 ] && timeout "$(left 60)" $PY -m sparq_cli check "$1" "$2" --json \
+    > "$W/val/check_$3.json" 2> "$W/val/check_$3.err"
+}
+PICK=(--step1 fma --bs 1024 --select tour)
+for s in gold16 goldbf; do
+  step "gold_$s" 100 90 $PY examples/gpu_sparq/run_golden.py $G/$s $W/val/out_$s "${PICK[@]}" --tour 2
+  check $G/$s $W/val/out_$s ${s}_fma1024_tour2
+  rm -rf $W/val/out_$s
+done
+for hkv in 32 8; do
+  step tune_h$hkv 160 60 $PY examples/gpu_sparq/tune.py --out $W/tune_h$hkv.json \
+    --B 64 --S 16384 --hkv $hkv --rk "32,128" --selects "topk,tour8" \
+    --step1 "fma-bs1024-w2,fma-bs1024-w4,fma-bs2048-w4,fma-bs2048-w8,fma-bs4096-w8,loop-bs1024-w2,dot-bs256-w2,dot-bs256-w4"
+done
+step bench 260 280 $PY examples/gpu_sparq/bench.py --out $W/gpu_bench_run3.json --budget-s 250
+if [ "$HAVE_NUMBA" = 1 ]; then
+  for s in mha16 gqabf; do
+    if [ -f $BIG/$s/manifest.json ]; then
+      step big_$s 440 25 $PY examples/gpu_sparq/run_golden.py $BIG/$s $W/val/out_$s "${PICK[@]}" --tour 8
+      check $BIG/$s $W/val/out_$s ${s}_fma1024_tour8
+      rm -rf $W/val/out_$s
+    fi
+  done
+fi
+say "packing"
+mkdir -p "$OUT"
+tar czf "$OUT/job4.tgz" -C "$W" . 2>/dev/null
+ls -la "$OUT"; cat "$LOG"
