@@ -43,13 +43,15 @@ def _predict(p):
 
 
 DEFAULT_CONFIGS = (
-    "fma-bs1024-topk,fma-bs1024-tour8,fma-bs2048-tour8,loop-bs1024-w2-tour8,"
-    "fma-bs1024-sorted-topk,fma-bs1024-sorted-tour8"
+    "fma-bs1024-topk,fma-bs1024-tour8,fma-bs2048-tour8,fma-bs2048-ploop-tour8,"
+    "fma-bs1024-bk64-tour8,fma-bs1024-as2-tour8,fma-bs1024-aw8-tour8"
 )
 
 
 def parse_config(name, Config):
-    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted]-{topk|radix|tour{N}}`` -> Config."""
+    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}]-``
+    ``{topk|radix|tour{N}}`` -> Config (step 1's block and warps, sorted positions, the
+    prologue, the gathered attention's block, warps and pipeline stages, the selection)."""
     parts = name.split("-")
     kw = dict(step1=parts[0])
     for p in parts[1:-1]:
@@ -59,6 +61,14 @@ def parse_config(name, Config):
             kw["s1_warps"] = int(p[1:])
         elif p == "sorted":
             kw["sort_positions"] = True
+        elif p in ("psort", "ploop"):
+            kw["prologue"] = p[1:]
+        elif p.startswith("bk"):
+            kw["bk"] = int(p[2:])
+        elif p.startswith("aw"):
+            kw["at_warps"] = int(p[2:])
+        elif p.startswith("as"):
+            kw["at_stages"] = int(p[2:])
         else:
             raise ValueError(f"config {name!r}: unknown part {p!r}")
     sel = parts[-1]

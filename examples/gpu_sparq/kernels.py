@@ -41,10 +41,12 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 def _prologue_kernel(
     Q, COMP, QS, QM, TAU, R,
     D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, TEMP: tl.constexpr,
+    SORT: tl.constexpr,
 ):  # fmt: skip
     """Per (sequence, selection group): components (top-r of the group's summed |q|, by value
     descending, ties to the lower index), the selected query values, q masked to the
-    components, and the temperature of each head."""
+    components, and the temperature of each head. ``SORT``: one sort of unique int64 keys
+    (the sum's bits, then the complement of the index) instead of r argmax passes."""
     pid = tl.program_id(0).to(tl.int64)
     gg = tl.arange(0, BG)
     gmask = gg < G
@@ -55,16 +57,31 @@ def _prologue_kernel(
     qraw = tl.load(Q + rows[:, None] * D + dd[None, :], mask=m2, other=0.0)
     qa = tl.abs(qraw.to(tl.float32))
     a = tl.where(dmask, tl.sum(qa, axis=0), -1.0)
-    sel = dd < 0
-    for i in range(R):
-        m = tl.max(a, axis=0)
-        idx = tl.min(tl.where(a == m, dd, BD), axis=0)
-        tl.store(COMP + pid * R + i, idx)
-        hit = dd == idx
-        qcol = tl.sum(tl.where(hit[None, :], qraw.to(tl.float32), 0.0), axis=1)
-        tl.store(QS + rows * R + i, qcol.to(qraw.dtype), mask=gmask)
-        a = tl.where(hit, -2.0, a)
-        sel = sel | hit
+    if SORT:
+        # a >= 0 on the valid lanes, so its float bits order like the values; lanes past D
+        # get key -1, below every valid key
+        bits = a.to(tl.int32, bitcast=True).to(tl.int64)
+        key = tl.where(dmask, (bits << 16) | (65535 - dd.to(tl.int64)), -1)
+        srt = tl.sort(key, descending=True)
+        first = dd < R
+        comp = (65535 - (srt & 65535)).to(tl.int32)
+        tl.store(COMP + pid * R + dd, comp, mask=first)
+        qsel = tl.load(Q + rows[:, None] * D + comp[None, :],
+                       mask=gmask[:, None] & first[None, :], other=0.0)  # fmt: skip
+        tl.store(QS + rows[:, None] * R + dd[None, :], qsel, mask=gmask[:, None] & first[None, :])
+        kth = tl.min(tl.where(first, srt, 9223372036854775807), axis=0)
+        sel = dmask & (key >= kth)
+    else:
+        sel = dd < 0
+        for i in range(R):
+            m = tl.max(a, axis=0)
+            idx = tl.min(tl.where(a == m, dd, BD), axis=0)
+            tl.store(COMP + pid * R + i, idx)
+            hit = dd == idx
+            qcol = tl.sum(tl.where(hit[None, :], qraw.to(tl.float32), 0.0), axis=1)
+            tl.store(QS + rows * R + i, qcol.to(qraw.dtype), mask=gmask)
+            a = tl.where(hit, -2.0, a)
+            sel = sel | hit
     tl.store(QM + rows[:, None] * D + dd[None, :], tl.where(sel[None, :], qraw, 0.0), mask=m2)
     if TEMP == 0:
         den = tl.sum(qa, axis=1)
@@ -207,7 +224,7 @@ def _attend_kernel(
     K, V, Q, QM, TAU, IDX, VALS, MO, LO, ACC, ANUM, MG,
     S, KK, CH, NSPLIT, sm_scale,
     D: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, BK: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     pid_bh = tl.program_id(0).to(tl.int64)
     sp = tl.program_id(1)
@@ -227,7 +244,7 @@ def _attend_kernel(
     a_i = tl.zeros([BG], dtype=tl.float32)
     acc = tl.zeros([BG, BD], dtype=tl.float32)
     start = sp * CH
-    for off in range(start, start + CH, BK):
+    for off in tl.range(start, start + CH, BK, num_stages=STAGES):
         kk = off + tl.arange(0, BK)
         inb = kk < KK
         val = tl.load(VALS + pid_bh * KK + kk, mask=inb, other=float("-inf"))
@@ -335,12 +352,14 @@ class Config:
     the older spelling of "fma"), its block of positions and warps, the selection ("topk":
     ``torch.topk`` of the score; "radix": ``_select_kernel``; "tour": the two-level
     tournament, see :func:`tournament_topk`, with runs of ``tour`` positions), and the
-    gathered attention's block and splits. ``sort_positions``: the gathered attention reads
+    gathered attention's block (``bk``), warps, software-pipeline stages (``at_stages``)
+    and splits; the prologue's component selection ("sort": one sort; "loop": r argmax
+    passes). ``sort_positions``: the gathered attention reads
     the kept rows in ascending position order (a sort of the k indices per row first)."""
 
     def __init__(self, bs=512, s1_warps=4, dot=True, bk=32, at_warps=4, target_programs=528,
                  select="topk", sel_block=1024, sel_warps=4, step1=None, tour=16,
-                 sort_positions=False):  # fmt: skip
+                 sort_positions=False, prologue="sort", at_stages=1):  # fmt: skip
         self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
         self.step1 = step1 if step1 is not None else ("dot" if dot else "fma")
         if self.step1 not in STEP1_MODES:
@@ -351,6 +370,9 @@ class Config:
         self.select, self.sel_block, self.sel_warps = select, sel_block, sel_warps
         self.target_programs, self.tour = target_programs, int(tour)
         self.sort_positions = bool(sort_positions)
+        if prologue not in ("sort", "loop"):
+            raise ValueError(f"prologue: expected sort or loop, got {prologue!r}")
+        self.prologue, self.at_stages = prologue, int(at_stages)
 
 
 def tournament_topk(score, submax, sub, k, sorted_out):
@@ -406,7 +428,7 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     tau = torch.empty((B, Hkv, g), device=dev, dtype=f32)
     temp = {"l1": 0, "sqrt_d": 1, "sqrt_r": 2}[temperature]
     _prologue_kernel[(B * Hkv,)](q, comp, qs, qm, tau, r, D=d, BD=BD, G=g, BG=_p2(g), TEMP=temp,
-                                 num_warps=1)  # fmt: skip
+                                 SORT=cfg.prologue == "sort", num_warps=1)  # fmt: skip
     if stop_after == "prologue":
         return tau
     # step 1
@@ -476,7 +498,7 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     _attend_kernel[(B * Hkv, nsplit)](
         K, V, q, qm, tau, idx, vals, mo, lo, acc, anum, mg,
         S, kk, CH, nsplit, 1.0 / math.sqrt(d),
-        D=d, BD=BD, G=g, BG=max(16, _p2(g)), BK=BK, UPCAST=_INTERPRET,
+        D=d, BD=BD, G=g, BG=max(16, _p2(g)), BK=BK, UPCAST=_INTERPRET, STAGES=cfg.at_stages,
         num_warps=cfg.at_warps,
     )  # fmt: skip
     y = torch.empty((B, H, d), device=dev, dtype=f32)

@@ -34,6 +34,8 @@ def main(argv=None):
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--select", default="topk", choices=("topk", "radix", "tour"))
     ap.add_argument("--tour", type=int, default=16)
+    ap.add_argument("--stop", default="select", help="stop after this phase ('none': whole step)")
+    ap.add_argument("--prologue", default="sort", choices=("sort", "loop"))
     ap.add_argument("--calls", type=int, default=1)
     a = ap.parse_args(argv)
     H, d, lw = 32, 128, 32
@@ -47,14 +49,14 @@ def main(argv=None):
     state = mask_state(mask, lw)
     vmean = torch.zeros(a.B, a.hkv, d, device=dev, dtype=torch.float32)
     cfg = Config(step1=a.step1 or ("fma" if a.fma else "dot"), bs=a.bs, s1_warps=a.warps,
-                 select=a.select, tour=a.tour)  # fmt: skip
+                 select=a.select, tour=a.tour, prologue=a.prologue)  # fmt: skip
     torch.cuda.synchronize()
     for _ in range(a.calls):
         idx = sparq_gpu(q, K, Kt, V, mask, r=a.r, k=a.k, local_window=lw, reallocate=False,
                         v_mean=vmean, state=state, return_steps=False, config=cfg,
-                        stop_after="select")  # fmt: skip
+                        stop_after=None if a.stop == "none" else a.stop)  # fmt: skip
     torch.cuda.synchronize()
-    print("ok", tuple(idx.shape), flush=True)
+    print("ok", type(idx).__name__, flush=True)
 
 
 if __name__ == "__main__":
