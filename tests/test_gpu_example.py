@@ -25,8 +25,13 @@ RUNNER = ROOT / "examples" / "gpu_sparq" / "run_golden.py"
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize(
     "variant",
-    [[], ["--fma", "--select", "topk"], ["--step1", "loop", "--select", "tour", "--tour", "2"]],
-    ids=["dot-radix", "fma-topk", "loop-tour2"],
+    [
+        [],
+        ["--step1", "dot", "--bs", "512", "--select", "radix"],
+        ["--fma", "--bs", "512", "--select", "topk"],
+        ["--step1", "loop", "--select", "tour", "--tour", "2"],
+    ],
+    ids=["default-fma-tour8", "dot-radix", "fma-topk", "loop-tour2"],
 )
 def test_gpu_example_passes_golden_suites_in_interpreter(tmp_path, dtype, variant):
     cases = standard_cases(dtype) + adversarial_cases(dtype)

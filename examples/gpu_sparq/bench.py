@@ -43,13 +43,13 @@ def _predict(p):
 
 
 DEFAULT_CONFIGS = (
-    "fma-bs1024-topk,fma-bs1024-tour8,fma-bs2048-tour8,fma-bs2048-ploop-tour8,"
-    "fma-bs1024-bk64-tour8,fma-bs1024-as2-tour8,fma-bs1024-aw8-tour8"
+    "fma-bs2048-tour8,fma-bs1024-tour8,fma-bs1024-topk,fma-bs1024-tp4096-tour8,"
+    "fma-bs1024-bk64-tp4096-tour8,fma-bs1024-as4-tour8"
 )
 
 
 def parse_config(name, Config):
-    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}]-``
+    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}][-tp{N}]-``
     ``{topk|radix|tour{N}}`` -> Config (step 1's block and warps, sorted positions, the
     prologue, the gathered attention's block, warps and pipeline stages, the selection)."""
     parts = name.split("-")
@@ -69,6 +69,8 @@ def parse_config(name, Config):
             kw["at_warps"] = int(p[2:])
         elif p.startswith("as"):
             kw["at_stages"] = int(p[2:])
+        elif p.startswith("tp"):
+            kw["target_programs"] = int(p[2:])
         else:
             raise ValueError(f"config {name!r}: unknown part {p!r}")
     sel = parts[-1]

@@ -348,20 +348,26 @@ STEP1_MODES = {"fma": 0, "dot": 1, "loop": 2}
 
 
 class Config:
-    """Tuning knobs: step 1's variant (``step1`` "fma", "dot" or "loop"; ``dot=False`` is
-    the older spelling of "fma"), its block of positions and warps, the selection ("topk":
-    ``torch.topk`` of the score; "radix": ``_select_kernel``; "tour": the two-level
-    tournament, see :func:`tournament_topk`, with runs of ``tour`` positions), and the
-    gathered attention's block (``bk``), warps, software-pipeline stages (``at_stages``)
-    and splits; the prologue's component selection ("sort": one sort; "loop": r argmax
-    passes). ``sort_positions``: the gathered attention reads
-    the kept rows in ascending position order (a sort of the k indices per row first)."""
+    """Tuning knobs. The defaults are the benchmark's picks on an H200 (docs/gpu.md): the FMA
+    step 1 over 2048 positions per program, the tournament over runs of 8, the sorted
+    prologue, three pipeline stages in the gathered attention.
 
-    def __init__(self, bs=512, s1_warps=4, dot=True, bk=32, at_warps=4, target_programs=528,
-                 select="topk", sel_block=1024, sel_warps=4, step1=None, tour=16,
-                 sort_positions=False, prologue="sort", at_stages=1):  # fmt: skip
+    ``step1``: "fma", "dot" or "loop" (``dot=True/False`` is the older spelling), with its
+    block of positions ``bs`` and warps ``s1_warps``. ``select``: "topk" (``torch.topk`` of
+    the score), "radix" (``_select_kernel``) or "tour" (:func:`tournament_topk` over runs of
+    ``tour`` positions). The gathered attention: block ``bk``, warps ``at_warps``,
+    software-pipeline stages ``at_stages``, about ``target_programs`` programs in all.
+    ``prologue``: "sort" (one sort) or "loop" (r argmax passes). ``sort_positions``: the
+    gathered attention reads the kept rows in ascending position order (a sort of the k
+    indices per row first)."""
+
+    def __init__(self, bs=2048, s1_warps=4, dot=None, bk=32, at_warps=4, target_programs=528,
+                 select="tour", sel_block=1024, sel_warps=4, step1=None, tour=8,
+                 sort_positions=False, prologue="sort", at_stages=3):  # fmt: skip
         self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
-        self.step1 = step1 if step1 is not None else ("dot" if dot else "fma")
+        if step1 is None:
+            step1 = "fma" if dot is None else ("dot" if dot else "fma")
+        self.step1 = step1
         if self.step1 not in STEP1_MODES:
             raise ValueError(f"step1: expected one of {sorted(STEP1_MODES)}, got {step1!r}")
         if select not in ("topk", "radix", "tour"):
