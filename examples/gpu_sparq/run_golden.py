@@ -38,6 +38,8 @@ def main(argv=None):
     ap.add_argument("--tour", type=int, default=8, help="run length of the tournament")
     ap.add_argument("--bs", type=int, default=2048, help="step 1's block of positions")
     ap.add_argument("--warps", type=int, default=4, help="step 1's warps")
+    ap.add_argument("--config", help="a bench.py configuration name (overrides the options "
+                    "above), e.g. fma-bs1024-bk64-tp4096-tour8")  # fmt: skip
     a = ap.parse_args(argv)
     gold, outdir = Path(a.golden), Path(a.outputs)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -59,8 +61,13 @@ def main(argv=None):
                    for n in ("q", "k_cache", "v_cache"))  # fmt: skip
         Kt = K.transpose(-1, -2).contiguous()
         mask = torch.from_numpy(arrays["mask"]).to(a.device)
-        cfg = Config(step1=a.step1 or "fma", select=a.select,
-                     tour=a.tour, bs=a.bs, s1_warps=a.warps)  # fmt: skip
+        if a.config:
+            from bench import parse_config
+
+            cfg = parse_config(a.config, Config)
+        else:
+            cfg = Config(step1=a.step1 or "fma", select=a.select,
+                         tour=a.tour, bs=a.bs, s1_warps=a.warps)  # fmt: skip
         steps = sparq_gpu(q, K, Kt, V, mask, config=cfg, **e["params"])
         np.savez(outdir / e["file"], **{n: (t.float() if t.is_floating_point() else t).cpu().numpy()
                                         for n, t in steps.items()})  # fmt: skip
