@@ -49,8 +49,8 @@ DEFAULT_CONFIGS = (
 
 
 def parse_config(name, Config):
-    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}][-tp{N}]-``
-    ``{topk|radix|tour{N}}`` -> Config (step 1's block and warps, sorted positions, the
+    """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}][-tp{N}][-ch{N}][-ss{N}]-``
+    ``{topk|radix|tour{N}|tourk{N}}`` -> Config (step 1's block and warps, sorted positions, the
     prologue, the gathered attention's block, warps and pipeline stages, the selection)."""
     parts = name.split("-")
     kw = dict(step1=parts[0])
@@ -69,12 +69,18 @@ def parse_config(name, Config):
             kw["at_warps"] = int(p[2:])
         elif p.startswith("as"):
             kw["at_stages"] = int(p[2:])
+        elif p.startswith("ch"):
+            kw["s1_chunk"] = int(p[2:])
+        elif p.startswith("ss"):
+            kw["s1_stages"] = int(p[2:])
         elif p.startswith("tp"):
             kw["target_programs"] = int(p[2:])
         else:
             raise ValueError(f"config {name!r}: unknown part {p!r}")
     sel = parts[-1]
-    if sel.startswith("tour"):
+    if sel.startswith("tourk"):
+        kw.update(select="tourk", tour=int(sel[5:] or 8))
+    elif sel.startswith("tour"):
         kw.update(select="tour", tour=int(sel[4:] or 16))
     else:
         kw["select"] = sel

@@ -167,10 +167,94 @@ def _step1_kernel(
 
 
 @triton.jit
+def _step1_chunked_kernel(
+    Kt, QS, INV, TAU, STATE, SCORE, LOGITS, MPART, LPART, SUBMAX,
+    S, NB, Hkv, SROW, NSUB,
+    D: tl.constexpr, R: tl.constexpr, BR: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
+    BS: tl.constexpr, WRITE_LOGITS: tl.constexpr, SUB: tl.constexpr, CH: tl.constexpr,
+    STAGES: tl.constexpr,
+):  # fmt: skip
+    """Step 1 with the FMA variant over ``BS`` positions per program, taken ``CH`` at a time
+    (a smaller register footprint, so more programs fit on an SM), with the softmax
+    statistics of the block merged online. Same outputs as :func:`_step1_kernel`."""
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_s = tl.program_id(1)
+    b = pid_bh // Hkv
+    rr = tl.arange(0, BR)
+    rmask = rr < R
+    gg = tl.arange(0, BG)
+    gmask = gg < G
+    rows = pid_bh * G + gg
+    ci = tl.load(INV + pid_bh * R + rr, mask=rmask, other=0).to(tl.int64)
+    tau = tl.load(TAU + rows, mask=gmask, other=1.0)
+    m_run = tl.full([BG], float("-inf"), dtype=tl.float32)
+    l_run = tl.zeros([BG], dtype=tl.float32)
+    for c0 in tl.range(0, BS, CH, num_stages=STAGES):
+        offs = pid_s * BS + c0 + tl.arange(0, CH)
+        smask = offs < S
+        st = tl.load(STATE + b * S + offs, mask=smask, other=0)
+        kt = tl.load(Kt + (pid_bh * D + ci[:, None]) * S + offs[None, :],
+                     mask=rmask[:, None] & smask[None, :], other=0.0).to(tl.float32)  # fmt: skip
+        dot = tl.zeros([BG, CH], dtype=tl.float32)
+        for j in tl.static_range(G):
+            qj = tl.load(QS + (pid_bh * G + j) * R + rr, mask=rmask, other=0.0).to(tl.float32)
+            dj = tl.sum(qj[:, None] * kt, axis=0)
+            dot = tl.where(gg[:, None] == j, dj[None, :], dot)
+        sc = tl.where(tau[:, None] > 0, dot / tau[:, None], 0.0)
+        sc = tl.where((st > 0)[None, :], sc, float("-inf"))
+        if WRITE_LOGITS:
+            tl.store(LOGITS + rows[:, None] * S + offs[None, :], sc,
+                     mask=gmask[:, None] & smask[None, :])  # fmt: skip
+        m_new = tl.maximum(m_run, tl.max(sc, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_run = l_run * tl.exp(m_run - m_safe) + tl.sum(tl.exp(sc - m_safe[:, None]), axis=1)
+        m_run = m_new
+        gs = tl.sum(tl.where(gmask[:, None], sc, 0.0), axis=0)
+        gs = tl.where(st == 2, float("inf"), gs)
+        tl.store(SCORE + pid_bh * SROW + offs, gs, mask=offs < SROW)
+        if SUB > 0:
+            sm = tl.max(tl.reshape(gs, [CH // SUB, SUB]), axis=1)
+            so = (pid_s * BS + c0) // SUB + tl.arange(0, CH // SUB)
+            tl.store(SUBMAX + pid_bh * NSUB + so, sm, mask=so < NSUB)
+    tl.store(MPART + rows * NB + pid_s, m_run, mask=gmask)
+    tl.store(LPART + rows * NB + pid_s, l_run, mask=gmask)
+
+
+@triton.jit
 def _key(x):
     """Order-preserving int64 key of a float32 (in [0, 2**32))."""
     bi = x.to(tl.int32, bitcast=True)
     return tl.where(bi < 0, (~bi).to(tl.int64), bi.to(tl.int64) + 2147483648)
+
+
+@triton.jit
+def _tour_kernel(SCORE, SUBMAX, RUNS, IDX, VALS, SROW, NSUB, KR, KK,
+                 SUB: tl.constexpr, NR: tl.constexpr, NC: tl.constexpr):  # fmt: skip
+    """The tournament of :func:`tournament_topk` for one row in one program, with exact
+    ties: keys ``(order key of the value) << 31 | (2**31 - 1 - index)`` are unique, so one
+    sort of the ``NSUB`` run maxima gives the top ``KR`` runs and one sort of their
+    ``KR * SUB`` entries the top ``KK`` positions in the reference's order (value
+    descending, then index ascending). The chosen runs go through ``RUNS`` (global
+    scratch, re-read after a barrier) because a register tensor cannot be indexed."""
+    row = tl.program_id(0).to(tl.int64)
+    j = tl.arange(0, NR)
+    m = tl.load(SUBMAX + row * NSUB + j, mask=j < NSUB, other=float("-inf"))
+    key1 = tl.where(j < NSUB, (_key(m) << 31) | (2147483647 - j.to(tl.int64)), -1)
+    s1 = tl.sort(key1, descending=True)
+    runs = 2147483647 - (s1 & 2147483647)
+    tl.store(RUNS + row * KR + j, runs, mask=j < KR)
+    tl.debug_barrier()
+    c = tl.arange(0, NC)
+    cm = c < KR * SUB
+    run = tl.load(RUNS + row * KR + c // SUB, mask=cm, other=0)
+    pos = run * SUB + c % SUB
+    v = tl.load(SCORE + row * SROW + pos, mask=cm, other=float("-inf"))
+    key2 = tl.where(cm, (_key(v) << 31) | (2147483647 - pos), -1)
+    s2 = tl.sort(key2, descending=True)
+    top = 2147483647 - (s2 & 2147483647)
+    om = c < KK
+    tl.store(IDX + row * KK + c, top, mask=om)
+    tl.store(VALS + row * KK + c, tl.load(SCORE + row * SROW + top, mask=om, other=0.0), mask=om)
 
 
 @triton.jit
@@ -344,7 +428,9 @@ def masked_v_mean(V: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (V.float() * w).sum(2) / w.sum(2)
 
 
-STEP1_MODES = {"fma": 0, "dot": 1, "loop": 2}
+STEP1_MODES = {"fma": 0, "dot": 1, "loop": 2, "fmac": 0}
+#: the one-program tournament (select="tourk") sorts at most this many runs or candidates
+TOUR_MAX = 4096
 
 
 class Config:
@@ -352,10 +438,13 @@ class Config:
     step 1 over 2048 positions per program, the tournament over runs of 8, the sorted
     prologue, three pipeline stages in the gathered attention.
 
-    ``step1``: "fma", "dot" or "loop" (``dot=True/False`` is the older spelling), with its
-    block of positions ``bs`` and warps ``s1_warps``. ``select``: "topk" (``torch.topk`` of
+    ``step1``: "fma", "dot", "loop" or "fmac" (FMA over ``s1_chunk`` positions at a time,
+    ``s1_stages`` pipeline stages; ``dot=True/False`` is the older spelling), with its block
+    of positions ``bs`` and warps ``s1_warps``. ``select``: "topk" (``torch.topk`` of
     the score), "radix" (``_select_kernel``) or "tour" (:func:`tournament_topk` over runs of
-    ``tour`` positions). The gathered attention: block ``bk``, warps ``at_warps``,
+    ``tour`` positions; "tourk": the same in one Triton program per row, :func:`_tour_kernel`,
+    with runs widened so that at most ``TOUR_MAX`` runs and candidates are sorted). The
+    gathered attention: block ``bk``, warps ``at_warps``,
     software-pipeline stages ``at_stages``, about ``target_programs`` programs in all.
     ``prologue``: "sort" (one sort) or "loop" (r argmax passes). ``sort_positions``: the
     gathered attention reads the kept rows in ascending position order (a sort of the k
@@ -363,15 +452,16 @@ class Config:
 
     def __init__(self, bs=2048, s1_warps=4, dot=None, bk=32, at_warps=4, target_programs=528,
                  select="tour", sel_block=1024, sel_warps=4, step1=None, tour=8,
-                 sort_positions=False, prologue="sort", at_stages=3):  # fmt: skip
+                 sort_positions=False, prologue="sort", at_stages=3, s1_chunk=256,
+                 s1_stages=1):  # fmt: skip
         self.bs, self.s1_warps, self.bk, self.at_warps = bs, s1_warps, bk, at_warps
         if step1 is None:
             step1 = "fma" if dot is None else ("dot" if dot else "fma")
         self.step1 = step1
         if self.step1 not in STEP1_MODES:
             raise ValueError(f"step1: expected one of {sorted(STEP1_MODES)}, got {step1!r}")
-        if select not in ("topk", "radix", "tour"):
-            raise ValueError(f"select: expected topk, radix or tour, got {select!r}")
+        if select not in ("topk", "radix", "tour", "tourk"):
+            raise ValueError(f"select: expected topk, radix, tour or tourk, got {select!r}")
         self.dot = self.step1 == "dot"
         self.select, self.sel_block, self.sel_warps = select, sel_block, sel_warps
         self.target_programs, self.tour = target_programs, int(tour)
@@ -379,6 +469,7 @@ class Config:
         if prologue not in ("sort", "loop"):
             raise ValueError(f"prologue: expected sort or loop, got {prologue!r}")
         self.prologue, self.at_stages = prologue, int(at_stages)
+        self.s1_chunk, self.s1_stages = int(s1_chunk), int(s1_stages)
 
 
 def tournament_topk(score, submax, sub, k, sorted_out):
@@ -443,7 +534,11 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     kk = min(k, S)
     # the tournament pays when the k runs it keeps are a small part of the row
     sub = min(_p2(cfg.tour), BS) if cfg.tour > 0 else 0
-    tour = (cfg.select == "tour" and sub > 0 and kk * sub < S and topk == "exact"
+    if cfg.select == "tourk" and sub > 0:  # at most TOUR_MAX runs for the one-program sort
+        sub = min(max(sub, _p2(triton.cdiv(S, TOUR_MAX))), BS)
+    tourk = (cfg.select == "tourk" and _p2(triton.cdiv(S, max(sub, 1))) <= TOUR_MAX
+             and _p2(min(kk, triton.cdiv(S, max(sub, 1))) * sub) <= TOUR_MAX)  # fmt: skip
+    tour = (cfg.select in ("tour", "tourk") and sub > 0 and kk * sub < S and topk == "exact"
             and (group_score == "logits" or g == 1))  # fmt: skip
     sub = sub if tour else 0
     nsub = triton.cdiv(S, sub) if tour else 1
@@ -454,13 +549,22 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
     logits = torch.empty((B, Hkv, g, S), device=dev, dtype=f32) if return_steps else score_full
     mpart = torch.empty((B, Hkv, g, NB), device=dev, dtype=f32)
     lpart = torch.empty_like(mpart)
-    _step1_kernel[(B * Hkv, triton.cdiv(srow, BS))](
-        Kt, qs, comp, tau, state, score_full, logits, mpart, lpart, submax,
-        S, NB, Hkv, srow, nsub,
-        D=d, R=r, BR=max(16, _p2(r)) if cfg.dot else _p2(r), G=g,
-        BG=max(16, _p2(g)) if cfg.dot else _p2(g), BS=BS, WRITE_LOGITS=return_steps,
-        MODE=STEP1_MODES[cfg.step1], UPCAST=_INTERPRET, SUB=sub, num_warps=cfg.s1_warps,
-    )  # fmt: skip
+    if cfg.step1 == "fmac":
+        ch = min(max(_p2(cfg.s1_chunk), sub), BS)
+        _step1_chunked_kernel[(B * Hkv, triton.cdiv(srow, BS))](
+            Kt, qs, comp, tau, state, score_full, logits, mpart, lpart, submax,
+            S, NB, Hkv, srow, nsub,
+            D=d, R=r, BR=_p2(r), G=g, BG=_p2(g), BS=BS, WRITE_LOGITS=return_steps, SUB=sub,
+            CH=ch, STAGES=cfg.s1_stages, num_warps=cfg.s1_warps,
+        )  # fmt: skip
+    else:
+        _step1_kernel[(B * Hkv, triton.cdiv(srow, BS))](
+            Kt, qs, comp, tau, state, score_full, logits, mpart, lpart, submax,
+            S, NB, Hkv, srow, nsub,
+            D=d, R=r, BR=max(16, _p2(r)) if cfg.dot else _p2(r), G=g,
+            BG=max(16, _p2(g)) if cfg.dot else _p2(g), BS=BS, WRITE_LOGITS=return_steps,
+            MODE=STEP1_MODES[cfg.step1], UPCAST=_INTERPRET, SUB=sub, num_warps=cfg.s1_warps,
+        )  # fmt: skip
     if stop_after == "step1":
         return score
     # selection
@@ -473,6 +577,14 @@ def sparq_gpu(q, K, Kt, V, mask, *, r, k, local_window=0, reallocate=True, tempe
                                   interleaved)  # fmt: skip
         vals = torch.where(pos >= 0, 0.0, float("-inf")).to(f32)
         idx = pos.clamp(min=0)
+    elif tour and tourk:
+        kr = min(kk, nsub)
+        runs = torch.empty((B, Hkv, kr), device=dev, dtype=torch.int64)
+        idx = torch.empty((B, Hkv, kk), device=dev, dtype=torch.int64)
+        vals = torch.empty((B, Hkv, kk), device=dev, dtype=f32)
+        _tour_kernel[(B * Hkv,)](score_full, submax, runs, idx, vals, srow, nsub, kr, kk,
+                                 SUB=sub, NR=_p2(nsub), NC=_p2(kr * sub),
+                                 num_warps=cfg.sel_warps)  # fmt: skip
     elif tour:
         vals, idx = tournament_topk(score_full, submax, sub, kk, return_steps)
     elif cfg.select == "radix":

@@ -29,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--r", type=int, default=32)
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--fma", action="store_true", help="same as --step1 fma")
-    ap.add_argument("--step1", choices=("dot", "fma", "loop"), default=None)
+    ap.add_argument("--step1", choices=("dot", "fma", "loop", "fmac"), default=None)
     ap.add_argument("--bs", type=int, default=512)
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--select", default="topk", choices=("topk", "radix", "tour"))

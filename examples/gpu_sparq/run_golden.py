@@ -30,9 +30,9 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--only", nargs="*", help="case names to run (default: all)")
     ap.add_argument("--fma", action="store_true", help="same as --step1 fma")
-    ap.add_argument("--step1", choices=("dot", "fma", "loop"), default=None,
+    ap.add_argument("--step1", choices=("dot", "fma", "loop", "fmac"), default=None,
                     help="step-1 variant (default fma, the benchmark's pick)")  # fmt: skip
-    ap.add_argument("--select", default="tour", choices=("radix", "topk", "tour"),
+    ap.add_argument("--select", default="tour", choices=("radix", "topk", "tour", "tourk"),
                     help="exact top-k: Triton radix select, torch.topk, or the tournament "
                          "over runs of --tour positions (default)")  # fmt: skip
     ap.add_argument("--tour", type=int, default=8, help="run length of the tournament")

@@ -84,8 +84,10 @@ def main(argv=None):
         base = dict(step1=mode, bs=int(bs[2:]), s1_warps=int(w[1:]))
         full = {}
         for name in a.selects.split(","):
-            sel = "tour" if name.startswith("tour") else name
-            tour = int(name[4:]) if sel == "tour" else 16
+            sel = (
+                "tourk" if name.startswith("tourk") else "tour" if name.startswith("tour") else name
+            )
+            tour = int(name[len(sel) :]) if sel.startswith("tour") else 16
             cfg = Config(select=sel, tour=tour, **base)
             try:
                 fns = [partial(_sparq, sparq_gpu, c, mask, cfg, kw) for c in copies]
