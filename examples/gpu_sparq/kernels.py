@@ -7,11 +7,15 @@ One decode step, ``q (B, H, d)``, caches ``K, V (B, Hkv, S, d)`` and the transpo
   query values, q restricted to the components, and the temperature ``tau``;
 * ``_step1_kernel``: one program per (sequence, KV head, block of positions) loads the ``r``
   selected rows of ``Kt`` in place (``r`` contiguous runs of the block), computes the
-  approximate logits in float32 (FMA or ``tl.dot``), writes the group score (the sum of the
-  heads' logits, ``-inf`` where masked, ``+inf`` in the local window) and, per head, the
-  block's softmax statistics (max, sum of exp) for ``alpha``; the logits themselves only when
-  asked (``return_steps``), since the checker judges them;
-* selection: ``torch.topk`` of the group score, or ``_select_kernel`` (radix select);
+  approximate logits in float32 (FMA, ``tl.dot`` or a row loop; ``_step1_chunked_kernel``
+  takes the block a chunk at a time), writes the group score (the sum of the heads' logits,
+  ``-inf`` where masked, ``+inf`` in the local window), the maximum of the score over each
+  run of ``tour`` positions and, per head, the block's softmax statistics (max, sum of exp)
+  for ``alpha``; the logits themselves only when asked (``return_steps``), since the checker
+  judges them;
+* selection: the tournament (:func:`tournament_topk` in torch ops, or ``_tour_kernel`` in
+  one program per row): the top-k runs by their maximum, then the exact top-k of their
+  entries; or ``torch.topk`` of the group score, or ``_select_kernel`` (radix select);
 * ``_attend_kernel``: split over the ``k`` selected slots, one program per (sequence, KV
   head, split) gathers the K and V rows of its slots, online softmax of the exact logits, and
   the selected approximate-softmax mass (the approximate logits recomputed from the gathered K
