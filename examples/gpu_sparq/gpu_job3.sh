@@ -8,38 +8,10 @@
 # 4. a large validation case (mha-b2-s16k, built here) through the tuned path.
 # Everything ends up in $OUT/job3.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
 set -u
-OUT=${OUT:-results}
 W=/tmp/job3
-mkdir -p "$W/val"
-export PYTHONPATH=. PYTHONUNBUFFERED=1
-PY=$(command -v python3 || command -v python)
-G=examples/gpu_sparq/_gold
-BIG=/tmp/big
-LOG=$W/job.log
-say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }
 END=${END:-500}
-left() { local t=$((END - SECONDS)); [ "$1" -lt "$t" ] && t=$1; [ "$t" -lt 1 ] && t=1; echo $t; }
-step() {  # step NAME LATEST_START TIMEOUT CMD...
-  local name=$1 late=$2 to; to=$(left "$3"); shift 3
-  if [ "$SECONDS" -gt "$late" ]; then say "SKIP $name (elapsed past $late s)"; return 0; fi
-  say "START $name"
-  timeout "$to" "$@" > "$W/$name.log" 2>&1
-  say "END $name rc=$?"
-}
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-} > "$W/env.txt" 2>&1
-if $PY -c "import numba, scipy, numpy" 2>/dev/null; then HAVE_NUMBA=1; else HAVE_NUMBA=0; fi
-echo "numba: $HAVE_NUMBA" >> "$W/env.txt"
-if [ "$HAVE_NUMBA" = 1 ]; then
-  ( $PY -m sparq_cli golden --out $BIG/mha16 --dtype float16 --shape 2,32,32,16384,128 \
-      --name mha-b2-s16k --r 32 --k 128 --local-window 32 --holes > "$W/val/gen_mha16.log" 2>&1 ) &
-fi
-check() {
-  [ "$HAVE_NUMBA" = 1 ] && timeout "$(left 60)" $PY -m sparq_cli check "$1" "$2" --json \
-    > "$W/val/check_$3.json" 2> "$W/val/check_$3.err"
-}
+source "$(dirname "$0")/_job_lib.sh"
+gen_large mha16
 run() {  # run NAME SUITE ARGS...: golden suite through the kernels, then the checker
   local name=$1 suite=$2; shift 2
   step "gold_$name" 200 90 $PY examples/gpu_sparq/run_golden.py $G/$suite $W/val/out_$name "$@"
@@ -63,7 +35,4 @@ if [ "$HAVE_NUMBA" = 1 ] && [ -f $BIG/mha16/manifest.json ]; then
   check $BIG/mha16 $W/val/out_mha16 mha16_loop_tour16
   rm -rf $W/val/out_mha16
 fi
-say "packing"
-mkdir -p "$OUT"
-tar czf "$OUT/job3.tgz" -C "$W" . 2>/dev/null
-ls -la "$OUT"; cat "$LOG"
+pack job3

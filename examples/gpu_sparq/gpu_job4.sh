@@ -9,41 +9,10 @@
 # 4. two large cases built here (mha-b2-s16k fp16, gqa-s32k-k4096 bf16) through that path.
 # Everything ends up in $OUT/job4.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
 set -u
-OUT=${OUT:-results}
 W=/tmp/job4
-mkdir -p "$W/val"
-export PYTHONPATH=. PYTHONUNBUFFERED=1
-PY=$(command -v python3 || command -v python)
-G=examples/gpu_sparq/_gold
-BIG=/tmp/big
-LOG=$W/job.log
-say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }
 END=${END:-470}
-left() { local t=$((END - SECONDS)); [ "$1" -lt "$t" ] && t=$1; [ "$t" -lt 1 ] && t=1; echo $t; }
-step() {  # step NAME LATEST_START TIMEOUT CMD...
-  local name=$1 late=$2 to; to=$(left "$3"); shift 3
-  if [ "$SECONDS" -gt "$late" ]; then say "SKIP $name (elapsed past $late s)"; return 0; fi
-  say "START $name"
-  timeout "$to" "$@" > "$W/$name.log" 2>&1
-  say "END $name rc=$?"
-}
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-} > "$W/env.txt" 2>&1
-if $PY -c "import numba, scipy, numpy" 2>/dev/null; then HAVE_NUMBA=1; else HAVE_NUMBA=0; fi
-echo "numba: $HAVE_NUMBA" >> "$W/env.txt"
-if [ "$HAVE_NUMBA" = 1 ]; then
-  ( $PY -m sparq_cli golden --out $BIG/mha16 --dtype float16 --shape 2,32,32,16384,128 \
-      --name mha-b2-s16k --r 32 --k 128 --local-window 32 --holes > "$W/val/gen_mha16.log" 2>&1
-    $PY -m sparq_cli golden --out $BIG/gqabf --dtype bfloat16 --shape 1,32,8,32768,128 \
-      --name gqa-s32k-k4096 --r 16 --k 4096 --local-window 64 --holes > "$W/val/gen_gqabf.log" 2>&1
-  ) &
-fi
-check() {
-  [ "$HAVE_NUMBA" = 1 ] && timeout "$(left 60)" $PY -m sparq_cli check "$1" "$2" --json \
-    > "$W/val/check_$3.json" 2> "$W/val/check_$3.err"
-}
+source "$(dirname "$0")/_job_lib.sh"
+gen_large mha16 gqabf
 PICK=(--step1 fma --bs 1024 --select tour)
 for s in gold16 goldbf; do
   step "gold_$s" 100 90 $PY examples/gpu_sparq/run_golden.py $G/$s $W/val/out_$s "${PICK[@]}" --tour 2
@@ -65,7 +34,4 @@ if [ "$HAVE_NUMBA" = 1 ]; then
     fi
   done
 fi
-say "packing"
-mkdir -p "$OUT"
-tar czf "$OUT/job4.tgz" -C "$W" . 2>/dev/null
-ls -la "$OUT"; cat "$LOG"
+pack job4
