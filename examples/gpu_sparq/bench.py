@@ -87,6 +87,22 @@ def parse_config(name, Config):
     return Config(**kw)
 
 
+def make_copies(torch, *, B, H, Hkv, S, d, dtype, dev):
+    """``n`` copies ``(q, K, V, Kt)`` of random inputs (seed 0), ``n`` chosen so that they
+    total at least ``L2_DEFEAT_BYTES`` (at most 16)."""
+    copy_bytes = 3 * B * Hkv * S * d * 2
+    n = min(16, max(1, math.ceil(L2_DEFEAT_BYTES / copy_bytes)))
+    torch.manual_seed(0)
+    copies = []
+    for _ in range(n):
+        K = torch.randn(B, Hkv, S, d, device=dev, dtype=dtype)
+        V = torch.randn(B, Hkv, S, d, device=dev, dtype=dtype)
+        Kt = K.transpose(-1, -2).contiguous()
+        q = torch.randn(B, H, d, device=dev, dtype=dtype)
+        copies.append((q, K, V, Kt))
+    return copies
+
+
 def _sdpa(F, sdpa_kernel, be, c, gqa):
     q4 = c[0][:, :, None, :]
     if be is None:
@@ -210,15 +226,8 @@ def main(argv=None):
                 if copy_bytes * 1.15 + (1 << 30) > free_bytes:
                     res["notes"].append(f"skipped B={B} S={S} Hkv={Hkv}: K, V, Kt do not fit")
                     continue
-                n = min(16, max(1, math.ceil(L2_DEFEAT_BYTES / copy_bytes)))
-                torch.manual_seed(0)
-                copies = []
-                for _ in range(n):
-                    K = torch.randn(B, Hkv, S, d, device=dev, dtype=dtype)
-                    V = torch.randn(B, Hkv, S, d, device=dev, dtype=dtype)
-                    Kt = K.transpose(-1, -2).contiguous()
-                    q = torch.randn(B, H, d, device=dev, dtype=dtype)
-                    copies.append((q, K, V, Kt))
+                copies = make_copies(torch, B=B, H=H, Hkv=Hkv, S=S, d=d, dtype=dtype, dev=dev)
+                n = len(copies)
                 mask = torch.ones(B, S, dtype=torch.bool, device=dev)
                 vmean = torch.zeros(B, Hkv, d, device=dev, dtype=torch.float32)
                 base = dict(B=B, H=H, Hkv=Hkv, S=S, d=d, dtype=a.dtype, copies=n)
@@ -274,7 +283,7 @@ def main(argv=None):
                     p["model"] = _predict(p)
                     res["points"].append(p)
                     flush()
-                del copies, K, V, Kt, q
+                del copies
                 torch.cuda.empty_cache()
                 print(f"done S={S} H={H} Hkv={Hkv} B={B} at {time.time() - t_start:.0f}s",
                       flush=True)  # fmt: skip

@@ -8,45 +8,11 @@
 # Everything ends up in $OUT/job2.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf} (see
 # docs/gpu.md, Rerun).
 set -u
-OUT=${OUT:-results}
 W=/tmp/job2
-mkdir -p "$W/val" "$W/ncu"
-export PYTHONPATH=. PYTHONUNBUFFERED=1
-PY=$(command -v python3 || command -v python)
-G=examples/gpu_sparq/_gold
-BIG=/tmp/big
-LOG=$W/job.log
-say() { echo "[$SECONDS s] $*" | tee -a "$LOG"; }
 END=${END:-490}  # every step is cut at this many seconds, leaving time to pack
-left() { local t=$((END - SECONDS)); [ "$1" -lt "$t" ] && t=$1; [ "$t" -lt 1 ] && t=1; echo $t; }
-step() {  # step NAME LATEST_START TIMEOUT CMD...: run CMD unless SECONDS > LATEST_START
-  local name=$1 late=$2 to; to=$(left "$3"); shift 3
-  if [ "$SECONDS" -gt "$late" ]; then say "SKIP $name (elapsed past $late s)"; return 0; fi
-  say "START $name"
-  timeout "$to" "$@" > "$W/$name.log" 2>&1
-  say "END $name rc=$?"
-}
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
-  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  ncu --version
-  git log --oneline -1 2>/dev/null
-} > "$W/env.txt" 2>&1
-if $PY -c "import numba, scipy, numpy" 2>/dev/null; then HAVE_NUMBA=1; else HAVE_NUMBA=0; fi
-echo "numba: $HAVE_NUMBA" >> "$W/env.txt"
-say "numba=$HAVE_NUMBA"
-if [ "$HAVE_NUMBA" = 1 ]; then  # large cases, built on the CPU while the GPU runs the rest
-  ( $PY -m sparq_cli golden --out $BIG/gqabf --dtype bfloat16 --shape 1,32,8,32768,128 \
-      --name gqa-s32k-k4096 --r 16 --k 4096 --local-window 64 --holes > "$W/val/gen_gqabf.log" 2>&1
-    $PY -m sparq_cli golden --out $BIG/mha16 --dtype float16 --shape 2,32,32,16384,128 \
-      --name mha-b2-s16k --r 32 --k 128 --local-window 32 --holes > "$W/val/gen_mha16.log" 2>&1
-  ) &
-  GEN=$!
-fi
-check() {  # check SUITE_DIR OUTDIR NAME
-  [ "$HAVE_NUMBA" = 1 ] && [ "$SECONDS" -lt "$END" ] && timeout "$(left 60)" $PY -m sparq_cli check "$1" "$2" --json \
-    > "$W/val/check_$3.json" 2> "$W/val/check_$3.err"
-}
+source "$(dirname "$0")/_job_lib.sh"
+mkdir -p "$W/ncu"
+gen_large gqabf mha16
 # 1a. fp16 golden suite, default kernels (tl.dot step 1, radix select)
 step run_gold16 60 120 $PY examples/gpu_sparq/run_golden.py $G/gold16 $W/val/out_gold16
 check $G/gold16 $W/val/out_gold16 gold16

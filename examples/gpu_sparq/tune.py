@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from functools import partial
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import L2_DEFEAT_BYTES, _sparq, time_graph  # noqa: E402
+from bench import _sparq, make_copies, time_graph  # noqa: E402
 
 
 def main(argv=None):
@@ -44,15 +43,8 @@ def main(argv=None):
     dev, H, d = torch.device("cuda"), 32, 128
     dt = getattr(torch, a.dtype)
     B, S, Hkv = a.B, a.S, a.hkv
-    copy_bytes = 3 * B * Hkv * S * d * 2
-    n = min(16, max(1, math.ceil(L2_DEFEAT_BYTES / copy_bytes)))
-    torch.manual_seed(0)
-    copies = []
-    for _ in range(n):
-        K = torch.randn(B, Hkv, S, d, device=dev, dtype=dt)
-        V = torch.randn(B, Hkv, S, d, device=dev, dtype=dt)
-        copies.append((torch.randn(B, H, d, device=dev, dtype=dt), K, V,
-                       K.transpose(-1, -2).contiguous()))  # fmt: skip
+    copies = make_copies(torch, B=B, H=H, Hkv=Hkv, S=S, d=d, dtype=dt, dev=dev)
+    n = len(copies)
     mask = torch.ones(B, S, dtype=torch.bool, device=dev)
     vmean = torch.zeros(B, Hkv, d, device=dev, dtype=torch.float32)
     res = dict(B=B, S=S, H=H, Hkv=Hkv, d=d, dtype=a.dtype, copies=n, runs=[])
