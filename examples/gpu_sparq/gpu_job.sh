@@ -4,6 +4,8 @@
 #   OUT=results bash examples/gpu_sparq/gpu_job.sh [BENCH_BUDGET_S]
 # Golden suites: examples/gpu_sparq/_gold/{gold16,goldbf,real16} (built with `sparq golden`,
 # see docs/gpu.md; not committed) and, with numba, two large cases built here.
+# Written for commit 6d92e4d: later commits changed the defaults of run_golden.py and bench.py
+# (now the FMA step 1 over 2048 positions and the tournament); check out 6d92e4d to repeat it.
 set -u
 OUT=${OUT:-results}
 BUDGET=${1:-330}

@@ -7,6 +7,8 @@
 # 2. Nsight Compute (full set) of step 1 and torch.topk at B=64, S=16k, r=32, k=128, MHA and GQA.
 # Everything ends up in $OUT/job2.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf} (see
 # docs/gpu.md, Rerun).
+# Written for commit 4c3ada6: later commits changed the defaults of run_golden.py and bench.py
+# (now the FMA step 1 over 2048 positions and the tournament); check out 4c3ada6 to repeat it.
 set -u
 W=/tmp/job2
 END=${END:-490}  # every step is cut at this many seconds, leaving time to pack

@@ -7,6 +7,8 @@
 # 3. bench.py at B=64, S=16k and S=64k with the candidate configurations;
 # 4. a large validation case (mha-b2-s16k, built here) through the tuned path.
 # Everything ends up in $OUT/job3.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
+# Ran at commit 092bdbc; later commits changed bench.py's default configurations and Config's
+# defaults, so check out 092bdbc to repeat it exactly.
 set -u
 W=/tmp/job3
 END=${END:-500}

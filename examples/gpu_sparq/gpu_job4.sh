@@ -8,6 +8,8 @@
 # 3. bench.py, every point (fp16), the configurations of bench.DEFAULT_CONFIGS;
 # 4. two large cases built here (mha-b2-s16k fp16, gqa-s32k-k4096 bf16) through that path.
 # Everything ends up in $OUT/job4.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
+# Ran at commit 34e55fa; later commits changed bench.py's default configurations and Config's
+# defaults, so check out 34e55fa to repeat it exactly.
 set -u
 W=/tmp/job4
 END=${END:-470}

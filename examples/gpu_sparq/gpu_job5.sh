@@ -9,6 +9,8 @@
 #    MHA, r=16, k=S/8;
 # 4. two large cases built here (mha-b2-s16k fp16, gqa-s32k-k4096 bf16).
 # Everything ends up in $OUT/job5.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
+# Ran at commit 372833a; later commits changed bench.py's default configurations and Config's
+# defaults, so check out 372833a to repeat it exactly.
 set -u
 W=/tmp/job5
 END=${END:-500}

@@ -7,6 +7,8 @@
 # 2. bench.py, every point, fp16 then bf16 (bench.DEFAULT_CONFIGS; bf16: the first three);
 # 3. two large cases built here (mha-b2-s16k fp16, gqa-s32k-k4096 bf16) through the defaults.
 # Everything ends up in $OUT/job6.tgz. Needs examples/gpu_sparq/_gold/{gold16,goldbf}.
+# Ran at commit 097ca48; later commits changed bench.py's default configurations and Config's
+# defaults, so check out 097ca48 to repeat it exactly.
 set -u
 W=/tmp/job6
 END=${END:-500}
