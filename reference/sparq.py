@@ -42,7 +42,7 @@ from reference._checks import (
     raise_nonfinite,
 )
 from reference._config import njit_parallel, njit_serial, note_first_compile
-from reference._rows import EXP_CHUNK, _prefetch, attend_positions, widen
+from reference._rows import EXP_CHUNK, _prefetch, attend_positions, max_of, widen
 from reference._selection_args import effective_k_per_bucket
 from reference._vexp import exp_into
 from reference._workspace import workspace
@@ -577,45 +577,133 @@ def _alloc_outputs(B, H, G, S, d, p: SparqParams, kcols: int) -> KernelOutputs:
     )
 
 
-#: Positions per block of step 3 (the ``r`` x block float64 columns stay in L1/L2). Step 3 of
-#: one KV head (S = 32768, r = 16, g = 4, float32, K twice) took 0.41-0.43 ms at 128 and 256,
-#: 0.55-0.56 ms at 512 and 1024 (one thread, 16 heads whose transposed keys miss the cache).
+#: Positions per block of step 3 (the ``r`` x block float64 columns and the 4 x block
+#: accumulators stay in L1/L2). With one head per sweep, step 3 of one KV head (S = 32768,
+#: r = 16, g = 4, float32, K twice) took 0.41-0.43 ms at 128 and 256, 0.55-0.56 ms at 512 and
+#: 1024 (one thread, 16 heads whose transposed keys miss the cache); with four heads per
+#: sweep, 128, 256 and 512 were within this host's noise of each other.
 _STEP3_BLOCK = 256
 
+#: LLVM flags of the step-3 sweeps: contraction only, no reassociation, so that every
+#: approximate logit is one FMA chain over the kept components in the written order
+#: (whatever the vectoriser does with the loop over positions).
+_CHAIN = {"contract"}
+
+# The sweeps below add the components of a logit in groups of four, in the order u + 1, u,
+# u + 2, u + 3 within a group (then the leftover components one by one): the order the
+# compiled single-head sweep of earlier versions had, kept so that the logits did not change.
+# Offsets and counts are unsigned (np.uint64): an index Numba cannot prove non-negative
+# gets wrap-around code, which stops the loops vectorising. Rows are taken inside the
+# sweeps (no array views built per call in the caller's loop).
+
+
+@njit_serial(fastmath=_CHAIN)
+def _sweep_h4c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc):
+    """``acc[i, jj] += sum_t qs[h + i, u + t] * B2[c_t, j0 + jj]`` for heads ``h..h+3``,
+    ``jj < n``: each key column is loaded (and widened) once for the four heads."""
+    q00, q01, q02, q03 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
+    q10, q11, q12, q13 = qs[h + 1, u], qs[h + 1, u + 1], qs[h + 1, u + 2], qs[h + 1, u + 3]
+    q20, q21, q22, q23 = qs[h + 2, u], qs[h + 2, u + 1], qs[h + 2, u + 2], qs[h + 2, u + 3]
+    q30, q31, q32, q33 = qs[h + 3, u], qs[h + 3, u + 1], qs[h + 3, u + 2], qs[h + 3, u + 3]
+    b0, b1, b2, b3 = B2[c0], B2[c1], B2[c2], B2[c3]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for jj in range(n):
+        j = j0 + jj
+        e0, e1, e2, e3 = widen(b0[j]), widen(b1[j]), widen(b2[j]), widen(b3[j])
+        x = a0[jj]
+        x = x + q01 * e1
+        x = x + q00 * e0
+        x = x + q02 * e2
+        a0[jj] = x + q03 * e3
+        x = a1[jj]
+        x = x + q11 * e1
+        x = x + q10 * e0
+        x = x + q12 * e2
+        a1[jj] = x + q13 * e3
+        x = a2[jj]
+        x = x + q21 * e1
+        x = x + q20 * e0
+        x = x + q22 * e2
+        a2[jj] = x + q23 * e3
+        x = a3[jj]
+        x = x + q31 * e1
+        x = x + q30 * e0
+        x = x + q32 * e2
+        a3[jj] = x + q33 * e3
+
+
+@njit_serial(fastmath=_CHAIN)
+def _sweep_h4c1(qs, h, u, B2, c0, j0, n, acc):
+    """One leftover component ``u`` for heads ``h..h+3``."""
+    q0, q1, q2, q3 = qs[h, u], qs[h + 1, u], qs[h + 2, u], qs[h + 3, u]
+    b0 = B2[c0]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for jj in range(n):
+        e0 = widen(b0[j0 + jj])
+        a0[jj] = a0[jj] + q0 * e0
+        a1[jj] = a1[jj] + q1 * e0
+        a2[jj] = a2[jj] + q2 * e0
+        a3[jj] = a3[jj] + q3 * e0
+
+
+@njit_serial(fastmath=_CHAIN)
+def _sweep_h1c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, a0):
+    """Components ``u..u+3`` for the single head ``h`` (heads left after groups of four)."""
+    q0, q1, q2, q3 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
+    b0, b1, b2, b3 = B2[c0], B2[c1], B2[c2], B2[c3]
+    for jj in range(n):
+        j = j0 + jj
+        x = a0[jj]
+        x = x + q1 * widen(b1[j])
+        x = x + q0 * widen(b0[j])
+        x = x + q2 * widen(b2[j])
+        a0[jj] = x + q3 * widen(b3[j])
+
+
+@njit_serial(fastmath=_CHAIN)
+def _sweep_h1c1(qs, h, u, B2, c0, j0, n, a0):
+    """One leftover component ``u`` for the single head ``h``."""
+    qv = qs[h, u]
+    b0 = B2[c0]
+    for jj in range(n):
+        a0[jj] = a0[jj] + qv * widen(b0[j0 + jj])
+
 
 @njit_serial
-def _sweep4(q0, q1, q2, q3, b0, b1, b2, b3, n, acc):
-    """``acc[j] += q0 b0[j] + q1 b1[j] + q2 b2[j] + q3 b3[j]`` for ``j < n``; ``b*`` are
-    float64 rows or rows in a cache dtype (widened exactly): one compiled expression for
-    both step-3 routes, so K read once or twice gives bit-identical logits."""
-    for jj in range(n):
-        acc[jj] += q0 * widen(b0[jj]) + q1 * widen(b1[jj]) + q2 * widen(b2[jj]) + q3 * widen(b3[jj])
-
-
-@njit_serial
-def _sweep1(qv, bu, n, acc):
-    """``acc[j] += qv bu[j]`` for ``j < n`` (the components left after groups of four)."""
-    for jj in range(n):
-        acc[jj] += qv * widen(bu[jj])
+def _scale_mask(acc, th, sh, maskrow, j0, n):
+    """``sh[j0 + jj] = acc[jj] / th`` (0 if ``th`` is 0) at valid positions and -inf at masked
+    ones, ``jj < n``; returns NaN iff a valid logit is not finite, else 0 (branch-free)."""
+    chk = 0.0
+    if th > 0:
+        for jj in range(n):
+            j = j0 + jj
+            v = acc[jj] / th
+            ok = maskrow[j]
+            sh[j] = v if ok else -np.inf
+            chk += v * 0.0 if ok else 0.0
+    else:  # q_h is zero on every kept component: approximate logits are 0
+        for jj in range(n):
+            j = j0 + jj
+            sh[j] = 0.0 if maskrow[j] else -np.inf
+    return chk
 
 
 @njit_serial
 def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     """Step 3: ``s[h, j] = (sum_u qs[h, u] K[j, comps[u]]) / tau[h]`` at valid ``j``, -inf at
-    masked ``j`` (computed, then overwritten), ``qs`` (G, r) the kept query components. Also
-    ``smax[h]`` = max of ``s[h]`` over valid positions (``smax`` must come in as -inf);
-    returns NaN iff some valid logit is not finite (else 0). Each block of positions is
-    finished while it is in cache.
+    masked ``j``, ``qs`` (G, r) the kept query components. Also ``smax[h]`` = max of ``s[h]``
+    over valid positions (``smax`` must come in as -inf); returns NaN iff some valid logit is
+    not finite (else 0). Each block of positions is finished while it is in cache.
 
     With ``has_kt`` the key columns are read in place from rows of the transposed copy
     ``KT`` (d, S) (contiguous segments), otherwise gathered from the rows of ``K`` (S, d)
-    into a float64 block first. Either way the same expression (:func:`_sweep4`,
-    :func:`_sweep1`; widening is exact) reduces them in the same order, so the two routes give
-    bit-identical logits (tested for every cache dtype)."""
+    into a float64 block first. Either way the same sweeps (widening is exact) reduce them in
+    the same order, so the two routes give bit-identical logits (tested for every cache
+    dtype). Heads go in groups of four that share every load of a key column."""
     G, r = qs.shape
     S, d = K.shape
     blk = np.empty((r, _STEP3_BLOCK))
-    acc = np.empty(_STEP3_BLOCK)
+    acc = np.empty((4, _STEP3_BLOCK))
     chk = 0.0
     for j0 in range(0, S, _STEP3_BLOCK):
         n = min(_STEP3_BLOCK, S - j0)
@@ -624,42 +712,49 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
                 krow = K[j0 + jj]
                 for u in range(r):
                     blk[u, jj] = widen(krow[comps[u]])
-        for h in range(G):
-            for jj in range(n):
-                acc[jj] = 0.0
+        # Column source: rows comps[u] of KT from position j0, or rows u of blk from 0.
+        off = np.uint64(j0 if has_kt else 0)
+        nn = np.uint64(n)
+        h = 0
+        while h < G:
+            nh = 4 if h + 4 <= G else 1
+            for i in range(nh):
+                for jj in range(n):
+                    acc[i, jj] = 0.0
             u = 0
-            while u + 4 <= r:  # four components per sweep over the block
-                q0, q1, q2, q3 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
-                if has_kt:  # contiguous segments of the transposed copy, read in place
-                    _sweep4(q0, q1, q2, q3, KT[comps[u], j0 : j0 + n],
-                            KT[comps[u + 1], j0 : j0 + n], KT[comps[u + 2], j0 : j0 + n],
-                            KT[comps[u + 3], j0 : j0 + n], n, acc)  # fmt: skip
-                else:
-                    _sweep4(q0, q1, q2, q3, blk[u], blk[u + 1], blk[u + 2], blk[u + 3], n, acc)
-                u += 4
             while u < r:
+                four = u + 4 <= r
+                c0, c1, c2, c3 = u, u + 1, u + 2, u + 3  # rows of blk
                 if has_kt:
-                    _sweep1(qs[h, u], KT[comps[u], j0 : j0 + n], n, acc)
+                    c0 = comps[u]
+                    if four:
+                        c1, c2, c3 = comps[u + 1], comps[u + 2], comps[u + 3]
+                if nh == 4 and four:
+                    if has_kt:
+                        _sweep_h4c4(qs, h, u, KT, c0, c1, c2, c3, off, nn, acc)
+                    else:
+                        _sweep_h4c4(qs, h, u, blk, c0, c1, c2, c3, off, nn, acc)
+                elif nh == 4:
+                    if has_kt:
+                        _sweep_h4c1(qs, h, u, KT, c0, off, nn, acc)
+                    else:
+                        _sweep_h4c1(qs, h, u, blk, c0, off, nn, acc)
+                elif four:
+                    if has_kt:
+                        _sweep_h1c4(qs, h, u, KT, c0, c1, c2, c3, off, nn, acc[0])
+                    else:
+                        _sweep_h1c4(qs, h, u, blk, c0, c1, c2, c3, off, nn, acc[0])
                 else:
-                    _sweep1(qs[h, u], blk[u], n, acc)
-                u += 1
-            th = tau[h]
-            sh = s[h]
-            if th > 0:
-                for jj in range(n):
-                    sh[j0 + jj] = acc[jj] / th
-            else:  # q_h is zero on every kept component: approximate logits are 0
-                for jj in range(n):
-                    sh[j0 + jj] = 0.0
-            m = smax[h]
-            for jj in range(n):
-                v = sh[j0 + jj]
-                if maskrow[j0 + jj]:
-                    chk += v * 0.0  # NaN iff a valid logit is not finite
-                    m = max(m, v)
-                else:
-                    sh[j0 + jj] = -np.inf
-            smax[h] = m
+                    if has_kt:
+                        _sweep_h1c1(qs, h, u, KT, c0, off, nn, acc[0])
+                    else:
+                        _sweep_h1c1(qs, h, u, blk, c0, off, nn, acc[0])
+                u += 4 if four else 1
+            for i in range(nh):
+                sh = s[h + i]
+                chk += _scale_mask(acc[i], tau[h + i], sh, maskrow, np.uint64(j0), nn)
+                smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
+            h += nh
     return chk
 
 
@@ -678,6 +773,26 @@ def _exp_shifted(src, m, dst, scratch):
         for t in range(i1 - i0):
             total += seg[t]
     return total
+
+
+@njit_serial
+def _sort_positions(sel, n_sel, mark):
+    """Sort ``sel[:n_sel]``, distinct positions in ``[0, len(mark))``, ascending: a byte map
+    ``mark`` of the positions, then one branch-free pass up to the largest (the same result
+    as ``sel[:n_sel].sort()``, in O(S + n_sel) instead of a comparison sort)."""
+    if n_sel == 0:
+        return
+    top = 0
+    for t in range(n_sel):
+        top = max(top, sel[t])
+    for j in range(top + 1):
+        mark[j] = 0
+    for t in range(n_sel):
+        mark[sel[t]] = 1
+    c = 0
+    for j in range(top + 1):  # c < n_sel at every store: the last position stored is top
+        sel[c] = j
+        c += mark[j]
 
 
 def _work_sizes(G: int, S: int, k: int) -> tuple[int, int]:
@@ -818,7 +933,7 @@ def _sparq_group_row(
         return
     # Step 7: exact attention over the kept positions (gathered rows of K and V), visited in
     # index order: the gathers then walk memory forwards (prefetch- and TLB-friendly).
-    sel.sort()
+    _sort_positions(sel, n_sel, score.view(np.uint8))
     attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
     if kp.phase_limit < 6:
         return
