@@ -60,6 +60,15 @@ def _first_nonfinite(flat):
     return -1
 
 
+def _any_nonfinite(flat: np.ndarray) -> bool:
+    """Whether the 1-D ``flat`` holds a NaN or an inf: one serial pass when it fits in one
+    scan chunk (q, v_mean: no parallel launch for a few thousand elements), else the
+    parallel scan."""
+    if flat.size <= _SCAN_CHUNK:
+        return bool(_poisoned(flat))
+    return bool(_first_nonfinite(flat) >= 0)
+
+
 @njit_parallel
 def _max_abs_valid(K, mask):
     """max |K[b, h, j, :]| over valid positions j (parallel over (b, h); exact)."""
@@ -111,7 +120,7 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     if x.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {x.shape}")
     x = np.ascontiguousarray(x, dtype=np.float64)
-    if x.size and _first_nonfinite(x.reshape(-1)) >= 0:
+    if x.size and _any_nonfinite(x.reshape(-1)):
         if np.isnan(x).any():
             idx = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
             raise ValueError(f"{name}: contains NaN (first at index {idx}); NaN is not accepted")
@@ -236,7 +245,7 @@ def has_nonfinite(x: np.ndarray, enc: int) -> bool:
         return False
     flat = x.reshape(-1)
     if enc == ENC_NATIVE:
-        return bool(_first_nonfinite(flat) >= 0)
+        return _any_nonfinite(flat)
     bits = flat.view(np.uint16)
     return bool(_nonfinite16_count(bits, np.uint16(0x7C00 if enc == ENC_F16 else 0x7F80)) > 0)
 

@@ -21,6 +21,7 @@ paper's Algorithm 1, each one function of the twin below:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -884,6 +885,9 @@ def _sparq_group_row(
                     if maskrow[j0 + t]:
                         score[t2] += seg[t] / ssum[h]
                         t2 += 1
+        elif nv == S:  # no masked position: valid[t] == t, a contiguous (vectorised) sum
+            for t in range(S):
+                score[t] += sh[t]
         else:
             for t in range(nv):
                 score[t] += sh[valid[t]]
@@ -1218,6 +1222,16 @@ def _kt_spot_check(kt, k, js, bad):
                 break
 
 
+@functools.lru_cache(maxsize=16)
+def _spot_positions(B: int, Hkv: int, S: int) -> np.ndarray:
+    """The positions the spot check compares, (B, Hkv, 64) int64 (read-only): drawn by
+    ``numpy.random.default_rng(0)``, so the same for every call with these sizes (cached:
+    a generator costs more than the check itself on a cache-cold call)."""
+    j = np.random.default_rng(0).integers(0, S, size=(B, Hkv, _KT_SPOT_CHECKS))
+    j.flags.writeable = False
+    return j
+
+
 def _check_k_cache_t(k_cache_t, x: KernelInputs):
     """Validate the transposed key copy; ``(None, 0)`` when there is none."""
     if k_cache_t is None:
@@ -1237,8 +1251,7 @@ def _check_k_cache_t(k_cache_t, x: KernelInputs):
             " streamed row by row); build it with reference.transpose_keys(k_cache)"
         )
     kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)  # no copy: checked above
-    rng = np.random.default_rng(0)
-    j = rng.integers(0, x.S, size=(x.B, x.Hkv, _KT_SPOT_CHECKS))
+    j = _spot_positions(x.B, x.Hkv, x.S)
     uint = np.dtype(f"u{kt.dtype.itemsize}")
     bad = np.full(x.B * x.Hkv, -1, dtype=np.int64)
     _kt_spot_check(kt.view(uint), x.k.view(uint), j, bad)
