@@ -125,7 +125,8 @@ def stream_read(*arrays: np.ndarray) -> float:
 def _dot4_rounds(Q, X, reps):
     # Register-blocked float64 dot products: each round takes the next of the data vectors
     # X (DOT_ROWS, n) and dots it with the four vectors Q (4, n); each X element is loaded
-    # once for four FMAs (four accumulators, vectorised across n with reassociation). The
+    # once for four FMAs, each Q element once per FMA (five L1 loads per four FMAs; four
+    # accumulators, vectorised across n with reassociation). The
     # sum over rounds keeps every round live (no round repeats its predecessor's operands).
     n = X.shape[1]
     nx = X.shape[0]
@@ -195,16 +196,17 @@ def dot4_inputs(rng: np.random.Generator, threads: int) -> tuple[np.ndarray, np.
 
 
 def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tuple[float, str]:
-    """float64 FMA/s of register-blocked dot products, all threads: per thread, four
-    256-element vectors dotted with one of four others in turn (each load feeds four FMAs;
-    16 KiB per thread, L1-resident), ``DOT_REPS`` rounds."""
+    """float64 FMA/s of dot products blocked by four, all threads: per thread, four
+    256-element vectors dotted with one of ``DOT_ROWS`` others in turn (the other vector's
+    element is loaded once for four FMAs: five L1 loads per four FMAs; 16 KiB per thread,
+    L1-resident), ``DOT_REPS`` rounds."""
     nt = numba.get_num_threads()
     Q3, X3 = dot4_inputs(np.random.default_rng(0) if rng is None else rng, nt)
     out = np.zeros(nt, dtype=np.float64)
     t, reps = best_time(lambda: _dot4_kernel(Q3, X3, DOT_REPS, out), budget_s=budget_s)
     desc = (
         f"measured: float64 dot products, 4 L1-resident {DOT_WIDTH}-element vectors against "
-        f"each of {DOT_ROWS} others in turn (register-blocked: one load per 4 FMAs), "
+        f"each of {DOT_ROWS} others in turn (blocked by 4: 5 L1 loads per 4 FMAs), "
         f"{nt} threads, best of {reps}"
     )
     return nt * 4 * DOT_WIDTH * DOT_REPS / t, desc

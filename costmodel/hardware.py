@@ -521,8 +521,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
 
     - ``mem_bandwidth_bytes_per_s``: prange sum of an ``nbytes`` float32 array (one
       contiguous chunk per thread), best of at least 5 runs;
-    - ``fma_f64_per_s``: register-blocked float64 dot products (four 256-element vectors
-      against a fifth, each load feeding four FMAs; L1-resident);
+    - ``fma_f64_per_s``: float64 dot products blocked by four (four 256-element vectors
+      against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;
+      L1-resident);
     - ``exp_per_s``: ``reference._vexp.exp_into`` on L2-resident float64 blocks;
     - ``topk_bytes_per_s``: ``reference.topk`` of float64 rows of 32768, ``k = n / 8``
       (input bytes per second);
