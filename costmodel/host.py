@@ -15,14 +15,17 @@ rate), phases run one after another, and every rate is divided by the profile's 
 
 Why a sum and not the roofline ``max(bytes / bandwidth, FMAs / FMA rate)``: the reference's
 loops read a row and do its float64 FMAs in the same instruction stream, and on the
-development host (2 vCPUs of an AMD EPYC) the measured dense times follow the sum, not the
-maximum. Side by side at S = 32768 (FMA rate 53-58 G/s from the register-blocked
+development host (2 vCPUs of an AMD EPYC) the measured dense times mostly follow the sum,
+not the maximum. Side by side at S = 32768 (FMA rate 53-58 G/s from the register-blocked
 microkernel, exp 2.1 G/s), dense took 7.7 ms (float16, Hkv = 8) against read 2.7 + FMAs
 5.1 + exps 0.5 = 8.3 (max form 5.6); 14.8 ms (float16, Hkv = 32) against 10.7 + 5.1 + 0.5
 = 16.3 (max form 11.2); 23.8 ms (float32, Hkv = 32) against 22.7 + 4.9 + 0.5 = 28.1 (max
 form 23.2); 8.5 ms (float32, Hkv = 8) against 5.4 + 5.0 + 0.5 = 10.9 (max form 5.9). The
-sum errs high by up to about 30% where read and FMAs are of similar size (float32,
-Hkv = 8: the kernel overlaps part of them), the max form low by up to 30% elsewhere.
+sum is the closer form in three of the four cases (the max form is 27%, 24% and 31% low
+there, the sum 8% high, 10% high and 28% high); in the fourth (float32, Hkv = 32, where the
+read dominates) the max form is closer: 23.2 ms is 2.5% low, the sum's 28.1 ms 18% high.
+The sum errs high most where read and FMAs are of similar size (float32, Hkv = 8: the
+kernel overlaps part of them).
 
 ``rows = B * Hkv`` rows are dealt to ``threads`` threads in ``ceil(rows / threads)`` waves,
 so a call with fewer rows than threads leaves threads idle. ``time = n_layers * waves *
@@ -32,8 +35,9 @@ Dense: ``k_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs), ``softmax`` (``g*S`` exp
 ``v_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
-``k_cache_t`` spot check of ``sparq_attention``: 64 random positions per row, a column of
-the d-major copy, ``d`` lines of ``T`` bytes, and a K row of ``d*e`` bytes, gathered);
+``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
+random positions per row, a column of the d-major copy, ``d`` lines of ``T`` bytes, and a K
+row of ``max(T, d*e)`` bytes (a row read costs at least one line), gathered);
 ``step1`` (``r*S*e`` streamed from a d-major copy of K, or ``S * E[touched lines] *
 min(T, d*e)`` gathered from the S-major cache, ``g*r*S`` FMAs), ``alpha_softmax``
 (``g*S`` exps), ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``),
@@ -65,7 +69,7 @@ from costmodel.traffic import (
     expected_touched_segments,
     transfers,
 )
-from reference.sparq import _KT_SPOT_CHECKS as KT_SPOT_CHECKS
+from reference.sparq import KT_SPOT_CHECKS
 
 __all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
 
@@ -264,11 +268,12 @@ def predict_reference(
             n_chk = KT_SPOT_CHECKS
             phases.append(
                 _phase(
-                    "kt_check", bytes_row=n_chk * d * (tx + e), bandwidth=gbw,
+                    "kt_check", bytes_row=n_chk * (d * tx + max(tx, d * e)), bandwidth=gbw,
                     priced_as="gather",
                     note=(
                         f"k_cache_t spot check: {n_chk} random positions, a column of the "
-                        f"d-major copy (d lines of T={tx} B) and a K row (d*e B), gathered"
+                        f"d-major copy (d lines of T={tx} B) and a K row (max(T, d*e) B: at "
+                        "least one line), gathered"
                     ),
                 )
             )  # fmt: skip

@@ -50,10 +50,20 @@ def _prefetch(typingctx, arr, i, j):
     return types.none(arr, types.intp, types.intp), codegen
 
 
+#: Bytes per cache line that the software prefetches assume (one prefetch per line).
+CACHE_LINE_BYTES = 64
+
+
+@njit_serial
+def line_elems(A):
+    """Elements of ``A`` per cache line (at least 1): the stride of the prefetches."""
+    return max(1, CACHE_LINE_BYTES // A.itemsize)
+
+
 @njit_serial
 def prefetch_row(A, j):
-    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every 64-byte line)."""
-    step = max(1, 64 // A.itemsize)
+    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line)."""
+    step = line_elems(A)
     for c in range(0, A.shape[1], step):
         _prefetch(A, j, c)
 

@@ -43,7 +43,7 @@ from reference._checks import (
     raise_nonfinite,
 )
 from reference._config import njit_parallel, njit_serial, note_first_compile
-from reference._rows import EXP_CHUNK, _prefetch, attend_positions, max_of, widen
+from reference._rows import EXP_CHUNK, _prefetch, attend_positions, line_elems, max_of, widen
 from reference._selection_args import effective_k_per_bucket
 from reference._vexp import exp_into
 from reference._workspace import workspace
@@ -720,7 +720,7 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
                     blk[u, jj] = widen(krow[comps[u]])
         if has_kt and j0 + _STEP3_AHEAD < S:  # the next blocks' segments of the r rows
             jn = j0 + _STEP3_AHEAD
-            step = max(1, 64 // KT.itemsize)
+            step = line_elems(KT)
             for u in range(r):
                 for jp in range(jn, min(S, jn + _STEP3_BLOCK), step):
                     _prefetch(KT, comps[u], jp)
@@ -1202,8 +1202,9 @@ def transpose_keys(k_cache) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(k_cache, 2, 3))
 
 
-#: Positions per (batch, KV head) compared between k_cache_t and k_cache.
-_KT_SPOT_CHECKS = 64
+#: Positions per (batch, KV head) compared between k_cache_t and k_cache (public: the host
+#: cost model, costmodel.host, prices this check).
+KT_SPOT_CHECKS = 64
 
 
 @njit_parallel
@@ -1235,10 +1236,10 @@ def _kt_spot_check(kt, k, js, bad):
 
 @functools.lru_cache(maxsize=16)
 def _spot_positions(B: int, Hkv: int, S: int) -> np.ndarray:
-    """The positions the spot check compares, (B, Hkv, 64) int64 (read-only): drawn by
-    ``numpy.random.default_rng(0)``, so the same for every call with these sizes (cached:
-    a generator costs more than the check itself on a cache-cold call)."""
-    j = np.random.default_rng(0).integers(0, S, size=(B, Hkv, _KT_SPOT_CHECKS))
+    """The positions the spot check compares, (B, Hkv, KT_SPOT_CHECKS) int64 (read-only):
+    drawn by ``numpy.random.default_rng(0)``, so the same for every call with these sizes
+    (cached: a generator costs more than the check itself on a cache-cold call)."""
+    j = np.random.default_rng(0).integers(0, S, size=(B, Hkv, KT_SPOT_CHECKS))
     j.flags.writeable = False
     return j
 

@@ -25,6 +25,7 @@ from costmodel.hardware import (
     parse_hardware,
 )
 from costmodel.host import HOST_FIELDS, predict_reference
+from reference.sparq import KT_SPOT_CHECKS
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
 # float64 FMA 1e9 /s, exp 1e8 /s, top-k 1e9 B/s; 64-byte lines, eta_mem 1.
@@ -70,7 +71,11 @@ def test_dense_by_hand_compute_bound():
     assert ph["v_pass"].time_s == pytest.approx(1.1264e-3, rel=1e-12)
     assert e.time_s == pytest.approx(2 * 1.1264e-3 + 1.6e-4, rel=1e-12)
     assert e.bound == "compute" and e.latency_s == 0
-    assert e.time_s == pytest.approx(e.memory_s + e.compute_s + e.latency_s + e.topk_s)
+    # the call's totals by hand: memory = the two passes' reads 2 * 1.024e-4; compute = their
+    # FMAs 2 * 1.024e-3 plus the softmax's exps 1.6e-4; no top-k
+    assert e.memory_s == pytest.approx(2 * 1.024e-4, rel=1e-12)
+    assert e.compute_s == pytest.approx(2 * 1.024e-3 + 1.6e-4, rel=1e-12)
+    assert e.topk_s == 0
     # totals over the 4 rows: bytes 2 * 4 * 256000; FLOPs 2 x FMAs = 2 * 2 * 4 * 256000
     assert e.bytes == 2 * 4 * 256000
     assert e.flops == 2 * 2 * 4 * 256000
@@ -191,8 +196,8 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9) and does
     # g*r*S = 32768 FMAs (1.31072e-4 s): compute-bound, the sum 1.376256e-4 s. v_mean
     # supplied: no V read. The k_cache_t spot check gathers 64 columns of the d-major copy
-    # (d = 64 lines of 64 B) and 64 K rows (d*e = 128 B): 64 * 64 * (64 + 2) = 270336 B at
-    # 5e8 per thread = 5.40672e-4 s.
+    # (d = 64 lines of 64 B) and 64 K rows (max(64, d*e = 128) = 128 B):
+    # 64 * (64 * 64 + 128) = 270336 B at 5e8 per thread = 5.40672e-4 s.
     e = predict_reference("sparq", hardware=HOST, store_k_twice=True, v_mean_supplied=True, **SPARQ)
     ph = _phases(e)
     assert "v_mean" not in ph
@@ -208,6 +213,17 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert e.time_s == pytest.approx(expect, rel=1e-12)
     # K twice costs +50% cache: 3*S*d*e
     assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
+
+
+def test_sparq_kt_check_reads_at_least_a_line_per_k_row():
+    # d 16 fp16: a K row is d*e = 32 B, less than a 64-byte line, so each of the 64 spot-
+    # checked rows costs a whole line: 64 * (16 * 64 + max(64, 32)) = 69632 B at 5e8 per
+    # thread = 1.39264e-4 s (not 64 * (16 * 64 + 32) = 67584 B)
+    assert KT_SPOT_CHECKS == 64  # the count the hand calculation uses
+    kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
+    e = predict_reference("sparq", hardware=HOST, store_k_twice=True, **kw)
+    assert e.breakdown()["kt_check"] == 69632
+    assert _phases(e)["kt_check"].time_s == pytest.approx(1.39264e-4, rel=1e-12)
 
 
 def test_sparq_step1_k_once_whole_row_when_row_fits_a_line():
