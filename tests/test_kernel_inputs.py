@@ -219,9 +219,22 @@ def test_check_finite_names_the_array_and_element(dtype, name, bad):
     sparq_attention(q, K2, V2, r=2, k=5, mask=mask, v_mean=vm, check_finite=False)
 
 
+#: (H, Hkv): group sizes G = 2 (one-head sweeps only), 4 (four-head sweeps only) and 5 (a
+#: block of four heads and one more) of the SparQ kernel's step 3
+GROUPS = [(4, 2), (8, 2), (10, 2)]
+GROUP_IDS = ["G2", "G4", "G5"]
+
+
+def _kt_kw(K, twice):
+    """``k_cache_t`` of ``K`` when K is stored twice, else no keyword."""
+    return dict(k_cache_t=transpose_keys(K)) if twice else {}
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["K-once", "K-twice"])
+@pytest.mark.parametrize(("H", "Hkv"), GROUPS, ids=GROUP_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
-def test_non_finite_in_a_read_entry_is_reported_without_the_full_scan(dtype):
-    q, K, V, mask = random_case(14, B=1, H=4, Hkv=2, S=64, d=8, pad=False)
+def test_non_finite_in_a_read_entry_is_reported_without_the_full_scan(dtype, H, Hkv, twice):
+    q, K, V, mask = random_case(14, B=1, H=H, Hkv=Hkv, S=64, d=8, pad=False)
     K = K.astype(dtype)
     V = V.astype(dtype)
     K2 = K.copy()
@@ -230,54 +243,51 @@ def test_non_finite_in_a_read_entry_is_reported_without_the_full_scan(dtype):
         with pytest.raises(ValueError, match=r"k_cache: contains NaN \(first at index \(0, 1, 63"):
             dense_attention(q, K2, V, check_finite=check_finite)
         with pytest.raises(ValueError, match=r"k_cache: contains NaN \(first at index \(0, 1, 63"):
-            sparq_attention(q, K2, V, r=2, k=5, local_window=1, check_finite=check_finite)
+            sparq_attention(q, K2, V, r=2, k=5, local_window=1, check_finite=check_finite,
+                            **_kt_kw(K2, twice))  # fmt: skip
+    # an older position, in every component: step 3 reads it in whichever columns it keeps
+    for bad, kind in ((np.nan, "NaN"), (np.inf, r"\+/-inf"), (-np.inf, r"\+/-inf")):
+        K3 = K.copy()
+        K3[0, 1, 20, :] = bad
+        msg = rf"k_cache: contains {kind} \(first at index \(0, 1, 20"
+        with pytest.raises(ValueError, match=msg):
+            sparq_attention(q, K3, V, r=2, k=5, local_window=1, check_finite=False,
+                            **_kt_kw(K3, twice))  # fmt: skip
     V2 = V.copy()
     V2[0, 0, 63, 3] = np.inf
     with pytest.raises(ValueError, match=r"v_cache: contains \+/-inf"):
         sparq_attention(q, K, V2, r=2, k=5, local_window=1, v_mean=np.zeros((1, 2, 8)),
-                        check_finite=False)  # fmt: skip
+                        check_finite=False, **_kt_kw(K, twice))  # fmt: skip
 
 
-def test_unread_nan_goes_undetected_only_without_check_finite():
-    q, K, V, mask = random_case(15, B=1, H=4, Hkv=2, S=64, d=8, pad=False)
-    st = sparq_attention(q, K, V, r=2, k=5, local_window=1, return_steps=True)
-    unread = np.setdiff1d(np.arange(64), st.positions[0, 0])[0]
-    c = np.setdiff1d(np.arange(8), st.components[0, 0])[0]
-    K2 = K.copy()
-    K2[0, 0, unread, c] = np.nan  # neither a kept row nor a step-1 column (K^T row)
-    V2 = V.copy()
-    V2[0, 0, unread, :] = np.nan  # V is read only at kept rows when v_mean is supplied
-    kw = dict(r=2, k=5, local_window=1, v_mean=st.v_mean, k_cache_t=transpose_keys(K2))
-    out = sparq_attention(q, K2, V2, check_finite=False, **kw)
-    np.testing.assert_array_equal(out, st.out)
-    with pytest.raises(ValueError, match="k_cache: contains NaN"):
-        sparq_attention(q, K2, V2, check_finite=True, **kw)
-
-
-def test_check_finite_must_be_bool():
-    q, K, V, mask = random_case(16)
-    with pytest.raises(TypeError, match="check_finite: expected a bool"):
-        dense_attention(q, K, V, check_finite=1)
-    with pytest.raises(TypeError, match="check_finite: expected a bool"):
-        sparq_attention(q, K, V, r=2, k=3, check_finite="yes")
-
-
-def test_unsupported_cache_dtypes_are_rejected():
-    q, K, V, mask = random_case(17)
-    with pytest.raises(TypeError, match="k_cache: expected a float16, bfloat16, float32 or"):
-        dense_attention(q, K.astype(np.int16), V)
-    with pytest.raises(TypeError, match="v_cache: expected a float16, bfloat16, float32 or"):
-        sparq_attention(q, K, V.astype(np.complex128), r=2, k=3)
+@pytest.mark.parametrize("twice", [False, True], ids=["K-once", "K-twice"])
+@pytest.mark.parametrize(("H", "Hkv"), GROUPS, ids=GROUP_IDS)
+def test_logit_overflow_in_a_read_k_column_is_reported(H, Hkv, twice):
+    # finite inputs whose q . k overflows float64 at one older position of KV head 1 (every
+    # component 1e300, |q| ~ 1e10): the kernel's own check of the step-3 logits must see it
+    # (the float64 kernels compute no up-front bound), with or without check_finite
+    q, K, V, mask = random_case(19, B=1, H=H, Hkv=Hkv, S=64, d=8, pad=False)
+    q = q * 1e10
+    K = K.copy()
+    K[0, 1, 20, :] = 1e300
+    with np.errstate(all="ignore"):
+        for check_finite in (False, True):
+            with pytest.raises(ValueError, match=r"^q, k_cache: the attention logits overflow"):
+                sparq_attention(q, K, V, r=2, k=5, local_window=1, check_finite=check_finite,
+                                **_kt_kw(K, twice))  # fmt: skip
 
 
 # --- determinism -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("H", "Hkv"), [(8, 4), (8, 2), (10, 2)], ids=GROUP_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_bit_identical_across_thread_counts_for_every_dtype(dtype):
+def test_bit_identical_across_thread_counts_for_every_dtype(dtype, H, Hkv):
+    # G = 2, 4 and 5 query heads per KV head (one-head and four-head sweeps); K stored twice
+    # (return_steps with k_cache_t) and once
     from reference import get_num_threads, set_num_threads
 
-    q, K, V, mask = random_case(18, B=3, H=8, Hkv=4, S=300, d=16, holes=True)
+    q, K, V, mask = random_case(18, B=3, H=H, Hkv=Hkv, S=300, d=16, holes=True)
     q, K, V = (x.astype(dtype) for x in (q, K, V))
     kt = transpose_keys(K)
     before = get_num_threads()

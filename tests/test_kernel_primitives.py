@@ -1,0 +1,100 @@
+"""Small building blocks of the kernels, each against the plainest oracle: the byte-map sort
+of kept positions against ``numpy.sort``, the ``llvm.maxnum`` reduction against Python's
+``max``, the finite scan against ``numpy.isfinite`` at the scan-chunk boundary."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from reference._checks import _SCAN_CHUNK, _any_nonfinite
+from reference._rows import max_of, maxnum
+from reference.sparq import _sort_positions
+
+# --- the byte-map sort of kept positions ------------------------------------------------------
+
+
+def _check_sort(sel_in, n_sel, S, rng):
+    """Sort ``sel_in[:n_sel]`` with a byte map holding garbage; entries past n_sel stay."""
+    sel = sel_in.copy()
+    mark = rng.integers(0, 256, size=S, dtype=np.uint8)  # stale bytes of an earlier row
+    _sort_positions(sel, n_sel, mark)
+    np.testing.assert_array_equal(sel[:n_sel], np.sort(sel_in[:n_sel]))
+    np.testing.assert_array_equal(sel[n_sel:], sel_in[n_sel:])
+
+
+@pytest.mark.parametrize("S", [1, 2, 7, 64, 1000])
+def test_sort_positions_matches_numpy_sort(S):
+    rng = np.random.default_rng(S)
+    spare = 5  # capacity beyond n_sel, filled with values the sort must not touch
+    tail = rng.integers(-9, 2 * S + 9, size=spare)
+    cases = [np.empty(0, dtype=np.int64), np.array([0]), np.array([S - 1]), rng.permutation(S)]
+    cases.append(np.array([S - 1, 0]) if S > 1 else np.array([0]))
+    for n_sel in sorted({1, S // 3, S // 2, S - 1, S}):
+        if n_sel < 1:
+            continue
+        for _ in range(4):
+            cases.append(rng.choice(S, size=n_sel, replace=False))
+        if n_sel >= 2:  # both ends kept, the rest random
+            mid = rng.choice(np.arange(1, S - 1), size=n_sel - 2, replace=False)
+            cases.append(rng.permutation(np.concatenate([[0, S - 1], mid])))
+    for c in cases:
+        c = np.asarray(c, dtype=np.int64)
+        _check_sort(np.concatenate([c, tail]).astype(np.int64), len(c), S, rng)
+
+
+# --- llvm.maxnum and its reduction ------------------------------------------------------------
+
+
+@numba.njit
+def _maxnum2(a, b):
+    return maxnum(a, b)
+
+
+def test_max_of_matches_python_max():
+    rng = np.random.default_rng(7)
+    for n in list(range(0, 40)) + [63, 64, 65, 255, 256, 1001]:
+        for _ in range(3):
+            x = rng.normal(size=n) * 10.0 ** rng.integers(-300, 300, size=n)
+            if n:  # +-inf at random places (sometimes none)
+                x[rng.random(n) < 0.1] = np.inf
+                x[rng.random(n) < 0.1] = -np.inf
+            for m in (-np.inf, float(rng.normal()), np.inf, -1e308):
+                assert max_of(x, m) == max([m, *x.tolist()]), (n, m)
+            if n:
+                i = int(rng.integers(n))
+                assert _maxnum2(x[i], x[n - 1 - i]) == max(x[i], x[n - 1 - i])
+
+
+def test_max_of_empty_returns_the_initial_value():
+    empty = np.empty(0)
+    for m in (-np.inf, -2.5, 0.0, 3.0, np.inf):
+        assert max_of(empty, m) == m
+
+
+def test_max_of_signed_zeros_compare_equal_to_zero():
+    for x in ([0.0, -0.0], [-0.0, 0.0], [-0.0, -0.0], [0.0], [-0.0] * 9, [-1.0, -0.0, 0.0, -3.0]):
+        for m in (-np.inf, -0.0, 0.0, -5.0):
+            got = max_of(np.array(x), m)
+            assert got == 0.0, (x, m, got)
+    assert _maxnum2(0.0, -0.0) == 0.0 and _maxnum2(-0.0, 0.0) == 0.0
+
+
+# --- the finite scan at the chunk boundary ----------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [_SCAN_CHUNK - 1, _SCAN_CHUNK, _SCAN_CHUNK + 1, 2 * _SCAN_CHUNK + 1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_any_nonfinite_at_the_scan_chunk_size(n, dtype):
+    # one serial pass up to _SCAN_CHUNK elements, the chunked parallel scan beyond: the
+    # non-finite value at either end of the array must be seen by both routes
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n).astype(dtype)
+    assert _any_nonfinite(x) is False
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, n - 1):
+            y = x.copy()
+            y[where] = bad
+            assert _any_nonfinite(y) is True, (bad, where)
+            assert not np.isfinite(y).all()
