@@ -142,18 +142,20 @@ def widen_into(src, dst):
 
 @njit_serial
 def _k_pass(qg, K, positions, n_pos, scale, logits):
-    """``logits[h, t] = scale * qg[h] . K[positions[t]]`` (heads in blocks of 4 share loads)."""
+    """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 share each
+    load of a K element; a remaining head (``G % 4`` of them) takes four rows at a time, so
+    each load of a q element feeds four FMAs (five loads per four FMAs either way)."""
     G, d = qg.shape
     t = 0
     while t < n_pos:
         four = t + 4 <= n_pos
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + (4 if four else 1), n_pos)):
             prefetch_row(K, positions[u])
+        g4 = G - G % 4  # heads in blocks of four; the rest one at a time
         for rr in range(4 if four else 1):
             i = positions[t + rr]
             tt = t + rr
-            h = 0
-            while h + 4 <= G:
+            for h in range(0, g4, 4):
                 q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
                 a0 = a1 = a2 = a3 = 0.0
                 for c in range(d):
@@ -166,14 +168,28 @@ def _k_pass(qg, K, positions, n_pos, scale, logits):
                 logits[h + 1, tt] = a1 * scale
                 logits[h + 2, tt] = a2 * scale
                 logits[h + 3, tt] = a3 * scale
-                h += 4
-            while h < G:
+            if not four:
+                for h in range(g4, G):
+                    qh = qg[h]
+                    a0 = 0.0
+                    for c in range(d):
+                        a0 += qh[c] * widen(K[i, c])
+                    logits[h, tt] = a0 * scale
+        if four:  # a remaining head against four rows: each q element loaded once for four FMAs
+            i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
+            for h in range(g4, G):
                 qh = qg[h]
-                a0 = 0.0
+                a0 = a1 = a2 = a3 = 0.0
                 for c in range(d):
-                    a0 += qh[c] * widen(K[i, c])
-                logits[h, tt] = a0 * scale
-                h += 1
+                    qc = qh[c]
+                    a0 += qc * widen(K[i0, c])
+                    a1 += qc * widen(K[i1, c])
+                    a2 += qc * widen(K[i2, c])
+                    a3 += qc * widen(K[i3, c])
+                logits[h, t] = a0 * scale
+                logits[h, t + 1] = a1 * scale
+                logits[h, t + 2] = a2 * scale
+                logits[h, t + 3] = a3 * scale
         t += 4 if four else 1
 
 
