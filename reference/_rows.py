@@ -54,18 +54,30 @@ def _prefetch(typingctx, arr, i, j):
 CACHE_LINE_BYTES = 64
 
 
-@njit_serial
 def line_elems(A):
-    """Elements of ``A`` per cache line (at least 1): the stride of the prefetches."""
-    return max(1, CACHE_LINE_BYTES // A.itemsize)
+    """Elements of ``A`` per cache line (at least 1): the stride of the prefetches. A
+    compile-time constant of the array type (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(line_elems, inline="always")
+def _line_elems_impl(A):
+    # Resolved when the caller is typed: a runtime ``64 // A.itemsize`` (and a range with a
+    # runtime step) cost two integer divisions per prefetched row, which made an in-cache
+    # K pass over 128-element float32 rows 3.6x slower at one head.
+    n = max(1, CACHE_LINE_BYTES // (A.dtype.bitwidth // 8))
+    return lambda A: n
 
 
 @njit_serial
 def prefetch_row(A, j):
     """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line)."""
     step = line_elems(A)
-    for c in range(0, A.shape[1], step):
+    n = A.shape[1]
+    c = 0
+    while c < n:
         _prefetch(A, j, c)
+        c += step
 
 
 @intrinsic

@@ -303,3 +303,59 @@ def test_bit_identical_across_thread_counts_for_every_dtype(dtype, H, Hkv):
         set_num_threads(before)
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------- query alignment, line size
+def _offset_view(x: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of ``x`` whose data starts ``offset`` bytes past a 64-byte line."""
+    buf = np.empty(x.nbytes + 128, dtype=np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+@pytest.mark.parametrize("offset", [0, 8, 16, 48])
+def test_aligned_copy_starts_on_a_line_and_keeps_the_values(offset):
+    from reference._checks import Q_ALIGN, KernelInputs, aligned_copy
+
+    rng = np.random.default_rng(40 + offset)
+    x = _offset_view(rng.standard_normal((2, 3, 16)), offset)
+    y = aligned_copy(x)
+    assert y.ctypes.data % Q_ALIGN == 0 and y.flags.c_contiguous
+    assert y.dtype == x.dtype and y.shape == x.shape and np.array_equal(y, x)
+    assert (y is x) == (offset == 0)  # an aligned array is used as it is, not copied
+    # the kernels' query rows start on a line whatever the caller's alignment
+    K = rng.standard_normal((2, 1, 8, 16))
+    xi = KernelInputs(x, K, K, None)
+    assert xi.q.ctypes.data % Q_ALIGN == 0 and np.array_equal(xi.q, x)
+
+
+@pytest.mark.parametrize("offset", [8, 16, 32])
+def test_outputs_do_not_depend_on_query_alignment(offset):
+    # the same query values at another address give bit-identical outputs (the kernels
+    # read an aligned copy of q; the float64 twin is the oracle for the values elsewhere)
+    rng = np.random.default_rng(50 + offset)
+    q = rng.standard_normal((2, 4, 32))
+    K = rng.standard_normal((2, 2, 300, 32)).astype(np.float32)
+    V = rng.standard_normal((2, 2, 300, 32)).astype(np.float32)
+    q_off = _offset_view(q, offset)
+    assert np.array_equal(dense_attention(q, K, V), dense_attention(q_off, K, V))
+    a = sparq_attention(q, K, V, r=8, k=40, return_steps=True)
+    b = sparq_attention(q_off, K, V, r=8, k=40, return_steps=True)
+    for f in ("out", "positions", "alpha", "approx_logits"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_line_elems_is_the_line_over_the_element_size():
+    # one prefetch per 64-byte line: 8 float64, 16 float32, 32 16-bit elements per line
+    from reference._config import njit_serial
+    from reference._rows import CACHE_LINE_BYTES, line_elems
+
+    @njit_serial
+    def f(a):
+        return line_elems(a)
+
+    assert CACHE_LINE_BYTES == 64
+    for dt, n in ((np.float64, 8), (np.float32, 16), (np.uint16, 32), (np.int16, 32)):
+        assert f(np.zeros((2, 4), dtype=dt)) == n, dt
