@@ -239,6 +239,15 @@ def _v_pass(V, positions, n_pos, w, y):
     for h in range(G):
         for c in range(d):
             y[h, c] = 0.0
+    _v_accumulate(V, positions, n_pos, w, y)
+
+
+@njit_serial
+def _v_accumulate(V, positions, n_pos, w, y):
+    """``y[h] += sum_t w[h, t] V[positions[t]]`` in steps of 4 positions x 4 heads, then the
+    ``n_pos % 4`` last positions one at a time (so consecutive calls over chunks whose
+    lengths are multiples of 4 add in the same order as one call over all of them)."""
+    G, d = y.shape
     t = 0
     while t + 4 <= n_pos:
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
@@ -283,8 +292,29 @@ def _v_pass(V, positions, n_pos, w, y):
         t += 1
 
 
+#: Rows per block of the gathered exact attention (SparQ's kept positions): the rows are
+#: first copied into a contiguous block (a short loop, so the core keeps many row fetches
+#: in flight), then the K and V passes run on the cached block. A multiple of 4 (the V
+#: pass's step), so the sums run in the same order as without blocks.
+GATHER_BLOCK = 64
+
+
 @njit_serial
-def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
+def _gather_block(A, positions, t0, n, n_pos, blk):
+    """``blk[u] = A[positions[t0 + u]]`` for ``u < n`` (raw elements, no conversion),
+    prefetching the rows ``PREFETCH_AHEAD`` further on."""
+    for u in range(n):
+        ahead = t0 + u + PREFETCH_AHEAD
+        if ahead < n_pos:
+            prefetch_row(A, positions[ahead])
+        src = A[positions[t0 + u]]
+        dst = blk[u]
+        for c in range(src.shape[0]):
+            dst[c] = src[c]
+
+
+@njit_serial
+def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathered=False):
     """Exact attention of the query rows ``qg`` (G, d, float64) over ``positions[:n_pos]`` of
     ``K``, ``V`` (S, d, own dtype, see :func:`widen`):
     ``y[h] = softmax(scale * K[pos] @ qg[h]) @ V[pos]``.
@@ -297,11 +327,23 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     near the float64 maximum is fine). ``work`` is float64 scratch of at least
     ``G * n_pos`` elements. Sets ``status[0] = 1`` if a logit is not finite (a non-finite
     K or q entry, or an overflow of ``q . k``) and otherwise ``status[0] = 2`` if an output
-    is not finite (a non-finite V entry, or an output beyond the float64 range)."""
+    is not finite (a non-finite V entry, or an output beyond the float64 range).
+
+    With ``gathered`` (positions far apart, as SparQ's kept ones are) the rows are copied
+    block by block (:data:`GATHER_BLOCK`) before each pass; the arithmetic, and so every
+    bit of the result, is the same either way."""
     G, d = qg.shape
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
     total = np.empty(G)
-    _k_pass(qg, K, positions, n_pos, scale, w)
+    if gathered:
+        blk = np.empty((GATHER_BLOCK, d), dtype=K.dtype)
+        idx = np.arange(GATHER_BLOCK)
+        for t0 in range(0, n_pos, GATHER_BLOCK):
+            n = min(GATHER_BLOCK, n_pos - t0)
+            _gather_block(K, positions, t0, n, n_pos, blk)
+            _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n])
+    else:
+        _k_pass(qg, K, positions, n_pos, scale, w)
     chk = 0.0
     for h in range(G):
         wh = w[h]
@@ -316,7 +358,18 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
         wh = w[h]
         for t in range(n_pos):
             wh[t] *= inv
-    _v_pass(V, positions, n_pos, w, y)
+    if gathered:
+        blkv = np.empty((GATHER_BLOCK, d), dtype=V.dtype)
+        idx = np.arange(GATHER_BLOCK)
+        for h in range(G):
+            for c in range(d):
+                y[h, c] = 0.0
+        for t0 in range(0, n_pos, GATHER_BLOCK):
+            n = min(GATHER_BLOCK, n_pos - t0)
+            _gather_block(V, positions, t0, n, n_pos, blkv)
+            _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y)
+    else:
+        _v_pass(V, positions, n_pos, w, y)
     for h in range(G):
         yh = y[h]
         for c in range(d):

@@ -973,7 +973,7 @@ def _sparq_group_row(
     # Step 7: exact attention over the kept positions (gathered rows of K and V), visited in
     # index order: the gathers then walk memory forwards (prefetch- and TLB-friendly).
     _sort_positions(sel, n_sel, score.view(np.uint8))
-    attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw)
+    attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, True)
     if kp.phase_limit < 6:
         return
     # Step 8: reallocation to v_mean.
