@@ -359,3 +359,40 @@ def test_line_elems_is_the_line_over_the_element_size():
     assert CACHE_LINE_BYTES == 64
     for dt, n in ((np.float64, 8), (np.float32, 16), (np.uint16, 32), (np.int16, 32)):
         assert f(np.zeros((2, 4), dtype=dt)) == n, dt
+
+
+@pytest.mark.parametrize("G", [1, 3, 4, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_gathered_blocks_add_in_the_unblocked_order(G, dtype):
+    # attend_positions(gathered=True) copies the rows block by block before each pass; the
+    # result must be bit-identical to the direct passes (the path that the float64-twin
+    # tests cover) for position counts around the block size and the V pass's step of 4
+    from reference._rows import GATHER_BLOCK, attend_positions
+
+    rng = np.random.default_rng(60 + G)
+    S, d = 700, 32
+    K = rng.standard_normal((S, d)).astype(dtype)
+    V = rng.standard_normal((S, d)).astype(dtype)
+    if dtype == np.float16:  # the kernels' encoding of float16 caches
+        K, V = K.view(np.uint16), V.view(np.uint16)
+    qg = rng.standard_normal((G, d))
+    assert GATHER_BLOCK % 4 == 0
+    for n_pos in (
+        1,
+        3,
+        4,
+        GATHER_BLOCK - 1,
+        GATHER_BLOCK,
+        GATHER_BLOCK + 1,
+        2 * GATHER_BLOCK + 6,
+        517,
+    ):
+        pos = np.sort(rng.choice(S, n_pos, replace=False)).astype(np.int64)
+        outs = []
+        for gathered in (False, True):
+            y = np.full((G, d), np.nan)
+            status = np.zeros(1, dtype=np.int64)
+            attend_positions(qg, K, V, pos, n_pos, 0.125, y, status, np.empty(G * n_pos), gathered)
+            assert status[0] == 0
+            outs.append(y)
+        assert np.array_equal(outs[0], outs[1]), n_pos
