@@ -59,6 +59,7 @@ import numba  # noqa: E402
 
 import reference  # noqa: E402
 from costmodel._hostbench import stream_read  # noqa: E402
+from costmodel.host import HOST_FIELDS  # noqa: E402
 from reference._checks import KernelInputs  # noqa: E402
 from reference.sparq import (  # noqa: E402
     SparqParams,
@@ -102,7 +103,7 @@ PHASE_MODEL = (
     ("step1",),
     ("alpha_softmax",),
     ("topk",),
-    (),
+    ("alpha",),
     ("gather_k", "gather_softmax", "gather_v"),
     (),
 )
@@ -214,6 +215,23 @@ def ms(t):
     return "-" if t is None else f"{t * 1e3:.2f}"
 
 
+#: profile fields the host model prices with (the spread of each across a run is printed)
+RATE_FIELDS = ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "topk_bytes_per_s") + tuple(
+    f for f in HOST_FIELDS if f != "threads"
+)
+
+
+def fmt_rates(r: dict) -> str:
+    return (
+        f"stream {r['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, float64 FMA "
+        f"{r['fma_f64_per_s'] / 1e9:.1f} G/s, exp {r['exp_per_s'] / 1e9:.2f} G/s, gather "
+        f"{r['gather_bytes_per_s'] / 1e9:.1f} GB/s, top-k {r['topk_bytes_per_s'] / 1e9:.2f} "
+        f"GB/s, division {r['div_f64_per_s'] / 1e9:.1f} G/s, widen f32/f16/bf16 "
+        f"{r['widen_f32_per_s'] / 1e9:.0f}/{r['widen_f16_per_s'] / 1e9:.0f}/"
+        f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
+    )
+
+
 def pct(x):
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -252,9 +270,19 @@ def sparq_kw(k, inp, *, k_twice, v_mean_supplied):
     )
 
 
-def bench_row(hw, Hkv, S, dtype, repeats):
-    """One row: every method on the same inputs, round-robin; a dict for the JSON."""
+def host_rates(hw) -> dict:
+    """The host-model rates of a profile (for the JSON and the spread across a run)."""
+    return {f: getattr(hw, f) for f in RATE_FIELDS}
+
+
+def bench_row(Hkv, S, dtype, repeats, seconds):
+    """One row: every method on the same inputs, round-robin; a dict for the JSON. The host
+    profile that prices the row is measured (``seconds``) just before its timings, so that
+    the prediction and the measurement see the same state of a shared machine."""
+    from costmodel.hardware import measure_host
+
     inp = make_inputs(B, Hkv, S, dtype)
+    hw = measure_host(seconds=seconds)
     q, K, V = inp["q"], inp["K"], inp["V"]
     kv_bytes = K.nbytes + V.nbytes
     esz = K.itemsize
@@ -335,6 +363,7 @@ def bench_row(hw, Hkv, S, dtype, repeats):
         fma_bound_s=fma_bound,
         dense_bound="memory" if t_stream >= fma_bound else "fma",
         dense_vs_bound=max(t_stream, fma_bound) / t_dense,
+        host=host_rates(hw),
         variants=variants,
     )
     print_row(row)
@@ -346,6 +375,7 @@ def print_row(row):
         f"\nHkv={row['Hkv']} S={row['S']} {row['dtype']}: K+V {row['kv_bytes'] / 1e6:.1f} MB, "
         f"best of {row['repeats']} (round-robin, {row['warmup']} warm-ups each)"
     )
+    print(f"  host profile measured just before: {fmt_rates(row['host'])}")
     print(
         f"  stream {row['stream_gb_per_s']:.1f} GB/s; float64 FMA bound of dense "
         f"{ms(row['fma_bound_s'])} ms -> dense is {row['dense_bound']}-bound; dense reaches "
@@ -419,7 +449,8 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
             full_call_s=times["call"][0],
             kernel_s=cum[-1],
             pred_s=pred.time_s,
-            setup_pred_s=pk.get("kt_check", 0.0),
+            setup_pred_s=pk.get("kt_check", 0.0) + pk.get("call", 0.0),
+            host=host_rates(hw),
         )
         out.append(res)
         print(
@@ -436,7 +467,7 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
         print(
             f"  full sparq_attention call {ms(res['full_call_s'])} ms (checks and set-up "
             f"{ms(res['full_call_s'] - cum[-1])} ms, model {ms(res['setup_pred_s'])}: the "
-            f"k_cache_t spot check); model {ms(pred.time_s)} ms"
+            f"k_cache_t spot check and the call's fixed cost); model {ms(pred.time_s)} ms"
         )
     return out
 
@@ -789,8 +820,10 @@ def targets(rows, phases, mem) -> list[dict]:
             note = ""
             if v.get("pred_s"):
                 note = (
-                    f"host model of this kernel's phases at the rates measure_host measured"
-                    f" (each phase bytes/bandwidth + work/rate, phases summed): "
+                    "host model of this kernel's phases at the rates measured just before the"
+                    " row (per phase: read and in-core work overlapped by the measured"
+                    " fraction, exps, divisions and top-k added; phases summed; plus the"
+                    " call's fixed cost): "
                     f"{ms(v['pred_s'])} ms, i.e. at most {dense_s / v['pred_s']:.2f}x against"
                     " this run's dense; the phase table shows where the rest goes"
                 )
@@ -834,6 +867,16 @@ def targets(rows, phases, mem) -> list[dict]:
             f"pred/meas {lo:.2f}..{hi:.2f}; {len(ratios) - len(bad)}/{len(ratios)} within 20%",
             note,
         )
+    spread = rate_spread(rows)
+    if spread:
+        add(
+            "spread of the host rates measured before each row (same microkernels, one run)",
+            None,
+            ", ".join(f"{lab} {lo:.3g}..{hi:.3g} ({hi / lo:.2f}x)" for lab, lo, hi in spread),
+            "every prediction uses the profile measured just before its row; a rate that moves "
+            "more than 20% between two measurements minutes apart bounds how close any "
+            "single-profile prediction can be",
+        )
     print("\nTargets (rows at S >= 32768)")
     for t in out:
         print(
@@ -843,23 +886,44 @@ def targets(rows, phases, mem) -> list[dict]:
     return out
 
 
+#: (label, field, unit scale) of the rates whose spread across the rows is printed
+SPREAD = (
+    ("stream GB/s", "mem_bandwidth_bytes_per_s", 1e9),
+    ("FMA G/s", "fma_f64_per_s", 1e9),
+    ("exp G/s", "exp_per_s", 1e9),
+    ("gather GB/s", "gather_bytes_per_s", 1e9),
+    ("top-k GB/s", "topk_bytes_per_s", 1e9),
+    ("widen f32 G/s", "widen_f32_per_s", 1e9),
+    ("overlap", "stream_fma_overlap", 1.0),
+)
+
+
+def rate_spread(rows) -> list[tuple[str, float, float]]:
+    """(label, min, max) of each SPREAD rate over the rows' own profiles."""
+    out = []
+    for lab, f, unit in SPREAD:
+        vals = [r["host"][f] / unit for r in rows if r.get("host")]
+        if vals and min(vals) > 0:
+            out.append((lab, min(vals), max(vals)))
+    return out
+
+
 def _dense_reason(bad) -> str:
     """Why the dense prediction misses, from the same rows: the measured time against the
-    row's own streaming read and the model's FMA and exp times (the model adds the three)."""
+    row's own streaming read and the model's terms (read, in-core work, their overlap)."""
     out = []
     for r, n, _ in bad[:3]:
         v = r["variants"][n]
         ph = v["pred_phases"]
-        fma = ph["k_pass"]["compute_s"] + ph["v_pass"]["compute_s"]
+        mem = ph["k_pass"]["memory_s"] + ph["v_pass"]["memory_s"]
+        core = ph["k_pass"]["compute_s"] + ph["v_pass"]["compute_s"]
         out.append(
-            f"{n} at Hkv={r['Hkv']} S={r['S']} {r['dtype']}: {ms(v['time_s'])} ms measured "
-            f"against stream {ms(r['variants']['stream']['time_s'])} ms (this row) + FMAs "
-            f"{ms(fma)} + exps {ms(ph['softmax']['time_s'])} ms (model)"
+            f"{n} at Hkv={r['Hkv']} S={r['S']} {r['dtype']}: {ms(v['time_s'])} ms measured; "
+            f"stream {ms(r['variants']['stream']['time_s'])} ms (this row); model read "
+            f"{ms(mem)} ms, FMAs + widening {ms(core)} ms, overlap "
+            f"{r['host']['stream_fma_overlap']:.2f}, exps {ms(ph['softmax']['time_s'])} ms"
         )
-    return (
-        "; ".join(out) + " (measured below the sum: the kernel overlaps part of its read with"
-        " its FMAs; above it: the read or the FMAs ran slower than their microkernels)"
-    )
+    return "; ".join(out)
 
 
 def _sparq_reason(phases) -> str:
@@ -876,7 +940,7 @@ def _sparq_reason(phases) -> str:
     if setup > 1.2 * res["setup_pred_s"] + 5e-5:
         out.append(
             f"checks and set-up {ms(setup)} ms vs {ms(res['setup_pred_s'])} model "
-            "(k_cache_t spot check only)"
+            "(k_cache_t spot check and the call's fixed cost)"
         )
     where = f"Hkv={res['Hkv']} S={res['S']} {res['dtype']} k=S/{res['S'] // res['k']}"
     return (
@@ -895,6 +959,17 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: S = 4096, 3 repeats")
     ap.add_argument("--repeat", type=int, default=None, help="timed round-robin passes (9)")
     ap.add_argument("--json", default=None, help="output JSON file")
+    ap.add_argument(
+        "--seq-lens",
+        default=None,
+        help="comma-separated S values of the rows (default 4096,32768,131072; --quick 4096)",
+    )
+    ap.add_argument(
+        "--rows-only",
+        action="store_true",
+        help="only the rows: no phase table, thread scaling or memory rows (targets that "
+        "need them are not judged)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child is not None:
@@ -902,6 +977,13 @@ def main(argv=None) -> int:
         return 0
     repeats = a.repeat or (3 if a.quick else 9)
     seq_lens = QUICK_SEQ_LENS if a.quick else SEQ_LENS
+    if a.seq_lens is not None:
+        try:
+            seq_lens = tuple(int(x) for x in a.seq_lens.split(","))
+        except ValueError:
+            ap.error(f"--seq-lens: expected comma-separated ints, got {a.seq_lens!r}")
+        if not seq_lens or min(seq_lens) < 1024:
+            ap.error(f"--seq-lens: expected values >= 1024, got {a.seq_lens!r}")
     load_before = os.getloadavg()
     t_start = time.perf_counter()
 
@@ -917,10 +999,8 @@ def main(argv=None) -> int:
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     print(
-        f"host model (measure_host): stream {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
-        f"float64 FMA {hw.fma_f64_per_s / 1e9:.1f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s, "
-        f"gather {hw.gather_bytes_per_s / 1e9:.1f} GB/s, top-k "
-        f"{hw.topk_bytes_per_s / 1e9:.2f} GB/s, {hw.threads} threads"
+        f"host profile at the start (measure_host; every row measures its own just before "
+        f"its timings): {fmt_rates(host_rates(hw))}"
     )
 
     rows = []
@@ -932,12 +1012,20 @@ def main(argv=None) -> int:
                     print(f"\nHkv={Hkv} S={S} {dtype}: skipped (K+V {kv / 1e9:.1f} GB)")
                     continue
                 n = max(3, round(repeats * LONG_REPEAT_SHARE)) if S >= LONG_S else repeats
-                rows.append(bench_row(hw, Hkv, S, dtype, n))
+                rows.append(bench_row(Hkv, S, dtype, n, 0.5 if a.quick else 1.0))
                 gc.collect()
     S_mid = seq_lens[-1] if a.quick else 32768
-    phases = bench_phases(hw, S_mid, 8, "float32", repeats)
-    threads = bench_threads(hw, S_mid, 8, "float32", repeats)
-    mem = bench_memory(a.quick)
+    if a.rows_only:
+        phases, threads, mem = [], None, []
+    else:
+        # each section priced with a profile measured just before it, as the rows are
+        hw_ph = measure_host(seconds=0.5 if a.quick else 1.0)
+        print(f"\nhost profile measured before the phase table: {fmt_rates(host_rates(hw_ph))}")
+        phases = bench_phases(hw_ph, S_mid, 8, "float32", repeats)
+        hw_th = measure_host(seconds=0.5 if a.quick else 1.0)
+        print(f"\nhost profile measured before thread scaling: {fmt_rates(host_rates(hw_th))}")
+        threads = bench_threads(hw_th, S_mid, 8, "float32", repeats)
+        mem = bench_memory(a.quick)
     tg = targets(rows, phases, mem)
     load_after = os.getloadavg()
     elapsed = time.perf_counter() - t_start
@@ -945,17 +1033,9 @@ def main(argv=None) -> int:
         f"\nload average after: {' '.join(f'{x:.2f}' for x in load_after)}; {elapsed:.0f} s in all"
     )
 
-    host = {
-        f: getattr(hw, f)
-        for f in (
-            "mem_bandwidth_bytes_per_s",
-            "fma_f64_per_s",
-            "exp_per_s",
-            "gather_bytes_per_s",
-            "topk_bytes_per_s",
-            "threads",
-        )
-    }
+    host = {f: getattr(hw, f) for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s")}
+    host.update({f: getattr(hw, f) for f in HOST_FIELDS})
+    host["sources"] = {f: hw.sources[f][0] for f in host if f in hw.sources}
     result = dict(
         benchmark="bench_attention",
         quick=a.quick,

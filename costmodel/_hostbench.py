@@ -22,7 +22,9 @@ from numba import prange
 
 from costmodel._tomlio import check_real
 from reference import check_int
+from reference._checks import Q_ALIGN, aligned_copy
 from reference._config import njit_parallel, njit_serial
+from reference._rows import widen
 from reference._vexp import exp_into
 
 __all__ = [
@@ -32,6 +34,10 @@ __all__ = [
     "measure_exp",
     "measure_topk",
     "measure_gather",
+    "measure_widen",
+    "measure_div",
+    "measure_overlap",
+    "measure_calls",
 ]
 
 #: float64 elements of each vector of the FMA microkernel (2 KiB: four query-like vectors and
@@ -54,6 +60,16 @@ TOPK_ROWS_PER_THREAD = 4
 GATHER_ROW = 128
 #: rows gathered per thread and repetition (32 MiB per thread)
 GATHER_ROWS_PER_THREAD = 1 << 16
+#: elements of each of a thread's WIDEN_BLOCKS widen / division blocks (L1-resident: at most
+#: 32 KiB in all)
+WIDEN_BLOCK = 2048
+#: blocks per thread, taken in turn (so no pass repeats the previous one's work)
+WIDEN_BLOCKS = 2
+#: passes over a block per thread and repetition (41M elements)
+WIDEN_REPS = 20_000
+#: the cache dtypes the reference reads, as the widen microkernel stores them (16-bit
+#: patterns as uint16 / int16, the kernels' encodings)
+WIDEN_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def best_time(
@@ -175,6 +191,98 @@ def _gather_kernel(a2, idx2, out):
         out[t] = _gather_rows(a2, idx2[t])
 
 
+@njit_serial
+def _widen_rounds(X, reps):
+    # Widen every element of an L1-resident block (the blocks of X in turn) to float64 and
+    # add it up (vectorised with reassociation): the conversion a kernel pays per cache
+    # element it reads, without the FMAs (priced by the dot-product microkernel) and without
+    # the trip to memory.
+    s = 0.0
+    nb = X.shape[0]
+    for it in range(reps):
+        x = X[it % nb]
+        a = 0.0
+        for c in range(x.shape[0]):
+            a += widen(x[c])
+        s += a
+    return s
+
+
+@njit_parallel
+def _widen_kernel(X, reps, out):
+    for t in prange(X.shape[0]):
+        out[t] = _widen_rounds(X[t], reps)
+
+
+@njit_serial
+def _div_rounds(x, y, th, reps):
+    # y = x / t over an L1-resident block, a new t each pass (vectorised division, as when
+    # logits are scaled by a temperature that must divide, not multiply by its reciprocal).
+    s = 0.0
+    n = x.shape[0]
+    for it in range(reps):
+        t = th + it
+        for c in range(n):
+            y[c] = x[c] / t
+        s += y[it % n]
+    return s
+
+
+@njit_parallel
+def _div_kernel(X, Y, reps, out):
+    for t in prange(X.shape[0]):
+        out[t] = _div_rounds(X[t], Y[t], 1.0 + 0.5 * t, reps)
+
+
+@njit_serial
+def _fused_rounds(a, Q, X, stream):
+    # Per DOT_WIDTH-element segment of the float32 array a: one round of the blocked dot
+    # products (four FMAs per segment element, L1-resident operands that do not depend on
+    # a) and, with ``stream``, the sum of the segment in the same loop. The segment's
+    # elements feed nothing but the sum: the loop measures how much of a streaming read
+    # the core hides behind FMA work (and vice versa), not a dot product with the data.
+    n = a.shape[0]
+    nx = X.shape[0]
+    q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
+    s = 0.0
+    it = 0
+    for i0 in range(0, n - DOT_WIDTH + 1, DOT_WIDTH):
+        x = X[it % nx]
+        it += 1
+        b0 = b1 = b2 = b3 = 0.0
+        if stream:
+            seg = a[i0 : i0 + DOT_WIDTH]
+            t = np.float32(0.0)
+            for c in range(DOT_WIDTH):
+                xc = x[c]
+                t += seg[c]
+                b0 += q0[c] * xc
+                b1 += q1[c] * xc
+                b2 += q2[c] * xc
+                b3 += q3[c] * xc
+            s += t
+        else:
+            for c in range(DOT_WIDTH):
+                xc = x[c]
+                b0 += q0[c] * xc
+                b1 += q1[c] * xc
+                b2 += q2[c] * xc
+                b3 += q3[c] * xc
+        s += b0 + b1 + b2 + b3
+    return s
+
+
+@njit_parallel
+def _fused_kernel(a, Q3, X3, stream, out):
+    nt = out.shape[0]
+    n = a.shape[0]
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt):
+        lo = min(n, t * chunk)
+        hi = min(n, lo + chunk)
+        out[t] = _fused_rounds(a[lo:hi], Q3[t], X3[t], stream)
+
+
 # ------------------------------------------------------------------------ measurements
 def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
     """Read bandwidth (bytes/s): a prange sum of float32 ``a``, one contiguous chunk per
@@ -191,8 +299,14 @@ def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
 
 def dot4_inputs(rng: np.random.Generator, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """Operands of the FMA microkernel: ``Q3`` (threads, 4, DOT_WIDTH) and ``X3`` (threads,
-    DOT_ROWS, DOT_WIDTH), float64 in [0, 1) (no overflow, no subnormals)."""
-    return rng.random((threads, 4, DOT_WIDTH)), rng.random((threads, DOT_ROWS, DOT_WIDTH))
+    DOT_ROWS, DOT_WIDTH), float64 in [0, 1) (no overflow, no subnormals), each starting on a
+    cache line (``reference._checks.Q_ALIGN``), as the kernels' query rows do: on an
+    AVX-512 host, loads that straddle two lines run the dot products at about half the rate
+    (54 against 99 G FMA/s on the development host)."""
+    return (
+        aligned_copy(rng.random((threads, 4, DOT_WIDTH))),
+        aligned_copy(rng.random((threads, DOT_ROWS, DOT_WIDTH))),
+    )
 
 
 def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tuple[float, str]:
@@ -259,3 +373,141 @@ def measure_gather(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> 
         f"thread, {nt} threads, best of {reps}"
     )
     return idx2.size * row_bytes / t, desc
+
+
+def widen_blocks(dtype: str, rng: np.random.Generator, threads: int) -> np.ndarray:
+    """Operand of the widen microkernel: (threads, WIDEN_BLOCKS, WIDEN_BLOCK) values in
+    [0, 1) stored as ``dtype`` (one of :data:`WIDEN_DTYPES`) in the kernels' encoding."""
+    if dtype not in WIDEN_DTYPES:
+        raise ValueError(f"dtype: expected one of {list(WIDEN_DTYPES)}, got {dtype!r}")
+    x = rng.random((threads, WIDEN_BLOCKS, WIDEN_BLOCK), dtype=np.float32)
+    if dtype == "float32":
+        return aligned_copy(x)
+    if dtype == "float16":
+        return aligned_copy(x.astype(np.float16).view(np.uint16))
+    return aligned_copy((x.view(np.uint32) >> 16).astype(np.uint16).view(np.int16))  # bf16 bits
+
+
+def measure_widen(dtype: str, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Elements per second widened to float64 and added (``reference._rows.widen``, the
+    kernels' conversion; ``dtype`` one of :data:`WIDEN_DTYPES`), ``WIDEN_BLOCKS``
+    L1-resident blocks of ``WIDEN_BLOCK`` elements in turn, all threads."""
+    nt = numba.get_num_threads()
+    X = widen_blocks(dtype, rng, nt)
+    out = np.zeros(nt, dtype=np.float64)
+    t, reps = best_time(lambda: _widen_kernel(X, WIDEN_REPS, out), budget_s=budget_s)
+    desc = (
+        f"measured: {dtype} elements widened to float64 and summed, {WIDEN_BLOCKS} "
+        f"L1-resident blocks of {WIDEN_BLOCK} in turn, {nt} threads, best of {reps}"
+    )
+    return nt * WIDEN_BLOCK * WIDEN_REPS / t, desc
+
+
+def measure_div(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """float64 divisions per second (``y = x / t`` over an L1-resident block of
+    ``WIDEN_BLOCK``, a new ``t`` each pass), all threads."""
+    nt = numba.get_num_threads()
+    X = aligned_copy(1.0 + rng.random((nt, WIDEN_BLOCK)))
+    Y = aligned_copy(np.empty_like(X))
+    out = np.zeros(nt, dtype=np.float64)
+    t, reps = best_time(lambda: _div_kernel(X, Y, WIDEN_REPS, out), budget_s=budget_s)
+    desc = (
+        f"measured: float64 x / t over an L1-resident block of {WIDEN_BLOCK}, a new t each "
+        f"pass, {nt} threads, best of {reps}"
+    )
+    return nt * WIDEN_BLOCK * WIDEN_REPS / t, desc
+
+
+def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Fraction of the shorter of a streaming read and an FMA workload that the host hides
+    behind the longer when one loop does both (``[0, 1]``; 0: the times add up, 1: the
+    longer alone). ``a`` (1-D float32) is read from its first cache-line boundary on.
+
+    Three timings on all threads, taken one after another in each round: ``t_read``, the
+    prange sum of the float32 array ``a`` (as :func:`measure_stream`); ``t_fma``, one round
+    of the blocked dot products (:func:`measure_fma`'s, L1-resident) per ``DOT_WIDTH``
+    elements of ``a``, four FMAs per element, without reading ``a``; ``t_both``, the same
+    loop summing ``a`` as it goes. Each round gives ``(t_read + t_fma - t_both) /
+    min(t_read, t_fma)``; the result is the median over the rounds (at least 5, more while
+    the budget lasts, at most 50), clipped to ``[0, 1]`` (the description keeps the
+    unclipped median). Rounds, not best-of times per loop: on a shared machine the memory
+    speed changes between minutes, and the three times of a round see the same state."""
+    nt = numba.get_num_threads()
+    # start on a cache line, as the FMA operands do: with the array 16 or 48 bytes past a
+    # line the fused loop ran 1.7x slower on the development host (and the "overlap" < 0)
+    a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]
+    Q3, X3 = dot4_inputs(rng, nt)
+    out = np.zeros(nt, dtype=np.float64)
+    out32 = np.zeros(nt, dtype=np.float32)
+    fns = (
+        lambda: _stream_kernel(a, out32),
+        lambda: _fused_kernel(a, Q3, X3, False, out),
+        lambda: _fused_kernel(a, Q3, X3, True, out),
+    )
+    for f in fns:  # compile / warm up
+        f()
+    rounds = []
+    t_end = time.perf_counter() + budget_s
+    while len(rounds) < 5 or (time.perf_counter() < t_end and len(rounds) < 50):
+        ts = []
+        for f in fns:
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        rounds.append(ts)
+    ratios = sorted((tr + tf - tb) / min(tr, tf) for tr, tf, tb in rounds)
+    raw = float(np.median(ratios))
+    rho = min(1.0, max(0.0, raw))
+    med = np.median(np.array(rounds), axis=0)
+    desc = (
+        f"measured: one loop streaming {a.nbytes / 2**20:.0f} MiB float32 while doing four "
+        f"L1-resident float64 FMAs per element, against each alone, {len(rounds)} rounds of "
+        f"the three (medians: read {med[0] * 1e3:.2f} ms, FMAs {med[1] * 1e3:.2f} ms, both "
+        f"{med[2] * 1e3:.2f} ms); median of (read + FMAs - both) / min = {raw:.3f} "
+        f"(rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
+    )
+    return rho, desc
+
+
+#: the tiny problem whose call time is the fixed cost of one call of the reference
+CALL_SHAPE = dict(B=1, H=1, S=64, d=16, r=4, k=8)
+
+
+def measure_calls(budget_s: float, rng: np.random.Generator) -> tuple[float, float, str, str]:
+    """Fixed cost of one call of ``reference.dense_attention`` and of
+    ``reference.sparq_attention`` (K stored twice, ``v_mean`` supplied,
+    ``check_finite=False``): argument checks, allocation, Numba dispatch, the thread pool's
+    start and the ``k_cache_t`` spot check, at ``CALL_SHAPE`` (B = H = 1, S = 64, d = 16),
+    where the per-element work is negligible. The one measurement that times the
+    reference's own entry points, and only for their fixed cost (the host model adds it
+    once per call). Returns ``(dense_s, sparq_s, dense_description, sparq_description)``."""
+    from reference import dense_attention, sparq_attention, transpose_keys
+
+    c = CALL_SHAPE
+    B, H, S, d = c["B"], c["H"], c["S"], c["d"]
+    q = rng.standard_normal((B, H, d))
+    K = rng.standard_normal((B, H, S, d)).astype(np.float32)
+    V = rng.standard_normal((B, H, S, d)).astype(np.float32)
+    KT = transpose_keys(K)
+    vm = V.astype(np.float64).mean(axis=2)
+    t_dense, r1 = best_time(
+        lambda: dense_attention(q, K, V, check_finite=False), budget_s=budget_s / 2,
+        min_reps=20, max_reps=2000,
+    )  # fmt: skip
+    t_sparq, r2 = best_time(
+        lambda: sparq_attention(
+            q, K, V, r=c["r"], k=c["k"], local_window=0, k_cache_t=KT, v_mean=vm,
+            check_finite=False,
+        ),
+        budget_s=budget_s / 2, min_reps=20, max_reps=2000,
+    )  # fmt: skip
+    shape = f"B = H = 1, S = {S}, d = {d}, float32"
+    nt = numba.get_num_threads()
+    return (
+        t_dense,
+        t_sparq,
+        f"measured: a reference.dense_attention call at {shape} (its fixed cost), {nt} threads, "
+        f"best of {r1}",
+        f"measured: a reference.sparq_attention call at {shape}, r = {c['r']}, k = {c['k']}, K "
+        f"twice, v_mean supplied (its fixed cost), {nt} threads, best of {r2}",
+    )

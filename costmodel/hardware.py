@@ -67,11 +67,18 @@ _NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
 _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "onchip_bandwidth_bytes_per_s": (0.0, True, 1e16, False),
     # host (CPU) fields written by measure_host; the host model of the reference kernels
-    # (costmodel.host) needs all four
+    # (costmodel.host) needs all of them
     "threads": (1.0, False, 1e6, True),
     "fma_f64_per_s": (0.0, True, 1e16, False),
     "exp_per_s": (0.0, True, 1e15, False),
     "gather_bytes_per_s": (0.0, True, 1e15, False),
+    "div_f64_per_s": (0.0, True, 1e16, False),
+    "widen_f32_per_s": (0.0, True, 1e16, False),
+    "widen_f16_per_s": (0.0, True, 1e16, False),
+    "widen_bf16_per_s": (0.0, True, 1e16, False),
+    "stream_fma_overlap": (0.0, False, 1.0, False),
+    "dense_call_s": (0.0, False, 1.0, False),
+    "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
     # synchronisation at the end, the device floor of a small op (docs/costmodel.md, "eager")
     "host_dispatch_s": (0.0, False, 1.0, False),
@@ -111,6 +118,10 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "fma_f64_per_s": 1e6,
     "exp_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
+    "div_f64_per_s": 1e6,
+    "widen_f32_per_s": 1e6,
+    "widen_f16_per_s": 1e6,
+    "widen_bf16_per_s": 1e6,
     "program_bandwidth_bytes_per_s": 1e6,
     "op_mem_efficiency": 1e-3,
     "thread_bandwidth_bytes_per_s": 1e6,
@@ -160,6 +171,18 @@ class Hardware:
         vectorised ``reference._vexp.exp_into``, L2-resident blocks).
     gather_bytes_per_s : float or None
         Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
+    div_f64_per_s : float or None
+        float64 divisions per second over all ``threads`` (vectorised, L1-resident).
+    widen_f32_per_s, widen_f16_per_s, widen_bf16_per_s : float or None
+        Cache elements of that dtype widened to float64 (and added) per second over all
+        ``threads``, L1-resident: the conversion the reference pays per element it reads.
+    stream_fma_overlap : float or None
+        Fraction in ``[0, 1]`` of the shorter of a streaming read and the FMA work of the
+        same loop that the host hides behind the longer (0: they add up; 1: the longer
+        alone), from one loop that does both against each alone.
+    dense_call_s, sparq_call_s : float or None
+        Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
+        (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size.
     host_dispatch_s : float or None
         Eager (op-by-op) execution: host time to issue one elementwise or reduction
         framework op (GPU: Python + dispatcher + launch call; CPU: the framework's per-op
@@ -225,6 +248,13 @@ class Hardware:
     fma_f64_per_s: float | None = None
     exp_per_s: float | None = None
     gather_bytes_per_s: float | None = None
+    div_f64_per_s: float | None = None
+    widen_f32_per_s: float | None = None
+    widen_f16_per_s: float | None = None
+    widen_bf16_per_s: float | None = None
+    stream_fma_overlap: float | None = None
+    dense_call_s: float | None = None
+    sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
     host_dispatch_matmul_s: float | None = None
     host_dispatch_topk_s: float | None = None
@@ -509,7 +539,8 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.25, "fma": 0.15, "exp": 0.15, "topk": 0.15, "gather": 0.2, "matmul": 0.1}
+_BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.15, "matmul": 0.05,
+           "div": 0.05, "widen": 0.1, "overlap": 0.15, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -528,6 +559,16 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``topk_bytes_per_s``: ``reference.topk`` of float64 rows of 32768, ``k = n / 8``
       (input bytes per second);
     - ``gather_bytes_per_s``: random 512-byte rows (128 float32) of the ``nbytes`` array;
+    - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
+    - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each
+      cache dtype widened to float64 and summed (the kernels' conversion), L1-resident;
+    - ``stream_fma_overlap``: one loop that streams the ``nbytes`` array while doing four
+      L1-resident FMAs per element, against the read alone and the FMAs alone:
+      the median over rounds of ``(t_read + t_fma - t_both) / min(t_read, t_fma)``,
+      clipped to ``[0, 1]``;
+    - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
+      ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
+      the reference's own functions, at a size where their per-element work is nil);
     - ``peak_flops_fp32`` (and ``fp16``, not measured separately): a float32 512^3 matmul
       with numpy's BLAS.
 
@@ -557,10 +598,16 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     a = np.ones(nbytes // 4, dtype=np.float32)  # written once: the pages are touched
     bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
     gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
+    overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     del a
     fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"], rng)
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
+    div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
+    widen = {}
+    for dt in hb.WIDEN_DTYPES:
+        widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
+    dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(seconds * _BUDGET["calls"], rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
     today = datetime.date.today().isoformat()
     src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"
@@ -585,6 +632,13 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         fma_f64_per_s=fma,
         exp_per_s=exps,
         gather_bytes_per_s=gather,
+        div_f64_per_s=div,
+        widen_f32_per_s=widen["float32"][0],
+        widen_f16_per_s=widen["float16"][0],
+        widen_bf16_per_s=widen["bfloat16"][0],
+        stream_fma_overlap=overlap,
+        dense_call_s=dense_call,
+        sparq_call_s=sparq_call,
         sources={
             "mem_bandwidth_bytes_per_s": (src_bw, today),
             "peak_flops_fp16": (src_mm + " (fp16 not measured)", today),
@@ -600,6 +654,13 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "fma_f64_per_s": (src_fma, today),
             "exp_per_s": (src_exp, today),
             "gather_bytes_per_s": (src_gather, today),
+            "div_f64_per_s": (src_div, today),
+            "widen_f32_per_s": (widen["float32"][1], today),
+            "widen_f16_per_s": (widen["float16"][1], today),
+            "widen_bf16_per_s": (widen["bfloat16"][1], today),
+            "stream_fma_overlap": (src_overlap, today),
+            "dense_call_s": (src_dcall, today),
+            "sparq_call_s": (src_scall, today),
         },
         origin="measured",
     )

@@ -66,7 +66,6 @@ from costmodel.traffic import (
     Traffic,
     _check_rk,
     dtype_bytes,
-    expected_touched_segments,
     transfers,
 )
 from reference.sparq import KT_SPOT_CHECKS
@@ -74,7 +73,27 @@ from reference.sparq import KT_SPOT_CHECKS
 __all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
 
 #: profile fields the host model needs besides mem_bandwidth_bytes_per_s, topk_bytes_per_s
-HOST_FIELDS = ("threads", "fma_f64_per_s", "exp_per_s", "gather_bytes_per_s")
+HOST_FIELDS = (
+    "threads",
+    "fma_f64_per_s",
+    "exp_per_s",
+    "gather_bytes_per_s",
+    "div_f64_per_s",
+    "widen_f32_per_s",
+    "widen_f16_per_s",
+    "widen_bf16_per_s",
+    "stream_fma_overlap",
+    "dense_call_s",
+    "sparq_call_s",
+)
+
+#: the profile's widen rate of each cache dtype the reference reads (float64: none needed)
+WIDEN_FIELD = {
+    "float32": "widen_f32_per_s",
+    "float16": "widen_f16_per_s",
+    "bfloat16": "widen_bf16_per_s",
+    "float64": None,
+}
 
 #: methods the reference implements and the host model prices
 REFERENCE_METHODS = ("dense", "sparq")
@@ -83,20 +102,22 @@ _FLOAT64_NAMES = ("float64", "fp64", "double")
 
 
 def reference_dtype_bytes(dtype: str) -> tuple[str, int]:
-    """Canonical name and bytes per element of a cache dtype the reference reads.
-
-    The reference takes float16, float32 and float64 caches (and computes in float64);
-    the other names :func:`costmodel.traffic.dtype_bytes` knows are accepted too (bytes
-    per element is all the model uses)."""
+    """Canonical name and bytes per element of a cache dtype the reference reads: float16,
+    bfloat16, float32 or float64 (aliases as :func:`costmodel.traffic.dtype_bytes`, and
+    fp64 / double); ``ValueError`` for any other (the reference reads no other dtype, so the
+    host model has no widen rate for it)."""
     if isinstance(dtype, str) and dtype.lower() in _FLOAT64_NAMES:
         return "float64", 8
     try:
-        return dtype_bytes(dtype)
+        name, e = dtype_bytes(dtype)
     except ValueError:
+        name = None
+    if name not in WIDEN_FIELD:
         raise ValueError(
-            f"dtype: expected float16, float32 or float64 (or another of costmodel.traffic."
-            f"DTYPE_BYTES), got {dtype!r}"
-        ) from None
+            f"dtype: expected float16, bfloat16, float32 or float64 (the cache dtypes the "
+            f"reference reads), got {dtype!r}"
+        )
+    return name, e
 
 
 def _check_host_profile(hw: Hardware) -> None:
@@ -115,8 +136,11 @@ def _phase(
     bytes_row: float = 0.0,
     bandwidth: float | None = None,
     fma_row: float = 0.0,
+    widen_row: float = 0.0,
     exps_row: float = 0.0,
+    div_row: float = 0.0,
     topk_bytes_row: float = 0.0,
+    overlap: bool = True,
     priced_as: str,
     note: str,
 ) -> dict:
@@ -125,8 +149,11 @@ def _phase(
         bytes_row=float(bytes_row),
         bandwidth=bandwidth,
         fma_row=float(fma_row),
+        widen_row=float(widen_row),
         exps_row=float(exps_row),
+        div_row=float(div_row),
         topk_bytes_row=float(topk_bytes_row),
+        overlap=overlap,
         priced_as=priced_as,
         note=note,
     )
@@ -234,14 +261,16 @@ def predict_reference(
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e, bandwidth=bw, fma_row=g * S * d,
-                priced_as="memory", note="read K: S*d*e streamed; g*S*d FMAs (q.k)",
+                widen_row=S * d, priced_as="memory",
+                note="read K: S*d*e streamed; S*d widened; g*S*d FMAs (q.k)",
             ),
             _phase(
                 "softmax", exps_row=g * S, priced_as="exp", note="g*S exps (exp_per_s)",
             ),
             _phase(
                 "v_pass", bytes_row=S * d * e, bandwidth=bw, fma_row=g * S * d,
-                priced_as="memory", note="read V: S*d*e streamed; g*S*d FMAs (p*v)",
+                widen_row=S * d, priced_as="memory",
+                note="read V: S*d*e streamed; S*d widened; g*S*d FMAs (p*v)",
             ),
         ]  # fmt: skip
     else:
@@ -249,18 +278,20 @@ def predict_reference(
         if store_k_twice:
             step1 = _phase(
                 "step1", bytes_row=r * S * e, bandwidth=bw, fma_row=g * r * S,
-                priced_as="memory",
-                note="r contiguous rows of the d-major K copy: r*S*e streamed; g*r*S FMAs",
+                widen_row=r * S, div_row=g * S, priced_as="memory",
+                note=(
+                    "r contiguous rows of the d-major K copy: r*S*e streamed; r*S widened; "
+                    "g*r*S FMAs; g*S divisions by tau"
+                ),
             )  # fmt: skip
         else:
-            m = max(1, tx // e)
-            segs = expected_touched_segments(head_dim=d, r=r, elems_per_segment=m)
             step1 = _phase(
-                "step1", bytes_row=S * segs * min(tx, d * e), bandwidth=gbw,
-                fma_row=g * r * S, priced_as="gather",
+                "step1", bytes_row=S * d * e, bandwidth=bw, fma_row=g * r * S,
+                widen_row=r * S, div_row=g * S, priced_as="memory",
                 note=(
-                    f"r scattered columns of every S-major K row: S*E[lines]*min(T, d*e) "
-                    f"gathered, E={segs:.3f} lines of T={tx} B; g*r*S FMAs"
+                    "r scattered columns of every S-major K row, each row prefetched whole "
+                    "(every line) a few rows ahead: S*d*e streamed; r*S widened; g*r*S FMAs; "
+                    "g*S divisions by tau"
                 ),
             )  # fmt: skip
         phases = []
@@ -279,49 +310,85 @@ def predict_reference(
             )  # fmt: skip
         phases += [
             step1,
-            _phase("alpha_softmax", exps_row=g * S, priced_as="exp", note="g*S exps"),
+            _phase(
+                "alpha_softmax", exps_row=g * S, fma_row=g * S, priced_as="exp",
+                note="softmax normalisers: g*S exps; group score: g*S adds (priced as FMAs)",
+            ),
             _phase(
                 "topk", topk_bytes_row=8 * S, priced_as="topk",
                 note=f"exact top-{k} of one row of S float64 scores: 8*S bytes (topk rate)",
             ),
             _phase(
+                "alpha", exps_row=g * k, priced_as="exp",
+                note="softmax mass on the kept positions: g*k exps",
+            ),
+            _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
-                priced_as="gather", note="k rows of K: k*d*e gathered; g*k*d FMAs",
+                widen_row=k * d, overlap=False, priced_as="gather",
+                note=(
+                    "k rows of K copied in blocks (k*d*e gathered), then k*d widened and "
+                    "g*k*d FMAs on the cached block: separate loops, times add"
+                ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
             _phase(
                 "gather_v", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
-                priced_as="gather", note="k rows of V: k*d*e gathered; g*k*d FMAs",
+                widen_row=k * d, overlap=False, priced_as="gather",
+                note=(
+                    "k rows of V copied in blocks (k*d*e gathered), then k*d widened and "
+                    "g*k*d FMAs on the cached block: separate loops, times add"
+                ),
             ),
         ]  # fmt: skip
         if not v_mean_supplied:
             phases.append(
                 _phase(
-                    "v_mean", bytes_row=S * d * e, bandwidth=bw, priced_as="memory",
-                    note="mean of V (not supplied): S*d*e streamed",
+                    "v_mean", bytes_row=S * d * e, bandwidth=bw, widen_row=S * d,
+                    priced_as="memory",
+                    note="mean of V (not supplied): S*d*e streamed; S*d widened and added",
                 )
             )  # fmt: skip
 
     fma_t = hw.fma_f64_per_s / T_prof
     exp_t = hw.exp_per_s / T_prof
+    div_t = hw.div_f64_per_s / T_prof
+    wfield = WIDEN_FIELD[dname]
+    widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
+    rho = float(hw.stream_fma_overlap)
     scale = waves * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []
     steps = []
     for ph in phases:
-        # no overlap: the read, the FMAs, the exps and the top-k of a phase add up
+        # The read and the in-core work of the same loop (FMAs + widening) overlap by the
+        # measured fraction rho of the shorter; exps, divisions and the top-k run in loops
+        # of their own and add up.
         mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
-        comp = scale * (ph["fma_row"] / fma_t + ph["exps_row"] / exp_t)
+        core = scale * ph["fma_row"] / fma_t
+        if widen_t is not None:
+            core += scale * ph["widen_row"] / widen_t
+        side = scale * (ph["exps_row"] / exp_t + ph["div_row"] / div_t)
         tk = scale * ph["topk_bytes_row"] / topk_t
+        r_ph = rho if ph["overlap"] else 0.0
+        fused = max(mem, core) + (1.0 - r_ph) * min(mem, core)
+        comp = core + side
         bound = max((mem, "memory"), (comp, "compute"), (tk, "topk"))[1]
         nbytes = total * (ph["bytes_row"] + ph["topk_bytes_row"])
         flops = total * 2.0 * ph["fma_row"]
         kernels.append(
-            StepEstimate(ph["name"], nbytes, flops, mem, comp, 0.0, tk, mem + comp + tk, bound)
+            StepEstimate(ph["name"], nbytes, flops, mem, comp, 0.0, tk, fused + side + tk, bound)
         )
         steps.append(Step(ph["name"], ph["name"], nbytes, flops, ph["priced_as"], ph["note"]))
 
+    # the fixed cost of each call (checks, allocation, dispatch; measured at a tiny size)
+    call_s = L * float(hw.dense_call_s if method == "dense" else hw.sparq_call_s)
+    kernels.append(StepEstimate("call", 0.0, 0.0, 0.0, 0.0, call_s, 0.0, call_s, "latency"))
+    steps.append(
+        Step("call", "call", 0.0, 0.0, "latency",
+             f"fixed cost of one {method} call ({'dense' if method == 'dense' else 'sparq'}"
+             "_call_s, measured at a tiny size), once per call")
+    )  # fmt: skip
     n_kv = rows * L
     cache = n_kv * (3 if store_k_twice else 2) * S * d * e
     if method == "dense":
@@ -329,7 +396,13 @@ def predict_reference(
     else:
         paper = transfers("sparq", seq_len=S, head_dim=d, r=r, k=k) * n_kv
     traffic = Traffic(
-        method, tuple(steps), tuple(p["name"] for p in phases), cache, paper, dname, e
+        method,
+        tuple(steps),
+        tuple(p["name"] for p in phases) + ("call",),
+        cache,
+        paper,
+        dname,
+        e,
     )
     params = dict(
         implementation="reference",
@@ -352,11 +425,18 @@ def predict_reference(
             gather_bytes_per_s=gbw / T_prof,
             fma_f64_per_s=fma_t,
             exp_per_s=exp_t,
+            div_f64_per_s=div_t,
+            widen_per_s=widen_t,
             topk_bytes_per_s=topk_t,
         ),
+        stream_fma_overlap=rho,
         phases={
             p["name"]: dict(
-                bytes=p["bytes_row"] + p["topk_bytes_row"], fma=p["fma_row"], exps=p["exps_row"]
+                bytes=p["bytes_row"] + p["topk_bytes_row"],
+                fma=p["fma_row"],
+                widen=p["widen_row"] if widen_t is not None else 0.0,
+                exps=p["exps_row"],
+                divisions=p["div_row"],
             )
             for p in phases
         },

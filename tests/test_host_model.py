@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from math import comb
 
 import numpy as np
 import pytest
@@ -28,8 +27,12 @@ from costmodel.host import HOST_FIELDS, predict_reference
 from reference.sparq import KT_SPOT_CHECKS
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
-# float64 FMA 1e9 /s, exp 1e8 /s, top-k 1e9 B/s; 64-byte lines, eta_mem 1.
-# Per thread (rate / 4): bandwidth 2.5e9, gather 5e8, FMA 2.5e8, exp 2.5e7, top-k 2.5e8.
+# float64 FMA 1e9 /s, exp 1e8 /s, top-k 1e9 B/s, division 4e8 /s, widening 2e9 (float32),
+# 1e9 (float16), 8e8 (bfloat16) elements/s; 64-byte lines, eta_mem 1; read/FMA overlap 0
+# (the times of a phase's read and in-core work add up; other values tested below); fixed
+# cost of a call 1e-5 s (dense) and 2e-5 s (SparQ).
+# Per thread (rate / 4): bandwidth 2.5e9, gather 5e8, FMA 2.5e8, exp 2.5e7, top-k 2.5e8,
+# division 1e8, widening 5e8 / 2.5e8 / 2e8.
 HOST = hardware_from_spec(
     bandwidth_bytes_per_s=1e10,
     peak_flops_fp16=1e11,
@@ -43,6 +46,13 @@ HOST = hardware_from_spec(
     fma_f64_per_s=1e9,
     exp_per_s=1e8,
     gather_bytes_per_s=2e9,
+    div_f64_per_s=4e8,
+    widen_f32_per_s=2e9,
+    widen_f16_per_s=1e9,
+    widen_bf16_per_s=8e8,
+    stream_fma_overlap=0.0,
+    dense_call_s=1e-5,
+    sparq_call_s=2e-5,
 )
 
 
@@ -54,27 +64,29 @@ def _phases(e):
 def test_dense_by_hand_compute_bound():
     # B 2, H 8, Hkv 2 (g 4), S 1000, d 64, float32 (e 4): rows = 4 = threads -> 1 wave.
     # per row: K pass reads 1000*64*4 = 256000 B -> 256000/2.5e9 = 1.024e-4 s;
-    #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s: the larger (the bound), and the
-    #   phase costs their sum (no overlap) 1.1264e-3 s.
-    # softmax: g*S = 4000 exps -> 4000/2.5e7 = 1.6e-4 s. V pass = K pass.
+    #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s, and S*d = 64000 float32 elements
+    #   widened -> 64000/5e8 = 1.28e-4 s: in-core work 1.152e-3 s, the larger (the bound);
+    #   with overlap 0 the phase costs read + work = 1.2544e-3 s.
+    # softmax: g*S = 4000 exps -> 4000/2.5e7 = 1.6e-4 s. V pass = K pass. Call: 1e-5 s.
     e = predict_reference(
         "dense", hardware=HOST, batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64,
         dtype="float32",
     )  # fmt: skip
     ph = _phases(e)
-    assert list(ph) == ["k_pass", "softmax", "v_pass"]
-    assert ph["k_pass"].time_s == pytest.approx(1.1264e-3, rel=1e-12)
+    assert list(ph) == ["k_pass", "softmax", "v_pass", "call"]
+    assert ph["k_pass"].time_s == pytest.approx(1.2544e-3, rel=1e-12)
     assert ph["k_pass"].memory_s == pytest.approx(1.024e-4, rel=1e-12)
-    assert ph["k_pass"].compute_s == pytest.approx(1.024e-3, rel=1e-12)
+    assert ph["k_pass"].compute_s == pytest.approx(1.152e-3, rel=1e-12)
     assert ph["k_pass"].bound == "compute"
     assert ph["softmax"].time_s == pytest.approx(1.6e-4, rel=1e-12)
-    assert ph["v_pass"].time_s == pytest.approx(1.1264e-3, rel=1e-12)
-    assert e.time_s == pytest.approx(2 * 1.1264e-3 + 1.6e-4, rel=1e-12)
-    assert e.bound == "compute" and e.latency_s == 0
+    assert ph["v_pass"].time_s == pytest.approx(1.2544e-3, rel=1e-12)
+    assert ph["call"].time_s == ph["call"].latency_s == 1e-5
+    assert e.time_s == pytest.approx(2 * 1.2544e-3 + 1.6e-4 + 1e-5, rel=1e-12)
+    assert e.bound == "compute" and e.latency_s == 1e-5
     # the call's totals by hand: memory = the two passes' reads 2 * 1.024e-4; compute = their
-    # FMAs 2 * 1.024e-3 plus the softmax's exps 1.6e-4; no top-k
+    # in-core work 2 * 1.152e-3 plus the softmax's exps 1.6e-4; no top-k
     assert e.memory_s == pytest.approx(2 * 1.024e-4, rel=1e-12)
-    assert e.compute_s == pytest.approx(2 * 1.024e-3 + 1.6e-4, rel=1e-12)
+    assert e.compute_s == pytest.approx(2 * 1.152e-3 + 1.6e-4, rel=1e-12)
     assert e.topk_s == 0
     # totals over the 4 rows: bytes 2 * 4 * 256000; FLOPs 2 x FMAs = 2 * 2 * 4 * 256000
     assert e.bytes == 2 * 4 * 256000
@@ -85,8 +97,8 @@ def test_dense_by_hand_compute_bound():
 def test_dense_by_hand_memory_bound():
     # same shapes, g 1 (H = Hkv = 2), float64 (e 8), FMA rate 1e10 (2.5e9 per thread):
     # K pass bytes 1000*64*8 = 512000 -> 2.048e-4 s; FMAs 64000 -> 2.56e-5 s: memory is
-    # the bound; the phase costs 2.304e-4 s. softmax 1000 exps -> 4e-5 s. rows = 2*2 = 4 ->
-    # 1 wave.
+    # the bound; the phase costs 2.304e-4 s (float64 needs no widening). softmax 1000 exps
+    # -> 4e-5 s. rows = 2*2 = 4 -> 1 wave. Call 1e-5 s.
     hw = HOST.replace(fma_f64_per_s=1e10)
     e = predict_reference(
         "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
@@ -95,7 +107,7 @@ def test_dense_by_hand_memory_bound():
     assert ph["k_pass"].bound == "memory"
     assert ph["k_pass"].memory_s == pytest.approx(2.048e-4, rel=1e-12)
     assert ph["k_pass"].compute_s == pytest.approx(2.56e-5, rel=1e-12)
-    assert e.time_s == pytest.approx(2 * 2.304e-4 + 4e-5, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 2.304e-4 + 4e-5 + 1e-5, rel=1e-12)
     assert e.bound == "memory"
 
 
@@ -116,6 +128,7 @@ def test_waves_fewer_rows_than_threads():
     # 2 * 2.304e-4 + 4e-5 = 5.008e-4 s. 4 threads:
     #   rows 1, 2, 3, 4 -> 1 wave (idle threads; time = t1, not rows/4 * t1)
     #   rows 5..8 -> 2 waves; rows 9 -> 3 waves
+    # plus the call's fixed cost, 1e-5 s once whatever the waves
     hw = HOST.replace(fma_f64_per_s=1e10)
     t1 = 2 * 2.304e-4 + 4e-5
 
@@ -129,12 +142,12 @@ def test_waves_fewer_rows_than_threads():
                                 (2, 4, 2), (9, 1, 3)]:  # fmt: skip
         e = t(batch, heads)
         assert e.params["waves"] == waves
-        assert e.time_s == pytest.approx(waves * t1, rel=1e-12), (batch, heads)
+        assert e.time_s == pytest.approx(waves * t1 + 1e-5, rel=1e-12), (batch, heads)
     # a thread count override changes the waves, not the per-thread rates (profile rate / 4)
     e = t(2, 4, threads=8)
-    assert e.params["waves"] == 1 and e.time_s == pytest.approx(t1, rel=1e-12)
+    assert e.params["waves"] == 1 and e.time_s == pytest.approx(t1 + 1e-5, rel=1e-12)
     e = t(2, 4, threads=1)
-    assert e.params["waves"] == 8 and e.time_s == pytest.approx(8 * t1, rel=1e-12)
+    assert e.params["waves"] == 8 and e.time_s == pytest.approx(8 * t1 + 1e-5, rel=1e-12)
     # rows are (batch, KV head): 8 query heads sharing 2 KV heads are 2 rows, 1 wave
     e = t(1, 8, n_kv_heads=2)
     assert e.params["rows"] == 2 and e.params["waves"] == 1
@@ -155,60 +168,74 @@ SPARQ = dict(batch=1, n_heads=4, n_kv_heads=1, seq_len=1024, head_dim=64, dtype=
 
 def test_sparq_by_hand_k_once():
     # g 4, S 1024, d 64, fp16 (e 2), r 8, k 64, K stored once, v_mean computed. rows 1.
-    # step 1: a K row is 128 B = 2 lines of 32 elements; a uniform 8-subset of 64 misses a
-    #   given line w.p. C(32,8)/C(64,8): E[lines] = 2*(1 - C(32,8)/C(64,8)); bytes
-    #   1024 * E * 64 at gather 5e8/thread; FMAs g*r*S = 32768 -> 1.31072e-4 s
-    E = 2 * (1 - comb(32, 8) / comb(64, 8))
-    step1_mem = 1024 * E * 64 / 5e8  # 2.615e-4 s > FMA time: gather-bound; plus the FMAs
-    # alpha softmax: g*S = 4096 exps / 2.5e7 = 1.6384e-4
+    # Per-thread rates: bandwidth 2.5e9, gather 5e8, FMA 2.5e8, exp 2.5e7, top-k 2.5e8,
+    # division 1e8, float16 widening 2.5e8; overlap 0 (read and in-core work add up).
+    # step 1: every K row is prefetched whole: S*d*e = 131072 B streamed -> 5.24288e-5 s;
+    #   FMAs g*r*S = 32768 -> 1.31072e-4; widened r*S = 8192 -> 3.2768e-5 (in-core work
+    #   1.6384e-4); divisions by tau g*S = 4096 -> 4.096e-5 (their own loop)
+    step1 = 5.24288e-5 + 1.6384e-4 + 4.096e-5
+    # softmax normalisers: g*S = 4096 exps / 2.5e7 = 1.6384e-4; group score: g*S adds
+    #   (priced as FMAs) 4096 / 2.5e8 = 1.6384e-5
     # top-k: 8*S = 8192 B / 2.5e8 = 3.2768e-5
-    # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5
-    #   (compute-bound; the phase costs the sum); gather V the same; gather softmax
-    #   g*k = 256 / 2.5e7 = 1.024e-5
-    # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5
+    # alpha: g*k = 256 exps / 2.5e7 = 1.024e-5
+    # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5;
+    #   widened k*d = 4096 / 2.5e8 = 1.6384e-5 (copy, then compute: never overlapped);
+    #   gather V the same; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
+    # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5, widened and added S*d = 65536 /
+    #   2.5e8 = 2.62144e-4
+    # call: 2e-5 s
     expect = {
-        "step1": step1_mem + 1.31072e-4,
-        "alpha_softmax": 1.6384e-4,
+        "step1": step1,
+        "alpha_softmax": 1.6384e-4 + 1.6384e-5,
         "topk": 3.2768e-5,
-        "gather_k": 1.6384e-5 + 6.5536e-5,
+        "alpha": 1.024e-5,
+        "gather_k": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
         "gather_softmax": 1.024e-5,
-        "gather_v": 1.6384e-5 + 6.5536e-5,
-        "v_mean": 5.24288e-5,
+        "gather_v": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
+        "v_mean": 5.24288e-5 + 2.62144e-4,
+        "call": 2e-5,
     }
     e = predict_reference("sparq", hardware=HOST, **SPARQ)
     ph = _phases(e)
     assert list(ph) == list(expect)
     for name, t in expect.items():
         assert ph[name].time_s == pytest.approx(t, rel=1e-12), name
-    assert ph["step1"].bound == "memory" and ph["gather_k"].bound == "compute"
+    assert ph["step1"].bound == "compute" and ph["gather_k"].bound == "compute"
+    assert ph["step1"].compute_s == pytest.approx(1.6384e-4 + 4.096e-5, rel=1e-12)
     assert ph["topk"].bound == "topk" and ph["topk"].topk_s == pytest.approx(3.2768e-5)
+    assert ph["call"].bound == "latency" and e.latency_s == 2e-5
     assert e.time_s == pytest.approx(sum(expect.values()), rel=1e-12)
     assert e.topk_s == pytest.approx(3.2768e-5)
     by = e.breakdown()
-    assert by["step1"] == pytest.approx(1024 * E * 64)
+    assert by["step1"] == 131072
     assert by["topk"] == 8192 and by["gather_k"] == 8192 and by["v_mean"] == 131072
     pa = {s.name: s.priced_as for s in e.traffic.steps}
-    assert pa["step1"] == "gather" and pa["alpha_softmax"] == "exp" and pa["topk"] == "topk"
-    assert pa["v_mean"] == "memory"
+    assert pa["step1"] == "memory" and pa["alpha_softmax"] == "exp" and pa["topk"] == "topk"
+    assert pa["v_mean"] == "memory" and pa["gather_k"] == "gather" and pa["call"] == "latency"
+    counts = e.params["phases"]
+    assert counts["step1"] == dict(bytes=131072, fma=32768, widen=8192, exps=0, divisions=4096)
+    assert counts["v_mean"]["widen"] == 65536
 
 
 def test_sparq_by_hand_k_twice_and_v_mean_supplied():
-    # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9) and does
-    # g*r*S = 32768 FMAs (1.31072e-4 s): compute-bound, the sum 1.376256e-4 s. v_mean
-    # supplied: no V read. The k_cache_t spot check gathers 64 columns of the d-major copy
-    # (d = 64 lines of 64 B) and 64 K rows (max(64, d*e = 128) = 128 B):
+    # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9); in-core
+    # work: g*r*S = 32768 FMAs (1.31072e-4 s) + r*S = 8192 widened (3.2768e-5 s) =
+    # 1.6384e-4 s; divisions g*S = 4096 (4.096e-5 s): 2.113536e-4 s. v_mean supplied: no V
+    # read. The k_cache_t spot check gathers 64 columns of the d-major copy (d = 64 lines of
+    # 64 B) and 64 K rows (max(64, d*e = 128) = 128 B):
     # 64 * (64 * 64 + 128) = 270336 B at 5e8 per thread = 5.40672e-4 s.
     e = predict_reference("sparq", hardware=HOST, store_k_twice=True, v_mean_supplied=True, **SPARQ)
     ph = _phases(e)
     assert "v_mean" not in ph
     assert list(ph)[:2] == ["kt_check", "step1"]
     assert ph["kt_check"].time_s == pytest.approx(5.40672e-4, rel=1e-12)
-    assert ph["step1"].time_s == pytest.approx(1.376256e-4, rel=1e-12)
+    assert ph["step1"].time_s == pytest.approx(2.113536e-4, rel=1e-12)
     assert ph["step1"].bound == "compute"
     assert e.breakdown()["step1"] == 16384
+    gather = 1.6384e-5 + 6.5536e-5 + 1.6384e-5
     expect = (
-        5.40672e-4 + 1.376256e-4 + 1.6384e-4 + 3.2768e-5 + 2 * (1.6384e-5 + 6.5536e-5)
-        + 1.024e-5
+        5.40672e-4 + 2.113536e-4 + (1.6384e-4 + 1.6384e-5) + 3.2768e-5 + 1.024e-5
+        + 2 * gather + 1.024e-5 + 2e-5
     )  # fmt: skip
     assert e.time_s == pytest.approx(expect, rel=1e-12)
     # K twice costs +50% cache: 3*S*d*e
@@ -226,15 +253,55 @@ def test_sparq_kt_check_reads_at_least_a_line_per_k_row():
     assert _phases(e)["kt_check"].time_s == pytest.approx(1.39264e-4, rel=1e-12)
 
 
-def test_sparq_step1_k_once_whole_row_when_row_fits_a_line():
-    # d 16 fp16 = 32 B < 64-byte line: any r reads the whole row, S*d*e bytes (the traffic
-    # model's min(T, d*e) rule): 1024 * 32 B / 5e8 per thread
+def test_sparq_step1_k_once_streams_whole_rows():
+    # K once: the kernel prefetches every line of each K row, so step 1 streams S*d*e bytes
+    # whatever r: d 16 fp16, r 2: 1024 * 32 B at 2.5e9 per thread = 1.31072e-5 s; in-core
+    # work g*r*S = 8192 FMAs at 2.5e11 (3.2768e-8 s) + r*S = 2048 widened at 2.5e8
+    # (8.192e-6 s); divisions g*S = 4096 at 1e8 (4.096e-5 s). Overlap 0: all add up.
     kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
     e = predict_reference("sparq", hardware=HOST.replace(fma_f64_per_s=1e12), **kw)
     assert e.breakdown()["step1"] == 1024 * 32
-    # plus g*r*S = 8192 FMAs at 2.5e11 per thread
-    expect = 1024 * 32 / 5e8 + 8192 / 2.5e11
+    expect = 1.31072e-5 + 3.2768e-8 + 8.192e-6 + 4.096e-5
     assert _phases(e)["step1"].time_s == pytest.approx(expect, rel=1e-12)
+    # r does not change the bytes (r 8 reads the same rows)
+    e8 = predict_reference("sparq", hardware=HOST, **{**kw, "r": 8})
+    assert e8.breakdown()["step1"] == 1024 * 32
+
+
+def test_overlap_of_read_and_in_core_work():
+    # dense, float32, g 4, S 1000, d 64 (the compute-bound case above): per row read
+    # R = 1.024e-4 s, in-core work C = 1.152e-3 s. A pass costs max(R, C) + (1 - rho) *
+    # min(R, C): rho 0 -> R + C = 1.2544e-3; rho 0.5 -> 1.152e-3 + 0.5 * 1.024e-4 =
+    # 1.2032e-3; rho 1 -> C = 1.152e-3. Softmax (1.6e-4) and the call (1e-5) unchanged.
+    kw = dict(batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float32")
+    for rho, k_pass in ((0.0, 1.2544e-3), (0.5, 1.2032e-3), (1.0, 1.152e-3)):
+        e = predict_reference("dense", hardware=HOST.replace(stream_fma_overlap=rho), **kw)
+        assert _phases(e)["k_pass"].time_s == pytest.approx(k_pass, rel=1e-12), rho
+        assert e.time_s == pytest.approx(2 * k_pass + 1.6e-4 + 1e-5, rel=1e-12), rho
+        assert e.params["stream_fma_overlap"] == rho
+    # the gathered passes of SparQ copy first, then compute: no overlap credit at rho 1
+    s0 = predict_reference("sparq", hardware=HOST, **SPARQ)
+    s1 = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=1.0), **SPARQ)
+    for name in ("gather_k", "gather_v"):
+        assert _phases(s1)[name].time_s == _phases(s0)[name].time_s, name
+    # ... while step 1 (read 5.24288e-5 s, work 1.6384e-4 s) gets it: the work alone, plus
+    # the divisions 4.096e-5 s
+    assert _phases(s1)["step1"].time_s == pytest.approx(1.6384e-4 + 4.096e-5, rel=1e-12)
+
+
+def test_widen_rate_follows_the_cache_dtype():
+    # dense K pass, g 1, S 1000, d 64 with FMAs made free (rate 1e15): the in-core work is
+    # the widening of S*d = 64000 elements at the dtype's per-thread rate: float32 5e8 ->
+    # 1.28e-4 s, float16 2.5e8 -> 2.56e-4 s, bfloat16 2e8 -> 3.2e-4 s, float64 none (0).
+    hw = HOST.replace(fma_f64_per_s=1e15)
+    kw = dict(hardware=hw, batch=1, n_heads=1, seq_len=1000, head_dim=64)
+    for dt, widen_s in (("float32", 1.28e-4), ("float16", 2.56e-4), ("bf16", 3.2e-4),
+                        ("float64", 0.0)):  # fmt: skip
+        ph = _phases(predict_reference("dense", dtype=dt, **kw))
+        assert ph["k_pass"].compute_s == pytest.approx(widen_s + 64000 / 2.5e14, rel=1e-9), dt
+    # the reference reads no other dtype: the model refuses to price one
+    with pytest.raises(ValueError, match="dtype: expected float16, bfloat16, float32 or float64"):
+        predict_reference("dense", dtype="float8", **kw)
 
 
 def test_float64_cache_and_dtype_names():
@@ -380,10 +447,15 @@ def test_measure_host_new_fields_positive_finite():
     hw = measure_host(seconds=0.3, nbytes=32 * 2**20)
     assert hw.threads == numba.get_num_threads()
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
-              "gather_bytes_per_s", "peak_flops_fp32"):  # fmt: skip
+              "gather_bytes_per_s", "peak_flops_fp32", "div_f64_per_s", "widen_f32_per_s",
+              "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
+              "sparq_call_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
+    # a fraction, clipped; its source keeps the unclipped median
+    assert 0.0 <= hw.stream_fma_overlap <= 1.0
+    assert "median of (read + FMAs - both) / min" in hw.sources["stream_fma_overlap"][0]
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
     # a measured host predicts the reference kernels
     rng = np.random.default_rng(0)
@@ -464,3 +536,44 @@ def test_fma_microkernel_computes_the_dot_products():
     rate, desc = hb.measure_fma(0.01)
     assert math.isfinite(rate) and rate > 0
     assert desc.startswith("measured:") and "dot products" in desc
+
+
+def test_widen_and_division_microkernels_compute_what_they_say():
+    # the widen microkernel sums the widened blocks in turn; the division one divides by a
+    # new t each pass (checked against NumPy, the blocks widened by NumPy and ml_dtypes)
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(3)
+    reps = 2 * hb.WIDEN_BLOCKS + 1
+    for dt in hb.WIDEN_DTYPES:
+        X = hb.widen_blocks(dt, rng, 2)
+        assert X.shape == (2, hb.WIDEN_BLOCKS, hb.WIDEN_BLOCK)
+        if dt == "float32":
+            Xf = X.astype(np.float64)
+        elif dt == "float16":
+            Xf = X.view(np.float16).astype(np.float64)
+        else:
+            Xf = (X.astype(np.int32) << 16).view(np.float32).astype(np.float64)
+        out = np.zeros(2)
+        hb._widen_kernel(X, reps, out)
+        want = [sum(Xf[t, i % hb.WIDEN_BLOCKS].sum() for i in range(reps)) for t in range(2)]
+        assert np.allclose(out, want, rtol=1e-12), dt
+    x = 1.0 + rng.random(16)
+    y = np.empty_like(x)
+    s = hb._div_rounds(x, y, 2.0, 3)
+    assert np.allclose(y, x / 4.0, rtol=0, atol=0)  # the last pass divided by 2 + 2
+    assert s == pytest.approx((x[0] / 2.0) + (x[1] / 3.0) + (x[2] / 4.0), rel=1e-15)
+
+
+def test_fused_microkernel_does_the_dot_products_and_the_sum():
+    # with ``stream`` the loop also sums the streamed segment; the FMA part is the same
+    # dot products either way (checked against NumPy)
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(4)
+    Q, X = (z[0] for z in hb.dot4_inputs(rng, 1))
+    a = rng.random(3 * hb.DOT_WIDTH + 5).astype(np.float32)  # 3 whole segments + a tail
+    dots = [float((Q @ X[i % hb.DOT_ROWS]).sum()) for i in range(3)]
+    assert hb._fused_rounds(a, Q, X, False) == pytest.approx(sum(dots), rel=1e-12)
+    seg_sums = float(a[: 3 * hb.DOT_WIDTH].astype(np.float64).sum())
+    assert hb._fused_rounds(a, Q, X, True) == pytest.approx(sum(dots) + seg_sums, rel=1e-6)
