@@ -236,38 +236,26 @@ def _div_kernel(X, Y, reps, out):
 
 @njit_serial
 def _fused_rounds(a, Q, X, stream):
-    # Per DOT_WIDTH-element segment of the float32 array a: one round of the blocked dot
-    # products (four FMAs per segment element, L1-resident operands that do not depend on
-    # a) and, with ``stream``, the sum of the segment in the same loop. The segment's
-    # elements feed nothing but the sum: the loop measures how much of a streaming read
-    # the core hides behind FMA work (and vice versa), not a dot product with the data.
+    # Dot products of four L1-resident float64 vectors Q with DOT_WIDTH-element float32
+    # segments, each element widened once for four FMAs: with ``stream`` the segments are
+    # the consecutive segments of the array a (a streaming read feeding the FMAs, as a
+    # matrix-vector product with four vectors reads its matrix), without it one of the
+    # L1-resident float32 rows X in turn (the same in-core work, no trip to memory).
     n = a.shape[0]
     nx = X.shape[0]
     q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
     s = 0.0
     it = 0
     for i0 in range(0, n - DOT_WIDTH + 1, DOT_WIDTH):
-        x = X[it % nx]
+        x = a[i0 : i0 + DOT_WIDTH] if stream else X[it % nx]
         it += 1
         b0 = b1 = b2 = b3 = 0.0
-        if stream:
-            seg = a[i0 : i0 + DOT_WIDTH]
-            t = np.float32(0.0)
-            for c in range(DOT_WIDTH):
-                xc = x[c]
-                t += seg[c]
-                b0 += q0[c] * xc
-                b1 += q1[c] * xc
-                b2 += q2[c] * xc
-                b3 += q3[c] * xc
-            s += t
-        else:
-            for c in range(DOT_WIDTH):
-                xc = x[c]
-                b0 += q0[c] * xc
-                b1 += q1[c] * xc
-                b2 += q2[c] * xc
-                b3 += q3[c] * xc
+        for c in range(DOT_WIDTH):
+            xc = widen(x[c])
+            b0 += q0[c] * xc
+            b1 += q1[c] * xc
+            b2 += q2[c] * xc
+            b3 += q3[c] * xc
         s += b0 + b1 + b2 + b3
     return s
 
@@ -418,25 +406,35 @@ def measure_div(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
     return nt * WIDEN_BLOCK * WIDEN_REPS / t, desc
 
 
+def overlap_rows(rng: np.random.Generator, threads: int) -> np.ndarray:
+    """The L1-resident float32 rows of the overlap microkernel's in-core-only loop:
+    (threads, DOT_ROWS, DOT_WIDTH) in [0, 1), on a cache line."""
+    return aligned_copy(rng.random((threads, DOT_ROWS, DOT_WIDTH), dtype=np.float32))
+
+
 def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
-    """Fraction of the shorter of a streaming read and an FMA workload that the host hides
-    behind the longer when one loop does both (``[0, 1]``; 0: the times add up, 1: the
-    longer alone). ``a`` (1-D float32) is read from its first cache-line boundary on.
+    """Fraction of the shorter of a streaming read and the in-core work it feeds (widening,
+    FMAs) that the host hides behind the longer when one loop does both (``[0, 1]``; 0: the
+    times add up, 1: the longer alone). ``a`` (1-D float32) is read from its first
+    cache-line boundary on.
 
     Three timings on all threads, taken one after another in each round: ``t_read``, the
-    prange sum of the float32 array ``a`` (as :func:`measure_stream`); ``t_fma``, one round
-    of the blocked dot products (:func:`measure_fma`'s, L1-resident) per ``DOT_WIDTH``
-    elements of ``a``, four FMAs per element, without reading ``a``; ``t_both``, the same
-    loop summing ``a`` as it goes. Each round gives ``(t_read + t_fma - t_both) /
-    min(t_read, t_fma)``; the result is the median over the rounds (at least 5, more while
-    the budget lasts, at most 50), clipped to ``[0, 1]`` (the description keeps the
-    unclipped median). Rounds, not best-of times per loop: on a shared machine the memory
-    speed changes between minutes, and the three times of a round see the same state."""
+    prange sum of the float32 array ``a`` (as :func:`measure_stream`); ``t_core``, dot
+    products of four L1-resident float64 vectors with ``DOT_WIDTH``-element float32 rows
+    that stay in L1 (each element widened once for four FMAs), as many as ``a`` has
+    segments; ``t_both``, the same dot products with the consecutive segments of ``a``
+    instead (a streaming matrix-vector product with four vectors). Each round gives
+    ``(t_read + t_core - t_both) / min(t_read, t_core)``; the result is the median over the
+    rounds (at least 5, more while the budget lasts, at most 50), clipped to ``[0, 1]``
+    (the description keeps the unclipped median). Rounds, not best-of times per loop: on a
+    shared machine the memory speed changes between minutes, and the three times of a
+    round see the same state."""
     nt = numba.get_num_threads()
     # start on a cache line, as the FMA operands do: with the array 16 or 48 bytes past a
     # line the fused loop ran 1.7x slower on the development host (and the "overlap" < 0)
     a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]
-    Q3, X3 = dot4_inputs(rng, nt)
+    Q3, _ = dot4_inputs(rng, nt)
+    X3 = overlap_rows(rng, nt)
     out = np.zeros(nt, dtype=np.float64)
     out32 = np.zeros(nt, dtype=np.float32)
     fns = (
@@ -460,10 +458,11 @@ def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) ->
     rho = min(1.0, max(0.0, raw))
     med = np.median(np.array(rounds), axis=0)
     desc = (
-        f"measured: one loop streaming {a.nbytes / 2**20:.0f} MiB float32 while doing four "
-        f"L1-resident float64 FMAs per element, against each alone, {len(rounds)} rounds of "
-        f"the three (medians: read {med[0] * 1e3:.2f} ms, FMAs {med[1] * 1e3:.2f} ms, both "
-        f"{med[2] * 1e3:.2f} ms); median of (read + FMAs - both) / min = {raw:.3f} "
+        f"measured: dot products of four L1-resident float64 vectors with the float32 "
+        f"segments of a {a.nbytes / 2**20:.0f} MiB array (each element widened once for four "
+        f"FMAs), against the read alone and the same work on L1-resident rows, {len(rounds)} "
+        f"rounds of the three (medians: read {med[0] * 1e3:.2f} ms, in-core {med[1] * 1e3:.2f} "
+        f"ms, both {med[2] * 1e3:.2f} ms); median of (read + core - both) / min = {raw:.3f} "
         f"(rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
     )
     return rho, desc

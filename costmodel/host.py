@@ -278,20 +278,20 @@ def predict_reference(
         if store_k_twice:
             step1 = _phase(
                 "step1", bytes_row=r * S * e, bandwidth=bw, fma_row=g * r * S,
-                widen_row=r * S, div_row=g * S, priced_as="memory",
+                widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
                 note=(
-                    "r contiguous rows of the d-major K copy: r*S*e streamed; r*S widened; "
-                    "g*r*S FMAs; g*S divisions by tau"
+                    "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at "
+                    "once: no overlap credit); r*S widened; g*r*S FMAs; g*S divisions by tau"
                 ),
             )  # fmt: skip
         else:
             step1 = _phase(
                 "step1", bytes_row=S * d * e, bandwidth=bw, fma_row=g * r * S,
-                widen_row=r * S, div_row=g * S, priced_as="memory",
+                widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
                 note=(
                     "r scattered columns of every S-major K row, each row prefetched whole "
-                    "(every line) a few rows ahead: S*d*e streamed; r*S widened; g*r*S FMAs; "
-                    "g*S divisions by tau"
+                    "(every line) a few rows ahead: S*d*e streamed (gathered r elements at a "
+                    "time: no overlap credit); r*S widened; g*r*S FMAs; g*S divisions by tau"
                 ),
             )  # fmt: skip
         phases = []

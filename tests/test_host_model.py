@@ -279,14 +279,15 @@ def test_overlap_of_read_and_in_core_work():
         assert _phases(e)["k_pass"].time_s == pytest.approx(k_pass, rel=1e-12), rho
         assert e.time_s == pytest.approx(2 * k_pass + 1.6e-4 + 1e-5, rel=1e-12), rho
         assert e.params["stream_fma_overlap"] == rho
-    # the gathered passes of SparQ copy first, then compute: no overlap credit at rho 1
+    # SparQ's gathered passes (copied, then computed) and step 1 (r streams of the d-major
+    # copy, or rows gathered r elements at a time) get no overlap credit, even at rho 1 ...
     s0 = predict_reference("sparq", hardware=HOST, **SPARQ)
     s1 = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=1.0), **SPARQ)
-    for name in ("gather_k", "gather_v"):
+    for name in ("gather_k", "gather_v", "step1"):
         assert _phases(s1)[name].time_s == _phases(s0)[name].time_s, name
-    # ... while step 1 (read 5.24288e-5 s, work 1.6384e-4 s) gets it: the work alone, plus
-    # the divisions 4.096e-5 s
-    assert _phases(s1)["step1"].time_s == pytest.approx(1.6384e-4 + 4.096e-5, rel=1e-12)
+    # ... while the mean of V (one stream: read 5.24288e-5 s, widening 2.62144e-4 s) does:
+    # the widening alone at rho 1
+    assert _phases(s1)["v_mean"].time_s == pytest.approx(2.62144e-4, rel=1e-12)
 
 
 def test_widen_rate_follows_the_cache_dtype():
@@ -455,7 +456,7 @@ def test_measure_host_new_fields_positive_finite():
         assert hw.sources[f][0].startswith("measured:"), f
     # a fraction, clipped; its source keeps the unclipped median
     assert 0.0 <= hw.stream_fma_overlap <= 1.0
-    assert "median of (read + FMAs - both) / min" in hw.sources["stream_fma_overlap"][0]
+    assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
     # a measured host predicts the reference kernels
     rng = np.random.default_rng(0)
@@ -565,15 +566,18 @@ def test_widen_and_division_microkernels_compute_what_they_say():
     assert s == pytest.approx((x[0] / 2.0) + (x[1] / 3.0) + (x[2] / 4.0), rel=1e-15)
 
 
-def test_fused_microkernel_does_the_dot_products_and_the_sum():
-    # with ``stream`` the loop also sums the streamed segment; the FMA part is the same
-    # dot products either way (checked against NumPy)
+def test_overlap_microkernel_does_the_dot_products():
+    # with ``stream`` the four vectors are dotted with the consecutive segments of the
+    # streamed array, without it with the L1-resident rows in turn (checked against NumPy)
     from costmodel import _hostbench as hb
 
     rng = np.random.default_rng(4)
-    Q, X = (z[0] for z in hb.dot4_inputs(rng, 1))
+    Q = hb.dot4_inputs(rng, 1)[0][0]
+    X = hb.overlap_rows(rng, 1)[0]
+    assert X.dtype == np.float32 and X.shape == (hb.DOT_ROWS, hb.DOT_WIDTH)
     a = rng.random(3 * hb.DOT_WIDTH + 5).astype(np.float32)  # 3 whole segments + a tail
-    dots = [float((Q @ X[i % hb.DOT_ROWS]).sum()) for i in range(3)]
-    assert hb._fused_rounds(a, Q, X, False) == pytest.approx(sum(dots), rel=1e-12)
-    seg_sums = float(a[: 3 * hb.DOT_WIDTH].astype(np.float64).sum())
-    assert hb._fused_rounds(a, Q, X, True) == pytest.approx(sum(dots) + seg_sums, rel=1e-6)
+    segs = a[: 3 * hb.DOT_WIDTH].reshape(3, hb.DOT_WIDTH).astype(np.float64)
+    want_stream = float(sum((Q @ seg).sum() for seg in segs))
+    want_core = float(sum((Q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(3)))
+    assert hb._fused_rounds(a, Q, X, True) == pytest.approx(want_stream, rel=1e-12)
+    assert hb._fused_rounds(a, Q, X, False) == pytest.approx(want_core, rel=1e-12)
