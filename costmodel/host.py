@@ -1,49 +1,49 @@
 """Host model of this package's CPU reference kernels (``reference.dense`` / ``reference.sparq``).
 
 The GPU-style model of :mod:`costmodel.estimate` prices a well-tuned kernel sequence; this
-one predicts the time of the package's own Numba reference, which accumulates in float64,
-evaluates ``exp`` with ``reference._vexp.exp_into``, selects with ``reference.topk`` and
-splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with
-the host fields that :func:`costmodel.hardware.measure_host` writes (``threads``,
-``fma_f64_per_s``, ``exp_per_s``, ``gather_bytes_per_s``, plus ``mem_bandwidth_bytes_per_s``
-and ``topk_bytes_per_s``).
+one predicts the time of the package's own Numba reference, which reads the caches in their
+own dtype, widens each element to float64, accumulates in float64, evaluates ``exp`` with
+``reference._vexp.exp_into``, selects with ``reference.topk`` and splits its work over
+``threads`` threads by (batch, KV head) row. It needs a profile with the host fields that
+:func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`, plus
+``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``); every rate is divided by the
+profile's ``threads`` (one thread's share of the all-thread measurement).
 
-Per (batch, KV head) row, with ``g = H / Hkv`` query heads, ``e`` bytes per cached element,
-each phase costs ``bytes / bandwidth + FMAs / FMA rate + exps / exp rate`` (top-k: its own
-rate), phases run one after another, and every rate is divided by the profile's ``threads``
-(one thread's share of the all-thread measurement).
+Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
+element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
+at the FMA rate plus elements widened at the widen rate of the cache dtype; float64 needs no
+widening) and work in loops of its own (exps, divisions, the top-k). It costs
 
-Why a sum and not the roofline ``max(bytes / bandwidth, FMAs / FMA rate)``: the reference's
-loops read a row and do its float64 FMAs in the same instruction stream, and on the
-development host (2 vCPUs of an AMD EPYC) the measured dense times mostly follow the sum,
-not the maximum. Side by side at S = 32768 (FMA rate 53-58 G/s from the register-blocked
-microkernel, exp 2.1 G/s), dense took 7.7 ms (float16, Hkv = 8) against read 2.7 + FMAs
-5.1 + exps 0.5 = 8.3 (max form 5.6); 14.8 ms (float16, Hkv = 32) against 10.7 + 5.1 + 0.5
-= 16.3 (max form 11.2); 23.8 ms (float32, Hkv = 32) against 22.7 + 4.9 + 0.5 = 28.1 (max
-form 23.2); 8.5 ms (float32, Hkv = 8) against 5.4 + 5.0 + 0.5 = 10.9 (max form 5.9). The
-sum is the closer form in three of the four cases (the max form is 27%, 24% and 31% low
-there, the sum 8% high, 10% high and 28% high); in the fourth (float32, Hkv = 32, where the
-read dominates) the max form is closer: 23.2 ms is 2.5% low, the sum's 28.1 ms 18% high.
-The sum errs high most where read and FMAs are of similar size (float32, Hkv = 8: the
-kernel overlaps part of them).
+    max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
 
-``rows = B * Hkv`` rows are dealt to ``threads`` threads in ``ceil(rows / threads)`` waves,
-so a call with fewer rows than threads leaves threads idle. ``time = n_layers * waves *
-sum(phase time of one row)``.
+where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that stream
+one array and feed it to the FMAs in the same loop (dense's K and V passes, the mean of V),
+and 0 for the others: SparQ's step 1 (``r`` streams of the d-major copy at once, or ``r``
+elements gathered from each S-major row; measured steps 1-3 follow the sum) and the gathered
+passes (the kernel copies the kept rows into a block, then computes on it: separate loops).
+Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
+``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and each call
+adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_layers *
+(waves * sum(phase times of one row) + call)``.
 
-Dense: ``k_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs), ``softmax`` (``g*S`` exps),
-``v_pass`` (``S*d*e`` streamed, ``g*S*d`` FMAs).
+Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
+each), ``softmax`` (``g*S`` exps).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
 random positions per row, a column of the d-major copy, ``d`` lines of ``T`` bytes, and a K
-row of ``max(T, d*e)`` bytes (a row read costs at least one line), gathered);
-``step1`` (``r*S*e`` streamed from a d-major copy of K, or ``S * E[touched lines] *
-min(T, d*e)`` gathered from the S-major cache, ``g*r*S`` FMAs), ``alpha_softmax``
-(``g*S`` exps), ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``),
-``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at ``gather_bytes_per_s``, ``g*k*d``
-FMAs each), ``gather_softmax`` (``g*k`` exps) and, unless the caller supplies ``v_mean``,
-``v_mean`` (``S*d*e`` streamed).
+row of ``max(T, d*e)`` bytes (a row read costs at least one line), gathered); ``step1``
+(``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
+the kernel prefetches whole; ``r*S`` widened, ``g*r*S`` FMAs, ``g*S`` divisions by the
+temperature); ``alpha_softmax`` (``g*S`` exps, ``g*S`` adds of the group score priced as
+FMAs); ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha``
+(``g*k`` exps); ``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at
+``gather_bytes_per_s``, ``k*d`` widened, ``g*k*d`` FMAs); ``gather_softmax`` (``g*k``
+exps) and, unless the caller supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d``
+widened and added).
+
+docs/costmodel.md (section 9) has the measurements behind each term and where the model
+and the kernels still differ.
 """
 
 from __future__ import annotations
@@ -211,12 +211,15 @@ def predict_reference(
     -------
     Estimate
         ``kernels`` holds one :class:`~costmodel.estimate.StepEstimate` per phase (in
-        order); ``traffic`` one :class:`~costmodel.traffic.Step` per phase with totals over
-        all rows and layers (``flops`` = 2 x FMAs; ``priced_as`` is ``"memory"``,
-        ``"gather"``, ``"exp"`` or ``"topk"``). Exp time is counted in ``compute_s``, top-k
-        time in ``topk_s``; ``latency_s`` is 0 (thread-pool start and the Python-side input
-        checks are not modelled). ``params`` holds the configuration, ``rows``, ``waves``,
-        the per-thread rates and each phase's per-row counts (``phases``).
+        order), the last one ``call`` (the fixed cost, in ``latency_s``); ``traffic`` one
+        :class:`~costmodel.traffic.Step` per phase with totals over all rows and layers
+        (``flops`` = 2 x FMAs; ``priced_as`` is ``"memory"``, ``"gather"``, ``"exp"``,
+        ``"topk"`` or ``"latency"``). A phase's ``memory_s`` is its read, ``compute_s`` its
+        in-core work plus exps and divisions, ``time_s`` as in the module docstring (the
+        read and the in-core work overlapped by ``stream_fma_overlap`` where it applies).
+        ``params`` holds the configuration, ``rows``, ``waves``, the per-thread rates, the
+        overlap and each phase's per-row counts (``phases``: bytes, FMAs, widened elements,
+        exps, divisions).
 
     Raises
     ------
