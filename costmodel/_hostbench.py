@@ -113,14 +113,19 @@ def _sum(b):
     return float(s)
 
 
+@njit_serial
+def _chunk(n, nt, t):
+    """Bounds ``(lo, hi)`` of thread ``t``'s contiguous share of ``n`` elements."""
+    chunk = (n + nt - 1) // nt
+    lo = min(n, t * chunk)
+    return lo, min(n, lo + chunk)
+
+
 @njit_parallel
 def _stream_kernel(a, out):
     nt = out.shape[0]
-    n = a.shape[0]
-    chunk = (n + nt - 1) // nt
     for t in prange(nt):
-        lo = min(n, t * chunk)
-        hi = min(n, lo + chunk)
+        lo, hi = _chunk(a.shape[0], nt, t)
         out[t] = _sum(a[lo:hi])
 
 
@@ -138,26 +143,31 @@ def stream_read(*arrays: np.ndarray) -> float:
 
 
 @njit_serial
+def _dot4(q0, q1, q2, q3, x):
+    # The four dot products of one round, summed: each element of x is widened (a no-op for
+    # float64) and loaded once for four FMAs (four accumulators, vectorised across the
+    # elements with reassociation).
+    a0 = a1 = a2 = a3 = 0.0
+    for c in range(x.shape[0]):
+        xc = widen(x[c])
+        a0 += q0[c] * xc
+        a1 += q1[c] * xc
+        a2 += q2[c] * xc
+        a3 += q3[c] * xc
+    return a0 + a1 + a2 + a3
+
+
+@njit_serial
 def _dot4_rounds(Q, X, reps):
     # Register-blocked float64 dot products: each round takes the next of the data vectors
-    # X (DOT_ROWS, n) and dots it with the four vectors Q (4, n); each X element is loaded
-    # once for four FMAs, each Q element once per FMA (five L1 loads per four FMAs; four
-    # accumulators, vectorised across n with reassociation). The
-    # sum over rounds keeps every round live (no round repeats its predecessor's operands).
-    n = X.shape[1]
+    # X (DOT_ROWS, n) and dots it with the four vectors Q (4, n) (_dot4: five L1 loads per
+    # four FMAs). The sum over rounds keeps every round live (no round repeats its
+    # predecessor's operands).
     nx = X.shape[0]
     q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
     s = 0.0
     for it in range(reps):
-        x = X[it % nx]
-        a0 = a1 = a2 = a3 = 0.0
-        for c in range(n):
-            xc = x[c]
-            a0 += q0[c] * xc
-            a1 += q1[c] * xc
-            a2 += q2[c] * xc
-            a3 += q3[c] * xc
-        s += a0 + a1 + a2 + a3
+        s += _dot4(q0, q1, q2, q3, X[it % nx])
     return s
 
 
@@ -249,25 +259,15 @@ def _fused_rounds(a, Q, X, stream):
     for i0 in range(0, n - DOT_WIDTH + 1, DOT_WIDTH):
         x = a[i0 : i0 + DOT_WIDTH] if stream else X[it % nx]
         it += 1
-        b0 = b1 = b2 = b3 = 0.0
-        for c in range(DOT_WIDTH):
-            xc = widen(x[c])
-            b0 += q0[c] * xc
-            b1 += q1[c] * xc
-            b2 += q2[c] * xc
-            b3 += q3[c] * xc
-        s += b0 + b1 + b2 + b3
+        s += _dot4(q0, q1, q2, q3, x)
     return s
 
 
 @njit_parallel
 def _fused_kernel(a, Q3, X3, stream, out):
     nt = out.shape[0]
-    n = a.shape[0]
-    chunk = (n + nt - 1) // nt
     for t in prange(nt):
-        lo = min(n, t * chunk)
-        hi = min(n, lo + chunk)
+        lo, hi = _chunk(a.shape[0], nt, t)
         out[t] = _fused_rounds(a[lo:hi], Q3[t], X3[t], stream)
 
 
