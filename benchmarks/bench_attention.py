@@ -3,6 +3,7 @@
     python benchmarks/bench_attention.py               # full run (about 6 minutes on 2 vCPUs)
     python benchmarks/bench_attention.py --quick       # smoke run: S = 4096, under a minute
     python benchmarks/bench_attention.py --json FILE --repeat N
+    python benchmarks/bench_attention.py --seq-lens 32768 --rows-only   # rows only
 
 Rows at B=1, H=32, d=128, Hkv in {8, 32}, S in {4096, 32768, 131072}, float32 and float16
 caches (a row whose K+V exceeds ``MAX_KV_BYTES`` is skipped). In each row, timed side by side:
@@ -21,8 +22,9 @@ that ratios come from numbers measured side by side. ``%stream`` is the streamin
 bytes a method reads divided by its time (dense: K+V; SparQ per KV head, in elements: K twice
 ``r*S + 2*k*d`` (``+ S*d`` when v_mean is recomputed), K once ``S*d + 2*k*d``).
 
-Also: the host model (``costmodel.hardware.measure_host`` once at start, then
-``costmodel.host.predict_reference`` beside every measured time), the float64 FMA bound of
+Also: the host model (``costmodel.hardware.measure_host`` just before each row, then
+``costmodel.host.predict_reference`` with that profile beside every measured time, and the
+spread of the profiles' rates over the run), the float64 FMA bound of
 dense (``2*H*S*d*B / fma_f64_per_s``) beside the streaming time; a per-phase breakdown of
 SparQ; thread scaling; and the extra peak memory of one call, each measured in a fresh
 subprocess (``--child``) from ``VmHWM`` in ``/proc/self/status`` (heap trimmed with
