@@ -48,6 +48,19 @@ DEFAULT_CONFIGS = (
 )
 
 
+#: numeric parts of a configuration name: prefix -> Config field (the number follows it)
+_INT_PARTS = {
+    "bs": "bs",
+    "w": "s1_warps",
+    "bk": "bk",
+    "aw": "at_warps",
+    "as": "at_stages",
+    "ch": "s1_chunk",
+    "ss": "s1_stages",
+    "tp": "target_programs",
+}
+
+
 def parse_config(name, Config):
     """``{fma|dot|loop}[-bs{N}][-w{N}][-sorted][-psort|-ploop][-bk{N}][-aw{N}][-as{N}][-tp{N}][-ch{N}][-ss{N}]-``
     ``{topk|radix|tour{N}|tourk{N}}`` -> Config (step 1's block and warps, sorted positions, the
@@ -55,26 +68,13 @@ def parse_config(name, Config):
     parts = name.split("-")
     kw = dict(step1=parts[0])
     for p in parts[1:-1]:
-        if p.startswith("bs"):
-            kw["bs"] = int(p[2:])
-        elif p.startswith("w"):
-            kw["s1_warps"] = int(p[1:])
+        prefix = p.rstrip("0123456789")
+        if prefix in _INT_PARTS:
+            kw[_INT_PARTS[prefix]] = int(p[len(prefix) :])
         elif p == "sorted":
             kw["sort_positions"] = True
         elif p in ("psort", "ploop"):
             kw["prologue"] = p[1:]
-        elif p.startswith("bk"):
-            kw["bk"] = int(p[2:])
-        elif p.startswith("aw"):
-            kw["at_warps"] = int(p[2:])
-        elif p.startswith("as"):
-            kw["at_stages"] = int(p[2:])
-        elif p.startswith("ch"):
-            kw["s1_chunk"] = int(p[2:])
-        elif p.startswith("ss"):
-            kw["s1_stages"] = int(p[2:])
-        elif p.startswith("tp"):
-            kw["target_programs"] = int(p[2:])
         else:
             raise ValueError(f"config {name!r}: unknown part {p!r}")
     sel = parts[-1]
