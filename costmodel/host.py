@@ -31,8 +31,9 @@ each), ``softmax`` (``g*S`` exps).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
-random positions per row, a column of the d-major copy, ``d`` lines of ``T`` bytes, and a K
-row of ``max(T, d*e)`` bytes (a row read costs at least one line), gathered); ``step1``
+positions per row in runs of ``L = reference.sparq.KT_SPOT_RUN`` = 16 consecutive ones; a
+run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at least one line
+of ``T`` bytes), and ``L`` consecutive K rows, ``max(T, L*d*e)`` bytes, gathered); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
 the kernel prefetches whole; ``r*S`` widened, ``g*r*S`` FMAs, ``g*S`` divisions by the
 temperature); ``alpha_softmax`` (``g*S`` exps, ``g*S`` adds of the group score priced as
@@ -68,7 +69,7 @@ from costmodel.traffic import (
     dtype_bytes,
     transfers,
 )
-from reference.sparq import KT_SPOT_CHECKS
+from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 __all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
 
@@ -299,15 +300,17 @@ def predict_reference(
             )  # fmt: skip
         phases = []
         if store_k_twice:
-            n_chk = KT_SPOT_CHECKS
+            run = KT_SPOT_RUN
+            n_runs = KT_SPOT_CHECKS // run
             phases.append(
                 _phase(
-                    "kt_check", bytes_row=n_chk * (d * tx + max(tx, d * e)), bandwidth=gbw,
-                    priced_as="gather",
+                    "kt_check", bytes_row=n_runs * (d * max(tx, run * e) + max(tx, run * d * e)),
+                    bandwidth=gbw, priced_as="gather",
                     note=(
-                        f"k_cache_t spot check: {n_chk} random positions, a column of the "
-                        f"d-major copy (d lines of T={tx} B) and a K row (max(T, d*e) B: at "
-                        "least one line), gathered"
+                        f"k_cache_t spot check: {n_runs} runs of {run} consecutive positions, "
+                        f"each d segments of the d-major copy (max(T, {run}*e) B, T={tx}: at "
+                        f"least a line each) and {run} consecutive K rows (max(T, {run}*d*e) B), "
+                        "gathered"
                     ),
                 )
             )  # fmt: skip

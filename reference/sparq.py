@@ -1159,8 +1159,9 @@ def sparq_attention(
         A second copy of the keys, transposed (paper Sec. 6 and App. F: K stored twice), in
         k_cache's dtype and C-contiguous; build it with :func:`transpose_keys`. Step 1 then
         streams only the ``r`` selected rows of it. The result is bit-identical to the call
-        without it. Its shape and dtype are checked, and 64 random positions per (batch, KV
-        head) are compared with ``k_cache``. Kernel only (``impl="numba"``).
+        without it. Its shape and dtype are checked, and 64 positions per (batch, KV head)
+        are compared with ``k_cache``: the 16 up to the row's last valid position (the newest
+        token) and three runs of 16 at random offsets. Kernel only (``impl="numba"``).
     check_finite : bool
         True (default): scan q, the caches (and ``k_cache_t``) for NaN/inf and name the first
         one; this full read makes the call about as slow as dense attention. False: validate
@@ -1226,44 +1227,63 @@ def transpose_keys(k_cache) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(k_cache, 2, 3))
 
 
-#: Positions per (batch, KV head) compared between k_cache_t and k_cache (public: the host
-#: cost model, costmodel.host, prices this check).
+#: Positions per (batch, KV head) compared between k_cache_t and k_cache, in runs of
+#: KT_SPOT_RUN consecutive positions (public: the host cost model, costmodel.host, prices
+#: this check). The first run ends at the batch row's last valid position (the newest token,
+#: where a copy that was not kept in sync differs); the others start at random multiples of
+#: KT_SPOT_RUN, the same for every call with the same (B, Hkv, S).
 KT_SPOT_CHECKS = 64
+KT_SPOT_RUN = 16
+KT_SPOT_RUNS = KT_SPOT_CHECKS // KT_SPOT_RUN
+
+
+@njit_serial
+def _spot_run(ktr, kr, j0, run):
+    """Smallest ``j`` in ``[j0, j0 + run)`` (clipped to S) with ``ktr[:, j] != kr[j, :]``, or
+    -1. Column by column of ``ktr``: a run is ``d`` short segments of the d-major copy
+    (about one line each) and ``run`` consecutive rows of ``kr``, instead of ``d`` lines on
+    ``d`` pages per position."""
+    d, S = ktr.shape
+    j1 = min(S, j0 + run)
+    first = j1
+    for c in range(d):
+        seg = ktr[c]
+        for j in range(j0, j1):
+            if seg[j] != kr[j, c] and j < first:
+                first = j
+    return first if first < j1 else -1
 
 
 @njit_parallel
-def _kt_spot_check(kt, k, js, bad):
-    """Compare ``kt[b, h, :, j]`` with ``k[b, h, j, :]`` bit for bit (unsigned views) at the
-    positions ``js[b, h]``; ``bad[b * Hkv + h]`` gets the first differing position or stays
-    -1. A column of ``kt`` is ``d`` cache lines ``S`` elements apart, so the next position's
-    lines are prefetched."""
+def _kt_spot_check(kt, k, mask, starts, run, bad):
+    """Compare ``kt[b, h, :, j]`` with ``k[b, h, j, :]`` bit for bit (unsigned views) over
+    runs of ``run`` positions: first the run that ends at the last valid position of
+    ``mask[b]``, then those starting at ``starts[b, h]``. ``bad[b * Hkv + h]`` gets the
+    smallest differing position of the first run with a difference, or stays -1."""
     B, Hkv, d, S = kt.shape
-    n = js.shape[2]
     for row in prange(B * Hkv):
         b = row // Hkv
         h = row % Hkv
-        ktr = kt[b, h]
-        kr = k[b, h]
-        for t in range(n):
-            if t + 1 < n:
-                jn = js[b, h, t + 1]
-                for c in range(d):
-                    _prefetch(ktr, c, jn)
-            j = js[b, h, t]
-            same = True
-            for c in range(d):
-                same &= ktr[c, j] == kr[j, c]
-            if not same:
-                bad[row] = j
-                break
+        last = S - 1
+        while last > 0 and not mask[b, last]:
+            last -= 1
+        j = _spot_run(kt[b, h], k[b, h], max(0, last + 1 - run), run)
+        t = 0
+        while j < 0 and t < starts.shape[2]:
+            j = _spot_run(kt[b, h], k[b, h], starts[b, h, t], run)
+            t += 1
+        bad[row] = j
 
 
 @functools.lru_cache(maxsize=16)
-def _spot_positions(B: int, Hkv: int, S: int) -> np.ndarray:
-    """The positions the spot check compares, (B, Hkv, KT_SPOT_CHECKS) int64 (read-only):
-    drawn by ``numpy.random.default_rng(0)``, so the same for every call with these sizes
-    (cached: a generator costs more than the check itself on a cache-cold call)."""
-    j = np.random.default_rng(0).integers(0, S, size=(B, Hkv, KT_SPOT_CHECKS))
+def _spot_starts(B: int, Hkv: int, S: int) -> np.ndarray:
+    """Starts of the random runs of the spot check, (B, Hkv, KT_SPOT_RUNS - 1) int64
+    multiples of KT_SPOT_RUN (read-only): drawn by ``numpy.random.default_rng(0)``, so the
+    same for every call with these sizes (cached: a generator costs more than the check
+    itself on a cache-cold call)."""
+    n_runs = -(-S // KT_SPOT_RUN)
+    j = np.random.default_rng(0).integers(0, n_runs, size=(B, Hkv, KT_SPOT_RUNS - 1))
+    j *= KT_SPOT_RUN
     j.flags.writeable = False
     return j
 
@@ -1287,10 +1307,10 @@ def _check_k_cache_t(k_cache_t, x: KernelInputs):
             " streamed row by row); build it with reference.transpose_keys(k_cache)"
         )
     kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)  # no copy: checked above
-    j = _spot_positions(x.B, x.Hkv, x.S)
+    starts = _spot_starts(x.B, x.Hkv, x.S)
     uint = np.dtype(f"u{kt.dtype.itemsize}")
-    bad = np.full(x.B * x.Hkv, -1, dtype=np.int64)
-    _kt_spot_check(kt.view(uint), x.k.view(uint), j, bad)
+    bad = np.empty(x.B * x.Hkv, dtype=np.int64)
+    _kt_spot_check(kt.view(uint), x.k.view(uint), x.mask, starts, KT_SPOT_RUN, bad)
     hit = np.flatnonzero(bad >= 0)
     if hit.size:
         b, h = divmod(int(hit[0]), x.Hkv)

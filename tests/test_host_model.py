@@ -24,7 +24,7 @@ from costmodel.hardware import (
     parse_hardware,
 )
 from costmodel.host import HOST_FIELDS, predict_reference
-from reference.sparq import KT_SPOT_CHECKS
+from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
 # float64 FMA 1e9 /s, exp 1e8 /s, top-k 1e9 B/s, division 4e8 /s, widening 2e9 (float32),
@@ -221,20 +221,21 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B (6.5536e-6 s at 2.5e9); in-core
     # work: g*r*S = 32768 FMAs (1.31072e-4 s) + r*S = 8192 widened (3.2768e-5 s) =
     # 1.6384e-4 s; divisions g*S = 4096 (4.096e-5 s): 2.113536e-4 s. v_mean supplied: no V
-    # read. The k_cache_t spot check gathers 64 columns of the d-major copy (d = 64 lines of
-    # 64 B) and 64 K rows (max(64, d*e = 128) = 128 B):
-    # 64 * (64 * 64 + 128) = 270336 B at 5e8 per thread = 5.40672e-4 s.
+    # read. The k_cache_t spot check gathers 4 runs of 16 consecutive positions, each d = 64
+    # segments of the d-major copy (16 * e = 32 B, a whole 64-byte line each) and 16
+    # consecutive K rows (16 * d * e = 2048 B): 4 * (64 * 64 + 2048) = 24576 B at 5e8 per
+    # thread = 4.9152e-5 s.
     e = predict_reference("sparq", hardware=HOST, store_k_twice=True, v_mean_supplied=True, **SPARQ)
     ph = _phases(e)
     assert "v_mean" not in ph
     assert list(ph)[:2] == ["kt_check", "step1"]
-    assert ph["kt_check"].time_s == pytest.approx(5.40672e-4, rel=1e-12)
+    assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
     assert ph["step1"].time_s == pytest.approx(2.113536e-4, rel=1e-12)
     assert ph["step1"].bound == "compute"
     assert e.breakdown()["step1"] == 16384
     gather = 1.6384e-5 + 6.5536e-5 + 1.6384e-5
     expect = (
-        5.40672e-4 + 2.113536e-4 + (1.6384e-4 + 1.6384e-5) + 3.2768e-5 + 1.024e-5
+        4.9152e-5 + 2.113536e-4 + (1.6384e-4 + 1.6384e-5) + 3.2768e-5 + 1.024e-5
         + 2 * gather + 1.024e-5 + 2e-5
     )  # fmt: skip
     assert e.time_s == pytest.approx(expect, rel=1e-12)
@@ -242,15 +243,16 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
 
 
-def test_sparq_kt_check_reads_at_least_a_line_per_k_row():
-    # d 16 fp16: a K row is d*e = 32 B, less than a 64-byte line, so each of the 64 spot-
-    # checked rows costs a whole line: 64 * (16 * 64 + max(64, 32)) = 69632 B at 5e8 per
-    # thread = 1.39264e-4 s (not 64 * (16 * 64 + 32) = 67584 B)
-    assert KT_SPOT_CHECKS == 64  # the count the hand calculation uses
+def test_sparq_kt_check_reads_at_least_a_line_per_segment():
+    # d 16 fp16: a run's segment of the d-major copy is 16 * e = 32 B, less than a 64-byte
+    # line, so each costs a whole line; its 16 K rows are 16 * 16 * 2 = 512 B:
+    # 4 * (16 * 64 + 512) = 6144 B at 5e8 per thread = 1.2288e-5 s (not 4 * (16 * 32 + 512)
+    # = 4096 B)
+    assert (KT_SPOT_CHECKS, KT_SPOT_RUN) == (64, 16)  # the counts the hand calculation uses
     kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
     e = predict_reference("sparq", hardware=HOST, store_k_twice=True, **kw)
-    assert e.breakdown()["kt_check"] == 69632
-    assert _phases(e)["kt_check"].time_s == pytest.approx(1.39264e-4, rel=1e-12)
+    assert e.breakdown()["kt_check"] == 6144
+    assert _phases(e)["kt_check"].time_s == pytest.approx(1.2288e-5, rel=1e-12)
 
 
 def test_sparq_step1_k_once_streams_whole_rows():

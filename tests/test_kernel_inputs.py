@@ -194,6 +194,44 @@ def test_wrong_k_cache_t_is_rejected():
         sparq_attention(q, K32, V32, k_cache_t=kt, impl="twin", **call)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_stale_k_cache_t_is_rejected_at_the_newest_position(dtype):
+    # A copy that was not updated with the current token differs only at each batch row's
+    # last valid position: the spot check always compares the run of positions ending there.
+    # Row 0 is valid up to S - 1; row 1 is right-padded (valid up to 700), so its newest
+    # token is not at S - 1.
+    rng = np.random.default_rng(31)
+    B, H, Hkv, S, d = 2, 4, 2, 1000, 16
+    q = rng.normal(size=(B, H, d))
+    K = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    V = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    mask = np.ones((B, S), dtype=bool)
+    mask[1, 701:] = False
+    call = dict(r=4, k=32, mask=mask)
+    sparq_attention(q, K, V, k_cache_t=transpose_keys(K), **call)  # in sync: accepted
+    for b, h, j in ((0, 1, S - 1), (1, 0, 700), (1, 1, 690)):
+        stale = transpose_keys(K)
+        stale[b, h, 3, j] += 1  # one element of one position
+        want = rf"differ at b={b}, h={h}, j={j};"
+        with pytest.raises(ValueError, match=want):
+            sparq_attention(q, K, V, k_cache_t=stale, **call)
+
+
+def test_short_k_cache_t_is_checked_at_every_position():
+    # S <= 16: the run that ends at the last valid position covers every position, so a
+    # difference anywhere (brute force over positions and components) is found and named.
+    rng = np.random.default_rng(32)
+    q = rng.normal(size=(1, 2, 4))
+    K = rng.normal(size=(1, 1, 10, 4)).astype(np.float32)
+    V = rng.normal(size=(1, 1, 10, 4)).astype(np.float32)
+    for j in range(10):
+        for c in range(4):
+            bad = transpose_keys(K)
+            bad[0, 0, c, j] = -bad[0, 0, c, j] - 1.0
+            with pytest.raises(ValueError, match=rf"differ at b=0, h=0, j={j};"):
+                sparq_attention(q, K, V, r=2, k=4, k_cache_t=bad)
+
+
 # --- check_finite ----------------------------------------------------------------------------
 
 
