@@ -73,14 +73,22 @@ WIDEN_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def best_time(
-    fn: Callable[[], object], *, budget_s: float, min_reps: int = 5, max_reps: int = 50
+    fn: Callable[[], object],
+    *,
+    budget_s: float,
+    min_reps: int = 5,
+    max_reps: int = 50,
+    before: Callable[[], object] | None = None,
 ) -> tuple[float, int]:
     """``(shortest time of fn(), repetitions)`` after one untimed warm-up call.
 
     ``budget_s`` is a finite number of seconds in ``[0, 60]``; ``1 <= min_reps <= max_reps
-    <= 10000`` (ints), so every call ends."""
+    <= 10000`` (ints), so every call ends. ``before``, if given, runs untimed before every
+    timed call (e.g. a read that evicts the caches)."""
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    if before is not None and not callable(before):
+        raise TypeError(f"before: expected a callable or None, got {type(before).__name__}")
     budget_s = check_real("budget_s", budget_s, strict_min=False, maximum=60.0)
     min_reps = check_int("min_reps", min_reps, lo=1, hi=10_000)
     max_reps = check_int("max_reps", max_reps, lo=min_reps, hi=10_000, hi_name="")
@@ -89,6 +97,8 @@ def best_time(
     reps = 0
     t_end = time.perf_counter() + budget_s
     while reps < min_reps or (time.perf_counter() < t_end and reps < max_reps):
+        if before is not None:
+            before()
         t = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t)
@@ -472,14 +482,20 @@ def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) ->
 CALL_SHAPE = dict(B=1, H=1, S=64, d=16, r=4, k=8)
 
 
-def measure_calls(budget_s: float, rng: np.random.Generator) -> tuple[float, float, str, str]:
+def measure_calls(
+    budget_s: float, rng: np.random.Generator, flush: np.ndarray | None = None
+) -> tuple[float, float, str, str]:
     """Fixed cost of one call of ``reference.dense_attention`` and of
     ``reference.sparq_attention`` (K stored twice, ``v_mean`` supplied,
     ``check_finite=False``): argument checks, allocation, Numba dispatch, the thread pool's
     start and the ``k_cache_t`` spot check, at ``CALL_SHAPE`` (B = H = 1, S = 64, d = 16),
     where the per-element work is negligible. The one measurement that times the
     reference's own entry points, and only for their fixed cost (the host model adds it
-    once per call). Returns ``(dense_s, sparq_s, dense_description, sparq_description)``."""
+    once per call). With ``flush`` (1-D float32, larger than the last-level cache) every
+    timed call follows an untimed read of it, as a call at decode sizes follows one that
+    streamed gigabytes: the interpreter's and the kernels' code and data come back from
+    memory (on the development host 4x the warm cost for dense, 2-3x for SparQ). Returns
+    ``(dense_s, sparq_s, dense_description, sparq_description)``."""
     from reference import dense_attention, sparq_attention, transpose_keys
 
     c = CALL_SHAPE
@@ -489,24 +505,30 @@ def measure_calls(budget_s: float, rng: np.random.Generator) -> tuple[float, flo
     V = rng.standard_normal((B, H, S, d)).astype(np.float32)
     KT = transpose_keys(K)
     vm = V.astype(np.float64).mean(axis=2)
+    nt = numba.get_num_threads()
+    before = None
+    cold = ""
+    if flush is not None:
+        out = np.zeros(nt, dtype=np.float32)
+        before = lambda: _stream_kernel(flush, out)  # noqa: E731
+        cold = f", each after a read of {flush.nbytes / 2**20:.0f} MiB (caches cold)"
+    reps = dict(min_reps=7 if flush is not None else 20, max_reps=2000, before=before)
     t_dense, r1 = best_time(
-        lambda: dense_attention(q, K, V, check_finite=False), budget_s=budget_s / 2,
-        min_reps=20, max_reps=2000,
-    )  # fmt: skip
+        lambda: dense_attention(q, K, V, check_finite=False), budget_s=budget_s / 2, **reps
+    )
     t_sparq, r2 = best_time(
         lambda: sparq_attention(
             q, K, V, r=c["r"], k=c["k"], local_window=0, k_cache_t=KT, v_mean=vm,
             check_finite=False,
         ),
-        budget_s=budget_s / 2, min_reps=20, max_reps=2000,
+        budget_s=budget_s / 2, **reps,
     )  # fmt: skip
     shape = f"B = H = 1, S = {S}, d = {d}, float32"
-    nt = numba.get_num_threads()
     return (
         t_dense,
         t_sparq,
         f"measured: a reference.dense_attention call at {shape} (its fixed cost), {nt} threads, "
-        f"best of {r1}",
+        f"best of {r1}{cold}",
         f"measured: a reference.sparq_attention call at {shape}, r = {c['r']}, k = {c['k']}, K "
-        f"twice, v_mean supplied (its fixed cost), {nt} threads, best of {r2}",
+        f"twice, v_mean supplied (its fixed cost), {nt} threads, best of {r2}{cold}",
     )

@@ -182,7 +182,8 @@ class Hardware:
         alone), from one loop that does both against each alone.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
-        (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size.
+        (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
+        with cold caches.
     host_dispatch_s : float or None
         Eager (op-by-op) execution: host time to issue one elementwise or reduction
         framework op (GPU: Python + dispatcher + launch call; CPU: the framework's per-op
@@ -568,7 +569,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       clipped to ``[0, 1]``;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
-      the reference's own functions, at a size where their per-element work is nil);
+      the reference's own functions, at a size where their per-element work is nil), each
+      call after an untimed read of the ``nbytes`` array, so with cold caches, as a call at
+      decode sizes meets them;
     - ``peak_flops_fp32`` (and ``fp16``, not measured separately): a float32 512^3 matmul
       with numpy's BLAS.
 
@@ -599,6 +602,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
     gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
     overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
+    dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
+        seconds * _BUDGET["calls"], rng, flush=a
+    )
     del a
     fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"], rng)
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
@@ -607,7 +613,6 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
-    dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(seconds * _BUDGET["calls"], rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
     today = datetime.date.today().isoformat()
     src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"

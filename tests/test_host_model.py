@@ -459,6 +459,8 @@ def test_measure_host_new_fields_positive_finite():
     # a fraction, clipped; its source keeps the unclipped median
     assert 0.0 <= hw.stream_fma_overlap <= 1.0
     assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
+    for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
+        assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
     # a measured host predicts the reference kernels
     rng = np.random.default_rng(0)
@@ -583,3 +585,16 @@ def test_overlap_microkernel_does_the_dot_products():
     want_core = float(sum((Q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(3)))
     assert hb._fused_rounds(a, Q, X, True) == pytest.approx(want_stream, rel=1e-12)
     assert hb._fused_rounds(a, Q, X, False) == pytest.approx(want_core, rel=1e-12)
+
+
+def test_best_time_runs_before_untimed_before_every_timed_call():
+    from costmodel._hostbench import best_time
+
+    log = []
+    t, reps = best_time(lambda: log.append("f"), budget_s=0.0, min_reps=3, max_reps=3,
+                        before=lambda: log.append("b"))  # fmt: skip
+    # one untimed warm-up call, then before + call for each of the 3 repetitions
+    assert reps == 3 and log == ["f", "b", "f", "b", "f", "b", "f"]
+    assert t >= 0.0
+    with pytest.raises(TypeError, match="before: expected a callable or None, got int"):
+        best_time(lambda: None, budget_s=0.0, before=3)
