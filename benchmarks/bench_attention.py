@@ -261,6 +261,31 @@ def predict_sparq(hw, *, Hkv, S, dtype, k, k_twice=True, v_mean_supplied=True, *
                    v_mean_supplied=v_mean_supplied, **kw)  # fmt: skip
 
 
+def dependence_floor(pred) -> float:
+    """The fastest a kernel with the model's phases could be at the model's rates: each
+    phase's read entirely hidden behind its in-core work (exps, divisions and top-k included)
+    or the reverse, ``sum(max(read, in-core)) + fixed cost``. The phases of one row depend
+    on each other's results (logits, then normalisers, then the top-k, then the gathers),
+    so they cannot overlap one another within the row."""
+    return sum(max(k.memory_s, k.compute_s + k.topk_s) + k.latency_s for k in pred.kernels)
+
+
+def synced_profile(hw, bw):
+    """``hw`` with its read bandwidth replaced by ``bw`` (bytes/s), the row's own streaming
+    read, timed round-robin with the calls it prices: this VM's memory speed moves between
+    minutes (45-95 GB/s), so the profile measured seconds before can see another state."""
+    return hw.replace(mem_bandwidth_bytes_per_s=bw / hw.mem_efficiency)
+
+
+def dense_widen_s(hw, Hkv, S, dtype):
+    """Seconds to widen every K and V element of a row to float64 at the profile's rate (0
+    for float64): the in-core work dense needs besides its FMAs."""
+    from costmodel.host import WIDEN_FIELD
+
+    field = WIDEN_FIELD[dtype]
+    return 0.0 if field is None else 2 * B * Hkv * S * D / getattr(hw, field)
+
+
 def sparq_kw(k, inp, *, k_twice, v_mean_supplied):
     return dict(
         r=R,
@@ -292,7 +317,10 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     fns["dense check_finite=True"] = lambda: reference.dense_attention(q, K, V)
     fns["dense check_finite=False"] = lambda: reference.dense_attention(q, K, V, check_finite=False)
     meta = {"stream": dict(bytes=kv_bytes)}
-    pred_dense = predict(hw, "dense", Hkv=Hkv, S=S, dtype=dtype)
+
+    def pred_dense(h):
+        return predict(h, "dense", Hkv=Hkv, S=S, dtype=dtype)
+
     for name in ("dense check_finite=True", "dense check_finite=False"):
         meta[name] = dict(bytes=kv_bytes, kind="dense", pred=pred_dense)
     for k in (S // 8, S // 16):
@@ -309,8 +337,8 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
                 k_twice=k_twice,
                 v_mean_supplied=vms,
                 bytes=sparq_bytes(S, Hkv, B, k, esz, k_twice=k_twice, v_mean_supplied=vms),
-                pred=predict_sparq(
-                    hw, Hkv=Hkv, S=S, dtype=dtype, k=k, k_twice=k_twice, v_mean_supplied=vms
+                pred=lambda h, k=k, k_twice=k_twice, vms=vms: predict_sparq(
+                    h, Hkv=Hkv, S=S, dtype=dtype, k=k, k_twice=k_twice, v_mean_supplied=vms
                 ),
             )
     fns[f"numpy einsum ({dtype})"] = lambda: einsum_dense(q, K, V)
@@ -323,8 +351,10 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     times = round_robin(fns, repeats)
     t_stream = times["stream"][0]
     bw = kv_bytes / t_stream
+    hw_sync = synced_profile(hw, bw)
     t_dense = times["dense check_finite=False"][0]
     fma_bound = 2 * H * S * D * B / hw.fma_f64_per_s
+    core_bound = fma_bound + dense_widen_s(hw, Hkv, S, dtype)
     variants = {}
     for name, ts in times.items():
         m = meta[name]
@@ -341,12 +371,16 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         if m.get("kind") in ("dense", "sparq", "other") and name != "stream":
             v["speedup_vs_dense"] = t_dense / t
         if "pred" in m:
-            v["pred_s"] = m["pred"].time_s
+            pred = m["pred"](hw_sync)
+            v["pred_s"] = pred.time_s
             v["pred_phases"] = {
                 k.kernel: dict(time_s=k.time_s, memory_s=k.memory_s, compute_s=k.compute_s)
-                for k in m["pred"].kernels
+                for k in pred.kernels
             }
-            v["pred_over_meas"] = m["pred"].time_s / t
+            v["floor_s"] = dependence_floor(pred)
+            v["pred_over_meas"] = pred.time_s / t
+            v["pred_profile_s"] = m["pred"](hw).time_s
+            v["pred_profile_over_meas"] = v["pred_profile_s"] / t
         for key in ("k", "k_twice", "v_mean_supplied"):
             if key in m:
                 v[key] = m[key]
@@ -363,8 +397,9 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         warmup=WARMUP,
         stream_gb_per_s=bw / 1e9,
         fma_bound_s=fma_bound,
-        dense_bound="memory" if t_stream >= fma_bound else "fma",
-        dense_vs_bound=max(t_stream, fma_bound) / t_dense,
+        core_bound_s=core_bound,
+        dense_bound="memory" if t_stream >= core_bound else "in-core",
+        dense_vs_bound=max(t_stream, core_bound) / t_dense,
         host=host_rates(hw),
         variants=variants,
     )
@@ -379,27 +414,34 @@ def print_row(row):
     )
     print(f"  host profile measured just before: {fmt_rates(row['host'])}")
     print(
-        f"  stream {row['stream_gb_per_s']:.1f} GB/s; float64 FMA bound of dense "
-        f"{ms(row['fma_bound_s'])} ms -> dense is {row['dense_bound']}-bound; dense reaches "
-        f"{pct(row['dense_vs_bound'])} of max(stream, FMA bound)"
+        f"  stream {row['stream_gb_per_s']:.1f} GB/s; in-core bound of dense "
+        f"{ms(row['core_bound_s'])} ms (float64 FMAs {ms(row['fma_bound_s'])} + widening) -> "
+        f"dense is {row['dense_bound']}-bound; dense reaches {pct(row['dense_vs_bound'])} of "
+        "max(stream, in-core bound)"
     )
     if row["dense_vs_bound"] > 1.05:
         print(
-            "  (dense beat the FMA bound: the FMA rate measure_host took at start was low; "
-            "on a shared VM it swings)"
+            "  (dense beat the in-core bound: the rates measure_host took before the row were "
+            "low; on a shared VM they swing)"
         )
     print(
+        "  model: the profile's rates with this row's streaming read as the bandwidth "
+        "(pred, pred/meas); with the profile's own bandwidth (p/m prof)"
+    )
+    print(
         f"  {'method':<44}{'ms':>9}{'median':>9}{'%stream':>9}{'vs dense':>9}"
-        f"{'pred ms':>9}{'pred/meas':>10}"
+        f"{'pred ms':>9}{'pred/meas':>10}{'p/m prof':>9}"
     )
     for name, v in row["variants"].items():
         sp = v.get("speedup_vs_dense")
         po = v.get("pred_over_meas")
+        pp = v.get("pred_profile_over_meas")
         print(
             f"  {name:<44}{ms(v['time_s']):>9}{ms(v['median_s']):>9}"
             f"{pct(v['stream_fraction']):>9}{('-' if sp is None else f'{sp:.2f}x'):>9}"
             f"{ms(v.get('pred_s')):>9}"
             f"{('-' if po is None else f'{po:.2f}'):>10}"
+            f"{('-' if pp is None else f'{pp:.2f}'):>9}"
         )
 
 
@@ -419,16 +461,19 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
                     x, p, inp["vm"], kt, enc_kt, return_steps=False, phase_limit=P
                 )
             )
-            for P in range(1, 7)
+            for P in range(0, 7)
         }
         kw = sparq_kw(k, inp, k_twice=True, v_mean_supplied=True)
         fns["call"] = lambda kw=kw: sparq_attention(q, K, V, **kw)
+        fns["stream"] = stream_fn(K, V)
         times = round_robin(fns, repeats)
-        pred = predict_sparq(hw, Hkv=Hkv, S=S, dtype=dtype, k=k)
+        bw = (K.nbytes + V.nbytes) / times["stream"][0]
+        pred = predict_sparq(synced_profile(hw, bw), Hkv=Hkv, S=S, dtype=dtype, k=k)
         pk = {ke.kernel: ke.time_s for ke in pred.kernels}
+        p0 = times["P0"][0]  # the kernel's launch, outputs and scratch: no row work
         cum = [times[f"P{P}"][0] for P in range(1, 7)]
         phases = []
-        prev = 0.0
+        prev = p0
         for i, c in enumerate(cum):
             phases.append(
                 dict(
@@ -450,16 +495,21 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
             phases=phases,
             full_call_s=times["call"][0],
             kernel_s=cum[-1],
+            kernel_fixed_s=p0,
+            setup_s=times["call"][0] - cum[-1] + p0,
             pred_s=pred.time_s,
             setup_pred_s=pk.get("kt_check", 0.0) + pk.get("call", 0.0),
+            stream_gb_per_s=bw / 1e9,
             host=host_rates(hw),
         )
         out.append(res)
         print(
             f"\nSparQ phases, K twice + supplied v_mean, Hkv={Hkv} S={S} {dtype} k=S/{S // k}"
-            f" (best of {repeats}; phase = difference of cumulative times)"
+            f" (best of {repeats}; phase = difference of cumulative times; model at the "
+            f"streaming read timed alongside, {bw / 1e9:.1f} GB/s)"
         )
         print(f"  {'phase':<48}{'cum ms':>9}{'ms':>9}{'share':>8}{'model ms':>10}")
+        print(f"  0. kernel launch, outputs, scratch (no row work){ms(p0):>9}")
         for ph in phases:
             print(
                 f"  {ph['phase']}. {ph['name']:<45}{ms(ph['cumulative_s']):>9}"
@@ -467,9 +517,10 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
                 f"{ms(ph['pred_s']):>10}"
             )
         print(
-            f"  full sparq_attention call {ms(res['full_call_s'])} ms (checks and set-up "
-            f"{ms(res['full_call_s'] - cum[-1])} ms, model {ms(res['setup_pred_s'])}: the "
-            f"k_cache_t spot check and the call's fixed cost); model {ms(pred.time_s)} ms"
+            f"  full sparq_attention call {ms(res['full_call_s'])} ms (checks and set-up: the "
+            f"call less phases 1-6, {ms(res['setup_s'])} ms, model "
+            f"{ms(res['setup_pred_s'])}: the k_cache_t spot check and the call's fixed cost); "
+            f"model {ms(pred.time_s)} ms"
         )
     return out
 
@@ -794,25 +845,36 @@ def targets(rows, phases, mem) -> list[dict]:
             fr = [r["variants"]["dense check_finite=False"]["stream_fraction"] for r in sel]
             frt = [r["variants"]["dense check_finite=True"]["stream_fraction"] for r in sel]
             bounds = sorted({r["dense_bound"] for r in sel})
+            # the target needs dense <= stream / goal; a row whose in-core bound (FMAs +
+            # widening at the microkernels' rates) exceeds that cannot meet it
+            ruled = [
+                f"S={r['S']}: in-core bound {ms(r['core_bound_s'])} ms > stream / {goal:.2f} = "
+                f"{ms(r['variants']['stream']['time_s'] / goal)} ms"
+                for r in sel
+                if r["core_bound_s"] > r["variants"]["stream"]["time_s"] / goal
+            ]
             add(
                 f"dense {dtype} Hkv={hkv} >= {goal:.0%} of streaming",
                 min(fr) >= goal,
                 f"{min(fr):.0%}..{max(fr):.0%} (check_finite=True {min(frt):.0%}..{max(frt):.0%})",
-                f"bound: {'/'.join(bounds)}",
+                f"bound: {'/'.join(bounds)}"
+                + (f"; ruled out by the in-core bound in {'; '.join(ruled)}" if ruled else ""),
             )
     sel = [r for r in big if r["dtype"] == "float16" and r["Hkv"] == 8]
     if sel:
         add(
-            "dense float16 Hkv=8: float64 FMA bound (no streaming target)",
+            "dense float16 Hkv=8: in-core bound (no streaming target)",
             None,
             ", ".join(
-                f"S={r['S']}: FMA bound {ms(r['fma_bound_s'])} ms, stream "
+                f"S={r['S']}: in-core bound {ms(r['core_bound_s'])} ms (FMAs "
+                f"{ms(r['fma_bound_s'])} ms + widening), stream "
                 f"{ms(r['variants']['stream']['time_s'])} ms, dense "
                 f"{ms(r['variants']['dense check_finite=False']['time_s'])} ms "
-                f"({r['dense_vs_bound']:.0%} of the bound)"
+                f"({r['dense_vs_bound']:.0%} of max(stream, in-core bound))"
                 for r in sel
             ),
-            "the FMA bound, not the streaming time, is the floor here",
+            "the in-core bound (float64 FMAs and the widening of every element), not the "
+            "streaming time, is the floor here",
         )
     sel = [r for r in rows if r["dtype"] == "float32" and r["Hkv"] == 8 and r["S"] == 32768]
     for r in sel:
@@ -822,12 +884,15 @@ def targets(rows, phases, mem) -> list[dict]:
             note = ""
             if v.get("pred_s"):
                 note = (
-                    "host model of this kernel's phases at the rates measured just before the"
-                    " row (per phase: read and in-core work overlapped by the measured"
+                    "host model of this kernel's phases at the rates measured with the row"
+                    " (per phase: read and in-core work overlapped by the measured"
                     " fraction, exps, divisions and top-k added; phases summed; plus the"
                     " call's fixed cost): "
                     f"{ms(v['pred_s'])} ms, i.e. at most {dense_s / v['pred_s']:.2f}x against"
-                    " this run's dense; the phase table shows where the rest goes"
+                    " this run's dense; with every phase's read and in-core work fully"
+                    " overlapped (the phases of a row depend on each other's results): "
+                    f"{ms(v['floor_s'])} ms, at most {dense_s / v['floor_s']:.2f}x; the phase"
+                    " table shows where the time goes"
                 )
             add(
                 f"SparQ K twice + v_mean, float32 Hkv=8 S=32k, k=S/{div}: >= {goal}x dense",
@@ -938,7 +1003,7 @@ def _sparq_reason(phases) -> str:
     for ph in res["phases"]:
         if ph["time_s"] > 1.2 * ph["pred_s"] + 5e-5:
             out.append(f"{ph['name']} {ms(ph['time_s'])} ms measured vs {ms(ph['pred_s'])} model")
-    setup = res["full_call_s"] - res["kernel_s"]
+    setup = res["setup_s"]
     if setup > 1.2 * res["setup_pred_s"] + 5e-5:
         out.append(
             f"checks and set-up {ms(setup)} ms vs {ms(res['setup_pred_s'])} model "

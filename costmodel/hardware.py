@@ -551,7 +551,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     ``threads``), by microkernels compiled with the project's Numba flags that are not the
     kernels the host model predicts (``costmodel._hostbench``):
 
-    - ``mem_bandwidth_bytes_per_s``: prange sum of an ``nbytes`` float32 array (one
+    - ``mem_bandwidth_bytes_per_s``: prange sum of an ``nbytes`` array read as 8-byte words (one
       contiguous chunk per thread), best of at least 5 runs;
     - ``fma_f64_per_s``: float64 dot products blocked by four (four 256-element vectors
       against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;

@@ -861,6 +861,8 @@ def _sparq_group_row(
     bi = iwork[S + k : S + k + cap]
     scratch = np.empty(2 * EXP_CHUNK)
     shifted = np.empty(EXP_CHUNK)
+    if kp.phase_limit < 1:
+        return
     nv = 0
     for j in range(S):
         if maskrow[j]:
@@ -1329,8 +1331,9 @@ def _run_kernel(
     """Run the Numba kernel on validated inputs; non-finite results raise. Without
     ``return_steps`` the (B, H, S) approximate logits live in reused per-thread scratch and
     the returned ``approx_logits`` is an empty (0, 0, 0) array. ``phase_limit`` < 6 stops
-    every row after that phase (1: steps 1-3, 2: softmax normalisers and group score,
-    3: top-k, 4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
+    every row after that phase (0: at once, the kernel launch and set-up alone; 1: steps
+    1-3, 2: softmax normalisers and group score, 3: top-k, 4: alpha, 5: gathers and
+    attention; for the benchmark's breakdown)."""
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     note_first_compile(_sparq_kernel, _masked_mean_kernel)
     if v_mean is None:

@@ -598,3 +598,19 @@ def test_best_time_runs_before_untimed_before_every_timed_call():
     assert t >= 0.0
     with pytest.raises(TypeError, match="before: expected a callable or None, got int"):
         best_time(lambda: None, budget_s=0.0, before=3)
+
+
+def test_stream_view_reads_the_same_bytes_as_8_byte_words():
+    from costmodel._hostbench import stream_read, stream_view
+
+    rng = np.random.default_rng(7)
+    for dtype in (np.float16, np.float32, np.float64):
+        x = rng.normal(size=(3, 8)).astype(dtype)  # 24 elements: a whole number of words
+        w = stream_view(x)
+        assert w.dtype == np.uint64 and w.nbytes == x.nbytes and np.shares_memory(w, x)
+        assert w.tobytes() == x.tobytes()
+    # sizes that are not whole words: the elements themselves (16-bit patterns as uint16)
+    assert stream_view(np.zeros(3, dtype=np.float16)).dtype == np.uint16
+    assert stream_view(np.zeros(3, dtype=np.float32)).dtype == np.float32
+    # words that wrap around when summed do not fail
+    assert np.isfinite(stream_read(np.full(64, np.finfo(np.float64).max)))
