@@ -4,7 +4,8 @@ Every Numba kernel in the package is compiled through :func:`njit_serial` or
 :func:`njit_parallel`.  The float64 NumPy twins never go through Numba.
 
 Fast-math flags: only ``reassoc`` (reassociation, which lets LLVM vectorise reductions)
-and ``contract`` (fused multiply-add).  Never ``nnan``/``ninf``: the kernels must keep
+and ``contract`` (fused multiply-add); a few loops whose order is pinned take ``contract``
+alone (:data:`FASTMATH_CHAIN`).  Never ``nnan``/``ninf``: the kernels must keep
 IEEE semantics for -inf (masked scores) and must not assume NaN-free data.  Tests bound
 the difference between the kernels and the float64 twins.
 
@@ -22,6 +23,11 @@ import numba
 
 #: LLVM fast-math flags used by every kernel (reassociation and contraction only).
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract"})
+
+#: Contraction alone, for loops whose sums must run in the written order (so that two
+#: loops of different shapes give the same bits): each ``a + b * c`` becomes one FMA and
+#: nothing is reassociated. Loops over independent elements still vectorise.
+FASTMATH_CHAIN: frozenset[str] = frozenset({"contract"})
 
 #: Whether compiled kernels are cached on disk (``SPARQ_NUMBA_CACHE=0`` turns it off).
 CACHE: bool = os.environ.get("SPARQ_NUMBA_CACHE", "1") != "0"

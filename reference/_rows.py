@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from reference._config import njit_serial
+from reference._config import FASTMATH_CHAIN, njit_serial
 from reference._vexp import exp_into
 
 #: Encodings of a cache's elements (Python side; in jitted code the view's dtype says it:
@@ -67,6 +67,24 @@ def _line_elems_impl(A):
     # K pass over 128-element float32 rows 3.6x slower at one head.
     n = max(1, CACHE_LINE_BYTES // (A.dtype.bitwidth // 8))
     return lambda A: n
+
+
+def row_at_a_time(A):
+    """Whether the V pass should give the heads left over from its blocks of four one row of
+    ``A`` at a time (4- and 8-byte elements) rather than four rows at once (16-bit
+    elements). A compile-time constant of the array type (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(row_at_a_time, inline="always")
+def _row_at_a_time_impl(A):
+    # On the development host (g = 1, 32 KV heads, S = 32768, two threads), a V pass that
+    # walked four rows at once took stream + in-core time for float32 (16.4 ms, streaming
+    # read 12.0 ms, in cache 3.3 ms) and one row at a time hid its in-core work (12.6 ms,
+    # 5.5 ms in cache; two rows at once: 15.5 ms). For float16, where the pass is bound by
+    # its in-core work (widening), four rows at once stayed faster (7.0 ms against 7.8 ms).
+    seq = A.dtype.bitwidth >= 32
+    return lambda A: seq
 
 
 @njit_serial
@@ -155,15 +173,18 @@ def widen_into(src, dst):
 @njit_serial
 def _k_pass(qg, K, positions, n_pos, scale, logits):
     """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 share each
-    load of a K element; a remaining head (``G % 4`` of them) takes four rows at a time, so
-    each load of a q element feeds four FMAs (five loads per four FMAs either way)."""
+    load of a K element; the remaining ``G % 4`` heads take the row one head at a time
+    while it is in cache. (Taking four rows at a time for a remaining head, so that each q
+    element fed four FMAs, gave the same bits but was slower: at g = 1, 32 KV heads, S =
+    32768, float32, two threads, 14.6 ms streaming and 3.7 ms in cache, against 11.3 ms and
+    3.3 ms one row at a time, with the streaming read of K at 10.6 ms.)"""
     G, d = qg.shape
+    g4 = G - G % 4  # heads in blocks of four; the rest one at a time
     t = 0
     while t < n_pos:
         four = t + 4 <= n_pos
         for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + (4 if four else 1), n_pos)):
             prefetch_row(K, positions[u])
-        g4 = G - G % 4  # heads in blocks of four; the rest one at a time
         for rr in range(4 if four else 1):
             i = positions[t + rr]
             tt = t + rr
@@ -180,28 +201,12 @@ def _k_pass(qg, K, positions, n_pos, scale, logits):
                 logits[h + 1, tt] = a1 * scale
                 logits[h + 2, tt] = a2 * scale
                 logits[h + 3, tt] = a3 * scale
-            if not four:
-                for h in range(g4, G):
-                    qh = qg[h]
-                    a0 = 0.0
-                    for c in range(d):
-                        a0 += qh[c] * widen(K[i, c])
-                    logits[h, tt] = a0 * scale
-        if four:  # a remaining head against four rows: each q element loaded once for four FMAs
-            i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
             for h in range(g4, G):
                 qh = qg[h]
-                a0 = a1 = a2 = a3 = 0.0
+                a0 = 0.0
                 for c in range(d):
-                    qc = qh[c]
-                    a0 += qc * widen(K[i0, c])
-                    a1 += qc * widen(K[i1, c])
-                    a2 += qc * widen(K[i2, c])
-                    a3 += qc * widen(K[i3, c])
-                logits[h, t] = a0 * scale
-                logits[h, t + 1] = a1 * scale
-                logits[h, t + 2] = a2 * scale
-                logits[h, t + 3] = a3 * scale
+                    a0 += qh[c] * widen(K[i, c])
+                logits[h, tt] = a0 * scale
         t += 4 if four else 1
 
 
@@ -242,11 +247,17 @@ def _v_pass(V, positions, n_pos, w, y):
     _v_accumulate(V, positions, n_pos, w, y)
 
 
-@njit_serial
+@njit_serial(fastmath=set(FASTMATH_CHAIN))
 def _v_accumulate(V, positions, n_pos, w, y):
     """``y[h] += sum_t w[h, t] V[positions[t]]`` in steps of 4 positions x 4 heads, then the
     ``n_pos % 4`` last positions one at a time (so consecutive calls over chunks whose
-    lengths are multiples of 4 add in the same order as one call over all of them)."""
+    lengths are multiples of 4 add in the same order as one call over all of them).
+
+    The ``G % 4`` heads left over from the blocks of four add the positions to ``y`` one by
+    one, one FMA each in position order (contraction only, no reassociation): a loop over
+    one row at a time for 4- and 8-byte ``V``, over the four rows at once for 16-bit ``V``
+    (:func:`row_at_a_time`). Both loops give the same bits, so a float16 or bfloat16 cache
+    and its exact float64 copy give the same result."""
     G, d = y.shape
     t = 0
     while t + 4 <= n_pos:
@@ -270,17 +281,24 @@ def _v_accumulate(V, positions, n_pos, w, y):
                 y2[c] += w20 * e0 + w21 * e1 + w22 * e2 + w23 * e3
                 y3[c] += w30 * e0 + w31 * e1 + w32 * e2 + w33 * e3
             h += 4
-        while h < G:
-            yh = y[h]
-            x0, x1, x2, x3 = w[h, t], w[h, t + 1], w[h, t + 2], w[h, t + 3]
-            for c in range(d):
-                yh[c] += (
-                    x0 * widen(V[i0, c])
-                    + x1 * widen(V[i1, c])
-                    + x2 * widen(V[i2, c])
-                    + x3 * widen(V[i3, c])
-                )
-            h += 1
+        if row_at_a_time(V):  # the remaining heads walk the four rows one after another
+            for rr in range(4):
+                i = positions[t + rr]
+                for hh in range(h, G):
+                    yh = y[hh]
+                    wt = w[hh, t + rr]
+                    for c in range(d):
+                        yh[c] += wt * widen(V[i, c])
+        else:  # the same sums in the same order, the four rows at once
+            while h < G:
+                yh = y[h]
+                x0, x1, x2, x3 = w[h, t], w[h, t + 1], w[h, t + 2], w[h, t + 3]
+                for c in range(d):
+                    acc = yh[c] + x0 * widen(V[i0, c])
+                    acc = acc + x1 * widen(V[i1, c])
+                    acc = acc + x2 * widen(V[i2, c])
+                    yh[c] = acc + x3 * widen(V[i3, c])
+                h += 1
         t += 4
     while t < n_pos:
         i0 = positions[t]

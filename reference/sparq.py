@@ -42,7 +42,7 @@ from reference._checks import (
     has_nonfinite,
     raise_nonfinite,
 )
-from reference._config import njit_parallel, njit_serial, note_first_compile
+from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial, note_first_compile
 from reference._rows import (
     EXP_CHUNK,
     _prefetch,
@@ -606,7 +606,7 @@ _GATHER_AHEAD = 16
 #: LLVM flags of the step-3 sweeps: contraction only, no reassociation, so that every
 #: approximate logit is one FMA chain over the kept components in the written order
 #: (whatever the vectoriser does with the loop over positions).
-_CHAIN = {"contract"}
+_CHAIN = set(FASTMATH_CHAIN)
 
 # The sweeps below add the components of a logit in groups of four, in the order u + 1, u,
 # u + 2, u + 3 within a group (then the leftover components one by one): the order the

@@ -87,6 +87,26 @@ def test_widen_is_exact_for_every_bit_pattern(view, dtype):
     np.testing.assert_array_equal(got.view(np.uint64)[~nan], ref.view(np.uint64)[~nan])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32],
+                         ids=["float16", "bfloat16", "float32"])  # fmt: skip
+@pytest.mark.parametrize("g", [1, 2, 3, 5, 6, 8])
+def test_a_cache_and_its_float64_copy_give_the_same_bits(dtype, g):
+    # Widening is exact and the kernels sum in an order that does not depend on the cache
+    # dtype (the V pass of the heads left over from blocks of four walks one row at a time
+    # for 4- and 8-byte caches and four rows at once for 16-bit ones, with the same FMAs in
+    # the same order): a low-precision cache and its float64 copy give identical results.
+    q, K, V, mask = random_case(300 + g, B=2, H=2 * g, Hkv=2, S=203, d=24, holes=True)
+    K, V = K.astype(dtype), V.astype(dtype)
+    K64, V64 = widened(K, V)
+    np.testing.assert_array_equal(
+        dense_attention(q, K, V, mask=mask), dense_attention(q, K64, V64, mask=mask)
+    )
+    a = sparq_attention(q, K, V, r=5, k=60, local_window=4, mask=mask, return_steps=True)
+    b = sparq_attention(q, K64, V64, r=5, k=60, local_window=4, mask=mask, return_steps=True)
+    for f in ("out", "y", "approx_logits", "positions", "alpha"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+
+
 # --- kernels vs the twins in every input dtype -----------------------------------------------
 
 
