@@ -8,8 +8,8 @@
 Rows at B=1, H=32, d=128, Hkv in {8, 32}, S in {4096, 32768, 131072}, float32 and float16
 caches (a row whose K+V exceeds ``MAX_KV_BYTES`` is skipped). In each row, timed side by side:
 
-- ``stream``: a Numba prange sum over the same K and V bytes (16-bit data summed as a
-  ``uint16`` view), all threads: the attainable read time of the row's K+V;
+- ``stream``: a Numba prange sum over the same K and V bytes (read as 8-byte words), all
+  threads: the attainable read time of the row's K+V;
 - ``dense_attention`` with ``check_finite`` True and False;
 - ``sparq_attention`` (r=16, local_window=128, k = S/8 and S/16, ``check_finite=False``) with
   K stored once or twice (``k_cache_t``), with a caller-supplied ``v_mean`` (float64 mean of V,
@@ -23,10 +23,13 @@ bytes a method reads divided by its time (dense: K+V; SparQ per KV head, in elem
 ``r*S + 2*k*d`` (``+ S*d`` when v_mean is recomputed), K once ``S*d + 2*k*d``).
 
 Also: the host model (``costmodel.hardware.measure_host`` just before each row, then
-``costmodel.host.predict_reference`` with that profile beside every measured time, and the
-spread of the profiles' rates over the run), the float64 FMA bound of
-dense (``2*H*S*d*B / fma_f64_per_s``) beside the streaming time; a per-phase breakdown of
-SparQ; thread scaling; and the extra peak memory of one call, each measured in a fresh
+``costmodel.host.predict_reference`` with that profile's rates and the row's own streaming
+read as the bandwidth beside every measured time, the profile-only ratio beside it, and the
+spread of the profiles' rates over the run); the in-core bound of dense (float64 FMAs
+``2*H*S*d*B / fma_f64_per_s`` plus the widening of every element) beside the streaming time;
+for SparQ the dependence floor (each phase's read and in-core work fully overlapped); a
+per-phase breakdown of SparQ; thread scaling; and the extra peak memory of one call, each
+measured in a fresh
 subprocess (``--child``) from ``VmHWM`` in ``/proc/self/status`` (heap trimmed with
 ``malloc_trim`` and the peak reset through ``/proc/self/clear_refs`` just before the call)
 and from tracemalloc (NumPy allocations).
@@ -113,8 +116,8 @@ PHASE_MODEL = (
 
 # ------------------------------------------------------------------------ streaming read
 def stream_fn(K, V):
-    """A callable that reads every byte of K and V once (all Numba threads; 16-bit data as
-    uint16): :func:`costmodel._hostbench.stream_read`, the same microkernel as the host
+    """A callable that reads every byte of K and V once (all Numba threads, as 8-byte
+    words): :func:`costmodel._hostbench.stream_read`, the same microkernel as the host
     profile's read bandwidth."""
     return lambda: stream_read(K, V)
 
