@@ -35,13 +35,15 @@ positions per row in runs of ``L = reference.sparq.KT_SPOT_RUN`` = 16 consecutiv
 run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at least one line
 of ``T`` bytes), and ``L`` consecutive K rows, ``max(T, L*d*e)`` bytes, gathered); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
-the kernel prefetches whole; ``r*S`` widened, ``g*r*S`` FMAs, ``g*S`` divisions by the
-temperature); ``alpha_softmax`` (``g*S`` exps, ``g*S`` adds of the group score priced as
-FMAs); ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha``
-(``g*k`` exps); ``gather_k`` and ``gather_v`` (``k*d*e`` bytes each at
-``gather_bytes_per_s``, ``k*d`` widened, ``g*k*d`` FMAs); ``gather_softmax`` (``g*k``
-exps) and, unless the caller supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d``
-widened and added).
+the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
+writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*S`` divisions by the temperature);
+``alpha_softmax`` (the logits read back twice, ``2*g*S*8`` bytes at the streaming rate: at
+decode sizes they outgrow the L2; ``g*S`` exps, ``g*S`` adds of the group score priced as
+FMAs; no overlap credit); ``topk`` (``8*S`` bytes of float64 scores at
+``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and ``gather_v`` (``k*d*e``
+bytes each at ``gather_bytes_per_s``, ``k*d`` widened, ``g*k*d`` FMAs); ``gather_softmax``
+(``g*k`` exps) and, unless the caller supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed,
+``S*d`` widened and added).
 
 docs/costmodel.md (section 9) has the measurements behind each term and where the model
 and the kernels still differ.
@@ -281,7 +283,7 @@ def predict_reference(
         tx = hw.mem_transaction_bytes
         if store_k_twice:
             step1 = _phase(
-                "step1", bytes_row=r * S * e, bandwidth=bw, fma_row=g * r * S,
+                "step1", bytes_row=r * S * e + g * S * 8, bandwidth=bw, fma_row=g * r * S,
                 widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
                 note=(
                     "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at "
@@ -290,7 +292,7 @@ def predict_reference(
             )  # fmt: skip
         else:
             step1 = _phase(
-                "step1", bytes_row=S * d * e, bandwidth=bw, fma_row=g * r * S,
+                "step1", bytes_row=S * d * e + g * S * 8, bandwidth=bw, fma_row=g * r * S,
                 widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
                 note=(
                     "r scattered columns of every S-major K row, each row prefetched whole "
@@ -317,8 +319,12 @@ def predict_reference(
         phases += [
             step1,
             _phase(
-                "alpha_softmax", exps_row=g * S, fma_row=g * S, priced_as="exp",
-                note="softmax normalisers: g*S exps; group score: g*S adds (priced as FMAs)",
+                "alpha_softmax", bytes_row=2 * g * S * 8, bandwidth=bw, exps_row=g * S,
+                fma_row=g * S, overlap=False, priced_as="exp",
+                note=(
+                    "softmax normalisers: g*S exps; group score: g*S adds (priced as FMAs); "
+                    "the g*S float64 approximate logits read back twice (2*g*S*8 bytes)"
+                ),
             ),
             _phase(
                 "topk", topk_bytes_row=8 * S, priced_as="topk",
