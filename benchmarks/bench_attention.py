@@ -856,12 +856,25 @@ def targets(rows, phases, mem) -> list[dict]:
                 for r in sel
                 if r["core_bound_s"] > r["variants"]["stream"]["time_s"] / goal
             ]
+            # rows that miss: what the host model (the microkernels' rates, the read and the
+            # in-core work overlapped by the measured fraction) allows at this row's rates
+            short = [
+                f"S={r['S']}: {pct(v['stream_fraction'])} measured, host model "
+                f"{ms(v['pred_s'])} ms = {pct(r['variants']['stream']['time_s'] / v['pred_s'])}"
+                f" (in-core {ms(r['core_bound_s'])} ms, stream "
+                f"{ms(r['variants']['stream']['time_s'])} ms, overlap "
+                f"{r['host']['stream_fma_overlap']:.2f})"
+                for r in sel
+                for v in [r["variants"]["dense check_finite=False"]]
+                if v["stream_fraction"] < goal and v.get("pred_s")
+            ]
             add(
                 f"dense {dtype} Hkv={hkv} >= {goal:.0%} of streaming",
                 min(fr) >= goal,
                 f"{min(fr):.0%}..{max(fr):.0%} (check_finite=True {min(frt):.0%}..{max(frt):.0%})",
                 f"bound: {'/'.join(bounds)}"
-                + (f"; ruled out by the in-core bound in {'; '.join(ruled)}" if ruled else ""),
+                + (f"; ruled out by the in-core bound in {'; '.join(ruled)}" if ruled else "")
+                + (f"; at the row's measured rates: {'; '.join(short)}" if short else ""),
             )
     sel = [r for r in big if r["dtype"] == "float16" and r["Hkv"] == 8]
     if sel:
