@@ -509,7 +509,8 @@ def measure_calls(
     once per call). With ``flush`` (1-D float32, larger than the last-level cache) every
     timed call follows an untimed read of it, as a call at decode sizes follows one that
     streamed gigabytes: the interpreter's and the kernels' code and data come back from
-    memory (on the development host 4x the warm cost for dense, 2-3x for SparQ). Returns
+    memory (on the development host, after a 256 MiB read, 0.21 ms for dense and 0.42 ms
+    for SparQ against 0.02 and 0.07 ms warm). Returns
     ``(dense_s, sparq_s, dense_description, sparq_description)``."""
     from reference import dense_attention, sparq_attention, transpose_keys
 

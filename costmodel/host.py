@@ -287,7 +287,8 @@ def predict_reference(
                 widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
                 note=(
                     "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at "
-                    "once: no overlap credit); r*S widened; g*r*S FMAs; g*S divisions by tau"
+                    "once: no overlap credit) and g*S*8 of float64 logits written; r*S "
+                    "widened; g*r*S FMAs; g*S divisions by tau"
                 ),
             )  # fmt: skip
         else:
@@ -297,7 +298,8 @@ def predict_reference(
                 note=(
                     "r scattered columns of every S-major K row, each row prefetched whole "
                     "(every line) a few rows ahead: S*d*e streamed (gathered r elements at a "
-                    "time: no overlap credit); r*S widened; g*r*S FMAs; g*S divisions by tau"
+                    "time: no overlap credit) and g*S*8 of float64 logits written; r*S "
+                    "widened; g*r*S FMAs; g*S divisions by tau"
                 ),
             )  # fmt: skip
         phases = []
