@@ -864,10 +864,14 @@ def _sparq_group_row(
     if kp.phase_limit < 1:
         return
     nv = 0
-    for j in range(S):
-        if maskrow[j]:
-            valid[nv] = j
-            nv += 1
+    for j in range(S):  # a vectorised count
+        nv += 1 if maskrow[j] else 0
+    if nv < S:  # the valid positions, compacted (the identity when none is masked: skipped)
+        n = 0
+        for j in range(S):
+            if maskrow[j]:
+                valid[n] = j
+                n += 1
     # Step 1: components.
     a = np.zeros(d)
     for h in range(G):
@@ -947,8 +951,10 @@ def _sparq_group_row(
         )  # fmt: skip
     else:
         topk_row_into(score[:nv], n_sel, sel, bv, bi)
+    if nv < S:  # compacted indices back to positions
+        for t in range(n_sel):
+            sel[t] = valid[sel[t]]
     for t in range(n_sel):
-        sel[t] = valid[sel[t]]
         pos[t] = sel[t]
     for t in range(n_sel, k):
         pos[t] = -1
