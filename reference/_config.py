@@ -25,8 +25,9 @@ import numba
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract"})
 
 #: Contraction alone, for loops whose sums must run in the written order (so that two
-#: loops of different shapes give the same bits): each ``a + b * c`` becomes one FMA and
-#: nothing is reassociated. Loops over independent elements still vectorise.
+#: loops of different shapes make the same FMAs in the same order): each ``a + b * c``
+#: becomes one FMA and nothing is reassociated. Loops over independent elements still
+#: vectorise.
 FASTMATH_CHAIN: frozenset[str] = frozenset({"contract"})
 
 #: Whether compiled kernels are cached on disk (``SPARQ_NUMBA_CACHE=0`` turns it off).

@@ -256,8 +256,8 @@ def _v_accumulate(V, positions, n_pos, w, y):
     The ``G % 4`` heads left over from the blocks of four add the positions to ``y`` one by
     one, one FMA each in position order (contraction only, no reassociation): a loop over
     one row at a time for 4- and 8-byte ``V``, over the four rows at once for 16-bit ``V``
-    (:func:`row_at_a_time`). Both loops give the same bits, so a float16 or bfloat16 cache
-    and its exact float64 copy give the same result."""
+    (:func:`row_at_a_time`). Both loops make the same FMAs in the same order, so a float16
+    or bfloat16 cache and its exact float64 copy agree to rounding."""
     G, d = y.shape
     t = 0
     while t + 4 <= n_pos:

@@ -90,21 +90,27 @@ def test_widen_is_exact_for_every_bit_pattern(view, dtype):
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32],
                          ids=["float16", "bfloat16", "float32"])  # fmt: skip
 @pytest.mark.parametrize("g", [1, 2, 3, 5, 6, 8])
-def test_a_cache_and_its_float64_copy_give_the_same_bits(dtype, g):
+def test_a_cache_and_its_float64_copy_agree_to_rounding(dtype, g):
     # Widening is exact and the kernels sum in an order that does not depend on the cache
     # dtype (the V pass of the heads left over from blocks of four walks one row at a time
     # for 4- and 8-byte caches and four rows at once for 16-bit ones, with the same FMAs in
-    # the same order): a low-precision cache and its float64 copy give identical results.
+    # the same order): a low-precision cache and its float64 copy select the same positions
+    # and agree to rounding. Compiled in one process they have been bit-identical; not
+    # asserted, because a specialisation loaded from another process's disk cache may have
+    # a vectorised loop's tail compiled differently (seen: approximate logits 1 ulp apart).
     q, K, V, mask = random_case(300 + g, B=2, H=2 * g, Hkv=2, S=203, d=24, holes=True)
     K, V = K.astype(dtype), V.astype(dtype)
     K64, V64 = widened(K, V)
-    np.testing.assert_array_equal(
-        dense_attention(q, K, V, mask=mask), dense_attention(q, K64, V64, mask=mask)
+    tol = dict(rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(
+        dense_attention(q, K, V, mask=mask), dense_attention(q, K64, V64, mask=mask), **tol
     )
     a = sparq_attention(q, K, V, r=5, k=60, local_window=4, mask=mask, return_steps=True)
     b = sparq_attention(q, K64, V64, r=5, k=60, local_window=4, mask=mask, return_steps=True)
-    for f in ("out", "y", "approx_logits", "positions", "alpha"):
+    for f in ("components", "positions"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    for f in ("out", "y", "approx_logits", "alpha"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), err_msg=f, **tol)
 
 
 # --- kernels vs the twins in every input dtype -----------------------------------------------
