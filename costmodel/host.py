@@ -281,27 +281,29 @@ def predict_reference(
         ]  # fmt: skip
     else:
         tx = hw.mem_transaction_bytes
+        # step 1 reads r rows of the d-major copy (K twice) or every S-major row (K once),
+        # and writes the g*S float64 approximate logits; the rest is the same either way
         if store_k_twice:
-            step1 = _phase(
-                "step1", bytes_row=r * S * e + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-                widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
-                note=(
-                    "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at "
-                    "once: no overlap credit) and g*S*8 of float64 logits written; r*S "
-                    "widened; g*r*S FMAs; g*S divisions by tau"
-                ),
-            )  # fmt: skip
+            k_read = r * S * e
+            how = (
+                "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at once: "
+                "no overlap credit)"
+            )
         else:
-            step1 = _phase(
-                "step1", bytes_row=S * d * e + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-                widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
-                note=(
-                    "r scattered columns of every S-major K row, each row prefetched whole "
-                    "(every line) a few rows ahead: S*d*e streamed (gathered r elements at a "
-                    "time: no overlap credit) and g*S*8 of float64 logits written; r*S "
-                    "widened; g*r*S FMAs; g*S divisions by tau"
-                ),
-            )  # fmt: skip
+            k_read = S * d * e
+            how = (
+                "r scattered columns of every S-major K row, each row prefetched whole (every "
+                "line) a few rows ahead: S*d*e streamed (gathered r elements at a time: no "
+                "overlap credit)"
+            )
+        step1 = _phase(
+            "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
+            widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
+            note=(
+                f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*S "
+                "divisions by tau"
+            ),
+        )  # fmt: skip
         phases = []
         if store_k_twice:
             run = KT_SPOT_RUN
