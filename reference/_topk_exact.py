@@ -187,11 +187,12 @@ def _stream(x, k, bv, bi, thr, strict, start, cnt):
 
 
 @njit_serial
-def _topk_core(x, k, out, bv, bi):
+def _topk_core(x, k, out, bv, bi, ordered=True):
     """Core of :func:`topk_row` on any real dtype; returns True if ``x`` holds a NaN.
 
     ``bv``/``bi``: scratch of equal length ``_buffer_size(len(x), k)``.
-    Writes ``out[:k]`` (undefined when a NaN was found).
+    Writes ``out[:k]`` (undefined when a NaN was found): ordered by rank, or with
+    ``ordered=False`` the same k indices in an unspecified order (no final sort).
     """
     n = x.shape[0]
     if k <= 0:
@@ -241,7 +242,11 @@ def _topk_core(x, k, out, bv, bi):
             return True
     if cnt > k:
         _select(bv, bi, 0, cnt, k - 1)
-    _sorted_indices(bv, bi, k, out)
+    if ordered:
+        _sorted_indices(bv, bi, k, out)
+    else:
+        for t in range(k):
+            out[t] = bi[t]
     return False
 
 
@@ -281,6 +286,14 @@ def topk_row_into(x, k, out, bv, bi):
     """:func:`topk_row` with caller-provided candidate buffers ``bv`` (x's dtype) and ``bi``
     (int64), each of at least :func:`topk_buffer_size` elements (no allocation)."""
     if _topk_core(x, k, out, bv, bi):
+        raise ValueError("topk_row: x holds a NaN")
+
+
+@njit_serial
+def topk_set_into(x, k, out, bv, bi):
+    """The indices :func:`topk_row_into` writes, in an unspecified order (the final sort by
+    rank is skipped: for a caller that only needs the set, e.g. to sort it by index)."""
+    if _topk_core(x, k, out, bv, bi, False):
         raise ValueError("topk_row: x holds a NaN")
 
 

@@ -61,6 +61,7 @@ from reference._topk_exact import (
     topk_buffer_size,
     topk_row,
     topk_row_into,
+    topk_set_into,
 )
 
 topk_naive = topk_row_twin  # old name, kept for one release
@@ -77,6 +78,7 @@ __all__ = [
     "topk_naive",  # old name of topk_row_twin, kept for one release
     "topk_row",
     "topk_row_into",
+    "topk_set_into",
     "topk_twin",
 ]
 

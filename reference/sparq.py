@@ -63,6 +63,7 @@ from reference.selection import (
     topk_row,
     topk_row_into,
     topk_row_twin,
+    topk_set_into,
 )
 
 TEMPERATURES = ("l1", "sqrt_d", "sqrt_r")
@@ -96,6 +97,7 @@ class KernelParams(NamedTuple):
     k_per_bucket: int
     interleaved: bool
     phase_limit: int = 99  # run steps up to this phase only (benchmark breakdown; 99 = all)
+    ordered: bool = True  # write ``positions`` by score (False: in index order, no rank sort)
 
 
 @dataclass(frozen=True)
@@ -949,13 +951,23 @@ def _sparq_group_row(
             score[:n_rest], n_sel - n_local, min(nb, n_rest), kp.k_per_bucket, kp.interleaved,
             sel[n_local:],
         )  # fmt: skip
-    else:
+    elif kp.ordered:
         topk_row_into(score[:nv], n_sel, sel, bv, bi)
+    else:  # the positions are only used in index order: skip the sort by rank
+        topk_set_into(score[:nv], n_sel, sel, bv, bi)
     if nv < S:  # compacted indices back to positions
         for t in range(n_sel):
             sel[t] = valid[sel[t]]
-    for t in range(n_sel):
-        pos[t] = sel[t]
+    if kp.ordered:
+        for t in range(n_sel):
+            pos[t] = sel[t]
+    # Steps 5 and 7 visit the kept positions in index order: the gathers then walk memory
+    # forwards (prefetch- and TLB-friendly), and alpha's sum has an order that does not
+    # depend on how the positions are reported.
+    _sort_positions(sel, n_sel, score.view(np.uint8))
+    if not kp.ordered:
+        for t in range(n_sel):
+            pos[t] = sel[t]
     for t in range(n_sel, k):
         pos[t] = -1
     if kp.phase_limit < 4:
@@ -978,9 +990,7 @@ def _sparq_group_row(
             alpha[h] = 1.0
     if kp.phase_limit < 5:
         return
-    # Step 7: exact attention over the kept positions (gathered rows of K and V), visited in
-    # index order: the gathers then walk memory forwards (prefetch- and TLB-friendly).
-    _sort_positions(sel, n_sel, score.view(np.uint8))
+    # Step 7: exact attention over the kept positions (gathered rows of K and V).
     attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, True)
     if kp.phase_limit < 6:
         return
@@ -1348,7 +1358,7 @@ def _run_kernel(
         _masked_mean_kernel(x.v, x.mask, v_mean, status_v)
         if status_v.any():
             x.raise_nonfinite_caches()
-    kp = p.kernel(H // Hkv, S)._replace(phase_limit=phase_limit)
+    kp = p.kernel(H // Hkv, S)._replace(phase_limit=phase_limit, ordered=return_steps)
     G = H // kp.per
     o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p, kp.k)
     s_work = workspace("sparq_s", 1 if return_steps else kp.per * S, np.float64)

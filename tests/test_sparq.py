@@ -356,6 +356,26 @@ def test_bit_identical_across_thread_counts():
     np.testing.assert_array_equal(d1, d2)
 
 
+def test_output_does_not_depend_on_return_steps():
+    # Without return_steps the kernel skips ranking the kept positions (it only needs them
+    # in index order); alpha and the gathers visit them in index order either way, so the
+    # output is the same to the bit. S and k large enough for the top-k's sampled path;
+    # padding and holes exercise the compacted positions; K once and K twice.
+    from reference import transpose_keys
+
+    q, K, V, mask = random_case(31, B=2, H=8, Hkv=2, S=5000, d=16, holes=True)
+    for kw in (dict(r=4, k=640, local_window=32), dict(r=16, k=4000, local_window=0)):
+        for kt in (None, transpose_keys(K)):
+            st_ = sparq_attention(q, K, V, mask=mask, k_cache_t=kt, return_steps=True, **kw)
+            out = sparq_attention(q, K, V, mask=mask, k_cache_t=kt, **kw)
+            np.testing.assert_array_equal(out, st_.out)
+            # and the ranked positions are a permutation of the kept set of the twin
+            tw = sparq_attention_twin(q, K, V, mask=mask, **kw)
+            for b in range(2):
+                for grp in range(2):
+                    assert sorted(st_.positions[b, grp]) == sorted(tw.positions[b, grp])
+
+
 # --- bucketed top-k in step 4 (Key et al. 2024 applied to SparQ) ----------------------------
 
 

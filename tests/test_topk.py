@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from numba import njit
 
 from reference._config import get_num_threads, set_num_threads
-from reference.selection import topk, topk_row, topk_row_twin, topk_twin
+from reference.selection import (
+    topk,
+    topk_buffer_size,
+    topk_row,
+    topk_row_into,
+    topk_row_twin,
+    topk_set_into,
+    topk_twin,
+)
 
 DTYPES = [
     np.float16,
@@ -151,6 +159,36 @@ def test_large_rows_all_code_paths(order, k, dtype):
         _, i = topk(x, k, largest=largest)
         for r in range(2):
             assert i[r].tolist() == brute_order(x[r], largest)[:k], (order, r, largest)
+
+
+@pytest.mark.parametrize("order", ["random", "ties", "sample_trap"])
+@pytest.mark.parametrize("k", [1, 64, 1024, 5000])
+def test_topk_set_into_is_the_ranked_set(order, k):
+    # The unordered variant (SparQ's kernel uses it when it needs the kept positions in
+    # index order only) keeps exactly the brute-force top k, ties to the lower index, on
+    # every code path: streaming buffer, sampled threshold and its fallback.
+    n = 40000
+    rng = np.random.default_rng(77 + k)
+    if order == "random":
+        x = rng.normal(size=n)
+    elif order == "ties":
+        x = rng.integers(0, 5, n).astype(np.float64)
+    else:
+        x = rng.permutation(n).astype(np.float64)
+        stride = n // 4096
+        x[: 4096 * stride : stride] = n + np.arange(4096)
+    x[rng.integers(0, n, 3)] = np.inf
+    cap = topk_buffer_size(n, k)
+    bv, bi = np.empty(cap), np.empty(cap, dtype=np.int64)
+    got = np.empty(k, dtype=np.int64)
+    topk_set_into(x, k, got, bv, bi)
+    assert sorted(got.tolist()) == sorted(brute_order(x)[:k])
+    ranked = np.empty(k, dtype=np.int64)
+    topk_row_into(x, k, ranked, bv, bi)
+    assert ranked.tolist() == brute_order(x)[:k]
+    x[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        topk_set_into(x, k, got, bv, bi)
 
 
 def test_values_are_input_elements_bitwise():
