@@ -87,6 +87,18 @@ def _row_at_a_time_impl(A):
     return lambda A: seq
 
 
+def bits(A):
+    """``A`` viewed as unsigned integers of its element width (a bit-for-bit comparison:
+    NaN equals itself, -0.0 differs from 0.0). Jitted code only."""
+    raise NotImplementedError
+
+
+@overload(bits, inline="always")
+def _bits_impl(A):
+    ut = {16: np.uint16, 32: np.uint32, 64: np.uint64}[A.dtype.bitwidth]
+    return lambda A: A.view(ut)
+
+
 @njit_serial
 def prefetch_row(A, j):
     """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line)."""

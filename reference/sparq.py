@@ -47,6 +47,7 @@ from reference._rows import (
     EXP_CHUNK,
     _prefetch,
     attend_positions,
+    bits,
     line_elems,
     max_of,
     prefetch_row,
@@ -1004,14 +1005,19 @@ def _sparq_group_row(
 @njit_parallel
 def _sparq_kernel(
     q, K, KT, has_kt, V, mask, vmean, kp, o, s_out, s_is_work, status,
-    fwork, iwork,
+    fwork, iwork, starts, kt_bad,
 ):  # fmt: skip
     """All rows: ``q`` (B, H, d) float64; ``K``, ``V`` (B, Hkv, S, d), ``KT`` (B, Hkv, d, S)
     in their own dtype; ``mask`` (B, S); ``vmean`` (B, Hkv, d); ``kp`` a
     :class:`KernelParams`; ``o`` a :class:`KernelOutputs`; ``status`` (B, G) int64.
     The approximate logits go to ``o.approx_logits`` or, with ``s_is_work``, to the
     per-thread scratch ``s_out`` (threads, per, S). Rows are (batch, selection group) pairs,
-    independent, run in parallel; ``fwork`` / ``iwork`` are per-thread scratch."""
+    independent, run in parallel; ``fwork`` / ``iwork`` are per-thread scratch.
+
+    With ``has_kt``, the first row of each (batch, KV head) spot-checks ``KT`` against
+    ``K`` first (runs starting at ``starts`` (B, Hkv, runs - 1), see
+    :func:`_spot_check_row`) and writes the result to ``kt_bad[b * Hkv + kv]`` (the caller
+    raises on a mismatch, whatever the rows computed from the mismatched copy)."""
     per = kp.per
     B, H, d = q.shape
     Hkv = K.shape[1]
@@ -1024,6 +1030,10 @@ def _sparq_kernel(
         kv = h0 // g
         hs = slice(h0, h0 + per)
         tid = numba.get_thread_id()
+        if has_kt and h0 % g == 0:
+            kt_bad[b * Hkv + kv] = _spot_check_row(
+                KT[b, kv], K[b, kv], mask[b], starts[b, kv], KT_SPOT_RUN
+            )
         s = s_out[tid] if s_is_work else o.approx_logits[b, hs]
         _sparq_group_row(
             q[b, hs], K[b, kv], KT[b, kv], has_kt, V[b, kv], mask[b],
@@ -1257,40 +1267,56 @@ KT_SPOT_RUNS = KT_SPOT_CHECKS // KT_SPOT_RUN
 
 @njit_serial
 def _spot_run(ktr, kr, j0, run):
-    """Smallest ``j`` in ``[j0, j0 + run)`` (clipped to S) with ``ktr[:, j] != kr[j, :]``, or
-    -1. Column by column of ``ktr``: a run is ``d`` short segments of the d-major copy
-    (about one line each) and ``run`` consecutive rows of ``kr``, instead of ``d`` lines on
-    ``d`` pages per position."""
+    """Smallest ``j`` in ``[j0, j0 + run)`` (clipped to S) with ``ktr[:, j] != kr[j, :]`` bit
+    for bit, or -1. Column by column of ``ktr``: a run is ``d`` short segments of the
+    d-major copy (about one line each) and ``run`` consecutive rows of ``kr``."""
     d, S = ktr.shape
+    tb = bits(ktr)
+    kb = bits(kr)
     j1 = min(S, j0 + run)
     first = j1
     for c in range(d):
-        seg = ktr[c]
+        seg = tb[c]
         for j in range(j0, j1):
-            if seg[j] != kr[j, c] and j < first:
+            if seg[j] != kb[j, c] and j < first:
                 first = j
     return first if first < j1 else -1
 
 
-@njit_parallel
-def _kt_spot_check(kt, k, mask, starts, run, bad):
-    """Compare ``kt[b, h, :, j]`` with ``k[b, h, j, :]`` bit for bit (unsigned views) over
-    runs of ``run`` positions: first the run that ends at the last valid position of
-    ``mask[b]``, then those starting at ``starts[b, h]``. ``bad[b * Hkv + h]`` gets the
-    smallest differing position of the first run with a difference, or stays -1."""
-    B, Hkv, d, S = kt.shape
-    for row in prange(B * Hkv):
-        b = row // Hkv
-        h = row % Hkv
-        last = S - 1
-        while last > 0 and not mask[b, last]:
-            last -= 1
-        j = _spot_run(kt[b, h], k[b, h], max(0, last + 1 - run), run)
-        t = 0
-        while j < 0 and t < starts.shape[2]:
-            j = _spot_run(kt[b, h], k[b, h], starts[b, h, t], run)
-            t += 1
-        bad[row] = j
+@njit_serial
+def _spot_prefetch(ktr, kr, j0, run):
+    """Ask for every line of a run of :func:`_spot_run` (its lines are independent, so they
+    are all in flight at once instead of one short segment after another)."""
+    d, S = ktr.shape
+    j1 = min(S, j0 + run)
+    step = line_elems(ktr)
+    for c in range(d):
+        for j in range(j0, j1, step):
+            _prefetch(ktr, c, j)
+    for j in range(j0, j1):
+        prefetch_row(kr, j)
+
+
+@njit_serial
+def _spot_check_row(ktr, kr, maskrow, starts, run):
+    """The ``k_cache_t`` spot check of one (batch, KV head): ``ktr`` (d, S) against ``kr``
+    (S, d) over the run of ``run`` positions that ends at the last valid position of
+    ``maskrow``, then the runs starting at ``starts``. Returns the smallest differing
+    position of the first run with a difference, or -1."""
+    S = kr.shape[0]
+    last = S - 1
+    while last > 0 and not maskrow[last]:
+        last -= 1
+    first = max(0, last + 1 - run)
+    _spot_prefetch(ktr, kr, first, run)
+    for t in range(starts.shape[0]):
+        _spot_prefetch(ktr, kr, starts[t], run)
+    j = _spot_run(ktr, kr, first, run)
+    t = 0
+    while j < 0 and t < starts.shape[0]:
+        j = _spot_run(ktr, kr, starts[t], run)
+        t += 1
+    return j
 
 
 @functools.lru_cache(maxsize=16)
@@ -1306,8 +1332,16 @@ def _spot_starts(B: int, Hkv: int, S: int) -> np.ndarray:
     return j
 
 
+#: Placeholder for the spot check's run starts when there is no ``k_cache_t`` (read-only,
+#: like :func:`_spot_starts`' arrays, so that both compile to one signature).
+_NO_STARTS = np.zeros((1, 1, KT_SPOT_RUNS - 1), dtype=np.int64)
+_NO_STARTS.flags.writeable = False
+
+
 def _check_k_cache_t(k_cache_t, x: KernelInputs):
-    """Validate the transposed key copy; ``(None, 0)`` when there is none."""
+    """Validate the transposed key copy's shape, dtype and layout; ``(None, 0)`` when there
+    is none. Its values are spot-checked against ``k_cache`` by the kernel, at the start of
+    each row (:func:`_spot_check_row`), which saves a second parallel launch per call."""
     if k_cache_t is None:
         return None, 0
     if not isinstance(k_cache_t, np.ndarray):
@@ -1324,20 +1358,18 @@ def _check_k_cache_t(k_cache_t, x: KernelInputs):
             "k_cache_t: expected a C-contiguous array in native byte order (it exists to be"
             " streamed row by row); build it with reference.transpose_keys(k_cache)"
         )
-    kt, enc = as_cache_array("k_cache_t", k_cache_t, 4)  # no copy: checked above
-    starts = _spot_starts(x.B, x.Hkv, x.S)
-    uint = np.dtype(f"u{kt.dtype.itemsize}")
-    bad = np.empty(x.B * x.Hkv, dtype=np.int64)
-    _kt_spot_check(kt.view(uint), x.k.view(uint), x.mask, starts, KT_SPOT_RUN, bad)
+    return as_cache_array("k_cache_t", k_cache_t, 4)  # no copy: checked above
+
+
+def _raise_kt_mismatch(bad: np.ndarray, Hkv: int) -> None:
+    """Raise for the first (batch, KV head) whose spot check found a difference."""
     hit = np.flatnonzero(bad >= 0)
-    if hit.size:
-        b, h = divmod(int(hit[0]), x.Hkv)
-        raise ValueError(
-            f"k_cache_t: expected k_cache transposed (k_cache_t[b, h, :, j] =="
-            f" k_cache[b, h, j, :]), but they differ at b={b}, h={h}, j={int(bad[hit[0]])};"
-            " build it with reference.transpose_keys(k_cache)"
-        )
-    return kt, enc
+    b, h = divmod(int(hit[0]), Hkv)
+    raise ValueError(
+        f"k_cache_t: expected k_cache transposed (k_cache_t[b, h, :, j] =="
+        f" k_cache[b, h, j, :]), but they differ at b={b}, h={h}, j={int(bad[hit[0]])};"
+        " build it with reference.transpose_keys(k_cache)"
+    )
 
 
 def _run_kernel(
@@ -1347,9 +1379,9 @@ def _run_kernel(
     """Run the Numba kernel on validated inputs; non-finite results raise. Without
     ``return_steps`` the (B, H, S) approximate logits live in reused per-thread scratch and
     the returned ``approx_logits`` is an empty (0, 0, 0) array. ``phase_limit`` < 6 stops
-    every row after that phase (0: at once, the kernel launch and set-up alone; 1: steps
-    1-3, 2: softmax normalisers and group score, 3: top-k, 4: alpha, 5: gathers and
-    attention; for the benchmark's breakdown)."""
+    every row after that phase (0: at once, the kernel launch, set-up and ``k_cache_t``
+    spot check alone; 1: steps 1-3, 2: softmax normalisers and group score, 3: top-k,
+    4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     note_first_compile(_sparq_kernel, _masked_mean_kernel)
     if v_mean is None:
@@ -1366,11 +1398,15 @@ def _run_kernel(
     nf, ni = _work_sizes(kp.per, S, kp.k)
     status = np.zeros((B, G), dtype=np.int64)
     has_kt = kt is not None
+    kt_bad = np.full(B * Hkv, -1, dtype=np.int64)
     _sparq_kernel(
         x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask,
         v_mean, kp, o, s_work, not return_steps, status, workspace("sparq_f", nf, np.float64),
-        workspace("sparq_i", ni, np.int64),
+        workspace("sparq_i", ni, np.int64), _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
+        kt_bad,
     )  # fmt: skip
+    if has_kt and kt_bad.max() >= 0:
+        _raise_kt_mismatch(kt_bad, Hkv)
     if status.any() or (phase_limit >= 6 and not np.isfinite(o.out).all()):
         x.raise_nonfinite_caches()
         if has_kt:
