@@ -236,14 +236,14 @@ def softmax_weights(x, m):
     serial float64 loop in index order (reassociated only within a fixed vector width)."""
     n = x.shape[0]
     scratch = np.empty(2 * EXP_CHUNK)
-    shifted = np.empty(EXP_CHUNK)  # exp_into's input and output must not overlap (SIMD)
+    copy = np.empty(EXP_CHUNK)  # exp_into's input and output must not overlap (SIMD)
     total = 0.0
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = x[i0:i1]
         for t in range(i1 - i0):
-            shifted[t] = seg[t] - m
-        exp_into(shifted[: i1 - i0], seg, scratch)
+            copy[t] = seg[t]
+        exp_into(copy[: i1 - i0], seg, scratch, m)
         for t in range(i1 - i0):
             total += seg[t]
     return total

@@ -35,8 +35,10 @@ _INV_FACT = tuple(1.0 / float(np.prod(np.arange(1, i + 1, dtype=np.float64))) fo
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
-def exp_into(x, out, scratch):
-    """``out[i] = exp(x[i])`` for 1-D float64 ``x`` and ``out``.
+def exp_into(x, out, scratch, shift=0.0):
+    """``out[i] = exp(x[i] - shift)`` for 1-D float64 ``x`` and ``out`` (the subtraction
+    is the float64 one, so the result is that of ``exp`` of a shifted copy, without the
+    copy).
 
     ``x`` and ``out`` may be the same array, but only distinct arrays get SIMD code (LLVM's
     runtime overlap check fails for in-place calls, which run about 6x slower).
@@ -57,7 +59,7 @@ def exp_into(x, out, scratch):
         _INV_FACT[13],
     )  # fmt: skip
     for i in range(n):
-        xi = x[i]
+        xi = x[i] - shift
         xc = min(max(xi, -746.0), 710.0)
         nf = np.floor(xc * _LOG2E + 0.5)
         r = xc - nf * _LN2_HI

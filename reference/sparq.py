@@ -802,13 +802,10 @@ def _exp_shifted(src, m, dst, scratch):
     """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
     n = src.shape[0]
     total = 0.0
-    shifted = np.empty(EXP_CHUNK)  # exp_into's input and output must not overlap (SIMD)
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = dst[: i1 - i0]
-        for t in range(i1 - i0):
-            shifted[t] = src[i0 + t] - m
-        exp_into(shifted[: i1 - i0], seg, scratch)
+        exp_into(src[i0:i1], seg, scratch, m)
         for t in range(i1 - i0):
             total += seg[t]
     return total
@@ -863,7 +860,7 @@ def _sparq_group_row(
     sel_all = iwork[S : S + k]
     bi = iwork[S + k : S + k + cap]
     scratch = np.empty(2 * EXP_CHUNK)
-    shifted = np.empty(EXP_CHUNK)
+    shifted = np.empty(EXP_CHUNK)  # gathered logits (exp_into must not work in place)
     if kp.phase_limit < 1:
         return
     nv = 0
@@ -922,9 +919,7 @@ def _sparq_group_row(
             for j0 in range(0, S, EXP_CHUNK):
                 n = min(EXP_CHUNK, S - j0)
                 seg = chunk[:n]
-                for t in range(n):
-                    shifted[t] = sh[j0 + t] - smax[h]
-                exp_into(shifted[:n], seg, scratch)
+                exp_into(sh[j0 : j0 + n], seg, scratch, smax[h])
                 for t in range(n):
                     if maskrow[j0 + t]:
                         score[t2] += seg[t] / ssum[h]
@@ -981,9 +976,10 @@ def _sparq_group_row(
             for t0 in range(0, n_sel, EXP_CHUNK):
                 n = min(EXP_CHUNK, n_sel - t0)
                 seg = chunk[:n]
+                kept = sel[t0 : t0 + n]
                 for t in range(n):
-                    shifted[t] = sh[sel[t0 + t]] - smax[h]
-                exp_into(shifted[:n], seg, scratch)
+                    shifted[t] = sh[kept[t]]
+                exp_into(shifted[:n], seg, scratch, smax[h])
                 for t in range(n):
                     acc += seg[t]
             alpha[h] = acc / ssum[h]

@@ -60,6 +60,18 @@ def test_exp_matches_math_exp_over_the_whole_range():
     np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
 
 
+def test_exp_shift_is_the_float64_subtraction():
+    # exp_into(x, out, scratch, m) must equal exp_into of the shifted copy x - m bit for bit
+    # (the kernels rely on it to skip the copy); -inf - m stays -inf (exp 0), NaN stays NaN.
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(size=5000) * 50, [-np.inf, np.nan, 3.0]])
+    for m in (0.0, 7.25, -3.5, 1e3):
+        a, b = np.empty_like(x), np.empty_like(x)
+        exp_into(x, a, np.empty(2 * x.size), m)
+        exp_into(x - m, b, np.empty(2 * x.size))
+        np.testing.assert_array_equal(a, b)
+
+
 def test_exp_special_values_and_in_place():
     x = np.array([-np.inf, np.inf, np.nan, 0.0, -1.0])
     out = np.empty_like(x)
