@@ -589,17 +589,22 @@ def _alloc_outputs(B, H, G, S, d, p: SparqParams, kcols: int) -> KernelOutputs:
     )
 
 
-#: Positions per block of step 3 (the ``r`` x block float64 columns and the 4 x block
-#: accumulators stay in L1/L2). With one head per sweep, step 3 of one KV head (S = 32768,
-#: r = 16, g = 4, float32, K twice) took 0.41-0.43 ms at 128 and 256, 0.55-0.56 ms at 512 and
-#: 1024 (one thread, 16 heads whose transposed keys miss the cache); with four heads per
-#: sweep, 128, 256 and 512 were within this host's noise of each other.
+#: Positions per block of step 3 when the key columns are gathered from the S-major K (K
+#: stored once; the ``r`` x block float64 columns and the 4 x block accumulators stay in
+#: L1/L2). With one head per sweep, step 3 of one KV head (S = 32768, r = 16, g = 4, float32)
+#: took 0.41-0.43 ms at 128 and 256, 0.55-0.56 ms at 512 and 1024; with four heads per sweep,
+#: 128, 256 and 512 were within this host's noise of each other. At 1024, steps 1-3 of 8 KV
+#: heads (two threads, cache-cold) took 4.6 ms against 3.4 ms at 256.
 _STEP3_BLOCK = 256
-#: Positions ahead that step 3 prefetches in the ``r`` rows of the transposed keys (K twice):
-#: on the development host, 8 KV heads, S = 32768, float32, two threads, cache-cold, steps 1-3
-#: took 0.68-0.70x of the previous kernel's time with it and 0.76-0.79x without (the
-#: hardware prefetchers do not follow 16 streams ``S`` elements apart well enough).
-_STEP3_AHEAD = 512
+#: Positions per block when the columns are read in place from the transposed copy (K
+#: stored twice), and positions ahead that step 3 prefetches in its ``r`` rows. On the
+#: development host, 8 KV heads, S = 32768, float32, two threads, cache-cold, steps 1-3 took
+#: 0.30-0.31 ms (best of 11) at blocks of 1024 with 1024 ahead, against 0.61-0.81 ms at
+#: blocks of 256 with 512 ahead, 0.41 ms at 2048/2048, 0.43 ms at 512/1024 and 1024/1536
+#: (fewer, longer sweeps). Prefetching at all: 0.68-0.70x of the time without, at 256/512
+#: (the hardware prefetchers do not follow 16 streams ``S`` elements apart well enough).
+_STEP3_BLOCK_KT = 1024
+_STEP3_AHEAD = 1024
 #: Rows ahead whose lines step 3 prefetches when it gathers ``r`` columns of the S-major K
 #: (K stored once). On the development host (8 KV heads, S = 32768, two threads), steps 1-3
 #: took 2.9 ms with it and 5.0 ms without for float32 keys; float16 keys ran at about the
@@ -692,28 +697,25 @@ def _sweep_h1c1(qs, h, u, B2, c0, j0, n, a0):
 
 
 @njit_serial
-def _scale_mask(acc, th, sh, maskrow, j0, n):
-    """``sh[j0 + jj] = acc[jj] / th`` (0 if ``th`` is 0) at valid positions and -inf at masked
-    ones, ``jj < n``; returns NaN iff a valid logit is not finite, else 0 (branch-free)."""
+def _mask_block(acc, sh, maskrow, j0, n):
+    """``sh[j0 + jj] = acc[jj]`` at valid positions and -inf at masked ones, ``jj < n``;
+    returns NaN iff a valid logit is not finite, else 0 (branch-free, vectorised; the max is
+    a separate pass, :func:`max_of`: a max taken in this loop stops it vectorising)."""
     chk = 0.0
-    if th > 0:
-        for jj in range(n):
-            j = j0 + jj
-            v = acc[jj] / th
-            ok = maskrow[j]
-            sh[j] = v if ok else -np.inf
-            chk += v * 0.0 if ok else 0.0
-    else:  # q_h is zero on every kept component: approximate logits are 0
-        for jj in range(n):
-            j = j0 + jj
-            sh[j] = 0.0 if maskrow[j] else -np.inf
+    for jj in range(n):
+        j = j0 + jj
+        ok = maskrow[j]
+        v = acc[jj]
+        sh[j] = v if ok else -np.inf
+        chk += v * 0.0 if ok else 0.0
     return chk
 
 
 @njit_serial
-def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
-    """Step 3: ``s[h, j] = (sum_u qs[h, u] K[j, comps[u]]) / tau[h]`` at valid ``j``, -inf at
-    masked ``j``, ``qs`` (G, r) the kept query components. Also ``smax[h]`` = max of ``s[h]``
+def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
+    """Step 3: ``s[h, j] = sum_u qs[h, u] K[j, comps[u]]`` at valid ``j``, -inf at masked
+    ``j``, ``qs`` (G, r) the kept query components divided by the temperature (Alg. 1 line
+    2: ``q[i1] / tau``; 0 for a head with ``tau = 0``). Also ``smax[h]`` = max of ``s[h]``
     over valid positions (``smax`` must come in as -inf); returns NaN iff some valid logit is
     not finite (else 0). Each block of positions is finished while it is in cache.
 
@@ -724,12 +726,13 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
     dtype). Heads go in groups of four that share every load of a key column."""
     G, r = qs.shape
     S, d = K.shape
+    block = _STEP3_BLOCK_KT if has_kt else _STEP3_BLOCK
     blk = np.empty((r, _STEP3_BLOCK))
     raw = np.empty((r, _STEP3_BLOCK), dtype=K.dtype)
-    acc = np.empty((4, _STEP3_BLOCK))
+    acc = np.empty((4, block))
     chk = 0.0
-    for j0 in range(0, S, _STEP3_BLOCK):
-        n = min(_STEP3_BLOCK, S - j0)
+    for j0 in range(0, S, block):
+        n = min(block, S - j0)
         if not has_kt:
             for jj in range(n):
                 if j0 + jj + _GATHER_AHEAD < S:  # the lines of a row a little ahead
@@ -749,7 +752,7 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
             jn = j0 + _STEP3_AHEAD
             step = line_elems(KT)
             for u in range(r):
-                for jp in range(jn, min(S, jn + _STEP3_BLOCK), step):
+                for jp in range(jn, min(S, jn + block), step):
                     _prefetch(KT, comps[u], jp)
         # Column source: rows comps[u] of KT from position j0, or rows u of blk from 0.
         off = np.uint64(j0 if has_kt else 0)
@@ -791,7 +794,7 @@ def _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax):
                 u += 4 if four else 1
             for i in range(nh):
                 sh = s[h + i]
-                chk += _scale_mask(acc[i], tau[h + i], sh, maskrow, np.uint64(j0), nn)
+                chk += _mask_block(acc[i], sh, maskrow, np.uint64(j0), nn)
                 smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
             h += nh
     return chk
@@ -896,10 +899,11 @@ def _sparq_group_row(
     # Step 3: approximate logits, -inf where masked; per-head max over valid positions.
     qs = np.empty((G, r))
     for h in range(G):
-        for t in range(r):
-            qs[h, t] = qg[h, comps[t]]
+        th = tau[h]
+        for t in range(r):  # q_h zero on every kept component (tau 0): logits 0
+            qs[h, t] = qg[h, comps[t]] / th if th > 0 else 0.0
     smax = np.full(G, -np.inf)
-    chk = _approx_logits_row(qs, tau, K, KT, has_kt, comps, maskrow, s, smax)
+    chk = _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax)
     if chk != chk:
         status[0] = 1
         return
