@@ -182,37 +182,93 @@ def widen_into(src, dst):
         dst[i] = widen(src[i])
 
 
+@njit_serial(inline="always")
+def _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits):
+    """``logits[h + a, t + b] = scale * qg[h + a] . K[i_b]`` for a, b < 4: sixteen dot
+    products in one sweep over ``d``, so that each q element loaded feeds four rows and each
+    K element four heads."""
+    d = qg.shape[1]
+    q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+    for c in range(d):
+        k0, k1 = widen(K[i0, c]), widen(K[i1, c])
+        k2, k3 = widen(K[i2, c]), widen(K[i3, c])
+        x0, x1, x2, x3 = q0[c], q1[c], q2[c], q3[c]
+        a00 += x0 * k0
+        a10 += x1 * k0
+        a20 += x2 * k0
+        a30 += x3 * k0
+        a01 += x0 * k1
+        a11 += x1 * k1
+        a21 += x2 * k1
+        a31 += x3 * k1
+        a02 += x0 * k2
+        a12 += x1 * k2
+        a22 += x2 * k2
+        a32 += x3 * k2
+        a03 += x0 * k3
+        a13 += x1 * k3
+        a23 += x2 * k3
+        a33 += x3 * k3
+    logits[h, t] = a00 * scale
+    logits[h, t + 1] = a01 * scale
+    logits[h, t + 2] = a02 * scale
+    logits[h, t + 3] = a03 * scale
+    logits[h + 1, t] = a10 * scale
+    logits[h + 1, t + 1] = a11 * scale
+    logits[h + 1, t + 2] = a12 * scale
+    logits[h + 1, t + 3] = a13 * scale
+    logits[h + 2, t] = a20 * scale
+    logits[h + 2, t + 1] = a21 * scale
+    logits[h + 2, t + 2] = a22 * scale
+    logits[h + 2, t + 3] = a23 * scale
+    logits[h + 3, t] = a30 * scale
+    logits[h + 3, t + 1] = a31 * scale
+    logits[h + 3, t + 2] = a32 * scale
+    logits[h + 3, t + 3] = a33 * scale
+
+
 @njit_serial
-def _k_pass(qg, K, positions, n_pos, scale, logits):
-    """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 share each
-    load of a K element; the remaining ``G % 4`` heads take the row one head at a time
-    while it is in cache. (Taking four rows at a time for a remaining head, so that each q
-    element fed four FMAs, gave the same bits but was slower: at g = 1, 32 KV heads, S =
-    32768, float32, two threads, 14.6 ms streaming and 3.7 ms in cache, against 11.3 ms and
-    3.3 ms one row at a time, with the streaming read of K at 10.6 ms.)"""
+def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=PREFETCH_AHEAD):
+    """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 take four
+    rows at a time (:func:`_dot4x4`: each load of a q element feeds four rows and each K
+    element four heads; in cache it was 2.4x faster than one row at a time for four heads);
+    the ``n_pos % 4`` last rows go one at a time. The remaining ``G % 4`` heads take each
+    row one head at a time while it is in cache. (Taking four rows at a time for a
+    remaining head gave the same bits but was slower: at g = 1, 32 KV heads, S = 32768,
+    float32, two threads, 14.6 ms streaming and 3.7 ms in cache, against 11.3 ms and 3.3 ms
+    one row at a time, with the streaming read of K at 10.6 ms.) Which code path computes a
+    logit depends only on ``G``, ``n_pos`` and its index, never on the cache dtype."""
     G, d = qg.shape
     g4 = G - G % 4  # heads in blocks of four; the rest one at a time
     t = 0
     while t < n_pos:
         four = t + 4 <= n_pos
-        for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + (4 if four else 1), n_pos)):
-            prefetch_row(K, positions[u])
+        if ahead > 0:  # rows ``ahead`` further on (0: K is a block already in cache)
+            for u in range(t + ahead, min(t + ahead + (4 if four else 1), n_pos)):
+                prefetch_row(K, positions[u])
+        if four:
+            i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
+            for h in range(0, g4, 4):
+                _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits)
         for rr in range(4 if four else 1):
             i = positions[t + rr]
             tt = t + rr
-            for h in range(0, g4, 4):
-                q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
-                a0 = a1 = a2 = a3 = 0.0
-                for c in range(d):
-                    kc = widen(K[i, c])
-                    a0 += q0[c] * kc
-                    a1 += q1[c] * kc
-                    a2 += q2[c] * kc
-                    a3 += q3[c] * kc
-                logits[h, tt] = a0 * scale
-                logits[h + 1, tt] = a1 * scale
-                logits[h + 2, tt] = a2 * scale
-                logits[h + 3, tt] = a3 * scale
+            if not four:
+                for h in range(0, g4, 4):
+                    q0, q1, q2, q3 = qg[h], qg[h + 1], qg[h + 2], qg[h + 3]
+                    a0 = a1 = a2 = a3 = 0.0
+                    for c in range(d):
+                        kc = widen(K[i, c])
+                        a0 += q0[c] * kc
+                        a1 += q1[c] * kc
+                        a2 += q2[c] * kc
+                        a3 += q3[c] * kc
+                    logits[h, tt] = a0 * scale
+                    logits[h + 1, tt] = a1 * scale
+                    logits[h + 2, tt] = a2 * scale
+                    logits[h + 3, tt] = a3 * scale
             for h in range(g4, G):
                 qh = qg[h]
                 a0 = 0.0
@@ -260,7 +316,7 @@ def _v_pass(V, positions, n_pos, w, y):
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
-def _v_accumulate(V, positions, n_pos, w, y):
+def _v_accumulate(V, positions, n_pos, w, y, ahead=PREFETCH_AHEAD):
     """``y[h] += sum_t w[h, t] V[positions[t]]`` in steps of 4 positions x 4 heads, then the
     ``n_pos % 4`` last positions one at a time (so consecutive calls over chunks whose
     lengths are multiples of 4 add in the same order as one call over all of them).
@@ -273,8 +329,9 @@ def _v_accumulate(V, positions, n_pos, w, y):
     G, d = y.shape
     t = 0
     while t + 4 <= n_pos:
-        for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n_pos)):
-            prefetch_row(V, positions[u])
+        if ahead > 0:  # as in _k_pass
+            for u in range(t + ahead, min(t + ahead + 4, n_pos)):
+                prefetch_row(V, positions[u])
         i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
         h = 0
         while h + 4 <= G:
@@ -371,7 +428,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
         for t0 in range(0, n_pos, GATHER_BLOCK):
             n = min(GATHER_BLOCK, n_pos - t0)
             _gather_block(K, positions, t0, n, n_pos, blk)
-            _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n])
+            _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n], 0)
     else:
         _k_pass(qg, K, positions, n_pos, scale, w)
     chk = 0.0
@@ -397,7 +454,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
         for t0 in range(0, n_pos, GATHER_BLOCK):
             n = min(GATHER_BLOCK, n_pos - t0)
             _gather_block(V, positions, t0, n, n_pos, blkv)
-            _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y)
+            _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y, 0)
     else:
         _v_pass(V, positions, n_pos, w, y)
     for h in range(G):
