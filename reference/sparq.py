@@ -100,6 +100,21 @@ class KernelParams(NamedTuple):
     phase_limit: int = 99  # run steps up to this phase only (benchmark breakdown; 99 = all)
     ordered: bool = True  # write ``positions`` by score (False: in index order, no rank sort)
 
+    def packed(self) -> np.ndarray:
+        """The fields as one int64 array (bools as 0/1), the form the parallel kernel takes:
+        Numba types an array argument in C, a NamedTuple field by field in Python (on a
+        cache-cold call, tens of microseconds). :func:`_unpack_params` inverts it."""
+        return np.array(self, dtype=np.int64)
+
+
+@njit_serial
+def _unpack_params(a):
+    """:class:`KernelParams` from :meth:`KernelParams.packed` (jitted code)."""
+    return KernelParams(
+        a[0], a[1], a[2], a[3], a[4] != 0, a[5] != 0, a[6], a[7], a[8], a[9] != 0, a[10],
+        a[11] != 0,
+    )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SparqParams:
@@ -1004,21 +1019,24 @@ def _sparq_group_row(
 
 @njit_parallel
 def _sparq_kernel(
-    q, K, KT, has_kt, V, mask, vmean, kp, o, s_out, s_is_work, status,
-    fwork, iwork, starts, kt_bad,
+    q, K, KT, has_kt, V, mask, vmean, kpa, out, components, approx_logits, positions, alpha,
+    y, temperature, s_out, s_is_work, status, fwork, iwork, starts, kt_bad,
 ):  # fmt: skip
     """All rows: ``q`` (B, H, d) float64; ``K``, ``V`` (B, Hkv, S, d), ``KT`` (B, Hkv, d, S)
-    in their own dtype; ``mask`` (B, S); ``vmean`` (B, Hkv, d); ``kp`` a
-    :class:`KernelParams`; ``o`` a :class:`KernelOutputs`; ``status`` (B, G) int64.
-    The approximate logits go to ``o.approx_logits`` or, with ``s_is_work``, to the
-    per-thread scratch ``s_out`` (threads, per, S). Rows are (batch, selection group) pairs,
-    independent, run in parallel; ``fwork`` / ``iwork`` are per-thread scratch.
+    in their own dtype; ``mask`` (B, S); ``vmean`` (B, Hkv, d); ``kpa`` a
+    :meth:`KernelParams.packed`; ``out`` .. ``temperature`` the fields of a
+    :class:`KernelOutputs` (flat arguments, like ``kpa``, so that a call is typed in C);
+    ``status`` (B, G) int64. The approximate logits go to ``approx_logits`` or, with
+    ``s_is_work``, to the per-thread scratch ``s_out`` (threads, per, S). Rows are (batch,
+    selection group) pairs, independent, run in parallel; ``fwork`` / ``iwork`` are
+    per-thread scratch.
 
     With ``has_kt``, the first row of each (batch, KV head) spot-checks ``KT`` against
     ``K`` first (runs starting at ``starts`` (B, Hkv, runs - 1), see
     :func:`_spot_check_row`) and writes the result to ``kt_bad[b * Hkv + kv]`` (the caller
     raises on a mismatch, whatever the rows computed from the mismatched copy)."""
-    per = kp.per
+    per = _unpack_params(kpa).per  # (each row unpacks its own copy: a NamedTuple built
+    # outside the prange does not reach Numba's parallel region)
     B, H, d = q.shape
     Hkv = K.shape[1]
     g = H // Hkv
@@ -1034,11 +1052,12 @@ def _sparq_kernel(
             kt_bad[b * Hkv + kv] = _spot_check_row(
                 KT[b, kv], K[b, kv], mask[b], starts[b, kv], KT_SPOT_RUN
             )
-        s = s_out[tid] if s_is_work else o.approx_logits[b, hs]
+        s = s_out[tid] if s_is_work else approx_logits[b, hs]
+        kp = _unpack_params(kpa)
         _sparq_group_row(
             q[b, hs], K[b, kv], KT[b, kv], has_kt, V[b, kv], mask[b],
-            vmean[b, kv], kp, o.out[b, hs], o.components[b, grp], s, o.positions[b, grp],
-            o.alpha[b, hs], o.y[b, hs], o.temperature[b, hs], status[b, grp : grp + 1],
+            vmean[b, kv], kp, out[b, hs], components[b, grp], s, positions[b, grp],
+            alpha[b, hs], y[b, hs], temperature[b, hs], status[b, grp : grp + 1],
             fwork[tid], iwork[tid],
         )  # fmt: skip
 
@@ -1401,7 +1420,8 @@ def _run_kernel(
     kt_bad = np.full(B * Hkv, -1, dtype=np.int64)
     _sparq_kernel(
         x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask,
-        v_mean, kp, o, s_work, not return_steps, status, workspace("sparq_f", nf, np.float64),
+        v_mean, kp.packed(), *o, s_work, not return_steps, status,
+        workspace("sparq_f", nf, np.float64),
         workspace("sparq_i", ni, np.int64), _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
         kt_bad,
     )  # fmt: skip

@@ -376,6 +376,27 @@ def test_output_does_not_depend_on_return_steps():
                     assert sorted(st_.positions[b, grp]) == sorted(tw.positions[b, grp])
 
 
+def test_kernel_params_survive_packing():
+    # The parallel kernel takes its parameters as one int64 array; every field, bools
+    # included, must come back as it went in (a field order slip would silently change
+    # the algorithm).
+    from reference.sparq import SparqParams, _unpack_params
+
+    cases = [
+        SparqParams.build(d=64, r=5, k=40, local_window=3),
+        SparqParams.build(d=64, r=64, k=9, reallocate=False, temperature="sqrt_r",
+                          group_score="probs", selection="head"),  # fmt: skip
+        SparqParams.build(d=16, r=2, k=30, local_window=6, topk="bucketed", num_buckets=8,
+                          k_per_bucket=3, interleaved=False),  # fmt: skip
+    ]
+    for p in cases:
+        for g in (1, 4):
+            kp = p.kernel(g, 100)._replace(phase_limit=3, ordered=False)
+            back = _unpack_params(kp.packed())
+            assert back == kp
+            assert [type(v) for v in back] == [type(v) for v in kp]
+
+
 # --- bucketed top-k in step 4 (Key et al. 2024 applied to SparQ) ----------------------------
 
 
