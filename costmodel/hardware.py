@@ -557,8 +557,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;
       L1-resident);
     - ``exp_per_s``: ``reference._vexp.exp_into`` on L2-resident float64 blocks;
-    - ``topk_bytes_per_s``: ``reference.topk`` of float64 rows of 32768, ``k = n / 8``
-      (input bytes per second);
+    - ``topk_bytes_per_s``: the ``k = n / 8`` largest of float64 rows of 32768
+      (``reference.selection.topk_set_into``) listed in index order, the selection SparQ's
+      kernel makes (input bytes per second);
     - ``gather_bytes_per_s``: random 512-byte rows (128 float32) of the ``nbytes`` array;
     - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
     - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each

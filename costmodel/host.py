@@ -3,8 +3,9 @@
 The GPU-style model of :mod:`costmodel.estimate` prices a well-tuned kernel sequence; this
 one predicts the time of the package's own Numba reference, which reads the caches in their
 own dtype, widens each element to float64, accumulates in float64, evaluates ``exp`` with
-``reference._vexp.exp_into``, selects with ``reference.topk`` and splits its work over
-``threads`` threads by (batch, KV head) row. It needs a profile with the host fields that
+``reference._vexp.exp_into``, selects with ``reference.selection.topk_set_into`` (the k
+largest, then listed in index order) and splits its work over ``threads`` threads by
+(batch, KV head) row. It needs a profile with the host fields that
 :func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`, plus
 ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``); every rate is divided by the
 profile's ``threads`` (one thread's share of the all-thread measurement).
@@ -36,7 +37,8 @@ run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at lea
 of ``T`` bytes), and ``L`` consecutive K rows, ``max(T, L*d*e)`` bytes, gathered); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
 the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
-writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*S`` divisions by the temperature);
+writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
+by the temperature);
 ``alpha_softmax`` (the logits read back twice, ``2*g*S*8`` bytes at the streaming rate: at
 decode sizes they outgrow the L2; ``g*S`` exps, ``g*S`` adds of the group score priced as
 FMAs; no overlap credit); ``topk`` (``8*S`` bytes of float64 scores at
@@ -298,10 +300,10 @@ def predict_reference(
             )
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-            widen_row=r * S, div_row=g * S, overlap=False, priced_as="memory",
+            widen_row=r * S, div_row=g * r, overlap=False, priced_as="memory",
             note=(
-                f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*S "
-                "divisions by tau"
+                f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*r "
+                "divisions of the kept query components by tau"
             ),
         )  # fmt: skip
         phases = []
@@ -332,7 +334,10 @@ def predict_reference(
             ),
             _phase(
                 "topk", topk_bytes_row=8 * S, priced_as="topk",
-                note=f"exact top-{k} of one row of S float64 scores: 8*S bytes (topk rate)",
+                note=(
+                    f"exact top-{k} of one row of S float64 scores, listed in index order: "
+                    "8*S bytes (topk rate)"
+                ),
             ),
             _phase(
                 "alpha", exps_row=g * k, priced_as="exp",

@@ -173,8 +173,9 @@ def test_sparq_by_hand_k_once():
     # step 1: every K row is prefetched whole: S*d*e = 131072 B streamed, and the g*S
     #   float64 approximate logits written, g*S*8 = 32768 B: 163840 B -> 6.5536e-5 s;
     #   FMAs g*r*S = 32768 -> 1.31072e-4; widened r*S = 8192 -> 3.2768e-5 (in-core work
-    #   1.6384e-4); divisions by tau g*S = 4096 -> 4.096e-5 (their own loop)
-    step1 = 6.5536e-5 + 1.6384e-4 + 4.096e-5
+    #   1.6384e-4); the kept query components divided by tau, g*r = 32 divisions ->
+    #   3.2e-7 (their own loop)
+    step1 = 6.5536e-5 + 1.6384e-4 + 3.2e-7
     # softmax normalisers: g*S = 4096 exps / 2.5e7 = 1.6384e-4; group score: g*S adds
     #   (priced as FMAs) 4096 / 2.5e8 = 1.6384e-5; the logits read back twice, 2*g*S*8 =
     #   65536 B / 2.5e9 = 2.62144e-5
@@ -203,7 +204,7 @@ def test_sparq_by_hand_k_once():
     for name, t in expect.items():
         assert ph[name].time_s == pytest.approx(t, rel=1e-12), name
     assert ph["step1"].bound == "compute" and ph["gather_k"].bound == "compute"
-    assert ph["step1"].compute_s == pytest.approx(1.6384e-4 + 4.096e-5, rel=1e-12)
+    assert ph["step1"].compute_s == pytest.approx(1.6384e-4 + 3.2e-7, rel=1e-12)
     assert ph["topk"].bound == "topk" and ph["topk"].topk_s == pytest.approx(3.2768e-5)
     assert ph["call"].bound == "latency" and e.latency_s == 2e-5
     assert e.time_s == pytest.approx(sum(expect.values()), rel=1e-12)
@@ -215,15 +216,15 @@ def test_sparq_by_hand_k_once():
     assert pa["step1"] == "memory" and pa["alpha_softmax"] == "exp" and pa["topk"] == "topk"
     assert pa["v_mean"] == "memory" and pa["gather_k"] == "gather" and pa["call"] == "latency"
     counts = e.params["phases"]
-    assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=0, divisions=4096)
+    assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=0, divisions=32)
     assert counts["v_mean"]["widen"] == 65536
 
 
 def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B and writes g*S*8 = 32768 B of
     # logits: 49152 B (1.96608e-5 s at 2.5e9); in-core work: g*r*S = 32768 FMAs
-    # (1.31072e-4 s) + r*S = 8192 widened (3.2768e-5 s) = 1.6384e-4 s; divisions g*S = 4096
-    # (4.096e-5 s): 2.244608e-4 s. v_mean supplied: no V
+    # (1.31072e-4 s) + r*S = 8192 widened (3.2768e-5 s) = 1.6384e-4 s; divisions g*r = 32
+    # (3.2e-7 s): 1.838208e-4 s. v_mean supplied: no V
     # read. The k_cache_t spot check gathers 4 runs of 16 consecutive positions, each d = 64
     # segments of the d-major copy (16 * e = 32 B, a whole 64-byte line each) and 16
     # consecutive K rows (16 * d * e = 2048 B): 4 * (64 * 64 + 2048) = 24576 B at 5e8 per
@@ -233,12 +234,12 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert "v_mean" not in ph
     assert list(ph)[:2] == ["kt_check", "step1"]
     assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
-    assert ph["step1"].time_s == pytest.approx(2.244608e-4, rel=1e-12)
+    assert ph["step1"].time_s == pytest.approx(1.838208e-4, rel=1e-12)
     assert ph["step1"].bound == "compute"
     assert e.breakdown()["step1"] == 49152
     gather = 1.6384e-5 + 6.5536e-5 + 1.6384e-5
     expect = (
-        4.9152e-5 + 2.244608e-4 + (1.6384e-4 + 1.6384e-5 + 2.62144e-5) + 3.2768e-5 + 1.024e-5
+        4.9152e-5 + 1.838208e-4 + (1.6384e-4 + 1.6384e-5 + 2.62144e-5) + 3.2768e-5 + 1.024e-5
         + 2 * gather + 1.024e-5 + 2e-5
     )  # fmt: skip
     assert e.time_s == pytest.approx(expect, rel=1e-12)
@@ -263,11 +264,11 @@ def test_sparq_step1_k_once_streams_whole_rows():
     # whatever r, plus the g*S*8 = 32768 B of logits it writes: d 16 fp16, r 2: 1024 * 32 +
     # 32768 = 65536 B at 2.5e9 per thread = 2.62144e-5 s; in-core
     # work g*r*S = 8192 FMAs at 2.5e11 (3.2768e-8 s) + r*S = 2048 widened at 2.5e8
-    # (8.192e-6 s); divisions g*S = 4096 at 1e8 (4.096e-5 s). Overlap 0: all add up.
+    # (8.192e-6 s); divisions g*r = 8 at 1e8 (8e-8 s). Overlap 0: all add up.
     kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
     e = predict_reference("sparq", hardware=HOST.replace(fma_f64_per_s=1e12), **kw)
     assert e.breakdown()["step1"] == 1024 * 32 + 32768
-    expect = 2.62144e-5 + 3.2768e-8 + 8.192e-6 + 4.096e-5
+    expect = 2.62144e-5 + 3.2768e-8 + 8.192e-6 + 8e-8
     assert _phases(e)["step1"].time_s == pytest.approx(expect, rel=1e-12)
     # r does not change the bytes (r 8 reads the same rows)
     e8 = predict_reference("sparq", hardware=HOST, **{**kw, "r": 8})
