@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from reference._checks import (
     KernelInputs,
@@ -831,22 +832,31 @@ def _exp_shifted(src, m, dst, scratch):
 
 @njit_serial
 def _sort_positions(sel, n_sel, mark):
-    """Sort ``sel[:n_sel]``, distinct positions in ``[0, len(mark))``, ascending: a byte map
-    ``mark`` of the positions, then one branch-free pass up to the largest (the same result
-    as ``sel[:n_sel].sort()``, in O(S + n_sel) instead of a comparison sort)."""
+    """Sort ``sel[:n_sel]``, distinct non-negative positions, ascending: a bit map of the
+    positions in ``mark`` (uint8 scratch of at least ``8 * (max(sel) // 64 + 1)`` bytes, a
+    multiple of 8 from its start), then the set bits word by word (the same result as
+    ``sel[:n_sel].sort()``, in O(max / 64 + n_sel) instead of a comparison sort; a byte map
+    scanned position by position took 13 us per row of 32768 on the development host)."""
     if n_sel == 0:
         return
     top = 0
     for t in range(n_sel):
         top = max(top, sel[t])
-    for j in range(top + 1):
-        mark[j] = 0
+    words = top // 64 + 1
+    bm = mark[: 8 * words].view(np.uint64)
+    for w in range(words):
+        bm[w] = 0
+    one = np.uint64(1)
     for t in range(n_sel):
-        mark[sel[t]] = 1
+        j = sel[t]
+        bm[j >> 6] |= one << np.uint64(j & 63)
     c = 0
-    for j in range(top + 1):  # c < n_sel at every store: the last position stored is top
-        sel[c] = j
-        c += mark[j]
+    for w in range(words):
+        x = bm[w]
+        while x != 0:
+            sel[c] = w * 64 + trailing_zeros(x)
+            c += 1
+            x &= x - one
 
 
 def _work_sizes(G: int, S: int, k: int) -> tuple[int, int]:
