@@ -55,6 +55,7 @@ from reference._rows import (
     widen,
 )
 from reference._selection_args import effective_k_per_bucket
+from reference._topk_exact import _buffer_size
 from reference._vexp import exp_into
 from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
@@ -861,7 +862,7 @@ def _sort_positions(sel, n_sel, mark):
 
 def _work_sizes(G: int, S: int, k: int) -> tuple[int, int]:
     """Per-thread scratch of one SparQ row: (float64 elements, int64 elements)."""
-    cap = topk_buffer_size(S, k)
+    cap = _buffer_size.py_func(S, k)  # topk_buffer_size in plain Python: no jitted dispatch
     return S + G * k + EXP_CHUNK + cap, S + k + cap
 
 
@@ -1020,11 +1021,16 @@ def _sparq_group_row(
     attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, True)
     if kp.phase_limit < 6:
         return
-    # Step 8: reallocation to v_mean.
+    # Step 8: reallocation to v_mean (status 2 if an output is not finite).
+    chk = 0.0
     for h in range(G):
         ah = alpha[h]
         for c in range(d):
-            out[h, c] = ah * y[h, c] + (1.0 - ah) * vmean[c]
+            v = ah * y[h, c] + (1.0 - ah) * vmean[c]
+            out[h, c] = v
+            chk += v * 0.0
+    if chk != chk:
+        status[0] = 2
 
 
 @njit_parallel
@@ -1437,7 +1443,7 @@ def _run_kernel(
     )  # fmt: skip
     if has_kt and kt_bad.max() >= 0:
         _raise_kt_mismatch(kt_bad, Hkv)
-    if status.any() or (phase_limit >= 6 and not np.isfinite(o.out).all()):
+    if status.any():  # the rows check what they read and what they write
         x.raise_nonfinite_caches()
         if has_kt:
             raise_nonfinite("k_cache_t", kt, enc_kt)
