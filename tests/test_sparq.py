@@ -400,10 +400,25 @@ def test_kernel_params_survive_packing():
 
     cases = [
         SparqParams.build(d=64, r=5, k=40, local_window=3),
-        SparqParams.build(d=64, r=64, k=9, reallocate=False, temperature="sqrt_r",
-                          group_score="probs", selection="head"),  # fmt: skip
-        SparqParams.build(d=16, r=2, k=30, local_window=6, topk="bucketed", num_buckets=8,
-                          k_per_bucket=3, interleaved=False),  # fmt: skip
+        SparqParams.build(
+            d=64,
+            r=64,
+            k=9,
+            reallocate=False,
+            temperature="sqrt_r",
+            group_score="probs",
+            selection="head",
+        ),  # fmt: skip
+        SparqParams.build(
+            d=16,
+            r=2,
+            k=30,
+            local_window=6,
+            topk="bucketed",
+            num_buckets=8,
+            k_per_bucket=3,
+            interleaved=False,
+        ),  # fmt: skip
     ]
     for p in cases:
         for g in (1, 4):
