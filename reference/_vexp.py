@@ -83,4 +83,5 @@ def exp_into(x, out, scratch, shift=0.0):
         b1[i] = (na + 1023) << 52
         b2[i] = (ni - na + 1023) << 52
         v = p * s1[i] * s2[i]
+        # NaN stays NaN; below the underflow threshold (and -inf) exactly 0
         out[i] = xi if xi != xi else (0.0 if xi < _X_ZERO else v)

@@ -1,4 +1,4 @@
-"""Small building blocks of the kernels, each against the plainest oracle: the byte-map sort
+"""Small building blocks of the kernels, each against the plainest oracle: the bit-map sort
 of kept positions against ``numpy.sort``, the ``llvm.maxnum`` reduction against Python's
 ``max``, the finite scan against ``numpy.isfinite`` at the scan-chunk boundary."""
 
@@ -12,19 +12,20 @@ from reference._checks import _SCAN_CHUNK, _any_nonfinite
 from reference._rows import max_of, maxnum
 from reference.sparq import _sort_positions
 
-# --- the byte-map sort of kept positions ------------------------------------------------------
+# --- the bit-map sort of kept positions -------------------------------------------------------
 
 
 def _check_sort(sel_in, n_sel, S, rng):
-    """Sort ``sel_in[:n_sel]`` with a byte map holding garbage; entries past n_sel stay."""
+    """Sort ``sel_in[:n_sel]`` with a scratch map holding garbage, of the size the kernel
+    gives it (the row's float64 scores viewed as bytes); entries past n_sel stay."""
     sel = sel_in.copy()
-    mark = rng.integers(0, 256, size=S, dtype=np.uint8)  # stale bytes of an earlier row
+    mark = rng.integers(0, 256, size=8 * S, dtype=np.uint8)  # stale bytes of an earlier row
     _sort_positions(sel, n_sel, mark)
     np.testing.assert_array_equal(sel[:n_sel], np.sort(sel_in[:n_sel]))
     np.testing.assert_array_equal(sel[n_sel:], sel_in[n_sel:])
 
 
-@pytest.mark.parametrize("S", [1, 2, 7, 64, 1000])
+@pytest.mark.parametrize("S", [1, 2, 7, 63, 64, 65, 130, 1000])
 def test_sort_positions_matches_numpy_sort(S):
     rng = np.random.default_rng(S)
     spare = 5  # capacity beyond n_sel, filled with values the sort must not touch

@@ -376,22 +376,6 @@ def test_output_does_not_depend_on_return_steps():
                     assert sorted(st_.positions[b, grp]) == sorted(tw.positions[b, grp])
 
 
-def test_sort_positions_is_a_sort():
-    # The kernel lists the kept positions in index order through a bit map; brute force
-    # against numpy.sort, word boundaries (63, 64, 65) and the largest position included.
-    from reference.sparq import _sort_positions
-
-    rng = np.random.default_rng(41)
-    for S, k in ((1, 1), (7, 3), (63, 63), (64, 64), (65, 1), (65, 65), (130, 65), (32768, 4096)):
-        for _ in range(10):
-            sel = rng.choice(S, k, replace=False).astype(np.int64)
-            if k < S and rng.random() < 0.5:
-                sel[0] = S - 1 if S - 1 not in sel[1:] else sel[0]
-            want = np.sort(sel)
-            _sort_positions(sel, k, np.full(8 * S, 255, dtype=np.uint8))
-            np.testing.assert_array_equal(sel, want)
-
-
 def test_kernel_params_survive_packing():
     # The parallel kernel takes its parameters as one int64 array; every field, bools
     # included, must come back as it went in (a field order slip would silently change
