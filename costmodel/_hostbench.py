@@ -368,8 +368,7 @@ def measure_topk(budget_s: float, rng: np.random.Generator) -> tuple[float, str]
     """Exact top-k throughput (input bytes/s) of the selection SparQ's kernel makes: the
     ``k = n / 8`` largest of float64 rows of 32768 (``reference.selection.topk_set_into``),
     listed in index order; ``4 x threads`` rows per call, split over the threads. (The ranked
-    ``reference.topk`` also sorts the k by value: 3.3 against 4.3 GB/s on the development
-    host.)"""
+    ``reference.topk`` also sorts the k by value, which SparQ's kernel skips.)"""
     from reference.selection import topk_buffer_size
 
     nt = numba.get_num_threads()
