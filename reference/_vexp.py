@@ -2,7 +2,7 @@
 
 ``math.exp`` in a Numba loop is a scalar libm call: about 1M of them per decode step at
 Llama sizes would cost more than reading the cache. :func:`exp_into` computes ``exp`` of a
-whole block with branch-free element-wise loops that LLVM turns into SIMD code:
+whole block with a branch-free element-wise loop that LLVM turns into SIMD code:
 
 1. range reduction (Cody-Waite): ``n = round(x / ln 2)``, ``r = (x - n ln2_hi) - n ln2_lo``,
    ``|r| <= ln(2) / 2``; ``ln2_hi`` has 32 trailing zero bits so ``n ln2_hi`` is exact for

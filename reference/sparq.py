@@ -744,8 +744,9 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
     G, r = qs.shape
     S, d = K.shape
     block = _STEP3_BLOCK_KT if has_kt else _STEP3_BLOCK
-    blk = np.empty((r, _STEP3_BLOCK))
-    raw = np.empty((r, _STEP3_BLOCK), dtype=K.dtype)
+    nb = 0 if has_kt else block  # the gathered columns: K stored once only
+    blk = np.empty((r, nb))
+    raw = np.empty((r, nb), dtype=K.dtype)
     acc = np.empty((4, block))
     chk = 0.0
     for j0 in range(0, S, block):
