@@ -614,14 +614,19 @@ def _alloc_outputs(B, H, G, S, d, p: SparqParams, kcols: int) -> KernelOutputs:
 #: heads (two threads, cache-cold) took 4.6 ms against 3.4 ms at 256.
 _STEP3_BLOCK = 256
 #: Positions per block when the columns are read in place from the transposed copy (K
-#: stored twice), and positions ahead that step 3 prefetches in its ``r`` rows. On the
-#: development host, 8 KV heads, S = 32768, float32, two threads, cache-cold, steps 1-3 took
-#: 0.30-0.31 ms (best of 11) at blocks of 1024 with 1024 ahead, against 0.61-0.81 ms at
-#: blocks of 256 with 512 ahead, 0.41 ms at 2048/2048, 0.43 ms at 512/1024 and 1024/1536
-#: (fewer, longer sweeps). Prefetching at all: 0.68-0.70x of the time without, at 256/512
-#: (the hardware prefetchers do not follow 16 streams ``S`` elements apart well enough).
-_STEP3_BLOCK_KT = 1024
-_STEP3_AHEAD = 1024
+#: stored twice): the 4 x block float64 accumulators (128 KiB) stay in L2.
+_STEP3_BLOCK_KT = 4096
+#: With K stored twice, each sweep runs in chunks of ``_STEP3_CHUNK`` positions and first
+#: prefetches the lines of its (up to four) rows ``_STEP3_AHEAD`` positions on, so that the
+#: reads are spread evenly through the arithmetic. On the development host (8 KV heads,
+#: S = 32768, r = 16, float32, two threads, cache-cold, side by side in one process), step 3
+#: took 0.57 ms (in cache: 0.47) this way, against 0.81 ms (0.50) when each block of 1024
+#: first prefetched the next block's segments of all ``r`` rows in one burst (a burst fills
+#: the core's miss buffers, and the arithmetic waits behind it), 0.78 ms at blocks of 4096
+#: with the hardware prefetchers alone, 0.59 ms at 1024 ahead, 0.58 ms at blocks of 2048. A
+#: plain read of the same ``r`` rows, interleaved the same way, took 0.53 ms.
+_STEP3_CHUNK = 64
+_STEP3_AHEAD = 512
 #: Rows ahead whose lines step 3 prefetches when it gathers ``r`` columns of the S-major K
 #: (K stored once). On the development host (8 KV heads, S = 32768, two threads), steps 1-3
 #: took 2.9 ms with it and 5.0 ms without for float32 keys; float16 keys ran at about the
@@ -641,10 +646,10 @@ _CHAIN = set(FASTMATH_CHAIN)
 # sweeps (no array views built per call in the caller's loop).
 
 
-@njit_serial(fastmath=_CHAIN)
-def _sweep_h4c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc):
-    """``acc[i, jj] += sum_t qs[h + i, u + t] * B2[c_t, j0 + jj]`` for heads ``h..h+3``,
-    ``jj < n``: each key column is loaded (and widened) once for the four heads."""
+@njit_serial(fastmath=_CHAIN, inline="always")
+def _sweep_h4c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc, a_off):
+    """``acc[i, a_off + jj] += sum_t qs[h + i, u + t] * B2[c_t, j0 + jj]`` for heads
+    ``h..h+3``, ``jj < n``: each key column is loaded (and widened) once for the four heads."""
     q00, q01, q02, q03 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
     q10, q11, q12, q13 = qs[h + 1, u], qs[h + 1, u + 1], qs[h + 1, u + 2], qs[h + 1, u + 3]
     q20, q21, q22, q23 = qs[h + 2, u], qs[h + 2, u + 1], qs[h + 2, u + 2], qs[h + 2, u + 3]
@@ -653,64 +658,109 @@ def _sweep_h4c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc):
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     for jj in range(n):
         j = j0 + jj
+        t = a_off + jj
         e0, e1, e2, e3 = widen(b0[j]), widen(b1[j]), widen(b2[j]), widen(b3[j])
-        x = a0[jj]
+        x = a0[t]
         x = x + q01 * e1
         x = x + q00 * e0
         x = x + q02 * e2
-        a0[jj] = x + q03 * e3
-        x = a1[jj]
+        a0[t] = x + q03 * e3
+        x = a1[t]
         x = x + q11 * e1
         x = x + q10 * e0
         x = x + q12 * e2
-        a1[jj] = x + q13 * e3
-        x = a2[jj]
+        a1[t] = x + q13 * e3
+        x = a2[t]
         x = x + q21 * e1
         x = x + q20 * e0
         x = x + q22 * e2
-        a2[jj] = x + q23 * e3
-        x = a3[jj]
+        a2[t] = x + q23 * e3
+        x = a3[t]
         x = x + q31 * e1
         x = x + q30 * e0
         x = x + q32 * e2
-        a3[jj] = x + q33 * e3
+        a3[t] = x + q33 * e3
 
 
-@njit_serial(fastmath=_CHAIN)
-def _sweep_h4c1(qs, h, u, B2, c0, j0, n, acc):
+@njit_serial(fastmath=_CHAIN, inline="always")
+def _sweep_h4c1(qs, h, u, B2, c0, j0, n, acc, a_off):
     """One leftover component ``u`` for heads ``h..h+3``."""
     q0, q1, q2, q3 = qs[h, u], qs[h + 1, u], qs[h + 2, u], qs[h + 3, u]
     b0 = B2[c0]
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     for jj in range(n):
+        t = a_off + jj
         e0 = widen(b0[j0 + jj])
-        a0[jj] = a0[jj] + q0 * e0
-        a1[jj] = a1[jj] + q1 * e0
-        a2[jj] = a2[jj] + q2 * e0
-        a3[jj] = a3[jj] + q3 * e0
+        a0[t] = a0[t] + q0 * e0
+        a1[t] = a1[t] + q1 * e0
+        a2[t] = a2[t] + q2 * e0
+        a3[t] = a3[t] + q3 * e0
 
 
-@njit_serial(fastmath=_CHAIN)
-def _sweep_h1c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, a0):
+@njit_serial(fastmath=_CHAIN, inline="always")
+def _sweep_h1c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, a0, a_off):
     """Components ``u..u+3`` for the single head ``h`` (heads left after groups of four)."""
     q0, q1, q2, q3 = qs[h, u], qs[h, u + 1], qs[h, u + 2], qs[h, u + 3]
     b0, b1, b2, b3 = B2[c0], B2[c1], B2[c2], B2[c3]
     for jj in range(n):
         j = j0 + jj
-        x = a0[jj]
+        t = a_off + jj
+        x = a0[t]
         x = x + q1 * widen(b1[j])
         x = x + q0 * widen(b0[j])
         x = x + q2 * widen(b2[j])
-        a0[jj] = x + q3 * widen(b3[j])
+        a0[t] = x + q3 * widen(b3[j])
 
 
-@njit_serial(fastmath=_CHAIN)
-def _sweep_h1c1(qs, h, u, B2, c0, j0, n, a0):
+@njit_serial(fastmath=_CHAIN, inline="always")
+def _sweep_h1c1(qs, h, u, B2, c0, j0, n, a0, a_off):
     """One leftover component ``u`` for the single head ``h``."""
     qv = qs[h, u]
     b0 = B2[c0]
     for jj in range(n):
-        a0[jj] = a0[jj] + qv * widen(b0[j0 + jj])
+        t = a_off + jj
+        a0[t] = a0[t] + qv * widen(b0[j0 + jj])
+
+
+@njit_serial(fastmath=_CHAIN, inline="always")
+def _sweep(qs, h, u, nh, four, B2, c0, c1, c2, c3, j0, n, acc, a_off):
+    """The sweep of components ``u..u+3`` (``four``) or ``u`` for heads ``h..h+3`` (``nh``
+    4) or ``h``: positions ``j0 .. j0 + n`` of ``B2``'s rows ``c0..c3`` (``c0``) into
+    ``acc[:, a_off:]``."""
+    if nh == 4 and four:
+        _sweep_h4c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc, a_off)
+    elif nh == 4:
+        _sweep_h4c1(qs, h, u, B2, c0, j0, n, acc, a_off)
+    elif four:
+        _sweep_h1c4(qs, h, u, B2, c0, c1, c2, c3, j0, n, acc[0], a_off)
+    else:
+        _sweep_h1c1(qs, h, u, B2, c0, j0, n, acc[0], a_off)
+
+
+@njit_serial(fastmath=_CHAIN)
+def _sweep_prefetching(qs, h, u, nh, four, B2, c0, c1, c2, c3, j0, n, acc):
+    """:func:`_sweep` over ``n`` positions from ``j0`` of the transposed keys ``B2`` (d, S),
+    chunk by chunk (:data:`_STEP3_CHUNK`): each chunk first prefetches the lines of its rows
+    :data:`_STEP3_AHEAD` positions on (clipped to the row), then sweeps with a constant
+    count (which the vectoriser unrolls). The sums, and so every bit, are those of one sweep
+    over all ``n``."""
+    chunk = np.uint64(_STEP3_CHUNK)
+    step = line_elems(B2)
+    last = B2.shape[1] - 1
+    nch = n // chunk
+    for ci in range(nch):
+        jb = ci * chunk
+        jp = np.int64(j0 + jb) + _STEP3_AHEAD
+        for pl in range(0, _STEP3_CHUNK, step):
+            jq = min(jp + pl, last)
+            _prefetch(B2, c0, jq)
+            if four:
+                _prefetch(B2, c1, jq)
+                _prefetch(B2, c2, jq)
+                _prefetch(B2, c3, jq)
+        _sweep(qs, h, u, nh, four, B2, c0, c1, c2, c3, j0 + jb, chunk, acc, jb)
+    jb = nch * chunk
+    _sweep(qs, h, u, nh, four, B2, c0, c1, c2, c3, j0 + jb, n - jb, acc, jb)
 
 
 @njit_serial
@@ -766,12 +816,6 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
                 bu = blk[u]
                 for jj in range(n):
                     bu[jj] = widen(ru[jj])
-        if has_kt and j0 + _STEP3_AHEAD < S:  # the next blocks' segments of the r rows
-            jn = j0 + _STEP3_AHEAD
-            step = line_elems(KT)
-            for u in range(r):
-                for jp in range(jn, min(S, jn + block), step):
-                    _prefetch(KT, comps[u], jp)
         # Column source: rows comps[u] of KT from position j0, or rows u of blk from 0.
         off = np.uint64(j0 if has_kt else 0)
         nn = np.uint64(n)
@@ -784,31 +828,16 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
             u = 0
             while u < r:
                 four = u + 4 <= r
-                c0, c1, c2, c3 = u, u + 1, u + 2, u + 3  # rows of blk
                 if has_kt:
                     c0 = comps[u]
-                    if four:
-                        c1, c2, c3 = comps[u + 1], comps[u + 2], comps[u + 3]
-                if nh == 4 and four:
-                    if has_kt:
-                        _sweep_h4c4(qs, h, u, KT, c0, c1, c2, c3, off, nn, acc)
-                    else:
-                        _sweep_h4c4(qs, h, u, blk, c0, c1, c2, c3, off, nn, acc)
-                elif nh == 4:
-                    if has_kt:
-                        _sweep_h4c1(qs, h, u, KT, c0, off, nn, acc)
-                    else:
-                        _sweep_h4c1(qs, h, u, blk, c0, off, nn, acc)
-                elif four:
-                    if has_kt:
-                        _sweep_h1c4(qs, h, u, KT, c0, c1, c2, c3, off, nn, acc[0])
-                    else:
-                        _sweep_h1c4(qs, h, u, blk, c0, c1, c2, c3, off, nn, acc[0])
-                else:
-                    if has_kt:
-                        _sweep_h1c1(qs, h, u, KT, c0, off, nn, acc[0])
-                    else:
-                        _sweep_h1c1(qs, h, u, blk, c0, off, nn, acc[0])
+                    c1, c2, c3 = (
+                        (comps[u + 1], comps[u + 2], comps[u + 3]) if four else (c0, c0, c0)
+                    )
+                    _sweep_prefetching(qs, h, u, nh, four, KT, c0, c1, c2, c3, off, nn, acc)
+                else:  # rows u.. of blk
+                    _sweep(
+                        qs, h, u, nh, four, blk, u, u + 1, u + 2, u + 3, off, nn, acc, np.uint64(0)
+                    )
                 u += 4 if four else 1
             for i in range(nh):
                 sh = s[h + i]
