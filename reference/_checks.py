@@ -109,7 +109,7 @@ def as_float_array(name: str, x, ndim: int, *, allow_inf: bool = False) -> np.nd
     """
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)  # lists, tuples, scalars; the dtype check below decides
-    if x.dtype.name == "bfloat16" and x.dtype.itemsize == 2:  # ml_dtypes.bfloat16
+    if _is_bfloat16(x.dtype):
         x = x.astype(np.float32)
     if not (x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8)):  # any byte order
         raise TypeError(
@@ -191,7 +191,9 @@ _CACHE_DTYPES = "float16, bfloat16, float32 or float64"
 
 
 def _is_bfloat16(dt: np.dtype) -> bool:
-    return dt.name == "bfloat16" and dt.itemsize == 2  # ml_dtypes.bfloat16, by name
+    # ml_dtypes.bfloat16, by name (a float kind is never it: ``dtype.name`` is a slow
+    # property, so the common dtypes skip it)
+    return dt.kind != "f" and dt.itemsize == 2 and dt.name == "bfloat16"
 
 
 def as_cache_array(name: str, x, ndim: int) -> tuple[np.ndarray, int]:

@@ -51,6 +51,10 @@ def njit_parallel(func=None, **kw):
 
 
 _compile_noted = False
+#: Dispatchers known to need no compilation in this process (compiled, or in the disk
+#: cache): checked once each, since a file-system lookup per call cost tens of microseconds
+#: on a cache-cold call.
+_ready: set = set()
 
 
 def note_first_compile(*dispatchers) -> None:
@@ -61,16 +65,22 @@ def note_first_compile(*dispatchers) -> None:
     on-disk cache (or caching is off), the first call compiles for 10-20 s, and a silent pause
     of that length looks like a hang. ``SPARQ_QUIET=1`` turns the note off."""
     global _compile_noted
-    if _compile_noted or os.environ.get("SPARQ_QUIET", "") not in ("", "0"):
+    if _compile_noted:
         return
     for disp in dispatchers:
+        if disp in _ready:
+            continue
         if disp.signatures:
+            _ready.add(disp)
             continue
         cache = getattr(disp, "_cache", None)
         index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
         if CACHE and index is not None and os.path.exists(index):
+            _ready.add(disp)
             continue
         _compile_noted = True
+        if os.environ.get("SPARQ_QUIET", "") not in ("", "0"):
+            return
         where = "cached on disk afterwards" if CACHE else "the disk cache is off"
         print(
             f"sparq-reference: compiling the Numba kernels once (about 20 s; {where})",

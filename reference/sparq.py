@@ -151,37 +151,17 @@ class SparqParams:
         k_per_bucket: int = 1,
         interleaved: bool = True,
     ) -> SparqParams:
-        """Validate every option for head dimension ``d``; errors name the argument."""
-        r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
-        k = as_int("k", k, lo=1)
-        local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
-        as_bool("reallocate", reallocate)
-        as_choice("temperature", temperature, TEMPERATURES)
-        as_choice("group_score", group_score, GROUP_SCORES)
-        as_choice("selection", selection, SELECTIONS)
-        as_choice("topk", topk, TOPKS)
-        if topk == "bucketed":
-            if num_buckets is None:
-                raise ValueError(
-                    'num_buckets: required with topk="bucketed" (e.g. k - local_window)'
-                )
-            num_buckets = as_int("num_buckets", num_buckets, lo=1)
-            k_per_bucket = as_int("k_per_bucket", k_per_bucket, lo=1)
-            if num_buckets * k_per_bucket < k - local_window:
-                raise ValueError(
-                    f"num_buckets * k_per_bucket: expected >= k - local_window ="
-                    f" {k - local_window} (the non-local positions to select), got"
-                    f" {num_buckets} * {k_per_bucket} = {num_buckets * k_per_bucket}"
-                )
-            as_bool("interleaved", interleaved)
-        elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
-            raise ValueError(
-                f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
-                f" topk={topk!r} with num_buckets={num_buckets!r},"
-                f" k_per_bucket={k_per_bucket!r}, interleaved={interleaved!r}"
-            )
-        return cls(r, k, local_window, bool(reallocate), temperature, group_score, selection,
-                   topk, num_buckets, k_per_bucket, bool(interleaved))  # fmt: skip
+        """Validate every option for head dimension ``d``; errors name the argument.
+
+        Valid combinations are cached (keyed by value and type, so ``True`` is not ``1``):
+        validating again on every cache-cold call cost tens of microseconds."""
+        args = (cls, d, r, k, local_window, reallocate, temperature, group_score, selection,
+                topk, num_buckets, k_per_bucket, interleaved)  # fmt: skip
+        try:
+            hash(args)
+        except TypeError:  # an unhashable argument: validated (and rejected) below
+            return _build_params(*args)
+        return _build_params_cached(*args)
 
     @property
     def bucketed(self) -> tuple[int, int, bool] | None:
@@ -214,6 +194,45 @@ class SparqParams:
             k_per_bucket=effective_k_per_bucket(self.k_per_bucket, k, seq_len),
             interleaved=self.interleaved,
         )
+
+
+def _build_params(
+    cls, d, r, k, local_window, reallocate, temperature, group_score, selection, topk,
+    num_buckets, k_per_bucket, interleaved,
+) -> SparqParams:  # fmt: skip
+    """The body of :meth:`SparqParams.build`."""
+    r = as_int("r", r, lo=1, hi=d, hi_name="the head dim d")
+    k = as_int("k", k, lo=1)
+    local_window = as_int("local_window", local_window, lo=0, hi=k, hi_name="k")
+    as_bool("reallocate", reallocate)
+    as_choice("temperature", temperature, TEMPERATURES)
+    as_choice("group_score", group_score, GROUP_SCORES)
+    as_choice("selection", selection, SELECTIONS)
+    as_choice("topk", topk, TOPKS)
+    if topk == "bucketed":
+        if num_buckets is None:
+            raise ValueError('num_buckets: required with topk="bucketed" (e.g. k - local_window)')
+        num_buckets = as_int("num_buckets", num_buckets, lo=1)
+        k_per_bucket = as_int("k_per_bucket", k_per_bucket, lo=1)
+        if num_buckets * k_per_bucket < k - local_window:
+            raise ValueError(
+                f"num_buckets * k_per_bucket: expected >= k - local_window ="
+                f" {k - local_window} (the non-local positions to select), got"
+                f" {num_buckets} * {k_per_bucket} = {num_buckets * k_per_bucket}"
+            )
+        as_bool("interleaved", interleaved)
+    elif num_buckets is not None or k_per_bucket != 1 or interleaved is not True:
+        raise ValueError(
+            f"num_buckets, k_per_bucket, interleaved: only used with topk='bucketed', got"
+            f" topk={topk!r} with num_buckets={num_buckets!r},"
+            f" k_per_bucket={k_per_bucket!r}, interleaved={interleaved!r}"
+        )
+    return cls(r, k, local_window, bool(reallocate), temperature, group_score, selection,
+               topk, num_buckets, k_per_bucket, bool(interleaved))  # fmt: skip
+
+
+#: :func:`_build_params` for hashable arguments, keyed by value and type.
+_build_params_cached = functools.lru_cache(maxsize=256, typed=True)(_build_params)
 
 
 def positions_columns(k: int, seq_len: int) -> int:
@@ -1080,7 +1099,8 @@ def _sparq_kernel(
     With ``has_kt``, the first row of each (batch, KV head) spot-checks ``KT`` against
     ``K`` first (runs starting at ``starts`` (B, Hkv, runs - 1), see
     :func:`_spot_check_row`) and writes the result to ``kt_bad[b * Hkv + kv]`` (the caller
-    raises on a mismatch, whatever the rows computed from the mismatched copy)."""
+    raises on a mismatch, whatever the rows computed from the mismatched copy). Returns
+    whether some ``status`` is non-zero or some ``kt_bad`` entry is set."""
     per = _unpack_params(kpa).per  # (each row unpacks its own copy: a NamedTuple built
     # outside the prange does not reach Numba's parallel region)
     B, H, d = q.shape
@@ -1106,6 +1126,13 @@ def _sparq_kernel(
             alpha[b, hs], y[b, hs], temperature[b, hs], status[b, grp : grp + 1],
             fwork[tid], iwork[tid],
         )  # fmt: skip
+    bad = False  # whether the caller must look at status or kt_bad (one test, in here)
+    for i in range(kt_bad.shape[0]):
+        bad |= kt_bad[i] >= 0
+    for b in range(B):
+        for grp in range(G):
+            bad |= status[b, grp] != 0
+    return bad
 
 
 @njit_parallel
@@ -1423,6 +1450,19 @@ def _raise_kt_mismatch(bad: np.ndarray, Hkv: int) -> None:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _kernel_params(
+    p: SparqParams, g: int, S: int, phase_limit: int, ordered: bool
+) -> tuple[KernelParams, np.ndarray]:
+    """:meth:`SparqParams.kernel` with ``phase_limit`` and ``ordered``, and its
+    :meth:`KernelParams.packed` form (read-only), cached: the same for every call with these
+    arguments (built once, not on every cache-cold call)."""
+    kp = p.kernel(g, S)._replace(phase_limit=phase_limit, ordered=ordered)
+    a = kp.packed()
+    a.flags.writeable = False
+    return kp, a
+
+
 def _run_kernel(
     x: KernelInputs, p: SparqParams, v_mean, kt, enc_kt, *, return_steps: bool = True,
     phase_limit: int = 99,
@@ -1441,7 +1481,7 @@ def _run_kernel(
         _masked_mean_kernel(x.v, x.mask, v_mean, status_v)
         if status_v.any():
             x.raise_nonfinite_caches()
-    kp = p.kernel(H // Hkv, S)._replace(phase_limit=phase_limit, ordered=return_steps)
+    kp, kpa = _kernel_params(p, H // Hkv, S, phase_limit, return_steps)
     G = H // kp.per
     o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p, kp.k)
     s_work = workspace("sparq_s", 1 if return_steps else kp.per * S, np.float64)
@@ -1450,16 +1490,16 @@ def _run_kernel(
     status = np.zeros((B, G), dtype=np.int64)
     has_kt = kt is not None
     kt_bad = np.full(B * Hkv, -1, dtype=np.int64)
-    _sparq_kernel(
+    bad = _sparq_kernel(
         x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask,
-        v_mean, kp.packed(), *o, s_work, not return_steps, status,
+        v_mean, kpa, *o, s_work, not return_steps, status,
         workspace("sparq_f", nf, np.float64),
         workspace("sparq_i", ni, np.int64), _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
         kt_bad,
     )  # fmt: skip
-    if has_kt and kt_bad.max() >= 0:
+    if bad and has_kt and kt_bad.max() >= 0:
         _raise_kt_mismatch(kt_bad, Hkv)
-    if status.any():  # the rows check what they read and what they write
+    if bad:  # the rows check what they read and what they write
         x.raise_nonfinite_caches()
         if has_kt:
             raise_nonfinite("k_cache_t", kt, enc_kt)
