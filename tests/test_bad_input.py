@@ -86,6 +86,21 @@ def test_sparq_parameters(over, exc, words):
     assert words in str(info.value)
 
 
+def test_validated_parameters_are_not_reused_for_equal_values_of_another_type():
+    # Valid parameter sets are cached by value and type: after a call with r=1 and
+    # reallocate=True, r=True (== 1) and reallocate=1 (== True) are still rejected, and an
+    # unhashable argument still gets the argument's own error.
+    _call(sparq_attention, r=1, reallocate=True)
+    for over, words in [
+        (dict(r=True), "r: expected an int, got bool"),
+        (dict(r=1, reallocate=1), "reallocate: expected a bool"),
+        (dict(r=[1]), "r: expected an int, got list"),
+    ]:
+        with pytest.raises(TypeError) as info:
+            _call(sparq_attention, **over)
+        assert words in str(info.value)
+
+
 def test_numpy_integer_parameters_accepted():
     out = _call(sparq_attention, r=np.int64(2), k=np.int32(3))
     assert out.shape == (2, 4, 8)
