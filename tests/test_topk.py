@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba import njit
 
+from reference import _topk_exact
 from reference._config import get_num_threads, set_num_threads
 from reference.selection import (
     topk,
@@ -129,6 +130,15 @@ def test_kernel_matches_twin(data):
     np.testing.assert_array_equal(v, np.take_along_axis(x, i, axis=axis))
 
 
+def _sample_positions(n, k):
+    """(ns, stride) of the exact kernel's strided sample for a row of n at this k (the
+    positions a "sample_trap" row fills with its largest values)."""
+    ns = min(
+        _topk_exact._SAMPLE, n // _topk_exact._SAMPLE_STRIDE, -(-_topk_exact._SAMPLE_MU * n // k)
+    )
+    return ns, n // ns
+
+
 @pytest.mark.parametrize(
     "order", ["random", "ascending", "descending", "sawtooth", "ties", "sample_trap"]
 )
@@ -152,8 +162,8 @@ def test_large_rows_all_code_paths(order, k, dtype):
         x = rng.integers(0, 5, n)
     else:
         x = rng.permutation(n)
-        stride = n // 4096  # the sample positions of the exact kernel for this n
-        x[: 4096 * stride : stride] = n + np.arange(4096)
+        ns, stride = _sample_positions(n, k)  # the sample of the exact kernel
+        x[: ns * stride : stride] = n + np.arange(ns)
     x = np.stack([x, x[::-1]]).astype(dtype)
     for largest in (True, False):
         _, i = topk(x, k, largest=largest)
@@ -175,8 +185,8 @@ def test_topk_set_into_is_the_ranked_set(order, k):
         x = rng.integers(0, 5, n).astype(np.float64)
     else:
         x = rng.permutation(n).astype(np.float64)
-        stride = n // 4096
-        x[: 4096 * stride : stride] = n + np.arange(4096)
+        ns, stride = _sample_positions(n, k)
+        x[: ns * stride : stride] = n + np.arange(ns)
     x[rng.integers(0, n, 3)] = np.inf
     cap = topk_buffer_size(n, k)
     bv, bi = np.empty(cap), np.empty(cap, dtype=np.int64)
