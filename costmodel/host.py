@@ -18,10 +18,11 @@ widening) and work in loops of its own (exps, divisions, the top-k). It costs
     max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
 
 where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that stream
-one array and feed it to the FMAs in the same loop (dense's K and V passes, the mean of V),
-and 0 for the others: SparQ's step 1 (``r`` streams of the d-major copy at once, or ``r``
-elements gathered from each S-major row; measured steps 1-3 follow the sum) and the gathered
-passes (the kernel copies the kept rows into a block, then computes on it: separate loops).
+and feed the FMAs in the same loop (dense's K and V passes, the mean of V, and SparQ's step 1
+with K stored twice, whose sweeps read ``r`` rows of the d-major copy with prefetches spread
+through the FMAs), and 0 for the others: step 1 with K stored once (``r`` elements gathered
+from each S-major row into a block first) and the gathered passes (the kernel copies the kept
+rows into a block, then computes on it: separate loops).
 Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
 ``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and each call
 adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_layers *
@@ -289,8 +290,9 @@ def predict_reference(
         if store_k_twice:
             k_read = r * S * e
             how = (
-                "r contiguous rows of the d-major K copy: r*S*e streamed (r streams at once: "
-                "no overlap credit)"
+                "r contiguous rows of the d-major K copy: r*S*e streamed (read in the loop "
+                "of the FMAs, its prefetches spread through it: overlap credit as dense's "
+                "passes)"
             )
         else:
             k_read = S * d * e
@@ -301,7 +303,7 @@ def predict_reference(
             )
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-            widen_row=r * S, div_row=g * r, overlap=False, priced_as="memory",
+            widen_row=r * S, div_row=g * r, overlap=store_k_twice, priced_as="memory",
             note=(
                 f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*r "
                 "divisions of the kept query components by tau"

@@ -286,12 +286,20 @@ def test_overlap_of_read_and_in_core_work():
         assert _phases(e)["k_pass"].time_s == pytest.approx(k_pass, rel=1e-12), rho
         assert e.time_s == pytest.approx(2 * k_pass + 1.6e-4 + 1e-5, rel=1e-12), rho
         assert e.params["stream_fma_overlap"] == rho
-    # SparQ's gathered passes (copied, then computed) and step 1 (r streams of the d-major
-    # copy, or rows gathered r elements at a time) get no overlap credit, even at rho 1 ...
+    # SparQ's gathered passes (copied, then computed) and step 1 with K stored once (rows
+    # gathered r elements at a time into a block) get no overlap credit, even at rho 1 ...
     s0 = predict_reference("sparq", hardware=HOST, **SPARQ)
     s1 = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=1.0), **SPARQ)
     for name in ("gather_k", "gather_v", "step1"):
         assert _phases(s1)[name].time_s == _phases(s0)[name].time_s, name
+    # ... step 1 with K stored twice (the r rows of the d-major copy read in the loop of the
+    # FMAs) does: by hand (test_sparq_by_hand_k_twice_and_v_mean_supplied) read 1.96608e-5,
+    # in-core work 1.6384e-4, divisions 3.2e-7: at rho 1, 1.6384e-4 + 3.2e-7; at rho 0.5,
+    # 1.6384e-4 + 0.5 * 1.96608e-5 + 3.2e-7
+    kt = dict(store_k_twice=True, v_mean_supplied=True, **SPARQ)
+    for rho, want in ((1.0, 1.6384e-4 + 3.2e-7), (0.5, 1.6384e-4 + 0.5 * 1.96608e-5 + 3.2e-7)):
+        e = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho), **kt)
+        assert _phases(e)["step1"].time_s == pytest.approx(want, rel=1e-12), rho
     # ... while the mean of V (one stream: read 5.24288e-5 s, widening 2.62144e-4 s) does:
     # the widening alone at rho 1
     assert _phases(s1)["v_mean"].time_s == pytest.approx(2.62144e-4, rel=1e-12)
