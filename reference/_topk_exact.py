@@ -198,7 +198,7 @@ _APPEND_STEP = 64
 
 
 @njit_serial
-def _append_two(x, k, bv, bi, lo, hi):
+def _append_two(x, k, bv, bi, lo, hi, top_values=True):
     # One pass over x with two thresholds lo <= hi: elements above hi go to bv/bi[:nd],
     # those in [lo, hi] (and NaN) to bv/bi[k : k + nc]. Returns (nd, nc, fits); fits is
     # False when a region would overflow (nd > k, or k + nc past the buffer), and the
@@ -207,7 +207,8 @@ def _append_two(x, k, bv, bi, lo, hi):
     # Branch-free while both regions have room for a step: every index is written to both
     # regions' next slots and each count advances by its test (a branch per element taken
     # ~15% of the time at random cost ~20% of a row's top-k in mispredictions); the values
-    # are read back by index at the end.
+    # are read back by index at the end (those above hi only with ``top_values``: an
+    # unordered caller never looks at them).
     cap = bv.shape[0] - 1
     n = x.shape[0]
     nd = 0
@@ -235,8 +236,9 @@ def _append_two(x, k, bv, bi, lo, hi):
             bi[k + nc] = i
             nc += 1
         i += 1
-    for t in range(nd):
-        bv[t] = x[bi[t]]
+    if top_values:
+        for t in range(nd):
+            bv[t] = x[bi[t]]
     for t in range(k, k + nc):
         bv[t] = x[bi[t]]
     return nd, nc, True
@@ -282,7 +284,7 @@ def _topk_core(x, k, out, bv, bi, ordered=True):
             r_hi = max(1, int(mu - _SAMPLE_Z * np.sqrt(mu)) - _SAMPLE_SLACK)
             if r_hi < r:
                 _select(sv, si, 0, r - 1, r_hi - 1)
-                nd, nc, fits = _append_two(x, k, bv, bi, sv[r - 1], sv[r_hi - 1])
+                nd, nc, fits = _append_two(x, k, bv, bi, sv[r - 1], sv[r_hi - 1], ordered)
                 if fits and _has_nan(bv[k : k + nc]):
                     return True
                 if fits and nd <= k <= nd + nc:  # the top k: the nd above, the rest between
