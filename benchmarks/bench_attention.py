@@ -414,6 +414,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
             time_s=t,
             median_s=ts[len(ts) // 2],
             times_s=ts,
+            rounds_s=rounds[name],
             bytes_read=m["bytes"],
             stream_fraction=m["bytes"] / bw / t,
         )
