@@ -31,6 +31,12 @@ ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
 #: 32768 float32 rows 3.4x faster (3.5 ms -> 1.0 ms for 8 KV heads, one thread); 16 rows
 #: ahead gave the same.
 PREFETCH_AHEAD = 8
+#: Rows ahead that the passes over every valid row (dense attention) prefetch. Measured on
+#: the development host (dense, S = 32768, two threads, cache-cold calls, alternating
+#: processes): float32 `Hkv = 8` 5.74 ms at 16 against 6.18 ms at 8 when the memory read at
+#: 72-75 GB/s (5.81 at 32, 9.53 without prefetch), the same at 41-44 GB/s; float16 `Hkv = 8`
+#: 4.98-5.12 against 5.43-5.64 ms, `Hkv = 32` 13.7-14.3 against 14.4-15.0 ms.
+STREAM_AHEAD = 16
 
 
 @intrinsic
@@ -230,7 +236,7 @@ def _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits):
 
 
 @njit_serial
-def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=PREFETCH_AHEAD):
+def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD):
     """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 take four
     rows at a time (:func:`_dot4x4`: each load of a q element feeds four rows and each K
     element four heads; in cache it was 2.4x faster than one row at a time for four heads);
@@ -306,17 +312,17 @@ def softmax_weights(x, m):
 
 
 @njit_serial
-def _v_pass(V, positions, n_pos, w, y):
+def _v_pass(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
     """``y[h] = sum_t w[h, t] V[positions[t]]`` (4 positions x 4 heads per step)."""
     G, d = y.shape
     for h in range(G):
         for c in range(d):
             y[h, c] = 0.0
-    _v_accumulate(V, positions, n_pos, w, y)
+    _v_accumulate(V, positions, n_pos, w, y, ahead)
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
-def _v_accumulate(V, positions, n_pos, w, y, ahead=PREFETCH_AHEAD):
+def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
     """``y[h] += sum_t w[h, t] V[positions[t]]`` in steps of 4 positions x 4 heads, then the
     ``n_pos % 4`` last positions one at a time (so consecutive calls over chunks whose
     lengths are multiples of 4 add in the same order as one call over all of them).
@@ -430,7 +436,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
             _gather_block(K, positions, t0, n, n_pos, blk)
             _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n], 0)
     else:
-        _k_pass(qg, K, positions, n_pos, scale, w)
+        _k_pass(qg, K, positions, n_pos, scale, w, STREAM_AHEAD)
     chk = 0.0
     for h in range(G):
         wh = w[h]
@@ -456,7 +462,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
             _gather_block(V, positions, t0, n, n_pos, blkv)
             _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y, 0)
     else:
-        _v_pass(V, positions, n_pos, w, y)
+        _v_pass(V, positions, n_pos, w, y, STREAM_AHEAD)
     for h in range(G):
         yh = y[h]
         for c in range(d):
