@@ -1,6 +1,6 @@
 """Dense and SparQ attention on the CPU reference, against the memory system and the host model.
 
-    python benchmarks/bench_attention.py               # full run (about 6 minutes on 2 vCPUs)
+    python benchmarks/bench_attention.py               # full run (about 8 minutes on 2 vCPUs)
     python benchmarks/bench_attention.py --quick       # smoke run: S = 4096, under a minute
     python benchmarks/bench_attention.py --json FILE --repeat N
     python benchmarks/bench_attention.py --seq-lens 32768 --rows-only   # rows only
