@@ -312,13 +312,13 @@ def softmax_weights(x, m):
 
 
 @njit_serial
-def _v_pass(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
+def _v_pass(V, positions, n_pos, w, y):
     """``y[h] = sum_t w[h, t] V[positions[t]]`` (4 positions x 4 heads per step)."""
     G, d = y.shape
     for h in range(G):
         for c in range(d):
             y[h, c] = 0.0
-    _v_accumulate(V, positions, n_pos, w, y, ahead)
+    _v_accumulate(V, positions, n_pos, w, y)
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
@@ -436,7 +436,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
             _gather_block(K, positions, t0, n, n_pos, blk)
             _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n], 0)
     else:
-        _k_pass(qg, K, positions, n_pos, scale, w, STREAM_AHEAD)
+        _k_pass(qg, K, positions, n_pos, scale, w)
     chk = 0.0
     for h in range(G):
         wh = w[h]
@@ -462,7 +462,7 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
             _gather_block(V, positions, t0, n, n_pos, blkv)
             _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y, 0)
     else:
-        _v_pass(V, positions, n_pos, w, y, STREAM_AHEAD)
+        _v_pass(V, positions, n_pos, w, y)
     for h in range(G):
         yh = y[h]
         for c in range(d):
