@@ -34,8 +34,9 @@ PREFETCH_AHEAD = 8
 #: Rows ahead that the passes over every valid row (dense attention) prefetch. Measured on
 #: the development host (dense, S = 32768, two threads, cache-cold calls, alternating
 #: processes): float32 `Hkv = 8` 5.74 ms at 16 against 6.18 ms at 8 when the memory read at
-#: 72-75 GB/s (5.81 at 32, 9.53 without prefetch), the same at 41-44 GB/s; float16 `Hkv = 8`
-#: 4.98-5.12 against 5.43-5.64 ms, `Hkv = 32` 13.7-14.3 against 14.4-15.0 ms.
+#: 72-75 GB/s (5.81 at 32; 9.5 without prefetch at 43-59 GB/s), the same at 41-44 GB/s;
+#: float16 `Hkv = 8` 4.98-5.12 against 5.43-5.64 ms, `Hkv = 32` 13.7-14.3 against 14.4-15.0
+#: ms.
 STREAM_AHEAD = 16
 
 
