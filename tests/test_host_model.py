@@ -63,74 +63,80 @@ def _phases(e):
 # ------------------------------------------------------------------------------ dense
 def test_dense_by_hand_compute_bound():
     # B 2, H 8, Hkv 2 (g 4), S 1000, d 64, float32 (e 4): rows = 4 = threads -> 1 wave.
-    # per row: K pass reads 1000*64*4 = 256000 B -> 256000/2.5e9 = 1.024e-4 s;
+    # per row: K pass reads 1000*64*4 = 256000 B and writes the g*S = 4000 float64 logits,
+    #   32000 B: 288000 B -> 288000/2.5e9 = 1.152e-4 s;
     #   FMAs g*S*d = 256000 -> 256000/2.5e8 = 1.024e-3 s, and S*d = 64000 float32 elements
     #   widened -> 64000/5e8 = 1.28e-4 s: in-core work 1.152e-3 s, the larger (the bound);
-    #   with overlap 0 the phase costs read + work = 1.2544e-3 s.
-    # softmax: g*S = 4000 exps -> 4000/2.5e7 = 1.6e-4 s. V pass = K pass. Call: 1e-5 s.
+    #   with overlap 0 the phase costs read + work = 1.2672e-3 s.
+    # softmax: the logits read back, 32000 B -> 1.28e-5 s, and g*S = 4000 exps ->
+    #   4000/2.5e7 = 1.6e-4 s: 1.728e-4 s. V pass (V and the weights) = K pass. Call: 1e-5 s.
     e = predict_reference(
         "dense", hardware=HOST, batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64,
         dtype="float32",
     )  # fmt: skip
     ph = _phases(e)
     assert list(ph) == ["k_pass", "softmax", "v_pass", "call"]
-    assert ph["k_pass"].time_s == pytest.approx(1.2544e-3, rel=1e-12)
-    assert ph["k_pass"].memory_s == pytest.approx(1.024e-4, rel=1e-12)
+    assert ph["k_pass"].time_s == pytest.approx(1.2672e-3, rel=1e-12)
+    assert ph["k_pass"].memory_s == pytest.approx(1.152e-4, rel=1e-12)
     assert ph["k_pass"].compute_s == pytest.approx(1.152e-3, rel=1e-12)
     assert ph["k_pass"].bound == "compute"
-    assert ph["softmax"].time_s == pytest.approx(1.6e-4, rel=1e-12)
-    assert ph["v_pass"].time_s == pytest.approx(1.2544e-3, rel=1e-12)
+    assert ph["softmax"].time_s == pytest.approx(1.728e-4, rel=1e-12)
+    assert ph["softmax"].memory_s == pytest.approx(1.28e-5, rel=1e-12)
+    assert ph["v_pass"].time_s == pytest.approx(1.2672e-3, rel=1e-12)
     assert ph["call"].time_s == ph["call"].latency_s == 1e-5
-    assert e.time_s == pytest.approx(2 * 1.2544e-3 + 1.6e-4 + 1e-5, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 1.2672e-3 + 1.728e-4 + 1e-5, rel=1e-12)
     assert e.bound == "compute" and e.latency_s == 1e-5
-    # the call's totals by hand: memory = the two passes' reads 2 * 1.024e-4; compute = their
-    # in-core work 2 * 1.152e-3 plus the softmax's exps 1.6e-4; no top-k
-    assert e.memory_s == pytest.approx(2 * 1.024e-4, rel=1e-12)
+    # the call's totals by hand: memory = the two passes' traffic 2 * 1.152e-4 and the
+    # softmax's 1.28e-5; compute = the passes' in-core work 2 * 1.152e-3 plus the softmax's
+    # exps 1.6e-4; no top-k
+    assert e.memory_s == pytest.approx(2 * 1.152e-4 + 1.28e-5, rel=1e-12)
     assert e.compute_s == pytest.approx(2 * 1.152e-3 + 1.6e-4, rel=1e-12)
     assert e.topk_s == 0
-    # totals over the 4 rows: bytes 2 * 4 * 256000; FLOPs 2 x FMAs = 2 * 2 * 4 * 256000
-    assert e.bytes == 2 * 4 * 256000
+    # totals over the 4 rows: bytes 4 * (2 * 288000 + 32000); FLOPs 2 x FMAs = 2 * 2 * 4 *
+    # 256000
+    assert e.bytes == 4 * (2 * 288000 + 32000)
     assert e.flops == 2 * 2 * 4 * 256000
     assert e.params["rows"] == 4 and e.params["waves"] == 1 and e.params["threads"] == 4
 
 
 def test_dense_by_hand_memory_bound():
     # same shapes, g 1 (H = Hkv = 2), float64 (e 8), FMA rate 1e10 (2.5e9 per thread):
-    # K pass bytes 1000*64*8 = 512000 -> 2.048e-4 s; FMAs 64000 -> 2.56e-5 s: memory is
-    # the bound; the phase costs 2.304e-4 s (float64 needs no widening). softmax 1000 exps
-    # -> 4e-5 s. rows = 2*2 = 4 -> 1 wave. Call 1e-5 s.
+    # K pass bytes 1000*64*8 = 512000 + 1000 logits * 8 = 520000 -> 2.08e-4 s; FMAs 64000
+    # -> 2.56e-5 s: memory is the bound; the phase costs 2.336e-4 s (float64 needs no
+    # widening). softmax: 8000 B -> 3.2e-6 s, 1000 exps -> 4e-5 s: 4.32e-5 s. rows = 2*2 =
+    # 4 -> 1 wave. Call 1e-5 s.
     hw = HOST.replace(fma_f64_per_s=1e10)
     e = predict_reference(
         "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
     )
     ph = _phases(e)
     assert ph["k_pass"].bound == "memory"
-    assert ph["k_pass"].memory_s == pytest.approx(2.048e-4, rel=1e-12)
+    assert ph["k_pass"].memory_s == pytest.approx(2.08e-4, rel=1e-12)
     assert ph["k_pass"].compute_s == pytest.approx(2.56e-5, rel=1e-12)
-    assert e.time_s == pytest.approx(2 * 2.304e-4 + 4e-5 + 1e-5, rel=1e-12)
+    assert e.time_s == pytest.approx(2 * 2.336e-4 + 4.32e-5 + 1e-5, rel=1e-12)
     assert e.bound == "memory"
 
 
 def test_mem_efficiency_scales_streaming_bandwidth():
     # eta_mem 0.5 halves the streaming bandwidth (1.25e9 per thread): K pass of the
-    # memory-bound case above 512000 / 1.25e9 = 4.096e-4 s, plus its FMAs 2.56e-5 s
+    # memory-bound case above 520000 / 1.25e9 = 4.16e-4 s, plus its FMAs 2.56e-5 s
     hw = HOST.replace(fma_f64_per_s=1e10, mem_efficiency=0.5)
     e = predict_reference(
         "dense", hardware=hw, batch=2, n_heads=2, seq_len=1000, head_dim=64, dtype="float64"
     )
-    assert _phases(e)["k_pass"].memory_s == pytest.approx(4.096e-4, rel=1e-12)
-    assert _phases(e)["k_pass"].time_s == pytest.approx(4.096e-4 + 2.56e-5, rel=1e-12)
+    assert _phases(e)["k_pass"].memory_s == pytest.approx(4.16e-4, rel=1e-12)
+    assert _phases(e)["k_pass"].time_s == pytest.approx(4.16e-4 + 2.56e-5, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------- waves
 def test_waves_fewer_rows_than_threads():
     # one row's time t1: dense g 1, S 1000, d 64, float64, FMA 1e10 (memory-bound case):
-    # 2 * 2.304e-4 + 4e-5 = 5.008e-4 s. 4 threads:
+    # 2 * 2.336e-4 + 4.32e-5 = 5.104e-4 s. 4 threads:
     #   rows 1, 2, 3, 4 -> 1 wave (idle threads; time = t1, not rows/4 * t1)
     #   rows 5..8 -> 2 waves; rows 9 -> 3 waves
     # plus the call's fixed cost, 1e-5 s once whatever the waves
     hw = HOST.replace(fma_f64_per_s=1e10)
-    t1 = 2 * 2.304e-4 + 4e-5
+    t1 = 2 * 2.336e-4 + 4.32e-5
 
     def t(batch, n_heads, **kw):
         return predict_reference(
@@ -276,15 +282,16 @@ def test_sparq_step1_k_once_streams_whole_rows():
 
 
 def test_overlap_of_read_and_in_core_work():
-    # dense, float32, g 4, S 1000, d 64 (the compute-bound case above): per row read
-    # R = 1.024e-4 s, in-core work C = 1.152e-3 s. A pass costs max(R, C) + (1 - rho) *
-    # min(R, C): rho 0 -> R + C = 1.2544e-3; rho 0.5 -> 1.152e-3 + 0.5 * 1.024e-4 =
-    # 1.2032e-3; rho 1 -> C = 1.152e-3. Softmax (1.6e-4) and the call (1e-5) unchanged.
+    # dense, float32, g 4, S 1000, d 64 (the compute-bound case above): per row traffic
+    # R = 1.152e-4 s, in-core work C = 1.152e-3 s. A pass costs max(R, C) + (1 - rho) *
+    # min(R, C): rho 0 -> R + C = 1.2672e-3; rho 0.5 -> 1.152e-3 + 0.5 * 1.152e-4 =
+    # 1.2096e-3; rho 1 -> C = 1.152e-3. Softmax (1.728e-4, its own loop: no credit) and the
+    # call (1e-5) unchanged.
     kw = dict(batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float32")
-    for rho, k_pass in ((0.0, 1.2544e-3), (0.5, 1.2032e-3), (1.0, 1.152e-3)):
+    for rho, k_pass in ((0.0, 1.2672e-3), (0.5, 1.2096e-3), (1.0, 1.152e-3)):
         e = predict_reference("dense", hardware=HOST.replace(stream_fma_overlap=rho), **kw)
         assert _phases(e)["k_pass"].time_s == pytest.approx(k_pass, rel=1e-12), rho
-        assert e.time_s == pytest.approx(2 * k_pass + 1.6e-4 + 1e-5, rel=1e-12), rho
+        assert e.time_s == pytest.approx(2 * k_pass + 1.728e-4 + 1e-5, rel=1e-12), rho
         assert e.params["stream_fma_overlap"] == rho
     # SparQ's gathered passes (copied, then computed) and step 1 with K stored once (rows
     # gathered r elements at a time into a block) get no overlap credit, even at rho 1 ...
@@ -321,11 +328,12 @@ def test_widen_rate_follows_the_cache_dtype():
 
 
 def test_float64_cache_and_dtype_names():
-    # float64 caches read 8 B per element: dense K pass 1000*64*8 B; "fp64" is an alias
+    # float64 caches read 8 B per element: dense K pass 1000*64*8 B plus the 1000 float64
+    # logits it writes (8000 B); "fp64" is an alias
     kw = dict(hardware=HOST, batch=1, n_heads=1, seq_len=1000, head_dim=64)
     a = predict_reference("dense", dtype="float64", **kw)
     b = predict_reference("dense", dtype="fp64", **kw)
-    assert a.breakdown()["k_pass"] == 512000 == b.breakdown()["k_pass"]
+    assert a.breakdown()["k_pass"] == 520000 == b.breakdown()["k_pass"]
     assert a.traffic.dtype == "float64" and a.traffic.dtype_bytes == 8
     with pytest.raises(ValueError, match="dtype: expected"):
         predict_reference("dense", dtype="int4", **kw)
