@@ -29,7 +29,8 @@ adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_l
 (waves * sum(phase times of one row) + call)``.
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
-each), ``softmax`` (``g*S`` exps).
+each; the ``g*S`` float64 logits written by the first and read by the second, ``g*S*8``),
+``softmax`` (``g*S`` exps; the logits read back, one streaming read of ``g*S*8``).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
