@@ -245,6 +245,13 @@ def _append_two(x, k, bv, bi, lo, hi, top_values=True):
 
 
 @njit_serial
+def _sample_size(n, k):
+    """Positions of the strided sample that :func:`_topk_core` takes from a row of ``n``
+    at this ``k`` (every ``n // ns``-th from 0; when the row takes the sampling path)."""
+    return min(_SAMPLE, n // _SAMPLE_STRIDE, -(-_SAMPLE_MU * n // k))
+
+
+@njit_serial
 def _topk_core(x, k, out, bv, bi, ordered=True):
     """Core of :func:`topk_row` on any real dtype; returns True if ``x`` holds a NaN.
 
@@ -261,7 +268,7 @@ def _topk_core(x, k, out, bv, bi, ordered=True):
     if cap >= n:
         pass  # the whole row fits the buffer: plain introselect below
     elif k >= _SAMPLE_MIN_K and n >= _SAMPLE_STRIDE * _SAMPLE_MIN:
-        ns = min(_SAMPLE, n // _SAMPLE_STRIDE, -(-_SAMPLE_MU * n // k))
+        ns = _sample_size(n, k)
         if k * ns >= _SAMPLE_MIN_MU * n:
             # First threshold from a strided sample of ns positions: with mu = k ns / n
             # expected true top-k members in the sample, take the sample element of rank

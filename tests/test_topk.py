@@ -133,9 +133,7 @@ def test_kernel_matches_twin(data):
 def _sample_positions(n, k):
     """(ns, stride) of the exact kernel's strided sample for a row of n at this k (the
     positions a "sample_trap" row fills with its largest values)."""
-    ns = min(
-        _topk_exact._SAMPLE, n // _topk_exact._SAMPLE_STRIDE, -(-_topk_exact._SAMPLE_MU * n // k)
-    )
+    ns = _topk_exact._sample_size.py_func(n, k)
     return ns, n // ns
 
 
