@@ -407,6 +407,42 @@ def test_aligned_copy_starts_on_a_line_and_keeps_the_values(offset):
     assert xi.q.ctypes.data % Q_ALIGN == 0 and np.array_equal(xi.q, x)
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_query_copy_is_exact_aligned_and_checked_for_every_dtype_and_layout(dtype, layout):
+    # the kernels' float64 query (one jitted widening pass) against NumPy's own widening
+    from reference._checks import Q_ALIGN, as_query
+
+    rng = np.random.default_rng(41)
+    base = rng.standard_normal((3, 5, 2, 12)).astype(dtype)
+    q = {
+        "C": np.ascontiguousarray(base[:, :, 0]),
+        "F": np.asfortranarray(base[:, :, 0]),
+        "strided": base[:, :, 1, ::2],
+    }[layout]
+    got = as_query(q)
+    assert got.dtype == np.float64 and got.shape == q.shape and got.flags.c_contiguous
+    assert got.ctypes.data % Q_ALIGN == 0
+    np.testing.assert_array_equal(got, widened(q)[0])
+    for bad, word in ((np.nan, "NaN"), (np.inf, "inf")):
+        q2 = q.copy()
+        q2[2, 1, 3] = bad
+        with pytest.raises(ValueError, match=rf"q: contains .*{word}.*\(2, 1, 3\)"):
+            as_query(q2)
+
+
+def test_mask_none_is_all_valid_and_shared_by_calls_of_one_shape():
+    from reference._checks import KernelInputs
+
+    rng = np.random.default_rng(42)
+    q = rng.standard_normal((2, 4, 8))
+    K = rng.standard_normal((2, 2, 30, 8))
+    a, b = KernelInputs(q, K, K, None), KernelInputs(q, K, K, None)
+    assert a.mask.shape == (2, 30) and a.mask.dtype == np.bool_ and a.mask.all()
+    assert a.mask is b.mask  # built once per shape
+    assert KernelInputs(q[:1], K[:1], K[:1], None).mask.shape == (1, 30)
+
+
 @pytest.mark.parametrize("offset", [8, 16, 32])
 def test_outputs_do_not_depend_on_query_alignment(offset):
     # the same query values at another address give bit-identical outputs (the kernels
