@@ -18,11 +18,15 @@ import numpy as np
 _local = threading.local()
 
 
-def workspace(name: str, per_thread: int, dtype) -> np.ndarray:
-    """A ``(numba.get_num_threads(), per_thread)`` C-contiguous scratch array of ``dtype``,
-    reused across calls from this Python thread (contents undefined)."""
+def workspace(name: str, per_thread: int, dtype, rows: int | None = None) -> np.ndarray:
+    """A ``(rows, per_thread)`` C-contiguous scratch array of ``dtype``, reused across calls
+    from this Python thread (contents undefined). ``rows`` defaults to
+    ``numba.get_num_threads()`` (one row per worker; a caller that needs several arrays
+    passes it, since each lookup of the thread count cost about 10 us on a cache-cold call);
+    ``rows=1`` is scratch shared by the whole call."""
     cache = _local.__dict__.setdefault("arrays", {})
-    rows = numba.get_num_threads()
+    if rows is None:
+        rows = numba.get_num_threads()
     n = rows * max(int(per_thread), 1)
     key = (name, np.dtype(dtype).str)
     arr = cache.get(key)

@@ -599,30 +599,32 @@ def _check_injected_positions(x, shape, mask):
 # ---------------------------------------------------------------------------------------------
 
 
-class KernelOutputs(NamedTuple):
-    """Arrays the kernel writes (shapes as in :class:`SparqSteps`; ``G`` selection groups)."""
-
-    out: np.ndarray  # (B, H, d)
-    components: np.ndarray  # (B, G, r) int64
-    approx_logits: np.ndarray  # (B, H, S)
-    positions: np.ndarray  # (B, G, k) int64
-    alpha: np.ndarray  # (B, H)
-    y: np.ndarray  # (B, H, d)
-    temperature: np.ndarray  # (B, H)
+def _flat_sizes(B: int, H: int, Hkv: int, G: int, S: int, d: int, r: int, kcols: int):
+    """Elements ``(float64, int64)`` of the kernel's two flat output buffers
+    (:func:`_carve_outputs`); ``S`` = 0 leaves out the approximate logits."""
+    return B * H * (d + 2 + S), B * G * (r + kcols + 1) + B * Hkv
 
 
-def _alloc_outputs(B, H, G, S, d, p: SparqParams, kcols: int) -> KernelOutputs:
-    """Outputs of the kernel; ``S`` = 0 leaves ``approx_logits`` empty, ``kcols`` is
-    :func:`positions_columns`."""
-    return KernelOutputs(
-        out=np.empty((B, H, d)),
-        components=np.empty((B, G, p.r), dtype=np.int64),
-        approx_logits=np.empty((B, H, S)),
-        positions=np.empty((B, G, kcols), dtype=np.int64),
-        alpha=np.empty((B, H)),
-        y=np.empty((B, H, d)),
-        temperature=np.empty((B, H)),
-    )
+@njit_serial(inline="always")
+def _carve_outputs(fout, iout, B, H, G, S, d, r, kcols, Hkv):
+    """Views of the flat outputs: from ``fout`` (float64) ``y`` (B, H, d), ``alpha`` (B, H),
+    ``temperature`` (B, H), ``approx_logits`` (B, H, S); from ``iout`` (int64)
+    ``components`` (B, G, r), ``positions`` (B, G, kcols), ``status`` (B, G) and ``kt_bad``
+    (B * Hkv,). One buffer of each type instead of eight arrays: on a cache-cold call every
+    NumPy allocation and every array argument of the kernel cost microseconds."""
+    a = B * H * d
+    y = fout[:a].reshape((B, H, d))
+    alpha = fout[a : a + B * H].reshape((B, H))
+    temperature = fout[a + B * H : a + 2 * B * H].reshape((B, H))
+    a += 2 * B * H
+    approx_logits = fout[a : a + B * H * S].reshape((B, H, S))
+    c = B * G * r
+    components = iout[:c].reshape((B, G, r))
+    positions = iout[c : c + B * G * kcols].reshape((B, G, kcols))
+    c += B * G * kcols
+    status = iout[c : c + B * G].reshape((B, G))
+    kt_bad = iout[c + B * G : c + B * G + B * Hkv]
+    return y, alpha, temperature, approx_logits, components, positions, status, kt_bad
 
 
 #: Positions per block of step 3 when the key columns are gathered from the S-major K (K
@@ -1107,31 +1109,48 @@ def _sparq_group_row(
         status[0] = 2
 
 
+@njit_serial
+def _reset_flags(status, kt_bad):
+    """``status = 0`` (2-D) and ``kt_bad = -1``, before the rows run."""
+    for i in range(status.shape[0]):
+        for j in range(status.shape[1]):
+            status[i, j] = 0
+    for i in range(kt_bad.shape[0]):
+        kt_bad[i] = -1
+
+
 @njit_parallel
 def _sparq_kernel(
-    q, K, KT, has_kt, V, mask, vmean, kpa, out, components, approx_logits, positions, alpha,
-    y, temperature, s_out, s_is_work, status, fwork, iwork, starts, kt_bad,
+    q, K, KT, has_kt, V, mask, vmean, kpa, out, fout, iout, steps, fwork, iwork, starts,
 ):  # fmt: skip
     """All rows: ``q`` (B, H, d) float64; ``K``, ``V`` (B, Hkv, S, d), ``KT`` (B, Hkv, d, S)
     in their own dtype; ``mask`` (B, S); ``vmean`` (B, Hkv, d); ``kpa`` a
-    :meth:`KernelParams.packed`; ``out`` .. ``temperature`` the fields of a
-    :class:`KernelOutputs` (flat arguments, like ``kpa``, so that a call is typed in C);
-    ``status`` (B, G) int64. The approximate logits go to ``approx_logits`` or, with
-    ``s_is_work``, to the per-thread scratch ``s_out`` (threads, per, S). Rows are (batch,
-    selection group) pairs, independent, run in parallel; ``fwork`` / ``iwork`` are
-    per-thread scratch.
+    :meth:`KernelParams.packed`; ``out`` (B, H, d); ``fout`` / ``iout`` the flat buffers of
+    the other outputs, the status and the spot check's results (:func:`_carve_outputs`;
+    flat arguments, like ``kpa``, so that a call is typed in C). The approximate logits go
+    to ``fout`` with ``steps``, else to the start of each thread's row of ``fwork``
+    (per * S elements, before the row's own scratch). Rows are (batch, selection group)
+    pairs, independent, run in parallel; ``fwork`` / ``iwork`` are per-thread scratch.
 
     With ``has_kt``, the first row of each (batch, KV head) spot-checks ``KT`` against
     ``K`` first (runs starting at ``starts`` (B, Hkv, runs - 1), see
     :func:`_spot_check_row`) and writes the result to ``kt_bad[b * Hkv + kv]`` (the caller
     raises on a mismatch, whatever the rows computed from the mismatched copy). Returns
     whether some ``status`` is non-zero or some ``kt_bad`` entry is set."""
-    per = _unpack_params(kpa).per  # (each row unpacks its own copy: a NamedTuple built
+    kp0 = _unpack_params(kpa)  # (each row unpacks its own copy: a NamedTuple built
     # outside the prange does not reach Numba's parallel region)
+    per = kp0.per
     B, H, d = q.shape
     Hkv = K.shape[1]
+    S = K.shape[2]
     g = H // Hkv
     G = H // per
+    y, alpha, temperature, approx_logits, components, positions, status, kt_bad = _carve_outputs(
+        fout, iout, B, H, G, S if steps else 0, d, kp0.r, kp0.k, Hkv
+    )
+    _reset_flags(status, kt_bad)  # (serial: an array expression here would be a parallel
+    # region of its own, one more thread wake-up per call)
+    ns = 0 if steps else per * S  # the logits' scratch at the start of each fwork row
     for row in prange(B * G):
         b = row // G
         grp = row % G
@@ -1143,13 +1162,13 @@ def _sparq_kernel(
             kt_bad[b * Hkv + kv] = _spot_check_row(
                 KT[b, kv], K[b, kv], mask[b], starts[b, kv], KT_SPOT_RUN
             )
-        s = s_out[tid] if s_is_work else approx_logits[b, hs]
+        s = approx_logits[b, hs] if steps else fwork[tid, :ns].reshape((per, S))
         kp = _unpack_params(kpa)
         _sparq_group_row(
             q[b, hs], K[b, kv], KT[b, kv], has_kt, V[b, kv], mask[b],
             vmean[b, kv], kp, out[b, hs], components[b, grp], s, positions[b, grp],
             alpha[b, hs], y[b, hs], temperature[b, hs], status[b, grp : grp + 1],
-            fwork[tid], iwork[tid],
+            fwork[tid, ns:], iwork[tid],
         )  # fmt: skip
     bad = False  # whether the caller must look at status or kt_bad (one test, in here)
     for i in range(kt_bad.shape[0]):
@@ -1358,8 +1377,7 @@ def sparq_attention(
         x.check_finite_caches()
         if kt is not None and has_nonfinite(kt, enc_kt):
             raise_nonfinite("k_cache_t", kt, enc_kt)
-    steps = _run_kernel(x, p, v_mean, kt, enc_kt, return_steps=bool(return_steps))
-    return steps if return_steps else steps.out
+    return _run_kernel(x, p, v_mean, kt, enc_kt, return_steps=bool(return_steps))
 
 
 def transpose_keys(k_cache) -> np.ndarray:
@@ -1491,13 +1509,13 @@ def _kernel_params(
 def _run_kernel(
     x: KernelInputs, p: SparqParams, v_mean, kt, enc_kt, *, return_steps: bool = True,
     phase_limit: int = 99,
-) -> SparqSteps:  # fmt: skip
-    """Run the Numba kernel on validated inputs; non-finite results raise. Without
-    ``return_steps`` the (B, H, S) approximate logits live in reused per-thread scratch and
-    the returned ``approx_logits`` is an empty (0, 0, 0) array. ``phase_limit`` < 6 stops
-    every row after that phase (0: at once, the kernel launch, set-up and ``k_cache_t``
-    spot check alone; 1: steps 1-3, 2: softmax normalisers and group score, 3: top-k,
-    4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
+) -> SparqSteps | np.ndarray:  # fmt: skip
+    """Run the Numba kernel on validated inputs; non-finite results raise. Returns the
+    :class:`SparqSteps`, or with ``return_steps=False`` the output alone (the other steps
+    then live in reused scratch, the approximate logits in each thread's). ``phase_limit``
+    < 6 stops every row after that phase (0: at once, the kernel launch, set-up and
+    ``k_cache_t`` spot check alone; 1: steps 1-3, 2: softmax normalisers and group score,
+    3: top-k, 4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     note_first_compile(_sparq_kernel, _masked_mean_kernel)
     if v_mean is None:
@@ -1508,23 +1526,28 @@ def _run_kernel(
             x.raise_nonfinite_caches()
     kp, kpa = _kernel_params(p, H // Hkv, S, phase_limit, return_steps)
     G = H // kp.per
-    o = _alloc_outputs(B, H, G, S if return_steps else 0, d, p, kp.k)
-    s_work = workspace("sparq_s", 1 if return_steps else kp.per * S, np.float64)
-    s_work = s_work.reshape(s_work.shape[0], -1, S if not return_steps else 1)
+    steps = bool(return_steps)
+    nfo, nio = _flat_sizes(B, H, Hkv, G, S if steps else 0, d, kp.r, kp.k)
+    if steps:  # returned to the caller: fresh
+        fout, iout = np.empty(nfo), np.empty(nio, dtype=np.int64)
+    else:  # (one lookup of the thread count per call: see workspace)
+        fout = workspace("sparq_fo", nfo, np.float64, rows=1)[0]
+        iout = workspace("sparq_io", nio, np.int64, rows=1)[0]
+    rows = numba.get_num_threads()
     nf, ni = _work_sizes(kp.per, S, kp.k)
-    status = np.zeros((B, G), dtype=np.int64)
+    out = np.empty((B, H, d))
     has_kt = kt is not None
-    kt_bad = np.full(B * Hkv, -1, dtype=np.int64)
     bad = _sparq_kernel(
-        x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask,
-        v_mean, kpa, *o, s_work, not return_steps, status,
-        workspace("sparq_f", nf, np.float64),
-        workspace("sparq_i", ni, np.int64), _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
-        kt_bad,
+        x.q, x.k, kt if has_kt else x.k, has_kt, x.v, x.mask, v_mean, kpa, out, fout, iout,
+        steps, workspace("sparq_f", nf + (0 if steps else kp.per * S), np.float64, rows=rows),
+        workspace("sparq_i", ni, np.int64, rows=rows),
+        _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
     )  # fmt: skip
-    if bad and has_kt and kt_bad.max() >= 0:
-        _raise_kt_mismatch(kt_bad, Hkv)
-    if bad:  # the rows check what they read and what they write
+    if bad:
+        status, kt_bad = _status_views(iout, B, G, kp.r, kp.k, Hkv)
+        if has_kt and kt_bad.max() >= 0:
+            _raise_kt_mismatch(kt_bad, Hkv)
+        # the rows check what they read and what they write
         x.raise_nonfinite_caches()
         if has_kt:
             raise_nonfinite("k_cache_t", kt, enc_kt)
@@ -1537,8 +1560,18 @@ def _run_kernel(
             "v_cache: the attention output overflows float64 (|v| is too large);"
             " scale v_cache down (attention is linear in V)"
         )
-    return SparqSteps(o.out, o.components, o.approx_logits, o.positions, o.alpha, v_mean, o.y,
-                      o.temperature)  # fmt: skip
+    if not steps:
+        return out
+    y, alpha, temperature, approx_logits, components, positions, _, _ = _carve_outputs(
+        fout, iout, B, H, G, S, d, kp.r, kp.k, Hkv
+    )
+    return SparqSteps(out, components, approx_logits, positions, alpha, v_mean, y, temperature)
+
+
+def _status_views(iout, B, G, r, kcols, Hkv):
+    """``status`` (B, G) and ``kt_bad`` (B * Hkv,) of the flat int64 outputs (error path)."""
+    c = B * G * (r + kcols)
+    return iout[c : c + B * G].reshape(B, G), iout[c + B * G : c + B * G + B * Hkv]
 
 
 def sparq_attention_naive(*args, **kwargs) -> SparqSteps:
