@@ -268,16 +268,20 @@ def ms(t):
 
 
 #: profile fields the host model prices with (the spread of each across a run is printed)
-RATE_FIELDS = ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "topk_bytes_per_s") + tuple(
-    f for f in HOST_FIELDS if f != "threads"
-)
+RATE_FIELDS = (
+    "mem_bandwidth_bytes_per_s",
+    "gather_bytes_per_s",
+    "gather256_bytes_per_s",
+    "topk_bytes_per_s",
+) + tuple(f for f in HOST_FIELDS if f != "threads")
 
 
 def fmt_rates(r: dict) -> str:
     return (
         f"stream {r['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, float64 FMA "
         f"{r['fma_f64_per_s'] / 1e9:.1f} G/s, exp {r['exp_per_s'] / 1e9:.2f} G/s, gather "
-        f"{r['gather_bytes_per_s'] / 1e9:.1f} GB/s, top-k {r['topk_bytes_per_s'] / 1e9:.2f} "
+        f"512/256 B rows {r['gather_bytes_per_s'] / 1e9:.1f}/"
+        f"{r['gather256_bytes_per_s'] / 1e9:.1f} GB/s, top-k {r['topk_bytes_per_s'] / 1e9:.2f} "
         f"GB/s, division {r['div_f64_per_s'] / 1e9:.1f} G/s, widen f32/f16/bf16 "
         f"{r['widen_f32_per_s'] / 1e9:.0f}/{r['widen_f16_per_s'] / 1e9:.0f}/"
         f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
@@ -1047,6 +1051,7 @@ SPREAD = (
     ("FMA G/s", "fma_f64_per_s", 1e9),
     ("exp G/s", "exp_per_s", 1e9),
     ("gather GB/s", "gather_bytes_per_s", 1e9),
+    ("gather 256 B GB/s", "gather256_bytes_per_s", 1e9),
     ("top-k GB/s", "topk_bytes_per_s", 1e9),
     ("widen f32 G/s", "widen_f32_per_s", 1e9),
     ("overlap", "stream_fma_overlap", 1.0),

@@ -60,6 +60,9 @@ TOPK_K = TOPK_N // 8
 TOPK_ROWS_PER_THREAD = 4
 #: float32 elements per gathered row (512 bytes)
 GATHER_ROW = 128
+#: float32 elements per row of the second gather measurement (256 bytes: a float16 or
+#: bfloat16 row at d = 128)
+GATHER_ROW_SHORT = 64
 #: rows gathered per thread and repetition (32 MiB per thread)
 GATHER_ROWS_PER_THREAD = 1 << 16
 #: elements of each of a thread's WIDEN_BLOCKS widen / division blocks (L1-resident: at most
@@ -387,17 +390,19 @@ def measure_topk(budget_s: float, rng: np.random.Generator) -> tuple[float, str]
     return x.nbytes / t, desc
 
 
-def measure_gather(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
-    """Gather bandwidth (bytes/s): every thread sums random 512-byte rows (128 float32) of
-    ``a`` viewed as rows."""
+def measure_gather(
+    a: np.ndarray, budget_s: float, rng: np.random.Generator, row: int = GATHER_ROW
+) -> tuple[float, str]:
+    """Gather bandwidth (bytes/s): every thread sums random rows of ``row`` float32 (512
+    bytes by default) of ``a`` viewed as rows."""
     nt = numba.get_num_threads()
-    a2 = a[: a.size // GATHER_ROW * GATHER_ROW].reshape(-1, GATHER_ROW)
+    a2 = a[: a.size // row * row].reshape(-1, row)
     idx2 = rng.integers(0, a2.shape[0], size=(nt, GATHER_ROWS_PER_THREAD), dtype=np.int64)
     out = np.zeros(nt, dtype=np.float32)
     t, reps = best_time(lambda: _gather_kernel(a2, idx2, out), budget_s=budget_s)
-    row_bytes = GATHER_ROW * a.itemsize
+    row_bytes = row * a.itemsize
     desc = (
-        f"measured: random {row_bytes}-byte rows ({GATHER_ROW} float32) of a "
+        f"measured: random {row_bytes}-byte rows ({row} float32) of a "
         f"{a2.nbytes / 2**20:.0f} MiB array, summed, {GATHER_ROWS_PER_THREAD} rows per "
         f"thread, {nt} threads, best of {reps}"
     )

@@ -72,6 +72,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "fma_f64_per_s": (0.0, True, 1e16, False),
     "exp_per_s": (0.0, True, 1e15, False),
     "gather_bytes_per_s": (0.0, True, 1e15, False),
+    "gather256_bytes_per_s": (0.0, True, 1e15, False),
     "div_f64_per_s": (0.0, True, 1e16, False),
     "widen_f32_per_s": (0.0, True, 1e16, False),
     "widen_f16_per_s": (0.0, True, 1e16, False),
@@ -118,6 +119,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "fma_f64_per_s": 1e6,
     "exp_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
+    "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
     "widen_f32_per_s": 1e6,
     "widen_f16_per_s": 1e6,
@@ -171,6 +173,11 @@ class Hardware:
         vectorised ``reference._vexp.exp_into``, L2-resident blocks).
     gather_bytes_per_s : float or None
         Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
+    gather256_bytes_per_s : float or None
+        The same with 256-byte rows (a float16 or bfloat16 row at ``d = 128``). Rows cost a
+        fixed time each plus a time per byte, and the two gather rates give both (the host
+        model of the reference's gathers, :mod:`costmodel.host`); None: the 512-byte rate
+        per byte for every row size.
     div_f64_per_s : float or None
         float64 divisions per second over all ``threads`` (vectorised, L1-resident).
     widen_f32_per_s, widen_f16_per_s, widen_bf16_per_s : float or None
@@ -249,6 +256,7 @@ class Hardware:
     fma_f64_per_s: float | None = None
     exp_per_s: float | None = None
     gather_bytes_per_s: float | None = None
+    gather256_bytes_per_s: float | None = None
     div_f64_per_s: float | None = None
     widen_f32_per_s: float | None = None
     widen_f16_per_s: float | None = None
@@ -540,8 +548,8 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.15, "matmul": 0.05,
-           "div": 0.05, "widen": 0.1, "overlap": 0.15, "calls": 0.05}  # fmt: skip
+_BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
+           "matmul": 0.05, "div": 0.05, "widen": 0.1, "overlap": 0.15, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -560,7 +568,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``topk_bytes_per_s``: the ``k = n / 8`` largest of float64 rows of 32768
       (``reference.selection.topk_set_into``) listed in index order, the selection SparQ's
       kernel makes (input bytes per second);
-    - ``gather_bytes_per_s``: random 512-byte rows (128 float32) of the ``nbytes`` array;
+    - ``gather_bytes_per_s``, ``gather256_bytes_per_s``: random 512-byte rows (128 float32)
+      and 256-byte rows (64 float32) of the ``nbytes`` array;
     - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
     - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each
       cache dtype widened to float64 and summed (the kernels' conversion), L1-resident;
@@ -602,6 +611,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     a = np.ones(nbytes // 4, dtype=np.float32)  # written once: the pages are touched
     bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
     gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
+    gather256, src_gather256 = hb.measure_gather(
+        a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
+    )
     overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
         seconds * _BUDGET["calls"], rng, flush=a
@@ -638,6 +650,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         fma_f64_per_s=fma,
         exp_per_s=exps,
         gather_bytes_per_s=gather,
+        gather256_bytes_per_s=gather256,
         div_f64_per_s=div,
         widen_f32_per_s=widen["float32"][0],
         widen_f16_per_s=widen["float16"][0],
@@ -660,6 +673,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "fma_f64_per_s": (src_fma, today),
             "exp_per_s": (src_exp, today),
             "gather_bytes_per_s": (src_gather, today),
+            "gather256_bytes_per_s": (src_gather256, today),
             "div_f64_per_s": (src_div, today),
             "widen_f32_per_s": (widen["float32"][1], today),
             "widen_f16_per_s": (widen["float16"][1], today),

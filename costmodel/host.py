@@ -7,8 +7,9 @@ own dtype, widens each element to float64, accumulates in float64, evaluates ``e
 largest, then listed in index order) and splits its work over ``threads`` threads by
 (batch, KV head) row. It needs a profile with the host fields that
 :func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`, plus
-``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``); every rate is divided by the
-profile's ``threads`` (one thread's share of the all-thread measurement).
+``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_per_s`` where
+present, see :func:`gather_rate`); every rate is divided by the profile's ``threads`` (one
+thread's share of the all-thread measurement).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
@@ -46,7 +47,8 @@ priced as one streaming read of ``g*S*8`` bytes: both reads at the streaming rat
 the measured phase, 0.14-0.22 against 0.63 ms for 8 KV heads at S = 32768; ``g*S`` exps,
 ``g*S`` adds of the group score priced as FMAs; no overlap credit); ``topk`` (``8*S`` bytes
 of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and
-``gather_v`` (``k*d*e`` bytes each at ``gather_bytes_per_s``, ``k*d`` widened, ``g*k*d``
+``gather_v`` (``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
+:func:`gather_rate`, ``k*d`` widened, ``g*k*d``
 FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller supplies ``v_mean``,
 ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened and added).
 
@@ -78,7 +80,13 @@ from costmodel.traffic import (
 )
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
-__all__ = ["HOST_FIELDS", "REFERENCE_METHODS", "predict_reference", "reference_dtype_bytes"]
+__all__ = [
+    "HOST_FIELDS",
+    "REFERENCE_METHODS",
+    "gather_rate",
+    "predict_reference",
+    "reference_dtype_bytes",
+]
 
 #: profile fields the host model needs besides mem_bandwidth_bytes_per_s, topk_bytes_per_s
 HOST_FIELDS = (
@@ -165,6 +173,26 @@ def _phase(
         priced_as=priced_as,
         note=note,
     )
+
+
+def gather_rate(hw: Hardware, row_bytes: float) -> float:
+    """Bytes per second (all threads) of random gathers of ``row_bytes``-byte rows.
+
+    A gathered row costs a fixed time (its misses' latency, whatever its length) plus a time
+    per byte: ``t(b) = a + c*b``, the line through the profile's two measured row sizes,
+    ``t(512) = 512 / gather_bytes_per_s`` and ``t(256) = 256 / gather256_bytes_per_s``, so
+    ``a = 2 t(256) - t(512)`` (at least 0) and ``c = (t(512) - a) / 512``; the rate is
+    ``b / t(b)``. On the development host the two rates were 29.4 and 23.3 GB/s, and the
+    line gives 16.5 GB/s for 128-byte rows, measured 16.1-16.7. Without
+    ``gather256_bytes_per_s``: ``gather_bytes_per_s`` for every row size."""
+    g512 = hw.gather_bytes_per_s
+    g256 = getattr(hw, "gather256_bytes_per_s", None)
+    if g256 is None:
+        return g512
+    t512 = 512.0 / g512
+    a = max(0.0, 2.0 * (256.0 / g256) - t512)
+    c = (t512 - a) / 512.0
+    return row_bytes / (a + c * row_bytes)
 
 
 def predict_reference(
@@ -265,6 +293,7 @@ def predict_reference(
     T_prof = int(hw.threads)
     bw = hw.mem_bandwidth_bytes_per_s * hw.mem_efficiency
     gbw = hw.gather_bytes_per_s
+    rbw = gather_rate(hw, d * e)  # the kept rows of K and V: d*e bytes each
     rows = B * Hkv
     waves = math.ceil(rows / T)
 
@@ -360,19 +389,21 @@ def predict_reference(
                 note="softmax mass on the kept positions: g*k exps",
             ),
             _phase(
-                "gather_k", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
+                "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
                 widen_row=k * d, overlap=False, priced_as="gather",
                 note=(
-                    "k rows of K copied in blocks (k*d*e gathered), then k*d widened and "
+                    "k rows of K copied in blocks (k*d*e gathered at the rate of d*e-byte "
+                    "rows), then k*d widened and "
                     "g*k*d FMAs on the cached block: separate loops, times add"
                 ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
             _phase(
-                "gather_v", bytes_row=k * d * e, bandwidth=gbw, fma_row=g * k * d,
+                "gather_v", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
                 widen_row=k * d, overlap=False, priced_as="gather",
                 note=(
-                    "k rows of V copied in blocks (k*d*e gathered), then k*d widened and "
+                    "k rows of V copied in blocks (k*d*e gathered at the rate of d*e-byte "
+                    "rows), then k*d widened and "
                     "g*k*d FMAs on the cached block: separate loops, times add"
                 ),
             ),
@@ -460,6 +491,7 @@ def predict_reference(
         per_thread=dict(
             bandwidth_bytes_per_s=bw / T_prof,
             gather_bytes_per_s=gbw / T_prof,
+            gather_rows_bytes_per_s=rbw / T_prof,
             fma_f64_per_s=fma_t,
             exp_per_s=exp_t,
             div_f64_per_s=div_t,

@@ -106,9 +106,11 @@ def _show(hw, out=None) -> None:
 
 def _host_summary(hw) -> str:
     """One line of the measured host rates in readable units."""
+    g256 = hw.gather256_bytes_per_s
+    short = "" if g256 is None else f", (256 B rows) {g256 / 1e9:.1f} GB/s"
     return (
         f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
-        f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s, "
+        f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s{short}, "
         f"float64 FMA {hw.fma_f64_per_s / 1e9:.2f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s, "
         f"top-k {hw.topk_bytes_per_s / 1e9:.2f} GB/s, division {hw.div_f64_per_s / 1e9:.2f} "
         f"G/s, widen float32/float16/bfloat16 {hw.widen_f32_per_s / 1e9:.0f}/"

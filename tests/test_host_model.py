@@ -253,6 +253,50 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
 
 
+@pytest.mark.parametrize(
+    ("g256", "expect"),
+    [
+        # t(512) = 512 / 2e9 = 2.56e-7 s; t(256) = 256 / 1e9 = 2.56e-7 s: a row costs 2.56e-7
+        # s whatever its length (a = 2 t(256) - t(512) = 2.56e-7, c = 0)
+        (1e9, {128: 5e8, 256: 1e9, 512: 2e9, 1024: 4e9}),
+        # t(256) = 256 / 1.6e9 = 1.6e-7: a = 3.2e-7 - 2.56e-7 = 6.4e-8 s per row, c =
+        # (2.56e-7 - 6.4e-8) / 512 = 3.75e-10 s per byte: t(128) = 1.12e-7, t(1024) = 4.48e-7
+        (1.6e9, {128: 128 / 1.12e-7, 256: 1.6e9, 512: 2e9, 1024: 1024 / 4.48e-7}),
+        # 256-byte rows faster per byte than 512-byte ones (t(256) = 8.533e-8 < t(512) / 2):
+        # no fixed time per row (a clipped to 0), every size at the 512-byte rate
+        (3e9, {128: 2e9, 256: 2e9, 512: 2e9, 1024: 2e9}),
+        # no 256-byte measurement: the 512-byte rate per byte
+        (None, {128: 2e9, 256: 2e9, 512: 2e9, 1024: 2e9}),
+    ],
+)
+def test_gather_rate_is_the_line_through_the_two_measured_row_sizes(g256, expect):
+    from costmodel.host import gather_rate
+
+    hw = HOST.replace(gather256_bytes_per_s=g256)
+    for b, rate in expect.items():
+        assert gather_rate(hw, b) == pytest.approx(rate, rel=1e-12), b
+
+
+def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
+    # As test_sparq_by_hand_k_once, with a 256-byte gather rate of 1e9 B/s (all threads): a
+    # gathered row costs 2.56e-7 s whatever its length (see the test above), so the kept
+    # float16 rows of d = 64 (128 B) gather at 5e8 B/s, 1.25e8 per thread: k*d*e = 8192 B
+    # -> 6.5536e-5 s (1.6384e-5 at the 512-byte rate per byte). The k_cache_t spot check,
+    # whose reads are lines and runs of rows, keeps the 512-byte rate.
+    hw = HOST.replace(gather256_bytes_per_s=1e9)
+    e = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
+    ph = _phases(e)
+    for name in ("gather_k", "gather_v"):
+        assert ph[name].memory_s == pytest.approx(6.5536e-5, rel=1e-12), name
+        assert ph[name].time_s == pytest.approx(6.5536e-5 + 6.5536e-5 + 1.6384e-5, rel=1e-12)
+    assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
+    base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=True, **SPARQ))
+    for name in ph:
+        if name not in ("gather_k", "gather_v"):
+            assert ph[name].time_s == pytest.approx(base[name].time_s, rel=1e-12), name
+    assert e.params["per_thread"]["gather_rows_bytes_per_s"] == pytest.approx(1.25e8)
+
+
 def test_sparq_kt_check_reads_at_least_a_line_per_segment():
     # d 16 fp16: a run's segment of the d-major copy is 16 * e = 32 B, less than a 64-byte
     # line, so each costs a whole line; its 16 K rows are 16 * 16 * 2 = 512 B:
@@ -471,8 +515,8 @@ def test_measure_host_new_fields_positive_finite():
     hw = measure_host(seconds=0.3, nbytes=32 * 2**20)
     assert hw.threads == numba.get_num_threads()
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
-              "gather_bytes_per_s", "peak_flops_fp32", "div_f64_per_s", "widen_f32_per_s",
-              "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
+              "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
+              "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
@@ -502,7 +546,7 @@ def test_cli_measure_prints_host_fields(tmp_path, capsys):
     out = capsys.readouterr().out
     for f in HOST_FIELDS:
         assert f in out
-    assert "float64 FMA" in out and "gather (512 B rows)" in out
+    assert "float64 FMA" in out and "gather (512 B rows)" in out and "(256 B rows)" in out
     hw = load_hardware(str(path))
     assert all(getattr(hw, f) is not None for f in HOST_FIELDS)
 
