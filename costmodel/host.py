@@ -59,6 +59,7 @@ and the kernels still differ.
 from __future__ import annotations
 
 import math
+import numbers
 
 from costmodel.estimate import (
     Estimate,
@@ -186,7 +187,14 @@ def gather_rate(hw: Hardware, row_bytes: float) -> float:
     line gives 16.5 GB/s for 128-byte rows, measured 16.1-16.7. Without
     ``gather256_bytes_per_s``: ``gather_bytes_per_s`` for every row size."""
     g512 = hw.gather_bytes_per_s
-    g256 = getattr(hw, "gather256_bytes_per_s", None)
+    if g512 is None:
+        raise ValueError(
+            f"hardware: profile {hw.name!r} has no gather_bytes_per_s (a measured host has:"
+            " costmodel.hardware.measure_host)"
+        )
+    if isinstance(row_bytes, bool) or not (isinstance(row_bytes, numbers.Real) and row_bytes > 0):
+        raise ValueError(f"row_bytes: expected a number > 0, got {row_bytes!r}")
+    g256 = hw.gather256_bytes_per_s
     if g256 is None:
         return g512
     t512 = 512.0 / g512

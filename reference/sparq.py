@@ -1543,8 +1543,8 @@ def _run_kernel(
         workspace("sparq_i", ni, np.int64, rows=rows),
         _spot_starts(B, Hkv, S) if has_kt else _NO_STARTS,
     )  # fmt: skip
-    if bad:
-        status, kt_bad = _status_views(iout, B, G, kp.r, kp.k, Hkv)
+    if bad:  # (the views in plain Python: py_func, no compiled entry point for them)
+        *_, status, kt_bad = _carve_outputs.py_func(fout, iout, B, H, G, 0, d, kp.r, kp.k, Hkv)
         if has_kt and kt_bad.max() >= 0:
             _raise_kt_mismatch(kt_bad, Hkv)
         # the rows check what they read and what they write
@@ -1562,16 +1562,10 @@ def _run_kernel(
         )
     if not steps:
         return out
-    y, alpha, temperature, approx_logits, components, positions, _, _ = _carve_outputs(
+    y, alpha, temperature, approx_logits, components, positions, _, _ = _carve_outputs.py_func(
         fout, iout, B, H, G, S, d, kp.r, kp.k, Hkv
     )
     return SparqSteps(out, components, approx_logits, positions, alpha, v_mean, y, temperature)
-
-
-def _status_views(iout, B, G, r, kcols, Hkv):
-    """``status`` (B, G) and ``kt_bad`` (B * Hkv,) of the flat int64 outputs (error path)."""
-    c = B * G * (r + kcols)
-    return iout[c : c + B * G].reshape(B, G), iout[c + B * G : c + B * G + B * Hkv]
 
 
 def sparq_attention_naive(*args, **kwargs) -> SparqSteps:

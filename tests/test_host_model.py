@@ -277,6 +277,17 @@ def test_gather_rate_is_the_line_through_the_two_measured_row_sizes(g256, expect
         assert gather_rate(hw, b) == pytest.approx(rate, rel=1e-12), b
 
 
+def test_gather_rate_rejects_bad_input():
+    from costmodel.host import gather_rate
+
+    for bad in (0, -1.0, "512", True, None, float("nan")):
+        with pytest.raises(ValueError, match="row_bytes: expected a number > 0"):
+            gather_rate(HOST, bad)
+    assert gather_rate(HOST, np.int64(512)) == pytest.approx(2e9)
+    with pytest.raises(ValueError, match="no gather_bytes_per_s"):
+        gather_rate(HOST.replace(gather_bytes_per_s=None), 512)
+
+
 def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
     # As test_sparq_by_hand_k_once, with a 256-byte gather rate of 1e9 B/s (all threads): a
     # gathered row costs 2.56e-7 s whatever its length (see the test above), so the kept
