@@ -301,7 +301,7 @@ def predict_reference(
     T_prof = int(hw.threads)
     bw = hw.mem_bandwidth_bytes_per_s * hw.mem_efficiency
     gbw = hw.gather_bytes_per_s
-    rbw = gather_rate(hw, d * e)  # the kept rows of K and V: d*e bytes each
+    rbw = None  # SparQ's kept rows of K and V: d*e bytes each, at gather_rate (below)
     rows = B * Hkv
     waves = math.ceil(rows / T)
 
@@ -333,6 +333,7 @@ def predict_reference(
         ]  # fmt: skip
     else:
         tx = hw.mem_transaction_bytes
+        rbw = gather_rate(hw, d * e)
         # step 1 reads r rows of the d-major copy (K twice) or every S-major row (K once),
         # and writes the g*S float64 approximate logits; the rest is the same either way
         if store_k_twice:
@@ -499,7 +500,7 @@ def predict_reference(
         per_thread=dict(
             bandwidth_bytes_per_s=bw / T_prof,
             gather_bytes_per_s=gbw / T_prof,
-            gather_rows_bytes_per_s=rbw / T_prof,
+            gather_rows_bytes_per_s=None if rbw is None else rbw / T_prof,
             fma_f64_per_s=fma_t,
             exp_per_s=exp_t,
             div_f64_per_s=div_t,
