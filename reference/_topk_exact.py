@@ -8,8 +8,13 @@ Row functions (serial, callable from other Numba code; re-exported by
 
 from __future__ import annotations
 
+import llvmlite.binding as _llvm
+import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from reference._config import njit_parallel, njit_serial
 from reference._pairsort import _has_nan, _select, _sorted_indices
@@ -193,8 +198,122 @@ def _stream(x, k, bv, bi, thr, strict, start, cnt):
 
 
 #: Elements per branch-free step of :func:`_append_two` (its regions must have room for a
-#: whole step, else the rest of the row takes the branching loop).
+#: whole step, else the rest of the row takes the branching loop). A multiple of 8
+#: (:func:`split8`).
 _APPEND_STEP = 64
+
+
+def _compress_ok() -> bool:
+    """Whether :func:`split8` may use LLVM's vector compress: it exists from LLVM 19 on,
+    and compiles to one instruction with AVX-512 (``vpcompressq``); elsewhere the scalar
+    loop is at least as fast as LLVM's expansion of it."""
+    if _llvm.llvm_version_info < (19,):
+        return False
+    feats = numba.config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in feats.split(",")
+
+
+#: Whether :func:`split8` takes the vector path for float32 and float64 rows (decided once
+#: per process; the scalar path gives the same counts and indices, see the tests).
+COMPRESS_OK = _compress_ok()
+
+
+@njit_serial(inline="always")
+def split8_scalar(x, t, lo, hi, bi, nd, kc):
+    """The 8 elements ``x[t : t + 8]``, split by two thresholds ``lo <= hi``: the indices of
+    those above ``hi`` go to ``bi[nd:]``, those neither above ``hi`` nor below ``lo`` (NaN
+    included) to ``bi[kc:]``, each in index order. Returns ``n_up + (n_mid << 16)``. Writes
+    all 8 slots from ``nd`` and from ``kc`` (the slots past the counts hold junk).
+    Branch-free: every index goes to both regions and each count advances by its test."""
+    a = 0
+    m = 0
+    for u in range(t, t + 8):
+        v = x[u]
+        up = v > hi
+        bi[nd + a] = u
+        bi[kc + m] = u
+        a += up
+        m += not (v < lo) and not up
+    return a + (m << 16)
+
+
+@intrinsic
+def _split8_simd(typingctx, x, t, lo, hi, bi, nd, kc):
+    """:func:`split8_scalar` for a contiguous float32/float64 ``x`` and contiguous int64
+    ``bi``: one 8-lane load, two compares and two ``llvm.experimental.vector.compress`` of
+    the index vector (each then stored whole, 8 slots; the lanes past the count are 0)."""
+    if not (
+        isinstance(x, types.Array)
+        and x.dtype in (types.float32, types.float64)
+        and x.ndim == 1
+        and x.layout == "C"
+        and isinstance(bi, types.Array)
+        and bi.dtype == types.int64
+        and bi.layout == "C"
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xa, ta, loa, hia, bia, nda, kca = args
+        xty, bty = sig.args[0], sig.args[4]
+        xarr = context.make_array(xty)(context, builder, xa)
+        barr = context.make_array(bty)(context, builder, bia)
+        ft = context.get_value_type(xty.dtype)
+        i64, i32, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(8)
+        vf, vq = ir.VectorType(ft, 8), ir.VectorType(i64, 8)
+        vb = ir.VectorType(ir.IntType(1), 8)
+        zero8 = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+
+        def splat(val, vt):
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), zero8)
+
+        lo_v = context.cast(builder, loa, sig.args[2], xty.dtype)
+        hi_v = context.cast(builder, hia, sig.args[3], xty.dtype)
+        p = cgutils.get_item_pointer(context, builder, xty, xarr, [ta])
+        v = builder.load(builder.bitcast(p, vf.as_pointer()), align=xty.dtype.bitwidth // 8)
+        up = builder.fcmp_ordered(">", v, splat(hi_v, vf))  # v > hi (NaN: false)
+        ge = builder.fcmp_unordered(">=", v, splat(lo_v, vf))  # not (v < lo) (NaN: true)
+        mid = builder.and_(ge, builder.not_(up))
+        idx = builder.add(splat(ta, vq), ir.Constant(vq, list(range(8))))
+        name = "llvm.experimental.vector.compress.v8i64"
+        comp = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vq, [vq, vb, vq]), name
+        )
+        pop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8"
+        )
+        zq = ir.Constant(vq, [0] * 8)
+        counts = []
+        for mask, start in ((up, nda), (mid, kca)):
+            packed = builder.call(comp, [idx, mask, zq])
+            dst = cgutils.get_item_pointer(context, builder, bty, barr, [start])
+            builder.store(packed, builder.bitcast(dst, vq.as_pointer()), align=8)
+            counts.append(builder.zext(builder.call(pop, [builder.bitcast(mask, i8)]), i64))
+        return builder.add(counts[0], builder.shl(counts[1], ir.Constant(i64, 16)))
+
+    return types.int64(x, types.intp, lo, hi, bi, types.intp, types.intp), codegen
+
+
+def split8(x, t, lo, hi, bi, nd, kc):
+    """:func:`split8_scalar`, by one vector step where :data:`COMPRESS_OK` and the arrays
+    allow (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(split8, inline="always")
+def _split8_impl(x, t, lo, hi, bi, nd, kc):
+    simd = (
+        COMPRESS_OK
+        and x.dtype in (types.float32, types.float64)
+        and x.ndim == 1
+        and x.layout == "C"
+        and bi.dtype == types.int64
+        and bi.layout == "C"
+    )
+    if simd:
+        return lambda x, t, lo, hi, bi, nd, kc: _split8_simd(x, t, lo, hi, bi, nd, kc)
+    return lambda x, t, lo, hi, bi, nd, kc: split8_scalar(x, t, lo, hi, bi, nd, kc)
 
 
 @njit_serial
@@ -215,13 +334,10 @@ def _append_two(x, k, bv, bi, lo, hi, top_values=True):
     nc = 0
     i = 0
     while i + _APPEND_STEP <= n and nd + _APPEND_STEP <= k and k + nc + _APPEND_STEP <= cap:
-        for t in range(i, i + _APPEND_STEP):
-            v = x[t]
-            up = v > hi
-            bi[nd] = t
-            bi[k + nc] = t
-            nd += up
-            nc += not (v < lo) and not up
+        for t in range(i, i + _APPEND_STEP, 8):
+            r = split8(x, t, lo, hi, bi, nd, k + nc)
+            nd += r & 0xFFFF
+            nc += r >> 16
         i += _APPEND_STEP
     while i < n:
         v = x[i]

@@ -1,0 +1,121 @@
+"""The two-threshold split step of the exact top-k's scan (``split8``, ``_append_two``).
+
+Oracles: NumPy's own comparisons (``np.flatnonzero`` of ``x > hi`` and of
+``~(x < lo) & ~(x > hi)``) for the indices and counts; the scalar step for the vector step
+(which must agree in every slot it counts, whatever the CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from reference import _topk_exact as tx
+
+
+def _expected(x, lo, hi):
+    up = np.flatnonzero(x > hi)
+    mid = np.flatnonzero(~(x < lo) & ~(x > hi))  # NaN lands here, as the docs say
+    return up, mid
+
+
+@njit
+def _steps(x, lo, hi, bi, kc):
+    """split8 over x (length a multiple of 8) in order, as _append_two's inner loop."""
+    nd = 0
+    nc = 0
+    for t in range(0, x.shape[0], 8):
+        r = tx.split8(x, t, lo, hi, bi, nd, kc + nc)
+        nd += r & 0xFFFF
+        nc += r >> 16
+    return nd, nc
+
+
+@njit
+def _steps_scalar(x, lo, hi, bi, kc):
+    nd = 0
+    nc = 0
+    for t in range(0, x.shape[0], 8):
+        r = tx.split8_scalar(x, t, lo, hi, bi, nd, kc + nc)
+        nd += r & 0xFFFF
+        nc += r >> 16
+    return nd, nc
+
+
+def _row(rng, dtype, n):
+    """Values with ties at the thresholds, infinities and NaN (floats)."""
+    x = rng.integers(-6, 7, size=n).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        x[rng.random(n) < 0.05] = np.inf
+        x[rng.random(n) < 0.05] = -np.inf
+        x[rng.random(n) < 0.05] = np.nan
+        x += (rng.random(n) < 0.5) * np.asarray(0.5, dtype)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint64])
+@pytest.mark.parametrize("split", [_steps, _steps_scalar], ids=["dispatch", "scalar"])
+def test_split_steps_match_numpy(dtype, split):
+    rng = np.random.default_rng(11)
+    for n in (8, 64, 1024):
+        x = _row(rng, dtype, n)
+        if np.dtype(dtype).kind == "u":
+            x = rng.integers(0, 13, size=n).astype(dtype)
+        for lo, hi in ((1, 3), (2, 2), (-7, 7), (7, 8)):
+            lo_, hi_ = x.dtype.type(max(lo, 0) if x.dtype.kind == "u" else lo), x.dtype.type(hi)
+            bi = np.full(2 * n + 16, -1, dtype=np.int64)
+            nd, nc = split(x, lo_, hi_, bi, n + 8)
+            up, mid = _expected(x, lo_, hi_)
+            assert (nd, nc) == (len(up), len(mid))
+            assert np.array_equal(bi[:nd], up)
+            assert np.array_equal(bi[n + 8 : n + 8 + nc], mid)
+
+
+@pytest.mark.skipif(not tx.COMPRESS_OK, reason="no vector compress on this CPU / LLVM")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_step_agrees_with_scalar_step(dtype):
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        x = _row(rng, dtype, 256)
+        lo, hi = sorted(rng.integers(-7, 8, size=2))
+        lo, hi = x.dtype.type(lo), x.dtype.type(hi)
+        b1 = np.full(600, -1, dtype=np.int64)
+        b2 = np.full(600, -1, dtype=np.int64)
+        r1 = _steps(x, lo, hi, b1, 300)
+        r2 = _steps_scalar(x, lo, hi, b2, 300)
+        assert r1 == r2
+        nd, nc = r1
+        assert np.array_equal(b1[:nd], b2[:nd])
+        assert np.array_equal(b1[300 : 300 + nc], b2[300 : 300 + nc])
+
+
+def test_vector_step_on_unaligned_views():
+    # a row that starts 1 element past an allocation (not on 8 or 64 bytes)
+    rng = np.random.default_rng(13)
+    base = rng.standard_normal(1 + 512)
+    x = base[1:]
+    bi = np.zeros(1100, dtype=np.int64)
+    nd, nc = _steps(x, -0.5, 0.5, bi, 540)
+    up, mid = _expected(x, -0.5, 0.5)
+    assert np.array_equal(bi[:nd], up) and np.array_equal(bi[540 : 540 + nc], mid)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_append_two_matches_numpy(dtype):
+    # the scan as the top-k calls it: branch-free steps while both regions have room, then
+    # the branching tail (n not a multiple of the step); values read back by index
+    rng = np.random.default_rng(14)
+    n, k = 32768 + 37, 4096
+    x = rng.standard_normal(n) * 100
+    x = x.astype(dtype)
+    xs = np.sort(x)[::-1]
+    lo, hi = xs[int(1.1 * k)], xs[int(0.9 * k)]
+    size = tx._buffer_size(n, k)
+    bv = np.zeros(size, dtype=x.dtype)
+    bi = np.zeros(size, dtype=np.int64)
+    nd, nc, fits = tx._append_two(x, k, bv, bi, lo, hi, True)
+    up, mid = _expected(x, lo, hi)
+    assert fits and (nd, nc) == (len(up), len(mid))
+    assert np.array_equal(bi[:nd], up) and np.array_equal(bi[k : k + nc], mid)
+    assert np.array_equal(bv[:nd], x[up]) and np.array_equal(bv[k : k + nc], x[mid])
