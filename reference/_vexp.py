@@ -10,7 +10,9 @@ whole block with a branch-free element-wise loop that LLVM turns into SIMD code:
 2. ``exp(r)`` by its Taylor polynomial of degree 13 (truncation error below
    ``0.35^14 / 14! < 5e-18``, i.e. far below half an ulp), in Horner form;
 3. scaling by ``2^n`` built from exponent bits, in two halves ``2^(n//2) 2^(n - n//2)`` so
-   that subnormal results and the overflow to ``inf`` come out right.
+   that subnormal results and the overflow to ``inf`` come out right. The halves are the
+   integers' bits read as float64 (:func:`_bits_as_f64`, an LLVM ``bitcast``, which stays in
+   the vector registers; a round trip through a scratch array made the loop 10% slower).
 
 Compiled with contraction only (each ``a * b + c`` one FMA: the Horner steps and the range
 reduction, 1.75x faster than separate multiplies and adds on the development host, and no
@@ -23,6 +25,9 @@ over the whole float64 range): at most 2 ulp for normal results; ``exp(-inf) = 0
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from reference._config import FASTMATH_CHAIN, njit_serial
 
@@ -34,8 +39,18 @@ _X_ZERO = -745.1332191019412  # exp(x) rounds to 0 below this
 _INV_FACT = tuple(1.0 / float(np.prod(np.arange(1, i + 1, dtype=np.float64))) for i in range(14))
 
 
+@intrinsic
+def _bits_as_f64(typingctx, x):
+    """The 64 bits of an int64 read as a float64 (no conversion)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
-def exp_into(x, out, scratch, shift=0.0):
+def exp_into(x, out, shift=0.0):
     """``out[i] = exp(x[i] - shift)`` for 1-D float64 ``x`` and ``out`` (the subtraction
     is the float64 one, so the result is that of ``exp`` of a shifted copy, without the
     copy).
@@ -43,13 +58,8 @@ def exp_into(x, out, scratch, shift=0.0):
     ``x`` and ``out`` may be the same array, but only distinct arrays get SIMD code (LLVM's
     runtime overlap check fails for in-place calls, which run about 6x slower).
 
-    ``scratch`` is a float64 work array with at least ``2 * len(x)`` elements (its contents
-    are overwritten). The loop is branch-free and vectorises."""
+    The loop is branch-free and vectorises."""
     n = x.shape[0]
-    s1 = scratch[:n]
-    s2 = scratch[n : 2 * n]
-    b1 = s1.view(np.int64)
-    b2 = s2.view(np.int64)
     c0, c1, c2, c3, c4, c5, c6 = (
         _INV_FACT[0], _INV_FACT[1], _INV_FACT[2], _INV_FACT[3], _INV_FACT[4], _INV_FACT[5],
         _INV_FACT[6],
@@ -80,8 +90,6 @@ def exp_into(x, out, scratch, shift=0.0):
         p = p * r + c0
         ni = np.int64(nf)
         na = ni >> 1
-        b1[i] = (na + 1023) << 52
-        b2[i] = (ni - na + 1023) << 52
-        v = p * s1[i] * s2[i]
+        v = p * _bits_as_f64((na + 1023) << 52) * _bits_as_f64((ni - na + 1023) << 52)
         # NaN stays NaN; below the underflow threshold (and -inf) exactly 0
         out[i] = xi if xi != xi else (0.0 if xi < _X_ZERO else v)

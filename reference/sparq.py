@@ -894,14 +894,14 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
 
 
 @njit_serial
-def _exp_shifted(src, m, dst, scratch):
+def _exp_shifted(src, m, dst):
     """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
     n = src.shape[0]
     total = 0.0
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = dst[: i1 - i0]
-        exp_into(src[i0:i1], seg, scratch, m)
+        exp_into(src[i0:i1], seg, m)
         for t in range(i1 - i0):
             total += seg[t]
     return total
@@ -964,7 +964,6 @@ def _sparq_group_row(
     valid = iwork[:S]
     sel_all = iwork[S : S + k]
     bi = iwork[S + k : S + k + cap]
-    scratch = np.empty(2 * EXP_CHUNK)
     shifted = np.empty(EXP_CHUNK)  # gathered logits (exp_into must not work in place)
     if kp.phase_limit < 1:
         return
@@ -1014,7 +1013,7 @@ def _sparq_group_row(
     # Softmax normalisers of the approximate logits (masked: exp(-inf) = 0).
     ssum = np.empty(G)
     for h in range(G):
-        ssum[h] = _exp_shifted(s[h], smax[h], chunk, scratch)
+        ssum[h] = _exp_shifted(s[h], smax[h], chunk)
     # Step 4: group score over valid positions (compacted), forced local window, top-k.
     for t in range(nv):
         score[t] = 0.0
@@ -1025,7 +1024,7 @@ def _sparq_group_row(
             for j0 in range(0, S, EXP_CHUNK):
                 n = min(EXP_CHUNK, S - j0)
                 seg = chunk[:n]
-                exp_into(sh[j0 : j0 + n], seg, scratch, smax[h])
+                exp_into(sh[j0 : j0 + n], seg, smax[h])
                 for t in range(n):
                     if maskrow[j0 + t]:
                         score[t2] += seg[t] / ssum[h]
@@ -1085,7 +1084,7 @@ def _sparq_group_row(
                 kept = sel[t0 : t0 + n]
                 for t in range(n):
                     shifted[t] = sh[kept[t]]
-                exp_into(shifted[:n], seg, scratch, smax[h])
+                exp_into(shifted[:n], seg, smax[h])
                 for t in range(n):
                     acc += seg[t]
             alpha[h] = acc / ssum[h]
