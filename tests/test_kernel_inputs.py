@@ -255,6 +255,42 @@ def test_stale_k_cache_t_is_rejected_at_the_newest_position(dtype):
             sparq_attention(q, K, V, k_cache_t=stale, **call)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_k_cache_t_differences_in_every_checked_run_are_found(dtype):
+    # The runs after the newest one start where _spot_starts says (a fixed draw per shape);
+    # a difference in any of them, at any component (the last one included: the check walks
+    # (run, component) steps and requests lines some steps ahead across run boundaries), is
+    # found, and with differences in two runs the run checked first is the one named.
+    from reference.sparq import KT_SPOT_RUN, _spot_starts
+
+    rng = np.random.default_rng(33)
+    B, H, Hkv, S, d = 1, 4, 2, 4096, 16
+    q = rng.normal(size=(B, H, d))
+    K = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    V = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    starts = _spot_starts(B, Hkv, S)
+    call = dict(r=4, k=64)
+    for h in range(Hkv):
+        for t in range(starts.shape[2]):
+            for c, off in ((0, 0), (d - 1, KT_SPOT_RUN - 1), (7, 5)):
+                j = int(starts[0, h, t]) + off
+                if j >= S - KT_SPOT_RUN:  # inside the newest run: tested above
+                    continue
+                bad = transpose_keys(K)
+                bad[0, h, c, j] += 1
+                with pytest.raises(ValueError, match=rf"differ at b=0, h={h}, j={j};"):
+                    sparq_attention(q, K, V, k_cache_t=bad, **call)
+        # two differing runs: the earlier in check order (newest, then in order) is named
+        j_first = int(starts[0, h, 0]) + 3
+        j_later = int(starts[0, h, -1]) + 2
+        if j_first != j_later and max(j_first, j_later) < S - KT_SPOT_RUN:
+            bad = transpose_keys(K)
+            bad[0, h, 2, j_first] += 1
+            bad[0, h, 9, j_later] += 1
+            with pytest.raises(ValueError, match=rf"differ at b=0, h={h}, j={j_first};"):
+                sparq_attention(q, K, V, k_cache_t=bad, **call)
+
+
 def test_short_k_cache_t_is_checked_at_every_position():
     # S <= 16: the run that ends at the last valid position covers every position, so a
     # difference anywhere (brute force over positions and components) is found and named.
