@@ -320,7 +320,8 @@ def dependence_floor(pred) -> float:
     phase's read entirely hidden behind its in-core work (exps, divisions and top-k included)
     or the reverse, ``sum(max(read, in-core)) + fixed cost``. The phases of one row depend
     on each other's results (logits, then normalisers, then the top-k, then the gathers),
-    so they cannot overlap one another within the row."""
+    so they cannot overlap one another within the row. A floor for kernels that run each
+    row's phases in turn, as this one does; phases of different rows could overlap."""
     return sum(max(k.memory_s, k.compute_s + k.topk_s) + k.latency_s for k in pred.kernels)
 
 
@@ -971,7 +972,8 @@ def targets(rows, phases, mem) -> list[dict]:
                     " call's fixed cost): "
                     f"{ms(v['pred_s'])} ms, i.e. at most {dense_s / v['pred_s']:.2f}x against"
                     " this run's dense; with every phase's read and in-core work fully"
-                    " overlapped (the phases of a row depend on each other's results): "
+                    " overlapped (the phases of a row depend on each other's results; a"
+                    " floor for kernels that run a row's phases in turn): "
                     f"{ms(v['floor_s'])} ms, at most {dense_s / v['floor_s']:.2f}x (without"
                     f" the call's fixed cost {ms(floor_kernel)} ms,"
                     f" {dense_s / floor_kernel:.2f}x; the top-k priced at the profile's rate,"
