@@ -285,9 +285,9 @@ def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD):
         t += 4 if four else 1
 
 
-#: Elements per call of the vector exp (its input and output stay in L1). Exps of 4 x 32768 logits,
-#: one thread, on the development host: 1.17 ns each at 256, 1.00 at 1024, 1.11 at 4096,
-#: 1.07 at 16384.
+#: Elements per call of the vector exp (its input and output stay in L1). Exps of 4 x 32768
+#: logits, one thread, on the development host: 1.17 ns each at 256, 1.00 at 1024, 1.11 at
+#: 4096, 1.07 at 16384.
 EXP_CHUNK = 1024
 
 

@@ -209,7 +209,10 @@ def _compress_ok() -> bool:
     loop is at least as fast as LLVM's expansion of it."""
     if _llvm.llvm_version_info < (19,):
         return False
-    feats = numba.config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()
+    if numba.config.CPU_NAME:  # compiling for a named CPU: only the features named with it
+        feats = numba.config.CPU_FEATURES or ""
+    else:
+        feats = numba.config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()
     return "+avx512f" in feats.split(",")
 
 

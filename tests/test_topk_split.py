@@ -119,3 +119,26 @@ def test_append_two_matches_numpy(dtype):
     assert fits and (nd, nc) == (len(up), len(mid))
     assert np.array_equal(bi[:nd], up) and np.array_equal(bi[k : k + nc], mid)
     assert np.array_equal(bv[:nd], x[up]) and np.array_equal(bv[k : k + nc], x[mid])
+
+
+def test_vector_step_is_chosen_by_llvm_version_and_target_features(monkeypatch):
+    # the vector step needs LLVM >= 19 and AVX-512 on the CPU the kernels compile for:
+    # with NUMBA_CPU_NAME set, only the features named with it count (not the host's)
+    import numba
+
+    class _Llvm:
+        def __init__(self, version):
+            self.llvm_version_info = version
+
+        def get_host_cpu_features(self):
+            raise AssertionError("the host's features must not be asked for here")
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", "generic")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
+    monkeypatch.setattr(tx, "_llvm", _Llvm((22, 1, 0)))
+    assert tx._compress_ok() is False
+    monkeypatch.setattr(numba.config, "CPU_NAME", "znver4")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx2,+avx512f,+avx512bw")
+    assert tx._compress_ok() is True
+    monkeypatch.setattr(tx, "_llvm", _Llvm((18, 1, 8)))
+    assert tx._compress_ok() is False
