@@ -232,17 +232,23 @@ def test_wrong_k_cache_t_is_rejected():
         sparq_attention(q, K32, V32, k_cache_t=kt, impl="twin", **call)
 
 
+def _qkv(seed, B, H, Hkv, S, d, dtype):
+    """Standard normal q (float64) and K, V in ``dtype``."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(B, H, d))
+    K = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    V = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    return q, K, V
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_stale_k_cache_t_is_rejected_at_the_newest_position(dtype):
     # A copy that was not updated with the current token differs only at each batch row's
     # last valid position: the spot check always compares the run of positions ending there.
     # Row 0 is valid up to S - 1; row 1 is right-padded (valid up to 700), so its newest
     # token is not at S - 1.
-    rng = np.random.default_rng(31)
     B, H, Hkv, S, d = 2, 4, 2, 1000, 16
-    q = rng.normal(size=(B, H, d))
-    K = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
-    V = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    q, K, V = _qkv(31, B, H, Hkv, S, d, dtype)
     mask = np.ones((B, S), dtype=bool)
     mask[1, 701:] = False
     call = dict(r=4, k=32, mask=mask)
@@ -258,16 +264,12 @@ def test_stale_k_cache_t_is_rejected_at_the_newest_position(dtype):
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_k_cache_t_differences_in_every_checked_run_are_found(dtype):
     # The runs after the newest one start where _spot_starts says (a fixed draw per shape);
-    # a difference in any of them, at any component (the last one included: the check walks
-    # (run, component) steps and requests lines some steps ahead across run boundaries), is
+    # a difference in any of them, at any component (the first and the last included), is
     # found, and with differences in two runs the run checked first is the one named.
     from reference.sparq import KT_SPOT_RUN, _spot_starts
 
-    rng = np.random.default_rng(33)
     B, H, Hkv, S, d = 1, 4, 2, 4096, 16
-    q = rng.normal(size=(B, H, d))
-    K = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
-    V = rng.normal(size=(B, Hkv, S, d)).astype(dtype)
+    q, K, V = _qkv(33, B, H, Hkv, S, d, dtype)
     starts = _spot_starts(B, Hkv, S)
     call = dict(r=4, k=64)
     for h in range(Hkv):

@@ -20,27 +20,23 @@ def _expected(x, lo, hi):
     return up, mid
 
 
-@njit
-def _steps(x, lo, hi, bi, kc):
-    """split8 over x (length a multiple of 8) in order, as _append_two's inner loop."""
-    nd = 0
-    nc = 0
-    for t in range(0, x.shape[0], 8):
-        r = tx.split8(x, t, lo, hi, bi, nd, kc + nc)
-        nd += r & 0xFFFF
-        nc += r >> 16
-    return nd, nc
+def _make_steps(step):
+    @njit
+    def steps(x, lo, hi, bi, kc):
+        """``step`` over x (length a multiple of 8) in order, as _append_two's inner loop."""
+        nd = 0
+        nc = 0
+        for t in range(0, x.shape[0], 8):
+            r = step(x, t, lo, hi, bi, nd, kc + nc)
+            nd += r & 0xFFFF
+            nc += r >> 16
+        return nd, nc
+
+    return steps
 
 
-@njit
-def _steps_scalar(x, lo, hi, bi, kc):
-    nd = 0
-    nc = 0
-    for t in range(0, x.shape[0], 8):
-        r = tx.split8_scalar(x, t, lo, hi, bi, nd, kc + nc)
-        nd += r & 0xFFFF
-        nc += r >> 16
-    return nd, nc
+_steps = _make_steps(tx.split8)  # the vector step where the CPU and LLVM allow
+_steps_scalar = _make_steps(tx.split8_scalar)
 
 
 def _row(rng, dtype, n):
