@@ -49,7 +49,7 @@ DOT_WIDTH = 256
 DOT_ROWS = 4
 #: dot-product rounds per thread and repetition (4 * 256 * 50000 = 51.2M FMAs)
 DOT_REPS = 50_000
-#: float64 elements per exp block (x and out: 64 KiB per thread, L2-resident)
+#: float64 elements per exp block (x and out: 32 KiB per thread, in L1 or L2)
 EXP_BLOCK = 2048
 #: exp blocks per thread and repetition
 EXP_REPS = 1000
