@@ -343,7 +343,7 @@ def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tupl
 
 
 def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
-    """exp/s: ``reference._vexp.exp_into`` on L2-resident float64 blocks, all threads."""
+    """exp/s: ``reference._vexp.exp_into`` on cache-resident float64 blocks, all threads."""
     nt = numba.get_num_threads()
     x2 = -30.0 * rng.random((nt, EXP_BLOCK))  # softmax-like arguments (score - max <= 0)
     out2 = np.empty_like(x2)
@@ -351,7 +351,7 @@ def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
     t, reps = best_time(lambda: _exp_kernel(x2, out2, EXP_REPS, res), budget_s=budget_s)
     desc = (
         f"measured: reference._vexp.exp_into on {EXP_BLOCK}-element float64 blocks "
-        f"(L2-resident), {nt} threads, best of {reps}"
+        f"(in cache), {nt} threads, best of {reps}"
     )
     return nt * EXP_BLOCK * EXP_REPS / t, desc
 

@@ -170,7 +170,7 @@ class Hardware:
         register-blocked dot products of L1-resident vectors.
     exp_per_s : float or None
         float64 ``exp`` evaluations per second over all ``threads`` (the package's
-        vectorised ``reference._vexp.exp_into``, L2-resident blocks).
+        vectorised ``reference._vexp.exp_into``, cache-resident blocks).
     gather_bytes_per_s : float or None
         Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
     gather256_bytes_per_s : float or None
@@ -564,7 +564,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``fma_f64_per_s``: float64 dot products blocked by four (four 256-element vectors
       against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;
       L1-resident);
-    - ``exp_per_s``: ``reference._vexp.exp_into`` on L2-resident float64 blocks;
+    - ``exp_per_s``: ``reference._vexp.exp_into`` on cache-resident float64 blocks;
     - ``topk_bytes_per_s``: the ``k = n / 8`` largest of float64 rows of 32768
       (``reference.selection.topk_set_into``) listed in index order, the selection SparQ's
       kernel makes (input bytes per second);
