@@ -1018,7 +1018,7 @@ def targets(rows, phases, mem) -> list[dict]:
         )
         if bad:
             note += "; measured reason: " + (
-                _dense_reason(bad) if kind == "dense" else _sparq_reason(phases)
+                _dense_reason(bad) if kind == "dense" else _sparq_reason(phases, bad)
             )
         add(
             f"host model within 20% of measured {kind} at S >= 32k",
@@ -1088,27 +1088,45 @@ def _dense_reason(bad) -> str:
     return "; ".join(out)
 
 
-def _sparq_reason(phases) -> str:
-    """Why the SparQ prediction misses: the phases of the breakdown above whose measured time
-    exceeds the model's by more than 20% (and 0.05 ms), and the unmodelled set-up."""
+def _sparq_reason(phases, bad) -> str:
+    """Why the SparQ prediction misses, for the missed rows (``(row, variant, ...)`` tuples)
+    that a phase table of this run breaks down: its phases whose measured time exceeds the
+    model's by more than 20% (and 0.05 ms), and the unmodelled set-up. Misses in other rows
+    are said to have no breakdown (another configuration's phases would not explain them)."""
     if not phases:
         return "no phase breakdown in this run"
-    res = phases[0]
-    out = []
-    for ph in res["phases"]:
-        if ph["time_s"] > 1.2 * ph["pred_s"] + 5e-5:
-            out.append(f"{ph['name']} {ms(ph['time_s'])} ms measured vs {ms(ph['pred_s'])} model")
-    setup = res["setup_s"]
-    if setup > 1.2 * res["setup_pred_s"] + 5e-5:
-        out.append(
-            f"checks and set-up {ms(setup)} ms vs {ms(res['setup_pred_s'])} model "
-            "(k_cache_t spot check and the call's fixed cost)"
+    tables = [
+        f"Hkv={res['Hkv']} S={res['S']} {res['dtype']} k=S/{res['S'] // res['k']}" for res in phases
+    ]
+    parts = []
+    for res, where in zip(phases, tables, strict=True):
+        name = f"sparq k=S/{res['S'] // res['k']} K twice, v_mean supplied"
+        hit = any(
+            (r["Hkv"], r["S"], r["dtype"], n) == (res["Hkv"], res["S"], res["dtype"], name)
+            for r, n, *_ in bad
         )
-    where = f"Hkv={res['Hkv']} S={res['S']} {res['dtype']} k=S/{res['S'] // res['k']}"
-    return (
-        f"phase table of one configuration ({where}, K twice + supplied v_mean; the other "
-        "rows' phases are not broken down): " + "; ".join(out)
-    )
+        if not hit:
+            continue
+        out = []
+        for ph in res["phases"]:
+            if ph["time_s"] > 1.2 * ph["pred_s"] + 5e-5:
+                out.append(
+                    f"{ph['name']} {ms(ph['time_s'])} ms measured vs {ms(ph['pred_s'])} model"
+                )
+        setup = res["setup_s"]
+        if setup > 1.2 * res["setup_pred_s"] + 5e-5:
+            out.append(
+                f"checks and set-up {ms(setup)} ms vs {ms(res['setup_pred_s'])} model "
+                "(k_cache_t spot check and the call's fixed cost)"
+            )
+        parts.append(f"phase table of {where}: " + ("; ".join(out) or "no phase over 20%"))
+    if not parts:
+        return (
+            "the missed rows have no phase breakdown in this run (phase tables: "
+            + ", ".join(tables)
+            + ", K twice + supplied v_mean)"
+        )
+    return "; ".join(parts)
 
 
 def _verdict(met):
