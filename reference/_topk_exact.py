@@ -309,6 +309,8 @@ def _split8_impl(x, t, lo, hi, bi, nd, kc):
     simd = (
         COMPRESS_OK
         and x.dtype in (types.float32, types.float64)
+        and lo == x.dtype  # thresholds of the row's own type: the compares stay exact
+        and hi == x.dtype
         and x.ndim == 1
         and x.layout == "C"
         and bi.dtype == types.int64

@@ -138,3 +138,14 @@ def test_vector_step_is_chosen_by_llvm_version_and_target_features(monkeypatch):
     assert tx._compress_ok() is True
     monkeypatch.setattr(tx, "_llvm", _Llvm((18, 1, 8)))
     assert tx._compress_ok() is False
+
+
+def test_float32_row_with_float64_thresholds_compares_in_float64():
+    # a float64 threshold between two float32 values must not be rounded onto one of them
+    x = np.array([1.0, np.nextafter(np.float32(1.0), np.float32(2.0))] * 4, dtype=np.float32)
+    hi = float(x[0]) + 0.75 * (float(x[1]) - float(x[0]))  # not a float32: rounds to x[1]
+    bi = np.zeros(32, dtype=np.int64)
+    nd, nc = _steps(x, 0.0, hi, bi, 16)
+    up, mid = _expected(x.astype(np.float64), 0.0, hi)
+    assert (nd, nc) == (len(up), len(mid)) == (4, 4)
+    assert np.array_equal(bi[:nd], up) and np.array_equal(bi[16 : 16 + nc], mid)
