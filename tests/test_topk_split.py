@@ -40,8 +40,10 @@ _steps_scalar = _make_steps(tx.split8_scalar)
 
 
 def _row(rng, dtype, n):
-    """Values with ties at the thresholds, infinities and NaN (floats)."""
-    x = rng.integers(-6, 7, size=n).astype(dtype)
+    """Small integers (0..12 for unsigned rows, else -6..6), so that values tie with the
+    thresholds; for floats also halves between them, infinities and NaN."""
+    lo = 0 if np.dtype(dtype).kind == "u" else -6
+    x = rng.integers(lo, lo + 13, size=n).astype(dtype)
     if np.dtype(dtype).kind == "f":
         x[rng.random(n) < 0.05] = np.inf
         x[rng.random(n) < 0.05] = -np.inf
@@ -56,8 +58,6 @@ def test_split_steps_match_numpy(dtype, split):
     rng = np.random.default_rng(11)
     for n in (8, 64, 1024):
         x = _row(rng, dtype, n)
-        if np.dtype(dtype).kind == "u":
-            x = rng.integers(0, 13, size=n).astype(dtype)
         for lo, hi in ((1, 3), (2, 2), (-7, 7), (7, 8)):
             lo_, hi_ = x.dtype.type(max(lo, 0) if x.dtype.kind == "u" else lo), x.dtype.type(hi)
             bi = np.full(2 * n + 16, -1, dtype=np.int64)
