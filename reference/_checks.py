@@ -222,7 +222,7 @@ def as_cache_array(name: str, x, ndim: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {x.shape}")
     if not dt.isnative:
         dt = dt.newbyteorder("=")
-    x = np.ascontiguousarray(x.astype(dt, copy=False))
+    x = np.ascontiguousarray(x, dtype=dt)  # at most one copy (byte order and layout at once)
     if enc == ENC_F16:
         x = x.view(np.uint16)
     elif enc == ENC_BF16:

@@ -31,7 +31,7 @@ def both(*args, **kw):
 # --- hand-computed -------------------------------------------------------------------------
 
 
-def test_spec_gqa_hand_case_components_and_logits():
+def test_gqa_hand_case_components_and_logits():
     # Worked by hand: g = 2 heads per KV head, d = 2; sum |q| per group picks the component
     # (group 0: |1|+|-20| = 21 vs |10|+|2| = 12 -> component 0; group 1: 34 vs 43 -> 1).
     q = np.array([[[1.0, 10.0], [-20.0, 2.0], [30.0, 3.0], [4.0, 40.0]]])
