@@ -50,7 +50,7 @@ of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k
 ``gather_v`` (``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
 :func:`gather_rate`, ``k*d`` widened, ``g*k*d``
 FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller supplies ``v_mean``,
-``v_mean`` (``S*d*e`` streamed, ``S*d`` widened and added).
+``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced as FMAs).
 
 docs/costmodel.md (section 9) has the measurements behind each term and where the model
 and the kernels still differ.
@@ -421,8 +421,11 @@ def predict_reference(
             phases.append(
                 _phase(
                     "v_mean", bytes_row=S * d * e, bandwidth=bw, widen_row=S * d,
-                    priced_as="memory",
-                    note="mean of V (not supplied): S*d*e streamed; S*d widened and added",
+                    fma_row=S * d, priced_as="memory",
+                    note=(
+                        "mean of V (not supplied): S*d*e streamed; S*d widened and S*d adds "
+                        "(priced as FMAs)"
+                    ),
                 )
             )  # fmt: skip
 
