@@ -13,14 +13,17 @@ caches (a row whose K+V exceeds ``MAX_KV_BYTES`` is skipped). In each row, timed
 - ``dense_attention`` with ``check_finite`` True and False;
 - ``sparq_attention`` (r=16, local_window=128, k = S/8 and S/16, ``check_finite=False``) with
   K stored once or twice (``k_cache_t``), with a caller-supplied ``v_mean`` (float64 mean of V,
-  computed once outside the timing) or the default recomputed one (K twice only);
+  computed once outside the timing) or the default recomputed one; and once with
+  ``check_finite=True`` (K twice, supplied ``v_mean``, k = S/8), which first scans every byte
+  of K, V and ``k_cache_t`` (timed, not modelled; its bytes are those of the scan);
 - NumPy ``einsum`` dense attention in the cache dtype; PyTorch CPU SDPA when torch imports.
 
 Every callable is warmed up ``WARMUP`` times, then all of a row's callables are timed
 round-robin (interleaved) ``--repeat`` times and the best (minimum) of each is reported, so
 that ratios come from numbers measured side by side. ``%stream`` is the streaming time of the
 bytes a method reads divided by its time (dense: K+V; SparQ per KV head, in elements: K twice
-``r*S + 2*k*d`` (``+ S*d`` when v_mean is recomputed), K once ``S*d + 2*k*d``).
+``r*S + 2*k*d`` (``+ S*d`` when v_mean is recomputed), K once ``S*d + 2*k*d`` (``+ S*d``
+likewise)).
 
 Also: the host model (``costmodel.hardware.measure_host`` just before each row, then
 ``costmodel.host.predict_reference`` with that profile's rates and the row's own streaming
@@ -379,7 +382,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     for name in ("dense check_finite=True", "dense check_finite=False"):
         meta[name] = dict(bytes=kv_bytes, kind="dense", pred=pred_dense)
     for k in (S // 8, S // 16):
-        for k_twice, vms in ((False, True), (True, True), (True, False)):
+        for k_twice, vms in ((False, True), (False, False), (True, True), (True, False)):
             name = (
                 f"sparq k=S/{S // k} K {'twice' if k_twice else 'once'}, v_mean "
                 f"{'supplied' if vms else 'recomputed'}"
@@ -396,6 +399,12 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
                     h, Hkv=Hkv, S=S, dtype=dtype, k=k, k_twice=k_twice, v_mean_supplied=vms
                 ),
             )
+    # check_finite=True scans K, V and k_cache_t in full before SparQ's own work (timed, not
+    # modelled: the bytes column is the scan's)
+    name = "sparq k=S/8 K twice, v_mean supplied, check_finite=True"
+    kw = {**sparq_kw(S // 8, inp, k_twice=True, v_mean_supplied=True), "check_finite": True}
+    fns[name] = lambda kw=kw: sparq_attention(q, K, V, **kw)
+    meta[name] = dict(bytes=kv_bytes + inp["KT"].nbytes, kind="other")
     fns[f"numpy einsum ({dtype})"] = lambda: einsum_dense(q, K, V)
     meta[f"numpy einsum ({dtype})"] = dict(bytes=kv_bytes, kind="other")
     sdpa = torch_sdpa_fn(q, K, V)
@@ -538,7 +547,7 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
         bw = (K.nbytes + V.nbytes) / times["stream"][0]
         pred = predict_sparq(synced_profile(hw, bw), Hkv=Hkv, S=S, dtype=dtype, k=k)
         pk = {ke.kernel: ke.time_s for ke in pred.kernels}
-        p0 = times["P0"][0]  # the kernel's launch, outputs and scratch: no row work
+        p0 = times["P0"][0]  # the kernel's launch, outputs, scratch and spot check: no row work
         cum = [times[f"P{P}"][0] for P in range(1, 7)]
         phases = []
         prev = p0
@@ -577,7 +586,7 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
             f"streaming read timed alongside, {bw / 1e9:.1f} GB/s)"
         )
         print(f"  {'phase':<48}{'cum ms':>9}{'ms':>9}{'share':>8}{'model ms':>10}")
-        print(f"  0. kernel launch, outputs, scratch (no row work){ms(p0):>9}")
+        print(f"  {'0. launch, scratch, k_cache_t spot check':<48}{ms(p0):>9}")
         for ph in phases:
             print(
                 f"  {ph['phase']}. {ph['name']:<45}{ms(ph['cumulative_s']):>9}"

@@ -1,11 +1,15 @@
 """Microbenchmarks behind :func:`costmodel.hardware.measure_host` (all Numba threads).
 
-Each function times a small kernel that is *not* one of the kernels the host model predicts
-(``reference.dense`` / ``reference.sparq``), on every Numba thread at once
-(``numba.get_num_threads()``), and returns ``(rate, description)``; the description goes
-into the profile's ``[sources]``. Kernels are compiled through ``reference._config`` so
-that they use the project's Numba flags (fast-math limited to reassociation and
-contraction); the first call compiles them (cached on disk afterwards) and is not timed.
+Each rate function times a small kernel that is *not* one of the kernels the host model
+predicts (``reference.dense`` / ``reference.sparq``; the exp and top-k microkernels call the
+same ``exp_into`` and ``topk_set_into`` routines those kernels call, on their own data), on
+every Numba thread at once (``numba.get_num_threads()``: the thread count the kernels run
+with), and returns ``(rate, description)``; the description goes into the profile's
+``[sources]``. The one exception is :func:`measure_calls`, which times the public entry
+points themselves at a tiny shape, for their fixed cost per call only. Kernels are
+compiled through ``reference._config`` so that they use the project's Numba flags
+(fast-math limited to reassociation and contraction); the first call compiles them (cached
+on disk afterwards) and is not timed.
 
 Every rate is the best (shortest) of several repetitions: at least ``min_reps``, then more
 while the time budget lasts (at most ``max_reps``).

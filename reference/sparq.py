@@ -1327,7 +1327,8 @@ def sparq_attention(
         token) and three runs of 16 at random offsets. Kernel only (``impl="numba"``).
     check_finite : bool
         True (default): scan q, the caches (and ``k_cache_t``) for NaN/inf and name the first
-        one; this full read makes the call about as slow as dense attention. False: validate
+        one; this full read makes the call slower than dense attention (it reads every
+        byte dense reads, and ``k_cache_t``, before SparQ's own work). False: validate
         only what the kernel reads (q, the ``r`` key columns of step 1, the kept rows of K
         and V, V for the default ``v_mean``): a NaN or inf in an entry SparQ never reads
         goes undetected.
