@@ -1,6 +1,6 @@
 """The attention benchmark's helpers that decide what a prediction is priced with.
 
-Oracle: profiles built by hand from one measured profile, each field moved up or down.
+Oracle: profiles built by hand from one synthetic profile, each field moved up or down.
 """
 
 from __future__ import annotations
