@@ -26,7 +26,8 @@ bytes a method reads divided by its time (dense: K+V; SparQ per KV head, in elem
 likewise)).
 
 Also: the host model (``costmodel.hardware.measure_host`` just before and just after each
-row, then ``costmodel.host.predict_reference`` with the better of the two profiles' rates
+row, then ``costmodel.host.predict_reference`` with the better of the two profiles' in-core
+rates and the memory rates of the one measured in the row's memory state
 (:func:`best_of_profiles`) and the row's own streaming
 read as the bandwidth beside every measured time, the profile-only ratio beside it, and the
 spread of the profiles' rates over the run); the in-core bound of dense (float64 FMAs
@@ -361,17 +362,37 @@ def host_rates(hw) -> dict:
     return {f: getattr(hw, f) for f in RATE_FIELDS}
 
 
-def best_of_profiles(a, b):
-    """``a`` with each host-model field the better of ``a``'s and ``b``'s: the larger rate or
-    overlap, the smaller fixed cost of a call (``*_call_s``). Each field is an attainable value
-    measured as the best of several repetitions, as the timings are the best of their
-    rounds; two measurements a row's timings apart (before and after it) make a slowdown
-    of the machine during one of them (which also slows nothing else) less likely to set
-    the price."""
+#: profile fields that follow the state of the VM's memory (its streaming read swings between
+#: about 45 and 95 GB/s from one minute to the next): taken together from one profile
+MEMORY_STATE_FIELDS = (
+    "mem_bandwidth_bytes_per_s",
+    "gather_bytes_per_s",
+    "gather256_bytes_per_s",
+    "stream_fma_overlap",
+)
+
+
+def best_of_profiles(a, b, bw):
+    """The profile that prices a row from ``a`` and ``b``, measured just before and just after
+    the row's timings, whose best streaming read was ``bw`` bytes/s:
+
+    - the in-core rates (FMAs, exps, divisions, widening, top-k) and the fixed costs of a call
+      are attainable values, each the best of several repetitions, as the timings are the
+      best of their rounds: each is the better of the two (the larger rate, the smaller
+      ``*_call_s``), so a slowdown of the machine during one measurement does not set it;
+    - the fields that follow the memory state (:data:`MEMORY_STATE_FIELDS`) come together
+      from the profile whose streaming read is nearer ``bw`` (by ratio): the one measured
+      in the state the row ran in.
+
+    The other fields are ``a``'s."""
+    near = min((a, b), key=lambda h: abs(math.log(h.mem_bandwidth_bytes_per_s / bw)))
     best = {}
     for f in RATE_FIELDS:
         x, y = getattr(a, f), getattr(b, f)
-        best[f] = min(x, y) if f.endswith("_call_s") else max(x, y)
+        if f in MEMORY_STATE_FIELDS:
+            best[f] = getattr(near, f)
+        else:
+            best[f] = min(x, y) if f.endswith("_call_s") else max(x, y)
     return a.replace(**best)
 
 
@@ -379,7 +400,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     """One row: every method on the same inputs, round-robin; a dict for the JSON. The host
     profile that prices the row is measured (``seconds``) just before its timings and again
     just after them, so that the prediction and the measurement see the same state of a
-    shared machine; each rate is the better of the two (:func:`best_of_profiles`)."""
+    shared machine (:func:`best_of_profiles` makes one profile of the two)."""
     from costmodel.hardware import measure_host
 
     inp = make_inputs(B, Hkv, S, dtype)
@@ -431,10 +452,10 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     rounds = round_robin_rounds(fns, repeats)
     hw_before = hw
     hw_after = measure_host(seconds=seconds)
-    hw = best_of_profiles(hw_before, hw_after)
     times = {name: sorted(ts) for name, ts in rounds.items()}
     t_stream = times["stream"][0]
     bw = kv_bytes / t_stream
+    hw = best_of_profiles(hw_before, hw_after, bw)
     hw_sync = synced_profile(hw, bw)
     t_dense = times["dense check_finite=False"][0]
     fma_bound = 2 * H * S * D * B / hw.fma_f64_per_s
@@ -510,7 +531,10 @@ def print_row(row):
     if "host_before" in row:
         print(f"  host profile measured just before: {fmt_rates(row['host_before'])}")
         print(f"  and just after: {fmt_rates(row['host_after'])}")
-        print(f"  priced with the better of each: {fmt_rates(row['host'])}")
+        print(
+            "  priced with (in-core rates: the better of the two; stream, gathers and overlap: "
+            f"the profile nearer this row's streaming read): {fmt_rates(row['host'])}"
+        )
     else:  # (JSON of runs before the second profile)
         print(f"  host profile measured just before: {fmt_rates(row['host'])}")
     print(
@@ -1070,8 +1094,9 @@ def targets(rows, phases, mem) -> list[dict]:
             "one run)",
             None,
             ", ".join(f"{lab} {lo:.3g}..{hi:.3g} ({hi / lo:.2f}x)" for lab, lo, hi in spread),
-            "every prediction uses the better of each rate measured just before and just "
-            "after its row; a rate that moves more than 20% between two measurements minutes "
+            "every prediction uses the better of each in-core rate measured just before and "
+            "just after its row, and the memory rates of the one of the two nearer the row's "
+            "streaming read; a rate that moves more than 20% between two measurements minutes "
             "apart bounds how close any single-profile prediction can be",
         )
     print("\nTargets (rows at S >= 32768)")

@@ -45,20 +45,37 @@ def _host() -> Hardware:
     )  # fmt: skip
 
 
-def test_best_of_profiles_takes_the_larger_rate_and_the_smaller_call_cost(bench):
+def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     a = _host()
     up = {f: getattr(a, f) * (0.9 if f.endswith("_call_s") else 1.1) for f in bench.RATE_FIELDS}
     up["stream_fma_overlap"] = min(1.0, a.stream_fma_overlap + 0.05)
     b = a.replace(**up)
+    incore = [f for f in bench.RATE_FIELDS if f not in bench.MEMORY_STATE_FIELDS]
+    assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
     for x, y in ((a, b), (b, a)):  # symmetric
-        c = bench.best_of_profiles(x, y)
-        for f in bench.RATE_FIELDS:
+        c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
+        for f in incore:
             assert getattr(c, f) == getattr(b, f), f
-    # a profile better in some fields and worse in others: each field chosen on its own
+    # better in some fields and worse in others: each in-core field chosen on its own
     mixed = a.replace(fma_f64_per_s=a.fma_f64_per_s * 2, dense_call_s=a.dense_call_s * 3)
-    c = bench.best_of_profiles(mixed, b)
+    c = bench.best_of_profiles(mixed, b, bw=a.mem_bandwidth_bytes_per_s)
     assert c.fma_f64_per_s == mixed.fma_f64_per_s
     assert c.dense_call_s == b.dense_call_s
     assert c.exp_per_s == b.exp_per_s
-    # fields outside the host model's rates are the first profile's
-    assert c.name == mixed.name
+    assert c.name == mixed.name  # fields outside the host model's rates: the first profile's
+
+
+def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
+    slow = _host()  # streaming read 10 GB/s
+    fast = slow.replace(
+        mem_bandwidth_bytes_per_s=1.8e10, gather_bytes_per_s=2.6e9,
+        gather256_bytes_per_s=1.9e9, stream_fma_overlap=0.3,
+    )  # fmt: skip
+    for bw, want in ((1.1e10, slow), (0.9e10, slow), (1.6e10, fast), (2.5e10, fast)):
+        for x, y in ((slow, fast), (fast, slow)):
+            c = bench.best_of_profiles(x, y, bw=bw)
+            for f in bench.MEMORY_STATE_FIELDS:
+                assert getattr(c, f) == getattr(want, f), (bw, f)
+    # nearer by ratio: 13.4 GB/s (the geometric mean of 10 and 18) is the boundary
+    assert bench.best_of_profiles(slow, fast, bw=1.3e10).gather_bytes_per_s == 2e9
+    assert bench.best_of_profiles(slow, fast, bw=1.4e10).gather_bytes_per_s == 2.6e9
