@@ -272,13 +272,15 @@ def ms(t):
     return "-" if t is None else f"{t * 1e3:.2f}"
 
 
-#: profile fields the host model prices with (the spread of each across a run is printed)
-RATE_FIELDS = (
-    "mem_bandwidth_bytes_per_s",
-    "gather_bytes_per_s",
-    "gather256_bytes_per_s",
-    "topk_bytes_per_s",
-) + tuple(f for f in HOST_FIELDS if f != "threads")
+#: profile fields the host model prices with (the spread of each across a run is printed);
+#: each once (gather_bytes_per_s is one of HOST_FIELDS too)
+RATE_FIELDS = tuple(
+    dict.fromkeys(
+        ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "gather256_bytes_per_s")
+        + ("topk_bytes_per_s",)
+        + tuple(f for f in HOST_FIELDS if f != "threads")
+    )
+)
 
 
 def fmt_rates(r: dict) -> str:
@@ -385,7 +387,10 @@ def best_of_profiles(a, b, bw):
       in the state the row ran in.
 
     The other fields are ``a``'s."""
-    near = min((a, b), key=lambda h: abs(math.log(h.mem_bandwidth_bytes_per_s / bw)))
+    # (the read a profile prices with is its bandwidth times its efficiency; synced_profile)
+    near = min(
+        (a, b), key=lambda h: abs(math.log(h.mem_bandwidth_bytes_per_s * h.mem_efficiency / bw))
+    )
     best = {}
     for f in RATE_FIELDS:
         x, y = getattr(a, f), getattr(b, f)
