@@ -108,13 +108,21 @@ def _bits_impl(A):
 
 @njit_serial
 def prefetch_row(A, j):
-    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line)."""
+    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line, also when
+    the row does not start on a line boundary)."""
     step = line_elems(A)
     n = A.shape[1]
     c = 0
     while c < n:
         _prefetch(A, j, c)
         c += step
+    # A row that starts inside a line ends in a line that the loop above does not reach
+    # (NumPy's large arrays start 16 bytes into a line, so a 512-byte row spans nine).
+    # Without this request its last line was fetched on demand: on the development host a
+    # gathered row then cost a full memory latency however early the loop above ran, and
+    # no arithmetic overlapped the gathers.
+    if n > 0:
+        _prefetch(A, j, n - 1)
 
 
 @intrinsic
