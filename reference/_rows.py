@@ -245,8 +245,11 @@ def _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits):
 
 
 @njit_serial
-def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD):
-    """``logits[h, t] = scale * qg[h] . K[positions[t]]``: heads in blocks of 4 take four
+def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi=-1):
+    """``logits[h, t] = scale * qg[h] . K[positions[t]]`` for ``lo <= t < hi`` (``hi < 0``:
+    up to ``n_pos``; ``lo`` a multiple of 4, as is ``hi`` unless it is ``n_pos``), prefetching
+    as the pass over all ``n_pos`` does, so consecutive ranges give the bits of one call
+    over all of them. Heads in blocks of 4 take four
     rows at a time (:func:`_dot4x4`: each load of a q element feeds four rows and each K
     element four heads; in cache it was 2.4x faster than one row at a time for four heads);
     the ``n_pos % 4`` last rows go one at a time. The remaining ``G % 4`` heads take each
@@ -257,8 +260,9 @@ def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD):
     logit depends only on ``G``, ``n_pos`` and its index, never on the cache dtype."""
     G, d = qg.shape
     g4 = G - G % 4  # heads in blocks of four; the rest one at a time
-    t = 0
-    while t < n_pos:
+    t = lo
+    end = n_pos if hi < 0 else hi
+    while t < end:
         four = t + 4 <= n_pos
         if ahead > 0:  # rows ``ahead`` further on (0: K is a block already in cache)
             for u in range(t + ahead, min(t + ahead + (4 if four else 1), n_pos)):
@@ -393,29 +397,8 @@ def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
         t += 1
 
 
-#: Rows per block of the gathered exact attention (SparQ's kept positions): the rows are
-#: first copied into a contiguous block (a short loop, so the core keeps many row fetches
-#: in flight), then the K and V passes run on the cached block. A multiple of 4 (the V
-#: pass's step), so the sums run in the same order as without blocks.
-GATHER_BLOCK = 64
-
-
 @njit_serial
-def _gather_block(A, positions, t0, n, n_pos, blk):
-    """``blk[u] = A[positions[t0 + u]]`` for ``u < n`` (raw elements, no conversion),
-    prefetching the rows ``PREFETCH_AHEAD`` further on."""
-    for u in range(n):
-        ahead = t0 + u + PREFETCH_AHEAD
-        if ahead < n_pos:
-            prefetch_row(A, positions[ahead])
-        src = A[positions[t0 + u]]
-        dst = blk[u]
-        for c in range(src.shape[0]):
-            dst[c] = src[c]
-
-
-@njit_serial
-def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathered=False):
+def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     """Exact attention of the query rows ``qg`` (G, d, float64) over ``positions[:n_pos]`` of
     ``K``, ``V`` (S, d, own dtype, see :func:`widen`):
     ``y[h] = softmax(scale * K[pos] @ qg[h]) @ V[pos]``.
@@ -430,21 +413,25 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
     K or q entry, or an overflow of ``q . k``) and otherwise ``status[0] = 2`` if an output
     is not finite (a non-finite V entry, or an output beyond the float64 range).
 
-    With ``gathered`` (positions far apart, as SparQ's kept ones are) the rows are copied
-    block by block (:data:`GATHER_BLOCK`) before each pass; the arithmetic, and so every
-    bit of the result, is the same either way."""
-    G, d = qg.shape
+    SparQ's step 7 (``reference.sparq._exact_step``) makes the same passes over its kept
+    rows, with the same bits."""
+    G = qg.shape[0]
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
+    _k_pass(qg, K, positions, n_pos, scale, w)
+    if not logits_to_weights(w):
+        status[0] = 1
+        return
+    _v_pass(V, positions, n_pos, w, y)
+    if not all_finite(y):
+        status[0] = 2
+
+
+@njit_serial
+def logits_to_weights(w):
+    """Each row of the logits ``w`` (G, n) becomes its softmax weights in place
+    (``exp(l - max) / sum``). False (``w`` then unspecified) if a logit is NaN or +/-inf."""
+    G = w.shape[0]
     total = np.empty(G)
-    if gathered:
-        blk = np.empty((GATHER_BLOCK, d), dtype=K.dtype)
-        idx = np.arange(GATHER_BLOCK)
-        for t0 in range(0, n_pos, GATHER_BLOCK):
-            n = min(GATHER_BLOCK, n_pos - t0)
-            _gather_block(K, positions, t0, n, n_pos, blk)
-            _k_pass(qg, blk, idx, n, scale, w[:, t0 : t0 + n], 0)
-    else:
-        _k_pass(qg, K, positions, n_pos, scale, w)
     chk = 0.0
     for h in range(G):
         wh = w[h]
@@ -452,31 +439,24 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work, gathere
             chk += wh[t] * 0.0  # NaN iff some logit is NaN or +/-inf
         total[h] = softmax_weights(wh, max_of(wh, -np.inf))  # (a NaN row is discarded below)
     if chk != chk:
-        status[0] = 1
-        return
+        return False
     for h in range(G):
         inv = 1.0 / total[h]
         wh = w[h]
-        for t in range(n_pos):
+        for t in range(wh.shape[0]):
             wh[t] *= inv
-    if gathered:
-        blkv = np.empty((GATHER_BLOCK, d), dtype=V.dtype)
-        idx = np.arange(GATHER_BLOCK)
-        for h in range(G):
-            for c in range(d):
-                y[h, c] = 0.0
-        for t0 in range(0, n_pos, GATHER_BLOCK):
-            n = min(GATHER_BLOCK, n_pos - t0)
-            _gather_block(V, positions, t0, n, n_pos, blkv)
-            _v_accumulate(blkv, idx, n, w[:, t0 : t0 + n], y, 0)
-    else:
-        _v_pass(V, positions, n_pos, w, y)
-    for h in range(G):
+    return True
+
+
+@njit_serial
+def all_finite(y):
+    """Whether every element of the 2-D float64 array ``y`` is finite."""
+    chk = 0.0
+    for h in range(y.shape[0]):
         yh = y[h]
-        for c in range(d):
+        for c in range(yh.shape[0]):
             chk += yh[c] * 0.0
-    if chk != chk:
-        status[0] = 2
+    return chk == chk
 
 
 @njit_serial

@@ -46,10 +46,14 @@ from reference._checks import (
 from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial, note_first_compile
 from reference._rows import (
     EXP_CHUNK,
+    PREFETCH_AHEAD,
+    _k_pass,
     _prefetch,
-    attend_positions,
+    _v_pass,
+    all_finite,
     bits,
     line_elems,
+    logits_to_weights,
     max_of,
     prefetch_row,
     widen,
@@ -894,6 +898,15 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
 
 
 @njit_serial
+def _add_chunk(seg, total):
+    """``total + sum(seg)``: the one summation loop of the softmax normalisers, so that
+    they have the same bits however their exps are scheduled."""
+    for t in range(seg.shape[0]):
+        total += seg[t]
+    return total
+
+
+@njit_serial
 def _exp_shifted(src, m, dst):
     """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
     n = src.shape[0]
@@ -902,9 +915,74 @@ def _exp_shifted(src, m, dst):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = dst[: i1 - i0]
         exp_into(src[i0:i1], seg, m)
-        for t in range(i1 - i0):
-            total += seg[t]
+        total = _add_chunk(seg, total)
     return total
+
+
+#: Exps per piece of the softmax normalisers that step 7 computes between its K rows
+#: (a divisor of EXP_CHUNK).
+NORM_PIECE = 128
+
+
+@njit_serial
+def _normaliser_piece(s, smax, ssum, buf, cur):
+    """One piece of the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])``,
+    which :func:`_exact_step` computes between its K rows. ``cur`` (int64, 2) is the next
+    (head, position); ``ssum`` starts at 0; ``buf`` holds EXP_CHUNK float64. Each chunk of
+    EXP_CHUNK positions is exponentiated in pieces of :data:`NORM_PIECE` (a shorter last
+    chunk in one piece, as :func:`_exp_shifted` takes it) and summed when complete, by
+    :func:`_add_chunk`: the same bits as :func:`_exp_shifted`. Returns the exps done."""
+    G, S = s.shape
+    h = cur[0]
+    if h >= G:
+        return 0
+    j = cur[1]
+    c0 = j - j % EXP_CHUNK
+    L = min(EXP_CHUNK, S - c0)
+    n = NORM_PIECE if L == EXP_CHUNK else L
+    o = j - c0
+    exp_into(s[h, j : j + n], buf[o : o + n], smax[h])
+    j += n
+    if j == c0 + L:
+        ssum[h] = _add_chunk(buf[:L], ssum[h])
+        if j == S:
+            h += 1
+            j = 0
+    cur[0] = h
+    cur[1] = j
+    return n
+
+
+@njit_serial
+def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps):
+    """Step 7, exact attention over the kept rows ``sel[:n_sel]`` of ``K`` and ``V``
+    (:func:`reference._rows.attend_positions`, same arithmetic and bits, rows read in place),
+    with the ``n_exps`` exps of the softmax normalisers (0 or ``G * S``, added to ``ssum``,
+    zero on entry; :func:`_normaliser_piece`) spread evenly between its K rows, four rows at a time.
+
+    The kept rows are far apart and each waits on memory; the prefetches run
+    :data:`reference._rows.PREFETCH_AHEAD` rows ahead, and the exps, which need no memory
+    but the logits, run in their shadow instead of in a pass of their own."""
+    G = qg.shape[0]
+    w = work[: G * n_sel].reshape(G, n_sel)
+    cur = np.zeros(2, dtype=np.int64)
+    done = 0
+    t = 0
+    while t < n_sel:
+        hi = t + 4 if t + 4 <= n_sel else n_sel
+        _k_pass(qg, K, sel, n_sel, scale, w, PREFETCH_AHEAD, t, hi)
+        due = n_exps * hi // n_sel
+        while done < due:
+            done += _normaliser_piece(s, smax, ssum, buf, cur)
+        t = hi
+    while done < n_exps:  # (none kept)
+        done += _normaliser_piece(s, smax, ssum, buf, cur)
+    if not logits_to_weights(w):
+        status[0] = 1
+        return
+    _v_pass(V, sel, n_sel, w, y)
+    if not all_finite(y):
+        status[0] = 2
 
 
 @njit_serial
@@ -1010,10 +1088,12 @@ def _sparq_group_row(
         return
     if kp.phase_limit < 2:
         return
-    # Softmax normalisers of the approximate logits (masked: exp(-inf) = 0).
-    ssum = np.empty(G)
-    for h in range(G):
-        ssum[h] = _exp_shifted(s[h], smax[h], chunk)
+    # Softmax normalisers of the approximate logits (masked: exp(-inf) = 0): here when the
+    # group score needs them, otherwise (alpha's only) in the shadow of step 7's gathers.
+    ssum = np.zeros(G)
+    if kp.probs:
+        for h in range(G):
+            ssum[h] = _exp_shifted(s[h], smax[h], chunk)
     # Step 4: group score over valid positions (compacted), forced local window, top-k.
     for t in range(nv):
         score[t] = 0.0
@@ -1087,13 +1167,19 @@ def _sparq_group_row(
                 exp_into(shifted[:n], seg, smax[h])
                 for t in range(n):
                     acc += seg[t]
-            alpha[h] = acc / ssum[h]
+            alpha[h] = acc  # divided by the normaliser after step 7
         else:
             alpha[h] = 1.0
     if kp.phase_limit < 5:
         return
-    # Step 7: exact attention over the kept positions (gathered rows of K and V).
-    attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, True)
+    # Step 7: exact attention over the kept positions (rows of K and V read in place), with
+    # the normalisers if still due.
+    n_exps = G * S if kp.reallocate and not kp.probs else 0
+    _exact_step(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, s, smax, ssum,
+                chunk, n_exps)  # fmt: skip
+    if kp.reallocate:
+        for h in range(G):
+            alpha[h] /= ssum[h]
     if kp.phase_limit < 6:
         return
     # Step 8: reallocation to v_mean (status 2 if an output is not finite).

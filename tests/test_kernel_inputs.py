@@ -556,36 +556,47 @@ def test_line_elems_is_the_line_over_the_element_size():
 
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_gathered_blocks_add_in_the_unblocked_order(G, dtype):
-    # attend_positions(gathered=True) copies the rows block by block before each pass; the
-    # result must be bit-identical to the direct passes (the path that the float64-twin
-    # tests cover) for position counts around the block size and the V pass's step of 4
-    from reference._rows import GATHER_BLOCK, attend_positions
+def test_exact_step_matches_attend_positions_and_the_normalisers(G, dtype):
+    # SparQ's step 7 makes attend_positions' passes four K rows at a time, with the softmax
+    # normalisers' exps computed in pieces between them. Its output must be bit-identical
+    # to attend_positions (the path the float64-twin tests of dense cover) and its
+    # normalisers to _exp_shifted (one pass, the route of the group score that needs them),
+    # whatever the number of kept rows (around the step of 4; the public functions reject
+    # a row without a valid position, so at least one) and S (chunks of EXP_CHUNK, a
+    # shorter last one, fewer positions than a piece).
+    from reference._rows import EXP_CHUNK, attend_positions
+    from reference.sparq import NORM_PIECE, _exact_step, _exp_shifted
 
-    rng = np.random.default_rng(60 + G)
-    S, d = 700, 32
-    K = rng.standard_normal((S, d)).astype(dtype)
-    V = rng.standard_normal((S, d)).astype(dtype)
-    if dtype == np.float16:  # the kernels' encoding of float16 caches
-        K, V = K.view(np.uint16), V.view(np.uint16)
-    qg = rng.standard_normal((G, d))
-    assert GATHER_BLOCK % 4 == 0
-    for n_pos in (
-        1,
-        3,
-        4,
-        GATHER_BLOCK - 1,
-        GATHER_BLOCK,
-        GATHER_BLOCK + 1,
-        2 * GATHER_BLOCK + 6,
-        517,
-    ):
-        pos = np.sort(rng.choice(S, n_pos, replace=False)).astype(np.int64)
-        outs = []
-        for gathered in (False, True):
-            y = np.full((G, d), np.nan)
-            status = np.zeros(1, dtype=np.int64)
-            attend_positions(qg, K, V, pos, n_pos, 0.125, y, status, np.empty(G * n_pos), gathered)
-            assert status[0] == 0
-            outs.append(y)
-        assert np.array_equal(outs[0], outs[1]), n_pos
+    assert EXP_CHUNK % NORM_PIECE == 0
+    rng = np.random.default_rng(70 + G)
+    d = 32
+    for S in (50, EXP_CHUNK, 2 * EXP_CHUNK + 300):
+        K = rng.standard_normal((S, d)).astype(dtype)
+        V = rng.standard_normal((S, d)).astype(dtype)
+        if dtype == np.float16:  # the kernels' encoding of float16 caches
+            K, V = K.view(np.uint16), V.view(np.uint16)
+        qg = rng.standard_normal((G, d))
+        s = 3.0 * rng.standard_normal((G, S))
+        s[:, ::7] = -np.inf  # masked positions
+        smax = s.max(axis=1)
+        for n_pos in sorted({1, 3, 4, 5, 17, min(S, 48), S}):
+            pos = np.sort(rng.choice(S, n_pos, replace=False)).astype(np.int64)
+            y_ref = np.full((G, d), np.nan)
+            st_ref = np.zeros(1, dtype=np.int64)
+            attend_positions(qg, K, V, pos, n_pos, 0.125, y_ref, st_ref, np.empty(G * n_pos))
+            for n_exps in (0, G * S):
+                y = np.full((G, d), np.nan)
+                st = np.zeros(1, dtype=np.int64)
+                ssum = np.zeros(G)
+                buf = np.full(EXP_CHUNK, np.nan)
+                _exact_step(qg, K, V, pos, n_pos, 0.125, y, st, np.empty(G * n_pos), s, smax,
+                            ssum, buf, n_exps)  # fmt: skip
+                assert st[0] == st_ref[0] == 0
+                assert np.array_equal(y, y_ref), (S, n_pos)
+                if n_exps == 0:
+                    assert np.all(ssum == 0.0)
+                    continue
+                for h in range(G):
+                    one_pass = _exp_shifted(s[h], smax[h], np.empty(EXP_CHUNK))
+                    assert ssum[h] == one_pass, (S, n_pos, h)
+                    assert ssum[h] == pytest.approx(np.exp(s[h] - smax[h]).sum(), rel=1e-13)
