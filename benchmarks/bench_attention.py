@@ -103,16 +103,16 @@ BIG_B, BIG_MIN_RAM = 16, 20e9
 #: phase names of reference.sparq._run_kernel(phase_limit=P), P = 1..6
 PHASES = (
     "steps 1-3: components, approximate logits",
-    "softmax normalisers, group score",
+    "group score",
     "top-k",
     "alpha",
-    "gathers, exact attention over kept rows",
+    "gathers, exact attention, softmax normalisers",
     "mix with v_mean",
 )
 #: host-model kernels that price each phase
 PHASE_MODEL = (
     ("step1",),
-    ("alpha_softmax",),
+    ("group_score",),
     ("topk",),
     ("alpha",),
     ("gather_k", "gather_softmax", "gather_v"),
@@ -326,7 +326,7 @@ def dependence_floor(pred) -> float:
     """The fastest a kernel with the model's phases could be at the model's rates: each
     phase's read entirely hidden behind its in-core work (exps, divisions and top-k included)
     or the reverse, ``sum(max(read, in-core)) + fixed cost``. The phases of one row depend
-    on each other's results (logits, then normalisers, then the top-k, then the gathers),
+    on each other's results (logits, then the group score, then the top-k, then the gathers),
     so they cannot overlap one another within the row. A floor for kernels that run each
     row's phases in turn, as this one does; phases of different rows could overlap."""
     return sum(max(k.memory_s, k.compute_s + k.topk_s) + k.latency_s for k in pred.kernels)

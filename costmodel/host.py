@@ -18,12 +18,13 @@ widening) and work in loops of its own (exps, divisions, the top-k). It costs
 
     max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
 
-where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that stream
-and feed the FMAs in the same loop (dense's K and V passes, the mean of V, and SparQ's step 1
+where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that read
+and feed the FMAs in the same loop (dense's K and V passes, the mean of V, SparQ's step 1
 with K stored twice, whose sweeps read ``r`` rows of the d-major copy with prefetches spread
-through the FMAs), and 0 for the others: step 1 with K stored once (``r`` elements gathered
-from each S-major row into a block first) and the gathered passes (the kernel copies the kept
-rows into a block, then computes on it: separate loops).
+through the FMAs, and SparQ's passes over the kept rows, read in place with prefetches a
+few rows ahead), and 0 for the others: step 1 with K stored once (``r`` elements gathered
+from each S-major row into a block first) and the group score (the logits read back, then
+added).
 Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
 ``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and each call
 adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_layers *
@@ -42,15 +43,16 @@ of ``T`` bytes), and ``L`` consecutive K rows, ``max(T, L*d*e)`` bytes, gathered
 the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
 writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
 by the temperature);
-``alpha_softmax`` (the logits read back twice, mostly from the caches step 1 wrote them to,
-priced as one streaming read of ``g*S*8`` bytes: both reads at the streaming rate overpriced
-the measured phase, 0.14-0.22 against 0.63 ms for 8 KV heads at S = 32768; ``g*S`` exps,
-``g*S`` adds of the group score priced as FMAs; no overlap credit); ``topk`` (``8*S`` bytes
-of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and
-``gather_v`` (``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
-:func:`gather_rate`, ``k*d`` widened, ``g*k*d``
-FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller supplies ``v_mean``,
-``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced as FMAs).
+``group_score`` (the logits read back, mostly from the caches step 1 wrote them to,
+priced as one streaming read of ``g*S*8`` bytes, which overprices the measured phase at
+S = 32768, 0.07 against 0.22 ms for 8 KV heads; ``g*S`` adds priced as FMAs; no overlap
+credit); ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha``
+(``g*k`` exps); ``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e``
+bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, prefetched a few
+rows ahead in the loop of the FMAs, so with the overlap credit; ``k*d`` widened, ``g*k*d``
+FMAs; ``gather_k`` also the softmax normalisers, ``g*S`` exps, which the kernel computes in
+pieces between its K rows); ``gather_softmax`` (``g*k`` exps) and, unless the caller
+supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced as FMAs).
 
 docs/costmodel.md (section 9) has the measurements behind each term and where the model
 and the kernels still differ.
@@ -377,13 +379,12 @@ def predict_reference(
         phases += [
             step1,
             _phase(
-                "alpha_softmax", bytes_row=g * S * 8, bandwidth=bw, exps_row=g * S,
-                fma_row=g * S, overlap=False, priced_as="exp",
+                "group_score", bytes_row=g * S * 8, bandwidth=bw, fma_row=g * S,
+                overlap=False, priced_as="memory",
                 note=(
-                    "softmax normalisers: g*S exps; group score: g*S adds (priced as FMAs); "
-                    "the g*S float64 approximate logits read back twice, mostly from the "
-                    "caches that step 1 just wrote them to: priced as one streaming read "
-                    "(g*S*8 bytes)"
+                    "group score: g*S adds (priced as FMAs) of the float64 approximate "
+                    "logits that step 1 just wrote, read back from the caches (no memory "
+                    "priced)"
                 ),
             ),
             _phase(
@@ -399,21 +400,22 @@ def predict_reference(
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, overlap=False, priced_as="gather",
+                widen_row=k * d, exps_row=g * S, priced_as="gather",
                 note=(
-                    "k rows of K copied in blocks (k*d*e gathered at the rate of d*e-byte "
-                    "rows), then k*d widened and "
-                    "g*k*d FMAs on the cached block: separate loops, times add"
+                    "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
+                    "prefetched a few rows ahead in the loop of the FMAs: overlap credit), "
+                    "k*d widened, g*k*d FMAs; and the softmax normalisers of the "
+                    "approximate logits, g*S exps, in pieces between the rows"
                 ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
             _phase(
                 "gather_v", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, overlap=False, priced_as="gather",
+                widen_row=k * d, priced_as="gather",
                 note=(
-                    "k rows of V copied in blocks (k*d*e gathered at the rate of d*e-byte "
-                    "rows), then k*d widened and "
-                    "g*k*d FMAs on the cached block: separate loops, times add"
+                    "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
+                    "prefetched a few rows ahead in the loop of the FMAs: overlap credit), "
+                    "k*d widened, g*k*d FMAs"
                 ),
             ),
         ]  # fmt: skip

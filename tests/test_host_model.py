@@ -182,23 +182,23 @@ def test_sparq_by_hand_k_once():
     #   1.6384e-4); the kept query components divided by tau, g*r = 32 divisions ->
     #   3.2e-7 (their own loop)
     step1 = 6.5536e-5 + 1.6384e-4 + 3.2e-7
-    # softmax normalisers: g*S = 4096 exps / 2.5e7 = 1.6384e-4; group score: g*S adds
-    #   (priced as FMAs) 4096 / 2.5e8 = 1.6384e-5; the logits read back, priced as one
-    #   streaming read, g*S*8 = 32768 B / 2.5e9 = 1.31072e-5
+    # group score: g*S adds (priced as FMAs) 4096 / 2.5e8 = 1.6384e-5; the logits read
+    #   back, priced as one streaming read, g*S*8 = 32768 B / 2.5e9 = 1.31072e-5
     # top-k: 8*S = 8192 B / 2.5e8 = 3.2768e-5
     # alpha: g*k = 256 exps / 2.5e7 = 1.024e-5
     # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5;
-    #   widened k*d = 4096 / 2.5e8 = 1.6384e-5 (copy, then compute: never overlapped);
-    #   gather V the same; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
+    #   widened k*d = 4096 / 2.5e8 = 1.6384e-5 (overlap 0 here: they add); and the softmax
+    #   normalisers between its rows, g*S = 4096 exps / 2.5e7 = 1.6384e-4;
+    #   gather V the same without the exps; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
     # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5; widened S*d = 65536 / 2.5e8 =
     #   2.62144e-4 and added, S*d = 65536 adds priced as FMAs / 2.5e8 = 2.62144e-4
     # call: 2e-5 s
     expect = {
         "step1": step1,
-        "alpha_softmax": 1.6384e-4 + 1.6384e-5 + 1.31072e-5,
+        "group_score": 1.6384e-5 + 1.31072e-5,
         "topk": 3.2768e-5,
         "alpha": 1.024e-5,
-        "gather_k": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
+        "gather_k": 1.6384e-5 + 6.5536e-5 + 1.6384e-5 + 1.6384e-4,
         "gather_softmax": 1.024e-5,
         "gather_v": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
         "v_mean": 5.24288e-5 + 2.62144e-4 + 2.62144e-4,
@@ -216,10 +216,10 @@ def test_sparq_by_hand_k_once():
     assert e.time_s == pytest.approx(sum(expect.values()), rel=1e-12)
     assert e.topk_s == pytest.approx(3.2768e-5)
     by = e.breakdown()
-    assert by["step1"] == 163840 and by["alpha_softmax"] == 32768
+    assert by["step1"] == 163840 and by["group_score"] == 32768
     assert by["topk"] == 8192 and by["gather_k"] == 8192 and by["v_mean"] == 131072
     pa = {s.name: s.priced_as for s in e.traffic.steps}
-    assert pa["step1"] == "memory" and pa["alpha_softmax"] == "exp" and pa["topk"] == "topk"
+    assert pa["step1"] == "memory" and pa["group_score"] == "memory" and pa["topk"] == "topk"
     assert pa["v_mean"] == "memory" and pa["gather_k"] == "gather" and pa["call"] == "latency"
     counts = e.params["phases"]
     assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=0, divisions=32)
@@ -297,9 +297,10 @@ def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
     hw = HOST.replace(gather256_bytes_per_s=1e9)
     e = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
     ph = _phases(e)
-    for name in ("gather_k", "gather_v"):
+    for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
         assert ph[name].memory_s == pytest.approx(6.5536e-5, rel=1e-12), name
-        assert ph[name].time_s == pytest.approx(6.5536e-5 + 6.5536e-5 + 1.6384e-5, rel=1e-12)
+        want = 6.5536e-5 + 6.5536e-5 + 1.6384e-5 + exps
+        assert ph[name].time_s == pytest.approx(want, rel=1e-12), name
     assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
     base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=True, **SPARQ))
     for name in ph:
@@ -348,12 +349,22 @@ def test_overlap_of_read_and_in_core_work():
         assert _phases(e)["k_pass"].time_s == pytest.approx(k_pass, rel=1e-12), rho
         assert e.time_s == pytest.approx(2 * k_pass + 1.728e-4 + 1e-5, rel=1e-12), rho
         assert e.params["stream_fma_overlap"] == rho
-    # SparQ's gathered passes (copied, then computed) and step 1 with K stored once (rows
-    # gathered r elements at a time into a block) get no overlap credit, even at rho 1 ...
+    # SparQ's step 1 with K stored once (rows gathered r elements at a time into a block)
+    # and its group score (a read back, then the adds) get no overlap credit, even at rho 1
     s0 = predict_reference("sparq", hardware=HOST, **SPARQ)
     s1 = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=1.0), **SPARQ)
-    for name in ("gather_k", "gather_v", "step1"):
+    for name in ("group_score", "step1"):
         assert _phases(s1)[name].time_s == _phases(s0)[name].time_s, name
+    # ... its passes over the kept rows (read in place, prefetched in the loop of the FMAs)
+    # do: by hand (test_sparq_by_hand_k_once) read 1.6384e-5, in-core 6.5536e-5 +
+    # 1.6384e-5 = 8.192e-5; at rho 1 the in-core work alone (+ the normalisers' exps,
+    # 1.6384e-4, for the K pass), at rho 0.5 plus half the read
+    for rho in (1.0, 0.5):
+        e = _phases(predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho),
+                                      **SPARQ))  # fmt: skip
+        for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
+            want = 8.192e-5 + (1 - rho) * 1.6384e-5 + exps
+            assert e[name].time_s == pytest.approx(want, rel=1e-12), (name, rho)
     # ... step 1 with K stored twice (the r rows of the d-major copy read in the loop of the
     # FMAs) does: by hand (test_sparq_by_hand_k_twice_and_v_mean_supplied) read 1.96608e-5,
     # in-core work 1.6384e-4, divisions 3.2e-7: at rho 1, 1.6384e-4 + 3.2e-7; at rho 0.5,
