@@ -418,6 +418,14 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     G = qg.shape[0]
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
     _k_pass(qg, K, positions, n_pos, scale, w)
+    weigh_and_v_pass(w, V, positions, n_pos, y, status)
+
+
+@njit_serial
+def weigh_and_v_pass(w, V, positions, n_pos, y, status):
+    """The second half of :func:`attend_positions`: the logits ``w`` (G, n_pos) become
+    softmax weights (``status[0] = 1`` and nothing else if one is not finite), then
+    ``y = w @ V[positions]`` (``status[0] = 2`` if an output is not finite)."""
     if not logits_to_weights(w):
         status[0] = 1
         return

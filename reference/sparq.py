@@ -49,13 +49,11 @@ from reference._rows import (
     PREFETCH_AHEAD,
     _k_pass,
     _prefetch,
-    _v_pass,
-    all_finite,
     bits,
     line_elems,
-    logits_to_weights,
     max_of,
     prefetch_row,
+    weigh_and_v_pass,
     widen,
 )
 from reference._selection_args import effective_k_per_bucket
@@ -977,12 +975,7 @@ def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf
         t = hi
     while done < n_exps:  # (none kept)
         done += _normaliser_piece(s, smax, ssum, buf, cur)
-    if not logits_to_weights(w):
-        status[0] = 1
-        return
-    _v_pass(V, sel, n_sel, w, y)
-    if not all_finite(y):
-        status[0] = 2
+    weigh_and_v_pass(w, V, sel, n_sel, y, status)
 
 
 @njit_serial
