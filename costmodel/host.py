@@ -52,7 +52,8 @@ bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, prefetc
 rows ahead in the loop of the FMAs, so with the overlap credit; ``k*d`` widened, ``g*k*d``
 FMAs; ``gather_k`` also the softmax normalisers, ``g*S`` exps, which the kernel computes in
 pieces between its K rows); ``gather_softmax`` (``g*k`` exps) and, unless the caller
-supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced as FMAs).
+supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
+as FMAs).
 
 docs/costmodel.md (section 9) has the measurements behind each term and where the model
 and the kernels still differ.
@@ -383,8 +384,8 @@ def predict_reference(
                 overlap=False, priced_as="memory",
                 note=(
                     "group score: g*S adds (priced as FMAs) of the float64 approximate "
-                    "logits that step 1 just wrote, read back from the caches (no memory "
-                    "priced)"
+                    "logits, read back mostly from the caches that step 1 just wrote them "
+                    "to: priced as one streaming read (g*S*8 bytes)"
                 ),
             ),
             _phase(

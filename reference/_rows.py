@@ -264,7 +264,7 @@ def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi
     end = n_pos if hi < 0 else hi
     while t < end:
         four = t + 4 <= n_pos
-        if ahead > 0:  # rows ``ahead`` further on (0: K is a block already in cache)
+        if ahead > 0:  # rows ``ahead`` further on (0: no prefetch)
             for u in range(t + ahead, min(t + ahead + (4 if four else 1), n_pos)):
                 prefetch_row(K, positions[u])
         if four:

@@ -956,7 +956,8 @@ def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf
     """Step 7, exact attention over the kept rows ``sel[:n_sel]`` of ``K`` and ``V``
     (:func:`reference._rows.attend_positions`, same arithmetic and bits, rows read in place),
     with the ``n_exps`` exps of the softmax normalisers (0 or ``G * S``, added to ``ssum``,
-    zero on entry; :func:`_normaliser_piece`) spread evenly between its K rows, four rows at a time.
+    zero on entry; :func:`_normaliser_piece`) spread evenly between its K rows, four rows
+    at a time.
 
     The kept rows are far apart and each waits on memory; the prefetches run
     :data:`reference._rows.PREFETCH_AHEAD` rows ahead, and the exps, which need no memory
