@@ -34,6 +34,36 @@ FASTMATH_CHAIN: frozenset[str] = frozenset({"contract"})
 CACHE: bool = os.environ.get("SPARQ_NUMBA_CACHE", "1") != "0"
 
 
+def prefetch_locality(cpu_name: str) -> int:
+    """The locality of the kernels' software prefetches (``llvm.prefetch``'s third operand)
+    on a CPU that LLVM names ``cpu_name``: 3 (x86 ``prefetcht0``, into the L1) on AMD Zen 5
+    (``znver5``), 2 (``prefetcht1``, into the L2) on every other CPU.
+
+    Only speed depends on it, never a result. Measured on two 2-vCPU AMD EPYC development
+    hosts (8 KV heads, S = 32768, float32, two threads, cache-cold; docs/performance.md):
+    on Zen 4 a K pass over every row took 3.4 ms with the rows requested into the L2 and 6.2
+    ms into the L1 (9.1 ms with no software prefetch), over 4096 gathered rows per KV head
+    1.8 against 3.0 ms (2.4 ms with none): requests into the L1 hold the core's few L1 miss
+    buffers. On Zen 5 the L1 form was the faster one (a copy of the gathered rows 1.19-1.26
+    ms against 1.37-1.45 ms; SparQ's step 3 0.52-0.59 against 0.58-0.71 ms). CPUs measured
+    on neither get the L2 form. The compiled kernels are cached per CPU name, so the choice
+    and the cache agree."""
+    return 3 if cpu_name == "znver5" else 2
+
+
+def _host_cpu_name() -> str:
+    """The CPU that Numba compiles for: ``NUMBA_CPU_NAME`` if set, else the host's."""
+    if numba.config.CPU_NAME:
+        return numba.config.CPU_NAME
+    from llvmlite import binding
+
+    return binding.get_host_cpu_name()
+
+
+#: :func:`prefetch_locality` of the CPU the kernels compile for (fixed at import).
+PREFETCH_LOCALITY: int = prefetch_locality(_host_cpu_name())
+
+
 def njit_serial(func=None, **kw):
     """``numba.njit`` with the project's flags, for serial row functions."""
     opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True, **kw}

@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from reference._config import FASTMATH_CHAIN, njit_serial
+from reference._config import FASTMATH_CHAIN, PREFETCH_LOCALITY, njit_serial
 from reference._vexp import exp_into
 
 #: Encodings of a cache's elements (Python side; in jitted code the view's dtype says it:
@@ -42,7 +42,8 @@ STREAM_AHEAD = 16
 
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
-    """``llvm.prefetch`` (read, high locality, data cache) of the address of ``arr[i, j]``."""
+    """``llvm.prefetch`` (read, data cache) of the address of ``arr[i, j]``, with the
+    host's locality (:data:`reference._config.PREFETCH_LOCALITY`: into the L1 or the L2)."""
 
     def codegen(context, builder, sig, args):
         aryty = sig.args[0]
@@ -51,7 +52,8 @@ def _prefetch(typingctx, arr, i, j):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        loc = ir.Constant(i32, PREFETCH_LOCALITY)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), loc, ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return types.none(arr, types.intp, types.intp), codegen

@@ -99,3 +99,29 @@ def test_any_nonfinite_at_the_scan_chunk_size(n, dtype):
             y[where] = bad
             assert _any_nonfinite(y) is True, (bad, where)
             assert not np.isfinite(y).all()
+
+
+def test_prefetch_locality_by_cpu():
+    # Zen 5 keeps the prefetches into the L1; every other CPU requests into the L2
+    # (docs/performance.md has the measurements behind both).
+    from reference._config import prefetch_locality
+
+    assert prefetch_locality("znver5") == 3
+    for name in ("znver4", "znver3", "skylake-avx512", "generic", ""):
+        assert prefetch_locality(name) == 2
+
+
+@pytest.mark.skipif(
+    __import__("platform").machine() not in ("x86_64", "AMD64"), reason="x86 instruction names"
+)
+def test_row_prefetch_compiles_to_the_configured_instruction():
+    from reference._config import PREFETCH_LOCALITY
+    from reference._rows import prefetch_row
+
+    fresh = numba.njit(prefetch_row.py_func)  # the cached dispatcher cannot show its code
+    fresh(np.zeros((4, 128), dtype=np.float32), 1)
+    asm = "".join(fresh.inspect_asm().values())
+    want = {3: "prefetcht0", 2: "prefetcht1", 1: "prefetcht2", 0: "prefetchnta"}[PREFETCH_LOCALITY]
+    others = {"prefetcht0", "prefetcht1", "prefetcht2", "prefetchnta"} - {want}
+    assert want in asm
+    assert not any(o in asm for o in others)
