@@ -28,7 +28,7 @@ from costmodel._tomlio import check_real
 from reference import check_int
 from reference._checks import Q_ALIGN, aligned_copy
 from reference._config import njit_parallel, njit_serial
-from reference._rows import widen
+from reference._rows import STREAM_AHEAD, prefetch_row, widen
 from reference._vexp import exp_into
 from reference.selection import topk_set_into
 from reference.sparq import _sort_positions
@@ -51,6 +51,9 @@ __all__ = [
 DOT_WIDTH = 256
 #: data vectors per thread, taken in turn (so no dot product repeats the previous one)
 DOT_ROWS = 4
+#: rows of DOT_WIDTH float32 (1 KiB) that the overlap microkernel's streaming loop requests
+#: ahead: the bytes ahead of the kernels' passes over every row (STREAM_AHEAD rows of 512)
+FUSED_AHEAD = STREAM_AHEAD // 2
 #: dot-product rounds per thread and repetition (4 * 256 * 50000 = 51.2M FMAs)
 DOT_REPS = 50_000
 #: float64 elements per exp block (x and out: 32 KiB per thread, in L1 or L2)
@@ -276,30 +279,36 @@ def _div_kernel(X, Y, reps, out):
 
 
 @njit_serial
-def _fused_rounds(a, Q, X, stream):
+def _fused_rounds(a2, Q, X, stream):
     # Dot products of four L1-resident float64 vectors Q with DOT_WIDTH-element float32
     # segments, each element widened once for four FMAs: with ``stream`` the segments are
-    # the consecutive segments of the array a (a streaming read feeding the FMAs, as a
-    # matrix-vector product with four vectors reads its matrix), without it one of the
-    # L1-resident float32 rows X in turn (the same in-core work, no trip to memory).
-    n = a.shape[0]
+    # the consecutive rows of a2 (a streaming read feeding the FMAs, as a matrix-vector
+    # product with four vectors reads its matrix), each loop step first requesting the row
+    # FUSED_AHEAD rows on (every line of it, at the kernels' prefetch locality: the software
+    # prefetch of the kernels' passes over every row, reference._rows.prefetch_row, the
+    # same bytes ahead); without it one of the L1-resident float32 rows X in turn (the same
+    # in-core work, no trip to memory).
+    n = a2.shape[0]
     nx = X.shape[0]
     q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
     s = 0.0
-    it = 0
-    for i0 in range(0, n - DOT_WIDTH + 1, DOT_WIDTH):
-        x = a[i0 : i0 + DOT_WIDTH] if stream else X[it % nx]
-        it += 1
+    for i in range(n):
+        if stream:
+            if i + FUSED_AHEAD < n:
+                prefetch_row(a2, i + FUSED_AHEAD)
+            x = a2[i]
+        else:
+            x = X[i % nx]
         s += _dot4(q0, q1, q2, q3, x)
     return s
 
 
 @njit_parallel
-def _fused_kernel(a, Q3, X3, stream, out):
+def _fused_kernel(a2, Q3, X3, stream, out):
     nt = out.shape[0]
     for t in prange(nt):
-        lo, hi = _chunk(a.shape[0], nt, t)
-        out[t] = _fused_rounds(a[lo:hi], Q3[t], X3[t], stream)
+        lo, hi = _chunk(a2.shape[0], nt, t)
+        out[t] = _fused_rounds(a2[lo:hi], Q3[t], X3[t], stream)
 
 
 # ------------------------------------------------------------------------ measurements
@@ -461,18 +470,23 @@ def overlap_rows(rng: np.random.Generator, threads: int) -> np.ndarray:
     return aligned_copy(rng.random((threads, DOT_ROWS, DOT_WIDTH), dtype=np.float32))
 
 
-def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+def measure_overlap(
+    a: np.ndarray, budget_s: float, rng: np.random.Generator
+) -> tuple[float, str, float]:
     """Fraction of the shorter of a streaming read and the in-core work it feeds (widening,
     FMAs) that the host hides behind the longer when one loop does both (``[0, 1]``; 0: the
-    times add up, 1: the longer alone). ``a`` (1-D float32) is read from its first
-    cache-line boundary on.
+    times add up, 1: the longer alone), its description, and the seconds per element of
+    the in-core work alone (one float32 element widened for four float64 FMAs, all threads;
+    the median over the rounds). ``a`` (1-D float32) is read from its first cache-line
+    boundary on, as whole rows of ``DOT_WIDTH``.
 
     Three timings on all threads, taken one after another in each round: ``t_read``, the
-    prange sum of the bytes of the float32 array ``a`` (as :func:`measure_stream`); ``t_core``, dot
+    prange sum of the bytes of those rows (as :func:`measure_stream`); ``t_core``, dot
     products of four L1-resident float64 vectors with ``DOT_WIDTH``-element float32 rows
     that stay in L1 (each element widened once for four FMAs), as many as ``a`` has
-    segments; ``t_both``, the same dot products with the consecutive segments of ``a``
-    instead (a streaming matrix-vector product with four vectors). Each round gives
+    rows; ``t_both``, the same dot products with the consecutive rows of ``a`` instead (a
+    streaming matrix-vector product with four vectors), each step requesting the row
+    ``FUSED_AHEAD`` rows on, as the kernels' passes over every row do. Each round gives
     ``(t_read + t_core - t_both) / min(t_read, t_core)``; the result is the median over the
     rounds (at least 5, more while the budget lasts, at most 50), clipped to ``[0, 1]``
     (the description keeps the unclipped median). Rounds, not best-of times per loop: on a
@@ -482,16 +496,16 @@ def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) ->
     # start on a cache line, as the FMA operands do: with the array 16 or 48 bytes past a
     # line the fused loop ran 1.7x slower on the development host (and the "overlap" < 0)
     a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]
-    a = a[: a.size - a.size % 2]  # whole 8-byte words for the read alone (stream_view)
-    words = stream_view(a)
+    a2 = a[: a.size - a.size % DOT_WIDTH].reshape(-1, DOT_WIDTH)
+    words = stream_view(a2.reshape(-1))
     Q3, _ = dot4_inputs(rng, nt)
     X3 = overlap_rows(rng, nt)
     out = np.zeros(nt, dtype=np.float64)
     out32 = np.zeros(nt, dtype=np.float32)
     fns = (
         lambda: _stream_kernel(words, out32),
-        lambda: _fused_kernel(a, Q3, X3, False, out),
-        lambda: _fused_kernel(a, Q3, X3, True, out),
+        lambda: _fused_kernel(a2, Q3, X3, False, out),
+        lambda: _fused_kernel(a2, Q3, X3, True, out),
     )
     for f in fns:  # compile / warm up
         f()
@@ -510,13 +524,14 @@ def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) ->
     med = np.median(np.array(rounds), axis=0)
     desc = (
         f"measured: dot products of four L1-resident float64 vectors with the float32 "
-        f"segments of a {a.nbytes / 2**20:.0f} MiB array (each element widened once for four "
-        f"FMAs), against the read alone and the same work on L1-resident rows, {len(rounds)} "
+        f"{DOT_WIDTH}-element rows of a {a2.nbytes / 2**20:.0f} MiB array (each element "
+        f"widened once for four FMAs; each step requests the row {FUSED_AHEAD} rows on), "
+        f"against the read alone and the same work on L1-resident rows, {len(rounds)} "
         f"rounds of the three (medians: read {med[0] * 1e3:.2f} ms, in-core {med[1] * 1e3:.2f} "
         f"ms, both {med[2] * 1e3:.2f} ms); median of (read + core - both) / min = {raw:.3f} "
         f"(rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
     )
-    return rho, desc
+    return rho, desc, float(med[1]) / a2.size
 
 
 #: the tiny problem whose call time is the fixed cost of one call of the reference

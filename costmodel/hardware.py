@@ -78,6 +78,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_f16_per_s": (0.0, True, 1e16, False),
     "widen_bf16_per_s": (0.0, True, 1e16, False),
     "stream_fma_overlap": (0.0, False, 1.0, False),
+    "widen_fma_overlap": (0.0, False, 1.0, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -187,6 +188,12 @@ class Hardware:
         Fraction in ``[0, 1]`` of the shorter of a streaming read and the FMA work of the
         same loop that the host hides behind the longer (0: they add up; 1: the longer
         alone), from one loop that does both against each alone.
+    widen_fma_overlap : float or None
+        Fraction in ``[0, 1]`` of the shorter of the widening and the FMAs of one loop that
+        the host hides behind the longer (the two use different execution units on some
+        CPUs): from the in-core loop of the overlap microkernel (four FMAs per float32
+        element widened) against the element's four FMAs and its widening at the measured
+        rates. None: 0 (they add up).
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -262,6 +269,7 @@ class Hardware:
     widen_f16_per_s: float | None = None
     widen_bf16_per_s: float | None = None
     stream_fma_overlap: float | None = None
+    widen_fma_overlap: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -573,10 +581,13 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
     - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each
       cache dtype widened to float64 and summed (the kernels' conversion), L1-resident;
-    - ``stream_fma_overlap``: one loop that streams the ``nbytes`` array while doing four
-      L1-resident FMAs per element, against the read alone and the FMAs alone:
-      the median over rounds of ``(t_read + t_fma - t_both) / min(t_read, t_fma)``,
-      clipped to ``[0, 1]``;
+    - ``stream_fma_overlap``: one loop that streams the ``nbytes`` array (requesting its
+      rows ahead as the kernels' passes do) while widening each element for four FMAs,
+      against the read alone and the same loop on L1-resident rows: the median over rounds
+      of ``(t_read + t_core - t_both) / min(t_read, t_core)``, clipped to ``[0, 1]``;
+    - ``widen_fma_overlap``: ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)`` per
+      element, clipped to ``[0, 1]``: ``t_core`` from that L1-resident loop, ``t_fma`` four
+      FMAs at ``fma_f64_per_s``, ``t_widen`` one float32 element at ``widen_f32_per_s``;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -614,7 +625,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     gather256, src_gather256 = hb.measure_gather(
         a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
     )
-    overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
+    overlap, src_overlap, core_per_elem = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
         seconds * _BUDGET["calls"], rng, flush=a
     )
@@ -627,6 +638,15 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
+    t_fma, t_widen = 4.0 / fma, 1.0 / widen["float32"][0]
+    raw_w = (t_fma + t_widen - core_per_elem) / min(t_fma, t_widen)
+    widen_overlap = min(1.0, max(0.0, raw_w))
+    src_widen_overlap = (
+        f"measured: the overlap microkernel's L1-resident loop, {core_per_elem * 1e12:.1f} ps "
+        f"per float32 element widened for four FMAs (all threads), against four FMAs at "
+        f"fma_f64_per_s ({t_fma * 1e12:.1f} ps) and one widening at widen_f32_per_s "
+        f"({t_widen * 1e12:.1f} ps): (fma + widen - loop) / min = {raw_w:.3f}, clipped to [0, 1]"
+    )
     today = datetime.date.today().isoformat()
     src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"
     return Hardware(
@@ -656,6 +676,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_f16_per_s=widen["float16"][0],
         widen_bf16_per_s=widen["bfloat16"][0],
         stream_fma_overlap=overlap,
+        widen_fma_overlap=widen_overlap,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -679,6 +700,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_f16_per_s": (widen["float16"][1], today),
             "widen_bf16_per_s": (widen["bfloat16"][1], today),
             "stream_fma_overlap": (src_overlap, today),
+            "widen_fma_overlap": (src_widen_overlap, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

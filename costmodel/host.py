@@ -13,8 +13,10 @@ thread's share of the all-thread measurement).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
-at the FMA rate plus elements widened at the widen rate of the cache dtype; float64 needs no
-widening) and work in loops of its own (exps, divisions, the top-k). It costs
+at the FMA rate and elements widened at the widen rate of the cache dtype, float64 needs no
+widening: ``max(fma, widen) + (1 - widen_fma_overlap) * min(fma, widen)``, the profile's
+measured ``widen_fma_overlap``, 0 where the profile has none) and work in loops of its own
+(exps, divisions, the top-k). It costs
 
     max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
 
@@ -88,6 +90,7 @@ __all__ = [
     "HOST_FIELDS",
     "REFERENCE_METHODS",
     "gather_rate",
+    "in_core_time",
     "predict_reference",
     "reference_dtype_bytes",
 ]
@@ -177,6 +180,13 @@ def _phase(
         priced_as=priced_as,
         note=note,
     )
+
+
+def in_core_time(fma_s: float, widen_s: float, widen_fma_overlap: float) -> float:
+    """In-core time of a loop that widens elements and feeds them to FMAs: the longer of the
+    two plus the part of the shorter that the host does not hide behind it,
+    ``max + (1 - widen_fma_overlap) * min``."""
+    return max(fma_s, widen_s) + (1.0 - widen_fma_overlap) * min(fma_s, widen_s)
 
 
 def gather_rate(hw: Hardware, row_bytes: float) -> float:
@@ -439,6 +449,7 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
+    omega = 0.0 if hw.widen_fma_overlap is None else float(hw.widen_fma_overlap)
     scale = waves * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []
@@ -450,7 +461,7 @@ def predict_reference(
         mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
         core = scale * ph["fma_row"] / fma_t
         if widen_t is not None:
-            core += scale * ph["widen_row"] / widen_t
+            core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
         side = scale * (ph["exps_row"] / exp_t + ph["div_row"] / div_t)
         tk = scale * ph["topk_bytes_row"] / topk_t
         r_ph = rho if ph["overlap"] else 0.0
@@ -514,6 +525,7 @@ def predict_reference(
             topk_bytes_per_s=topk_t,
         ),
         stream_fma_overlap=rho,
+        widen_fma_overlap=omega,
         phases={
             p["name"]: dict(
                 bytes=p["bytes_row"] + p["topk_bytes_row"],

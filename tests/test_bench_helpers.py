@@ -41,7 +41,7 @@ def _host() -> Hardware:
         kind="cpu", threads=2, fma_f64_per_s=1e9, exp_per_s=1e8, gather_bytes_per_s=2e9,
         gather256_bytes_per_s=1.5e9, div_f64_per_s=4e8, widen_f32_per_s=2e9,
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
-        dense_call_s=1e-5, sparq_call_s=2e-5,
+        widen_fma_overlap=0.4, dense_call_s=1e-5, sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -49,9 +49,11 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     a = _host()
     up = {f: getattr(a, f) * (0.9 if f.endswith("_call_s") else 1.1) for f in bench.RATE_FIELDS}
     up["stream_fma_overlap"] = min(1.0, a.stream_fma_overlap + 0.05)
+    up["widen_fma_overlap"] = a.widen_fma_overlap + 0.05  # more overlap: less in-core time
     b = a.replace(**up)
     incore = [f for f in bench.RATE_FIELDS if f not in bench.MEMORY_STATE_FIELDS]
     assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
+    assert "widen_fma_overlap" in incore
     for x, y in ((a, b), (b, a)):  # symmetric
         c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
         for f in incore:
@@ -63,6 +65,12 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     assert c.dense_call_s == b.dense_call_s
     assert c.exp_per_s == b.exp_per_s
     assert c.name == mixed.name  # fields outside the host model's rates: the first profile's
+    # a profile without the widen/FMA overlap (written before it was measured): the other's
+    old = a.replace(widen_fma_overlap=None)
+    for x, y in ((old, b), (b, old)):
+        c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
+        assert c.widen_fma_overlap == b.widen_fma_overlap
+    assert bench.best_of_profiles(old, old, bw=1e10).widen_fma_overlap is None
 
 
 def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):

@@ -23,7 +23,7 @@ from costmodel.hardware import (
     measure_host,
     parse_hardware,
 )
-from costmodel.host import HOST_FIELDS, predict_reference
+from costmodel.host import HOST_FIELDS, in_core_time, predict_reference
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
@@ -337,6 +337,26 @@ def test_sparq_step1_k_once_streams_whole_rows():
     assert e8.breakdown()["step1"] == 1024 * 32 + 32768
 
 
+def test_overlap_of_widening_and_fmas():
+    # dense, float32, g 4, S 1000, d 64, per row and thread: FMAs 4 * 1000 * 64 / 2.5e8 =
+    # 1.024e-3 s, widening 64000 / 5e8 = 1.28e-4 s, read 1.152e-4 s (rho 0: added). The
+    # in-core work is max + (1 - omega) * min: omega 0 (and a profile without the field)
+    # 1.152e-3; omega 0.5 1.024e-3 + 6.4e-5 = 1.088e-3; omega 1 1.024e-3.
+    kw = dict(batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float32")
+    assert HOST.widen_fma_overlap is None
+    cases = ((None, 1.152e-3), (0.0, 1.152e-3), (0.5, 1.088e-3), (1.0, 1.024e-3))
+    for omega, core in cases:
+        e = predict_reference("dense", hardware=HOST.replace(widen_fma_overlap=omega), **kw)
+        assert _phases(e)["k_pass"].time_s == pytest.approx(core + 1.152e-4, rel=1e-12), omega
+        assert e.params["widen_fma_overlap"] == (omega or 0.0)
+    # float64 widens nothing: the overlap changes nothing
+    kw64 = {**kw, "dtype": "float64"}
+    t = [predict_reference("dense", hardware=HOST.replace(widen_fma_overlap=o), **kw64).time_s
+         for o in (0.0, 1.0)]  # fmt: skip
+    assert t[0] == t[1]
+    assert in_core_time(2.0, 3.0, 0.25) == 3.0 + 0.75 * 2.0
+
+
 def test_overlap_of_read_and_in_core_work():
     # dense, float32, g 4, S 1000, d 64 (the compute-bound case above): per row traffic
     # R = 1.152e-4 s, in-core work C = 1.152e-3 s. A pass costs max(R, C) + (1 - rho) *
@@ -546,6 +566,8 @@ def test_measure_host_new_fields_positive_finite():
     # a fraction, clipped; its source keeps the unclipped median
     assert 0.0 <= hw.stream_fma_overlap <= 1.0
     assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
+    assert 0.0 <= hw.widen_fma_overlap <= 1.0
+    assert "(fma + widen - loop) / min" in hw.sources["widen_fma_overlap"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
@@ -658,20 +680,21 @@ def test_widen_and_division_microkernels_compute_what_they_say():
 
 
 def test_overlap_microkernel_does_the_dot_products():
-    # with ``stream`` the four vectors are dotted with the consecutive segments of the
-    # streamed array, without it with the L1-resident rows in turn (checked against NumPy)
+    # with ``stream`` the four vectors are dotted with the consecutive rows of the
+    # streamed array (which it requests ahead), without it with the L1-resident rows in
+    # turn, as many as the array has rows (checked against NumPy)
     from costmodel import _hostbench as hb
 
     rng = np.random.default_rng(4)
     Q = hb.dot4_inputs(rng, 1)[0][0]
     X = hb.overlap_rows(rng, 1)[0]
     assert X.dtype == np.float32 and X.shape == (hb.DOT_ROWS, hb.DOT_WIDTH)
-    a = rng.random(3 * hb.DOT_WIDTH + 5).astype(np.float32)  # 3 whole segments + a tail
-    segs = a[: 3 * hb.DOT_WIDTH].reshape(3, hb.DOT_WIDTH).astype(np.float64)
-    want_stream = float(sum((Q @ seg).sum() for seg in segs))
-    want_core = float(sum((Q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(3)))
-    assert hb._fused_rounds(a, Q, X, True) == pytest.approx(want_stream, rel=1e-12)
-    assert hb._fused_rounds(a, Q, X, False) == pytest.approx(want_core, rel=1e-12)
+    n = hb.FUSED_AHEAD + 3  # rows requested ahead and rows with none left to request
+    a2 = rng.random((n, hb.DOT_WIDTH)).astype(np.float32)
+    want_stream = float(sum((Q @ seg.astype(np.float64)).sum() for seg in a2))
+    want_core = float(sum((Q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(n)))
+    assert hb._fused_rounds(a2, Q, X, True) == pytest.approx(want_stream, rel=1e-12)
+    assert hb._fused_rounds(a2, Q, X, False) == pytest.approx(want_core, rel=1e-12)
 
 
 def test_best_time_runs_before_untimed_before_every_timed_call():
