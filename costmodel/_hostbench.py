@@ -72,6 +72,13 @@ GATHER_ROW = 128
 GATHER_ROW_SHORT = 64
 #: rows gathered per thread and repetition (32 MiB per thread)
 GATHER_ROWS_PER_THREAD = 1 << 16
+#: the gathered rows come in groups of GATHER_KEPT distinct rows of a random window of
+#: GATHER_WINDOW consecutive rows, each group in ascending order: the pattern of SparQ's kept
+#: rows (k = S / 8 of a (batch, KV head)'s S = 32768 rows, listed in index order). On a Zen 4
+#: host random rows in random order gathered 20-25% faster than such groups (25-30 against
+#: 20-23 GB/s, 512-byte rows)
+GATHER_WINDOW = 32768
+GATHER_KEPT = GATHER_WINDOW // 8
 #: elements of each of a thread's WIDEN_BLOCKS widen / division blocks (L1-resident: at most
 #: 32 KiB in all)
 WIDEN_BLOCK = 2048
@@ -407,22 +414,40 @@ def measure_topk(budget_s: float, rng: np.random.Generator) -> tuple[float, str]
     return x.nbytes / t, desc
 
 
+def gather_index(rng: np.random.Generator, n_rows: int, threads: int) -> np.ndarray:
+    """Rows of the gather microkernel, (threads, GATHER_ROWS_PER_THREAD) int64: each thread's
+    rows in groups of ``GATHER_KEPT`` distinct rows of a window of ``GATHER_WINDOW``
+    consecutive rows at a random start (``min(...)`` of ``n_rows`` where it has fewer),
+    ascending within the group."""
+    w = min(GATHER_WINDOW, n_rows)
+    kk = min(GATHER_KEPT, w)
+    out = np.empty((threads, GATHER_ROWS_PER_THREAD), dtype=np.int64)
+    for t in range(threads):
+        for g0 in range(0, GATHER_ROWS_PER_THREAD, kk):
+            m = min(kk, GATHER_ROWS_PER_THREAD - g0)
+            start = int(rng.integers(0, n_rows - w + 1))
+            out[t, g0 : g0 + m] = start + np.sort(rng.choice(w, m, replace=False))
+    return out
+
+
 def measure_gather(
     a: np.ndarray, budget_s: float, rng: np.random.Generator, row: int = GATHER_ROW
 ) -> tuple[float, str]:
-    """Gather bandwidth (bytes/s): every thread sums random rows of ``row`` float32 (512
-    bytes by default) of ``a`` viewed as rows, requesting each row
-    ``reference._rows.PREFETCH_AHEAD`` rows before it sums it, as the kernels do."""
+    """Gather bandwidth (bytes/s): every thread sums rows of ``row`` float32 (512 bytes by
+    default) of ``a`` viewed as rows, in the pattern of SparQ's kept rows
+    (:func:`gather_index`), requesting each row ``reference._rows.PREFETCH_AHEAD`` rows
+    before it sums it, as the kernels do."""
     nt = numba.get_num_threads()
     a2 = a[: a.size // row * row].reshape(-1, row)
-    idx2 = rng.integers(0, a2.shape[0], size=(nt, GATHER_ROWS_PER_THREAD), dtype=np.int64)
+    idx2 = gather_index(rng, a2.shape[0], nt)
     out = np.zeros(nt, dtype=np.float32)
     t, reps = best_time(lambda: _gather_kernel(a2, idx2, out), budget_s=budget_s)
     row_bytes = row * a.itemsize
     desc = (
-        f"measured: random {row_bytes}-byte rows ({row} float32) of a "
-        f"{a2.nbytes / 2**20:.0f} MiB array, summed, each requested {PREFETCH_AHEAD} rows "
-        f"ahead, {GATHER_ROWS_PER_THREAD} rows per "
+        f"measured: {row_bytes}-byte rows ({row} float32) of a {a2.nbytes / 2**20:.0f} MiB "
+        f"array, in ascending groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} "
+        f"rows, summed, each requested {PREFETCH_AHEAD} rows ahead, "
+        f"{GATHER_ROWS_PER_THREAD} rows per "
         f"thread, {nt} threads, best of {reps}"
     )
     return idx2.size * row_bytes / t, desc

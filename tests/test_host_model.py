@@ -724,3 +724,23 @@ def test_stream_view_reads_the_same_bytes_as_8_byte_words():
     assert stream_view(np.zeros(3, dtype=np.float32)).dtype == np.float32
     # words that wrap around when summed do not fail
     assert np.isfinite(stream_read(np.full(64, np.finfo(np.float64).max)))
+
+
+def test_gather_microkernel_rows_follow_the_kept_rows_pattern():
+    # groups of GATHER_KEPT distinct rows of one window of GATHER_WINDOW rows, ascending;
+    # a short array: the window is the whole array
+    from costmodel import _hostbench as hb
+
+    for n_rows in (10 * hb.GATHER_WINDOW, hb.GATHER_WINDOW // 2):
+        ix = hb.gather_index(np.random.default_rng(3), n_rows, 2)
+        assert ix.shape == (2, hb.GATHER_ROWS_PER_THREAD) and ix.dtype == np.int64
+        assert ix.min() >= 0 and ix.max() < n_rows
+        kk = min(hb.GATHER_KEPT, n_rows)
+        for t in range(2):
+            for g0 in range(0, hb.GATHER_ROWS_PER_THREAD, kk):
+                g = ix[t, g0 : g0 + kk]
+                assert (np.diff(g) > 0).all()  # ascending, distinct
+                assert g[-1] - g[0] < min(hb.GATHER_WINDOW, n_rows)
+    # the windows start at random: the groups are not all the same rows
+    ix = hb.gather_index(np.random.default_rng(3), 10 * hb.GATHER_WINDOW, 1)
+    assert ix[0, 0] != ix[0, hb.GATHER_KEPT]
