@@ -73,7 +73,7 @@ import numba  # noqa: E402
 
 import reference  # noqa: E402
 from costmodel._hostbench import stream_read  # noqa: E402
-from costmodel.host import HOST_FIELDS, in_core_time  # noqa: E402
+from costmodel.host import HOST_FIELDS, in_core_time, widen_overlap  # noqa: E402
 from reference._checks import KernelInputs  # noqa: E402
 from reference.sparq import (  # noqa: E402
     SparqParams,
@@ -344,11 +344,6 @@ def synced_profile(hw, bw):
     return hw.replace(mem_bandwidth_bytes_per_s=bw / hw.mem_efficiency)
 
 
-def widen_overlap(hw) -> float:
-    """The profile's measured widen/FMA overlap (0 for a profile without one)."""
-    return 0.0 if hw.widen_fma_overlap is None else float(hw.widen_fma_overlap)
-
-
 def dense_widen_s(hw, Hkv, S, dtype):
     """Seconds to widen every K and V element of a row to float64 at the profile's rate (0
     for float64): the in-core work dense needs besides its FMAs."""
@@ -407,11 +402,10 @@ def best_of_profiles(a, b, bw):
         if f in MEMORY_STATE_FIELDS:
             best[f] = getattr(near, f)
         else:
-            best[f] = (
-                (x if y is None else y if x is None else min(x, y))
-                if f.endswith("_call_s") or x is None or y is None
-                else max(x, y)
-            )
+            if x is None or y is None:  # a profile written before the field existed
+                best[f] = x if y is None else y
+            else:
+                best[f] = min(x, y) if f.endswith("_call_s") else max(x, y)
     return a.replace(**best)
 
 

@@ -93,6 +93,7 @@ __all__ = [
     "in_core_time",
     "predict_reference",
     "reference_dtype_bytes",
+    "widen_overlap",
 ]
 
 #: profile fields the host model needs besides mem_bandwidth_bytes_per_s, topk_bytes_per_s
@@ -180,6 +181,11 @@ def _phase(
         priced_as=priced_as,
         note=note,
     )
+
+
+def widen_overlap(hw: Hardware) -> float:
+    """The profile's measured ``widen_fma_overlap``; 0 (the two add up) where it has none."""
+    return 0.0 if hw.widen_fma_overlap is None else float(hw.widen_fma_overlap)
 
 
 def in_core_time(fma_s: float, widen_s: float, widen_fma_overlap: float) -> float:
@@ -449,7 +455,7 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
-    omega = 0.0 if hw.widen_fma_overlap is None else float(hw.widen_fma_overlap)
+    omega = widen_overlap(hw)
     scale = waves * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []

@@ -15,6 +15,7 @@ from costmodel.hardware import (
     load_hardware,
     measure_host,
 )
+from costmodel.host import widen_overlap
 from sparq_cli.cli import number_arg
 
 
@@ -116,7 +117,7 @@ def _host_summary(hw) -> str:
         f"G/s, widen float32/float16/bfloat16 {hw.widen_f32_per_s / 1e9:.0f}/"
         f"{hw.widen_f16_per_s / 1e9:.0f}/{hw.widen_bf16_per_s / 1e9:.0f} G/s, read/FMA "
         f"overlap {hw.stream_fma_overlap:.2f}, widen/FMA overlap "
-        f"{0.0 if hw.widen_fma_overlap is None else hw.widen_fma_overlap:.2f}, "
+        f"{widen_overlap(hw):.2f}, "
         f"call {hw.dense_call_s * 1e6:.0f} us (dense) / "
         f"{hw.sparq_call_s * 1e6:.0f} us (sparq)"
     )
