@@ -75,8 +75,9 @@ GATHER_ROWS_PER_THREAD = 1 << 16
 #: the gathered rows come in groups of GATHER_KEPT distinct rows of a random window of
 #: GATHER_WINDOW consecutive rows, each group in ascending order: the pattern of SparQ's kept
 #: rows (k = S / 8 of a (batch, KV head)'s S = 32768 rows, listed in index order). On a Zen 4
-#: host random rows in random order gathered 20-25% faster than such groups (25-30 against
-#: 20-23 GB/s, 512-byte rows)
+#: host random rows in random order gathered 20-25% faster than such groups in one
+#: comparison (25-30 against 20-23 GB/s, 512-byte rows) and as fast in a round-robin of the
+#: two: the pattern is the kernels', whatever it costs
 GATHER_WINDOW = 32768
 GATHER_KEPT = GATHER_WINDOW // 8
 #: elements of each of a thread's WIDEN_BLOCKS widen / division blocks (L1-resident: at most
