@@ -282,7 +282,7 @@ RATE_FIELDS = tuple(
         ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "gather256_bytes_per_s")
         + ("topk_bytes_per_s",)
         + tuple(f for f in HOST_FIELDS if f != "threads")
-        + ("widen_fma_overlap",)
+        + ("widen_fma_overlap", "gather_fma_overlap")
     )
 )
 
@@ -297,6 +297,11 @@ def fmt_rates(r: dict) -> str:
         f"{r['widen_f32_per_s'] / 1e9:.0f}/{r['widen_f16_per_s'] / 1e9:.0f}/"
         f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
         f", widen/FMA overlap {r.get('widen_fma_overlap') or 0.0:.2f}"
+        + (
+            ""
+            if r.get("gather_fma_overlap") is None
+            else f", gather/FMA overlap {r['gather_fma_overlap']:.2f}"
+        )
     )
 
 
@@ -376,6 +381,7 @@ MEMORY_STATE_FIELDS = (
     "gather_bytes_per_s",
     "gather256_bytes_per_s",
     "stream_fma_overlap",
+    "gather_fma_overlap",
 )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "measure_widen",
     "measure_div",
     "measure_overlap",
+    "measure_gather_overlap",
     "measure_calls",
 ]
 
@@ -324,6 +325,33 @@ def _fused_kernel(a2, Q3, X3, stream, out):
         out[t] = _fused_rounds(a2[lo:hi], Q3[t], X3[t], stream)
 
 
+@njit_serial
+def _gather_fused_rounds(a2, idx, Q, X, gather):
+    # _fused_rounds over gathered rows: with ``gather`` the rows a2[idx[i]] in turn, each
+    # step first requesting the row PREFETCH_AHEAD rows on (every line of it, at the
+    # kernels' prefetch locality), as the kernels' passes over kept rows do; without it one
+    # of the L1-resident float32 rows X in turn (the same in-core work, no trip to memory).
+    n = idx.shape[0]
+    nx = X.shape[0]
+    q0, q1, q2, q3 = Q[0], Q[1], Q[2], Q[3]
+    s = 0.0
+    for i in range(n):
+        if gather:
+            if i + PREFETCH_AHEAD < n:
+                prefetch_row(a2, idx[i + PREFETCH_AHEAD])
+            x = a2[idx[i]]
+        else:
+            x = X[i % nx]
+        s += _dot4(q0, q1, q2, q3, x)
+    return s
+
+
+@njit_parallel
+def _gather_fused_kernel(a2, idx2, Q3, X3, gather, out):
+    for t in prange(idx2.shape[0]):
+        out[t] = _gather_fused_rounds(a2, idx2[t], Q3[t], X3[t], gather)
+
+
 # ------------------------------------------------------------------------ measurements
 def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
     """Read bandwidth (bytes/s): a prange sum of ``a``'s bytes (:func:`stream_view`), one
@@ -503,6 +531,28 @@ def overlap_rows(rng: np.random.Generator, threads: int) -> np.ndarray:
     return aligned_copy(rng.random((threads, DOT_ROWS, DOT_WIDTH), dtype=np.float32))
 
 
+def overlap_rounds(fns, budget_s: float):
+    """Rounds of the three timings of an overlap measurement, ``fns`` = (memory alone, the
+    in-core work alone, both in one loop), each called once untimed first: at least 5
+    rounds, more while ``budget_s`` lasts, at most 50. Returns ``(rounds, sorted ratios,
+    raw median ratio, the median clipped to [0, 1], median times)``, each round's ratio
+    ``(t_mem + t_core - t_both) / min(t_mem, t_core)``."""
+    for f in fns:  # compile / warm up
+        f()
+    rounds = []
+    t_end = time.perf_counter() + budget_s
+    while len(rounds) < 5 or (time.perf_counter() < t_end and len(rounds) < 50):
+        ts = []
+        for f in fns:
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        rounds.append(ts)
+    ratios = sorted((tm + tc - tb) / min(tm, tc) for tm, tc, tb in rounds)
+    raw = float(np.median(ratios))
+    return rounds, ratios, raw, min(1.0, max(0.0, raw)), np.median(np.array(rounds), axis=0)
+
+
 def measure_overlap(
     a: np.ndarray, budget_s: float, rng: np.random.Generator
 ) -> tuple[float, str, float]:
@@ -540,21 +590,7 @@ def measure_overlap(
         lambda: _fused_kernel(a2, Q3, X3, False, out),
         lambda: _fused_kernel(a2, Q3, X3, True, out),
     )
-    for f in fns:  # compile / warm up
-        f()
-    rounds = []
-    t_end = time.perf_counter() + budget_s
-    while len(rounds) < 5 or (time.perf_counter() < t_end and len(rounds) < 50):
-        ts = []
-        for f in fns:
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        rounds.append(ts)
-    ratios = sorted((tr + tf - tb) / min(tr, tf) for tr, tf, tb in rounds)
-    raw = float(np.median(ratios))
-    rho = min(1.0, max(0.0, raw))
-    med = np.median(np.array(rounds), axis=0)
+    rounds, ratios, raw, rho, med = overlap_rounds(fns, budget_s)
     desc = (
         f"measured: dot products of four L1-resident float64 vectors with the float32 "
         f"{DOT_WIDTH}-element rows of a {a2.nbytes / 2**20:.0f} MiB array (each element "
@@ -567,6 +603,49 @@ def measure_overlap(
     # per element, the best in-core time of the rounds: the FMA and widen rates it is set
     # against (measure_host) are best-of times too
     return rho, desc, float(min(r[1] for r in rounds)) / a2.size
+
+
+def measure_gather_overlap(
+    a: np.ndarray, budget_s: float, rng: np.random.Generator
+) -> tuple[float, str]:
+    """Fraction of the shorter of a gather of rows and the in-core work it feeds that the
+    host hides behind the longer when one loop does both (``[0, 1]``), and its
+    description: :func:`measure_overlap`'s rounds with the gathers of
+    :func:`measure_gather` (rows of ``GATHER_ROW`` float32 of ``a``, 512 bytes, in the
+    pattern of SparQ's kept rows, :func:`gather_index`, each requested
+    ``reference._rows.PREFETCH_AHEAD`` rows ahead) in place of the streaming read.
+
+    Three timings on all threads per round: ``t_gather``, the rows summed
+    (:func:`measure_gather`'s loop); ``t_core``, dot products of four L1-resident float64
+    vectors with as many L1-resident float32 rows of ``GATHER_ROW`` (each element widened
+    once for four FMAs); ``t_both``, the same dot products with the gathered rows. The
+    median over the rounds of ``(t_gather + t_core - t_both) / min(t_gather, t_core)``,
+    clipped to ``[0, 1]`` (the description keeps the unclipped median)."""
+    nt = numba.get_num_threads()
+    a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]  # rows on cache lines
+    a2 = a[: a.size // GATHER_ROW * GATHER_ROW].reshape(-1, GATHER_ROW)
+    idx2 = gather_index(rng, a2.shape[0], nt)
+    Q3, _ = dot4_inputs(rng, nt)
+    X3 = aligned_copy(rng.random((nt, DOT_ROWS, GATHER_ROW), dtype=np.float32))
+    out = np.zeros(nt, dtype=np.float64)
+    out32 = np.zeros(nt, dtype=np.float32)
+    fns = (
+        lambda: _gather_kernel(a2, idx2, out32),
+        lambda: _gather_fused_kernel(a2, idx2, Q3, X3, False, out),
+        lambda: _gather_fused_kernel(a2, idx2, Q3, X3, True, out),
+    )
+    rounds, ratios, raw, omega, med = overlap_rounds(fns, budget_s)
+    desc = (
+        f"measured: dot products of four L1-resident float64 vectors with {GATHER_ROW * 4}-"
+        f"byte float32 rows gathered from a {a2.nbytes / 2**20:.0f} MiB array in ascending "
+        f"groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} rows (each element "
+        f"widened once for four FMAs; each step requests the row {PREFETCH_AHEAD} rows on), "
+        f"against the gather alone and the same work on L1-resident rows, {len(rounds)} "
+        f"rounds of the three (medians: gather {med[0] * 1e3:.2f} ms, in-core "
+        f"{med[1] * 1e3:.2f} ms, both {med[2] * 1e3:.2f} ms); median of (gather + core - "
+        f"both) / min = {raw:.3f} (rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
+    )
+    return omega, desc
 
 
 #: the tiny problem whose call time is the fixed cost of one call of the reference

@@ -79,6 +79,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_bf16_per_s": (0.0, True, 1e16, False),
     "stream_fma_overlap": (0.0, False, 1.0, False),
     "widen_fma_overlap": (0.0, False, 1.0, False),
+    "gather_fma_overlap": (0.0, False, 1.0, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -194,6 +195,11 @@ class Hardware:
         CPUs): from the in-core loop of the overlap microkernel (four FMAs per float32
         element widened) against the element's four FMAs and its widening at the measured
         rates. None: 0 (they add up).
+    gather_fma_overlap : float or None
+        Fraction in ``[0, 1]`` of the shorter of a gather of rows (512-byte rows in the
+        pattern of SparQ's kept rows, requested a few rows ahead) and the FMA work of the
+        same loop that the host hides behind the longer, measured as ``stream_fma_overlap``
+        is. None: ``stream_fma_overlap`` stands in for it.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -270,6 +276,7 @@ class Hardware:
     widen_bf16_per_s: float | None = None
     stream_fma_overlap: float | None = None
     widen_fma_overlap: float | None = None
+    gather_fma_overlap: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -557,7 +564,8 @@ def measure_max_bytes() -> int:
 
 #: shares of measure_host's ``seconds`` per microbenchmark
 _BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
-           "matmul": 0.05, "div": 0.05, "widen": 0.1, "overlap": 0.15, "calls": 0.05}  # fmt: skip
+           "matmul": 0.05, "div": 0.05, "widen": 0.1, "overlap": 0.1, "goverlap": 0.05,
+           "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -588,6 +596,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``widen_fma_overlap``: ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)`` per
       element, clipped to ``[0, 1]``: ``t_core`` from that L1-resident loop, ``t_fma`` four
       FMAs at ``fma_f64_per_s``, ``t_widen`` one float32 element at ``widen_f32_per_s``;
+    - ``gather_fma_overlap``: the same with the gathers of ``gather_bytes_per_s`` (each row
+      requested a few rows ahead, as the kernels' passes over kept rows do) in place of the
+      streaming read: ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over
+      rounds, clipped to ``[0, 1]``;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -626,6 +638,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
     )
     overlap, src_overlap, core_per_elem = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
+    g_overlap, src_g_overlap = hb.measure_gather_overlap(a, seconds * _BUDGET["goverlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
         seconds * _BUDGET["calls"], rng, flush=a
     )
@@ -677,6 +690,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_bf16_per_s=widen["bfloat16"][0],
         stream_fma_overlap=overlap,
         widen_fma_overlap=widen_overlap,
+        gather_fma_overlap=g_overlap,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -701,6 +715,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_bf16_per_s": (widen["bfloat16"][1], today),
             "stream_fma_overlap": (src_overlap, today),
             "widen_fma_overlap": (src_widen_overlap, today),
+            "gather_fma_overlap": (src_g_overlap, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

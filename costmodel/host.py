@@ -20,11 +20,13 @@ measured ``widen_fma_overlap``, 0 where the profile has none) and work in loops 
 
     max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
 
-where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that read
-and feed the FMAs in the same loop (dense's K and V passes, the mean of V, SparQ's step 1
-with K stored twice, whose sweeps read ``r`` rows of the d-major copy with prefetches spread
-through the FMAs, and SparQ's passes over the kept rows, read in place with prefetches a
-few rows ahead), and 0 for the others: step 1 with K stored once (``r`` elements gathered
+where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases that stream
+what they feed to the FMAs in the same loop (dense's K and V passes, the mean of V, SparQ's
+step 1 with K stored twice, whose sweeps read ``r`` rows of the d-major copy with
+prefetches spread through the FMAs), its measured ``gather_fma_overlap`` for SparQ's passes
+over the kept rows (read in place, each requested a few rows ahead; ``stream_fma_overlap``
+where the profile has no ``gather_fma_overlap``: :func:`gather_overlap`), and 0 for the
+others: step 1 with K stored once (``r`` elements gathered
 from each S-major row into a block first) and the group score (the logits read back, then
 added).
 Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
@@ -51,7 +53,7 @@ S = 32768, 0.07 against 0.22 ms for 8 KV heads; ``g*S`` adds priced as FMAs; no 
 credit); ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha``
 (``g*k`` exps); ``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e``
 bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, prefetched a few
-rows ahead in the loop of the FMAs, so with the overlap credit; ``k*d`` widened, ``g*k*d``
+rows ahead in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d``
 FMAs; ``gather_k`` also the softmax normalisers, ``g*S`` exps, which the kernel computes in
 pieces between its K rows); ``gather_softmax`` (``g*k`` exps) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
@@ -93,6 +95,7 @@ __all__ = [
     "in_core_time",
     "predict_reference",
     "reference_dtype_bytes",
+    "gather_overlap",
     "widen_overlap",
 ]
 
@@ -164,7 +167,7 @@ def _phase(
     exps_row: float = 0.0,
     div_row: float = 0.0,
     topk_bytes_row: float = 0.0,
-    overlap: bool = True,
+    overlap: str | None = "stream",
     priced_as: str,
     note: str,
 ) -> dict:
@@ -181,6 +184,13 @@ def _phase(
         priced_as=priced_as,
         note=note,
     )
+
+
+def gather_overlap(hw: Hardware) -> float:
+    """The profile's measured ``gather_fma_overlap``; its ``stream_fma_overlap`` where it has
+    none (profiles measured before the gathers' overlap was)."""
+    g = hw.gather_fma_overlap
+    return float(hw.stream_fma_overlap if g is None else g)
 
 
 def widen_overlap(hw: Hardware) -> float:
@@ -279,7 +289,8 @@ def predict_reference(
         (``flops`` = 2 x FMAs; ``priced_as`` is ``"memory"``, ``"gather"``, ``"exp"``,
         ``"topk"`` or ``"latency"``). A phase's ``memory_s`` is its read, ``compute_s`` its
         in-core work plus exps and divisions, ``time_s`` as in the module docstring (the
-        read and the in-core work overlapped by ``stream_fma_overlap`` where it applies).
+        read and the in-core work overlapped by ``stream_fma_overlap`` or, over kept rows,
+        :func:`gather_overlap`, where it applies).
         ``params`` holds the configuration, ``rows``, ``waves``, the per-thread rates, the
         overlap and each phase's per-row counts (``phases``: bytes, FMAs, widened elements,
         exps, divisions).
@@ -339,7 +350,7 @@ def predict_reference(
                 "g*S*d FMAs (q.k)",
             ),
             _phase(
-                "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=False,
+                "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=None,
                 priced_as="exp",
                 note="g*S exps (exp_per_s); the logits read back, one streaming read (g*S*8)",
             ),
@@ -371,7 +382,8 @@ def predict_reference(
             )
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-            widen_row=r * S, div_row=g * r, overlap=store_k_twice, priced_as="memory",
+            widen_row=r * S, div_row=g * r, overlap="stream" if store_k_twice else None,
+            priced_as="memory",
             note=(
                 f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*r "
                 "divisions of the kept query components by tau"
@@ -397,7 +409,7 @@ def predict_reference(
             step1,
             _phase(
                 "group_score", bytes_row=g * S * 8, bandwidth=bw, fma_row=g * S,
-                overlap=False, priced_as="memory",
+                overlap=None, priced_as="memory",
                 note=(
                     "group score: g*S adds (priced as FMAs) of the float64 approximate "
                     "logits, read back mostly from the caches that step 1 just wrote them "
@@ -417,10 +429,11 @@ def predict_reference(
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, exps_row=g * S, priced_as="gather",
+                widen_row=k * d, exps_row=g * S, overlap="gather", priced_as="gather",
                 note=(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
-                    "prefetched a few rows ahead in the loop of the FMAs: overlap credit), "
+                    "prefetched a few rows ahead in the loop of the FMAs: the gathers' "
+                    "overlap credit), "
                     "k*d widened, g*k*d FMAs; and the softmax normalisers of the "
                     "approximate logits, g*S exps, in pieces between the rows"
                 ),
@@ -428,10 +441,11 @@ def predict_reference(
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
             _phase(
                 "gather_v", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, priced_as="gather",
+                widen_row=k * d, overlap="gather", priced_as="gather",
                 note=(
                     "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
-                    "prefetched a few rows ahead in the loop of the FMAs: overlap credit), "
+                    "prefetched a few rows ahead in the loop of the FMAs: the gathers' "
+                    "overlap credit), "
                     "k*d widened, g*k*d FMAs"
                 ),
             ),
@@ -455,6 +469,7 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
+    credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw)
     scale = waves * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
@@ -470,7 +485,7 @@ def predict_reference(
             core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
         side = scale * (ph["exps_row"] / exp_t + ph["div_row"] / div_t)
         tk = scale * ph["topk_bytes_row"] / topk_t
-        r_ph = rho if ph["overlap"] else 0.0
+        r_ph = credit[ph["overlap"]]
         fused = max(mem, core) + (1.0 - r_ph) * min(mem, core)
         comp = core + side
         bound = max((mem, "memory"), (comp, "compute"), (tk, "topk"))[1]
@@ -531,6 +546,7 @@ def predict_reference(
             topk_bytes_per_s=topk_t,
         ),
         stream_fma_overlap=rho,
+        gather_fma_overlap=credit["gather"],
         widen_fma_overlap=omega,
         phases={
             p["name"]: dict(

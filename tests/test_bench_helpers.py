@@ -41,7 +41,7 @@ def _host() -> Hardware:
         kind="cpu", threads=2, fma_f64_per_s=1e9, exp_per_s=1e8, gather_bytes_per_s=2e9,
         gather256_bytes_per_s=1.5e9, div_f64_per_s=4e8, widen_f32_per_s=2e9,
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
-        widen_fma_overlap=0.4, dense_call_s=1e-5, sparq_call_s=2e-5,
+        widen_fma_overlap=0.4, gather_fma_overlap=0.3, dense_call_s=1e-5, sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -50,6 +50,7 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     up = {f: getattr(a, f) * (0.9 if f.endswith("_call_s") else 1.1) for f in bench.RATE_FIELDS}
     up["stream_fma_overlap"] = min(1.0, a.stream_fma_overlap + 0.05)
     up["widen_fma_overlap"] = a.widen_fma_overlap + 0.05  # more overlap: less in-core time
+    up["gather_fma_overlap"] = a.gather_fma_overlap + 0.05
     b = a.replace(**up)
     incore = [f for f in bench.RATE_FIELDS if f not in bench.MEMORY_STATE_FIELDS]
     assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
@@ -77,7 +78,7 @@ def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
     slow = _host()  # streaming read 10 GB/s
     fast = slow.replace(
         mem_bandwidth_bytes_per_s=1.8e10, gather_bytes_per_s=2.6e9,
-        gather256_bytes_per_s=1.9e9, stream_fma_overlap=0.3,
+        gather256_bytes_per_s=1.9e9, stream_fma_overlap=0.3, gather_fma_overlap=0.6,
     )  # fmt: skip
     for bw, want in ((1.1e10, slow), (0.9e10, slow), (1.6e10, fast), (2.5e10, fast)):
         for x, y in ((slow, fast), (fast, slow)):
@@ -87,3 +88,8 @@ def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
     # nearer by ratio: 13.4 GB/s (the geometric mean of 10 and 18) is the boundary
     assert bench.best_of_profiles(slow, fast, bw=1.3e10).gather_bytes_per_s == 2e9
     assert bench.best_of_profiles(slow, fast, bw=1.4e10).gather_bytes_per_s == 2.6e9
+    assert "gather_fma_overlap" in bench.MEMORY_STATE_FIELDS
+    # a profile measured before the gathers' overlap was: None from the profile in the state
+    old = slow.replace(gather_fma_overlap=None)
+    assert bench.best_of_profiles(old, fast, bw=1.1e10).gather_fma_overlap is None
+    assert bench.best_of_profiles(old, fast, bw=1.7e10).gather_fma_overlap == 0.6

@@ -23,7 +23,7 @@ from costmodel.hardware import (
     measure_host,
     parse_hardware,
 )
-from costmodel.host import HOST_FIELDS, in_core_time, predict_reference
+from costmodel.host import HOST_FIELDS, gather_overlap, in_core_time, predict_reference
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
@@ -385,6 +385,23 @@ def test_overlap_of_read_and_in_core_work():
         for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
             want = 8.192e-5 + (1 - rho) * 1.6384e-5 + exps
             assert e[name].time_s == pytest.approx(want, rel=1e-12), (name, rho)
+    # ... with the profile's own gather/FMA overlap where it has one (the streaming loop's
+    # stands in for it where it has none, as in HOST): omega_g 0 adds the read, omega_g 1
+    # hides it, whatever rho; the streaming phases keep rho
+    assert HOST.gather_fma_overlap is None
+    for rho, og in ((1.0, 0.0), (0.0, 1.0), (0.5, 0.25)):
+        hw = HOST.replace(stream_fma_overlap=rho, gather_fma_overlap=og)
+        s = predict_reference("sparq", hardware=hw, **SPARQ)
+        e = _phases(s)
+        for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
+            want = 8.192e-5 + (1 - og) * 1.6384e-5 + exps
+            assert e[name].time_s == pytest.approx(want, rel=1e-12), (name, rho, og)
+        ref = _phases(predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho),
+                                        **SPARQ))  # fmt: skip
+        assert e["v_mean"].time_s == ref["v_mean"].time_s
+        assert s.params["gather_fma_overlap"] == og and s.params["stream_fma_overlap"] == rho
+    assert gather_overlap(HOST.replace(stream_fma_overlap=0.7)) == 0.7
+    assert gather_overlap(HOST.replace(gather_fma_overlap=0.2)) == 0.2
     # ... step 1 with K stored twice (the r rows of the d-major copy read in the loop of the
     # FMAs) does: by hand (test_sparq_by_hand_k_twice_and_v_mean_supplied) read 1.96608e-5,
     # in-core work 1.6384e-4, divisions 3.2e-7: at rho 1, 1.6384e-4 + 3.2e-7; at rho 0.5,
@@ -568,6 +585,8 @@ def test_measure_host_new_fields_positive_finite():
     assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
     assert 0.0 <= hw.widen_fma_overlap <= 1.0
     assert "(fma + widen - loop) / min" in hw.sources["widen_fma_overlap"][0]
+    assert 0.0 <= hw.gather_fma_overlap <= 1.0
+    assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
@@ -695,6 +714,44 @@ def test_overlap_microkernel_does_the_dot_products():
     want_core = float(sum((Q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(n)))
     assert hb._fused_rounds(a2, Q, X, True) == pytest.approx(want_stream, rel=1e-12)
     assert hb._fused_rounds(a2, Q, X, False) == pytest.approx(want_core, rel=1e-12)
+
+
+def test_gather_overlap_microkernel_does_the_dot_products():
+    # with ``gather`` the four vectors are dotted with the rows idx[i] of the array (each
+    # requested ahead), without it with the L1-resident rows in turn, as many as idx has
+    # entries (checked against NumPy); the row order is idx's, repeats included
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(5)
+    Q = hb.dot4_inputs(rng, 1)[0][0]
+    X = rng.random((hb.DOT_ROWS, hb.GATHER_ROW), dtype=np.float32)
+    a2 = rng.random((50, hb.GATHER_ROW)).astype(np.float32)
+    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 10 + hb.PREFETCH_AHEAD)), dtype=np.int64)
+    q = Q[:, : hb.GATHER_ROW]
+    want_g = float(sum((q @ a2[i].astype(np.float64)).sum() for i in idx))
+    want_c = float(sum((q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(idx.size)))
+    assert hb._gather_fused_rounds(a2, idx, Q, X, True) == pytest.approx(want_g, rel=1e-12)
+    assert hb._gather_fused_rounds(a2, idx, Q, X, False) == pytest.approx(want_c, rel=1e-12)
+
+
+def test_overlap_rounds_ratio_by_hand():
+    # three callables that take known times: memory 2 units, core 1, both 2.5 ->
+    # (2 + 1 - 2.5) / min(2, 1) = 0.5; clipped to [0, 1] when the loop is slower than the sum
+    import time as _t
+
+    from costmodel import _hostbench as hb
+
+    u = 0.004
+
+    def sleeper(x):
+        return lambda: _t.sleep(x * u)
+
+    rounds, ratios, raw, clipped, med = hb.overlap_rounds(
+        (sleeper(2), sleeper(1), sleeper(2.5)), budget_s=0.0
+    )
+    assert len(rounds) == 5 and len(ratios) == 5 and ratios == sorted(ratios)
+    assert raw == pytest.approx(0.5, abs=0.25) and clipped == raw
+    assert hb.overlap_rounds((sleeper(1), sleeper(1), sleeper(3)), budget_s=0.0)[3] == 0.0
 
 
 def test_best_time_runs_before_untimed_before_every_timed_call():
