@@ -717,21 +717,28 @@ def test_overlap_microkernel_does_the_dot_products():
 
 
 def test_gather_overlap_microkernel_does_the_dot_products():
-    # with ``gather`` the four vectors are dotted with the rows idx[i] of the array (each
-    # requested ahead), without it with the L1-resident rows in turn, as many as idx has
-    # entries (checked against NumPy); the row order is idx's, repeats included
+    # with ``gather`` the four vectors are dotted with the rows idx[t..t+3] of the array,
+    # four at a time (each step requesting rows ahead), without it with four of the
+    # L1-resident rows in turn; each step adds the diagonal of its 4 x 4 products (vector a
+    # with row a of the step); the idx % 4 last rows are left out (checked against NumPy)
     from costmodel import _hostbench as hb
 
     rng = np.random.default_rng(5)
-    Q = hb.dot4_inputs(rng, 1)[0][0]
-    X = rng.random((hb.DOT_ROWS, hb.GATHER_ROW), dtype=np.float32)
+    Q = rng.random((4, hb.GATHER_ROW))
+    X = rng.random((8, hb.GATHER_ROW), dtype=np.float32)
     a2 = rng.random((50, hb.GATHER_ROW)).astype(np.float32)
-    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 10 + hb.PREFETCH_AHEAD)), dtype=np.int64)
-    q = Q[:, : hb.GATHER_ROW]
-    want_g = float(sum((q @ a2[i].astype(np.float64)).sum() for i in idx))
-    want_c = float(sum((q @ X[i % hb.DOT_ROWS].astype(np.float64)).sum() for i in range(idx.size)))
-    assert hb._gather_fused_rounds(a2, idx, Q, X, True) == pytest.approx(want_g, rel=1e-12)
-    assert hb._gather_fused_rounds(a2, idx, Q, X, False) == pytest.approx(want_c, rel=1e-12)
+    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 14 + hb.PREFETCH_AHEAD)), dtype=np.int64)
+    L = np.zeros((4, 4))
+    n4 = idx.size - idx.size % 4
+    assert n4 < idx.size  # a leftover row, left out
+
+    def diag(rows):
+        return sum(float(Q[a] @ rows[a].astype(np.float64)) for a in range(4))
+
+    want_g = sum(diag(a2[idx[t : t + 4]]) for t in range(0, n4, 4))
+    want_c = sum(diag(X[[(t + a) % 8 for a in range(4)]]) for t in range(0, n4, 4))
+    assert hb._gather_fused_rounds(a2, idx, Q, X, L, True) == pytest.approx(want_g, rel=1e-12)
+    assert hb._gather_fused_rounds(a2, idx, Q, X, L, False) == pytest.approx(want_c, rel=1e-12)
 
 
 def test_overlap_rounds_ratio_by_hand():
