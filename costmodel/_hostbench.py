@@ -43,6 +43,7 @@ __all__ = [
     "measure_widen",
     "measure_div",
     "measure_overlap",
+    "measure_widen_overlap",
     "measure_gather_overlap",
     "measure_calls",
 ]
@@ -558,15 +559,11 @@ def overlap_rounds(fns, budget_s: float):
     return rounds, ratios, raw, min(1.0, max(0.0, raw)), np.median(np.array(rounds), axis=0)
 
 
-def measure_overlap(
-    a: np.ndarray, budget_s: float, rng: np.random.Generator
-) -> tuple[float, str, float]:
+def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
     """Fraction of the shorter of a streaming read and the in-core work it feeds (widening,
     FMAs) that the host hides behind the longer when one loop does both (``[0, 1]``; 0: the
-    times add up, 1: the longer alone), its description, and the seconds per element of
-    the in-core work alone (one float32 element widened for four float64 FMAs, all threads;
-    the best of the rounds). ``a`` (1-D float32) is read from its first cache-line
-    boundary on, as whole rows of ``DOT_WIDTH``.
+    times add up, 1: the longer alone), and its description. ``a`` (1-D float32) is read
+    from its first cache-line boundary on, as whole rows of ``DOT_WIDTH``.
 
     Three timings on all threads, taken one after another in each round: ``t_read``, the
     prange sum of the bytes of those rows (as :func:`measure_stream`); ``t_core``, dot
@@ -605,9 +602,53 @@ def measure_overlap(
         f"ms, both {med[2] * 1e3:.2f} ms); median of (read + core - both) / min = {raw:.3f} "
         f"(rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
     )
-    # per element, the best in-core time of the rounds: the FMA and widen rates it is set
-    # against (measure_host) are best-of times too
-    return rho, desc, float(min(r[1] for r in rounds)) / a2.size
+    return rho, desc
+
+
+#: dot-product rounds per thread of each timing of :func:`measure_widen_overlap` (5.1M
+#: elements of DOT_WIDTH rows; the widen loop takes as many in WIDEN_BLOCK blocks)
+WIDEN_OVERLAP_REPS = 20_000
+
+
+def measure_widen_overlap(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Fraction of the shorter of the widening of float32 elements and the four float64
+    FMAs each feeds that the host hides behind the longer when one loop does both
+    (``[0, 1]``), and its description: rounds (as :func:`overlap_rounds`) of three
+    L1-resident loops on all threads over the same number of elements, ``t_fma``, dot
+    products of four float64 vectors with float64 rows (:func:`measure_fma`'s loop: four
+    FMAs per element, nothing widened); ``t_widen``, the elements of float32 blocks widened
+    and summed (:func:`measure_widen`'s loop); ``t_core``, the dot products with float32
+    rows (each element widened once for its four FMAs: the in-core loop of
+    :func:`measure_overlap`). The median over the rounds of
+    ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``, clipped to ``[0, 1]``.
+
+    Rounds, not best-of rates from separate measurements: with the widening a third of the
+    FMAs' time, a 10% slower loop moves the fraction by about 0.3, and on a shared host the
+    three loops of a round see the same neighbours (on the Zen 4 host, from best-of rates,
+    0.0-1.0 from one profile to the next within a run)."""
+    nt = numba.get_num_threads()
+    Q3, X64 = dot4_inputs(rng, nt)
+    X32 = overlap_rows(rng, nt)
+    XW = widen_blocks("float32", rng, nt)
+    reps_w = WIDEN_OVERLAP_REPS * DOT_WIDTH // WIDEN_BLOCK
+    out = np.zeros(nt, dtype=np.float64)
+    fns = (
+        lambda: _dot4_kernel(Q3, X64, WIDEN_OVERLAP_REPS, out),
+        lambda: _widen_kernel(XW, reps_w, out),
+        lambda: _dot4_kernel(Q3, X32, WIDEN_OVERLAP_REPS, out),
+    )
+    rounds, ratios, raw, omega, med = overlap_rounds(fns, budget_s)
+    n = WIDEN_OVERLAP_REPS * DOT_WIDTH
+    desc = (
+        f"measured: L1-resident loops over {n} elements per thread, {nt} threads: four float64 "
+        f"FMAs per element (float64 rows), the widening of float32 elements alone, and both "
+        f"(float32 rows, each element widened for four FMAs), {len(rounds)} rounds of the "
+        f"three (medians per element, all threads: FMAs {med[0] / (n * nt) * 1e12:.1f} ps, "
+        f"widening {med[1] / (n * nt) * 1e12:.1f} ps, both {med[2] / (n * nt) * 1e12:.1f} ps); "
+        f"median of (fma + widen - both) / min = {raw:.3f} (rounds {ratios[0]:.2f}.."
+        f"{ratios[-1]:.2f}), clipped to [0, 1]"
+    )
+    return omega, desc
 
 
 def measure_gather_overlap(

@@ -192,9 +192,10 @@ class Hardware:
     widen_fma_overlap : float or None
         Fraction in ``[0, 1]`` of the shorter of the widening and the FMAs of one loop that
         the host hides behind the longer (the two use different execution units on some
-        CPUs): from the in-core loop of the overlap microkernel (four FMAs per float32
-        element widened) against the element's four FMAs and its widening at the measured
-        rates. None: 0 (they add up).
+        CPUs): rounds of three L1-resident loops over the same elements (four float64 FMAs
+        each; float32 elements widened; float32 elements widened for four FMAs each), the
+        median over rounds of ``(fma + widen - both) / min(fma, widen)``. None: 0 (they add
+        up).
     gather_fma_overlap : float or None
         Fraction in ``[0, 1]`` of the shorter of a gather of rows (512-byte rows in the
         pattern of SparQ's kept rows, requested a few rows ahead) and the FMA work of the
@@ -565,7 +566,7 @@ def measure_max_bytes() -> int:
 #: shares of measure_host's ``seconds`` per microbenchmark
 _BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
            "matmul": 0.05, "div": 0.05, "widen": 0.1, "overlap": 0.1, "goverlap": 0.05,
-           "calls": 0.05}  # fmt: skip
+           "woverlap": 0.05, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -593,9 +594,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       rows ahead as the kernels' passes do) while widening each element for four FMAs,
       against the read alone and the same loop on L1-resident rows: the median over rounds
       of ``(t_read + t_core - t_both) / min(t_read, t_core)``, clipped to ``[0, 1]``;
-    - ``widen_fma_overlap``: ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)`` per
-      element, clipped to ``[0, 1]``: ``t_core`` from that L1-resident loop, ``t_fma`` four
-      FMAs at ``fma_f64_per_s``, ``t_widen`` one float32 element at ``widen_f32_per_s``;
+    - ``widen_fma_overlap``: rounds of three L1-resident loops over the same elements,
+      four float64 FMAs per element, float32 elements widened, and both (float32 rows
+      widened for four FMAs each): the median over rounds of
+      ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``, clipped to ``[0, 1]``;
     - ``gather_fma_overlap``: the same with the gathers of ``gather_bytes_per_s`` (each row
       requested a few rows ahead, as the kernels' passes over kept rows do) in place of the
       streaming read: ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over
@@ -637,7 +639,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     gather256, src_gather256 = hb.measure_gather(
         a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
     )
-    overlap, src_overlap, core_per_elem = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
+    overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     g_overlap, src_g_overlap = hb.measure_gather_overlap(a, seconds * _BUDGET["goverlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
         seconds * _BUDGET["calls"], rng, flush=a
@@ -651,15 +653,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
-    t_fma, t_widen = 4.0 / fma, 1.0 / widen["float32"][0]
-    raw_w = (t_fma + t_widen - core_per_elem) / min(t_fma, t_widen)
-    widen_overlap = min(1.0, max(0.0, raw_w))
-    src_widen_overlap = (
-        f"measured: the overlap microkernel's L1-resident loop, {core_per_elem * 1e12:.1f} ps "
-        f"per float32 element widened for four FMAs (all threads), against four FMAs at "
-        f"fma_f64_per_s ({t_fma * 1e12:.1f} ps) and one widening at widen_f32_per_s "
-        f"({t_widen * 1e12:.1f} ps): (fma + widen - loop) / min = {raw_w:.3f}, clipped to [0, 1]"
-    )
+    widen_overlap, src_widen_overlap = hb.measure_widen_overlap(seconds * _BUDGET["woverlap"], rng)
     today = datetime.date.today().isoformat()
     src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"
     return Hardware(

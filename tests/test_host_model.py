@@ -584,7 +584,7 @@ def test_measure_host_new_fields_positive_finite():
     assert 0.0 <= hw.stream_fma_overlap <= 1.0
     assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
     assert 0.0 <= hw.widen_fma_overlap <= 1.0
-    assert "(fma + widen - loop) / min" in hw.sources["widen_fma_overlap"][0]
+    assert "median of (fma + widen - both) / min" in hw.sources["widen_fma_overlap"][0]
     assert 0.0 <= hw.gather_fma_overlap <= 1.0
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
