@@ -538,11 +538,11 @@ def overlap_rows(rng: np.random.Generator, threads: int) -> np.ndarray:
 
 
 def overlap_rounds(fns, budget_s: float):
-    """Rounds of the three timings of an overlap measurement, ``fns`` = (memory alone, the
-    in-core work alone, both in one loop), each called once untimed first: at least 5
-    rounds, more while ``budget_s`` lasts, at most 50. Returns ``(rounds, sorted ratios,
-    raw median ratio, the median clipped to [0, 1], median times)``, each round's ratio
-    ``(t_mem + t_core - t_both) / min(t_mem, t_core)``."""
+    """Rounds of the three timings of an overlap measurement, ``fns`` = (one kind of work
+    alone, e.g. a read; the other alone, e.g. the in-core work; both in one loop), each
+    called once untimed first: at least 5 rounds, more while ``budget_s`` lasts, at most
+    50. Returns ``(rounds, sorted ratios, raw median ratio, the median clipped to [0, 1],
+    median times)``, each round's ratio ``(t_a + t_b - t_both) / min(t_a, t_b)``."""
     for f in fns:  # compile / warm up
         f()
     rounds = []
@@ -554,7 +554,7 @@ def overlap_rounds(fns, budget_s: float):
             f()
             ts.append(time.perf_counter() - t0)
         rounds.append(ts)
-    ratios = sorted((tm + tc - tb) / min(tm, tc) for tm, tc, tb in rounds)
+    ratios = sorted((ta + tb - tab) / min(ta, tb) for ta, tb, tab in rounds)
     raw = float(np.median(ratios))
     return rounds, ratios, raw, min(1.0, max(0.0, raw)), np.median(np.array(rounds), axis=0)
 

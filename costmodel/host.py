@@ -91,11 +91,11 @@ from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 __all__ = [
     "HOST_FIELDS",
     "REFERENCE_METHODS",
+    "gather_overlap",
     "gather_rate",
     "in_core_time",
     "predict_reference",
     "reference_dtype_bytes",
-    "gather_overlap",
     "widen_overlap",
 ]
 
