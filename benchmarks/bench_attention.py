@@ -32,7 +32,7 @@ rates and the memory rates of the one measured in the row's memory state
 read as the bandwidth beside every measured time, the profile-only ratio beside it, and the
 spread of the profiles' rates over the run); the in-core bound of dense (float64 FMAs
 ``2*H*S*d*B / fma_f64_per_s`` and the widening of every element, overlapped by the
-profile's measured ``widen_fma_overlap``: ``costmodel.host.in_core_time``) beside the
+profile's measured widen/FMA overlap of the dtype: ``costmodel.host.in_core_time``) beside the
 streaming time, and a streaming target ruled out only where the FMAs alone exceed what it
 allows;
 for SparQ the dependence floor (each phase's read and in-core work fully overlapped); a
@@ -282,7 +282,8 @@ RATE_FIELDS = tuple(
         ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "gather256_bytes_per_s")
         + ("topk_bytes_per_s",)
         + tuple(f for f in HOST_FIELDS if f != "threads")
-        + ("widen_fma_overlap", "gather_fma_overlap")
+        + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
+        + ("gather_fma_overlap",)
     )
 )
 
@@ -297,6 +298,11 @@ def fmt_rates(r: dict) -> str:
         f"{r['widen_f32_per_s'] / 1e9:.0f}/{r['widen_f16_per_s'] / 1e9:.0f}/"
         f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
         f", widen/FMA overlap {r.get('widen_fma_overlap') or 0.0:.2f}"
+        + (
+            ""
+            if r.get("widen_f16_fma_overlap") is None
+            else f" (f16 {r['widen_f16_fma_overlap']:.2f}, bf16 {r['widen_bf16_fma_overlap']:.2f})"
+        )
         + (
             ""
             if r.get("gather_fma_overlap") is None
@@ -478,7 +484,8 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     hw_sync = synced_profile(hw, bw)
     t_dense = times["dense check_finite=False"][0]
     fma_bound = 2 * H * S * D * B / hw.fma_f64_per_s
-    core_bound = in_core_time(fma_bound, dense_widen_s(hw, Hkv, S, dtype), widen_overlap(hw))
+    omega = widen_overlap(hw, dtype)
+    core_bound = in_core_time(fma_bound, dense_widen_s(hw, Hkv, S, dtype), omega)
     variants = {}
     for name, ts in times.items():
         m = meta[name]
@@ -531,6 +538,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         stream_gb_per_s=bw / 1e9,
         fma_bound_s=fma_bound,
         core_bound_s=core_bound,
+        widen_overlap=omega,
         dense_bound="memory" if t_stream >= core_bound else "in-core",
         dense_vs_bound=max(t_stream, core_bound) / t_dense,
         host=host_rates(hw),
@@ -556,10 +564,11 @@ def print_row(row):
         )
     else:  # (JSON of runs before the second profile)
         print(f"  host profile measured just before: {fmt_rates(row['host'])}")
+    omega = row.get("widen_overlap", row["host"].get("widen_fma_overlap") or 0.0)
     print(
         f"  stream {row['stream_gb_per_s']:.1f} GB/s; in-core bound of dense "
         f"{ms(row['core_bound_s'])} ms (float64 FMAs {ms(row['fma_bound_s'])} and widening, "
-        f"overlapped by {row['host'].get('widen_fma_overlap') or 0.0:.2f}) -> "
+        f"overlapped by {omega:.2f}) -> "
         f"dense is {row['dense_bound']}-bound; dense reaches {pct(row['dense_vs_bound'])} of "
         "max(stream, in-core bound)"
     )

@@ -537,17 +537,18 @@ def overlap_rows(rng: np.random.Generator, threads: int) -> np.ndarray:
     return aligned_copy(rng.random((threads, DOT_ROWS, DOT_WIDTH), dtype=np.float32))
 
 
-def overlap_rounds(fns, budget_s: float):
+def overlap_rounds(fns, budget_s: float, min_rounds: int = 5):
     """Rounds of the three timings of an overlap measurement, ``fns`` = (one kind of work
     alone, e.g. a read; the other alone, e.g. the in-core work; both in one loop), each
-    called once untimed first: at least 5 rounds, more while ``budget_s`` lasts, at most
-    50. Returns ``(rounds, sorted ratios, raw median ratio, the median clipped to [0, 1],
-    median times)``, each round's ratio ``(t_a + t_b - t_both) / min(t_a, t_b)``."""
+    called once untimed first: at least ``min_rounds`` rounds, more while ``budget_s``
+    lasts, at most 50. Returns ``(rounds, sorted ratios, raw median ratio, the median
+    clipped to [0, 1], median times)``, each round's ratio
+    ``(t_a + t_b - t_both) / min(t_a, t_b)``."""
     for f in fns:  # compile / warm up
         f()
     rounds = []
     t_end = time.perf_counter() + budget_s
-    while len(rounds) < 5 or (time.perf_counter() < t_end and len(rounds) < 50):
+    while len(rounds) < min_rounds or (time.perf_counter() < t_end and len(rounds) < 50):
         ts = []
         for f in fns:
             t0 = time.perf_counter()
@@ -610,17 +611,20 @@ def measure_overlap(a: np.ndarray, budget_s: float, rng: np.random.Generator) ->
 WIDEN_OVERLAP_REPS = 20_000
 
 
-def measure_widen_overlap(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
-    """Fraction of the shorter of the widening of float32 elements and the four float64
-    FMAs each feeds that the host hides behind the longer when one loop does both
-    (``[0, 1]``), and its description: rounds (as :func:`overlap_rounds`) of three
-    L1-resident loops on all threads over the same number of elements, ``t_fma``, dot
-    products of four float64 vectors with float64 rows (:func:`measure_fma`'s loop: four
-    FMAs per element, nothing widened); ``t_widen``, the elements of float32 blocks widened
-    and summed (:func:`measure_widen`'s loop); ``t_core``, the dot products with float32
-    rows (each element widened once for its four FMAs: the in-core loop of
-    :func:`measure_overlap`). The median over the rounds of
-    ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``, clipped to ``[0, 1]``.
+def measure_widen_overlap(
+    budget_s: float, rng: np.random.Generator, dtype: str = "float32"
+) -> tuple[float, str]:
+    """Fraction of the shorter of the widening of ``dtype`` elements (one of
+    :data:`WIDEN_DTYPES`, in the kernels' encoding) and the four float64 FMAs each feeds
+    that the host hides behind the longer when one loop does both (``[0, 1]``), and its
+    description: rounds (as :func:`overlap_rounds`) of three L1-resident loops on all
+    threads over the same number of elements, ``t_fma``, dot products of four float64
+    vectors with float64 rows (:func:`measure_fma`'s loop: four FMAs per element, nothing
+    widened); ``t_widen``, the elements of ``dtype`` blocks widened and summed
+    (:func:`measure_widen`'s loop); ``t_core``, the dot products with the same blocks cut
+    into rows of ``DOT_WIDTH`` (each element widened once for its four FMAs). The median
+    over the rounds (at least 9) of ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``,
+    clipped to ``[0, 1]``.
 
     Rounds, not best-of rates from separate measurements: with the widening a third of the
     FMAs' time, a 10% slower loop moves the fraction by about 0.3, and on a shared host the
@@ -628,21 +632,23 @@ def measure_widen_overlap(budget_s: float, rng: np.random.Generator) -> tuple[fl
     0.0-1.0 from one profile to the next within a run)."""
     nt = numba.get_num_threads()
     Q3, X64 = dot4_inputs(rng, nt)
-    X32 = overlap_rows(rng, nt)
-    XW = widen_blocks("float32", rng, nt)
+    XW = widen_blocks(dtype, rng, nt)  # (validates dtype)
+    XR = XW.reshape(nt, -1, DOT_WIDTH)  # the same elements as rows of DOT_WIDTH
     reps_w = WIDEN_OVERLAP_REPS * DOT_WIDTH // WIDEN_BLOCK
     out = np.zeros(nt, dtype=np.float64)
     fns = (
         lambda: _dot4_kernel(Q3, X64, WIDEN_OVERLAP_REPS, out),
         lambda: _widen_kernel(XW, reps_w, out),
-        lambda: _dot4_kernel(Q3, X32, WIDEN_OVERLAP_REPS, out),
+        lambda: _dot4_kernel(Q3, XR, WIDEN_OVERLAP_REPS, out),
     )
-    rounds, ratios, raw, omega, med = overlap_rounds(fns, budget_s)
+    # at least 9 rounds: a round whose three loops met different neighbours gives a ratio
+    # far outside [0, 1] (on the Zen 4 host -12.6 and 7.2 among five rounds)
+    rounds, ratios, raw, omega, med = overlap_rounds(fns, budget_s, min_rounds=9)
     n = WIDEN_OVERLAP_REPS * DOT_WIDTH
     desc = (
         f"measured: L1-resident loops over {n} elements per thread, {nt} threads: four float64 "
-        f"FMAs per element (float64 rows), the widening of float32 elements alone, and both "
-        f"(float32 rows, each element widened for four FMAs), {len(rounds)} rounds of the "
+        f"FMAs per element (float64 rows), the widening of {dtype} elements alone, and both "
+        f"({dtype} rows, each element widened for four FMAs), {len(rounds)} rounds of the "
         f"three (medians per element, all threads: FMAs {med[0] / (n * nt) * 1e12:.1f} ps, "
         f"widening {med[1] / (n * nt) * 1e12:.1f} ps, both {med[2] / (n * nt) * 1e12:.1f} ps); "
         f"median of (fma + widen - both) / min = {raw:.3f} (rounds {ratios[0]:.2f}.."

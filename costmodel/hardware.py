@@ -79,6 +79,8 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_bf16_per_s": (0.0, True, 1e16, False),
     "stream_fma_overlap": (0.0, False, 1.0, False),
     "widen_fma_overlap": (0.0, False, 1.0, False),
+    "widen_f16_fma_overlap": (0.0, False, 1.0, False),
+    "widen_bf16_fma_overlap": (0.0, False, 1.0, False),
     "gather_fma_overlap": (0.0, False, 1.0, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
@@ -194,8 +196,11 @@ class Hardware:
         the host hides behind the longer (the two use different execution units on some
         CPUs): rounds of three L1-resident loops over the same elements (four float64 FMAs
         each; float32 elements widened; float32 elements widened for four FMAs each), the
-        median over rounds of ``(fma + widen - both) / min(fma, widen)``. None: 0 (they add
-        up).
+        median over rounds of ``(fma + widen - both) / min(fma, widen)``, with float32
+        elements. None: 0 (they add up).
+    widen_f16_fma_overlap, widen_bf16_fma_overlap : float or None
+        The same with float16 / bfloat16 elements (the kernels' encodings). None:
+        ``widen_fma_overlap`` stands in for it.
     gather_fma_overlap : float or None
         Fraction in ``[0, 1]`` of the shorter of a gather of rows (512-byte rows in the
         pattern of SparQ's kept rows, requested a few rows ahead) and the FMA work of the
@@ -277,6 +282,8 @@ class Hardware:
     widen_bf16_per_s: float | None = None
     stream_fma_overlap: float | None = None
     widen_fma_overlap: float | None = None
+    widen_f16_fma_overlap: float | None = None
+    widen_bf16_fma_overlap: float | None = None
     gather_fma_overlap: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
@@ -598,6 +605,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       four float64 FMAs per element, float32 elements widened, and both (float32 rows
       widened for four FMAs each): the median over rounds of
       ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``, clipped to ``[0, 1]``;
+      ``widen_f16_fma_overlap`` and ``widen_bf16_fma_overlap`` the same with float16 and
+      bfloat16 elements;
     - ``gather_fma_overlap``: the same with the gathers of ``gather_bytes_per_s`` (each row
       requested a few rows ahead, as the kernels' passes over kept rows do) in place of the
       streaming read: ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over
@@ -653,7 +662,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
     flops32, m = _matmul_flops(seconds * _BUDGET["matmul"])
-    widen_overlap, src_widen_overlap = hb.measure_widen_overlap(seconds * _BUDGET["woverlap"], rng)
+    w_overlap = {
+        dt: hb.measure_widen_overlap(seconds * _BUDGET["woverlap"] / 3, rng, dt)
+        for dt in hb.WIDEN_DTYPES
+    }
     today = datetime.date.today().isoformat()
     src_mm = f"measured: numpy float32 512^3 matmul (numpy's BLAS threads), best of {m}"
     return Hardware(
@@ -683,7 +695,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_f16_per_s=widen["float16"][0],
         widen_bf16_per_s=widen["bfloat16"][0],
         stream_fma_overlap=overlap,
-        widen_fma_overlap=widen_overlap,
+        widen_fma_overlap=w_overlap["float32"][0],
+        widen_f16_fma_overlap=w_overlap["float16"][0],
+        widen_bf16_fma_overlap=w_overlap["bfloat16"][0],
         gather_fma_overlap=g_overlap,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
@@ -708,7 +722,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_f16_per_s": (widen["float16"][1], today),
             "widen_bf16_per_s": (widen["bfloat16"][1], today),
             "stream_fma_overlap": (src_overlap, today),
-            "widen_fma_overlap": (src_widen_overlap, today),
+            "widen_fma_overlap": (w_overlap["float32"][1], today),
+            "widen_f16_fma_overlap": (w_overlap["float16"][1], today),
+            "widen_bf16_fma_overlap": (w_overlap["bfloat16"][1], today),
             "gather_fma_overlap": (src_g_overlap, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),

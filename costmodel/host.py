@@ -14,8 +14,9 @@ thread's share of the all-thread measurement).
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
 at the FMA rate and elements widened at the widen rate of the cache dtype, float64 needs no
-widening: ``max(fma, widen) + (1 - widen_fma_overlap) * min(fma, widen)``, the profile's
-measured ``widen_fma_overlap``, 0 where the profile has none) and work in loops of its own
+widening: ``max(fma, widen) + (1 - omega) * min(fma, widen)``, ``omega`` the profile's
+measured widen/FMA overlap of the cache dtype, :func:`widen_overlap`, 0 where the profile
+has none) and work in loops of its own
 (exps, divisions, the top-k). It costs
 
     max(read, core) + (1 - overlap) * min(read, core) + exps + divisions + top-k
@@ -193,9 +194,23 @@ def gather_overlap(hw: Hardware) -> float:
     return float(hw.stream_fma_overlap if g is None else g)
 
 
-def widen_overlap(hw: Hardware) -> float:
-    """The profile's measured ``widen_fma_overlap``; 0 (the two add up) where it has none."""
-    return 0.0 if hw.widen_fma_overlap is None else float(hw.widen_fma_overlap)
+#: the profile's widen/FMA overlap of each 16-bit cache dtype (else ``widen_fma_overlap``)
+WIDEN_OVERLAP_FIELD = {
+    "float16": "widen_f16_fma_overlap",
+    "bfloat16": "widen_bf16_fma_overlap",
+}
+
+
+def widen_overlap(hw: Hardware, dtype: str = "float32") -> float:
+    """The profile's measured widen/FMA overlap of ``dtype``'s elements: its
+    ``widen_f16_fma_overlap`` / ``widen_bf16_fma_overlap`` for float16 / bfloat16 where it
+    has one, else its ``widen_fma_overlap`` (measured with float32), else 0 (the two add
+    up)."""
+    field = WIDEN_OVERLAP_FIELD.get(dtype)
+    v = None if field is None else getattr(hw, field)
+    if v is None:
+        v = hw.widen_fma_overlap
+    return 0.0 if v is None else float(v)
 
 
 def in_core_time(fma_s: float, widen_s: float, widen_fma_overlap: float) -> float:
@@ -470,7 +485,7 @@ def predict_reference(
     topk_t = hw.topk_bytes_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
-    omega = widen_overlap(hw)
+    omega = widen_overlap(hw, dname)
     scale = waves * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []

@@ -116,8 +116,9 @@ def _host_summary(hw) -> str:
         f"top-k {hw.topk_bytes_per_s / 1e9:.2f} GB/s, division {hw.div_f64_per_s / 1e9:.2f} "
         f"G/s, widen float32/float16/bfloat16 {hw.widen_f32_per_s / 1e9:.0f}/"
         f"{hw.widen_f16_per_s / 1e9:.0f}/{hw.widen_bf16_per_s / 1e9:.0f} G/s, read/FMA "
-        f"overlap {hw.stream_fma_overlap:.2f}, widen/FMA overlap "
-        f"{widen_overlap(hw):.2f}, "
+        f"overlap {hw.stream_fma_overlap:.2f}, widen/FMA overlap float32/float16/bfloat16 "
+        f"{widen_overlap(hw):.2f}/{widen_overlap(hw, 'float16'):.2f}/"
+        f"{widen_overlap(hw, 'bfloat16'):.2f}, "
         f"call {hw.dense_call_s * 1e6:.0f} us (dense) / "
         f"{hw.sparq_call_s * 1e6:.0f} us (sparq)"
     )

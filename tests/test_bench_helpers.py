@@ -41,7 +41,8 @@ def _host() -> Hardware:
         kind="cpu", threads=2, fma_f64_per_s=1e9, exp_per_s=1e8, gather_bytes_per_s=2e9,
         gather256_bytes_per_s=1.5e9, div_f64_per_s=4e8, widen_f32_per_s=2e9,
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
-        widen_fma_overlap=0.4, gather_fma_overlap=0.3, dense_call_s=1e-5, sparq_call_s=2e-5,
+        widen_fma_overlap=0.4, widen_f16_fma_overlap=0.2, widen_bf16_fma_overlap=0.1,
+        gather_fma_overlap=0.3, dense_call_s=1e-5, sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -54,7 +55,8 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     b = a.replace(**up)
     incore = [f for f in bench.RATE_FIELDS if f not in bench.MEMORY_STATE_FIELDS]
     assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
-    assert "widen_fma_overlap" in incore
+    assert "widen_fma_overlap" in incore and "widen_f16_fma_overlap" in incore
+    assert "widen_bf16_fma_overlap" in incore
     for x, y in ((a, b), (b, a)):  # symmetric
         c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
         for f in incore:

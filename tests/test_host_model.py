@@ -23,7 +23,13 @@ from costmodel.hardware import (
     measure_host,
     parse_hardware,
 )
-from costmodel.host import HOST_FIELDS, gather_overlap, in_core_time, predict_reference
+from costmodel.host import (
+    HOST_FIELDS,
+    gather_overlap,
+    in_core_time,
+    predict_reference,
+    widen_overlap,
+)
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 # Synthetic host: 4 threads; all-thread rates bandwidth 1e10 B/s, gather 2e9 B/s,
@@ -357,6 +363,35 @@ def test_overlap_of_widening_and_fmas():
     assert in_core_time(2.0, 3.0, 0.25) == 3.0 + 0.75 * 2.0
 
 
+def test_widen_overlap_of_16_bit_dtypes():
+    # dense, g 4, S 1000, d 64, per row and thread: FMAs 1.024e-3 s; float16 widening
+    # 64000 / 2.5e8 = 2.56e-4 s, bfloat16 64000 / 2e8 = 3.2e-4 s; read (2-byte elements)
+    # 128000 B + the logits 32000 B = 160000 / 2.5e9 = 6.4e-5 s (rho 0: added). The
+    # in-core work takes the dtype's own overlap where the profile has it, else the float32
+    # one, else 0: max + (1 - omega) * min.
+    kw = dict(batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64)
+    F, read = 1.024e-3, 6.4e-5
+    cases = (
+        ("float16", dict(), 2.56e-4, 0.0),
+        ("float16", dict(widen_fma_overlap=0.5), 2.56e-4, 0.5),
+        ("float16", dict(widen_fma_overlap=0.5, widen_f16_fma_overlap=1.0), 2.56e-4, 1.0),
+        ("float16", dict(widen_fma_overlap=1.0, widen_f16_fma_overlap=0.0), 2.56e-4, 0.0),
+        ("bfloat16", dict(widen_fma_overlap=1.0), 3.2e-4, 1.0),
+        ("bfloat16", dict(widen_fma_overlap=1.0, widen_bf16_fma_overlap=0.0), 3.2e-4, 0.0),
+        ("bfloat16", dict(widen_f16_fma_overlap=1.0, widen_bf16_fma_overlap=0.25), 3.2e-4, 0.25),
+    )
+    for dtype, fields, W, omega in cases:
+        hw = HOST.replace(**fields)
+        assert widen_overlap(hw, dtype) == omega, (dtype, fields)
+        e = predict_reference("dense", hardware=hw, dtype=dtype, **kw)
+        core = F + (1.0 - omega) * W
+        assert _phases(e)["k_pass"].time_s == pytest.approx(core + read, rel=1e-12), (dtype, fields)
+        assert e.params["widen_fma_overlap"] == omega
+    # float32 takes widen_fma_overlap whatever the 16-bit fields say
+    hw = HOST.replace(widen_fma_overlap=0.5, widen_f16_fma_overlap=1.0, widen_bf16_fma_overlap=1.0)
+    assert widen_overlap(hw) == widen_overlap(hw, "float32") == 0.5
+
+
 def test_overlap_of_read_and_in_core_work():
     # dense, float32, g 4, S 1000, d 64 (the compute-bound case above): per row traffic
     # R = 1.152e-4 s, in-core work C = 1.152e-3 s. A pass costs max(R, C) + (1 - rho) *
@@ -584,7 +619,11 @@ def test_measure_host_new_fields_positive_finite():
     assert 0.0 <= hw.stream_fma_overlap <= 1.0
     assert "median of (read + core - both) / min" in hw.sources["stream_fma_overlap"][0]
     assert 0.0 <= hw.widen_fma_overlap <= 1.0
-    assert "median of (fma + widen - both) / min" in hw.sources["widen_fma_overlap"][0]
+    for f, dt in (("widen_fma_overlap", "float32"), ("widen_f16_fma_overlap", "float16"),
+                  ("widen_bf16_fma_overlap", "bfloat16")):  # fmt: skip
+        assert 0.0 <= getattr(hw, f) <= 1.0, f
+        assert "median of (fma + widen - both) / min" in hw.sources[f][0], f
+        assert f"the widening of {dt} elements alone" in hw.sources[f][0], f
     assert 0.0 <= hw.gather_fma_overlap <= 1.0
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
