@@ -131,6 +131,44 @@ def stream_fn(K, V):
     return lambda: stream_read(K, V)
 
 
+#: name of the in-core probe timed in every round of a row (not a method: its times price
+#: the round, see :func:`in_core_slowdowns`)
+PROBE = "in-core probe"
+#: dot-product rounds per thread of the probe (4 * 256 * 20000 FMAs: about 1 ms at 21 G FMA/s
+#: per core, long beside the parallel launch of 60-75 us)
+PROBE_REPS = 20_000
+
+
+def probe_fn():
+    """A callable that runs a short float64 FMA loop on all threads (the FMA microkernel of
+    ``measure_host``, ``costmodel._hostbench._dot4_kernel``, on L1-resident operands): timed
+    in every round beside the methods, it says how fast the cores ran in that round."""
+    from costmodel._hostbench import _dot4_kernel, dot4_inputs
+
+    nt = numba.get_num_threads()
+    Q3, X3 = dot4_inputs(np.random.default_rng(0), nt)
+    out = np.zeros(nt)
+    return lambda: _dot4_kernel(Q3, X3, PROBE_REPS, out)
+
+
+def in_core_slowdowns(probe_rounds) -> list[float]:
+    """Each round's in-core slowdown: its probe time over the row's best probe time (>= 1)."""
+    best = min(probe_rounds)
+    return [t / best for t in probe_rounds]
+
+
+#: profile rates of in-core work, which a round whose cores ran slower gets divided
+IN_CORE_RATE_FIELDS = (
+    "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
+    "widen_f16_per_s", "widen_bf16_per_s",
+)  # fmt: skip
+
+
+def slowed_profile(hw, slowdown: float):
+    """``hw`` with its in-core rates (:data:`IN_CORE_RATE_FIELDS`) divided by ``slowdown``."""
+    return hw.replace(**{f: getattr(hw, f) / slowdown for f in IN_CORE_RATE_FIELDS})
+
+
 # ------------------------------------------------------------------------------ inputs
 def make_cache(rng, shape, dtype) -> np.ndarray:
     """A standard-normal cache generated one (batch, KV head) slab at a time in float32 and
@@ -433,7 +471,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     q, K, V = inp["q"], inp["K"], inp["V"]
     kv_bytes = K.nbytes + V.nbytes
     esz = K.itemsize
-    fns = {"stream": stream_fn(K, V)}
+    fns = {"stream": stream_fn(K, V), PROBE: probe_fn()}
     fns["dense check_finite=True"] = lambda: reference.dense_attention(q, K, V)
     fns["dense check_finite=False"] = lambda: reference.dense_attention(q, K, V, check_finite=False)
     meta = {"stream": dict(bytes=kv_bytes)}
@@ -475,6 +513,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         meta[f"torch SDPA ({dtype})"] = dict(bytes=kv_bytes, kind="other")
 
     rounds = round_robin_rounds(fns, repeats)
+    slow = in_core_slowdowns(rounds.pop(PROBE))
     hw_before = hw
     hw_after = measure_host(seconds=seconds)
     times = {name: sorted(ts) for name, ts in rounds.items()}
@@ -514,9 +553,13 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
             }
             v["floor_s"] = dependence_floor(pred)
             v["pred_over_meas"] = pred.time_s / t
-            # the same model priced at each round's own streaming read, against that round
+            # the same model priced at each round's own streaming read and in-core speed (the
+            # probe's), against that round
             v["pred_over_meas_paired"] = paired_median(
-                [m["pred"](synced_profile(hw, kv_bytes / ts)).time_s for ts in rounds["stream"]],
+                [
+                    m["pred"](slowed_profile(synced_profile(hw, kv_bytes / ts), s)).time_s
+                    for ts, s in zip(rounds["stream"], slow, strict=True)
+                ],
                 rounds[name],
             )
             v["pred_profile_s"] = m["pred"](hw).time_s
@@ -544,6 +587,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         host=host_rates(hw),
         host_before=host_rates(hw_before),
         host_after=host_rates(hw_after),
+        in_core_slowdowns=slow,
         variants=variants,
     )
     print_row(row)
@@ -580,8 +624,10 @@ def print_row(row):
     print(
         "  model: the profile's rates with this row's best streaming read as the bandwidth "
         "(pred, pred/meas: best against best); priced at each round's own streaming read "
-        "against that round, median over rounds (p/m rnd); with the profile's own bandwidth "
-        "(p/m prof). 'rnd' beside 'vs dense': median over rounds of the same-round ratio"
+        "and in-core speed (in-core rates divided by the round's probe time over its best: "
+        f"{' '.join(f'{s:.2f}' for s in row.get('in_core_slowdowns', ()))}) against that "
+        "round, median over rounds (p/m rnd); with the profile's own bandwidth (p/m prof). "
+        "'rnd' beside 'vs dense': median over rounds of the same-round ratio"
     )
     print(
         f"  {'method':<44}{'ms':>9}{'median':>9}{'%stream':>9}{'vs dense':>9}{'rnd':>7}"

@@ -95,3 +95,17 @@ def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
     old = slow.replace(gather_fma_overlap=None)
     assert bench.best_of_profiles(old, fast, bw=1.1e10).gather_fma_overlap is None
     assert bench.best_of_profiles(old, fast, bw=1.7e10).gather_fma_overlap == 0.6
+
+
+def test_in_core_slowdowns_and_slowed_profile(bench):
+    # each round's probe time over the best: 2, 1, 1.5 ms -> 2, 1, 1.5
+    assert bench.in_core_slowdowns([2e-3, 1e-3, 1.5e-3]) == [2.0, 1.0, 1.5]
+    a = _host()
+    b = bench.slowed_profile(a, 2.0)
+    for f in bench.IN_CORE_RATE_FIELDS:
+        assert getattr(b, f) == getattr(a, f) / 2.0, f
+    # the memory rates, the overlaps and the fixed costs are the round's own or measured
+    for f in ("mem_bandwidth_bytes_per_s", "gather_bytes_per_s", "stream_fma_overlap",
+              "widen_fma_overlap", "gather_fma_overlap", "dense_call_s", "threads"):  # fmt: skip
+        assert getattr(b, f) == getattr(a, f), f
+    assert bench.slowed_profile(a, 1.0) == a
