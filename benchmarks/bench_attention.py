@@ -29,8 +29,9 @@ Also: the host model (``costmodel.hardware.measure_host`` just before and just a
 row, then ``costmodel.host.predict_reference`` with the better of the two profiles' in-core
 rates and the memory rates of the one measured in the row's memory state
 (:func:`best_of_profiles`) and the row's own streaming
-read as the bandwidth beside every measured time, the profile-only ratio beside it, and the
-spread of the profiles' rates over the run); the in-core bound of dense (float64 FMAs
+read as the bandwidth beside every measured time, and per round at that round's streaming
+read and in-core speed (an FMA probe timed in every round), the profile-only ratio beside
+it, and the spread of the profiles' rates over the run); the in-core bound of dense (float64 FMAs
 ``2*H*S*d*B / fma_f64_per_s`` and the widening of every element, overlapped by the
 profile's measured widen/FMA overlap of the dtype: ``costmodel.host.in_core_time``) beside the
 streaming time, and a streaming target ruled out only where the FMAs alone exceed what it
