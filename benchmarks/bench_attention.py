@@ -158,13 +158,6 @@ def in_core_slowdowns(probe_rounds) -> list[float]:
     return [t / best for t in probe_rounds]
 
 
-#: profile rates of in-core work, which a round whose cores ran slower gets divided
-IN_CORE_RATE_FIELDS = (
-    "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
-    "widen_f16_per_s", "widen_bf16_per_s",
-)  # fmt: skip
-
-
 def slowed_profile(hw, slowdown: float):
     """``hw`` with its in-core rates (:data:`IN_CORE_RATE_FIELDS`) divided by ``slowdown``."""
     return hw.replace(**{f: getattr(hw, f) / slowdown for f in IN_CORE_RATE_FIELDS})
@@ -337,10 +330,10 @@ def fmt_rates(r: dict) -> str:
         f"{r['widen_f32_per_s'] / 1e9:.0f}/{r['widen_f16_per_s'] / 1e9:.0f}/"
         f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
         f", widen/FMA overlap {r.get('widen_fma_overlap') or 0.0:.2f}"
-        + (
-            ""
-            if r.get("widen_f16_fma_overlap") is None
-            else f" (f16 {r['widen_f16_fma_overlap']:.2f}, bf16 {r['widen_bf16_fma_overlap']:.2f})"
+        + "".join(
+            f", {lab} widen/FMA {r[f]:.2f}"
+            for lab, f in (("f16", "widen_f16_fma_overlap"), ("bf16", "widen_bf16_fma_overlap"))
+            if r.get(f) is not None
         )
         + (
             ""
@@ -427,6 +420,11 @@ MEMORY_STATE_FIELDS = (
     "gather256_bytes_per_s",
     "stream_fma_overlap",
     "gather_fma_overlap",
+)
+#: the host model's in-core rates (the ``*_per_s`` rate fields that do not follow the memory
+#: state), which a round whose cores ran slower gets divided (:func:`slowed_profile`)
+IN_CORE_RATE_FIELDS = tuple(
+    f for f in RATE_FIELDS if f.endswith("_per_s") and f not in MEMORY_STATE_FIELDS
 )
 
 

@@ -101,6 +101,10 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     # each round's probe time over the best: 2, 1, 1.5 ms -> 2, 1, 1.5
     assert bench.in_core_slowdowns([2e-3, 1e-3, 1.5e-3]) == [2.0, 1.0, 1.5]
     a = _host()
+    assert set(bench.IN_CORE_RATE_FIELDS) == {
+        "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
+        "widen_f16_per_s", "widen_bf16_per_s",
+    }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:
         assert getattr(b, f) == getattr(a, f) / 2.0, f
