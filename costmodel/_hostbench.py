@@ -449,17 +449,19 @@ def measure_topk(budget_s: float, rng: np.random.Generator) -> tuple[float, str]
     return x.nbytes / t, desc
 
 
-def gather_index(rng: np.random.Generator, n_rows: int, threads: int) -> np.ndarray:
-    """Rows of the gather microkernel, (threads, GATHER_ROWS_PER_THREAD) int64: each thread's
-    rows in groups of ``GATHER_KEPT`` distinct rows of a window of ``GATHER_WINDOW``
-    consecutive rows at a random start (``min(...)`` of ``n_rows`` where it has fewer),
-    ascending within the group."""
+def gather_index(
+    rng: np.random.Generator, n_rows: int, threads: int, per_thread: int = GATHER_ROWS_PER_THREAD
+) -> np.ndarray:
+    """Rows of the gather microkernel, (threads, per_thread) int64: each thread's rows in
+    groups of ``GATHER_KEPT`` distinct rows of a window of ``GATHER_WINDOW`` consecutive rows
+    at a random start (``min(...)`` of ``n_rows`` where it has fewer), ascending within the
+    group."""
     w = min(GATHER_WINDOW, n_rows)
     kk = min(GATHER_KEPT, w)
-    out = np.empty((threads, GATHER_ROWS_PER_THREAD), dtype=np.int64)
+    out = np.empty((threads, per_thread), dtype=np.int64)
     for t in range(threads):
-        for g0 in range(0, GATHER_ROWS_PER_THREAD, kk):
-            m = min(kk, GATHER_ROWS_PER_THREAD - g0)
+        for g0 in range(0, per_thread, kk):
+            m = min(kk, per_thread - g0)
             start = int(rng.integers(0, n_rows - w + 1))
             out[t, g0 : g0 + m] = start + np.sort(rng.choice(w, m, replace=False))
     return out

@@ -43,7 +43,9 @@ SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
 positions per row in runs of ``L = reference.sparq.KT_SPOT_RUN`` = 16 consecutive ones; a
 run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at least one line
-of ``T`` bytes), and ``L`` consecutive K rows, ``max(T, L*d*e)`` bytes, gathered); ``step1``
+of ``T`` bytes; ``S*e`` bytes apart, each priced as a gathered row of its own at the gather
+rate of its size, :func:`gather_rate`), and ``L`` consecutive K rows, ``max(T, L*d*e)``
+bytes, priced as one gathered row); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
 the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
 writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
@@ -408,15 +410,23 @@ def predict_reference(
         if store_k_twice:
             run = KT_SPOT_RUN
             n_runs = KT_SPOT_CHECKS // run
+            # each of a run's d segments of the d-major copy lies S*e bytes from the next: a
+            # gathered row of its own (at least a line), at the gather rate of its size; the
+            # run's K rows are one contiguous stretch, gathered as one row
+            seg = max(tx, run * e)
+            krows = max(tx, run * d * e)
+            kt_bytes = n_runs * (d * seg + krows)
+            kt_s = n_runs * (d * seg / gather_rate(hw, seg) + krows / gather_rate(hw, krows))
             phases.append(
                 _phase(
-                    "kt_check", bytes_row=n_runs * (d * max(tx, run * e) + max(tx, run * d * e)),
-                    bandwidth=gbw, priced_as="gather",
+                    "kt_check", bytes_row=kt_bytes, bandwidth=kt_bytes / kt_s,
+                    priced_as="gather",
                     note=(
                         f"k_cache_t spot check: {n_runs} runs of {run} consecutive positions, "
                         f"each d segments of the d-major copy (max(T, {run}*e) B, T={tx}: at "
-                        f"least a line each) and {run} consecutive K rows (max(T, {run}*d*e) B), "
-                        "gathered"
+                        f"least a line each; S*e bytes apart, each gathered as a row of its "
+                        f"own) and {run} consecutive K rows (max(T, {run}*d*e) B, gathered as "
+                        "one row), at the gather rate of each size"
                     ),
                 )
             )  # fmt: skip

@@ -298,8 +298,11 @@ def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
     # As test_sparq_by_hand_k_once, with a 256-byte gather rate of 1e9 B/s (all threads): a
     # gathered row costs 2.56e-7 s whatever its length (see the test above), so the kept
     # float16 rows of d = 64 (128 B) gather at 5e8 B/s, 1.25e8 per thread: k*d*e = 8192 B
-    # -> 6.5536e-5 s (1.6384e-5 at the 512-byte rate per byte). The k_cache_t spot check,
-    # whose reads are lines and runs of rows, keeps the 512-byte rate.
+    # -> 6.5536e-5 s (1.6384e-5 at the 512-byte rate per byte). The k_cache_t spot check
+    # gathers rows too: each of a run's d = 64 segments of the d-major copy (one 64-byte
+    # line) and the run's 16 K rows (2048 contiguous bytes) cost 2.56e-7 s each over all
+    # threads, 1.024e-6 s per thread: 4 runs * (64 + 1) rows = 260 rows -> 2.6624e-4 s
+    # (4.9152e-5 s at the 512-byte rate per byte).
     hw = HOST.replace(gather256_bytes_per_s=1e9)
     e = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
     ph = _phases(e)
@@ -307,12 +310,28 @@ def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
         assert ph[name].memory_s == pytest.approx(6.5536e-5, rel=1e-12), name
         want = 6.5536e-5 + 6.5536e-5 + 1.6384e-5 + exps
         assert ph[name].time_s == pytest.approx(want, rel=1e-12), name
-    assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
+    assert ph["kt_check"].time_s == pytest.approx(2.6624e-4, rel=1e-12)
+    assert e.breakdown()["kt_check"] == 4 * (64 * 64 + 2048)  # the bytes are the same
     base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=True, **SPARQ))
     for name in ph:
-        if name not in ("gather_k", "gather_v"):
+        if name not in ("gather_k", "gather_v", "kt_check"):
             assert ph[name].time_s == pytest.approx(base[name].time_s, rel=1e-12), name
     assert e.params["per_thread"]["gather_rows_bytes_per_s"] == pytest.approx(1.25e8)
+
+
+def test_sparq_kt_check_prices_each_segment_as_a_gathered_row():
+    # With gather rates 2e9 (512-byte rows) and 1.6e9 (256-byte rows), all threads: a row of
+    # b bytes costs a + c*b with a = 6.4e-8 s and c = 3.75e-10 s/B (the line through the two,
+    # see test_gather_rate_is_the_line_through_the_two_measured_row_sizes). d = 64 fp16: a
+    # run's 64 segments are 64-byte lines (6.4e-8 + 2.4e-8 = 8.8e-8 s each) and its 16 K
+    # rows 2048 contiguous bytes (6.4e-8 + 7.68e-7 = 8.32e-7 s); per thread (4 threads)
+    # 4 * (64 * 3.52e-7 + 3.328e-6) = 1.03424e-4 s for 4 runs.
+    hw = HOST.replace(gather256_bytes_per_s=1.6e9)
+    e = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
+    ph = _phases(e)
+    assert ph["kt_check"].time_s == pytest.approx(1.03424e-4, rel=1e-12)
+    assert ph["kt_check"].memory_s == pytest.approx(1.03424e-4, rel=1e-12)
+    assert e.breakdown()["kt_check"] == 4 * (64 * 64 + 2048)
 
 
 def test_sparq_kt_check_reads_at_least_a_line_per_segment():
