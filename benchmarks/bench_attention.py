@@ -153,14 +153,76 @@ def probe_fn():
 
 
 def in_core_slowdowns(probe_rounds) -> list[float]:
-    """Each round's in-core slowdown: its probe time over the row's best probe time (>= 1)."""
+    """Each round's slowdown: its probe time over the row's best probe time (>= 1). (The
+    same for the gather probe's times, :func:`gather_probe_fn`.)"""
     best = min(probe_rounds)
     return [t / best for t in probe_rounds]
+
+
+#: name of the gather probe timed in every round of a row (not a method: its times price the
+#: round's gathers, see :func:`round_profile`)
+GATHER_PROBE = "gather probe"
+#: rows of 512 bytes each thread gathers per probe (8 MiB a thread: about 0.8 ms at the
+#: 20 GB/s that two Zen 4 cores gather, long beside the parallel launch of 60-75 us)
+GATHER_PROBE_ROWS = 1 << 14
+#: bytes of the probe's array (the rows come from windows of 32768 rows, 16 MiB, in it)
+GATHER_PROBE_BYTES = 128 << 20
+_gather_buf: np.ndarray | None = None
+
+
+def gather_probe_fn():
+    """A callable that gathers ``GATHER_PROBE_ROWS`` 512-byte rows per thread on all
+    threads: the gather microkernel of ``measure_host``
+    (``costmodel._hostbench._gather_kernel``, rows in the pattern of SparQ's kept rows, each
+    requested a few rows ahead) on fewer rows. Timed in every round beside the methods (its
+    rows cold, as every timed call's: :func:`evict_caches`), it says how fast the memory
+    served gathered rows in that round; the streaming read, timed in the same round, says
+    how fast it streamed."""
+    from costmodel._hostbench import GATHER_ROW, _gather_kernel, gather_index
+
+    global _gather_buf
+    if _gather_buf is None:
+        _gather_buf = np.ones(GATHER_PROBE_BYTES // 4, dtype=np.float32).reshape(-1, GATHER_ROW)
+    nt = numba.get_num_threads()
+    idx = gather_index(np.random.default_rng(1), _gather_buf.shape[0], nt, GATHER_PROBE_ROWS)
+    out = np.zeros(nt, dtype=np.float32)
+    return lambda: _gather_kernel(_gather_buf, idx, out)
 
 
 def slowed_profile(hw, slowdown: float):
     """``hw`` with its in-core rates (:data:`IN_CORE_RATE_FIELDS`) divided by ``slowdown``."""
     return hw.replace(**{f: getattr(hw, f) / slowdown for f in IN_CORE_RATE_FIELDS})
+
+
+#: the gather rates, which a round whose gather probe ran slower gets divided
+#: (:func:`round_profile`)
+GATHER_RATE_FIELDS = ("gather_bytes_per_s", "gather256_bytes_per_s")
+
+
+def fastest_gathers(hw, a, b):
+    """``hw`` with each gather rate (:data:`GATHER_RATE_FIELDS`) the larger of profiles
+    ``a``'s and ``b``'s (None where both have none): the rate of a round whose gather probe
+    ran at its best, as the in-core rates are (:func:`best_of_profiles`)."""
+    best = {}
+    for f in GATHER_RATE_FIELDS:
+        x, y = getattr(a, f), getattr(b, f)
+        best[f] = x if y is None else y if x is None else max(x, y)
+    return hw.replace(**best)
+
+
+def round_profile(hw, bw: float, slowdown: float, gather_slowdown: float):
+    """``hw`` as one round of a row saw it: its read bandwidth the round's streaming read
+    ``bw`` (:func:`synced_profile`), its in-core rates divided by the round's in-core
+    ``slowdown`` (:func:`slowed_profile`) and its gather rates by the round's
+    ``gather_slowdown`` (the gather probe's time over its best in the row)."""
+    h = slowed_profile(synced_profile(hw, bw), slowdown)
+    return h.replace(
+        **{
+            f: getattr(h, f) / gather_slowdown
+            for f in GATHER_RATE_FIELDS
+            if getattr(h, f) is not None
+        }
+    )
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -470,7 +532,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     q, K, V = inp["q"], inp["K"], inp["V"]
     kv_bytes = K.nbytes + V.nbytes
     esz = K.itemsize
-    fns = {"stream": stream_fn(K, V), PROBE: probe_fn()}
+    fns = {"stream": stream_fn(K, V), PROBE: probe_fn(), GATHER_PROBE: gather_probe_fn()}
     fns["dense check_finite=True"] = lambda: reference.dense_attention(q, K, V)
     fns["dense check_finite=False"] = lambda: reference.dense_attention(q, K, V, check_finite=False)
     meta = {"stream": dict(bytes=kv_bytes)}
@@ -513,6 +575,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
 
     rounds = round_robin_rounds(fns, repeats)
     slow = in_core_slowdowns(rounds.pop(PROBE))
+    gslow = in_core_slowdowns(rounds.pop(GATHER_PROBE))
     hw_before = hw
     hw_after = measure_host(seconds=seconds)
     times = {name: sorted(ts) for name, ts in rounds.items()}
@@ -520,6 +583,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     bw = kv_bytes / t_stream
     hw = best_of_profiles(hw_before, hw_after, bw)
     hw_sync = synced_profile(hw, bw)
+    hw_rounds = fastest_gathers(hw, hw_before, hw_after)  # (gathers priced per round)
     t_dense = times["dense check_finite=False"][0]
     fma_bound = 2 * H * S * D * B / hw.fma_f64_per_s
     omega = widen_overlap(hw, dtype)
@@ -552,12 +616,12 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
             }
             v["floor_s"] = dependence_floor(pred)
             v["pred_over_meas"] = pred.time_s / t
-            # the same model priced at each round's own streaming read and in-core speed (the
-            # probe's), against that round
+            # the same model priced at each round's own streaming read, in-core speed and
+            # gather speed (the probes'), against that round
             v["pred_over_meas_paired"] = paired_median(
                 [
-                    m["pred"](slowed_profile(synced_profile(hw, kv_bytes / ts), s)).time_s
-                    for ts, s in zip(rounds["stream"], slow, strict=True)
+                    m["pred"](round_profile(hw_rounds, kv_bytes / ts, s, gs)).time_s
+                    for ts, s, gs in zip(rounds["stream"], slow, gslow, strict=True)
                 ],
                 rounds[name],
             )
@@ -587,6 +651,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         host_before=host_rates(hw_before),
         host_after=host_rates(hw_after),
         in_core_slowdowns=slow,
+        gather_slowdowns=gslow,
         variants=variants,
     )
     print_row(row)
@@ -624,7 +689,10 @@ def print_row(row):
         "  model: the profile's rates with this row's best streaming read as the bandwidth "
         "(pred, pred/meas: best against best); priced at each round's own streaming read "
         "and in-core speed (in-core rates divided by the round's probe time over its best: "
-        f"{' '.join(f'{s:.2f}' for s in row.get('in_core_slowdowns', ()))}) against that "
+        f"{' '.join(f'{s:.2f}' for s in row.get('in_core_slowdowns', ()))}) and gather "
+        "speed (the better gather rates of the two profiles divided by the round's gather "
+        "probe time over its best: "
+        f"{' '.join(f'{s:.2f}' for s in row.get('gather_slowdowns', ()))}) against that "
         "round, median over rounds (p/m rnd); with the profile's own bandwidth (p/m prof). "
         "'rnd' beside 'vs dense': median over rounds of the same-round ratio"
     )

@@ -113,3 +113,49 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
               "widen_fma_overlap", "gather_fma_overlap", "dense_call_s", "threads"):  # fmt: skip
         assert getattr(b, f) == getattr(a, f), f
     assert bench.slowed_profile(a, 1.0) == a
+
+
+def test_round_profile_prices_a_round_at_its_probes(bench):
+    # hand values: the round's streaming read 5e9 B/s, in-core slowdown 2, gather slowdown 4
+    a = _host()
+    r = bench.round_profile(a, 5e9, 2.0, 4.0)
+    assert r.mem_bandwidth_bytes_per_s * r.mem_efficiency == 5e9
+    assert r.gather_bytes_per_s == 5e8 and r.gather256_bytes_per_s == 3.75e8
+    assert r.fma_f64_per_s == 5e8 and r.exp_per_s == 5e7 and r.widen_f16_per_s == 5e8
+    # the overlaps and the fixed costs are the profile's
+    for f in ("stream_fma_overlap", "gather_fma_overlap", "widen_fma_overlap", "sparq_call_s"):
+        assert getattr(r, f) == getattr(a, f), f
+    assert set(bench.GATHER_RATE_FIELDS) == {"gather_bytes_per_s", "gather256_bytes_per_s"}
+    assert not set(bench.GATHER_RATE_FIELDS) & set(bench.IN_CORE_RATE_FIELDS)
+    # a profile without the 256-byte rate keeps None
+    r = bench.round_profile(a.replace(gather256_bytes_per_s=None), 5e9, 1.0, 2.0)
+    assert r.gather256_bytes_per_s is None and r.gather_bytes_per_s == 1e9
+    # a round at its best (slowdowns 1) at the profile's own read is the profile
+    bw = a.mem_bandwidth_bytes_per_s * a.mem_efficiency
+    assert bench.round_profile(a, bw, 1.0, 1.0) == a
+
+
+def test_fastest_gathers_takes_each_gather_rate_from_the_faster_profile(bench):
+    a = _host()
+    b = a.replace(gather_bytes_per_s=3e9, gather256_bytes_per_s=1e9, fma_f64_per_s=7e9)
+    for x, y in ((a, b), (b, a)):
+        h = bench.fastest_gathers(a, x, y)
+        assert h.gather_bytes_per_s == 3e9 and h.gather256_bytes_per_s == 1.5e9
+        assert h.fma_f64_per_s == a.fma_f64_per_s  # the rest is the first argument's
+    old = a.replace(gather256_bytes_per_s=None)
+    assert bench.fastest_gathers(a, old, b).gather256_bytes_per_s == 1e9
+    assert bench.fastest_gathers(a, old, old).gather256_bytes_per_s is None
+
+
+def test_gather_probe_gathers_the_profile_microkernels_rows(bench):
+    # the probe sums GATHER_PROBE_ROWS rows of ones (128 float32 each) per thread
+    import numba
+    import numpy as np
+
+    fn = bench.gather_probe_fn()
+    fn()
+    out = fn.__closure__  # (the probe's own output array, found by shape below)
+    arrays = [c.cell_contents for c in out if isinstance(c.cell_contents, np.ndarray)]
+    sums = [x for x in arrays if x.shape == (numba.get_num_threads(),)]
+    assert len(sums) == 1
+    assert (sums[0] == bench.GATHER_PROBE_ROWS * 128).all()
