@@ -165,6 +165,7 @@ GATHER_PROBE = "gather probe"
 #: rows of 512 bytes each thread gathers per probe (8 MiB a thread: about 0.8 ms at the
 #: 20 GB/s that two Zen 4 cores gather, long beside the parallel launch of 60-75 us)
 GATHER_PROBE_ROWS = 1 << 14
+GATHER_PROBE_ROW_BYTES = 512
 #: bytes of the probe's array (the rows come from windows of 32768 rows, 16 MiB, in it)
 GATHER_PROBE_BYTES = 128 << 20
 _gather_buf: np.ndarray | None = None
@@ -178,11 +179,12 @@ def gather_probe_fn():
     rows cold, as every timed call's: :func:`evict_caches`), it says how fast the memory
     served gathered rows in that round; the streaming read, timed in the same round, says
     how fast it streamed."""
-    from costmodel._hostbench import GATHER_ROW, _gather_kernel, gather_index
+    from costmodel._hostbench import _gather_kernel, gather_index
 
     global _gather_buf
     if _gather_buf is None:
-        _gather_buf = np.ones(GATHER_PROBE_BYTES // 4, dtype=np.float32).reshape(-1, GATHER_ROW)
+        row = GATHER_PROBE_ROW_BYTES // 4  # float32 (the profile's GATHER_ROW)
+        _gather_buf = np.ones(GATHER_PROBE_BYTES // 4, dtype=np.float32).reshape(-1, row)
     nt = numba.get_num_threads()
     idx = gather_index(np.random.default_rng(1), _gather_buf.shape[0], nt, GATHER_PROBE_ROWS)
     out = np.zeros(nt, dtype=np.float32)
@@ -200,14 +202,13 @@ GATHER_RATE_FIELDS = ("gather_bytes_per_s", "gather256_bytes_per_s")
 
 
 def fastest_gathers(hw, a, b):
-    """``hw`` with each gather rate (:data:`GATHER_RATE_FIELDS`) the larger of profiles
-    ``a``'s and ``b``'s (None where both have none): the rate of a round whose gather probe
-    ran at its best, as the in-core rates are (:func:`best_of_profiles`)."""
-    best = {}
-    for f in GATHER_RATE_FIELDS:
-        x, y = getattr(a, f), getattr(b, f)
-        best[f] = x if y is None else y if x is None else max(x, y)
-    return hw.replace(**best)
+    """``hw`` with the gather rates (:data:`GATHER_RATE_FIELDS`) of whichever of profiles
+    ``a`` and ``b`` gathered 512-byte rows faster (``a`` on a tie): the rates of a round
+    whose gather probe ran at its best, as the in-core rates are (:func:`best_of_profiles`).
+    Both rates come from one profile, one state of the memory: the host model draws a line
+    through the two (``costmodel.host.gather_rate``)."""
+    src = b if b.gather_bytes_per_s > a.gather_bytes_per_s else a
+    return hw.replace(**{f: getattr(src, f) for f in GATHER_RATE_FIELDS})
 
 
 def round_profile(hw, bw: float, slowdown: float, gather_slowdown: float):
@@ -575,7 +576,10 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
 
     rounds = round_robin_rounds(fns, repeats)
     slow = in_core_slowdowns(rounds.pop(PROBE))
-    gslow = in_core_slowdowns(rounds.pop(GATHER_PROBE))
+    g_rounds = rounds.pop(GATHER_PROBE)
+    gslow = in_core_slowdowns(g_rounds)
+    # (the probe's own best rate, beside the profiles' gather rates it scales)
+    g_best = numba.get_num_threads() * GATHER_PROBE_ROWS * GATHER_PROBE_ROW_BYTES / min(g_rounds)
     hw_before = hw
     hw_after = measure_host(seconds=seconds)
     times = {name: sorted(ts) for name, ts in rounds.items()}
@@ -652,6 +656,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
         host_after=host_rates(hw_after),
         in_core_slowdowns=slow,
         gather_slowdowns=gslow,
+        gather_probe_best_bytes_per_s=g_best,
         variants=variants,
     )
     print_row(row)
@@ -690,9 +695,10 @@ def print_row(row):
         "(pred, pred/meas: best against best); priced at each round's own streaming read "
         "and in-core speed (in-core rates divided by the round's probe time over its best: "
         f"{' '.join(f'{s:.2f}' for s in row.get('in_core_slowdowns', ()))}) and gather "
-        "speed (the better gather rates of the two profiles divided by the round's gather "
-        "probe time over its best: "
-        f"{' '.join(f'{s:.2f}' for s in row.get('gather_slowdowns', ()))}) against that "
+        "speed (the gather rates of the profile that gathered faster divided by the round's "
+        "gather probe time over its best: "
+        f"{' '.join(f'{s:.2f}' for s in row.get('gather_slowdowns', ()))}; the probe's best "
+        f"{row.get('gather_probe_best_bytes_per_s', float('nan')) / 1e9:.1f} GB/s) against that "
         "round, median over rounds (p/m rnd); with the profile's own bandwidth (p/m prof). "
         "'rnd' beside 'vs dense': median over rounds of the same-round ratio"
     )

@@ -45,7 +45,7 @@ positions per row in runs of ``L = reference.sparq.KT_SPOT_RUN`` = 16 consecutiv
 run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at least one line
 of ``T`` bytes; ``S*e`` bytes apart, each priced as a gathered row of its own at the gather
 rate of its size, :func:`gather_rate`), and ``L`` consecutive K rows, ``max(T, L*d*e)``
-bytes, priced as one gathered row); ``step1``
+bytes, priced as one gathered row, at most at the streaming rate); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
 the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
 writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
@@ -230,8 +230,11 @@ def gather_rate(hw: Hardware, row_bytes: float) -> float:
     ``t(512) = 512 / gather_bytes_per_s`` and ``t(256) = 256 / gather256_bytes_per_s``, so
     ``a = 2 t(256) - t(512)`` (at least 0) and ``c = (t(512) - a) / 512``; the rate is
     ``b / t(b)``. On the development host the two rates were 29.4 and 23.3 GB/s, and the
-    line gives 16.5 GB/s for 128-byte rows, measured 16.1-16.7. Without
-    ``gather256_bytes_per_s``: ``gather_bytes_per_s`` for every row size."""
+    line gives 16.5 GB/s for 128-byte rows, measured 16.1-16.7. Where the 256-byte rows
+    took longer each than the 512-byte ones (``c < 0``: noise on a latency-bound host), a
+    row costs at least ``t(512)`` and at most ``t(256)`` (the line between the two sizes,
+    flat outside them), so that no size is priced at a negative or an unbounded rate.
+    Without ``gather256_bytes_per_s``: ``gather_bytes_per_s`` for every row size."""
     g512 = hw.gather_bytes_per_s
     if g512 is None:
         raise ValueError(
@@ -244,9 +247,13 @@ def gather_rate(hw: Hardware, row_bytes: float) -> float:
     if g256 is None:
         return g512
     t512 = 512.0 / g512
-    a = max(0.0, 2.0 * (256.0 / g256) - t512)
+    t256 = 256.0 / g256
+    a = max(0.0, 2.0 * t256 - t512)
     c = (t512 - a) / 512.0
-    return row_bytes / (a + c * row_bytes)
+    t = a + c * row_bytes
+    if c < 0.0:
+        t = min(max(t, t512), t256)
+    return row_bytes / t
 
 
 def predict_reference(
@@ -416,7 +423,9 @@ def predict_reference(
             seg = max(tx, run * e)
             krows = max(tx, run * d * e)
             kt_bytes = n_runs * (d * seg + krows)
-            kt_s = n_runs * (d * seg / gather_rate(hw, seg) + krows / gather_rate(hw, krows))
+            # (the run's K rows, 2-16 KiB in one stretch, no faster than the streaming read)
+            krate = min(gather_rate(hw, krows), bw)
+            kt_s = n_runs * (d * seg / gather_rate(hw, seg) + krows / krate)
             phases.append(
                 _phase(
                     "kt_check", bytes_row=kt_bytes, bandwidth=kt_bytes / kt_s,
@@ -426,7 +435,8 @@ def predict_reference(
                         f"each d segments of the d-major copy (max(T, {run}*e) B, T={tx}: at "
                         f"least a line each; S*e bytes apart, each gathered as a row of its "
                         f"own) and {run} consecutive K rows (max(T, {run}*d*e) B, gathered as "
-                        "one row), at the gather rate of each size"
+                        "one row, at most at the streaming rate), at the gather rate of each "
+                        "size"
                     ),
                 )
             )  # fmt: skip

@@ -135,16 +135,20 @@ def test_round_profile_prices_a_round_at_its_probes(bench):
     assert bench.round_profile(a, bw, 1.0, 1.0) == a
 
 
-def test_fastest_gathers_takes_each_gather_rate_from_the_faster_profile(bench):
+def test_fastest_gathers_takes_both_rates_from_the_faster_profile(bench):
+    # a gathers 512-byte rows at 2e9 (256-byte 1.5e9), b at 3e9 (1e9): both of b's, even
+    # though a's 256-byte rate is the larger (one memory state for the line through the two)
     a = _host()
     b = a.replace(gather_bytes_per_s=3e9, gather256_bytes_per_s=1e9, fma_f64_per_s=7e9)
     for x, y in ((a, b), (b, a)):
         h = bench.fastest_gathers(a, x, y)
-        assert h.gather_bytes_per_s == 3e9 and h.gather256_bytes_per_s == 1.5e9
+        assert h.gather_bytes_per_s == 3e9 and h.gather256_bytes_per_s == 1e9
         assert h.fma_f64_per_s == a.fma_f64_per_s  # the rest is the first argument's
     old = a.replace(gather256_bytes_per_s=None)
     assert bench.fastest_gathers(a, old, b).gather256_bytes_per_s == 1e9
-    assert bench.fastest_gathers(a, old, old).gather256_bytes_per_s is None
+    assert bench.fastest_gathers(a, b, old).gather256_bytes_per_s == 1e9
+    assert bench.fastest_gathers(a, old, a).gather256_bytes_per_s is None  # a tie: the first
+    assert bench.fastest_gathers(a, a, old).gather256_bytes_per_s == 1.5e9
 
 
 def test_gather_probe_gathers_the_profile_microkernels_rows(bench):
@@ -152,6 +156,9 @@ def test_gather_probe_gathers_the_profile_microkernels_rows(bench):
     import numba
     import numpy as np
 
+    from costmodel._hostbench import GATHER_ROW
+
+    assert bench.GATHER_PROBE_ROW_BYTES == GATHER_ROW * 4  # the profile's 512-byte rows
     fn = bench.gather_probe_fn()
     fn()
     out = fn.__closure__  # (the probe's own output array, found by shape below)

@@ -273,6 +273,13 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
         (3e9, {128: 2e9, 256: 2e9, 512: 2e9, 1024: 2e9}),
         # no 256-byte measurement: the 512-byte rate per byte
         (None, {128: 2e9, 256: 2e9, 512: 2e9, 1024: 2e9}),
+        # 256-byte rows slower each than 512-byte ones (t(256) = 3.2e-7 > t(512) = 2.56e-7):
+        # the line a = 3.84e-7, c = -2.5e-10 between the two sizes (t(384) = 2.88e-7), flat
+        # outside them: t(128) = t(256), t(1024) = t(16384) = t(512)
+        (
+            8e8,
+            {128: 4e8, 256: 8e8, 384: 384 / 2.88e-7, 512: 2e9, 1024: 4e9, 16384: 6.4e10},
+        ),
     ],
 )
 def test_gather_rate_is_the_line_through_the_two_measured_row_sizes(g256, expect):
@@ -332,6 +339,19 @@ def test_sparq_kt_check_prices_each_segment_as_a_gathered_row():
     assert ph["kt_check"].time_s == pytest.approx(1.03424e-4, rel=1e-12)
     assert ph["kt_check"].memory_s == pytest.approx(1.03424e-4, rel=1e-12)
     assert e.breakdown()["kt_check"] == 4 * (64 * 64 + 2048)
+
+
+def test_sparq_kt_check_k_rows_no_faster_than_the_streaming_read():
+    # gather rates 2e9 / 1e9 (512 / 256 bytes, all threads): every row costs 2.56e-7 s, so a
+    # run's 16 K rows of d = 128 fp16 (4096 contiguous bytes) would gather at 1.6e10 B/s,
+    # above the streaming read (1e10): they are priced at 1e10 (2.5e9 per thread), 1.6384e-6
+    # s a run. The 128 segments of a run, 64 B each, cost 1.024e-6 s each per thread:
+    # 4 * (128 * 1.024e-6 + 1.6384e-6) = 5.308416e-4 s.
+    hw = HOST.replace(gather256_bytes_per_s=1e9)
+    kw = {**SPARQ, "head_dim": 128}
+    e = predict_reference("sparq", hardware=hw, store_k_twice=True, **kw)
+    assert _phases(e)["kt_check"].time_s == pytest.approx(5.308416e-4, rel=1e-12)
+    assert e.breakdown()["kt_check"] == 4 * (128 * 64 + 4096)
 
 
 def test_sparq_kt_check_reads_at_least_a_line_per_segment():
