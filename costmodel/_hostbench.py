@@ -27,11 +27,11 @@ from numba import prange
 from costmodel._tomlio import check_real
 from reference import check_int
 from reference._checks import Q_ALIGN, aligned_copy
-from reference._config import njit_parallel, njit_serial
-from reference._rows import PREFETCH_AHEAD, STREAM_AHEAD, _dot4x4, prefetch_row, widen
+from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial
+from reference._rows import PREFETCH_AHEAD, STREAM_AHEAD, _dot4x4, max_of, prefetch_row, widen
 from reference._vexp import exp_into
 from reference.selection import topk_set_into
-from reference.sparq import _sort_positions
+from reference.sparq import _mask_block, _sort_positions, _sweep_h4c4
 
 __all__ = [
     "best_time",
@@ -516,6 +516,82 @@ def measure_widen(dtype: str, budget_s: float, rng: np.random.Generator) -> tupl
         f"L1-resident blocks of {WIDEN_BLOCK} in turn, {nt} threads, best of {reps}"
     )
     return nt * WIDEN_BLOCK * WIDEN_REPS / t, desc
+
+
+#: the sweep microkernel, per thread: SWEEP_ROWS float32 rows of SWEEP_BLOCK positions (the
+#: kept components' rows of one block, in cache), SWEEP_BLOCKS blocks of float64 logits
+#: written (32768 positions, four heads: 1 MiB a thread, as SparQ's kernel writes a row's)
+SWEEP_ROWS = 16
+SWEEP_BLOCK = 4096
+SWEEP_BLOCKS = 8
+#: positions per sweep call (a constant count, as the kernel's chunks, which the vectoriser
+#: unrolls)
+SWEEP_CHUNK = 64
+
+
+@njit_serial(fastmath=set(FASTMATH_CHAIN))
+def _sweep_row(X, q, acc, s, mask):
+    """Step 3 of SparQ on rows in cache: for each of the blocks of ``s`` (4, SWEEP_BLOCKS *
+    SWEEP_BLOCK), ``acc`` (4, SWEEP_BLOCK) zeroed, the 16 rows of ``X`` swept into it four
+    at a time for the four heads of ``q`` (4, 16) (``reference.sparq._sweep_h4c4``, the
+    kernel's sweep), then written into the block of ``s`` (masked, the kernel's
+    ``_mask_block``) and its maximum taken. Returns the maximum."""
+    chunk = np.uint64(SWEEP_CHUNK)
+    nch = np.uint64(SWEEP_BLOCK) // chunk
+    m = -np.inf
+    chk = 0.0
+    for b in range(SWEEP_BLOCKS):
+        j0 = np.uint64(b * SWEEP_BLOCK)
+        for i in range(4):
+            for jj in range(SWEEP_BLOCK):
+                acc[i, jj] = 0.0
+        for u in range(0, SWEEP_ROWS, 4):
+            for ci in range(nch):
+                jb = ci * chunk
+                _sweep_h4c4(q, 0, u, X, u, u + 1, u + 2, u + 3, jb, chunk, acc, jb)
+        for i in range(4):
+            chk += _mask_block(acc[i], s[i], mask, j0, np.uint64(SWEEP_BLOCK))
+            m = max_of(s[i, j0 : j0 + SWEEP_BLOCK], m)
+    return m + chk
+
+
+@njit_parallel
+def _sweep_kernel(X3, q, acc3, s3, mask, reps, out):
+    for t in prange(X3.shape[0]):
+        m = 0.0
+        for _ in range(reps):
+            m = _sweep_row(X3[t], q, acc3[t], s3[t], mask)
+        out[t] = m
+
+
+def sweep_inputs(rng: np.random.Generator, threads: int):
+    """Operands of the sweep microkernel: ``X3`` (threads, SWEEP_ROWS, SWEEP_BLOCK) float32,
+    ``q`` (4, SWEEP_ROWS) float64, ``acc3`` (threads, 4, SWEEP_BLOCK), ``s3`` (threads, 4,
+    SWEEP_BLOCKS * SWEEP_BLOCK), ``mask`` (SWEEP_BLOCKS * SWEEP_BLOCK,) all valid."""
+    n = SWEEP_BLOCKS * SWEEP_BLOCK
+    X3 = aligned_copy(rng.standard_normal((threads, SWEEP_ROWS, SWEEP_BLOCK), dtype=np.float32))
+    q = rng.standard_normal((4, SWEEP_ROWS))
+    acc3 = aligned_copy(np.zeros((threads, 4, SWEEP_BLOCK)))
+    s3 = aligned_copy(np.zeros((threads, 4, n)))
+    return X3, q, acc3, s3, np.ones(n, dtype=np.bool_)
+
+
+def measure_sweep(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """float64 FMAs per second (all threads) of SparQ's step-3 sweeps on rows in cache, with
+    the logits written out as the kernel writes them (:func:`_sweep_row`)."""
+    nt = numba.get_num_threads()
+    X3, q, acc3, s3, mask = sweep_inputs(rng, nt)
+    out = np.zeros(nt)
+    t, reps = best_time(lambda: _sweep_kernel(X3, q, acc3, s3, mask, 1, out), budget_s=budget_s)
+    fmas = nt * 4 * SWEEP_ROWS * SWEEP_BLOCKS * SWEEP_BLOCK
+    desc = (
+        f"measured: SparQ's step-3 sweep (4 heads, {SWEEP_ROWS} components four at a time) "
+        f"over {SWEEP_ROWS} float32 rows of {SWEEP_BLOCK} positions in cache, "
+        f"{SWEEP_BLOCKS} blocks of float64 logits written ("
+        f"{4 * 8 * SWEEP_BLOCKS * SWEEP_BLOCK / 2**20:.0f} MiB) and their maximum taken, "
+        f"{nt} threads, best of {reps}"
+    )
+    return fmas / t, desc
 
 
 def measure_div(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:

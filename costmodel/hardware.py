@@ -82,6 +82,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_f16_fma_overlap": (0.0, False, 1.0, False),
     "widen_bf16_fma_overlap": (0.0, False, 1.0, False),
     "gather_fma_overlap": (0.0, False, 1.0, False),
+    "sweep_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -206,6 +207,13 @@ class Hardware:
         pattern of SparQ's kept rows, requested a few rows ahead) and the FMA work of the
         same loop that the host hides behind the longer, measured as ``stream_fma_overlap``
         is. None: ``stream_fma_overlap`` stands in for it.
+    sweep_fma_per_s : float or None
+        Float64 FMAs per second (all threads) of SparQ's step-3 sweeps on rows in cache: per
+        thread 16 float32 rows of 4096 positions, four query heads, the components four at a
+        time into float64 accumulators (``reference.sparq._sweep_h4c4``), each block of
+        accumulators then written out as float64 logits (masked, as the kernel writes them,
+        1 MiB a thread) and its maximum taken. None: the FMAs at ``fma_f64_per_s`` beside
+        the widening stand in for it.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -285,6 +293,7 @@ class Hardware:
     widen_f16_fma_overlap: float | None = None
     widen_bf16_fma_overlap: float | None = None
     gather_fma_overlap: float | None = None
+    sweep_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -571,9 +580,9 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.15, "fma": 0.1, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
+_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
            "matmul": 0.05, "div": 0.05, "widen": 0.05, "overlap": 0.1, "goverlap": 0.05,
-           "woverlap": 0.05, "calls": 0.05}  # fmt: skip
+           "woverlap": 0.05, "sweep": 0.05, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -611,6 +620,11 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       requested a few rows ahead, as the kernels' passes over kept rows do) in place of the
       streaming read: ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over
       rounds, clipped to ``[0, 1]``;
+    - ``sweep_fma_per_s``: SparQ's step-3 sweep (``reference.sparq._sweep_h4c4``, four
+      query heads, four components a sweep, 16 components) over 16 float32 rows of 4096
+      positions per thread (in cache), each block's float64 accumulators then written out
+      as masked logits (``reference.sparq._mask_block``, 32768 positions a thread) and their
+      maximum taken: float64 FMAs per second, best of several repetitions;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -658,6 +672,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
     div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
+    sweep, src_sweep = hb.measure_sweep(seconds * _BUDGET["sweep"], rng)
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -699,6 +714,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_f16_fma_overlap=w_overlap["float16"][0],
         widen_bf16_fma_overlap=w_overlap["bfloat16"][0],
         gather_fma_overlap=g_overlap,
+        sweep_fma_per_s=sweep,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -726,6 +742,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_f16_fma_overlap": (w_overlap["float16"][1], today),
             "widen_bf16_fma_overlap": (w_overlap["bfloat16"][1], today),
             "gather_fma_overlap": (src_g_overlap, today),
+            "sweep_fma_per_s": (src_sweep, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

@@ -49,7 +49,9 @@ bytes, priced as one gathered row, at most at the streaming rate); ``step1``
 (``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
 the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
 writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
-by the temperature);
+by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are priced at it,
+which measures the kernel's sweeps with their widening, their accumulators and the
+logits' writes on rows in cache, in place of the FMA and widen rates);
 ``group_score`` (the logits read back, mostly from the caches step 1 wrote them to,
 priced as one streaming read of ``g*S*8`` bytes, which overprices the measured phase at
 S = 32768, 0.07 against 0.22 ms for 8 KV heads; ``g*S`` adds priced as FMAs; no overlap
@@ -171,10 +173,12 @@ def _phase(
     div_row: float = 0.0,
     topk_bytes_row: float = 0.0,
     overlap: str | None = "stream",
+    sweep: bool = False,
     priced_as: str,
     note: str,
 ) -> dict:
     return dict(
+        sweep=sweep,
         name=name,
         bytes_row=float(bytes_row),
         bandwidth=bandwidth,
@@ -407,10 +411,11 @@ def predict_reference(
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
             widen_row=r * S, div_row=g * r, overlap="stream" if store_k_twice else None,
-            priced_as="memory",
+            sweep=True, priced_as="memory",
             note=(
-                f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs; g*r "
-                "divisions of the kept query components by tau"
+                f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs (at the "
+                "profile's sweep_fma_per_s, the sweeps with their widening and the logits' "
+                "writes, where it has one); g*r divisions of the kept query components by tau"
             ),
         )  # fmt: skip
         phases = []
@@ -503,6 +508,7 @@ def predict_reference(
     wfield = WIDEN_FIELD[dname]
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
+    sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)
@@ -515,9 +521,14 @@ def predict_reference(
         # measured fraction rho of the shorter; exps, divisions and the top-k run in loops
         # of their own and add up.
         mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
-        core = scale * ph["fma_row"] / fma_t
-        if widen_t is not None:
-            core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
+        if ph["sweep"] and sweep_t is not None:
+            # step 3's sweeps: FMAs, widening, the accumulators' trips and the logits'
+            # masked writes, measured together (sweep_fma_per_s)
+            core = scale * ph["fma_row"] / sweep_t
+        else:
+            core = scale * ph["fma_row"] / fma_t
+            if widen_t is not None:
+                core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
         side = scale * (ph["exps_row"] / exp_t + ph["div_row"] / div_t)
         tk = scale * ph["topk_bytes_row"] / topk_t
         r_ph = credit[ph["overlap"]]
@@ -579,6 +590,7 @@ def predict_reference(
             div_f64_per_s=div_t,
             widen_per_s=widen_t,
             topk_bytes_per_s=topk_t,
+            sweep_fma_per_s=sweep_t,
         ),
         stream_fma_overlap=rho,
         gather_fma_overlap=credit["gather"],

@@ -109,6 +109,8 @@ def _host_summary(hw) -> str:
     """One line of the measured host rates in readable units."""
     g256 = hw.gather256_bytes_per_s
     short = "" if g256 is None else f", (256 B rows) {g256 / 1e9:.1f} GB/s"
+    sw = hw.sweep_fma_per_s
+    sweep = "" if sw is None else f"SparQ step-3 sweep {sw / 1e9:.2f} G FMA/s, "
     return (
         f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
         f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s{short}, "
@@ -118,7 +120,7 @@ def _host_summary(hw) -> str:
         f"{hw.widen_f16_per_s / 1e9:.0f}/{hw.widen_bf16_per_s / 1e9:.0f} G/s, read/FMA "
         f"overlap {hw.stream_fma_overlap:.2f}, widen/FMA overlap float32/float16/bfloat16 "
         f"{widen_overlap(hw):.2f}/{widen_overlap(hw, 'float16'):.2f}/"
-        f"{widen_overlap(hw, 'bfloat16'):.2f}, "
+        f"{widen_overlap(hw, 'bfloat16'):.2f}, {sweep}"
         f"call {hw.dense_call_s * 1e6:.0f} us (dense) / "
         f"{hw.sparq_call_s * 1e6:.0f} us (sparq)"
     )

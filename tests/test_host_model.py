@@ -259,6 +259,31 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert e.traffic.kv_cache_bytes == 3 * 1024 * 64 * 2
 
 
+def test_sparq_step1_fmas_at_the_sweep_rate():
+    # As test_sparq_by_hand_k_twice_and_v_mean_supplied, with a measured sweep rate of 4e8
+    # FMAs/s (all threads; 1e8 per thread): step 1's g*r*S = 32768 FMAs take 3.2768e-4 s, in
+    # place of the FMAs at 2.5e8 per thread and the widening (1.6384e-4 s); its read (49152 B
+    # at 2.5e9 per thread, 1.96608e-5 s; read/FMA overlap 0) and the divisions (3.2e-7 s)
+    # add: 3.2768e-4 + 1.96608e-5 + 3.2e-7 = 3.476608e-4 s. No other phase changes, K once
+    # or twice.
+    hw = HOST.replace(sweep_fma_per_s=4e8)
+    for twice in (True, False):
+        base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=twice, **SPARQ))
+        ph = _phases(predict_reference("sparq", hardware=hw, store_k_twice=twice, **SPARQ))
+        for name in ph:
+            if name != "step1":
+                assert ph[name].time_s == pytest.approx(base[name].time_s, rel=1e-12), name
+        assert ph["step1"].compute_s == pytest.approx(3.2768e-4 + 3.2e-7, rel=1e-12)
+    ph = _phases(predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ))
+    assert ph["step1"].time_s == pytest.approx(3.476608e-4, rel=1e-12)
+    e = predict_reference("sparq", hardware=hw, **SPARQ)
+    assert e.params["per_thread"]["sweep_fma_per_s"] == pytest.approx(1e8)
+    # dense has no sweeps: unchanged
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    d0 = predict_reference("dense", hardware=HOST, **kw)
+    assert predict_reference("dense", hardware=hw, **kw).time_s == d0.time_s
+
+
 @pytest.mark.parametrize(
     ("g256", "expect"),
     [
@@ -650,7 +675,7 @@ def test_measure_host_new_fields_positive_finite():
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
-              "sparq_call_s"):  # fmt: skip
+              "sparq_call_s", "sweep_fma_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -665,6 +690,7 @@ def test_measure_host_new_fields_positive_finite():
         assert f"the widening of {dt} elements alone" in hw.sources[f][0], f
     assert 0.0 <= hw.gather_fma_overlap <= 1.0
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
+    assert "SparQ's step-3 sweep" in hw.sources["sweep_fma_per_s"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
@@ -866,6 +892,29 @@ def test_stream_view_reads_the_same_bytes_as_8_byte_words():
     assert stream_view(np.zeros(3, dtype=np.float32)).dtype == np.float32
     # words that wrap around when summed do not fail
     assert np.isfinite(stream_read(np.full(64, np.finfo(np.float64).max)))
+
+
+def test_sweep_microkernel_writes_the_logits_of_its_rows():
+    # The sweep microkernel's logits against NumPy in float64: block b of s[t] holds
+    # q @ X[t] (four heads, 16 components, the same 4096 positions in every block), and it
+    # returns their maximum. Tolerance: a 16-term float64 dot product, 1e-13 of sum |q||x|.
+    import numba
+
+    from costmodel import _hostbench as hb
+
+    nt = numba.get_num_threads()
+    X3, q, acc3, s3, mask = hb.sweep_inputs(np.random.default_rng(11), nt)
+    assert X3.dtype == np.float32 and X3.shape == (nt, hb.SWEEP_ROWS, hb.SWEEP_BLOCK)
+    out = np.zeros(nt)
+    hb._sweep_kernel(X3, q, acc3, s3, mask, 1, out)
+    for t in range(nt):
+        x = X3[t].astype(np.float64)
+        want = np.tile(q @ x, (1, hb.SWEEP_BLOCKS))
+        tol = 1e-13 * np.tile(np.abs(q) @ np.abs(x), (1, hb.SWEEP_BLOCKS))
+        assert s3[t].shape == want.shape
+        assert (np.abs(s3[t] - want) <= tol).all()
+        assert out[t] == s3[t].max()
+        assert abs(out[t] - want.max()) <= tol.max()
 
 
 def test_gather_microkernel_rows_follow_the_kept_rows_pattern():
