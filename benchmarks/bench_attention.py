@@ -171,14 +171,15 @@ GATHER_PROBE_BYTES = 128 << 20
 _gather_buf: np.ndarray | None = None
 
 
-def gather_probe_fn():
+def gather_probe_fn(out: np.ndarray | None = None):
     """A callable that gathers ``GATHER_PROBE_ROWS`` 512-byte rows per thread on all
     threads: the gather microkernel of ``measure_host``
     (``costmodel._hostbench._gather_kernel``, rows in the pattern of SparQ's kept rows, each
-    requested a few rows ahead) on fewer rows. Timed in every round beside the methods (its
-    rows cold, as every timed call's: :func:`evict_caches`), it says how fast the memory
-    served gathered rows in that round; the streaming read, timed in the same round, says
-    how fast it streamed."""
+    requested a few rows ahead) on fewer rows, each thread's sum of its rows into ``out``
+    (float32, one per thread; a new array by default). Timed in every round beside the
+    methods (its rows cold, as every timed call's: :func:`evict_caches`), it says how fast
+    the memory served gathered rows in that round; the streaming read, timed in the same
+    round, says how fast it streamed."""
     from costmodel._hostbench import _gather_kernel, gather_index
 
     global _gather_buf
@@ -187,7 +188,8 @@ def gather_probe_fn():
         _gather_buf = np.ones(GATHER_PROBE_BYTES // 4, dtype=np.float32).reshape(-1, row)
     nt = numba.get_num_threads()
     idx = gather_index(np.random.default_rng(1), _gather_buf.shape[0], nt, GATHER_PROBE_ROWS)
-    out = np.zeros(nt, dtype=np.float32)
+    if out is None:
+        out = np.zeros(nt, dtype=np.float32)
     return lambda: _gather_kernel(_gather_buf, idx, out)
 
 
