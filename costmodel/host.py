@@ -52,11 +52,11 @@ writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query com
 by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are priced at it,
 which measures the kernel's sweeps with their widening, their accumulators and the
 logits' writes on rows in cache, in place of the FMA and widen rates);
-``group_score`` (the logits read back, mostly from the caches step 1 wrote them to,
-priced as one streaming read of ``g*S*8`` bytes, which overprices the measured phase at
-S = 32768, 0.07 against 0.22 ms for 8 KV heads; ``g*S`` adds priced as FMAs; no overlap
-credit); ``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha``
-(``g*k`` exps); ``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e``
+``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel sums each block of
+logits in step 1's loop while the block is in cache); ``topk`` (``8*S`` bytes of float64
+scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` adds priced as FMAs: the kept
+positions' exps are those of the softmax normalisers, which sum them as they go);
+``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e``
 bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, prefetched a few
 rows ahead in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d``
 FMAs; ``gather_k`` also the softmax normalisers, ``g*S`` exps, which the kernel computes in
@@ -448,12 +448,11 @@ def predict_reference(
         phases += [
             step1,
             _phase(
-                "group_score", bytes_row=g * S * 8, bandwidth=bw, fma_row=g * S,
-                overlap=None, priced_as="memory",
+                "group_score", fma_row=g * S, overlap=None, priced_as="memory",
                 note=(
                     "group score: g*S adds (priced as FMAs) of the float64 approximate "
-                    "logits, read back mostly from the caches that step 1 just wrote them "
-                    "to: priced as one streaming read (g*S*8 bytes)"
+                    "logits, which the kernel makes block by block in step 1's loop, while "
+                    "the block is in cache: no read of its own"
                 ),
             ),
             _phase(
@@ -464,8 +463,11 @@ def predict_reference(
                 ),
             ),
             _phase(
-                "alpha", exps_row=g * k, priced_as="exp",
-                note="softmax mass on the kept positions: g*k exps",
+                "alpha", fma_row=g * k, overlap=None, priced_as="memory",
+                note=(
+                    "softmax mass on the kept positions: g*k adds (priced as FMAs) of the "
+                    "exps that the softmax normalisers compute anyway (gather_k)"
+                ),
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,

@@ -827,12 +827,14 @@ def _mask_block(acc, sh, maskrow, j0, n):
 
 
 @njit_serial
-def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
+def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum):
     """Step 3: ``s[h, j] = sum_u qs[h, u] K[j, comps[u]]`` at valid ``j``, -inf at masked
     ``j``, ``qs`` (G, r) the kept query components divided by the temperature (Alg. 1 line
     2: ``q[i1] / tau``; 0 for a head with ``tau = 0``). Also ``smax[h]`` = max of ``s[h]``
     over valid positions (``smax`` must come in as -inf); returns NaN iff some valid logit is
-    not finite (else 0). Each block of positions is finished while it is in cache.
+    not finite (else 0). Each block of positions is finished while it is in cache; with
+    ``gsum`` that includes step 4's group score ``score[j] = sum_h s[h, j]`` (heads added in
+    order to 0.0, as step 4 adds them; for rows with no masked position).
 
     With ``has_kt`` the key columns are read in place from rows of the transposed copy
     ``KT`` (d, S) (contiguous segments), otherwise gathered from the rows of ``K`` (S, d)
@@ -892,6 +894,14 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax):
                 chk += _mask_block(acc[i], sh, maskrow, np.uint64(j0), nn)
                 smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
             h += nh
+        if gsum:
+            sc = score[j0 : j0 + n]
+            for jj in range(n):
+                sc[jj] = 0.0
+            for h in range(G):
+                sh = s[h, j0 : j0 + n]
+                for jj in range(n):
+                    sc[jj] += sh[jj]
     return chk
 
 
@@ -923,13 +933,18 @@ NORM_PIECE = 128
 
 
 @njit_serial
-def _normaliser_piece(s, smax, ssum, buf, cur):
+def _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num):
     """One piece of the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])``,
-    which :func:`_exact_step` computes between its K rows. ``cur`` (int64, 2) is the next
-    (head, position); ``ssum`` starts at 0; ``buf`` holds EXP_CHUNK float64. Each chunk of
-    EXP_CHUNK positions is exponentiated in pieces of :data:`NORM_PIECE` (a shorter last
-    chunk in one piece, as :func:`_exp_shifted` takes it) and summed when complete, by
-    :func:`_add_chunk`: the same bits as :func:`_exp_shifted`. Returns the exps done."""
+    which :func:`_exact_step` computes between its K rows, and of alpha's numerators
+    ``num[h] = sum_t exp(s[h, sel[t]] - smax[h])`` over the kept positions ``sel[:n_sel]``
+    (ascending). ``cur`` (int64, 3) is the next (head, position, kept index); ``ssum`` and
+    ``num`` start at 0; ``buf`` holds EXP_CHUNK float64. Each chunk of EXP_CHUNK positions
+    is exponentiated in pieces of :data:`NORM_PIECE` (a shorter last chunk in one piece, as
+    :func:`_exp_shifted` takes it) and summed when complete, by :func:`_add_chunk`: the
+    same bits as :func:`_exp_shifted`. The kept positions of a piece add their exps (the
+    same values as ``exp_into`` of the gathered logits) to ``num[h]`` one by one, in
+    position order, as they come: alpha needs no pass of its own over the logits. Returns
+    the exps done."""
     G, S = s.shape
     h = cur[0]
     if h >= G:
@@ -940,31 +955,41 @@ def _normaliser_piece(s, smax, ssum, buf, cur):
     n = NORM_PIECE if L == EXP_CHUNK else L
     o = j - c0
     exp_into(s[h, j : j + n], buf[o : o + n], smax[h])
+    t = cur[2]
+    acc = num[h]
+    while t < n_sel and sel[t] < j + n:
+        acc += buf[sel[t] - c0]
+        t += 1
+    num[h] = acc
     j += n
     if j == c0 + L:
         ssum[h] = _add_chunk(buf[:L], ssum[h])
         if j == S:
             h += 1
             j = 0
+            t = 0
     cur[0] = h
     cur[1] = j
+    cur[2] = t
     return n
 
 
 @njit_serial
-def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps):
+def _exact_step(
+    qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps, num
+):
     """Step 7, exact attention over the kept rows ``sel[:n_sel]`` of ``K`` and ``V``
     (:func:`reference._rows.attend_positions`, same arithmetic and bits, rows read in place),
     with the ``n_exps`` exps of the softmax normalisers (0 or ``G * S``, added to ``ssum``,
-    zero on entry; :func:`_normaliser_piece`) spread evenly between its K rows, four rows
-    at a time.
+    zero on entry, and alpha's numerators to ``num``; :func:`_normaliser_piece`) spread
+    evenly between its K rows, four rows at a time.
 
     The kept rows are far apart and each waits on memory; the prefetches run
     :data:`reference._rows.PREFETCH_AHEAD` rows ahead, and the exps, which need no memory
     but the logits, run in their shadow instead of in a pass of their own."""
     G = qg.shape[0]
     w = work[: G * n_sel].reshape(G, n_sel)
-    cur = np.zeros(2, dtype=np.int64)
+    cur = np.zeros(3, dtype=np.int64)
     done = 0
     t = 0
     while t < n_sel:
@@ -972,10 +997,10 @@ def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf
         _k_pass(qg, K, sel, n_sel, scale, w, PREFETCH_AHEAD, t, hi)
         due = n_exps * hi // n_sel
         while done < due:
-            done += _normaliser_piece(s, smax, ssum, buf, cur)
+            done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
         t = hi
     while done < n_exps:  # (none kept)
-        done += _normaliser_piece(s, smax, ssum, buf, cur)
+        done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
     weigh_and_v_pass(w, V, sel, n_sel, y, status)
 
 
@@ -1076,7 +1101,10 @@ def _sparq_group_row(
         for t in range(r):  # q_h zero on every kept component (tau 0): logits 0
             qs[h, t] = qg[h, comps[t]] / th if th > 0 else 0.0
     smax = np.full(G, -np.inf)
-    chk = _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax)
+    # (the group score of logits, with no masked position, is summed block by block in
+    # step 3, while the block's logits are in cache)
+    gsum = nv == S and not kp.probs
+    chk = _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum)
     if chk != chk:
         status[0] = 1
         return
@@ -1089,9 +1117,9 @@ def _sparq_group_row(
         for h in range(G):
             ssum[h] = _exp_shifted(s[h], smax[h], chunk)
     # Step 4: group score over valid positions (compacted), forced local window, top-k.
-    for t in range(nv):
+    for t in range(nv if not gsum else 0):
         score[t] = 0.0
-    for h in range(G):
+    for h in range(G if not gsum else 0):
         sh = s[h]
         if kp.probs:  # exps again, chunk by chunk (no (G, S) buffer), in compacted order
             t2 = 0
@@ -1147,9 +1175,14 @@ def _sparq_group_row(
         pos[t] = -1
     if kp.phase_limit < 4:
         return
-    # Step 5: alpha = softmax mass of the approximate logits on the kept positions.
+    # Step 5: alpha = softmax mass of the approximate logits on the kept positions. With
+    # the normalisers still due (step 7 computes them), their pieces also sum the kept
+    # positions' exps, in position order: no pass of its own over the logits here.
+    n_exps = G * S if kp.reallocate and not kp.probs else 0
     for h in range(G):
-        if kp.reallocate:
+        if n_exps > 0:
+            alpha[h] = 0.0  # the numerator, summed in step 7
+        elif kp.reallocate:
             sh = s[h]
             acc = 0.0
             for t0 in range(0, n_sel, EXP_CHUNK):
@@ -1168,9 +1201,8 @@ def _sparq_group_row(
         return
     # Step 7: exact attention over the kept positions (rows of K and V read in place), with
     # the normalisers if still due.
-    n_exps = G * S if kp.reallocate and not kp.probs else 0
     _exact_step(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, s, smax, ssum,
-                chunk, n_exps)  # fmt: skip
+                chunk, n_exps, alpha)  # fmt: skip
     if kp.reallocate:
         for h in range(G):
             alpha[h] /= ssum[h]
