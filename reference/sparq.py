@@ -975,9 +975,7 @@ def _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num):
 
 
 @njit_serial
-def _exact_step(
-    qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps, num
-):
+def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps, num):
     """Step 7, exact attention over the kept rows ``sel[:n_sel]`` of ``K`` and ``V``
     (:func:`reference._rows.attend_positions`, same arithmetic and bits, rows read in place),
     with the ``n_exps`` exps of the softmax normalisers (0 or ``G * S``, added to ``ssum``,
