@@ -28,7 +28,16 @@ from costmodel._tomlio import check_real
 from reference import check_int
 from reference._checks import Q_ALIGN, aligned_copy
 from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial
-from reference._rows import PREFETCH_AHEAD, STREAM_AHEAD, _dot4x4, max_of, prefetch_row, widen
+from reference._rows import (
+    GATHER_AHEAD,
+    GATHER_REQUESTS,
+    STREAM_AHEAD,
+    _dot4x4,
+    max_of,
+    prefetch_ahead,
+    prefetch_row,
+    widen,
+)
 from reference._vexp import exp_into
 from reference.selection import topk_set_into
 from reference.sparq import _mask_block, _sort_positions, _sweep_h4c4
@@ -233,13 +242,13 @@ def _exp_kernel(x2, out2, reps, res):
 
 @njit_serial
 def _gather_rows(a2, idx):
-    # Each step first requests the row PREFETCH_AHEAD rows on (every line of it, at the
-    # kernels' prefetch locality), as the kernels' passes over kept rows do.
+    # Each step first requests rows ahead as the kernels' passes over kept rows do
+    # (reference._rows.prefetch_ahead: GATHER_AHEAD rows on and nearer, every line, at the
+    # kernels' prefetch locality; each row GATHER_REQUESTS times).
     s = 0.0  # float64 over rows; each row summed by _sum
     n = idx.shape[0]
     for i in range(n):
-        if i + PREFETCH_AHEAD < n:
-            prefetch_row(a2, idx[i + PREFETCH_AHEAD])
+        prefetch_ahead(a2, idx, i, 1, n, GATHER_AHEAD, GATHER_REQUESTS)
         s += _sum(a2[idx[i]])
     return s
 
@@ -331,18 +340,18 @@ def _gather_fused_rounds(a2, idx, Q, X, L, gather):
     # The kernels' step over kept rows, four rows at a time: _dot4x4 (the sixteen dot
     # products of four L1-resident float64 vectors Q with four float32 rows, each element
     # widened once for four FMAs) into the scratch L (4, 4). With ``gather`` the rows
-    # a2[idx[t..t+3]], each step first requesting the four rows PREFETCH_AHEAD rows on
-    # (every line of each, at the kernels' prefetch locality), as the kernels' passes over
-    # kept rows do; without it four of the L1-resident float32 rows X in turn (the same
-    # in-core work, no trip to memory). The idx % 4 last rows are left out.
+    # a2[idx[t..t+3]], each step first requesting rows ahead as the kernels' passes over
+    # kept rows do (reference._rows.prefetch_ahead: four rows at each of GATHER_REQUESTS
+    # distances up to GATHER_AHEAD rows on, every line); without it four of the
+    # L1-resident float32 rows X in turn (the same in-core work, no trip to memory). The
+    # idx % 4 last rows are left out.
     n = idx.shape[0]
     nx = X.shape[0]
     s = 0.0
     t = 0
     while t + 4 <= n:
         if gather:
-            for u in range(t + PREFETCH_AHEAD, min(t + PREFETCH_AHEAD + 4, n)):
-                prefetch_row(a2, idx[u])
+            prefetch_ahead(a2, idx, t, 4, n, GATHER_AHEAD, GATHER_REQUESTS)
             _dot4x4(Q, 0, a2, idx[t], idx[t + 1], idx[t + 2], idx[t + 3], 0, 1.0, L)
         else:
             b = t % nx
@@ -472,8 +481,9 @@ def measure_gather(
 ) -> tuple[float, str]:
     """Gather bandwidth (bytes/s): every thread sums rows of ``row`` float32 (512 bytes by
     default) of ``a`` viewed as rows, in the pattern of SparQ's kept rows
-    (:func:`gather_index`), requesting each row ``reference._rows.PREFETCH_AHEAD`` rows
-    before it sums it, as the kernels do."""
+    (:func:`gather_index`), requesting rows ahead before it sums each, as the kernels do
+    (``reference._rows.prefetch_ahead``: each row ``GATHER_REQUESTS`` times, from
+    ``GATHER_AHEAD`` rows ahead)."""
     nt = numba.get_num_threads()
     a2 = a[: a.size // row * row].reshape(-1, row)
     idx2 = gather_index(rng, a2.shape[0], nt)
@@ -483,7 +493,8 @@ def measure_gather(
     desc = (
         f"measured: {row_bytes}-byte rows ({row} float32) of a {a2.nbytes / 2**20:.0f} MiB "
         f"array, in ascending groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} "
-        f"rows, summed, each requested {PREFETCH_AHEAD} rows ahead, "
+        f"rows, summed, each requested {GATHER_REQUESTS} times from {GATHER_AHEAD} rows "
+        f"ahead, "
         f"{GATHER_ROWS_PER_THREAD} rows per "
         f"thread, {nt} threads, best of {reps}"
     )
@@ -743,14 +754,15 @@ def measure_gather_overlap(
     description: :func:`measure_overlap`'s rounds with the gathers of
     :func:`measure_gather` (rows of ``GATHER_ROW`` float32 of ``a``, 512 bytes, in the
     pattern of SparQ's kept rows, :func:`gather_index`, each requested
-    ``reference._rows.PREFETCH_AHEAD`` rows ahead) in place of the streaming read.
+    as the kernels request them, ``reference._rows.prefetch_ahead``) in place of the
+    streaming read.
 
     Three timings on all threads per round: ``t_gather``, the rows summed
     (:func:`measure_gather`'s loop); ``t_core``, dot products of four L1-resident float64
     vectors with as many L1-resident float32 rows of ``GATHER_ROW``, four rows at a time
     (``reference._rows._dot4x4``, the kernels' step: each element widened once for four
     FMAs); ``t_both``, the same with the gathered rows, each step first requesting its four
-    rows ``PREFETCH_AHEAD`` rows on, as the kernels' passes over kept rows do. The median
+    rows ahead as the kernels' passes over kept rows do. The median
     over the rounds of ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, clipped to
     ``[0, 1]`` (the description keeps the unclipped median: on the Zen 4 host the loop was
     at times slower than the gather and the arithmetic one after the other).
@@ -779,7 +791,7 @@ def measure_gather_overlap(
         f"byte float32 rows gathered from a {a2.nbytes / 2**20:.0f} MiB array in ascending "
         f"groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} rows, four rows a "
         f"step (each element widened once for four FMAs; each step requests its four rows "
-        f"{PREFETCH_AHEAD} rows on), "
+        f"{GATHER_REQUESTS} times from {GATHER_AHEAD} rows on), "
         f"against the gather alone and the same work on L1-resident rows, {len(rounds)} "
         f"rounds of the three (medians: gather {med[0] * 1e3:.2f} ms, in-core "
         f"{med[1] * 1e3:.2f} ms, both {med[2] * 1e3:.2f} ms); median of (gather + core - "

@@ -25,12 +25,6 @@ from reference._vexp import exp_into
 #: float16 bits as ``uint16``, bfloat16 bits as ``int16``).
 ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
 
-#: Rows ahead that the gathers prefetch. Gathered rows of kept positions are ~S/k rows
-#: apart, so the hardware prefetchers do not see them coming; on the development host
-#: (2 vCPUs of an AMD EPYC) software prefetch 8 rows ahead made the K pass over 4096 of
-#: 32768 float32 rows 3.4x faster (3.5 ms -> 1.0 ms for 8 KV heads, one thread); 16 rows
-#: ahead gave the same.
-PREFETCH_AHEAD = 8
 #: Rows ahead that the passes over every valid row (dense attention) prefetch. Measured on
 #: the development host (dense, S = 32768, two threads, cache-cold calls, alternating
 #: processes): float32 `Hkv = 8` 5.74 ms at 16 against 6.18 ms at 8 when the memory read at
@@ -38,6 +32,26 @@ PREFETCH_AHEAD = 8
 #: float16 `Hkv = 8` 4.98-5.12 against 5.43-5.64 ms, `Hkv = 32` 13.7-14.3 against 14.4-15.0
 #: ms.
 STREAM_AHEAD = 16
+#: SparQ's passes over its kept rows request each row GATHER_REQUESTS times, at
+#: GATHER_AHEAD, ..., 2 * GATHER_AHEAD / GATHER_REQUESTS and GATHER_AHEAD / GATHER_REQUESTS
+#: rows ahead (:func:`prefetch_ahead`). Gathered rows of kept positions are ~S/k rows
+#: apart, so the hardware prefetchers do not see them coming (without software prefetch
+#: the K pass over 4096 of 32768 float32 rows of 8 KV heads took 3.5 ms on one thread,
+#: with one request 8 rows ahead 1.0 ms). A software prefetch that finds the core's miss
+#: queue full may be dropped (the measurements below fit that), and the line is then
+#: fetched on demand, a full memory latency with the arithmetic stalled behind it; a
+#: request repeated nearer the row costs a cache hit when the first one went through. On
+#: the Zen 4 development host (Zen 4, 2 vCPUs;
+#: 8 KV heads, 4096 of 32768 float32 rows each, four heads, two threads, cache-cold) the
+#: K pass took 1.16-1.60 ms with one request 8 rows ahead (4 to 128 rows ahead: the same)
+#: and 0.94-1.25 ms with requests 16, 12, 8 and 4 rows ahead, against 0.70-0.91 ms for a
+#: pass that only reads one element of every line of the same rows and 0.56-0.71 ms for
+#: the arithmetic on rows in cache. With the arithmetic on rows in cache and the gathered
+#: rows only requested, a load of each row's first line cost little beyond the reads, a
+#: load of its last line more and a load of every line as much as the K pass: the later
+#: lines of a row were the ones not there in time.
+GATHER_AHEAD = 16
+GATHER_REQUESTS = 4
 
 
 @intrinsic
@@ -125,6 +139,23 @@ def prefetch_row(A, j):
     # no arithmetic overlapped the gathers.
     if n > 0:
         _prefetch(A, j, n - 1)
+
+
+@njit_serial(inline="always")
+def prefetch_ahead(A, positions, t, count, n_pos, ahead, requests):
+    """Request (:func:`prefetch_row`) the rows ``positions[u]`` of ``A`` for ``u`` in
+    ``[t + a, t + a + count)`` (clipped to ``n_pos``), for ``a = ahead`` and then each
+    ``ahead // requests`` nearer, ``requests`` distances in all (farthest first). A pass that
+    calls it at every step of ``count`` rows requests each row ``requests`` times; ``ahead``
+    0 requests nothing."""
+    if ahead <= 0:
+        return
+    step = ahead // requests if requests > 1 else ahead
+    a = ahead
+    for _ in range(requests):
+        for u in range(t + a, min(t + a + count, n_pos)):
+            prefetch_row(A, positions[u])
+        a -= step
 
 
 @intrinsic
@@ -247,7 +278,7 @@ def _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits):
 
 
 @njit_serial
-def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi=-1):
+def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi=-1, requests=1):
     """``logits[h, t] = scale * qg[h] . K[positions[t]]`` for ``lo <= t < hi`` (``hi < 0``:
     up to ``n_pos``; ``lo`` a multiple of 4, as is ``hi`` unless it is ``n_pos``), prefetching
     as the pass over all ``n_pos`` does, so consecutive ranges give the bits of one call
@@ -266,9 +297,8 @@ def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi
     end = n_pos if hi < 0 else hi
     while t < end:
         four = t + 4 <= n_pos
-        if ahead > 0:  # rows ``ahead`` further on (0: no prefetch)
-            for u in range(t + ahead, min(t + ahead + (4 if four else 1), n_pos)):
-                prefetch_row(K, positions[u])
+        # rows ``ahead`` further on (0: no prefetch), ``requests`` times each
+        prefetch_ahead(K, positions, t, 4 if four else 1, n_pos, ahead, requests)
         if four:
             i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
             for h in range(0, g4, 4):
@@ -326,17 +356,17 @@ def softmax_weights(x, m):
 
 
 @njit_serial
-def _v_pass(V, positions, n_pos, w, y):
+def _v_pass(V, positions, n_pos, w, y, ahead=STREAM_AHEAD, requests=1):
     """``y[h] = sum_t w[h, t] V[positions[t]]`` (4 positions x 4 heads per step)."""
     G, d = y.shape
     for h in range(G):
         for c in range(d):
             y[h, c] = 0.0
-    _v_accumulate(V, positions, n_pos, w, y)
+    _v_accumulate(V, positions, n_pos, w, y, ahead, requests)
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
-def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
+def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD, requests=1):
     """``y[h] += sum_t w[h, t] V[positions[t]]`` in steps of 4 positions x 4 heads, then the
     ``n_pos % 4`` last positions one at a time (so consecutive calls over chunks whose
     lengths are multiples of 4 add in the same order as one call over all of them).
@@ -349,9 +379,7 @@ def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD):
     G, d = y.shape
     t = 0
     while t + 4 <= n_pos:
-        if ahead > 0:  # as in _k_pass
-            for u in range(t + ahead, min(t + ahead + 4, n_pos)):
-                prefetch_row(V, positions[u])
+        prefetch_ahead(V, positions, t, 4, n_pos, ahead, requests)  # as in _k_pass
         i0, i1, i2, i3 = positions[t], positions[t + 1], positions[t + 2], positions[t + 3]
         h = 0
         while h + 4 <= G:
@@ -424,14 +452,15 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
 
 
 @njit_serial
-def weigh_and_v_pass(w, V, positions, n_pos, y, status):
+def weigh_and_v_pass(w, V, positions, n_pos, y, status, ahead=STREAM_AHEAD, requests=1):
     """The second half of :func:`attend_positions`: the logits ``w`` (G, n_pos) become
     softmax weights (``status[0] = 1`` and nothing else if one is not finite), then
-    ``y = w @ V[positions]`` (``status[0] = 2`` if an output is not finite)."""
+    ``y = w @ V[positions]`` (``status[0] = 2`` if an output is not finite; V's rows
+    requested as :func:`prefetch_ahead` says)."""
     if not logits_to_weights(w):
         status[0] = 1
         return
-    _v_pass(V, positions, n_pos, w, y)
+    _v_pass(V, positions, n_pos, w, y, ahead, requests)
     if not all_finite(y):
         status[0] = 2
 

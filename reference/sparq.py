@@ -46,7 +46,8 @@ from reference._checks import (
 from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial, note_first_compile
 from reference._rows import (
     EXP_CHUNK,
-    PREFETCH_AHEAD,
+    GATHER_AHEAD,
+    GATHER_REQUESTS,
     _k_pass,
     _prefetch,
     bits,
@@ -930,6 +931,7 @@ def _exp_shifted(src, m, dst):
 #: Exps per piece of the softmax normalisers that step 7 computes between its K rows
 #: (a divisor of EXP_CHUNK).
 NORM_PIECE = 128
+NORM_AHEAD = 4
 
 
 @njit_serial
@@ -954,6 +956,15 @@ def _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num):
     L = min(EXP_CHUNK, S - c0)
     n = NORM_PIECE if L == EXP_CHUNK else L
     o = j - c0
+    # request the logits of the piece NORM_AHEAD pieces on (the next head's at a row's end)
+    ja = j + NORM_AHEAD * NORM_PIECE
+    ha = h
+    if ja >= S:
+        ja -= S
+        ha += 1
+    if NORM_AHEAD > 0 and ha < G:
+        for jl in range(ja, min(ja + NORM_PIECE, S), 8):
+            _prefetch(s, ha, jl)
     exp_into(s[h, j : j + n], buf[o : o + n], smax[h])
     t = cur[2]
     acc = num[h]
@@ -983,7 +994,8 @@ def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf
     evenly between its K rows, four rows at a time.
 
     The kept rows are far apart and each waits on memory; the prefetches run
-    :data:`reference._rows.PREFETCH_AHEAD` rows ahead, and the exps, which need no memory
+    :data:`reference._rows.GATHER_AHEAD` rows ahead and nearer (each row
+    :data:`reference._rows.GATHER_REQUESTS` times), and the exps, which need no memory
     but the logits, run in their shadow instead of in a pass of their own."""
     G = qg.shape[0]
     w = work[: G * n_sel].reshape(G, n_sel)
@@ -992,14 +1004,14 @@ def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf
     t = 0
     while t < n_sel:
         hi = t + 4 if t + 4 <= n_sel else n_sel
-        _k_pass(qg, K, sel, n_sel, scale, w, PREFETCH_AHEAD, t, hi)
+        _k_pass(qg, K, sel, n_sel, scale, w, GATHER_AHEAD, t, hi, GATHER_REQUESTS)
         due = n_exps * hi // n_sel
         while done < due:
             done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
         t = hi
     while done < n_exps:  # (none kept)
         done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
-    weigh_and_v_pass(w, V, sel, n_sel, y, status)
+    weigh_and_v_pass(w, V, sel, n_sel, y, status, GATHER_AHEAD, GATHER_REQUESTS)
 
 
 @njit_serial

@@ -835,7 +835,7 @@ def test_gather_overlap_microkernel_does_the_dot_products():
     Q = rng.random((4, hb.GATHER_ROW))
     X = rng.random((8, hb.GATHER_ROW), dtype=np.float32)
     a2 = rng.random((50, hb.GATHER_ROW)).astype(np.float32)
-    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 14 + hb.PREFETCH_AHEAD)), dtype=np.int64)
+    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 14 + hb.GATHER_AHEAD)), dtype=np.int64)
     L = np.zeros((4, 4))
     n4 = idx.size - idx.size % 4
     assert n4 < idx.size  # a leftover row, left out

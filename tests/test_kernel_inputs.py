@@ -563,8 +563,10 @@ def test_exact_step_matches_attend_positions_and_the_normalisers(G, dtype):
     # normalisers to _exp_shifted (one pass, the route of the group score that needs them),
     # whatever the number of kept rows (around the step of 4; the public functions reject
     # a row without a valid position, so at least one) and S (chunks of EXP_CHUNK, a
-    # shorter last one, fewer positions than a piece).
+    # shorter last one, fewer positions than a piece). Alpha's numerators come with the
+    # normalisers: the exps of the kept positions, added one by one in position order.
     from reference._rows import EXP_CHUNK, attend_positions
+    from reference._vexp import exp_into
     from reference.sparq import NORM_PIECE, _exact_step, _exp_shifted
 
     assert EXP_CHUNK % NORM_PIECE == 0
@@ -588,15 +590,24 @@ def test_exact_step_matches_attend_positions_and_the_normalisers(G, dtype):
                 y = np.full((G, d), np.nan)
                 st = np.zeros(1, dtype=np.int64)
                 ssum = np.zeros(G)
+                num = np.zeros(G)
                 buf = np.full(EXP_CHUNK, np.nan)
                 _exact_step(qg, K, V, pos, n_pos, 0.125, y, st, np.empty(G * n_pos), s, smax,
-                            ssum, buf, n_exps)  # fmt: skip
+                            ssum, buf, n_exps, num)  # fmt: skip
                 assert st[0] == st_ref[0] == 0
                 assert np.array_equal(y, y_ref), (S, n_pos)
                 if n_exps == 0:
-                    assert np.all(ssum == 0.0)
+                    assert np.all(ssum == 0.0) and np.all(num == 0.0)
                     continue
                 for h in range(G):
                     one_pass = _exp_shifted(s[h], smax[h], np.empty(EXP_CHUNK))
                     assert ssum[h] == one_pass, (S, n_pos, h)
                     assert ssum[h] == pytest.approx(np.exp(s[h] - smax[h]).sum(), rel=1e-13)
+                    e = np.empty(S)
+                    exp_into(s[h], e, smax[h])
+                    serial = 0.0
+                    for j in pos:  # in position order, one by one
+                        serial += float(e[j])
+                    assert num[h] == serial, (S, n_pos, h)
+                    want = np.exp(s[h, pos] - smax[h]).sum()
+                    assert num[h] == pytest.approx(want, rel=1e-13, abs=1e-300)
