@@ -106,11 +106,11 @@ MEM_S, MEM_HKV, MEM_DTYPE = 32768, 32, "float16"
 BIG_B, BIG_MIN_RAM = 16, 20e9
 #: phase names of reference.sparq._run_kernel(phase_limit=P), P = 1..6
 PHASES = (
-    "steps 1-3: components, approximate logits",
+    "steps 1-3: components, logits, normalisers",
     "group score",
     "top-k",
     "alpha",
-    "gathers, exact attention, softmax normalisers",
+    "gathers, exact attention",
     "mix with v_mean",
 )
 #: host-model kernels that price each phase

@@ -51,16 +51,15 @@ the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate log
 writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
 by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are priced at it,
 which measures the kernel's sweeps with their widening, their accumulators and the
-logits' writes on rows in cache, in place of the FMA and widen rates);
-``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel sums each block of
-logits in step 1's loop while the block is in cache); ``topk`` (``8*S`` bytes of float64
-scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` adds priced as FMAs: the kept
-positions' exps are those of the softmax normalisers, which sum them as they go);
-``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e``
-bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, prefetched a few
-rows ahead in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d``
-FMAs; ``gather_k`` also the softmax normalisers, ``g*S`` exps, which the kernel computes in
-pieces between its K rows); ``gather_softmax`` (``g*k`` exps) and, unless the caller
+logits' writes on rows in cache, in place of the FMA and widen rates; and the softmax
+normalisers, ``g*S`` exps, which the kernel takes block by block while the logits are in
+cache); ``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel sums each
+block of logits in step 1's loop while the block is in cache); ``topk`` (``8*S`` bytes of
+float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and
+``gather_v`` (the kept rows read in place, ``k*d*e`` bytes each at the gather rate of
+``d*e``-byte rows, :func:`gather_rate`, each requested several times a few rows ahead in
+the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d``
+FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
 
@@ -410,12 +409,13 @@ def predict_reference(
             )
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
-            widen_row=r * S, div_row=g * r, overlap="stream" if store_k_twice else None,
-            sweep=True, priced_as="memory",
+            widen_row=r * S, div_row=g * r, exps_row=g * S,
+            overlap="stream" if store_k_twice else None, sweep=True, priced_as="memory",
             note=(
                 f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs (at the "
                 "profile's sweep_fma_per_s, the sweeps with their widening and the logits' "
-                "writes, where it has one); g*r divisions of the kept query components by tau"
+                "writes, where it has one); g*r divisions of the kept query components by "
+                "tau; and the softmax normalisers, g*S exps, block by block"
             ),
         )  # fmt: skip
         phases = []
@@ -463,21 +463,17 @@ def predict_reference(
                 ),
             ),
             _phase(
-                "alpha", fma_row=g * k, overlap=None, priced_as="memory",
-                note=(
-                    "softmax mass on the kept positions: g*k adds (priced as FMAs) of the "
-                    "exps that the softmax normalisers compute anyway (gather_k)"
-                ),
+                "alpha", exps_row=g * k, priced_as="exp",
+                note="softmax mass on the kept positions: g*k exps",
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, exps_row=g * S, overlap="gather", priced_as="gather",
+                widen_row=k * d, overlap="gather", priced_as="gather",
                 note=(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "prefetched a few rows ahead in the loop of the FMAs: the gathers' "
                     "overlap credit), "
-                    "k*d widened, g*k*d FMAs; and the softmax normalisers of the "
-                    "approximate logits, g*S exps, in pieces between the rows"
+                    "k*d widened, g*k*d FMAs"
                 ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),

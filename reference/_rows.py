@@ -428,7 +428,9 @@ def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD, requests=1):
 
 
 @njit_serial
-def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
+def attend_positions(
+    qg, K, V, positions, n_pos, scale, y, status, work, ahead=STREAM_AHEAD, requests=1
+):
     """Exact attention of the query rows ``qg`` (G, d, float64) over ``positions[:n_pos]`` of
     ``K``, ``V`` (S, d, own dtype, see :func:`widen`):
     ``y[h] = softmax(scale * K[pos] @ qg[h]) @ V[pos]``.
@@ -443,12 +445,14 @@ def attend_positions(qg, K, V, positions, n_pos, scale, y, status, work):
     K or q entry, or an overflow of ``q . k``) and otherwise ``status[0] = 2`` if an output
     is not finite (a non-finite V entry, or an output beyond the float64 range).
 
-    SparQ's step 7 (``reference.sparq._exact_step``) makes the same passes over its kept
-    rows, with the same bits."""
+    The rows are requested ``ahead`` rows before they are read, ``requests`` times each
+    (:func:`prefetch_ahead`): dense attention's consecutive rows once, ``STREAM_AHEAD``
+    ahead; SparQ's step 7, over its kept rows, ``GATHER_REQUESTS`` times from
+    ``GATHER_AHEAD`` ahead. Only speed depends on them, never a bit of the result."""
     G = qg.shape[0]
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
-    _k_pass(qg, K, positions, n_pos, scale, w)
-    weigh_and_v_pass(w, V, positions, n_pos, y, status)
+    _k_pass(qg, K, positions, n_pos, scale, w, ahead, 0, -1, requests)
+    weigh_and_v_pass(w, V, positions, n_pos, y, status, ahead, requests)
 
 
 @njit_serial

@@ -48,13 +48,12 @@ from reference._rows import (
     EXP_CHUNK,
     GATHER_AHEAD,
     GATHER_REQUESTS,
-    _k_pass,
     _prefetch,
+    attend_positions,
     bits,
     line_elems,
     max_of,
     prefetch_row,
-    weigh_and_v_pass,
     widen,
 )
 from reference._selection_args import effective_k_per_bucket
@@ -827,15 +826,49 @@ def _mask_block(acc, sh, maskrow, j0, n):
     return chk
 
 
+#: Positions per segment of step 3's softmax normalisers (a multiple of both step-3 blocks
+#: and of EXP_CHUNK): the segments, and so the sums' bits, are the same with K once or
+#: twice.
+NORM_SEG = 4096
+
+
 @njit_serial
-def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum):
+def _normalise_segment(s, smax, ssum, mprev, ebuf, j0, j1):
+    """Add ``exp(s[h, j] - smax[h])`` for ``j0 <= j < j1`` to ``ssum[h]`` (each head with a
+    valid position so far), ``smax`` the running max up to ``j1``: the sum so far is first
+    rescaled by ``exp(mprev[h] - smax[h])`` if the max rose since the last segment (an online
+    softmax sum), then ``mprev = smax``. Exps by :func:`reference._vexp.exp_into` in chunks of
+    EXP_CHUNK into ``ebuf``, summed by :func:`_add_chunk`."""
+    for h in range(s.shape[0]):
+        m_new = smax[h]
+        if m_new == -np.inf:  # no valid position yet (masked: exp(-inf) = 0 adds nothing)
+            continue
+        tot = ssum[h]
+        if m_new > mprev[h] and tot != 0.0:
+            tot *= math.exp(mprev[h] - m_new)
+        sh = s[h]
+        for i0 in range(j0, j1, EXP_CHUNK):
+            ln = min(EXP_CHUNK, j1 - i0)
+            seg = ebuf[:ln]
+            exp_into(sh[i0 : i0 + ln], seg, m_new)
+            tot = _add_chunk(seg, tot)
+        ssum[h] = tot
+        mprev[h] = m_new
+
+
+@njit_serial
+def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, ebuf, norm):
     """Step 3: ``s[h, j] = sum_u qs[h, u] K[j, comps[u]]`` at valid ``j``, -inf at masked
     ``j``, ``qs`` (G, r) the kept query components divided by the temperature (Alg. 1 line
     2: ``q[i1] / tau``; 0 for a head with ``tau = 0``). Also ``smax[h]`` = max of ``s[h]``
     over valid positions (``smax`` must come in as -inf); returns NaN iff some valid logit is
     not finite (else 0). Each block of positions is finished while it is in cache; with
     ``gsum`` that includes step 4's group score ``score[j] = sum_h s[h, j]`` (heads added in
-    order to 0.0, as step 4 adds them; for rows with no masked position).
+    order to 0.0, as step 4 adds them; for rows with no masked position), and with ``norm``
+    the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])`` (``ssum`` zero on
+    entry; ``ebuf`` EXP_CHUNK float64 of scratch), segment by segment of :data:`NORM_SEG`
+    positions against the running max (:func:`_normalise_segment`: an online softmax sum,
+    within a few ulps of a sum against the final max; the same bits with K once or twice).
 
     With ``has_kt`` the key columns are read in place from rows of the transposed copy
     ``KT`` (d, S) (contiguous segments), otherwise gathered from the rows of ``K`` (S, d)
@@ -849,6 +882,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum):
     blk = np.empty((r, nb))
     raw = np.empty((r, nb), dtype=K.dtype)
     acc = np.empty((4, block))
+    mprev = np.full(G, -np.inf)  # the max at the last normalised segment's end
     chk = 0.0
     for j0 in range(0, S, block):
         n = min(block, S - j0)
@@ -895,6 +929,9 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum):
                 chk += _mask_block(acc[i], sh, maskrow, np.uint64(j0), nn)
                 smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
             h += nh
+        e1 = j0 + n
+        if norm and (e1 % NORM_SEG == 0 or e1 == S):
+            _normalise_segment(s, smax, ssum, mprev, ebuf, e1 - 1 - (e1 - 1) % NORM_SEG, e1)
         if gsum:
             sc = score[j0 : j0 + n]
             for jj in range(n):
@@ -908,8 +945,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum):
 
 @njit_serial
 def _add_chunk(seg, total):
-    """``total + sum(seg)``: the one summation loop of the softmax normalisers, so that
-    they have the same bits however their exps are scheduled."""
+    """``total + sum(seg)``: the one summation loop of the softmax normalisers."""
     for t in range(seg.shape[0]):
         total += seg[t]
     return total
@@ -926,92 +962,6 @@ def _exp_shifted(src, m, dst):
         exp_into(src[i0:i1], seg, m)
         total = _add_chunk(seg, total)
     return total
-
-
-#: Exps per piece of the softmax normalisers that step 7 computes between its K rows
-#: (a divisor of EXP_CHUNK).
-NORM_PIECE = 128
-NORM_AHEAD = 4
-
-
-@njit_serial
-def _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num):
-    """One piece of the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])``,
-    which :func:`_exact_step` computes between its K rows, and of alpha's numerators
-    ``num[h] = sum_t exp(s[h, sel[t]] - smax[h])`` over the kept positions ``sel[:n_sel]``
-    (ascending). ``cur`` (int64, 3) is the next (head, position, kept index); ``ssum`` and
-    ``num`` start at 0; ``buf`` holds EXP_CHUNK float64. Each chunk of EXP_CHUNK positions
-    is exponentiated in pieces of :data:`NORM_PIECE` (a shorter last chunk in one piece, as
-    :func:`_exp_shifted` takes it) and summed when complete, by :func:`_add_chunk`: the
-    same bits as :func:`_exp_shifted`. The kept positions of a piece add their exps (the
-    same values as ``exp_into`` of the gathered logits) to ``num[h]`` one by one, in
-    position order, as they come: alpha needs no pass of its own over the logits. Returns
-    the exps done."""
-    G, S = s.shape
-    h = cur[0]
-    if h >= G:
-        return 0
-    j = cur[1]
-    c0 = j - j % EXP_CHUNK
-    L = min(EXP_CHUNK, S - c0)
-    n = NORM_PIECE if L == EXP_CHUNK else L
-    o = j - c0
-    # request the logits of the piece NORM_AHEAD pieces on (the next head's at a row's end)
-    ja = j + NORM_AHEAD * NORM_PIECE
-    ha = h
-    if ja >= S:
-        ja -= S
-        ha += 1
-    if NORM_AHEAD > 0 and ha < G:
-        for jl in range(ja, min(ja + NORM_PIECE, S), 8):
-            _prefetch(s, ha, jl)
-    exp_into(s[h, j : j + n], buf[o : o + n], smax[h])
-    t = cur[2]
-    acc = num[h]
-    while t < n_sel and sel[t] < j + n:
-        acc += buf[sel[t] - c0]
-        t += 1
-    num[h] = acc
-    j += n
-    if j == c0 + L:
-        ssum[h] = _add_chunk(buf[:L], ssum[h])
-        if j == S:
-            h += 1
-            j = 0
-            t = 0
-    cur[0] = h
-    cur[1] = j
-    cur[2] = t
-    return n
-
-
-@njit_serial
-def _exact_step(qg, K, V, sel, n_sel, scale, y, status, work, s, smax, ssum, buf, n_exps, num):
-    """Step 7, exact attention over the kept rows ``sel[:n_sel]`` of ``K`` and ``V``
-    (:func:`reference._rows.attend_positions`, same arithmetic and bits, rows read in place),
-    with the ``n_exps`` exps of the softmax normalisers (0 or ``G * S``, added to ``ssum``,
-    zero on entry, and alpha's numerators to ``num``; :func:`_normaliser_piece`) spread
-    evenly between its K rows, four rows at a time.
-
-    The kept rows are far apart and each waits on memory; the prefetches run
-    :data:`reference._rows.GATHER_AHEAD` rows ahead and nearer (each row
-    :data:`reference._rows.GATHER_REQUESTS` times), and the exps, which need no memory
-    but the logits, run in their shadow instead of in a pass of their own."""
-    G = qg.shape[0]
-    w = work[: G * n_sel].reshape(G, n_sel)
-    cur = np.zeros(3, dtype=np.int64)
-    done = 0
-    t = 0
-    while t < n_sel:
-        hi = t + 4 if t + 4 <= n_sel else n_sel
-        _k_pass(qg, K, sel, n_sel, scale, w, GATHER_AHEAD, t, hi, GATHER_REQUESTS)
-        due = n_exps * hi // n_sel
-        while done < due:
-            done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
-        t = hi
-    while done < n_exps:  # (none kept)
-        done += _normaliser_piece(s, smax, ssum, buf, cur, sel, n_sel, num)
-    weigh_and_v_pass(w, V, sel, n_sel, y, status, GATHER_AHEAD, GATHER_REQUESTS)
 
 
 @njit_serial
@@ -1114,15 +1064,20 @@ def _sparq_group_row(
     # (the group score of logits, with no masked position, is summed block by block in
     # step 3, while the block's logits are in cache)
     gsum = nv == S and not kp.probs
-    chk = _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum)
+    # (and alpha's softmax normalisers, unless the group score needs them with the final
+    # max below: block by block, with a running max)
+    ssum = np.zeros(G)
+    norm3 = kp.reallocate and not kp.probs
+    chk = _approx_logits_row(
+        qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, chunk, norm3
+    )
     if chk != chk:
         status[0] = 1
         return
     if kp.phase_limit < 2:
         return
-    # Softmax normalisers of the approximate logits (masked: exp(-inf) = 0): here when the
-    # group score needs them, otherwise (alpha's only) in the shadow of step 7's gathers.
-    ssum = np.zeros(G)
+    # Softmax normalisers of the approximate logits for the group score of probabilities
+    # (masked: exp(-inf) = 0), with the final max (for alpha alone, step 3 summed them).
     if kp.probs:
         for h in range(G):
             ssum[h] = _exp_shifted(s[h], smax[h], chunk)
@@ -1185,14 +1140,9 @@ def _sparq_group_row(
         pos[t] = -1
     if kp.phase_limit < 4:
         return
-    # Step 5: alpha = softmax mass of the approximate logits on the kept positions. With
-    # the normalisers still due (step 7 computes them), their pieces also sum the kept
-    # positions' exps, in position order: no pass of its own over the logits here.
-    n_exps = G * S if kp.reallocate and not kp.probs else 0
+    # Step 5: alpha = softmax mass of the approximate logits on the kept positions.
     for h in range(G):
-        if n_exps > 0:
-            alpha[h] = 0.0  # the numerator, summed in step 7
-        elif kp.reallocate:
+        if kp.reallocate:
             sh = s[h]
             acc = 0.0
             for t0 in range(0, n_sel, EXP_CHUNK):
@@ -1209,10 +1159,10 @@ def _sparq_group_row(
             alpha[h] = 1.0
     if kp.phase_limit < 5:
         return
-    # Step 7: exact attention over the kept positions (rows of K and V read in place), with
-    # the normalisers if still due.
-    _exact_step(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, s, smax, ssum,
-                chunk, n_exps, alpha)  # fmt: skip
+    # Step 7: exact attention over the kept positions (rows of K and V read in place, each
+    # requested several times ahead: reference._rows.GATHER_AHEAD and GATHER_REQUESTS).
+    attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, GATHER_AHEAD,
+                     GATHER_REQUESTS)  # fmt: skip
     if kp.reallocate:
         for h in range(G):
             alpha[h] /= ssum[h]
@@ -1636,8 +1586,9 @@ def _run_kernel(
     :class:`SparqSteps`, or with ``return_steps=False`` the output alone (the other steps
     then live in reused scratch, the approximate logits in each thread's). ``phase_limit``
     < 6 stops every row after that phase (0: at once, the kernel launch, set-up and
-    ``k_cache_t`` spot check alone; 1: steps 1-3, 2: softmax normalisers and group score,
-    3: top-k, 4: alpha, 5: gathers and attention; for the benchmark's breakdown)."""
+    ``k_cache_t`` spot check alone; 1: steps 1-3 (with the group score of logits and the
+    softmax normalisers for alpha), 2: the group score otherwise, 3: top-k, 4: alpha, 5:
+    gathers and attention; for the benchmark's breakdown)."""
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     note_first_compile(_sparq_kernel, _masked_mean_kernel)
     if v_mean is None:

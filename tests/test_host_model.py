@@ -186,17 +186,16 @@ def test_sparq_by_hand_k_once():
     #   float64 approximate logits written, g*S*8 = 32768 B: 163840 B -> 6.5536e-5 s;
     #   FMAs g*r*S = 32768 -> 1.31072e-4; widened r*S = 8192 -> 3.2768e-5 (in-core work
     #   1.6384e-4); the kept query components divided by tau, g*r = 32 divisions ->
-    #   3.2e-7 (their own loop)
-    step1 = 6.5536e-5 + 1.6384e-4 + 3.2e-7
+    #   3.2e-7 (their own loop); the softmax normalisers, g*S = 4096 exps / 2.5e7 =
+    #   1.6384e-4
+    step1 = 6.5536e-5 + 1.6384e-4 + 3.2e-7 + 1.6384e-4
     # group score: g*S adds (priced as FMAs) 4096 / 2.5e8 = 1.6384e-5; no read (summed in
     #   step 1's blocks, in cache)
     # top-k: 8*S = 8192 B / 2.5e8 = 3.2768e-5
-    # alpha: g*k = 256 adds (priced as FMAs; the exps are the normalisers') / 2.5e8 =
-    #   1.024e-6
+    # alpha: g*k = 256 exps / 2.5e7 = 1.024e-5
     # gather K: k*d*e = 8192 B / 5e8 = 1.6384e-5 s; FMAs g*k*d = 16384 / 2.5e8 = 6.5536e-5;
-    #   widened k*d = 4096 / 2.5e8 = 1.6384e-5 (overlap 0 here: they add); and the softmax
-    #   normalisers between its rows, g*S = 4096 exps / 2.5e7 = 1.6384e-4;
-    #   gather V the same without the exps; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
+    #   widened k*d = 4096 / 2.5e8 = 1.6384e-5 (overlap 0 here: they add);
+    #   gather V the same; gather softmax g*k = 256 / 2.5e7 = 1.024e-5
     # v_mean: S*d*e = 131072 B / 2.5e9 = 5.24288e-5; widened S*d = 65536 / 2.5e8 =
     #   2.62144e-4 and added, S*d = 65536 adds priced as FMAs / 2.5e8 = 2.62144e-4
     # call: 2e-5 s
@@ -204,8 +203,8 @@ def test_sparq_by_hand_k_once():
         "step1": step1,
         "group_score": 1.6384e-5,
         "topk": 3.2768e-5,
-        "alpha": 1.024e-6,
-        "gather_k": 1.6384e-5 + 6.5536e-5 + 1.6384e-5 + 1.6384e-4,
+        "alpha": 1.024e-5,
+        "gather_k": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
         "gather_softmax": 1.024e-5,
         "gather_v": 1.6384e-5 + 6.5536e-5 + 1.6384e-5,
         "v_mean": 5.24288e-5 + 2.62144e-4 + 2.62144e-4,
@@ -217,7 +216,7 @@ def test_sparq_by_hand_k_once():
     for name, t in expect.items():
         assert ph[name].time_s == pytest.approx(t, rel=1e-12), name
     assert ph["step1"].bound == "compute" and ph["gather_k"].bound == "compute"
-    assert ph["step1"].compute_s == pytest.approx(1.6384e-4 + 3.2e-7, rel=1e-12)
+    assert ph["step1"].compute_s == pytest.approx(1.6384e-4 + 3.2e-7 + 1.6384e-4, rel=1e-12)
     assert ph["topk"].bound == "topk" and ph["topk"].topk_s == pytest.approx(3.2768e-5)
     assert ph["call"].bound == "latency" and e.latency_s == 2e-5
     assert e.time_s == pytest.approx(sum(expect.values()), rel=1e-12)
@@ -229,7 +228,7 @@ def test_sparq_by_hand_k_once():
     assert pa["step1"] == "memory" and pa["group_score"] == "memory" and pa["topk"] == "topk"
     assert pa["v_mean"] == "memory" and pa["gather_k"] == "gather" and pa["call"] == "latency"
     counts = e.params["phases"]
-    assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=0, divisions=32)
+    assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=4096, divisions=32)
     assert counts["v_mean"]["widen"] == 65536 and counts["v_mean"]["fma"] == 65536
 
 
@@ -237,7 +236,8 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     # K twice: step 1 streams r*S*e = 8*1024*2 = 16384 B and writes g*S*8 = 32768 B of
     # logits: 49152 B (1.96608e-5 s at 2.5e9); in-core work: g*r*S = 32768 FMAs
     # (1.31072e-4 s) + r*S = 8192 widened (3.2768e-5 s) = 1.6384e-4 s; divisions g*r = 32
-    # (3.2e-7 s): 1.838208e-4 s. v_mean supplied: no V
+    # (3.2e-7 s); the softmax normalisers' g*S = 4096 exps (1.6384e-4 s): 3.476608e-4 s.
+    # v_mean supplied: no V
     # read. The k_cache_t spot check gathers 4 runs of 16 consecutive positions, each d = 64
     # segments of the d-major copy (16 * e = 32 B, a whole 64-byte line each) and 16
     # consecutive K rows (16 * d * e = 2048 B): 4 * (64 * 64 + 2048) = 24576 B at 5e8 per
@@ -247,15 +247,14 @@ def test_sparq_by_hand_k_twice_and_v_mean_supplied():
     assert "v_mean" not in ph
     assert list(ph)[:2] == ["kt_check", "step1"]
     assert ph["kt_check"].time_s == pytest.approx(4.9152e-5, rel=1e-12)
-    assert ph["step1"].time_s == pytest.approx(1.838208e-4, rel=1e-12)
+    assert ph["step1"].time_s == pytest.approx(3.476608e-4, rel=1e-12)
     assert ph["step1"].bound == "compute"
     assert e.breakdown()["step1"] == 49152
     # then as test_sparq_by_hand_k_once: group score 1.6384e-5 (adds), top-k 3.2768e-5,
-    # alpha 1.024e-6 (adds), the normalisers' exps 1.6384e-4, the two gathers, the gather
-    # softmax 1.024e-5 and the call 2e-5
+    # alpha 1.024e-5, the two gathers, the gather softmax 1.024e-5 and the call 2e-5
     gather = 1.6384e-5 + 6.5536e-5 + 1.6384e-5
     expect = (
-        4.9152e-5 + 1.838208e-4 + (1.6384e-4 + 1.6384e-5) + 3.2768e-5 + 1.024e-6
+        4.9152e-5 + 3.476608e-4 + 1.6384e-5 + 3.2768e-5 + 1.024e-5
         + 2 * gather + 1.024e-5 + 2e-5
     )  # fmt: skip
     assert e.time_s == pytest.approx(expect, rel=1e-12)
@@ -267,9 +266,9 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
     # As test_sparq_by_hand_k_twice_and_v_mean_supplied, with a measured sweep rate of 4e8
     # FMAs/s (all threads; 1e8 per thread): step 1's g*r*S = 32768 FMAs take 3.2768e-4 s, in
     # place of the FMAs at 2.5e8 per thread and the widening (1.6384e-4 s); its read (49152 B
-    # at 2.5e9 per thread, 1.96608e-5 s; read/FMA overlap 0) and the divisions (3.2e-7 s)
-    # add: 3.2768e-4 + 1.96608e-5 + 3.2e-7 = 3.476608e-4 s. No other phase changes, K once
-    # or twice.
+    # at 2.5e9 per thread, 1.96608e-5 s; read/FMA overlap 0), the divisions (3.2e-7 s) and
+    # the normalisers' exps (1.6384e-4 s) add: 3.2768e-4 + 1.96608e-5 + 3.2e-7 + 1.6384e-4
+    # = 5.115008e-4 s. No other phase changes, K once or twice.
     hw = HOST.replace(sweep_fma_per_s=4e8)
     for twice in (True, False):
         base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=twice, **SPARQ))
@@ -277,9 +276,10 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
         for name in ph:
             if name != "step1":
                 assert ph[name].time_s == pytest.approx(base[name].time_s, rel=1e-12), name
-        assert ph["step1"].compute_s == pytest.approx(3.2768e-4 + 3.2e-7, rel=1e-12)
+        want = 3.2768e-4 + 3.2e-7 + 1.6384e-4
+        assert ph["step1"].compute_s == pytest.approx(want, rel=1e-12)
     ph = _phases(predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ))
-    assert ph["step1"].time_s == pytest.approx(3.476608e-4, rel=1e-12)
+    assert ph["step1"].time_s == pytest.approx(5.115008e-4, rel=1e-12)
     e = predict_reference("sparq", hardware=hw, **SPARQ)
     assert e.params["per_thread"]["sweep_fma_per_s"] == pytest.approx(1e8)
     # dense has no sweeps: unchanged
@@ -342,9 +342,9 @@ def test_sparq_by_hand_gathers_float16_rows_at_their_own_rate():
     hw = HOST.replace(gather256_bytes_per_s=1e9)
     e = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
     ph = _phases(e)
-    for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
+    for name in ("gather_k", "gather_v"):
         assert ph[name].memory_s == pytest.approx(6.5536e-5, rel=1e-12), name
-        want = 6.5536e-5 + 6.5536e-5 + 1.6384e-5 + exps
+        want = 6.5536e-5 + 6.5536e-5 + 1.6384e-5
         assert ph[name].time_s == pytest.approx(want, rel=1e-12), name
     assert ph["kt_check"].time_s == pytest.approx(2.6624e-4, rel=1e-12)
     assert e.breakdown()["kt_check"] == 4 * (64 * 64 + 2048)  # the bytes are the same
@@ -400,11 +400,12 @@ def test_sparq_step1_k_once_streams_whole_rows():
     # whatever r, plus the g*S*8 = 32768 B of logits it writes: d 16 fp16, r 2: 1024 * 32 +
     # 32768 = 65536 B at 2.5e9 per thread = 2.62144e-5 s; in-core
     # work g*r*S = 8192 FMAs at 2.5e11 (3.2768e-8 s) + r*S = 2048 widened at 2.5e8
-    # (8.192e-6 s); divisions g*r = 8 at 1e8 (8e-8 s). Overlap 0: all add up.
+    # (8.192e-6 s); divisions g*r = 8 at 1e8 (8e-8 s); the normalisers' g*S = 4096 exps at
+    # 2.5e7 (1.6384e-4 s). Overlap 0: all add up.
     kw = {**SPARQ, "head_dim": 16, "r": 2, "k": 8}
     e = predict_reference("sparq", hardware=HOST.replace(fma_f64_per_s=1e12), **kw)
     assert e.breakdown()["step1"] == 1024 * 32 + 32768
-    expect = 2.62144e-5 + 3.2768e-8 + 8.192e-6 + 8e-8
+    expect = 2.62144e-5 + 3.2768e-8 + 8.192e-6 + 8e-8 + 1.6384e-4
     assert _phases(e)["step1"].time_s == pytest.approx(expect, rel=1e-12)
     # r does not change the bytes (r 8 reads the same rows)
     e8 = predict_reference("sparq", hardware=HOST, **{**kw, "r": 8})
@@ -480,13 +481,12 @@ def test_overlap_of_read_and_in_core_work():
         assert _phases(s1)[name].time_s == _phases(s0)[name].time_s, name
     # ... its passes over the kept rows (read in place, prefetched in the loop of the FMAs)
     # do: by hand (test_sparq_by_hand_k_once) read 1.6384e-5, in-core 6.5536e-5 +
-    # 1.6384e-5 = 8.192e-5; at rho 1 the in-core work alone (+ the normalisers' exps,
-    # 1.6384e-4, for the K pass), at rho 0.5 plus half the read
+    # 1.6384e-5 = 8.192e-5; at rho 1 the in-core work alone, at rho 0.5 plus half the read
     for rho in (1.0, 0.5):
         e = _phases(predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho),
                                       **SPARQ))  # fmt: skip
-        for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
-            want = 8.192e-5 + (1 - rho) * 1.6384e-5 + exps
+        for name in ("gather_k", "gather_v"):
+            want = 8.192e-5 + (1 - rho) * 1.6384e-5
             assert e[name].time_s == pytest.approx(want, rel=1e-12), (name, rho)
     # ... with the profile's own gather/FMA overlap where it has one (the streaming loop's
     # stands in for it where it has none, as in HOST): omega_g 0 adds the read, omega_g 1
@@ -496,8 +496,8 @@ def test_overlap_of_read_and_in_core_work():
         hw = HOST.replace(stream_fma_overlap=rho, gather_fma_overlap=og)
         s = predict_reference("sparq", hardware=hw, **SPARQ)
         e = _phases(s)
-        for name, exps in (("gather_k", 1.6384e-4), ("gather_v", 0.0)):
-            want = 8.192e-5 + (1 - og) * 1.6384e-5 + exps
+        for name in ("gather_k", "gather_v"):
+            want = 8.192e-5 + (1 - og) * 1.6384e-5
             assert e[name].time_s == pytest.approx(want, rel=1e-12), (name, rho, og)
         ref = _phases(predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho),
                                         **SPARQ))  # fmt: skip
@@ -507,10 +507,11 @@ def test_overlap_of_read_and_in_core_work():
     assert gather_overlap(HOST.replace(gather_fma_overlap=0.2)) == 0.2
     # ... step 1 with K stored twice (the r rows of the d-major copy read in the loop of the
     # FMAs) does: by hand (test_sparq_by_hand_k_twice_and_v_mean_supplied) read 1.96608e-5,
-    # in-core work 1.6384e-4, divisions 3.2e-7: at rho 1, 1.6384e-4 + 3.2e-7; at rho 0.5,
-    # 1.6384e-4 + 0.5 * 1.96608e-5 + 3.2e-7
+    # in-core work 1.6384e-4, divisions 3.2e-7 and exps 1.6384e-4 (their own loops, no
+    # credit): at rho 1, 1.6384e-4 + 3.2e-7 + 1.6384e-4; at rho 0.5, plus 0.5 * 1.96608e-5
     kt = dict(store_k_twice=True, v_mean_supplied=True, **SPARQ)
-    for rho, want in ((1.0, 1.6384e-4 + 3.2e-7), (0.5, 1.6384e-4 + 0.5 * 1.96608e-5 + 3.2e-7)):
+    side = 3.2e-7 + 1.6384e-4
+    for rho, want in ((1.0, 1.6384e-4 + side), (0.5, 1.6384e-4 + 0.5 * 1.96608e-5 + side)):
         e = predict_reference("sparq", hardware=HOST.replace(stream_fma_overlap=rho), **kt)
         assert _phases(e)["step1"].time_s == pytest.approx(want, rel=1e-12), rho
     # ... while the mean of V (one stream: read 5.24288e-5 s; in-core, widening 2.62144e-4 s

@@ -556,58 +556,81 @@ def test_line_elems_is_the_line_over_the_element_size():
 
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_exact_step_matches_attend_positions_and_the_normalisers(G, dtype):
-    # SparQ's step 7 makes attend_positions' passes four K rows at a time, with the softmax
-    # normalisers' exps computed in pieces between them. Its output must be bit-identical
-    # to attend_positions (the path the float64-twin tests of dense cover) and its
-    # normalisers to _exp_shifted (one pass, the route of the group score that needs them),
-    # whatever the number of kept rows (around the step of 4; the public functions reject
-    # a row without a valid position, so at least one) and S (chunks of EXP_CHUNK, a
-    # shorter last one, fewer positions than a piece). Alpha's numerators come with the
-    # normalisers: the exps of the kept positions, added one by one in position order.
-    from reference._rows import EXP_CHUNK, attend_positions
-    from reference._vexp import exp_into
-    from reference.sparq import NORM_PIECE, _exact_step, _exp_shifted
+def test_gather_requests_do_not_change_attend_positions(G, dtype):
+    # SparQ's step 7 is attend_positions with its kept rows requested several times ahead
+    # (GATHER_AHEAD, GATHER_REQUESTS) instead of once: prefetches only, so the output is
+    # bit-identical to the default's, whatever the number of kept rows (around the step of
+    # 4) and the distance.
+    from reference._rows import GATHER_AHEAD, GATHER_REQUESTS, attend_positions
 
-    assert EXP_CHUNK % NORM_PIECE == 0
+    assert GATHER_REQUESTS >= 2 and GATHER_AHEAD % GATHER_REQUESTS == 0
     rng = np.random.default_rng(70 + G)
-    d = 32
-    for S in (50, EXP_CHUNK, 2 * EXP_CHUNK + 300):
-        K = rng.standard_normal((S, d)).astype(dtype)
-        V = rng.standard_normal((S, d)).astype(dtype)
-        if dtype == np.float16:  # the kernels' encoding of float16 caches
-            K, V = K.view(np.uint16), V.view(np.uint16)
-        qg = rng.standard_normal((G, d))
-        s = 3.0 * rng.standard_normal((G, S))
-        s[:, ::7] = -np.inf  # masked positions
-        smax = s.max(axis=1)
-        for n_pos in sorted({1, 3, 4, 5, 17, min(S, 48), S}):
-            pos = np.sort(rng.choice(S, n_pos, replace=False)).astype(np.int64)
-            y_ref = np.full((G, d), np.nan)
-            st_ref = np.zeros(1, dtype=np.int64)
-            attend_positions(qg, K, V, pos, n_pos, 0.125, y_ref, st_ref, np.empty(G * n_pos))
-            for n_exps in (0, G * S):
-                y = np.full((G, d), np.nan)
-                st = np.zeros(1, dtype=np.int64)
+    d, S = 32, 300
+    K = rng.standard_normal((S, d)).astype(dtype)
+    V = rng.standard_normal((S, d)).astype(dtype)
+    if dtype == np.float16:  # the kernels' encoding of float16 caches
+        K, V = K.view(np.uint16), V.view(np.uint16)
+    qg = rng.standard_normal((G, d))
+    for n_pos in (1, 3, 4, 5, 17, 48, S):
+        pos = np.sort(rng.choice(S, n_pos, replace=False)).astype(np.int64)
+        y_ref = np.full((G, d), np.nan)
+        st_ref = np.zeros(1, dtype=np.int64)
+        attend_positions(qg, K, V, pos, n_pos, 0.125, y_ref, st_ref, np.empty(G * n_pos))
+        for ahead, requests in ((GATHER_AHEAD, GATHER_REQUESTS), (3, 2), (0, 1)):
+            y = np.full((G, d), np.nan)
+            st = np.zeros(1, dtype=np.int64)
+            attend_positions(qg, K, V, pos, n_pos, 0.125, y, st, np.empty(G * n_pos), ahead,
+                             requests)  # fmt: skip
+            assert st[0] == st_ref[0] == 0
+            assert np.array_equal(y, y_ref), (n_pos, ahead, requests)
+
+
+@pytest.mark.parametrize("G", [1, 3, 4, 5])
+def test_step3_softmax_normalisers_with_a_running_max(G):
+    # With ``norm`` step 3 also sums exp(s - max) per head, segment by segment against the
+    # running max (rescaling the sum when the max rises). Checked against NumPy's sum
+    # against the final max, on logits that rise from segment to segment (so the max rises
+    # several times), with masked positions, a first segment masked throughout (max -inf so
+    # far) and S not a multiple of a segment; the logits and maxima are the same to the bit
+    # with and without it, and every output is the same to the bit with K once or twice
+    # (their blocks differ, the segments do not).
+    from reference._rows import EXP_CHUNK
+    from reference.sparq import _STEP3_BLOCK, _STEP3_BLOCK_KT, NORM_SEG, _approx_logits_row
+
+    assert NORM_SEG % _STEP3_BLOCK_KT == 0 and NORM_SEG % _STEP3_BLOCK == 0
+    assert NORM_SEG % EXP_CHUNK == 0
+    rng = np.random.default_rng(90 + G)
+    d, r = 16, 4
+    S = 2 * NORM_SEG + 300
+    K = rng.standard_normal((S, d)).astype(np.float32)
+    K *= np.linspace(0.2, 3.0, S, dtype=np.float32)[:, None]  # logits grow with position
+    KT = np.ascontiguousarray(K.T)
+    comps = np.array([1, 4, 7, 11], dtype=np.int64)
+    qs = np.abs(rng.standard_normal((G, r)))
+    for mask_first in (False, True):
+        maskrow = rng.random(S) > 0.2
+        if mask_first:
+            maskrow[:NORM_SEG] = False
+        maskrow[-1] = True
+        outs = {}
+        for k_twice in (False, True):
+            for norm in (False, True):
+                s = np.full((G, S), np.nan)
+                smax = np.full(G, -np.inf)
+                score = np.full(S, np.nan)
                 ssum = np.zeros(G)
-                num = np.zeros(G)
-                buf = np.full(EXP_CHUNK, np.nan)
-                _exact_step(qg, K, V, pos, n_pos, 0.125, y, st, np.empty(G * n_pos), s, smax,
-                            ssum, buf, n_exps, num)  # fmt: skip
-                assert st[0] == st_ref[0] == 0
-                assert np.array_equal(y, y_ref), (S, n_pos)
-                if n_exps == 0:
-                    assert np.all(ssum == 0.0) and np.all(num == 0.0)
-                    continue
-                for h in range(G):
-                    one_pass = _exp_shifted(s[h], smax[h], np.empty(EXP_CHUNK))
-                    assert ssum[h] == one_pass, (S, n_pos, h)
-                    assert ssum[h] == pytest.approx(np.exp(s[h] - smax[h]).sum(), rel=1e-13)
-                    e = np.empty(S)
-                    exp_into(s[h], e, smax[h])
-                    serial = 0.0
-                    for j in pos:  # in position order, one by one
-                        serial += float(e[j])
-                    assert num[h] == serial, (S, n_pos, h)
-                    want = np.exp(s[h, pos] - smax[h]).sum()
-                    assert num[h] == pytest.approx(want, rel=1e-13, abs=1e-300)
+                chk = _approx_logits_row(
+                    qs, K, KT if k_twice else K, k_twice, comps, maskrow, s, smax, score,
+                    False, ssum, np.full(EXP_CHUNK, np.nan), norm,
+                )  # fmt: skip
+                assert chk == 0.0
+                outs[k_twice, norm] = (s, smax, ssum)
+        s0, m0, z0 = outs[True, False]
+        s1, m1, z1 = outs[True, True]
+        assert np.array_equal(s0, s1) and np.array_equal(m0, m1)
+        assert np.all(z0 == 0.0)
+        want = np.exp(s1 - s1.max(axis=1, keepdims=True)).sum(axis=1)
+        np.testing.assert_allclose(z1, want, rtol=1e-13)
+        assert np.all(np.isneginf(s1[:, ~maskrow]))
+        for a, b in zip(outs[False, True], outs[True, True], strict=True):
+            assert np.array_equal(a, b)
