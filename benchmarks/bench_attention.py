@@ -106,8 +106,8 @@ MEM_S, MEM_HKV, MEM_DTYPE = 32768, 32, "float16"
 BIG_B, BIG_MIN_RAM = 16, 20e9
 #: phase names of reference.sparq._run_kernel(phase_limit=P), P = 1..6
 PHASES = (
-    "steps 1-3: components, logits, normalisers",
-    "group score",
+    "steps 1-3, group score, normalisers",
+    "group score (masked rows, probabilities)",
     "top-k",
     "alpha",
     "gathers, exact attention",
@@ -115,8 +115,8 @@ PHASES = (
 )
 #: host-model kernels that price each phase
 PHASE_MODEL = (
-    ("step1",),
-    ("group_score",),
+    ("step1", "group_score"),  # the group score of logits, unmasked rows: in step 3's loop
+    (),
     ("topk",),
     ("alpha",),
     ("gather_k", "gather_softmax", "gather_v"),

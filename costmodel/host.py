@@ -25,11 +25,10 @@ where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases th
 what they feed to the FMAs in the same loop (dense's K and V passes, the mean of V, SparQ's
 step 1 with K stored twice, whose sweeps read ``r`` rows of the d-major copy with
 prefetches spread through the FMAs), its measured ``gather_fma_overlap`` for SparQ's passes
-over the kept rows (read in place, each requested a few rows ahead; ``stream_fma_overlap``
+over the kept rows (read in place, each requested several times ahead; ``stream_fma_overlap``
 where the profile has no ``gather_fma_overlap``: :func:`gather_overlap`), and 0 for the
 others: step 1 with K stored once (``r`` elements gathered
-from each S-major row into a block first) and the group score (the logits read back, then
-added).
+from each S-major row into a block first) and the group score (adds of logits in cache).
 Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
 ``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and each call
 adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_layers *
@@ -52,9 +51,11 @@ writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query com
 by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are priced at it,
 which measures the kernel's sweeps with their widening, their accumulators and the
 logits' writes on rows in cache, in place of the FMA and widen rates; and the softmax
-normalisers, ``g*S`` exps, which the kernel takes block by block while the logits are in
-cache); ``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel sums each
-block of logits in step 1's loop while the block is in cache); ``topk`` (``8*S`` bytes of
+normalisers, ``g*S`` exps, which the kernel takes segment by segment of 4096 positions
+while the logits are in cache); ``group_score`` (``g*S`` adds priced as FMAs and no read:
+the kernel sums each block of logits in step 1's loop while the block is in cache; with a
+mask or the group score of probabilities it reads them back, which the model does not
+price); ``topk`` (``8*S`` bytes of
 float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and
 ``gather_v`` (the kept rows read in place, ``k*d*e`` bytes each at the gather rate of
 ``d*e``-byte rows, :func:`gather_rate`, each requested several times a few rows ahead in
@@ -415,7 +416,7 @@ def predict_reference(
                 f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs (at the "
                 "profile's sweep_fma_per_s, the sweeps with their widening and the logits' "
                 "writes, where it has one); g*r divisions of the kept query components by "
-                "tau; and the softmax normalisers, g*S exps, block by block"
+                "tau; and the softmax normalisers, g*S exps, segment by segment"
             ),
         )  # fmt: skip
         phases = []
@@ -471,8 +472,8 @@ def predict_reference(
                 widen_row=k * d, overlap="gather", priced_as="gather",
                 note=(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
-                    "prefetched a few rows ahead in the loop of the FMAs: the gathers' "
-                    "overlap credit), "
+                    "each requested several times ahead in the loop of the FMAs: the "
+                    "gathers' overlap credit), "
                     "k*d widened, g*k*d FMAs"
                 ),
             ),
@@ -482,8 +483,8 @@ def predict_reference(
                 widen_row=k * d, overlap="gather", priced_as="gather",
                 note=(
                     "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
-                    "prefetched a few rows ahead in the loop of the FMAs: the gathers' "
-                    "overlap credit), "
+                    "each requested several times ahead in the loop of the FMAs: the "
+                    "gathers' overlap credit), "
                     "k*d widened, g*k*d FMAs"
                 ),
             ),

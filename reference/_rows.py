@@ -41,7 +41,7 @@ STREAM_AHEAD = 16
 #: queue full may be dropped (the measurements below fit that), and the line is then
 #: fetched on demand, a full memory latency with the arithmetic stalled behind it; a
 #: request repeated nearer the row costs a cache hit when the first one went through. On
-#: the Zen 4 development host (Zen 4, 2 vCPUs;
+#: the Zen 4 development host (2 vCPUs;
 #: 8 KV heads, 4096 of 32768 float32 rows each, four heads, two threads, cache-cold) the
 #: K pass took 1.16-1.60 ms with one request 8 rows ahead (4 to 128 rows ahead: the same)
 #: and 0.94-1.25 ms with requests 16, 12, 8 and 4 rows ahead, against 0.70-0.91 ms for a
@@ -49,7 +49,8 @@ STREAM_AHEAD = 16
 #: the arithmetic on rows in cache. With the arithmetic on rows in cache and the gathered
 #: rows only requested, a load of each row's first line cost little beyond the reads, a
 #: load of its last line more and a load of every line as much as the K pass: the later
-#: lines of a row were the ones not there in time.
+#: lines of a row were the ones not there in time. (``requests`` above ``ahead`` repeats
+#: the same distance.)
 GATHER_AHEAD = 16
 GATHER_REQUESTS = 4
 
@@ -278,11 +279,9 @@ def _dot4x4(qg, h, K, i0, i1, i2, i3, t, scale, logits):
 
 
 @njit_serial
-def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi=-1, requests=1):
-    """``logits[h, t] = scale * qg[h] . K[positions[t]]`` for ``lo <= t < hi`` (``hi < 0``:
-    up to ``n_pos``; ``lo`` a multiple of 4, as is ``hi`` unless it is ``n_pos``), prefetching
-    as the pass over all ``n_pos`` does, so consecutive ranges give the bits of one call
-    over all of them. Heads in blocks of 4 take four
+def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, requests=1):
+    """``logits[h, t] = scale * qg[h] . K[positions[t]]`` for ``t < n_pos``, each row
+    requested ahead as :func:`prefetch_ahead` says. Heads in blocks of 4 take four
     rows at a time (:func:`_dot4x4`: each load of a q element feeds four rows and each K
     element four heads; in cache it was 2.4x faster than one row at a time for four heads);
     the ``n_pos % 4`` last rows go one at a time. The remaining ``G % 4`` heads take each
@@ -293,9 +292,8 @@ def _k_pass(qg, K, positions, n_pos, scale, logits, ahead=STREAM_AHEAD, lo=0, hi
     logit depends only on ``G``, ``n_pos`` and its index, never on the cache dtype."""
     G, d = qg.shape
     g4 = G - G % 4  # heads in blocks of four; the rest one at a time
-    t = lo
-    end = n_pos if hi < 0 else hi
-    while t < end:
+    t = 0
+    while t < n_pos:
         four = t + 4 <= n_pos
         # rows ``ahead`` further on (0: no prefetch), ``requests`` times each
         prefetch_ahead(K, positions, t, 4 if four else 1, n_pos, ahead, requests)
@@ -451,7 +449,7 @@ def attend_positions(
     ``GATHER_AHEAD`` ahead. Only speed depends on them, never a bit of the result."""
     G = qg.shape[0]
     w = work[: G * n_pos].reshape(G, n_pos)  # logits, then softmax weights (in place)
-    _k_pass(qg, K, positions, n_pos, scale, w, ahead, 0, -1, requests)
+    _k_pass(qg, K, positions, n_pos, scale, w, ahead, requests)
     weigh_and_v_pass(w, V, positions, n_pos, y, status, ahead, requests)
 
 

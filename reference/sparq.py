@@ -830,6 +830,9 @@ def _mask_block(acc, sh, maskrow, j0, n):
 #: and of EXP_CHUNK): the segments, and so the sums' bits, are the same with K once or
 #: twice.
 NORM_SEG = 4096
+# (a segment must end on a block boundary of both routes, or its end would be missed)
+assert NORM_SEG % _STEP3_BLOCK == 0 and NORM_SEG % _STEP3_BLOCK_KT == 0
+assert NORM_SEG % EXP_CHUNK == 0
 
 
 @njit_serial
@@ -868,7 +871,8 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
     the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])`` (``ssum`` zero on
     entry; ``ebuf`` EXP_CHUNK float64 of scratch), segment by segment of :data:`NORM_SEG`
     positions against the running max (:func:`_normalise_segment`: an online softmax sum,
-    within a few ulps of a sum against the final max; the same bits with K once or twice).
+    off a sum against the final max by about an ulp per rise of the max between segments;
+    the same bits with K once or twice).
 
     With ``has_kt`` the key columns are read in place from rows of the transposed copy
     ``KT`` (d, S) (contiguous segments), otherwise gathered from the rows of ``K`` (S, d)
@@ -1065,7 +1069,7 @@ def _sparq_group_row(
     # step 3, while the block's logits are in cache)
     gsum = nv == S and not kp.probs
     # (and alpha's softmax normalisers, unless the group score needs them with the final
-    # max below: block by block, with a running max)
+    # max below: segment by segment, with a running max)
     ssum = np.zeros(G)
     norm3 = kp.reallocate and not kp.probs
     chk = _approx_logits_row(

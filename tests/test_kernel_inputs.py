@@ -585,6 +585,61 @@ def test_gather_requests_do_not_change_attend_positions(G, dtype):
             assert np.array_equal(y, y_ref), (n_pos, ahead, requests)
 
 
+def test_prefetch_ahead_requests_each_row_requests_times_within_range(monkeypatch):
+    # The schedule of prefetch_ahead, run as plain Python with prefetch_row recorded: called
+    # at every step of 4 rows (and once per row for a tail of fewer than 4), it requests each
+    # row of ``positions`` exactly ``requests`` times, farthest distance first, never an
+    # index at or past n_pos, and nothing with ``ahead`` 0. (A prefetch has no visible
+    # effect on results, so the kernels' bit-identity tests cannot see this.)
+    import reference._rows as rows
+
+    seen = []
+    monkeypatch.setattr(rows, "prefetch_row", lambda A, j: seen.append(int(j)))
+    positions = np.arange(1000, 1023, dtype=np.int64) * 3  # 23 rows: a tail of 3
+    n = positions.size
+    for ahead, requests in ((16, 4), (8, 1), (6, 3), (0, 1), (3, 5)):
+        seen.clear()
+        t = 0
+        while t < n:
+            count = 4 if t + 4 <= n else 1
+            rows.prefetch_ahead.py_func(None, positions, t, count, n, ahead, requests)
+            t += count
+        if ahead == 0:
+            assert seen == []
+            continue
+        step = ahead // requests if requests > 1 else ahead
+        dists = [ahead - m * step for m in range(requests)]
+        want = sorted(int(positions[t + a]) for t in range(n) for a in dists if t + a < n)
+        assert sorted(seen) == want, (ahead, requests)
+        assert set(seen) <= set(positions.tolist())
+
+
+def test_step3_group_score_is_summed_in_its_blocks():
+    # With ``gsum`` step 3 writes the group score of logits, score[j] = ((0 + s0) + s1) + ...,
+    # block by block: bit for bit the sum step 4 would make afterwards, on a row longer than
+    # a block, K once and twice.
+    from reference._rows import EXP_CHUNK
+    from reference.sparq import _STEP3_BLOCK_KT, _approx_logits_row
+
+    rng = np.random.default_rng(95)
+    G, d, S = 4, 16, _STEP3_BLOCK_KT + 700
+    K = rng.standard_normal((S, d)).astype(np.float32)
+    comps = np.array([0, 3, 5, 9, 12], dtype=np.int64)
+    qs = rng.standard_normal((G, comps.size))
+    maskrow = np.ones(S, dtype=bool)
+    for k_twice in (False, True):
+        s = np.full((G, S), np.nan)
+        score = np.full(S, np.nan)
+        _approx_logits_row(
+            qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
+            np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+        )  # fmt: skip
+        want = np.zeros(S)
+        for h in range(G):
+            want = want + s[h]
+        assert np.array_equal(score, want), k_twice
+
+
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
 def test_step3_softmax_normalisers_with_a_running_max(G):
     # With ``norm`` step 3 also sums exp(s - max) per head, segment by segment against the
