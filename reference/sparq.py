@@ -31,6 +31,7 @@ import numba
 import numpy as np
 from numba import prange
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import overload
 
 from reference._checks import (
     KernelInputs,
@@ -1476,16 +1477,28 @@ KT_SPOT_RUN = 16
 KT_SPOT_RUNS = KT_SPOT_CHECKS // KT_SPOT_RUN
 
 
-#: Segments ahead that the ``k_cache_t`` spot check requests as it compares (each of a
-#: run's ``d`` segments of the d-major copy lies ``S * e`` bytes from the next, so the
-#: hardware prefetchers do not see them coming). On the Zen 4 development host (S = 32768,
-#: cache-cold, the kernel launched with the check and no row work, same-round against the
-#: check without requests), with one request 8 segments ahead: float16, 32 KV heads 0.62
-#: of the time (the check about halved, 1.1 to 0.55 ms), the whole call 0.94; float32, 8
-#: KV heads 1.07-1.15 (the check 0.10-0.15 ms; about 0.03 ms more), the whole call
-#: 1.00-1.02. Requests 16 and 8 ahead: 0.59-0.67 and 1.05-1.39, the calls 0.95-0.97 and
-#: 1.00-1.02.
+#: Segments ahead that the ``k_cache_t`` spot check requests as it compares, for 16-bit
+#: caches (:func:`_requests_segments`; each of a run's ``d`` segments of the d-major copy
+#: lies ``S * e`` bytes from the next, so the hardware prefetchers do not see them coming).
+#: On the Zen 4 development host (S = 32768, cache-cold, the kernel launched with the check
+#: and no row work, same-round against the check without requests), one request 8
+#: segments ahead: float16 0.62 of the time at 32 KV heads (the check about halved, 1.1 to
+#: 0.55 ms; the whole call 0.94) and 0.77 at 8; float32 1.07-1.15 at 8 KV heads (the whole
+#: public call 1.01-1.04) and 1.08 at 32, so float32 (and float64, not measured) keep the
+#: check without requests. Requests 16 and 8 ahead: no better.
 SPOT_AHEAD = 8
+
+
+def _requests_segments(A):
+    """Whether the spot check requests the segments of ``A`` ahead (16-bit elements). A
+    compile-time constant of the array type (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(_requests_segments, inline="always")
+def _requests_segments_impl(A):
+    flag = A.dtype.bitwidth == 16
+    return lambda A: flag
 
 
 @njit_serial
@@ -1499,8 +1512,8 @@ def _spot_run(ktr, kr, j0, run):
     j1 = min(S, j0 + run)
     first = j1
     for c in range(d):
-        # the segment SPOT_AHEAD on (each S * e bytes from the next)
-        if c + SPOT_AHEAD < d:
+        # the segment SPOT_AHEAD on (each S * e bytes from the next), 16-bit caches only
+        if _requests_segments(ktr) and c + SPOT_AHEAD < d:
             _prefetch(ktr, c + SPOT_AHEAD, j0)
             _prefetch(ktr, c + SPOT_AHEAD, j1 - 1)
         seg = tb[c]
