@@ -1535,7 +1535,8 @@ def _spot_check_row(ktr, kr, maskrow, starts, run):
         last -= 1
     # (Requesting every line of every run before comparing did not make it faster on the
     # development host: cold, about 0.1 ms for 8 KV heads either way. A run's d segments lie
-    # S * e bytes apart; _spot_run requests them SPOT_AHEAD segments ahead as it goes.)
+    # S * e bytes apart; for 16-bit caches _spot_run requests them SPOT_AHEAD segments
+    # ahead as it goes.)
     j = _spot_run(ktr, kr, max(0, last + 1 - run), run)
     t = 0
     while j < 0 and t < starts.shape[0]:
