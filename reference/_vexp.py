@@ -14,6 +14,11 @@ whole block with a branch-free element-wise loop that LLVM turns into SIMD code:
    integers' bits read as float64 (:func:`_bits_as_f64`, an LLVM ``bitcast``, which stays in
    the vector registers; a round trip through a scratch array made the loop 10% slower).
 
+:func:`exp_nonpos_into` is the same computation for arguments that are at most 0 (softmax
+terms against their maximum): without the overflow clamp and the split scaling (``2^n`` is
+a normal number for every ``n`` it meets) and with every result below ``exp(-708)`` set to
+0, it runs about 0.78 of the time of :func:`exp_into` on the development host.
+
 Compiled with contraction only (each ``a * b + c`` one FMA: the Horner steps and the range
 reduction, 1.75x faster than separate multiplies and adds on the development host, and no
 less accurate) and **without** reassociation, which could merge the two halves of the range
@@ -93,3 +98,51 @@ def exp_into(x, out, shift=0.0):
         v = p * _bits_as_f64((na + 1023) << 52) * _bits_as_f64((ni - na + 1023) << 52)
         # NaN stays NaN; below the underflow threshold (and -inf) exactly 0
         out[i] = xi if xi != xi else (0.0 if xi < _X_ZERO else v)
+
+
+#: exp_nonpos_into: arguments below this give 0 (exp(-708) = 3.3e-308; 2^n stays normal).
+_X_NONPOS_LOW = -708.0
+
+
+@njit_serial(fastmath=set(FASTMATH_CHAIN))
+def exp_nonpos_into(x, out, shift):
+    """``out[i] = exp(x[i] - shift)`` for 1-D float64 ``x`` and ``out`` (distinct arrays)
+    where ``x[i] - shift <= 0``: softmax terms against a running or final maximum.
+
+    The same range reduction and degree-13 polynomial as :func:`exp_into` (so at most 2 ulp
+    from ``math.exp``), scaled by one ``2^n`` (``n >= -1022``: a normal number); arguments
+    below -708 (``exp`` < 3.3e-308), ``-inf`` included, give exactly 0, NaN gives NaN.
+    Arguments above 0 are outside its contract (correct up to 709, undefined beyond). For
+    a softmax sum, whose largest term is ``exp(0) = 1``, the terms it zeroes are below half
+    an ulp of the sum even all added together (S < 2^50 positions)."""
+    n = x.shape[0]
+    c0, c1, c2, c3, c4, c5, c6 = (
+        _INV_FACT[0], _INV_FACT[1], _INV_FACT[2], _INV_FACT[3], _INV_FACT[4], _INV_FACT[5],
+        _INV_FACT[6],
+    )  # fmt: skip
+    c7, c8, c9, c10, c11, c12, c13 = (
+        _INV_FACT[7], _INV_FACT[8], _INV_FACT[9], _INV_FACT[10], _INV_FACT[11], _INV_FACT[12],
+        _INV_FACT[13],
+    )  # fmt: skip
+    for i in range(n):
+        xi = x[i] - shift
+        xc = max(xi, _X_NONPOS_LOW)  # (NaN stays NaN: Python's max keeps its first argument)
+        nf = np.floor(xc * _LOG2E + 0.5)
+        r = xc - nf * _LN2_HI
+        r = r - nf * _LN2_LO
+        p = c13
+        p = p * r + c12
+        p = p * r + c11
+        p = p * r + c10
+        p = p * r + c9
+        p = p * r + c8
+        p = p * r + c7
+        p = p * r + c6
+        p = p * r + c5
+        p = p * r + c4
+        p = p * r + c3
+        p = p * r + c2
+        p = p * r + c1
+        p = p * r + c0
+        v = p * _bits_as_f64((np.int64(nf) + 1023) << 52)
+        out[i] = 0.0 if xi < _X_NONPOS_LOW else v

@@ -59,7 +59,7 @@ from reference._rows import (
 )
 from reference._selection_args import effective_k_per_bucket
 from reference._topk_exact import _buffer_size
-from reference._vexp import exp_into
+from reference._vexp import exp_nonpos_into
 from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
 from reference.selection import (
@@ -658,6 +658,15 @@ _STEP3_AHEAD = 512
 #: same speed either way.
 _GATHER_AHEAD = 16
 
+#: Padding of the rows of step 3's accumulators (float64 elements). Rows of 4096 float64
+#: lie 32 KiB apart, a multiple of 4 KiB: the four heads' accumulators of a position then
+#: share one L1 set (with the four key columns of a sweep, read at 128 KiB strides, in
+#: another) and each store to one row sits 4 KiB-aliased with the loads of the next. With
+#: 136 (rows 17 lines apart modulo 4 KiB) step 3 of 8 KV heads (S = 32768, float32, K
+#: stored twice, two threads, cache-cold) took 0.96 of its time and the whole call 0.93-0.95
+#: (same-round, Zen 4 development host); 8 elements (one line) measured no gain.
+_ACC_PAD = 136
+
 #: LLVM flags of the step-3 sweeps: contraction only, no reassociation, so that every
 #: approximate logit is one FMA chain over the kept components in the written order
 #: (whatever the vectoriser does with the loop over positions).
@@ -841,8 +850,9 @@ def _normalise_segment(s, smax, ssum, mprev, ebuf, j0, j1):
     """Add ``exp(s[h, j] - smax[h])`` for ``j0 <= j < j1`` to ``ssum[h]`` (each head with a
     valid position so far), ``smax`` the running max up to ``j1``: the sum so far is first
     rescaled by ``exp(mprev[h] - smax[h])`` if the max rose since the last segment (an online
-    softmax sum), then ``mprev = smax``. Exps by :func:`reference._vexp.exp_into` in chunks of
-    EXP_CHUNK into ``ebuf``, summed by :func:`_add_chunk`."""
+    softmax sum), then ``mprev = smax``. Exps by :func:`reference._vexp.exp_nonpos_into`
+    (arguments at most 0) in chunks of EXP_CHUNK into ``ebuf``, summed by
+    :func:`_add_chunk`."""
     for h in range(s.shape[0]):
         m_new = smax[h]
         if m_new == -np.inf:  # no valid position yet (masked: exp(-inf) = 0 adds nothing)
@@ -854,7 +864,7 @@ def _normalise_segment(s, smax, ssum, mprev, ebuf, j0, j1):
         for i0 in range(j0, j1, EXP_CHUNK):
             ln = min(EXP_CHUNK, j1 - i0)
             seg = ebuf[:ln]
-            exp_into(sh[i0 : i0 + ln], seg, m_new)
+            exp_nonpos_into(sh[i0 : i0 + ln], seg, m_new)
             tot = _add_chunk(seg, tot)
         ssum[h] = tot
         mprev[h] = m_new
@@ -886,7 +896,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
     nb = 0 if has_kt else block  # the gathered columns: K stored once only
     blk = np.empty((r, nb))
     raw = np.empty((r, nb), dtype=K.dtype)
-    acc = np.empty((4, block))
+    acc = np.empty((4, block + _ACC_PAD))
     mprev = np.full(G, -np.inf)  # the max at the last normalised segment's end
     chk = 0.0
     for j0 in range(0, S, block):
@@ -958,13 +968,14 @@ def _add_chunk(seg, total):
 
 @njit_serial
 def _exp_shifted(src, m, dst):
-    """``dst[i] = exp(src[i] - m)`` (1-D float64) in chunks of EXP_CHUNK; returns the sum."""
+    """``dst[i] = exp(src[i] - m)`` (1-D float64, ``src <= m``: :func:`exp_nonpos_into`) in
+    chunks of EXP_CHUNK; returns the sum."""
     n = src.shape[0]
     total = 0.0
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = dst[: i1 - i0]
-        exp_into(src[i0:i1], seg, m)
+        exp_nonpos_into(src[i0:i1], seg, m)
         total = _add_chunk(seg, total)
     return total
 
@@ -1026,7 +1037,7 @@ def _sparq_group_row(
     valid = iwork[:S]
     sel_all = iwork[S : S + k]
     bi = iwork[S + k : S + k + cap]
-    shifted = np.empty(EXP_CHUNK)  # gathered logits (exp_into must not work in place)
+    shifted = np.empty(EXP_CHUNK)  # gathered logits (the exps must not work in place)
     if kp.phase_limit < 1:
         return
     nv = 0
@@ -1096,7 +1107,7 @@ def _sparq_group_row(
             for j0 in range(0, S, EXP_CHUNK):
                 n = min(EXP_CHUNK, S - j0)
                 seg = chunk[:n]
-                exp_into(sh[j0 : j0 + n], seg, smax[h])
+                exp_nonpos_into(sh[j0 : j0 + n], seg, smax[h])
                 for t in range(n):
                     if maskrow[j0 + t]:
                         score[t2] += seg[t] / ssum[h]
@@ -1156,7 +1167,7 @@ def _sparq_group_row(
                 kept = sel[t0 : t0 + n]
                 for t in range(n):
                     shifted[t] = sh[kept[t]]
-                exp_into(shifted[:n], seg, smax[h])
+                exp_nonpos_into(shifted[:n], seg, smax[h])
                 for t in range(n):
                     acc += seg[t]
             alpha[h] = acc  # divided by the normaliser after step 7

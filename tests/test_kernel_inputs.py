@@ -17,7 +17,7 @@ import pytest
 
 from reference import dense_attention, dense_attention_twin, sparq_attention
 from reference._rows import widen_into
-from reference._vexp import exp_into
+from reference._vexp import exp_into, exp_nonpos_into
 from reference.sparq import transpose_keys
 from tests._cases import random_case
 
@@ -84,6 +84,36 @@ def test_exp_special_values_and_in_place():
     y = x.copy()
     exp_into(y, y)  # in place is allowed (just not vectorised)
     np.testing.assert_array_equal(y, out)
+
+
+def test_exp_nonpos_matches_math_exp_on_its_domain():
+    # exp_nonpos_into (softmax terms, arguments <= 0): within 2 ulp of math.exp where the
+    # argument is at least -708 (normal results), exactly 0 below it and at -inf, NaN
+    # stays NaN, exp(0) = exp(-0) = 1; the shift is the float64 subtraction, as exp_into's.
+    rng = np.random.default_rng(6)
+    x = np.concatenate([
+        np.linspace(-708.0, 0.0, 200_001),
+        rng.uniform(-708.0, 0.0, 200_000),
+        -np.abs(rng.uniform(0.0, 1e-3, 10_000)),
+        np.array([0.0, -0.0, -1e-300, -708.0, -np.log(2) / 2, -np.log(2) / 2 * (1 + 2**-52)]),
+    ])  # fmt: skip
+    out = np.empty_like(x)
+    exp_nonpos_into(x, out, 0.0)
+    ref = np.array([math.exp(v) for v in x.tolist()])
+    assert (ref >= np.finfo(np.float64).tiny).all()
+    ulps = np.abs(out - ref) / np.spacing(ref)
+    assert ulps.max() <= 2.0
+    low = np.array([-708.0000000000001, -708.1, -745.2, -1e300, -np.inf, np.nan, 0.0])
+    o2 = np.empty_like(low)
+    exp_nonpos_into(low, o2, 0.0)
+    np.testing.assert_array_equal(o2[:5], 0.0)
+    assert np.isnan(o2[5]) and o2[6] == 1.0
+    for m in (0.0, 7.25, -3.5, 1e3):  # shifted: the same bits as the shifted copy
+        y = np.concatenate([m - np.abs(rng.normal(size=5000)) * 50, [-np.inf, np.nan, m]])
+        a, b = np.empty_like(y), np.empty_like(y)
+        exp_nonpos_into(y, a, m)
+        exp_nonpos_into(y - m, b, 0.0)
+        np.testing.assert_array_equal(a, b)
 
 
 # --- 16-bit decoders -------------------------------------------------------------------------
