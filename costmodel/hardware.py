@@ -211,9 +211,10 @@ class Hardware:
         Float64 FMAs per second (all threads) of SparQ's step-3 sweeps on rows in cache: per
         thread 16 float32 rows of 4096 positions, four query heads, the components four at a
         time into float64 accumulators (``reference.sparq._sweep_h4c4``), each block of
-        accumulators then written out as float64 logits (masked, as the kernel writes them,
-        1 MiB a thread) and its maximum taken. None: the FMAs at ``fma_f64_per_s`` beside
-        the widening stand in for it.
+        accumulators then finished as the kernel finishes one of a row with no masked
+        position: written out as float64 logits (1 MiB a thread) and summed into the group
+        score (``reference.sparq._finish_block4``), each head's maximum taken and the score
+        checked. None: the FMAs at ``fma_f64_per_s`` beside the widening stand in for it.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -623,8 +624,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``sweep_fma_per_s``: SparQ's step-3 sweep (``reference.sparq._sweep_h4c4``, four
       query heads, four components a sweep, 16 components) over 16 float32 rows of 4096
       positions per thread (in cache), each block's float64 accumulators then written out
-      as masked logits (``reference.sparq._mask_block``, 32768 positions a thread) and their
-      maximum taken: float64 FMAs per second, best of several repetitions;
+      as logits and summed into the group score (``reference.sparq._finish_block4``, 32768
+      positions a thread), their maximum taken and the score checked: float64 FMAs per
+      second, best of several repetitions;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each

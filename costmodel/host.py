@@ -53,14 +53,15 @@ which measures the kernel's sweeps with their widening, their accumulators and t
 logits' writes on rows in cache, in place of the FMA and widen rates; and the softmax
 normalisers, ``g*S`` exps, which the kernel takes segment by segment of 4096 positions
 while the logits are in cache); ``group_score`` (``g*S`` adds priced as FMAs and no read:
-the kernel sums each block of logits in step 1's loop while the block is in cache; with a
-mask or the group score of probabilities it reads them back, which the model does not
-price); ``topk`` (``8*S`` bytes of
-float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps); ``gather_k`` and
-``gather_v`` (the kept rows read in place, ``k*d*e`` bytes each at the gather rate of
-``d*e``-byte rows, :func:`gather_rate`, each requested several times a few rows ahead in
-the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d``
-FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller
+the kernel sums each block of logits in step 1's loop while the block is in cache, for
+``g`` a multiple of 4 in the pass that copies the block out, which ``sweep_fma_per_s``
+measures with the sweeps, so nothing more where the profile has it; with a mask or the
+group score of probabilities it reads them back, which the model does not price);
+``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k``
+exps); ``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e`` bytes each at
+the gather rate of ``d*e``-byte rows, :func:`gather_rate`, each requested several times a
+few rows ahead in the loop of the FMAs, so with the gathers' overlap credit; ``k*d``
+widened, ``g*k*d`` FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
 
@@ -446,14 +447,24 @@ def predict_reference(
                     ),
                 )
             )  # fmt: skip
+        # (the kernel copies out four heads' block of logits and adds them to the group
+        # score in one pass, which the sweep microkernel times with the sweeps)
+        in_sweep = hw.sweep_fma_per_s is not None and g % 4 == 0
         phases += [
             step1,
             _phase(
-                "group_score", fma_row=g * S, overlap=None, priced_as="memory",
+                "group_score", fma_row=0 if in_sweep else g * S, overlap=None,
+                priced_as="memory",
                 note=(
-                    "group score: g*S adds (priced as FMAs) of the float64 approximate "
-                    "logits, which the kernel makes block by block in step 1's loop, while "
-                    "the block is in cache: no read of its own"
+                    "group score: g*S adds of the float64 approximate logits, which the "
+                    "kernel makes block by block in step 1's loop, while the block is in "
+                    "cache: no read of its own; "
+                    + (
+                        "for g a multiple of 4 in the pass that copies each block's logits "
+                        "out, which sweep_fma_per_s measures: nothing more"
+                        if in_sweep
+                        else "priced as FMAs"
+                    )
                 ),
             ),
             _phase(

@@ -836,6 +836,39 @@ def _mask_block(acc, sh, maskrow, j0, n):
     return chk
 
 
+@njit_serial(fastmath=_CHAIN)
+def _finish_block4(acc, s, h, j0, n, score, first):
+    """A block of four heads' logits done, for a row with no masked position:
+    ``s[h + i, j0 + jj] = acc[i, jj]`` and the group score of logits ``score[j0 + jj] =
+    (((t + s_h) + s_h+1) + s_h+2) + s_h+3``, ``t`` = 0.0 for the first four heads (``first``)
+    and the score so far after them: the heads added in order, the adds of step 4's sum
+    (contraction only: no reassociation may reorder them)."""
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    s0, s1, s2, s3 = s[h], s[h + 1], s[h + 2], s[h + 3]
+    for jj in range(n):
+        j = j0 + jj
+        v0, v1, v2, v3 = a0[jj], a1[jj], a2[jj], a3[jj]
+        s0[j] = v0
+        s1[j] = v1
+        s2[j] = v2
+        s3[j] = v3
+        t = 0.0 if first else score[j]
+        t = t + v0
+        t = t + v1
+        t = t + v2
+        score[j] = t + v3
+
+
+@njit_serial
+def _finite_probe(x):
+    """NaN iff some element of the 1-D float64 ``x`` is not finite, else 0 (a vectorised read:
+    ``sum(x * 0)``)."""
+    chk = 0.0
+    for i in range(x.shape[0]):
+        chk += x[i] * 0.0
+    return chk
+
+
 #: Positions per segment of step 3's softmax normalisers (a multiple of both step-3 blocks
 #: and of EXP_CHUNK): the segments, and so the sums' bits, are the same with K once or
 #: twice.
@@ -898,6 +931,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
     raw = np.empty((r, nb), dtype=K.dtype)
     acc = np.empty((4, block + _ACC_PAD))
     mprev = np.full(G, -np.inf)  # the max at the last normalised segment's end
+    fused = gsum and G % 4 == 0  # (gsum: no masked position)
     chk = 0.0
     for j0 in range(0, S, block):
         n = min(block, S - j0)
@@ -939,15 +973,24 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
                         qs, h, u, nh, four, blk, u, u + 1, u + 2, u + 3, off, nn, acc, np.uint64(0)
                     )
                 u += 4 if four else 1
-            for i in range(nh):
-                sh = s[h + i]
-                chk += _mask_block(acc[i], sh, maskrow, np.uint64(j0), nn)
-                smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
+            if fused:  # no masked position: copy out and add to the group score at once
+                _finish_block4(acc, s, h, np.uint64(j0), nn, score, h == 0)
+                for i in range(4):
+                    smax[h + i] = max_of(acc[i, :n], smax[h + i])
+            else:
+                for i in range(nh):
+                    sh = s[h + i]
+                    chk += _mask_block(acc[i], sh, maskrow, np.uint64(j0), nn)
+                    smax[h + i] = max_of(sh[j0 : j0 + n], smax[h + i])
             h += nh
+        if fused:  # the logits' check, on their sums (a non-finite logit makes its sum so)
+            if _finite_probe(score[j0 : j0 + n]) != 0.0:  # or finite logits overflowed it
+                for h in range(G):
+                    chk += _finite_probe(s[h, j0 : j0 + n])
         e1 = j0 + n
         if norm and (e1 % NORM_SEG == 0 or e1 == S):
             _normalise_segment(s, smax, ssum, mprev, ebuf, e1 - 1 - (e1 - 1) % NORM_SEG, e1)
-        if gsum:
+        if gsum and not fused:
             sc = score[j0 : j0 + n]
             for jj in range(n):
                 sc[jj] = 0.0

@@ -268,13 +268,17 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
     # place of the FMAs at 2.5e8 per thread and the widening (1.6384e-4 s); its read (49152 B
     # at 2.5e9 per thread, 1.96608e-5 s; read/FMA overlap 0), the divisions (3.2e-7 s) and
     # the normalisers' exps (1.6384e-4 s) add: 3.2768e-4 + 1.96608e-5 + 3.2e-7 + 1.6384e-4
-    # = 5.115008e-4 s. No other phase changes, K once or twice.
+    # = 5.115008e-4 s. The group score's g*S adds (1.6384e-5 s without it) are in the
+    # measured sweep pass (g = 4, a multiple of 4): 0. No other phase changes, K once or
+    # twice.
     hw = HOST.replace(sweep_fma_per_s=4e8)
     for twice in (True, False):
         base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=twice, **SPARQ))
         ph = _phases(predict_reference("sparq", hardware=hw, store_k_twice=twice, **SPARQ))
+        assert base["group_score"].time_s == pytest.approx(1.6384e-5, rel=1e-12)
+        assert ph["group_score"].time_s == 0.0
         for name in ph:
-            if name != "step1":
+            if name not in ("step1", "group_score"):
                 assert ph[name].time_s == pytest.approx(base[name].time_s, rel=1e-12), name
         want = 3.2768e-4 + 3.2e-7 + 1.6384e-4
         assert ph["step1"].compute_s == pytest.approx(want, rel=1e-12)
@@ -286,6 +290,10 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
     kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
     d0 = predict_reference("dense", hardware=HOST, **kw)
     assert predict_reference("dense", hardware=hw, **kw).time_s == d0.time_s
+    # g = 3 (not a multiple of 4): the group score stays priced as adds
+    kw3 = dict(SPARQ, n_heads=3)
+    ph3 = _phases(predict_reference("sparq", hardware=hw, **kw3))
+    assert ph3["group_score"].time_s == pytest.approx(3 * 1024 / 2.5e8, rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -908,10 +916,10 @@ def test_sweep_microkernel_writes_the_logits_of_its_rows():
     from costmodel import _hostbench as hb
 
     nt = numba.get_num_threads()
-    X3, q, acc3, s3, mask = hb.sweep_inputs(np.random.default_rng(11), nt)
+    X3, q, acc3, s3, sc2 = hb.sweep_inputs(np.random.default_rng(11), nt)
     assert X3.dtype == np.float32 and X3.shape == (nt, hb.SWEEP_ROWS, hb.SWEEP_BLOCK)
     out = np.zeros(nt)
-    hb._sweep_kernel(X3, q, acc3, s3, mask, 1, out)
+    hb._sweep_kernel(X3, q, acc3, s3, sc2, 1, out)
     for t in range(nt):
         x = X3[t].astype(np.float64)
         want = np.tile(q @ x, (1, hb.SWEEP_BLOCKS))
@@ -920,6 +928,8 @@ def test_sweep_microkernel_writes_the_logits_of_its_rows():
         assert (np.abs(s3[t] - want) <= tol).all()
         assert out[t] == s3[t].max()
         assert abs(out[t] - want.max()) <= tol.max()
+        # and the group score of the four heads, in order from 0.0
+        assert np.array_equal(sc2[t], ((s3[t, 0] + s3[t, 1]) + s3[t, 2]) + s3[t, 3])
 
 
 def test_gather_microkernel_rows_follow_the_kept_rows_pattern():

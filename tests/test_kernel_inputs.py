@@ -646,15 +646,17 @@ def test_prefetch_ahead_requests_each_row_requests_times_within_range(monkeypatc
         assert sorted(seen) == want, (ahead, requests)
 
 
-def test_step3_group_score_is_summed_in_its_blocks():
+@pytest.mark.parametrize("G", [3, 4, 5, 8])
+def test_step3_group_score_is_summed_in_its_blocks(G):
     # With ``gsum`` step 3 writes the group score of logits, score[j] = ((0 + s0) + s1) + ...,
     # block by block: bit for bit the sum step 4 would make afterwards, on a row longer than
-    # a block, K once and twice.
+    # a block, K once and twice (G a multiple of 4: each four heads' block copied out and
+    # added in one pass; otherwise head by head).
     from reference._rows import EXP_CHUNK
     from reference.sparq import _STEP3_BLOCK_KT, _approx_logits_row
 
     rng = np.random.default_rng(95)
-    G, d, S = 4, 16, _STEP3_BLOCK_KT + 700
+    d, S = 16, _STEP3_BLOCK_KT + 700
     K = rng.standard_normal((S, d)).astype(np.float32)
     comps = np.array([0, 3, 5, 9, 12], dtype=np.int64)
     qs = rng.standard_normal((G, comps.size))
@@ -670,6 +672,38 @@ def test_step3_group_score_is_summed_in_its_blocks():
         for h in range(G):
             want = want + s[h]
         assert np.array_equal(score, want), k_twice
+
+
+@pytest.mark.parametrize("G", [4, 8])
+def test_step3_group_score_checks_the_logits_not_their_sum(G):
+    # Finite logits whose group score overflows (4 x 1e308) are no error, as before the
+    # score was summed in step 3 (the score is then inf there); a NaN in a key column read
+    # by step 3 is one (NaN returned), whichever head's block holds it.
+    from reference._rows import EXP_CHUNK
+    from reference.sparq import _approx_logits_row
+
+    d, S = 8, 5000
+    K = np.ones((S, d))
+    comps = np.array([0, 1, 2, 3], dtype=np.int64)
+    qs = np.full((G, 4), 0.25)
+    K[1234, :4] = 1e308  # each head's logit there: 4 x 0.25e308 = 1e308, finite
+    maskrow = np.ones(S, dtype=bool)
+    for k_twice in (False, True):
+        s = np.empty((G, S))
+        score = np.empty(S)
+        chk = _approx_logits_row(
+            qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
+            np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+        )  # fmt: skip
+        assert chk == 0.0 and np.isfinite(s).all() and s[0, 1234] == 1e308
+        assert score[1234] == np.inf and np.isfinite(np.delete(score, 1234)).all()
+        K2 = K.copy()
+        K2[4321, 2] = np.nan
+        chk = _approx_logits_row(
+            qs, K2, np.ascontiguousarray(K2.T) if k_twice else K2, k_twice, comps, maskrow,
+            s, np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+        )  # fmt: skip
+        assert np.isnan(chk), k_twice
 
 
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
