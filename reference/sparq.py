@@ -59,7 +59,7 @@ from reference._rows import (
 )
 from reference._selection_args import effective_k_per_bucket
 from reference._topk_exact import _buffer_size
-from reference._vexp import exp_nonpos_into
+from reference._vexp import exp_nonpos_into, exp_nonpos_sum
 from reference._workspace import workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
 from reference.selection import (
@@ -869,23 +869,21 @@ def _finite_probe(x):
     return chk
 
 
-#: Positions per segment of step 3's softmax normalisers (a multiple of both step-3 blocks
-#: and of EXP_CHUNK): the segments, and so the sums' bits, are the same with K once or
-#: twice.
+#: Positions per segment of step 3's softmax normalisers (a multiple of both step-3
+#: blocks): the segments, and so the sums' bits, are the same with K once or twice.
 NORM_SEG = 4096
 # (a segment must end on a block boundary of both routes, or its end would be missed)
 assert NORM_SEG % _STEP3_BLOCK == 0 and NORM_SEG % _STEP3_BLOCK_KT == 0
-assert NORM_SEG % EXP_CHUNK == 0
 
 
 @njit_serial
-def _normalise_segment(s, smax, ssum, mprev, ebuf, j0, j1):
+def _normalise_segment(s, smax, ssum, mprev, j0, j1):
     """Add ``exp(s[h, j] - smax[h])`` for ``j0 <= j < j1`` to ``ssum[h]`` (each head with a
     valid position so far), ``smax`` the running max up to ``j1``: the sum so far is first
     rescaled by ``exp(mprev[h] - smax[h])`` if the max rose since the last segment (an online
-    softmax sum), then ``mprev = smax``. Exps by :func:`reference._vexp.exp_nonpos_into`
-    (arguments at most 0) in chunks of EXP_CHUNK into ``ebuf``, summed by
-    :func:`_add_chunk`."""
+    softmax sum), then ``mprev = smax``. The segment's exps are summed as they are made
+    (:func:`reference._vexp.exp_nonpos_sum`: arguments at most 0), then added to the sum so
+    far."""
     for h in range(s.shape[0]):
         m_new = smax[h]
         if m_new == -np.inf:  # no valid position yet (masked: exp(-inf) = 0 adds nothing)
@@ -893,18 +891,12 @@ def _normalise_segment(s, smax, ssum, mprev, ebuf, j0, j1):
         tot = ssum[h]
         if m_new > mprev[h] and tot != 0.0:
             tot *= math.exp(mprev[h] - m_new)
-        sh = s[h]
-        for i0 in range(j0, j1, EXP_CHUNK):
-            ln = min(EXP_CHUNK, j1 - i0)
-            seg = ebuf[:ln]
-            exp_nonpos_into(sh[i0 : i0 + ln], seg, m_new)
-            tot = _add_chunk(seg, tot)
-        ssum[h] = tot
+        ssum[h] = tot + exp_nonpos_sum(s[h, j0:j1], m_new)
         mprev[h] = m_new
 
 
 @njit_serial
-def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, ebuf, norm):
+def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, norm):
     """Step 3: ``s[h, j] = sum_u qs[h, u] K[j, comps[u]]`` at valid ``j``, -inf at masked
     ``j``, ``qs`` (G, r) the kept query components divided by the temperature (Alg. 1 line
     2: ``q[i1] / tau``; 0 for a head with ``tau = 0``). Also ``smax[h]`` = max of ``s[h]``
@@ -913,7 +905,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
     ``gsum`` that includes step 4's group score ``score[j] = sum_h s[h, j]`` (heads added in
     order to 0.0, as step 4 adds them; for rows with no masked position), and with ``norm``
     the softmax normalisers ``ssum[h] = sum_j exp(s[h, j] - smax[h])`` (``ssum`` zero on
-    entry; ``ebuf`` EXP_CHUNK float64 of scratch), segment by segment of :data:`NORM_SEG`
+    entry), segment by segment of :data:`NORM_SEG`
     positions against the running max (:func:`_normalise_segment`: an online softmax sum,
     off a sum against the final max by about an ulp per rise of the max between segments;
     the same bits with K once or twice).
@@ -989,7 +981,7 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
                     chk += _finite_probe(s[h, j0 : j0 + n])
         e1 = j0 + n
         if norm and (e1 % NORM_SEG == 0 or e1 == S):
-            _normalise_segment(s, smax, ssum, mprev, ebuf, e1 - 1 - (e1 - 1) % NORM_SEG, e1)
+            _normalise_segment(s, smax, ssum, mprev, e1 - 1 - (e1 - 1) % NORM_SEG, e1)
         if gsum and not fused:
             sc = score[j0 : j0 + n]
             for jj in range(n):
@@ -999,28 +991,6 @@ def _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, 
                 for jj in range(n):
                     sc[jj] += sh[jj]
     return chk
-
-
-@njit_serial
-def _add_chunk(seg, total):
-    """``total + sum(seg)``: the one summation loop of the softmax normalisers."""
-    for t in range(seg.shape[0]):
-        total += seg[t]
-    return total
-
-
-@njit_serial
-def _exp_shifted(src, m, dst):
-    """``dst[i] = exp(src[i] - m)`` (1-D float64, ``src <= m``: :func:`exp_nonpos_into`) in
-    chunks of EXP_CHUNK; returns the sum."""
-    n = src.shape[0]
-    total = 0.0
-    for i0 in range(0, n, EXP_CHUNK):
-        i1 = min(n, i0 + EXP_CHUNK)
-        seg = dst[: i1 - i0]
-        exp_nonpos_into(src[i0:i1], seg, m)
-        total = _add_chunk(seg, total)
-    return total
 
 
 @njit_serial
@@ -1080,7 +1050,7 @@ def _sparq_group_row(
     valid = iwork[:S]
     sel_all = iwork[S : S + k]
     bi = iwork[S + k : S + k + cap]
-    shifted = np.empty(EXP_CHUNK)  # gathered logits (the exps must not work in place)
+    shifted = np.empty(EXP_CHUNK)  # alpha's kept logits, gathered
     if kp.phase_limit < 1:
         return
     nv = 0
@@ -1127,9 +1097,7 @@ def _sparq_group_row(
     # max below: segment by segment, with a running max)
     ssum = np.zeros(G)
     norm3 = kp.reallocate and not kp.probs
-    chk = _approx_logits_row(
-        qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, chunk, norm3
-    )
+    chk = _approx_logits_row(qs, K, KT, has_kt, comps, maskrow, s, smax, score, gsum, ssum, norm3)
     if chk != chk:
         status[0] = 1
         return
@@ -1139,7 +1107,7 @@ def _sparq_group_row(
     # (masked: exp(-inf) = 0), with the final max (for alpha alone, step 3 summed them).
     if kp.probs:
         for h in range(G):
-            ssum[h] = _exp_shifted(s[h], smax[h], chunk)
+            ssum[h] = exp_nonpos_sum(s[h], smax[h])
     # Step 4: group score over valid positions (compacted), forced local window, top-k.
     for t in range(nv if not gsum else 0):
         score[t] = 0.0
@@ -1206,13 +1174,10 @@ def _sparq_group_row(
             acc = 0.0
             for t0 in range(0, n_sel, EXP_CHUNK):
                 n = min(EXP_CHUNK, n_sel - t0)
-                seg = chunk[:n]
                 kept = sel[t0 : t0 + n]
                 for t in range(n):
                     shifted[t] = sh[kept[t]]
-                exp_nonpos_into(shifted[:n], seg, smax[h])
-                for t in range(n):
-                    acc += seg[t]
+                acc += exp_nonpos_sum(shifted[:n], smax[h])
             alpha[h] = acc  # divided by the normaliser after step 7
         else:
             alpha[h] = 1.0

@@ -652,7 +652,6 @@ def test_step3_group_score_is_summed_in_its_blocks(G):
     # block by block: bit for bit the sum step 4 would make afterwards, on a row longer than
     # a block, K once and twice (G a multiple of 4: each four heads' block copied out and
     # added in one pass; otherwise head by head).
-    from reference._rows import EXP_CHUNK
     from reference.sparq import _STEP3_BLOCK_KT, _approx_logits_row
 
     rng = np.random.default_rng(95)
@@ -666,7 +665,7 @@ def test_step3_group_score_is_summed_in_its_blocks(G):
         score = np.full(S, np.nan)
         _approx_logits_row(
             qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
-            np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+            np.full(G, -np.inf), score, True, np.zeros(G), False,
         )  # fmt: skip
         want = np.zeros(S)
         for h in range(G):
@@ -679,7 +678,6 @@ def test_step3_group_score_checks_the_logits_not_their_sum(G):
     # Finite logits whose group score overflows (4 x 1e308) are no error, as before the
     # score was summed in step 3 (the score is then inf there); a NaN in a key column read
     # by step 3 is one (NaN returned), whichever head's block holds it.
-    from reference._rows import EXP_CHUNK
     from reference.sparq import _approx_logits_row
 
     d, S = 8, 5000
@@ -693,7 +691,7 @@ def test_step3_group_score_checks_the_logits_not_their_sum(G):
         score = np.empty(S)
         chk = _approx_logits_row(
             qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
-            np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+            np.full(G, -np.inf), score, True, np.zeros(G), False,
         )  # fmt: skip
         assert chk == 0.0 and np.isfinite(s).all() and s[0, 1234] == 1e308
         assert score[1234] == np.inf and np.isfinite(np.delete(score, 1234)).all()
@@ -701,7 +699,7 @@ def test_step3_group_score_checks_the_logits_not_their_sum(G):
         K2[4321, 2] = np.nan
         chk = _approx_logits_row(
             qs, K2, np.ascontiguousarray(K2.T) if k_twice else K2, k_twice, comps, maskrow,
-            s, np.full(G, -np.inf), score, True, np.zeros(G), np.empty(EXP_CHUNK), False,
+            s, np.full(G, -np.inf), score, True, np.zeros(G), False,
         )  # fmt: skip
         assert np.isnan(chk), k_twice
 
@@ -715,11 +713,9 @@ def test_step3_softmax_normalisers_with_a_running_max(G):
     # far) and S not a multiple of a segment; the logits and maxima are the same to the bit
     # with and without it, and every output is the same to the bit with K once or twice
     # (their blocks differ, the segments do not).
-    from reference._rows import EXP_CHUNK
     from reference.sparq import _STEP3_BLOCK, _STEP3_BLOCK_KT, NORM_SEG, _approx_logits_row
 
     assert NORM_SEG % _STEP3_BLOCK_KT == 0 and NORM_SEG % _STEP3_BLOCK == 0
-    assert NORM_SEG % EXP_CHUNK == 0
     rng = np.random.default_rng(90 + G)
     d, r = 16, 4
     S = 2 * NORM_SEG + 300
@@ -742,7 +738,7 @@ def test_step3_softmax_normalisers_with_a_running_max(G):
                 ssum = np.zeros(G)
                 chk = _approx_logits_row(
                     qs, K, KT if k_twice else K, k_twice, comps, maskrow, s, smax, score,
-                    False, ssum, np.full(EXP_CHUNK, np.nan), norm,
+                    False, ssum, norm,
                 )  # fmt: skip
                 assert chk == 0.0
                 outs[k_twice, norm] = (s, smax, ssum)
