@@ -17,7 +17,7 @@ import pytest
 
 from reference import dense_attention, dense_attention_twin, sparq_attention
 from reference._rows import widen_into
-from reference._vexp import exp_into, exp_nonpos_into
+from reference._vexp import exp_into, exp_nonpos_into, exp_nonpos_sum
 from reference.sparq import transpose_keys
 from tests._cases import random_case
 
@@ -114,6 +114,31 @@ def test_exp_nonpos_matches_math_exp_on_its_domain():
         exp_nonpos_into(y, a, m)
         exp_nonpos_into(y - m, b, 0.0)
         np.testing.assert_array_equal(a, b)
+
+
+def test_exp_nonpos_sum_is_the_sum_of_its_terms():
+    # exp_nonpos_sum(x, m) against math.fsum of math.exp(x - m): each term within 2 ulp and
+    # a float64 sum of n terms, so within (2 + n) eps of the exact sum. Arguments near -700
+    # (terms ~1e-304, scaled by 2^-1010) would lose ~1e-10 relative if the range reduction
+    # were reassociated with the sum; -inf (masked) and arguments below -708 add nothing;
+    # the terms are exp_nonpos_into's (their sum in order is within the same bound).
+    rng = np.random.default_rng(7)
+    eps = np.finfo(np.float64).eps
+    for x, m in [
+        (-np.abs(rng.normal(size=10_000)) * 3, 0.0),
+        (rng.uniform(-701.0, -699.0, 3000), 0.0),
+        (np.concatenate([rng.normal(size=4097) + 5.0, [6.0 + 5.0]]), 11.0),
+        (np.array([-np.inf, -708.5, -1e300, 0.0, -np.inf]), 0.0),
+        (np.array([-np.inf, -np.inf]), 0.0),
+    ]:
+        got = exp_nonpos_sum(x, m)
+        want = math.fsum(math.exp(v - m) if v - m >= -708.0 else 0.0 for v in x.tolist())
+        assert abs(got - want) <= (2 + x.size) * eps * want, (got, want)
+        terms = np.empty_like(x)
+        exp_nonpos_into(x, terms, m)
+        assert abs(got - math.fsum(terms.tolist())) <= x.size * eps * want
+    assert exp_nonpos_sum(np.array([-np.inf, -800.0]), 0.0) == 0.0
+    assert np.isnan(exp_nonpos_sum(np.array([-1.0, np.nan]), 0.0))
 
 
 # --- 16-bit decoders -------------------------------------------------------------------------
