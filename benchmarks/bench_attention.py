@@ -194,8 +194,11 @@ def gather_probe_fn(out: np.ndarray | None = None):
 
 
 def slowed_profile(hw, slowdown: float):
-    """``hw`` with its in-core rates (:data:`IN_CORE_RATE_FIELDS`) divided by ``slowdown``."""
-    return hw.replace(**{f: getattr(hw, f) / slowdown for f in IN_CORE_RATE_FIELDS})
+    """``hw`` with its in-core rates (:data:`IN_CORE_RATE_FIELDS`) divided by ``slowdown``
+    (those it has: an optional rate it lacks stays None)."""
+    return hw.replace(
+        **{f: getattr(hw, f) / slowdown for f in IN_CORE_RATE_FIELDS if getattr(hw, f) is not None}
+    )
 
 
 #: the gather rates, which a round whose gather probe ran slower gets divided
@@ -380,7 +383,7 @@ RATE_FIELDS = tuple(
         + ("topk_bytes_per_s",)
         + tuple(f for f in HOST_FIELDS if f != "threads")
         + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
-        + ("gather_fma_overlap", "sweep_fma_per_s")
+        + ("gather_fma_overlap", "sweep_fma_per_s", "exp_sum_per_s")
     )
 )
 
@@ -409,6 +412,11 @@ def fmt_rates(r: dict) -> str:
             ""
             if r.get("sweep_fma_per_s") is None
             else f", step-3 sweep {r['sweep_fma_per_s'] / 1e9:.1f} G FMA/s"
+        )
+        + (
+            ""
+            if r.get("exp_sum_per_s") is None
+            else f", exp summed {r['exp_sum_per_s'] / 1e9:.2f} G/s"
         )
     )
 

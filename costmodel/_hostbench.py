@@ -2,11 +2,13 @@
 
 Each rate function times a small kernel that is *not* one of the kernels the host model
 predicts (``reference.dense`` / ``reference.sparq``; the exp and top-k microkernels call the
-same ``exp_into`` and ``topk_set_into`` routines those kernels call, on their own data), on
-every Numba thread at once (``numba.get_num_threads()``: the thread count the kernels run
-with), and returns ``(rate, description)``; the description goes into the profile's
-``[sources]``. The one exception is :func:`measure_calls`, which times the public entry
-points themselves at a tiny shape, for their fixed cost per call only. Kernels are
+same ``exp_into``, ``exp_nonpos_sum`` and ``topk_set_into`` routines those kernels call, on
+their own data: :func:`measure_exp` the exps the kernels store, :func:`measure_exp_sum` the
+ones SparQ's softmax sums add up without storing them), on every Numba thread at once
+(``numba.get_num_threads()``: the thread count the kernels run with), and returns
+``(rate, description)``; the description goes into the profile's ``[sources]``. The one
+exception is :func:`measure_calls`, which times the public entry points themselves at a
+tiny shape, for their fixed cost per call only. Kernels are
 compiled through ``reference._config`` so that they use the project's Numba flags
 (fast-math limited to reassociation and contraction); the first call compiles them (cached
 on disk afterwards) and is not timed.
@@ -38,7 +40,7 @@ from reference._rows import (
     prefetch_row,
     widen,
 )
-from reference._vexp import exp_into
+from reference._vexp import exp_into, exp_nonpos_sum
 from reference.selection import topk_set_into
 from reference.sparq import (
     _ACC_PAD,
@@ -53,6 +55,7 @@ __all__ = [
     "measure_stream",
     "measure_fma",
     "measure_exp",
+    "measure_exp_sum",
     "measure_topk",
     "measure_gather",
     "measure_widen",
@@ -246,6 +249,16 @@ def _exp_kernel(x2, out2, reps, res):
         res[t] = s
 
 
+@njit_parallel
+def _exp_sum_kernel(x2, reps, res):
+    # the sums accumulated into res, so no call is optimised away
+    for t in prange(x2.shape[0]):
+        s = 0.0
+        for _ in range(reps):
+            s += exp_nonpos_sum(x2[t], 0.0)
+        res[t] = s
+
+
 @njit_serial
 def _gather_rows(a2, idx):
     # Each step first requests rows ahead as the kernels' passes over kept rows do
@@ -427,6 +440,22 @@ def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
     desc = (
         f"measured: reference._vexp.exp_into on {EXP_BLOCK}-element float64 blocks "
         f"(in cache), {nt} threads, best of {reps}"
+    )
+    return nt * EXP_BLOCK * EXP_REPS / t, desc
+
+
+def measure_exp_sum(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """exp/s of the exps summed, not stored: ``reference._vexp.exp_nonpos_sum`` (SparQ's
+    softmax sums) on cache-resident float64 blocks of ``EXP_BLOCK`` arguments in
+    ``[-30, 0]``, ``EXP_REPS`` sums per thread, all threads."""
+    nt = numba.get_num_threads()
+    x2 = -30.0 * rng.random((nt, EXP_BLOCK))  # softmax-like arguments (score - max <= 0)
+    res = np.zeros(nt, dtype=np.float64)
+    t, reps = best_time(lambda: _exp_sum_kernel(x2, EXP_REPS, res), budget_s=budget_s)
+    desc = (
+        f"measured: reference._vexp.exp_nonpos_sum (the exps summed, not stored) on "
+        f"{EXP_BLOCK}-element float64 blocks of arguments in [-30, 0] (in cache), {nt} "
+        f"threads, best of {reps}"
     )
     return nt * EXP_BLOCK * EXP_REPS / t, desc
 

@@ -71,6 +71,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "threads": (1.0, False, 1e6, True),
     "fma_f64_per_s": (0.0, True, 1e16, False),
     "exp_per_s": (0.0, True, 1e15, False),
+    "exp_sum_per_s": (0.0, True, 1e15, False),
     "gather_bytes_per_s": (0.0, True, 1e15, False),
     "gather256_bytes_per_s": (0.0, True, 1e15, False),
     "div_f64_per_s": (0.0, True, 1e16, False),
@@ -123,6 +124,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "onchip_bandwidth_bytes_per_s": 1e6,
     "fma_f64_per_s": 1e6,
     "exp_per_s": 1e6,
+    "exp_sum_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
@@ -176,6 +178,10 @@ class Hardware:
     exp_per_s : float or None
         float64 ``exp`` evaluations per second over all ``threads`` (the package's
         vectorised ``reference._vexp.exp_into``, cache-resident blocks).
+    exp_sum_per_s : float or None
+        float64 exps per second summed over all ``threads`` by
+        ``reference._vexp.exp_nonpos_sum``, arguments <= 0, cache-resident blocks: SparQ's
+        softmax sums. None: ``exp_per_s`` stands in for it.
     gather_bytes_per_s : float or None
         Bytes per second of random 512-byte row gathers from main memory, all ``threads``.
     gather256_bytes_per_s : float or None
@@ -283,6 +289,7 @@ class Hardware:
     threads: int | None = None
     fma_f64_per_s: float | None = None
     exp_per_s: float | None = None
+    exp_sum_per_s: float | None = None
     gather_bytes_per_s: float | None = None
     gather256_bytes_per_s: float | None = None
     div_f64_per_s: float | None = None
@@ -581,9 +588,9 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.1, "topk": 0.1, "gather": 0.1, "gather256": 0.05,
-           "matmul": 0.05, "div": 0.05, "widen": 0.05, "overlap": 0.1, "goverlap": 0.05,
-           "woverlap": 0.05, "sweep": 0.05, "calls": 0.05}  # fmt: skip
+_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.06, "expsum": 0.04, "topk": 0.1, "gather": 0.1,
+           "gather256": 0.05, "matmul": 0.05, "div": 0.05, "widen": 0.05, "overlap": 0.1,
+           "goverlap": 0.05, "woverlap": 0.05, "sweep": 0.05, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -599,6 +606,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;
       L1-resident);
     - ``exp_per_s``: ``reference._vexp.exp_into`` on cache-resident float64 blocks;
+    - ``exp_sum_per_s``: ``reference._vexp.exp_nonpos_sum`` (the terms summed, not stored:
+      SparQ's softmax sums) on the same blocks, arguments in ``[-30, 0]``;
     - ``topk_bytes_per_s``: the ``k = n / 8`` largest of float64 rows of 32768
       (``reference.selection.topk_set_into``) listed in index order, the selection SparQ's
       kernel makes (input bytes per second);
@@ -672,6 +681,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     del a
     fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"], rng)
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
+    exp_sum, src_exp_sum = hb.measure_exp_sum(seconds * _BUDGET["expsum"], rng)
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
     div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
     sweep, src_sweep = hb.measure_sweep(seconds * _BUDGET["sweep"], rng)
@@ -705,6 +715,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         threads=threads,
         fma_f64_per_s=fma,
         exp_per_s=exps,
+        exp_sum_per_s=exp_sum,
         gather_bytes_per_s=gather,
         gather256_bytes_per_s=gather256,
         div_f64_per_s=div,
@@ -733,6 +744,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "threads": ("numba.get_num_threads() during the measurement", today),
             "fma_f64_per_s": (src_fma, today),
             "exp_per_s": (src_exp, today),
+            "exp_sum_per_s": (src_exp_sum, today),
             "gather_bytes_per_s": (src_gather, today),
             "gather256_bytes_per_s": (src_gather256, today),
             "div_f64_per_s": (src_div, today),

@@ -3,12 +3,14 @@
 The GPU-style model of :mod:`costmodel.estimate` prices a well-tuned kernel sequence; this
 one predicts the time of the package's own Numba reference, which reads the caches in their
 own dtype, widens each element to float64, accumulates in float64, evaluates ``exp`` with
-``reference._vexp.exp_into``, selects with ``reference.selection.topk_set_into`` (the k
-largest, then listed in index order) and splits its work over ``threads`` threads by
-(batch, KV head) row. It needs a profile with the host fields that
-:func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`, plus
-``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_per_s`` where
-present, see :func:`gather_rate`); every rate is divided by the profile's ``threads`` (one
+``reference._vexp.exp_into`` (SparQ's softmax sums, which add the terms up without storing
+them, with ``reference._vexp.exp_nonpos_sum``), selects with
+``reference.selection.topk_set_into`` (the k largest, then listed in index order) and
+splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with
+the host fields that :func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`,
+plus ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_per_s``
+where present, see :func:`gather_rate`, and ``sweep_fma_per_s`` and ``exp_sum_per_s``
+where present, see below); every rate is divided by the profile's ``threads`` (one
 thread's share of the all-thread measurement).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
@@ -36,7 +38,7 @@ adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_l
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
 each; the ``g*S`` float64 logits written by the first and read by the second, ``g*S*8``),
-``softmax`` (``g*S`` exps; the logits read back, one streaming read of ``g*S*8``).
+``softmax`` (``g*S`` exps at ``exp_per_s``; the logits read back, one streaming read of ``g*S*8``).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
@@ -52,16 +54,19 @@ by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are pric
 which measures the kernel's sweeps with their widening, their accumulators and the
 logits' writes on rows in cache, in place of the FMA and widen rates; and the softmax
 normalisers, ``g*S`` exps, which the kernel takes segment by segment of 4096 positions
-while the logits are in cache); ``group_score`` (``g*S`` adds priced as FMAs and no read:
-the kernel sums each block of logits in step 1's loop while the block is in cache, for
-``g`` a multiple of 4 in the pass that copies the block out, which ``sweep_fma_per_s``
-measures with the sweeps, so nothing more where the profile has it; with a mask or the
-group score of probabilities it reads them back, which the model does not price);
-``topk`` (``8*S`` bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k``
-exps); ``gather_k`` and ``gather_v`` (the kept rows read in place, ``k*d*e`` bytes each at
-the gather rate of ``d*e``-byte rows, :func:`gather_rate`, each requested several times a
-few rows ahead in the loop of the FMAs, so with the gathers' overlap credit; ``k*d``
-widened, ``g*k*d`` FMAs); ``gather_softmax`` (``g*k`` exps) and, unless the caller
+while the logits are in cache and sums without storing them, priced at ``exp_sum_per_s``,
+the rate of ``reference._vexp.exp_nonpos_sum``, where the profile has it, else at
+``exp_per_s``); ``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel
+sums each block of logits in step 1's loop while the block is in cache, for ``g`` a
+multiple of 4 in the pass that copies the block out, which ``sweep_fma_per_s`` measures
+with the sweeps, so nothing more where the profile has it; with a mask or the group score
+of probabilities it reads them back, which the model does not price); ``topk`` (``8*S``
+bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summed as step
+1's normalisers are and priced at the same rate); ``gather_k`` and ``gather_v`` (the kept
+rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
+:func:`gather_rate`, each requested several times a few rows ahead in the loop of the
+FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs);
+``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
 
@@ -175,11 +180,13 @@ def _phase(
     topk_bytes_row: float = 0.0,
     overlap: str | None = "stream",
     sweep: bool = False,
+    exp_sum: bool = False,
     priced_as: str,
     note: str,
 ) -> dict:
     return dict(
         sweep=sweep,
+        exp_sum=exp_sum,
         name=name,
         bytes_row=float(bytes_row),
         bandwidth=bandwidth,
@@ -412,12 +419,14 @@ def predict_reference(
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
             widen_row=r * S, div_row=g * r, exps_row=g * S,
-            overlap="stream" if store_k_twice else None, sweep=True, priced_as="memory",
+            overlap="stream" if store_k_twice else None, sweep=True, exp_sum=True,
+            priced_as="memory",
             note=(
                 f"{how} and g*S*8 of float64 logits written; r*S widened; g*r*S FMAs (at the "
                 "profile's sweep_fma_per_s, the sweeps with their widening and the logits' "
                 "writes, where it has one); g*r divisions of the kept query components by "
-                "tau; and the softmax normalisers, g*S exps, segment by segment"
+                "tau; and the softmax normalisers, g*S exps, segment by segment, summed "
+                "without being stored (at exp_sum_per_s where the profile has it)"
             ),
         )  # fmt: skip
         phases = []
@@ -475,8 +484,11 @@ def predict_reference(
                 ),
             ),
             _phase(
-                "alpha", exps_row=g * k, priced_as="exp",
-                note="softmax mass on the kept positions: g*k exps",
+                "alpha", exps_row=g * k, exp_sum=True, priced_as="exp",
+                note=(
+                    "softmax mass on the kept positions: g*k exps, summed without being "
+                    "stored (at exp_sum_per_s where the profile has it)"
+                ),
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
@@ -514,6 +526,7 @@ def predict_reference(
 
     fma_t = hw.fma_f64_per_s / T_prof
     exp_t = hw.exp_per_s / T_prof
+    exp_sum_t = None if hw.exp_sum_per_s is None else hw.exp_sum_per_s / T_prof
     div_t = hw.div_f64_per_s / T_prof
     wfield = WIDEN_FIELD[dname]
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
@@ -539,7 +552,10 @@ def predict_reference(
             core = scale * ph["fma_row"] / fma_t
             if widen_t is not None:
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
-        side = scale * (ph["exps_row"] / exp_t + ph["div_row"] / div_t)
+        # exps summed without being stored (reference._vexp.exp_nonpos_sum) at their own
+        # measured rate where the profile has it (exp_sum_per_s)
+        ex_t = exp_sum_t if ph["exp_sum"] and exp_sum_t is not None else exp_t
+        side = scale * (ph["exps_row"] / ex_t + ph["div_row"] / div_t)
         tk = scale * ph["topk_bytes_row"] / topk_t
         r_ph = credit[ph["overlap"]]
         fused = max(mem, core) + (1.0 - r_ph) * min(mem, core)
@@ -597,6 +613,7 @@ def predict_reference(
             gather_rows_bytes_per_s=None if rbw is None else rbw / T_prof,
             fma_f64_per_s=fma_t,
             exp_per_s=exp_t,
+            exp_sum_per_s=exp_sum_t,
             div_f64_per_s=div_t,
             widen_per_s=widen_t,
             topk_bytes_per_s=topk_t,

@@ -111,10 +111,13 @@ def _host_summary(hw) -> str:
     short = "" if g256 is None else f", (256 B rows) {g256 / 1e9:.1f} GB/s"
     sw = hw.sweep_fma_per_s
     sweep = "" if sw is None else f"SparQ step-3 sweep {sw / 1e9:.2f} G FMA/s, "
+    es = hw.exp_sum_per_s
+    exp_sum = "" if es is None else f", exp summed {es / 1e9:.2f} G/s"
     return (
         f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
         f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s{short}, "
-        f"float64 FMA {hw.fma_f64_per_s / 1e9:.2f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s, "
+        f"float64 FMA {hw.fma_f64_per_s / 1e9:.2f} G/s, exp {hw.exp_per_s / 1e9:.2f} G/s"
+        f"{exp_sum}, "
         f"top-k {hw.topk_bytes_per_s / 1e9:.2f} GB/s, division {hw.div_f64_per_s / 1e9:.2f} "
         f"G/s, widen float32/float16/bfloat16 {hw.widen_f32_per_s / 1e9:.0f}/"
         f"{hw.widen_f16_per_s / 1e9:.0f}/{hw.widen_bf16_per_s / 1e9:.0f} G/s, read/FMA "

@@ -42,7 +42,8 @@ def _host() -> Hardware:
         gather256_bytes_per_s=1.5e9, div_f64_per_s=4e8, widen_f32_per_s=2e9,
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
         widen_fma_overlap=0.4, widen_f16_fma_overlap=0.2, widen_bf16_fma_overlap=0.1,
-        gather_fma_overlap=0.3, sweep_fma_per_s=5e8, dense_call_s=1e-5, sparq_call_s=2e-5,
+        gather_fma_overlap=0.3, sweep_fma_per_s=5e8, exp_sum_per_s=1.6e8, dense_call_s=1e-5,
+        sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -56,7 +57,7 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     incore = [f for f in bench.RATE_FIELDS if f not in bench.MEMORY_STATE_FIELDS]
     assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
     assert "widen_fma_overlap" in incore and "widen_f16_fma_overlap" in incore
-    assert "widen_bf16_fma_overlap" in incore
+    assert "widen_bf16_fma_overlap" in incore and "exp_sum_per_s" in incore
     for x, y in ((a, b), (b, a)):  # symmetric
         c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
         for f in incore:
@@ -74,6 +75,20 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
         c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
         assert c.widen_fma_overlap == b.widen_fma_overlap
     assert bench.best_of_profiles(old, old, bw=1e10).widen_fma_overlap is None
+    # nor the rate of the exps summed: the other's
+    old = a.replace(exp_sum_per_s=None)
+    for x, y in ((old, b), (b, old)):
+        assert bench.best_of_profiles(x, y, bw=1e10).exp_sum_per_s == b.exp_sum_per_s
+    assert bench.best_of_profiles(old, old, bw=1e10).exp_sum_per_s is None
+
+
+def test_fmt_rates_prints_the_exp_sum_rate_when_present(bench):
+    a = _host()  # exp 1e8, exps summed 1.6e8 /s
+    assert ", exp summed 0.16 G/s" in bench.fmt_rates(bench.host_rates(a))
+    assert "exp summed" not in bench.fmt_rates(bench.host_rates(a.replace(exp_sum_per_s=None)))
+    # a row's rates saved before the field existed
+    old = {f: v for f, v in bench.host_rates(a).items() if f != "exp_sum_per_s"}
+    assert "exp summed" not in bench.fmt_rates(old)
 
 
 def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
@@ -103,7 +118,7 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     a = _host()
     assert set(bench.IN_CORE_RATE_FIELDS) == {
         "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
-        "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s",
+        "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s", "exp_sum_per_s",
     }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:
@@ -113,6 +128,11 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
               "widen_fma_overlap", "gather_fma_overlap", "dense_call_s", "threads"):  # fmt: skip
         assert getattr(b, f) == getattr(a, f), f
     assert bench.slowed_profile(a, 1.0) == a
+    # a profile without the optional in-core rates (measured before they were): still None
+    old = a.replace(sweep_fma_per_s=None, exp_sum_per_s=None)
+    c = bench.slowed_profile(old, 2.0)
+    assert c.sweep_fma_per_s is None and c.exp_sum_per_s is None
+    assert c.exp_per_s == 5e7 and c.fma_f64_per_s == 5e8
 
 
 def test_round_profile_prices_a_round_at_its_probes(bench):
@@ -122,7 +142,7 @@ def test_round_profile_prices_a_round_at_its_probes(bench):
     assert r.mem_bandwidth_bytes_per_s * r.mem_efficiency == 5e9
     assert r.gather_bytes_per_s == 5e8 and r.gather256_bytes_per_s == 3.75e8
     assert r.fma_f64_per_s == 5e8 and r.exp_per_s == 5e7 and r.widen_f16_per_s == 5e8
-    assert r.sweep_fma_per_s == 2.5e8
+    assert r.sweep_fma_per_s == 2.5e8 and r.exp_sum_per_s == 8e7
     # the overlaps and the fixed costs are the profile's
     for f in ("stream_fma_overlap", "gather_fma_overlap", "widen_fma_overlap", "sparq_call_s"):
         assert getattr(r, f) == getattr(a, f), f

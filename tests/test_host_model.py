@@ -296,6 +296,68 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
     assert ph3["group_score"].time_s == pytest.approx(3 * 1024 / 2.5e8, rel=1e-12)
 
 
+def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
+    # As test_sparq_by_hand_k_once / _k_twice_and_v_mean_supplied, with a measured rate of
+    # the exps summed without being stored of 2e8 /s (all threads; 5e7 per thread, against
+    # exp_per_s's 2.5e7): step 1's g*S = 4096 normaliser exps take 4096 / 5e7 = 8.192e-5 s
+    # in place of 1.6384e-4 s, and alpha's g*k = 256 exps 256 / 5e7 = 5.12e-6 s in place of
+    # 1.024e-5 s. The gather softmax's g*k = 256 exps (stored) stay at exp_per_s:
+    # 1.024e-5 s. Step 1, K once: read 6.5536e-5 + in-core 1.6384e-4 + divisions 3.2e-7 +
+    # exps 8.192e-5 = 3.11616e-4 s (compute 1.6384e-4 + 3.2e-7 + 8.192e-5 = 2.4608e-4);
+    # K twice: read 1.96608e-5 + 1.6384e-4 + 3.2e-7 + 8.192e-5 = 2.657408e-4 s.
+    hw = HOST.replace(exp_sum_per_s=2e8)
+    step1 = {False: 3.11616e-4, True: 2.657408e-4}
+    for twice in (True, False):
+        base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=twice, **SPARQ))
+        ph = _phases(predict_reference("sparq", hardware=hw, store_k_twice=twice, **SPARQ))
+        assert list(ph) == list(base)
+        assert base["step1"].time_s - ph["step1"].time_s == pytest.approx(8.192e-5, rel=1e-9)
+        assert ph["step1"].time_s == pytest.approx(step1[twice], rel=1e-12)
+        assert ph["step1"].compute_s == pytest.approx(2.4608e-4, rel=1e-12)
+        assert base["alpha"].time_s == pytest.approx(1.024e-5, rel=1e-12)
+        assert ph["alpha"].time_s == pytest.approx(5.12e-6, rel=1e-12)
+        assert ph["gather_softmax"].time_s == pytest.approx(1.024e-5, rel=1e-12)
+        for name in ph:
+            if name not in ("step1", "alpha"):
+                assert ph[name].time_s == base[name].time_s, name
+    e = predict_reference("sparq", hardware=hw, **SPARQ)
+    assert e.params["per_thread"]["exp_sum_per_s"] == pytest.approx(5e7, rel=1e-12)
+    assert e.params["per_thread"]["exp_per_s"] == pytest.approx(2.5e7, rel=1e-12)
+    e0 = predict_reference("sparq", hardware=HOST, **SPARQ)
+    assert e0.params["per_thread"]["exp_sum_per_s"] is None
+    # the exp counts are the same: only their rate moved
+    assert e.params["phases"]["step1"]["exps"] == 4096
+    assert e.params["phases"]["alpha"]["exps"] == 256
+    # with the sweep rate too (4e8 FMAs/s, test_sparq_step1_fmas_at_the_sweep_rate): K
+    # twice, 3.2768e-4 (sweeps) + 1.96608e-5 (read) + 3.2e-7 + 8.192e-5 = 4.295808e-4 s
+    both = HOST.replace(sweep_fma_per_s=4e8, exp_sum_per_s=2e8)
+    ph = _phases(predict_reference("sparq", hardware=both, store_k_twice=True, **SPARQ))
+    assert ph["step1"].time_s == pytest.approx(4.295808e-4, rel=1e-12)
+    # dense's softmax exps are stored (exp_into): unchanged
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    d0 = predict_reference("dense", hardware=HOST, **kw)
+    d1 = predict_reference("dense", hardware=hw, **kw)
+    assert d1.time_s == d0.time_s
+    assert _phases(d1)["softmax"].time_s == pytest.approx(4096 / 2.5e7 + 32768 / 2.5e9)
+    # the field is optional, validated as exp_per_s, and survives the TOML round trip
+    assert HOST.exp_sum_per_s is None and "exp_sum_per_s" not in HOST_FIELDS
+    with pytest.raises(ValueError, match=r"exp_sum_per_s: expected > 0"):
+        HOST.replace(exp_sum_per_s=-1.0)
+    with pytest.raises(ValueError, match=r"exp_sum_per_s: expected >= 1e\+06"):
+        HOST.replace(exp_sum_per_s=1.0)
+    text = hardware_to_toml(hw)
+    assert "exp_sum_per_s = 200000000.0" in text and "[sources.exp_sum_per_s]" in text
+    assert parse_hardware(text, "x") == hw
+
+
+def test_host_summary_prints_the_exp_sum_rate_when_present():
+    from sparq_cli.hardware import _host_summary
+
+    assert "exp summed" not in _host_summary(HOST)
+    line = _host_summary(HOST.replace(exp_sum_per_s=3.1e9))
+    assert "exp 0.10 G/s, exp summed 3.10 G/s, top-k" in line
+
+
 @pytest.mark.parametrize(
     ("g256", "expect"),
     [
@@ -688,7 +750,7 @@ def test_measure_host_new_fields_positive_finite():
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
-              "sparq_call_s", "sweep_fma_per_s"):  # fmt: skip
+              "sparq_call_s", "sweep_fma_per_s", "exp_sum_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -704,6 +766,7 @@ def test_measure_host_new_fields_positive_finite():
     assert 0.0 <= hw.gather_fma_overlap <= 1.0
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     assert "SparQ's step-3 sweep" in hw.sources["sweep_fma_per_s"][0]
+    assert "reference._vexp.exp_nonpos_sum" in hw.sources["exp_sum_per_s"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
@@ -786,6 +849,33 @@ def test_fma_microkernel_computes_the_dot_products():
     rate, desc = hb.measure_fma(0.01)
     assert math.isfinite(rate) and rate > 0
     assert desc.startswith("measured:") and "dot products" in desc
+
+
+def test_exp_sum_microkernel_sums_the_exps():
+    # the exp-sum microkernel of measure_host: each thread adds reps sums of exp(x) over its
+    # block (reference._vexp.exp_nonpos_sum, arguments <= 0), checked against NumPy; its
+    # rate is a positive number and its source names the routine it times
+    from costmodel import _hostbench as hb
+
+    rng = np.random.default_rng(2)
+    x2 = -30.0 * rng.random((2, 100))
+    res = np.zeros(2)
+    hb._exp_sum_kernel(x2, 3, res)
+    for t in range(2):
+        assert res[t] == pytest.approx(3 * float(np.exp(x2[t]).sum()), rel=1e-13)
+    assert "measure_exp_sum" in hb.__all__
+    rate, desc = hb.measure_exp_sum(0.01, np.random.default_rng(0))
+    assert isinstance(rate, float) and math.isfinite(rate) and rate > 0
+    assert desc.startswith("measured: reference._vexp.exp_nonpos_sum")
+    assert f"{hb.EXP_BLOCK}-element float64 blocks" in desc
+
+
+def test_measure_host_budget_shares_add_up_to_one():
+    from costmodel.hardware import _BUDGET
+
+    assert math.isclose(sum(_BUDGET.values()), 1.0, rel_tol=1e-12)
+    assert _BUDGET["exp"] == 0.06 and _BUDGET["expsum"] == 0.04
+    assert all(v > 0 for v in _BUDGET.values())
 
 
 def test_widen_and_division_microkernels_compute_what_they_say():
