@@ -578,7 +578,7 @@ SWEEP_CHUNK = 64
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
 def _sweep_row(X, q, acc, s, score):
     """Step 3 of SparQ on rows in cache: for each of the blocks of ``s`` (4, SWEEP_BLOCKS *
-    SWEEP_BLOCK), ``acc`` (4, SWEEP_BLOCK) zeroed, the 16 rows of ``X`` swept into it four
+    SWEEP_BLOCK), ``acc`` (4, SWEEP_BLOCK + pad) zeroed, the 16 rows of ``X`` swept into it four
     at a time for the four heads of ``q`` (4, 16) (``reference.sparq._sweep_h4c4``, the
     kernel's sweep), then finished as the kernel finishes a block of a row with no masked
     position: copied into the block of ``s`` and summed into the group score ``score``

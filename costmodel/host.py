@@ -545,8 +545,9 @@ def predict_reference(
         # of their own and add up.
         mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
         if ph["sweep"] and sweep_t is not None:
-            # step 3's sweeps: FMAs, widening, the accumulators' trips and the logits'
-            # masked writes, measured together (sweep_fma_per_s)
+            # step 3's sweeps: FMAs, widening, the accumulators' trips and the finish of
+            # each block (the logits written out, the group score), measured together
+            # (sweep_fma_per_s)
             core = scale * ph["fma_row"] / sweep_t
         else:
             core = scale * ph["fma_row"] / fma_t

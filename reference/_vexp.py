@@ -113,9 +113,11 @@ _X_NONPOS_LOW = -708.0
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
 def _exp_nonpos(xi):
     """``exp(xi)`` for ``xi <= 0``: see :func:`exp_nonpos_into`."""
-    nf, p = _exp_poly(max(xi, _X_NONPOS_LOW))  # (NaN stays NaN: max keeps its first argument)
+    nf, p = _exp_poly(max(xi, _X_NONPOS_LOW))
     v = p * _bits_as_f64((np.int64(nf) + 1023) << 52)
-    return 0.0 if xi < _X_NONPOS_LOW else v
+    # NaN stays NaN (selected, not computed: the conversion of a NaN to an integer is
+    # undefined); below the threshold (and -inf) exactly 0
+    return xi if xi != xi else (0.0 if xi < _X_NONPOS_LOW else v)
 
 
 @njit_serial(fastmath=set(FASTMATH_CHAIN))
@@ -128,9 +130,10 @@ def exp_nonpos_into(x, out, shift):
     below -708 (``exp`` < 3.3e-308), ``-inf`` included, give exactly 0, NaN gives NaN.
     Arguments above 0 are outside its contract (correct up to 709, undefined beyond). For
     a softmax sum, whose largest term is ``exp(0) = 1``, the terms it zeroes are below half
-    an ulp of the sum even all added together (S < 2^50 positions). Where the result is a
-    normal number it is bit for bit that of :func:`exp_into` (a product by ``2^n`` in one
-    step or two is exact)."""
+    an ulp of the sum even all added together (S < 2^50 positions). For arguments from
+    -708 to 0 it is bit for bit :func:`exp_into` (a product by ``2^n`` in one step or two
+    is exact there); between -708.4 and -708 :func:`exp_into` still gives a normal number,
+    this gives 0."""
     for i in range(x.shape[0]):
         out[i] = _exp_nonpos(x[i] - shift)
 

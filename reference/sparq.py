@@ -663,7 +663,7 @@ _GATHER_AHEAD = 16
 #: share one L1 set (with the four key columns of a sweep, read at 128 KiB strides, in
 #: another) and each store to one row sits 4 KiB-aliased with the loads of the next. With
 #: 136 (rows 17 lines apart modulo 4 KiB) step 3 of 8 KV heads (S = 32768, float32, K
-#: stored twice, two threads, cache-cold) took 0.96 of its time and the whole call 0.93-0.95
+#: stored twice, two threads, cache-cold) took 0.955 of its time and the whole call 0.93-1.00
 #: (same-round, Zen 4 development host); 8 elements (one line) measured no gain.
 _ACC_PAD = 136
 

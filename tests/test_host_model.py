@@ -874,7 +874,7 @@ def test_measure_host_budget_shares_add_up_to_one():
     from costmodel.hardware import _BUDGET
 
     assert math.isclose(sum(_BUDGET.values()), 1.0, rel_tol=1e-12)
-    assert _BUDGET["exp"] == 0.06 and _BUDGET["expsum"] == 0.04
+    assert {"exp", "expsum", "sweep"} <= set(_BUDGET)
     assert all(v > 0 for v in _BUDGET.values())
 
 

@@ -676,7 +676,9 @@ def test_step3_group_score_is_summed_in_its_blocks(G):
     # With ``gsum`` step 3 writes the group score of logits, score[j] = ((0 + s0) + s1) + ...,
     # block by block: bit for bit the sum step 4 would make afterwards, on a row longer than
     # a block, K once and twice (G a multiple of 4: each four heads' block copied out and
-    # added in one pass; otherwise head by head).
+    # added in one pass; otherwise head by head). The logits and their maxima are those of
+    # the call without the group score (which copies them out head by head), and the same
+    # with K once and twice; the maxima are NumPy's.
     from reference.sparq import _STEP3_BLOCK_KT, _approx_logits_row
 
     rng = np.random.default_rng(95)
@@ -685,17 +687,28 @@ def test_step3_group_score_is_summed_in_its_blocks(G):
     comps = np.array([0, 3, 5, 9, 12], dtype=np.int64)
     qs = rng.standard_normal((G, comps.size))
     maskrow = np.ones(S, dtype=bool)
+    got = {}
     for k_twice in (False, True):
-        s = np.full((G, S), np.nan)
-        score = np.full(S, np.nan)
-        _approx_logits_row(
-            qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
-            np.full(G, -np.inf), score, True, np.zeros(G), False,
-        )  # fmt: skip
-        want = np.zeros(S)
-        for h in range(G):
-            want = want + s[h]
-        assert np.array_equal(score, want), k_twice
+        for gsum in (False, True):
+            s = np.full((G, S), np.nan)
+            smax = np.full(G, -np.inf)
+            score = np.full(S, np.nan)
+            _approx_logits_row(
+                qs, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow,
+                s, smax, score, gsum, np.zeros(G), False,
+            )  # fmt: skip
+            got[k_twice, gsum] = (s, smax)
+            if gsum:
+                want = np.zeros(S)
+                for h in range(G):
+                    want = want + s[h]
+                assert np.array_equal(score, want), k_twice
+            else:
+                assert np.isnan(score).all()  # not written
+            np.testing.assert_array_equal(smax, s.max(axis=1))
+    for key, (s, smax) in got.items():
+        assert np.array_equal(s, got[False, False][0]), key
+        assert np.array_equal(smax, got[False, False][1]), key
 
 
 @pytest.mark.parametrize("G", [4, 8])
@@ -727,6 +740,16 @@ def test_step3_group_score_checks_the_logits_not_their_sum(G):
             s, np.full(G, -np.inf), score, True, np.zeros(G), False,
         )  # fmt: skip
         assert np.isnan(chk), k_twice
+        # one head's logits overflow to inf (its query components 1e308: 4 x 1e308), the
+        # others finite: the last head of the last block of four heads
+        qs2 = qs.copy()
+        qs2[G - 1] = 1e308
+        chk = _approx_logits_row(
+            qs2, K, np.ascontiguousarray(K.T) if k_twice else K, k_twice, comps, maskrow, s,
+            np.full(G, -np.inf), score, True, np.zeros(G), False,
+        )  # fmt: skip
+        assert np.isnan(chk), k_twice
+        assert np.isinf(s[G - 1]).any() and np.isfinite(s[: G - 1]).all()
 
 
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
