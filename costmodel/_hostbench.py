@@ -2,7 +2,7 @@
 
 Each rate function times a small kernel that is *not* one of the kernels the host model
 predicts (``reference.dense`` / ``reference.sparq``; the exp and top-k microkernels call the
-same ``exp_into``, ``exp_nonpos_sum`` and ``topk_set_into`` routines those kernels call, on
+same ``exp_nonpos_into``, ``exp_nonpos_sum`` and ``topk_set_into`` routines those kernels call, on
 their own data: :func:`measure_exp` the exps the kernels store, :func:`measure_exp_sum` the
 ones SparQ's softmax sums add up without storing them), on every Numba thread at once
 (``numba.get_num_threads()``: the thread count the kernels run with), and returns
@@ -40,7 +40,7 @@ from reference._rows import (
     prefetch_row,
     widen,
 )
-from reference._vexp import exp_into, exp_nonpos_sum
+from reference._vexp import exp_nonpos_into, exp_nonpos_sum
 from reference.selection import topk_set_into
 from reference.sparq import (
     _ACC_PAD,
@@ -244,7 +244,7 @@ def _exp_kernel(x2, out2, reps, res):
     for t in prange(x2.shape[0]):
         s = 0.0
         for _ in range(reps):
-            exp_into(x2[t], out2[t])
+            exp_nonpos_into(x2[t], out2[t], 0.0)
             s += out2[t, 0]
         res[t] = s
 
@@ -431,14 +431,15 @@ def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tupl
 
 
 def measure_exp(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
-    """exp/s: ``reference._vexp.exp_into`` on cache-resident float64 blocks, all threads."""
+    """exp/s: ``reference._vexp.exp_nonpos_into`` (the exps the kernels store: softmax
+    weights) on cache-resident float64 blocks, all threads."""
     nt = numba.get_num_threads()
     x2 = -30.0 * rng.random((nt, EXP_BLOCK))  # softmax-like arguments (score - max <= 0)
     out2 = np.empty_like(x2)
     res = np.zeros(nt, dtype=np.float64)
     t, reps = best_time(lambda: _exp_kernel(x2, out2, EXP_REPS, res), budget_s=budget_s)
     desc = (
-        f"measured: reference._vexp.exp_into on {EXP_BLOCK}-element float64 blocks "
+        f"measured: reference._vexp.exp_nonpos_into on {EXP_BLOCK}-element float64 blocks "
         f"(in cache), {nt} threads, best of {reps}"
     )
     return nt * EXP_BLOCK * EXP_REPS / t, desc

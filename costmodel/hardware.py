@@ -177,7 +177,8 @@ class Hardware:
         register-blocked dot products of L1-resident vectors.
     exp_per_s : float or None
         float64 ``exp`` evaluations per second over all ``threads`` (the package's
-        vectorised ``reference._vexp.exp_into``, cache-resident blocks).
+        vectorised ``reference._vexp.exp_nonpos_into``, arguments <= 0, cache-resident
+        blocks: the softmax weights the kernels store).
     exp_sum_per_s : float or None
         float64 exps per second summed over all ``threads`` by
         ``reference._vexp.exp_nonpos_sum``, arguments <= 0, cache-resident blocks: SparQ's
@@ -605,7 +606,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``fma_f64_per_s``: float64 dot products blocked by four (four 256-element vectors
       against each of ``DOT_ROWS`` others in turn, five L1 loads per four FMAs;
       L1-resident);
-    - ``exp_per_s``: ``reference._vexp.exp_into`` on cache-resident float64 blocks;
+    - ``exp_per_s``: ``reference._vexp.exp_nonpos_into`` on cache-resident float64 blocks;
     - ``exp_sum_per_s``: ``reference._vexp.exp_nonpos_sum`` (the terms summed, not stored:
       SparQ's softmax sums) on the same blocks, arguments in ``[-30, 0]``;
     - ``topk_bytes_per_s``: the ``k = n / 8`` largest of float64 rows of 32768

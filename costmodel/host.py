@@ -3,7 +3,7 @@
 The GPU-style model of :mod:`costmodel.estimate` prices a well-tuned kernel sequence; this
 one predicts the time of the package's own Numba reference, which reads the caches in their
 own dtype, widens each element to float64, accumulates in float64, evaluates ``exp`` with
-``reference._vexp.exp_into`` (SparQ's softmax sums, which add the terms up without storing
+``reference._vexp.exp_nonpos_into`` (SparQ's softmax sums, which add the terms up without storing
 them, with ``reference._vexp.exp_nonpos_sum``), selects with
 ``reference.selection.topk_set_into`` (the k largest, then listed in index order) and
 splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with

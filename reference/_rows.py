@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from reference._config import FASTMATH_CHAIN, PREFETCH_LOCALITY, njit_serial
-from reference._vexp import exp_into
+from reference._vexp import exp_nonpos_into
 
 #: Encodings of a cache's elements (Python side; in jitted code the view's dtype says it:
 #: float16 bits as ``uint16``, bfloat16 bits as ``int16``).
@@ -337,17 +337,18 @@ EXP_CHUNK = 1024
 def softmax_weights(x, m):
     """In place: ``x[t] = exp(x[t] - m)`` for a 1-D float64 ``x``; returns ``sum(x)``.
 
-    Exps by :func:`reference._vexp.exp_into` in chunks of :data:`EXP_CHUNK`; the sum is a
+    Exps by :func:`reference._vexp.exp_nonpos_into` (``x <= m``: exactly 0 for a term below
+    ``exp(-708)``) in chunks of :data:`EXP_CHUNK`; the sum is a
     serial float64 loop in index order (reassociated only within a fixed vector width)."""
     n = x.shape[0]
-    copy = np.empty(EXP_CHUNK)  # exp_into's input and output must not overlap (SIMD)
+    copy = np.empty(EXP_CHUNK)  # the exp's input and output must not overlap (SIMD)
     total = 0.0
     for i0 in range(0, n, EXP_CHUNK):
         i1 = min(n, i0 + EXP_CHUNK)
         seg = x[i0:i1]
         for t in range(i1 - i0):
             copy[t] = seg[t]
-        exp_into(copy[: i1 - i0], seg, m)
+        exp_nonpos_into(copy[: i1 - i0], seg, m)
         for t in range(i1 - i0):
             total += seg[t]
     return total
@@ -435,10 +436,10 @@ def attend_positions(
 
     Each K and V row is read once for all G heads (heads in blocks of 4 share every load;
     the V pass also takes 4 positions at a time). Softmax with max subtraction, exps by
-    :func:`reference._vexp.exp_into`, float64 accumulation in a fixed order that depends only
-    on G and ``n_pos``. The weights are normalised (``exp(l - max) / sum``) before the V pass,
-    as the float64 twin does, so the sum cannot overflow unless the true output does (|V|
-    near the float64 maximum is fine). ``work`` is float64 scratch of at least
+    :func:`reference._vexp.exp_nonpos_into`, float64 accumulation in a fixed order that
+    depends only on G and ``n_pos``. The weights are normalised (``exp(l - max) / sum``)
+    before the V pass, as the float64 twin does, so the sum cannot overflow unless the true
+    output does (|V| near the float64 maximum is fine). ``work`` is float64 scratch of at least
     ``G * n_pos`` elements. Sets ``status[0] = 1`` if a logit is not finite (a non-finite
     K or q entry, or an overflow of ``q . k``) and otherwise ``status[0] = 2`` if an output
     is not finite (a non-finite V entry, or an output beyond the float64 range).

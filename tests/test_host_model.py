@@ -333,7 +333,7 @@ def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
     both = HOST.replace(sweep_fma_per_s=4e8, exp_sum_per_s=2e8)
     ph = _phases(predict_reference("sparq", hardware=both, store_k_twice=True, **SPARQ))
     assert ph["step1"].time_s == pytest.approx(4.295808e-4, rel=1e-12)
-    # dense's softmax exps are stored (exp_into): unchanged
+    # dense's softmax exps are stored (exp_nonpos_into, at exp_per_s): unchanged
     kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
     d0 = predict_reference("dense", hardware=HOST, **kw)
     d1 = predict_reference("dense", hardware=hw, **kw)
