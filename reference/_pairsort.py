@@ -5,6 +5,7 @@ order is strict and total, and every routine here gives one answer whatever its 
 
 - :func:`_select`: introselect (branch-free Lomuto partition around a median of three
   hashed positions; heapsort past a depth limit).
+- :func:`_three_positions`: the pseudo-random pivot candidates of a range.
 - :func:`_sort`: introsort with an explicit stack (the generic-dtype fallback).
 - :func:`_sorted_indices`: the k best, ordered; an LSD radix sort on an order-preserving
   64-bit image of the value for the four kernel dtypes, else :func:`_sort`.
@@ -122,15 +123,12 @@ def _depth_limit(m):
     return d
 
 
-@njit_serial
-def _partition(v, idx, lo, hi):
-    # Branch-free Lomuto partition of v[lo:hi] (hi - lo >= 3) around the median of three
-    # (the data-dependent branches of a Hoare partition mispredict about half the time).
-    # Returns (p + 1, p - 1) where p is the pivot's final position: v[lo:p] ranks before
-    # the pivot and v[p+1:hi] after it.
-    # Median of three pseudo-random positions (a fixed hash of lo and hi, so the run is
-    # deterministic). Fixed positions make poor candidates: a range left by an earlier
-    # partition is not in random order, and fixed positions invite adversarial inputs.
+@njit_serial(inline="always")
+def _three_positions(lo, hi):
+    # Three pivot candidates in [lo, hi) (hi - lo >= 3): pseudo-random positions (a fixed
+    # hash of lo and hi, so the run is deterministic), or the quartiles when two coincide.
+    # Fixed positions make poor candidates: a range left by an earlier partition is not in
+    # random order, and fixed positions invite adversarial inputs.
     r = np.uint64(hi - lo)
     h = np.uint64(lo) * _HASH_GOLDEN + np.uint64(hi)
     h ^= h >> np.uint64(29)
@@ -148,6 +146,17 @@ def _partition(v, idx, lo, hi):
         a = lo + q
         mid = lo + 2 * q
         c = lo + 3 * q
+    return a, mid, c
+
+
+@njit_serial
+def _partition(v, idx, lo, hi):
+    # Branch-free Lomuto partition of v[lo:hi] (hi - lo >= 3) around the median of three
+    # (the data-dependent branches of a Hoare partition mispredict about half the time).
+    # Returns (p + 1, p - 1) where p is the pivot's final position: v[lo:p] ranks before
+    # the pivot and v[p+1:hi] after it.
+    # Median of three pseudo-random positions (:func:`_three_positions`).
+    a, mid, c = _three_positions(lo, hi)
     if _before(v[mid], idx[mid], v[a], idx[a]):
         _swap(v, idx, a, mid)
     if _before(v[c], idx[c], v[mid], idx[mid]):

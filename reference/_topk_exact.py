@@ -17,7 +17,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from reference._config import njit_parallel, njit_serial
-from reference._pairsort import _has_nan, _select, _sorted_indices
+from reference._pairsort import (
+    _SMALL,
+    _depth_limit,
+    _has_nan,
+    _heapsort,
+    _select,
+    _sorted_indices,
+    _three_positions,
+)
 
 # Candidate buffer: min(n, max(_BUF_FACTOR * k, k + _BUF_EXTRA)) + 1 slots. Each
 # compaction (an introselect of the full buffer) keeps k, so it frees
@@ -240,6 +248,38 @@ def split8_scalar(x, t, lo, hi, bi, nd, kc):
     return a + (m << 16)
 
 
+def _splat(builder, val, vt):
+    """``val`` in every lane of the vector type ``vt`` (LLVM IR)."""
+    i32 = ir.IntType(32)
+    zero = ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count)
+    one = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), zero)
+
+
+def _compress_store(context, builder, vec, mask, aty, arr, start):
+    """Store the lanes of the 8-lane ``vec`` whose ``mask`` bit is set, packed and in lane
+    order, at ``arr[start:]`` of the Numba array type ``aty`` (``llvm.experimental.vector
+    .compress``, one ``vpcompress`` with AVX-512; the store writes all 8 slots, zeros past
+    the count). Returns the count (int64)."""
+    vt = vec.type
+    el = vt.element
+    if isinstance(el, ir.DoubleType):
+        suffix = "f64"
+    elif isinstance(el, ir.FloatType):
+        suffix = "f32"
+    else:
+        suffix = f"i{el.width}"
+    name = f"llvm.experimental.vector.compress.v8{suffix}"
+    vb = ir.VectorType(ir.IntType(1), 8)
+    comp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vb, vt]), name)
+    i8 = ir.IntType(8)
+    pop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8")
+    packed = builder.call(comp, [vec, mask, ir.Constant(vt, [0] * 8)])
+    dst = cgutils.get_item_pointer(context, builder, aty, arr, [start])
+    builder.store(packed, builder.bitcast(dst, vt.as_pointer()), align=aty.dtype.bitwidth // 8)
+    return builder.zext(builder.call(pop, [builder.bitcast(mask, i8)]), ir.IntType(64))
+
+
 @intrinsic
 def _split8_simd(typingctx, x, t, lo, hi, bi, nd, kc):
     """:func:`split8_scalar` for a contiguous float32/float64 ``x`` and contiguous int64
@@ -262,37 +302,20 @@ def _split8_simd(typingctx, x, t, lo, hi, bi, nd, kc):
         xarr = context.make_array(xty)(context, builder, xa)
         barr = context.make_array(bty)(context, builder, bia)
         ft = context.get_value_type(xty.dtype)
-        i64, i32, i8 = ir.IntType(64), ir.IntType(32), ir.IntType(8)
+        i64 = ir.IntType(64)
         vf, vq = ir.VectorType(ft, 8), ir.VectorType(i64, 8)
-        vb = ir.VectorType(ir.IntType(1), 8)
-        zero8 = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
-
-        def splat(val, vt):
-            one = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), zero8)
-
         lo_v = context.cast(builder, loa, sig.args[2], xty.dtype)
         hi_v = context.cast(builder, hia, sig.args[3], xty.dtype)
         p = cgutils.get_item_pointer(context, builder, xty, xarr, [ta])
         v = builder.load(builder.bitcast(p, vf.as_pointer()), align=xty.dtype.bitwidth // 8)
-        up = builder.fcmp_ordered(">", v, splat(hi_v, vf))  # v > hi (NaN: false)
-        ge = builder.fcmp_unordered(">=", v, splat(lo_v, vf))  # not (v < lo) (NaN: true)
+        up = builder.fcmp_ordered(">", v, _splat(builder, hi_v, vf))  # v > hi (NaN: false)
+        ge = builder.fcmp_unordered(">=", v, _splat(builder, lo_v, vf))  # not (v < lo) (NaN: true)
         mid = builder.and_(ge, builder.not_(up))
-        idx = builder.add(splat(ta, vq), ir.Constant(vq, list(range(8))))
-        name = "llvm.experimental.vector.compress.v8i64"
-        comp = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vq, [vq, vb, vq]), name
-        )
-        pop = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i8, [i8]), "llvm.ctpop.i8"
-        )
-        zq = ir.Constant(vq, [0] * 8)
-        counts = []
-        for mask, start in ((up, nda), (mid, kca)):
-            packed = builder.call(comp, [idx, mask, zq])
-            dst = cgutils.get_item_pointer(context, builder, bty, barr, [start])
-            builder.store(packed, builder.bitcast(dst, vq.as_pointer()), align=8)
-            counts.append(builder.zext(builder.call(pop, [builder.bitcast(mask, i8)]), i64))
+        idx = builder.add(_splat(builder, ta, vq), ir.Constant(vq, list(range(8))))
+        counts = [
+            _compress_store(context, builder, idx, mask, bty, barr, start)
+            for mask, start in ((up, nda), (mid, kca))
+        ]
         return builder.add(counts[0], builder.shl(counts[1], ir.Constant(i64, 16)))
 
     return types.int64(x, types.intp, lo, hi, bi, types.intp, types.intp), codegen
@@ -319,6 +342,153 @@ def _split8_impl(x, t, lo, hi, bi, nd, kc):
     if simd:
         return lambda x, t, lo, hi, bi, nd, kc: _split8_simd(x, t, lo, hi, bi, nd, kc)
     return lambda x, t, lo, hi, bi, nd, kc: split8_scalar(x, t, lo, hi, bi, nd, kc)
+
+
+@njit_serial(inline="always")
+def part8_scalar(x, t, p, dg, ng, dl, nl):
+    """The 8 values ``x[t : t + 8]`` split by a pivot ``p``: those above it go to ``dg[ng:]``,
+    those below to ``dl[nl:]``, each in index order (those equal to it, nowhere). Returns
+    ``n_above + (n_below << 16)``. Writes all 8 slots from ``ng`` and from ``nl`` (junk past
+    the counts). Branch-free, as :func:`split8_scalar`. No NaN in ``x``."""
+    a = 0
+    b = 0
+    for u in range(t, t + 8):
+        v = x[u]
+        dg[ng + a] = v
+        dl[nl + b] = v
+        a += v > p
+        b += v < p
+    return a + (b << 16)
+
+
+@intrinsic
+def _part8_simd(typingctx, x, t, p, dg, ng, dl, nl):
+    """:func:`part8_scalar` for contiguous float32/float64 ``x``, ``dg`` and ``dl`` of one
+    dtype and a pivot of that dtype: one 8-lane load, two compares, two compress-stores."""
+    arrs = (x, dg, dl)
+    if not (
+        all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" for a in arrs)
+        and x.dtype in (types.float32, types.float64)
+        and dg.dtype == x.dtype
+        and dl.dtype == x.dtype
+        and p == x.dtype
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xa, ta, pa, ga, nga, la, nla = args
+        xty, gty, lty = sig.args[0], sig.args[3], sig.args[5]
+        xarr = context.make_array(xty)(context, builder, xa)
+        vf = ir.VectorType(context.get_value_type(xty.dtype), 8)
+        ptr = cgutils.get_item_pointer(context, builder, xty, xarr, [ta])
+        v = builder.load(builder.bitcast(ptr, vf.as_pointer()), align=xty.dtype.bitwidth // 8)
+        pv = _splat(builder, pa, vf)
+        counts = [
+            _compress_store(
+                context,
+                builder,
+                v,
+                mask,
+                aty,
+                context.make_array(aty)(context, builder, arr),
+                start,
+            )
+            for mask, aty, arr, start in (
+                (builder.fcmp_ordered(">", v, pv), gty, ga, nga),
+                (builder.fcmp_ordered("<", v, pv), lty, la, nla),
+            )
+        ]
+        return builder.add(counts[0], builder.shl(counts[1], ir.Constant(ir.IntType(64), 16)))
+
+    return types.int64(x, types.intp, p, dg, types.intp, dl, types.intp), codegen
+
+
+def part8(x, t, p, dg, ng, dl, nl):
+    """:func:`part8_scalar`, by one vector step where :data:`COMPRESS_OK` and the arrays
+    allow (jitted code only)."""
+    raise NotImplementedError
+
+
+@overload(part8, inline="always")
+def _part8_impl(x, t, p, dg, ng, dl, nl):
+    arrs = (x, dg, dl)
+    simd = (
+        COMPRESS_OK
+        and all(a.ndim == 1 and a.layout == "C" and a.dtype == x.dtype for a in arrs)
+        and x.dtype in (types.float32, types.float64)
+        and p == x.dtype
+    )
+    if simd:
+        return lambda x, t, p, dg, ng, dl, nl: _part8_simd(x, t, p, dg, ng, dl, nl)
+    return lambda x, t, p, dg, ng, dl, nl: part8_scalar(x, t, p, dg, ng, dl, nl)
+
+
+@njit_serial
+def _value_at_rank(src, n, rank, w, limit=-1):
+    """The value at 0-based ``rank`` of ``src[:n]`` ordered largest first (values alone: no
+    index tie-break is needed to name a value). ``src`` is left unchanged; ``w`` is scratch
+    of shape (3, >= n + 8) and ``src``'s dtype. No NaN in ``src[:n]``.
+
+    Quickselect with an out-of-place three-way partition (:func:`part8`): the values above
+    the pivot go to one row of ``w`` and those below to another, 8 at a time by vector
+    compress where the CPU has it (no data-dependent branch, no loop-carried swap: the pair
+    partition of :func:`_select` costs several times more per element). Values equal to the
+    pivot are dropped, so every round shrinks the range and repeated values cost nothing.
+    Past the depth limit (``limit`` rounds; -1: introselect's, :func:`_depth_limit`) the
+    range is heapsorted."""
+    for i in range(n):
+        w[0, i] = src[i]
+    cur = 0
+    m = n
+    if limit < 0:
+        limit = _depth_limit(n)
+    while m > _SMALL:
+        xs = w[cur]
+        if limit == 0:
+            seg = xs[:m]
+            _heapsort(seg, np.zeros(m, dtype=np.int64), 0, m)  # (the indices are ignored)
+            return seg[rank]
+        limit -= 1
+        a, b, c = _three_positions(0, m)
+        pa, pb, pc = xs[a], xs[b], xs[c]
+        p = max(min(pa, pb), min(max(pa, pb), pc))  # the median of three
+        g = (cur + 1) % 3
+        lw = (cur + 2) % 3
+        dg = w[g]
+        dl = w[lw]
+        ng = 0
+        nl = 0
+        t = 0
+        while t + 8 <= m:
+            r = part8(xs, t, p, dg, ng, dl, nl)
+            ng += r & 0xFFFF
+            nl += r >> 16
+            t += 8
+        while t < m:
+            v = xs[t]
+            dg[ng] = v
+            dl[nl] = v
+            ng += v > p
+            nl += v < p
+            t += 1
+        if rank < ng:
+            cur = g
+            m = ng
+        elif rank < m - nl:
+            return p
+        else:
+            rank -= m - nl
+            cur = lw
+            m = nl
+    xs = w[cur]
+    for i in range(1, m):  # insertion sort, largest first
+        v = xs[i]
+        j = i - 1
+        while j >= 0 and xs[j] < v:
+            xs[j + 1] = xs[j]
+            j -= 1
+        xs[j + 1] = v
+    return xs[rank]
 
 
 @njit_serial
@@ -366,6 +536,39 @@ def _append_two(x, k, bv, bi, lo, hi, top_values=True):
 
 
 @njit_serial
+def _take_band(bv, bi, k, nd, nc, w):
+    """Complete the top k from the band: ``bv``/``bi[:nd]`` hold the elements above the
+    upper threshold, ``bv``/``bi[k : k + nc]`` those between the thresholds in index order
+    (as :func:`_append_two` leaves them), ``nd <= k <= nd + nc``. Moves the band's best
+    ``k - nd`` to ``bv``/``bi[nd:k]``: its value ``T`` at that rank (values alone, by
+    :func:`_value_at_rank` with scratch ``w``), then one pass in index order that
+    keeps every value above ``T`` and the first of those equal to it, as many as the rank
+    order (value desc, index asc) admits."""
+    need = k - nd
+    if need == 0:
+        return
+    if nc == need:
+        for t in range(need):
+            bv[nd + t] = bv[k + t]
+            bi[nd + t] = bi[k + t]
+        return
+    thr = _value_at_rank(bv[k : k + nc], nc, need - 1, w)
+    above = 0
+    for t in range(k, k + nc):
+        above += bv[t] > thr
+    ties = need - above  # (>= 1: thr is a value of the band)
+    c = 0
+    for t in range(k, k + nc):  # (slot nd + c <= t: no unread element is overwritten)
+        v = bv[t]
+        eq = v == thr
+        take = (v > thr) | (eq & (ties > 0))
+        ties -= eq
+        bv[nd + c] = v
+        bi[nd + c] = bi[t]
+        c += take
+
+
+@njit_serial
 def _sample_size(n, k):
     """Positions of the strided sample that :func:`_topk_core` takes from a row of ``n``
     at this ``k`` (every ``n // ns``-th from 0; when the row takes the sampling path)."""
@@ -396,38 +599,33 @@ def _topk_core(x, k, out, bv, bi, ordered=True):
             # ~mu + _SAMPLE_Z sqrt(mu), so that ~k (1 + _SAMPLE_Z / sqrt(mu)) elements pass.
             stride = n // ns
             sv = np.empty(ns, dtype=x.dtype)
-            si = np.empty(ns, dtype=np.int64)
             for t in range(ns):
                 sv[t] = x[t * stride]
-                si[t] = t * stride
             if _has_nan(sv):
                 return True
+            # (scratch of the value selections: the sample, then the band below)
+            w = np.empty((3, max(ns, cap - k) + 8), dtype=x.dtype)
             mu = k * ns / n
             r = min(ns, int(mu + _SAMPLE_Z * np.sqrt(mu)) + _SAMPLE_SLACK)
-            _select(sv, si, 0, ns, r - 1)
+            lo = _value_at_rank(sv, ns, r - 1, w)
             # A second, upper threshold from the same sample (the element of rank ~mu -
             # _SAMPLE_Z sqrt(mu)): elements above it are in the top k with the same odds, so
             # only those between the two thresholds (~2 _SAMPLE_Z sqrt(mu) n / ns) need the
             # final selection, instead of all ~k (1 + _SAMPLE_Z / sqrt(mu)) that pass.
             r_hi = max(1, int(mu - _SAMPLE_Z * np.sqrt(mu)) - _SAMPLE_SLACK)
             if r_hi < r:
-                _select(sv, si, 0, r - 1, r_hi - 1)
-                nd, nc, fits = _append_two(x, k, bv, bi, sv[r - 1], sv[r_hi - 1], ordered)
+                hi = _value_at_rank(sv, ns, r_hi - 1, w)
+                nd, nc, fits = _append_two(x, k, bv, bi, lo, hi, ordered)
                 if fits and _has_nan(bv[k : k + nc]):
                     return True
                 if fits and nd <= k <= nd + nc:  # the top k: the nd above, the rest between
-                    need = k - nd
-                    if need > 0 and nc > need:
-                        _select(bv, bi, k, k + nc, k + need - 1)
-                    for t in range(need):
-                        bv[nd + t] = bv[k + t]
-                        bi[nd + t] = bi[k + t]
+                    _take_band(bv, bi, k, nd, nc, w)
                     cnt = k
                     done = True
             if not done:
                 # The expected pass rate r / ns is above 1/128 here (r >= 34, ns <= 4096):
                 # most blocks would pass a block screen, so a plain scan is cheaper.
-                cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, sv[r - 1], False, 0)
+                cnt, _, _, bad = _append_range(x, 0, n, k, bv, bi, lo, False, 0)
                 bad = bad or _has_nan(bv[:cnt])
                 if bad:
                     return True

@@ -149,3 +149,121 @@ def test_float32_row_with_float64_thresholds_compares_in_float64():
     up, mid = _expected(x.astype(np.float64), 0.0, hi)
     assert (nd, nc) == (len(up), len(mid)) == (4, 4)
     assert np.array_equal(bi[:nd], up) and np.array_equal(bi[16 : 16 + nc], mid)
+
+
+# --- the value selection of the sampled thresholds and of the band (part8, _value_at_rank,
+# _take_band). Oracles: NumPy's comparisons and sort, and a brute-force rank order.
+
+
+def _make_parts(step):
+    @njit
+    def parts(x, p, dg, dl):
+        """``step`` over x (length a multiple of 8) in order, as _value_at_rank's loop."""
+        ng = 0
+        nl = 0
+        for t in range(0, x.shape[0], 8):
+            r = step(x, t, p, dg, ng, dl, nl)
+            ng += r & 0xFFFF
+            nl += r >> 16
+        return ng, nl
+
+    return parts
+
+
+_parts = _make_parts(tx.part8)
+_parts_scalar = _make_parts(tx.part8_scalar)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint64])
+@pytest.mark.parametrize("part", [_parts, _parts_scalar], ids=["dispatch", "scalar"])
+def test_partition_steps_match_numpy(dtype, part):
+    rng = np.random.default_rng(15)
+    for n in (8, 64, 1024):
+        x = _row(rng, dtype, n)
+        if x.dtype.kind == "f":
+            x = x[~np.isnan(x)]  # (no NaN reaches the partition)
+            x = x[: x.size - x.size % 8]
+        for p in (0, 3, 6, 12):
+            p = x.dtype.type(p)
+            dg = np.full(x.size + 8, 99, dtype=x.dtype)
+            dl = np.full(x.size + 8, 99, dtype=x.dtype)
+            ng, nl = part(x, p, dg, dl)
+            assert np.array_equal(dg[:ng], x[x > p]) and np.array_equal(dl[:nl], x[x < p])
+
+
+def _value_rows(rng, dtype):
+    """Rows of every length from 1 to 40 and some longer ones, with repeated values, signed
+    zeros and infinities (floats), sorted and reversed runs."""
+    rows = []
+    for n in list(range(1, 41)) + [100, 1000, 4103]:
+        x = rng.integers(-4, 5, n) if n % 3 else rng.integers(-(10**6), 10**6, n)
+        x = x.astype(dtype) if np.dtype(dtype).kind != "u" else (x + 10**6).astype(dtype)
+        if n % 5 == 0:
+            x = np.sort(x)
+        if n % 7 == 0:
+            x = np.sort(x)[::-1].copy()
+        if np.dtype(dtype).kind == "f":
+            x[rng.random(n) < 0.1] = -0.0
+            x[rng.random(n) < 0.05] = np.inf
+            x[rng.random(n) < 0.05] = -np.inf
+        rows.append(x)
+    rows.append(np.full(777, 3, dtype=dtype))  # all equal
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint64])
+def test_value_at_rank_is_the_sorted_value(dtype):
+    rng = np.random.default_rng(16)
+    for x in _value_rows(rng, dtype):
+        n = x.size
+        want = np.sort(x)[::-1]  # (-0.0 and 0.0 compare equal: either may stand at a rank)
+        w = np.empty((3, n + 8), dtype=x.dtype)
+        ranks = range(n) if n <= 40 else sorted(set(rng.integers(0, n, 12)) | {0, n - 1})
+        for rank in ranks:
+            for limit in (-1, 0, 1):  # 0 and 1: the heapsort fallback at once or next round
+                got = tx._value_at_rank(x, n, rank, w, limit)
+                assert got == want[rank], (n, rank, limit)
+
+
+def test_value_at_rank_leaves_its_source_unchanged():
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(5000)
+    keep = x.copy()
+    w = np.empty((3, 5008))
+    for rank in (0, 2500, 4999):
+        tx._value_at_rank(x, 5000, rank, w)
+    assert np.array_equal(x, keep)
+
+
+def _brute_best(values, indices, m):
+    """The m best (value desc, index asc) of the pairs, as a set of indices."""
+    order = sorted(range(len(values)), key=lambda t: (-float(values[t]), int(indices[t])))
+    return {int(indices[t]) for t in order[:m]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_take_band_keeps_the_rank_order_best(dtype):
+    # A band whose values tie heavily at the cut (quantised, signed zeros): every value
+    # above the cut and the lowest indices of those at it, as the rank order says.
+    rng = np.random.default_rng(18)
+    for _ in range(40):
+        k = int(rng.integers(8, 400))
+        nd = int(rng.integers(0, k))
+        nc = int(rng.integers(k - nd, 2 * k + 1))
+        size = k + nc + 1
+        bv = np.full(size, 77, dtype=dtype)
+        bi = np.full(size, -1, dtype=np.int64)
+        band = rng.integers(-3, 4, nc).astype(dtype)
+        if np.dtype(dtype).kind == "f":
+            band[rng.random(nc) < 0.2] = -0.0
+        bv[k : k + nc] = band
+        bi[k : k + nc] = np.sort(rng.choice(10 * size, nc, replace=False))  # index order
+        bi[:nd] = np.arange(nd) + 10 * size  # the elements above the band, untouched
+        band_i = bi[k : k + nc].copy()
+        w = np.empty((3, nc + 8), dtype=dtype)
+        tx._take_band(bv, bi, k, nd, nc, w)
+        need = k - nd
+        assert set(bi[nd:k].tolist()) == _brute_best(band, band_i, need)
+        assert np.array_equal(bi[:nd], np.arange(nd) + 10 * size)
+        pos = {int(j): t for t, j in enumerate(band_i)}
+        assert all(bv[nd + t] == band[pos[int(bi[nd + t])]] for t in range(need))
