@@ -36,7 +36,8 @@ _STACK_FRAMES = 130
 # 2 log2(m) of introsort, plus a little slack for short ranges; past it, heapsort.
 _DEPTH_SLACK = 4
 _DEPTH_PER_BIT = 2
-# Pivot-position hash of :func:`_partition`: the three multipliers of SplitMix64 (Steele,
+# Pivot-position hash of :func:`_three_positions` (the pivots of :func:`_partition` and of
+# reference._topk_exact._value_at_rank): the three multipliers of SplitMix64 (Steele,
 # Lea, Flood 2014; 0x9E37... is 2**64 / golden ratio), with shifts 29/32/31/29. The same
 # multipliers are costmodel.recall's SplitMix64 constants; they are defined here because
 # reference must not import costmodel. Changing them changes pivots, never results.

@@ -75,7 +75,9 @@ _SAMPLE = 4096
 # thresholds below are then ~2 _SAMPLE_Z sqrt(mu) sample ranks apart either way, and a
 # smaller sample costs less to take and to select in. SparQ's top-k of 32768 at k = 4096
 # (float64, one thread, rows with a +inf local window, on the development host): ns = 4096
-# (mu = 512) 67 us per row, 2048 (mu = 256) 59 us, 1024 (mu = 128) 57 us.
+# (mu = 512) 67 us per row, 2048 (mu = 256) 59 us, 1024 (mu = 128) 57 us (measured when
+# the thresholds were selected by the pair introselect, several times slower per element
+# than today's _value_at_rank: the balance may have moved towards larger samples).
 _SAMPLE_MU = 256
 _SAMPLE_STRIDE = 8
 _SAMPLE_MIN = 512
@@ -427,7 +429,8 @@ def _part8_impl(x, t, p, dg, ng, dl, nl):
 def _value_at_rank(src, n, rank, w, limit=-1):
     """The value at 0-based ``rank`` of ``src[:n]`` ordered largest first (values alone: no
     index tie-break is needed to name a value). ``src`` is left unchanged; ``w`` is scratch
-    of shape (3, >= n + 8) and ``src``'s dtype. No NaN in ``src[:n]``.
+    of shape (3, >= n) and ``src``'s dtype. No NaN in ``src[:n]``. (A vector step writes 8
+    slots from each count, but only while 8 elements remain, so never past ``n``.)
 
     Quickselect with an out-of-place three-way partition (:func:`part8`): the values above
     the pivot go to one row of ``w`` and those below to another, 8 at a time by vector
@@ -541,9 +544,9 @@ def _take_band(bv, bi, k, nd, nc, w):
     upper threshold, ``bv``/``bi[k : k + nc]`` those between the thresholds in index order
     (as :func:`_append_two` leaves them), ``nd <= k <= nd + nc``. Moves the band's best
     ``k - nd`` to ``bv``/``bi[nd:k]``: its value ``T`` at that rank (values alone, by
-    :func:`_value_at_rank` with scratch ``w``), then one pass in index order that
-    keeps every value above ``T`` and the first of those equal to it, as many as the rank
-    order (value desc, index asc) admits."""
+    :func:`_value_at_rank` with scratch ``w``), a count of the values above ``T``, then one
+    pass in index order that keeps every value above ``T`` and the first of those equal to
+    it, as many as the rank order (value desc, index asc) admits."""
     need = k - nd
     if need == 0:
         return
@@ -604,7 +607,7 @@ def _topk_core(x, k, out, bv, bi, ordered=True):
             if _has_nan(sv):
                 return True
             # (scratch of the value selections: the sample, then the band below)
-            w = np.empty((3, max(ns, cap - k) + 8), dtype=x.dtype)
+            w = np.empty((3, max(ns, cap - k)), dtype=x.dtype)
             mu = k * ns / n
             r = min(ns, int(mu + _SAMPLE_Z * np.sqrt(mu)) + _SAMPLE_SLACK)
             lo = _value_at_rank(sv, ns, r - 1, w)

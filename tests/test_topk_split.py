@@ -189,6 +189,8 @@ def test_partition_steps_match_numpy(dtype, part):
             dl = np.full(x.size + 8, 99, dtype=x.dtype)
             ng, nl = part(x, p, dg, dl)
             assert np.array_equal(dg[:ng], x[x > p]) and np.array_equal(dl[:nl], x[x < p])
+            # the steps write 8 slots from each count, never past the elements they split
+            assert np.all(dg[x.size :] == 99) and np.all(dl[x.size :] == 99)
 
 
 def _value_rows(rng, dtype):
@@ -239,6 +241,46 @@ def _brute_best(values, indices, m):
     """The m best (value desc, index asc) of the pairs, as a set of indices."""
     order = sorted(range(len(values)), key=lambda t: (-float(values[t]), int(indices[t])))
     return {int(indices[t]) for t in order[:m]}
+
+
+@pytest.mark.skipif(not tx.COMPRESS_OK, reason="no vector compress on this CPU / LLVM")
+def test_value_at_rank_compiles_the_vector_partition():
+    # where the CPU has it, the selection's partition is the vector compress (a fresh
+    # compilation: cached code cannot be inspected)
+    f = njit(tx._value_at_rank.py_func)
+    for dtype, name in ((np.float64, "v8f64"), (np.float32, "v8f32")):
+        x = np.arange(100, dtype=dtype)
+        w = np.empty((3, 100), dtype=dtype)
+        assert f(x, 100, 10, w, -1) == 89
+        ir = "".join(f.inspect_llvm().values())
+        assert f"llvm.experimental.vector.compress.{name}" in ir
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint64])
+def test_take_band_edge_cases(dtype):
+    # nothing to take (nd = k), the whole band taken (nc = k - nd), and a band cut inside a
+    # run of ties; the elements above the band are never touched
+    k = 6
+    for nd, band, want in (
+        (6, [5, 4, 3], []),
+        (2, [3, 9, 1, 7], [3, 9, 1, 7]),
+        (3, [4, 7, 4, 4, 2, 4], [7, 4, 4]),  # the first two 4s in index order
+    ):
+        nc = len(band)
+        bv = np.full(k + nc + 1, 77, dtype=dtype)
+        bi = np.full(k + nc + 1, -1, dtype=np.int64)
+        bv[:nd] = 100
+        bi[:nd] = np.arange(nd) + 1000
+        bv[k : k + nc] = band
+        bi[k : k + nc] = np.arange(nc) * 10  # index order
+        w = np.empty((3, nc), dtype=dtype)
+        tx._take_band(bv, bi, k, nd, nc, w)
+        assert np.array_equal(bv[:nd], np.full(nd, 100, dtype=dtype))
+        assert np.array_equal(bi[:nd], np.arange(nd) + 1000)
+        got = sorted(zip(bi[nd:k].tolist(), bv[nd:k].tolist(), strict=True))
+        best = sorted(range(nc), key=lambda t: (-band[t], t))[: k - nd]
+        assert got == sorted((10 * t, band[t]) for t in best)
+        assert sorted(v for _, v in got) == sorted(want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
