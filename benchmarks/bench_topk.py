@@ -16,6 +16,13 @@ Ratios: ``argpart/topk`` (target >= 1: exact topk no slower than argpartition + 
 ``ext/bucketed``: the faster of argpart and torch over bucketed; ``exact/bucketed``: the
 fastest exact method including this package's own ``topk`` over bucketed (target >= 3 at
 n >= 16384).
+
+A second table times the selection SparQ's kernel makes, on one thread: ``topk_set_into``
+of a row of 32768 float64 scores (N(0, 9), the last 512 set to +inf: the forced local
+window) at k = S/8 and S/16, per row; and the rank selection of that row's strided sample
+(4096 values, every 8th) by the value-only quickselect the kernel uses
+(``reference._topk_exact._value_at_rank``) against the pair introselect on (value, index)
+(``reference._pairsort._select``, which selected it before), with their ratio.
 """
 
 from __future__ import annotations
@@ -38,8 +45,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from reference._config import get_num_threads  # noqa: E402
-from reference.selection import bucketed_topk, topk  # noqa: E402
+from reference._config import get_num_threads, njit_serial  # noqa: E402
+from reference._pairsort import _select  # noqa: E402
+from reference._topk_exact import _value_at_rank  # noqa: E402
+from reference.selection import (  # noqa: E402
+    bucketed_topk,
+    topk,
+    topk_buffer_size,
+    topk_set_into,
+)
 
 try:
     import torch
@@ -67,6 +81,67 @@ def _best_times(fns: dict, repeats: int) -> dict:
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+@njit_serial
+def _set_rows(x, k, out, bv, bi, reps):
+    for _ in range(reps):
+        topk_set_into(x, k, out, bv, bi)
+
+
+@njit_serial
+def _rank_by_value(sv, rank, w, reps):
+    v = 0.0
+    for _ in range(reps):
+        v = _value_at_rank(sv, sv.shape[0], rank, w)
+    return v
+
+
+@njit_serial
+def _rank_by_pairs(sv, rank, reps):
+    v = 0.0
+    for _ in range(reps):
+        a = sv.copy()
+        idx = np.arange(a.shape[0])
+        _select(a, idx, 0, a.shape[0], rank)
+        v = a[rank]
+    return v
+
+
+def sparq_selection_table(rng: np.random.Generator, repeats: int, reps: int = 50) -> None:
+    """Print the second table (see the module docstring): microseconds per call, best of
+    ``repeats`` round-robin rounds of ``reps`` calls each."""
+    n = 32768
+    x = rng.standard_normal(n) * 3.0
+    x[-512:] = np.inf
+    sv = np.ascontiguousarray(x[::8])
+    w = np.empty((3, sv.size))
+    print("\n# SparQ's selection, one thread, a row of 32768 float64 scores; us per call")
+    print("| what | k | us | pair/value |")
+    print("|---|---|---|---|")
+    for div in (8, 16):
+        k = n // div
+        cap = topk_buffer_size(n, k)
+        bv, bi, out = np.empty(cap), np.empty(cap, dtype=np.int64), np.empty(k, dtype=np.int64)
+        t = _best_times(
+            {"set": lambda k=k, bv=bv, bi=bi, out=out: _set_rows(x, k, out, bv, bi, reps)}, repeats
+        )
+        print(f"| topk_set_into | S/{div} | {1e6 * t['set'] / reps:.1f} | - |", flush=True)
+    for rank in (127, 319, 2047):
+        t = _best_times(
+            {
+                "value": lambda rank=rank: _rank_by_value(sv, rank, w, reps),
+                "pairs": lambda rank=rank: _rank_by_pairs(sv, rank, reps),
+            },
+            repeats,
+        )
+        assert _rank_by_value(sv, rank, w, 1) == _rank_by_pairs(sv, rank, 1)
+        print(
+            f"| rank {rank} of the 4096-value sample: value quickselect / pair introselect "
+            f"| - | {1e6 * t['value'] / reps:.1f} / {1e6 * t['pairs'] / reps:.1f} "
+            f"| {t['pairs'] / t['value']:.2f} |",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{best_exact / t_buck:.2f}",
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
+    sparq_selection_table(rng, repeats, reps=5 if args.quick else 50)
     return 0
 
 
