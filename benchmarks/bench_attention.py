@@ -285,7 +285,9 @@ def einsum_dense(q, K, V):
 
 
 def torch_sdpa_fn(q, K, V):
-    """PyTorch CPU scaled_dot_product_attention (GQA), or None without torch."""
+    """PyTorch CPU scaled_dot_product_attention (GQA), or None without torch (or where this
+    torch cannot run it: the reason is printed). ``main`` gives torch as many threads as
+    the reference kernels use."""
     if torch is None:
         return None
     import torch.nn.functional as F
@@ -294,11 +296,16 @@ def torch_sdpa_fn(q, K, V):
     tk, tv = torch.from_numpy(K), torch.from_numpy(V)
     g = q.shape[1] // K.shape[1]
     try:
-        F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
-        return lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
-    except TypeError:  # torch < 2.5: repeat the KV heads
-        tk, tv = tk.repeat_interleave(g, dim=1), tv.repeat_interleave(g, dim=1)
-        return lambda: F.scaled_dot_product_attention(tq, tk, tv)
+        try:
+            F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
+            return lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True)
+        except TypeError:  # torch < 2.5: repeat the KV heads
+            tk, tv = tk.repeat_interleave(g, dim=1), tv.repeat_interleave(g, dim=1)
+            F.scaled_dot_product_attention(tq, tk, tv)
+            return lambda: F.scaled_dot_product_attention(tq, tk, tv)
+    except (RuntimeError, NotImplementedError) as e:  # e.g. no kernel for this dtype
+        print(f"  torch SDPA ({K.dtype}) skipped: {type(e).__name__}: {e}")
+        return None
 
 
 def sparq_bytes(S, Hkv, Bn, k, itemsize, *, k_twice, v_mean_supplied):
@@ -331,7 +338,7 @@ def _llc_bytes() -> int:
 #: call timed right after another that read the same rows found them in the L3: SparQ's
 #: kept rows after the K-once call with the same selection, or k = S/16 after k = S/8; on
 #: the development host 3.14 against 3.49 ms cold for the target row's k = S/8.)
-EVICT_BYTES = max(64 << 20, 4 * _llc_bytes())
+EVICT_BYTES = max(64 << 20, 4 * _llc_bytes())  # (--evict-mb sets it)
 _evict_buf: np.ndarray | None = None
 
 
@@ -1080,7 +1087,9 @@ def _git_revision() -> str:
         ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # (a copy of the tree without its git history: the revision as the caller states it)
+        given = os.environ.get("SPARQ_GIT_REVISION")
+        return f"{given} (stated, no git here)" if given else "unknown"
 
 
 def _versions() -> dict:
@@ -1113,6 +1122,8 @@ def environment() -> dict:
         ram_bytes=_total_ram(),
         numba_threads=numba.get_num_threads(),
         numba_max_threads=numba.config.NUMBA_NUM_THREADS,
+        torch_threads=None if torch is None else torch.get_num_threads(),
+        evict_bytes=EVICT_BYTES,
         versions=_versions(),
         git=_git_revision(),
     )
@@ -1381,8 +1392,20 @@ def main(argv=None) -> int:
         help="only the rows: no phase table, thread scaling or memory rows (targets that "
         "need them are not judged)",
     )
+    ap.add_argument(
+        "--evict-mb",
+        type=int,
+        default=None,
+        help="MiB read before every timed call (default: 4x the last-level cache that sysfs "
+        "reports, at least 64; set it where sysfs has no cache sizes, as in some sandboxes)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.evict_mb is not None:
+        if a.evict_mb < 1:
+            ap.error(f"--evict-mb: expected a positive number of MiB, got {a.evict_mb}")
+        global EVICT_BYTES
+        EVICT_BYTES = a.evict_mb << 20
     if a.child is not None:
         print(json.dumps(child_main(json.loads(a.child))))
         return 0
@@ -1401,6 +1424,8 @@ def main(argv=None) -> int:
     from costmodel.hardware import measure_host
 
     hw = measure_host(seconds=0.5 if a.quick else 2.0)
+    if torch is not None:  # side by side on as many cores as the reference kernels
+        torch.set_num_threads(numba.get_num_threads())
     env = environment()
     env["threading_layer"] = numba.threading_layer()
     print(
