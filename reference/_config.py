@@ -64,6 +64,28 @@ def _host_cpu_name() -> str:
 PREFETCH_LOCALITY: int = prefetch_locality(_host_cpu_name())
 
 
+def gather_requests(cpu_name: str) -> int:
+    """How many times SparQ's passes over its kept rows request each row before reading it
+    (``reference._rows.prefetch_ahead``) on a CPU that LLVM names ``cpu_name``: 4 on AMD
+    Zen (``znver*``), 1 on every other CPU.
+
+    Only speed depends on it, never a result. Measured with the exact attention over 4096
+    or 2048 sorted kept rows of 32768 per KV head (8 KV heads, float32, two threads, rows
+    requested 16 rows ahead; docs/performance.md): on the Zen 4 development host the
+    repeated requests make up for requests the core drops when its miss buffers are full
+    (the K pass 0.94-1.25 ms with four, 1.16-1.60 ms with one); on an Intel Xeon
+    (Emerald Rapids, ``emeraldrapids``) they cost more than they bring, since every request
+    is an instruction whether or not it goes out: 1.40 against 1.08 ms at 2048 rows
+    cache-cold, 2.59 against 2.01 ms at 4096 with the rows in the L3, and about even
+    (2.84 against 2.96 ms) at 4096 cold. CPUs measured on neither get one request. The
+    compiled kernels are cached per CPU name, so the choice and the cache agree."""
+    return 4 if cpu_name.startswith("znver") else 1
+
+
+#: :func:`gather_requests` of the CPU the kernels compile for (fixed at import).
+GATHER_REQUESTS: int = gather_requests(_host_cpu_name())
+
+
 def njit_serial(func=None, **kw):
     """``numba.njit`` with the project's flags, for serial row functions."""
     opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True, **kw}

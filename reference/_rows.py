@@ -19,6 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from reference._config import FASTMATH_CHAIN, PREFETCH_LOCALITY, njit_serial
+from reference._config import GATHER_REQUESTS as GATHER_REQUESTS  # (the kernels' setting)
 from reference._vexp import exp_nonpos_into
 
 #: Encodings of a cache's elements (Python side; in jitted code the view's dtype says it:
@@ -32,7 +33,8 @@ ENC_NATIVE, ENC_F16, ENC_BF16 = 0, 1, 2
 #: float16 `Hkv = 8` 4.98-5.12 against 5.43-5.64 ms, `Hkv = 32` 13.7-14.3 against 14.4-15.0
 #: ms.
 STREAM_AHEAD = 16
-#: SparQ's passes over its kept rows request each row GATHER_REQUESTS times, at
+#: SparQ's passes over its kept rows request each row GATHER_REQUESTS times (4 on AMD Zen,
+#: 1 elsewhere: :func:`reference._config.gather_requests`), at
 #: GATHER_AHEAD, ..., 2 * GATHER_AHEAD / GATHER_REQUESTS and GATHER_AHEAD / GATHER_REQUESTS
 #: rows ahead (:func:`prefetch_ahead`). Gathered rows of kept positions are ~S/k rows
 #: apart, so the hardware prefetchers do not see them coming (without software prefetch
@@ -52,7 +54,6 @@ STREAM_AHEAD = 16
 #: lines of a row were the ones not there in time. (``requests`` above ``ahead`` repeats
 #: the same distance.)
 GATHER_AHEAD = 16
-GATHER_REQUESTS = 4
 
 
 @intrinsic
