@@ -183,3 +183,18 @@ def test_gather_probe_gathers_the_profile_microkernels_rows(bench):
     out = np.zeros(numba.get_num_threads(), dtype=np.float32)
     bench.gather_probe_fn(out)()
     assert (out == bench.GATHER_PROBE_ROWS * 128).all()
+
+
+def test_llc_size_skips_entries_without_a_size(bench, tmp_path):
+    # A sysfs cache folder as a KVM guest showed it: index0..index3 and a `uevent` file.
+    # Whatever order the folder lists them in, the largest size is the last-level cache.
+    for name, size in (("index0", "48K"), ("index1", "32K"), ("index2", "2048K"),
+                       ("index3", "307200K")):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "size").write_text(size + "\n")
+    (tmp_path / "uevent").write_text("")
+    (tmp_path / "index9").mkdir()  # a folder without a size file
+    assert bench._llc_bytes(str(tmp_path)) == 307200 * 1024
+    (tmp_path / "index3" / "size").write_text("bogus\n")
+    assert bench._llc_bytes(str(tmp_path)) == 2048 * 1024
+    assert bench._llc_bytes(str(tmp_path / "missing")) == 32 << 20  # the documented default
