@@ -71,14 +71,15 @@ def gather_requests(cpu_name: str) -> int:
 
     Only speed depends on it, never a result. Measured with the exact attention over 4096
     or 2048 sorted kept rows of 32768 per KV head (8 KV heads, float32, two threads, rows
-    requested 16 rows ahead; docs/performance.md): on the Zen 4 development host the
-    repeated requests make up for requests the core drops when its miss buffers are full
-    (the K pass 0.94-1.25 ms with four, 1.16-1.60 ms with one); on an Intel Xeon
-    (Emerald Rapids, ``emeraldrapids``) they cost more than they bring, since every request
-    is an instruction whether or not it goes out: 1.40 against 1.08 ms at 2048 rows
-    cache-cold, 2.59 against 2.01 ms at 4096 with the rows in the L3, and about even
-    (2.84 against 2.96 ms) at 4096 cold. CPUs measured on neither get one request. The
-    compiled kernels are cached per CPU name, so the choice and the cache agree."""
+    requested 16 rows ahead, best of 11; docs/performance.md): on the Zen 4 development
+    host the repeated requests make up for requests the core drops when its miss buffers
+    are full (cache-cold: 2.10 against 2.40 ms at 4096 rows, 1.45 against 1.74 ms at
+    2048); on an Intel Xeon (Emerald Rapids, ``emeraldrapids``) the two were even
+    cache-cold (4.16 against 4.14 ms, 2.17 against 2.19 ms) and the single request faster
+    with the rows in its 300 MiB L3 (3.17 against 3.69 ms, 1.37 against 1.70 ms): every
+    request is an instruction, whether or not it goes out. CPUs measured on neither get
+    one request. The compiled kernels are cached per CPU name, so the choice and the cache
+    agree."""
     return 4 if cpu_name.startswith("znver") else 1
 
 
