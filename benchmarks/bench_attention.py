@@ -4,6 +4,7 @@
     python benchmarks/bench_attention.py --quick       # smoke run: S = 4096, under a minute
     python benchmarks/bench_attention.py --json FILE --repeat N
     python benchmarks/bench_attention.py --seq-lens 32768 --rows-only   # rows only
+    python benchmarks/bench_attention.py --evict-mb 1200  # where sysfs lists no cache sizes
 
 Rows at B=1, H=32, d=128, Hkv in {8, 32}, S in {4096, 32768, 131072}, float32 and float16
 caches (a row whose K+V exceeds ``MAX_KV_BYTES`` is skipped). In each row, timed side by side:
@@ -76,6 +77,7 @@ import reference  # noqa: E402
 from costmodel._hostbench import stream_read  # noqa: E402
 from costmodel.host import HOST_FIELDS, in_core_time, widen_overlap  # noqa: E402
 from reference._checks import KernelInputs  # noqa: E402
+from reference._config import GATHER_REQUESTS, PREFETCH_LOCALITY, _host_cpu_name  # noqa: E402
 from reference.sparq import (  # noqa: E402
     SparqParams,
     _check_k_cache_t,
@@ -320,7 +322,7 @@ def sparq_bytes(S, Hkv, Bn, k, itemsize, *, k_twice, v_mean_supplied):
 def _llc_bytes(base: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
     """Size of the last-level cache (Linux sysfs; 32 MiB when it cannot be read). Entries of
     the cache folder without a readable size (``uevent``) are skipped, not fatal: one
-    listed before ``index3`` once left a 300 MiB L3 to be evicted by 128 MiB."""
+    listed first once left a 300 MiB L3 to be evicted by 128 MiB."""
     best = 0
     try:
         names = os.listdir(base)
@@ -1129,6 +1131,10 @@ def environment() -> dict:
         numba_max_threads=numba.config.NUMBA_NUM_THREADS,
         torch_threads=None if torch is None else torch.get_num_threads(),
         evict_bytes=EVICT_BYTES,
+        # what the kernels compiled for, and the per-CPU settings that follow from it
+        llvm_cpu=_host_cpu_name(),
+        prefetch_locality=PREFETCH_LOCALITY,
+        gather_requests=GATHER_REQUESTS,
         versions=_versions(),
         git=_git_revision(),
     )

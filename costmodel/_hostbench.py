@@ -112,6 +112,11 @@ WIDEN_REPS = 20_000
 WIDEN_DTYPES = ("float32", "float16", "bfloat16")
 
 
+def _times(n: int) -> str:
+    """``"once"``, ``"twice"`` or ``"n times"`` (the descriptions' request counts)."""
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def best_time(
     fn: Callable[[], object],
     *,
@@ -529,7 +534,7 @@ def measure_gather(
     desc = (
         f"measured: {row_bytes}-byte rows ({row} float32) of a {a2.nbytes / 2**20:.0f} MiB "
         f"array, in ascending groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} "
-        f"rows, summed, each requested {GATHER_REQUESTS} times from {GATHER_AHEAD} rows "
+        f"rows, summed, each requested {_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows "
         f"ahead, "
         f"{GATHER_ROWS_PER_THREAD} rows per "
         f"thread, {nt} threads, best of {reps}"
@@ -832,7 +837,7 @@ def measure_gather_overlap(
         f"byte float32 rows gathered from a {a2.nbytes / 2**20:.0f} MiB array in ascending "
         f"groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} rows, four rows a "
         f"step (each element widened once for four FMAs; each step requests its four rows "
-        f"{GATHER_REQUESTS} times from {GATHER_AHEAD} rows on), "
+        f"{_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows on), "
         f"against the gather alone and the same work on L1-resident rows, {len(rounds)} "
         f"rounds of the three (medians: gather {med[0] * 1e3:.2f} ms, in-core "
         f"{med[1] * 1e3:.2f} ms, both {med[2] * 1e3:.2f} ms); median of (gather + core - "

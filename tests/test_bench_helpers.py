@@ -185,16 +185,31 @@ def test_gather_probe_gathers_the_profile_microkernels_rows(bench):
     assert (out == bench.GATHER_PROBE_ROWS * 128).all()
 
 
-def test_llc_size_skips_entries_without_a_size(bench, tmp_path):
+def test_llc_size_skips_entries_without_a_size(bench, tmp_path, monkeypatch):
     # A sysfs cache folder as a KVM guest showed it: index0..index3 and a `uevent` file.
-    # Whatever order the folder lists them in, the largest size is the last-level cache.
+    # Whatever order the folder lists them in, the largest size is the last-level cache;
+    # the order that broke it (`uevent` first) is forced here, the other one too.
     for name, size in (("index0", "48K"), ("index1", "32K"), ("index2", "2048K"),
                        ("index3", "307200K")):  # fmt: skip
         (tmp_path / name).mkdir()
         (tmp_path / name / "size").write_text(size + "\n")
     (tmp_path / "uevent").write_text("")
     (tmp_path / "index9").mkdir()  # a folder without a size file
-    assert bench._llc_bytes(str(tmp_path)) == 307200 * 1024
+    listed = sorted(os.listdir(tmp_path), key=lambda n: n != "uevent")
+    assert listed[0] == "uevent"
+    real = os.listdir
+    for order in (listed, listed[::-1]):
+        monkeypatch.setattr(
+            bench.os, "listdir", lambda p, order=order: order if p == str(tmp_path) else real(p)
+        )
+        assert bench._llc_bytes(str(tmp_path)) == 307200 * 1024
+    monkeypatch.setattr(bench.os, "listdir", real)
     (tmp_path / "index3" / "size").write_text("bogus\n")
     assert bench._llc_bytes(str(tmp_path)) == 2048 * 1024
     assert bench._llc_bytes(str(tmp_path / "missing")) == 32 << 20  # the documented default
+
+
+def test_evict_mb_must_be_positive(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--evict-mb", "0", "--quick"])
+    assert "--evict-mb: expected a positive number of MiB, got 0" in capsys.readouterr().err

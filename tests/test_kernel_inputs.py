@@ -612,13 +612,14 @@ def test_line_elems_is_the_line_over_the_element_size():
 @pytest.mark.parametrize("G", [1, 3, 4, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_gather_requests_do_not_change_attend_positions(G, dtype):
-    # SparQ's step 7 is attend_positions with its kept rows requested several times ahead
-    # (GATHER_AHEAD, GATHER_REQUESTS) instead of once: prefetches only, so the output is
-    # bit-identical to the default's, whatever the number of kept rows (around the step of
-    # 4) and the distance.
+    # SparQ's step 7 is attend_positions with its kept rows requested ahead (GATHER_AHEAD,
+    # GATHER_REQUESTS: four times on AMD Zen, once elsewhere, so this host's setting and
+    # the other one are both checked): prefetches only, so the output is bit-identical to
+    # the default's, whatever the number of kept rows (around the step of 4) and the
+    # distance.
     from reference._rows import GATHER_AHEAD, GATHER_REQUESTS, attend_positions
 
-    assert GATHER_REQUESTS >= 2 and GATHER_AHEAD % GATHER_REQUESTS == 0
+    assert GATHER_REQUESTS >= 1 and GATHER_AHEAD % GATHER_REQUESTS == 0
     rng = np.random.default_rng(70 + G)
     d, S = 32, 300
     K = rng.standard_normal((S, d)).astype(dtype)
@@ -631,7 +632,7 @@ def test_gather_requests_do_not_change_attend_positions(G, dtype):
         y_ref = np.full((G, d), np.nan)
         st_ref = np.zeros(1, dtype=np.int64)
         attend_positions(qg, K, V, pos, n_pos, 0.125, y_ref, st_ref, np.empty(G * n_pos))
-        for ahead, requests in ((GATHER_AHEAD, GATHER_REQUESTS), (3, 2), (0, 1)):
+        for ahead, requests in ((GATHER_AHEAD, GATHER_REQUESTS), (16, 4), (16, 1), (3, 2), (0, 1)):
             y = np.full((G, d), np.nan)
             st = np.zeros(1, dtype=np.int64)
             attend_positions(qg, K, V, pos, n_pos, 0.125, y, st, np.empty(G * n_pos), ahead,

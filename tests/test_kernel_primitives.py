@@ -113,7 +113,8 @@ def test_prefetch_locality_by_cpu():
 
 def test_gather_requests_by_cpu():
     # AMD Zen requests each kept row four times, every other CPU once (docs/performance.md
-    # has the measurements behind both); the kernels take the host's value.
+    # has the measurements behind both); the kernels take the host's value. (That the
+    # setting never changes a result: tests/test_kernel_inputs.py, both settings.)
     from reference import _rows
     from reference._config import _host_cpu_name, gather_requests
 
@@ -122,34 +123,6 @@ def test_gather_requests_by_cpu():
     for name in ("emeraldrapids", "sapphirerapids", "skylake-avx512", "generic", ""):
         assert gather_requests(name) == 1
     assert _rows.GATHER_REQUESTS == gather_requests(_host_cpu_name())
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_attend_positions_bits_do_not_depend_on_the_requests(dtype):
-    # Only speed may depend on how far ahead and how often the rows are requested: the
-    # outputs of every setting are the same bits (the hosts differ in the setting).
-    from reference._rows import attend_positions
-
-    rng = np.random.default_rng(11)
-    S, d, G, n = 700, 64, 5, 91
-    K = rng.standard_normal((S, d)).astype(dtype)
-    V = rng.standard_normal((S, d)).astype(dtype)
-    qg = rng.standard_normal((G, d))
-    pos = np.sort(rng.choice(S, n, replace=False)).astype(np.int64)
-    outs = []
-    for ahead, requests in ((16, 4), (16, 1), (1, 1), (8, 2), (64, 3)):
-        y = np.zeros((G, d))
-        status = np.zeros(1, dtype=np.int64)
-        attend_positions(qg, K, V, pos, n, 0.125, y, status, np.zeros(G * n), ahead, requests)
-        assert status[0] == 0
-        outs.append(y)
-    for y in outs[1:]:
-        assert np.array_equal(y.view(np.uint64), outs[0].view(np.uint64))
-    # and they are exact attention (the float64 twin's formula, to rounding)
-    lg = 0.125 * (qg @ K[pos].astype(np.float64).T)
-    w = np.exp(lg - lg.max(axis=1, keepdims=True))
-    ref = (w / w.sum(axis=1, keepdims=True)) @ V[pos].astype(np.float64)
-    np.testing.assert_allclose(outs[0], ref, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.skipif(
