@@ -84,6 +84,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_bf16_fma_overlap": (0.0, False, 1.0, False),
     "gather_fma_overlap": (0.0, False, 1.0, False),
     "sweep_fma_per_s": (0.0, True, 1e16, False),
+    "attend_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -222,6 +223,12 @@ class Hardware:
         position: written out as float64 logits (1 MiB a thread) and summed into the group
         score (``reference.sparq._finish_block4``), each head's maximum taken and the score
         checked. None: the FMAs at ``fma_f64_per_s`` beside the widening stand in for it.
+    attend_fma_per_s : float or None
+        Float64 FMAs per second (all threads) of SparQ's step-7 passes over kept rows in
+        cache: per thread 256 float32 rows of 128 of K and of V, four query heads, the K
+        pass (``reference._rows._k_pass``) and the V pass (``_v_pass``) with the kernel's
+        row requests, each element widened once for its four FMAs. None: the FMAs at
+        ``fma_f64_per_s`` beside the widening stand in for it.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -303,6 +310,7 @@ class Hardware:
     widen_bf16_fma_overlap: float | None = None
     gather_fma_overlap: float | None = None
     sweep_fma_per_s: float | None = None
+    attend_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -589,9 +597,10 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.06, "expsum": 0.04, "topk": 0.1, "gather": 0.1,
+_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.06, "expsum": 0.04, "topk": 0.07, "gather": 0.1,
            "gather256": 0.05, "matmul": 0.05, "div": 0.05, "widen": 0.05, "overlap": 0.1,
-           "goverlap": 0.05, "woverlap": 0.05, "sweep": 0.05, "calls": 0.05}  # fmt: skip
+           "goverlap": 0.05, "woverlap": 0.05, "sweep": 0.05, "attend": 0.03,
+           "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -637,6 +646,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       as logits and summed into the group score (``reference.sparq._finish_block4``, 32768
       positions a thread), their maximum taken and the score checked: float64 FMAs per
       second, best of several repetitions;
+    - ``attend_fma_per_s``: SparQ's step-7 passes (``reference._rows._k_pass`` and
+      ``_v_pass``, four query heads, each row requested as the kernel requests its kept
+      rows) over 256 float32 rows of 128 of K and of V per thread (in cache): float64 FMAs
+      per second, best of several repetitions;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -686,6 +699,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
     div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
     sweep, src_sweep = hb.measure_sweep(seconds * _BUDGET["sweep"], rng)
+    attend, src_attend = hb.measure_attend(seconds * _BUDGET["attend"], rng)
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -729,6 +743,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_bf16_fma_overlap=w_overlap["bfloat16"][0],
         gather_fma_overlap=g_overlap,
         sweep_fma_per_s=sweep,
+        attend_fma_per_s=attend,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -758,6 +773,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_bf16_fma_overlap": (w_overlap["bfloat16"][1], today),
             "gather_fma_overlap": (src_g_overlap, today),
             "sweep_fma_per_s": (src_sweep, today),
+            "attend_fma_per_s": (src_attend, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

@@ -9,8 +9,8 @@ them, with ``reference._vexp.exp_nonpos_sum``), selects with
 splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with
 the host fields that :func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`,
 plus ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_per_s``
-where present, see :func:`gather_rate`, and ``sweep_fma_per_s`` and ``exp_sum_per_s``
-where present, see below); every rate is divided by the profile's ``threads`` (one
+where present, see :func:`gather_rate`, and ``sweep_fma_per_s``, ``attend_fma_per_s`` and
+``exp_sum_per_s`` where present, see below); every rate is divided by the profile's ``threads`` (one
 thread's share of the all-thread measurement).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
@@ -66,7 +66,9 @@ bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summe
 1's normalisers are and priced at the same rate); ``gather_k`` and ``gather_v`` (the kept
 rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
 :func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, once elsewhere)
-in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs);
+in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs,
+no faster than at ``attend_fma_per_s``, the same passes on rows in cache, where the profile
+has it: ``max(FMAs and widening at their rates, FMAs at that rate)``);
 ``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
@@ -181,12 +183,14 @@ def _phase(
     topk_bytes_row: float = 0.0,
     overlap: str | None = "stream",
     sweep: bool = False,
+    attend: bool = False,
     exp_sum: bool = False,
     priced_as: str,
     note: str,
 ) -> dict:
     return dict(
         sweep=sweep,
+        attend=attend,
         exp_sum=exp_sum,
         name=name,
         bytes_row=float(bytes_row),
@@ -493,23 +497,25 @@ def predict_reference(
             ),
             _phase(
                 "gather_k", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, overlap="gather", priced_as="gather",
+                widen_row=k * d, overlap="gather", attend=True, priced_as="gather",
                 note=(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs"
+                    "k*d widened, g*k*d FMAs (at least at attend_fma_per_s, the "
+                    "step's passes on rows in cache, where the profile has it)"
                 ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
             _phase(
                 "gather_v", bytes_row=k * d * e, bandwidth=rbw, fma_row=g * k * d,
-                widen_row=k * d, overlap="gather", priced_as="gather",
+                widen_row=k * d, overlap="gather", attend=True, priced_as="gather",
                 note=(
                     "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
-                    "each requested several times ahead in the loop of the FMAs: the "
+                    "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs"
+                    "k*d widened, g*k*d FMAs (at least at attend_fma_per_s, the "
+                    "step's passes on rows in cache, where the profile has it)"
                 ),
             ),
         ]  # fmt: skip
@@ -533,6 +539,7 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
+    attend_t = None if hw.attend_fma_per_s is None else hw.attend_fma_per_s / T_prof
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)
@@ -554,6 +561,11 @@ def predict_reference(
             core = scale * ph["fma_row"] / fma_t
             if widen_t is not None:
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
+            if ph["attend"] and attend_t is not None:
+                # step 7's passes over the kept rows: no faster than the same passes on
+                # rows in cache (attend_fma_per_s, measured with float32 rows; 16-bit rows,
+                # whose widening costs more, keep the larger of the two)
+                core = max(core, scale * ph["fma_row"] / attend_t)
         # exps summed without being stored (reference._vexp.exp_nonpos_sum) at their own
         # measured rate where the profile has it (exp_sum_per_s)
         ex_t = exp_sum_t if ph["exp_sum"] and exp_sum_t is not None else exp_t
@@ -620,6 +632,7 @@ def predict_reference(
             widen_per_s=widen_t,
             topk_bytes_per_s=topk_t,
             sweep_fma_per_s=sweep_t,
+            attend_fma_per_s=attend_t,
         ),
         stream_fma_overlap=rho,
         gather_fma_overlap=credit["gather"],

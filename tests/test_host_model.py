@@ -296,6 +296,44 @@ def test_sparq_step1_fmas_at_the_sweep_rate():
     assert ph3["group_score"].time_s == pytest.approx(3 * 1024 / 2.5e8, rel=1e-12)
 
 
+def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
+    # As test_sparq_by_hand_k_twice_and_v_mean_supplied, whose gathers cost each (per KV
+    # head, 4 threads): the read k*d*e = 8192 B at 5e8 per thread, 1.6384e-5 s, and in-core
+    # g*k*d = 16384 FMAs at 2.5e8 per thread (6.5536e-5 s) plus k*d = 4096 float16 elements
+    # widened at 2.5e8 (1.6384e-5 s), 8.192e-5 s (read/FMA overlap 0). With a measured rate
+    # of step 7's passes on rows in cache of 1e8 FMAs/s (all threads; 2.5e7 per thread) the
+    # FMAs take 16384 / 2.5e7 = 6.5536e-4 s, longer: each gather costs 1.6384e-5 + 6.5536e-4
+    # = 6.71744e-4 s. At 1e10 (6.5536e-6 s) the FMA and widen rates' 8.192e-5 s stay: the
+    # passes are no faster than either. No other phase moves; dense has no kept rows.
+    slow = HOST.replace(attend_fma_per_s=1e8)
+    fast = HOST.replace(attend_fma_per_s=1e10)
+    for twice in (True, False):
+        base = _phases(predict_reference("sparq", hardware=HOST, store_k_twice=twice, **SPARQ))
+        ph = _phases(predict_reference("sparq", hardware=slow, store_k_twice=twice, **SPARQ))
+        phf = _phases(predict_reference("sparq", hardware=fast, store_k_twice=twice, **SPARQ))
+        for name in ("gather_k", "gather_v"):
+            assert base[name].time_s == pytest.approx(1.6384e-5 + 8.192e-5, rel=1e-12)
+            assert ph[name].time_s == pytest.approx(6.71744e-4, rel=1e-12)
+            assert ph[name].compute_s == pytest.approx(6.5536e-4, rel=1e-12)
+            assert phf[name].time_s == base[name].time_s
+        for name in ph:
+            if name not in ("gather_k", "gather_v"):
+                assert ph[name].time_s == base[name].time_s, name
+    e = predict_reference("sparq", hardware=slow, **SPARQ)
+    assert e.params["per_thread"]["attend_fma_per_s"] == pytest.approx(2.5e7)
+    assert (
+        predict_reference("sparq", hardware=HOST, **SPARQ).params["per_thread"]["attend_fma_per_s"]
+        is None
+    )
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    d0 = predict_reference("dense", hardware=HOST, **kw)
+    assert predict_reference("dense", hardware=slow, **kw).time_s == d0.time_s
+    # the field is optional and validated as the other rates
+    assert HOST.attend_fma_per_s is None and "attend_fma_per_s" not in HOST_FIELDS
+    with pytest.raises(ValueError, match=r"attend_fma_per_s: expected > 0"):
+        HOST.replace(attend_fma_per_s=-1.0)
+
+
 def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
     # As test_sparq_by_hand_k_once / _k_twice_and_v_mean_supplied, with a measured rate of
     # the exps summed without being stored of 2e8 /s (all threads; 5e7 per thread, against
@@ -750,7 +788,7 @@ def test_measure_host_new_fields_positive_finite():
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
-              "sparq_call_s", "sweep_fma_per_s", "exp_sum_per_s"):  # fmt: skip
+              "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "exp_sum_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -766,6 +804,7 @@ def test_measure_host_new_fields_positive_finite():
     assert 0.0 <= hw.gather_fma_overlap <= 1.0
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     assert "SparQ's step-3 sweep" in hw.sources["sweep_fma_per_s"][0]
+    assert "SparQ's step-7 passes" in hw.sources["attend_fma_per_s"][0]
     assert "reference._vexp.exp_nonpos_sum" in hw.sources["exp_sum_per_s"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
@@ -874,7 +913,7 @@ def test_measure_host_budget_shares_add_up_to_one():
     from costmodel.hardware import _BUDGET
 
     assert math.isclose(sum(_BUDGET.values()), 1.0, rel_tol=1e-12)
-    assert {"exp", "expsum", "sweep"} <= set(_BUDGET)
+    assert {"exp", "expsum", "sweep", "attend"} <= set(_BUDGET)
     assert all(v > 0 for v in _BUDGET.values())
 
 
