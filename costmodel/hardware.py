@@ -126,6 +126,8 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "fma_f64_per_s": 1e6,
     "exp_per_s": 1e6,
     "exp_sum_per_s": 1e6,
+    "sweep_fma_per_s": 1e6,
+    "attend_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,

@@ -68,7 +68,8 @@ rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows
 :func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, once elsewhere)
 in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs,
 no faster than at ``attend_fma_per_s``, the same passes on rows in cache, where the profile
-has it: ``max(FMAs and widening at their rates, FMAs at that rate)``);
+has it, ``g`` is a multiple of 4 and the cache dtype is widened (not float64), as in its
+measurement: ``max(FMAs and widening at their rates, FMAs at that rate)``);
 ``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
@@ -539,7 +540,13 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
-    attend_t = None if hw.attend_fma_per_s is None else hw.attend_fma_per_s / T_prof
+    # (measured with four heads a block and float32 rows: the passes of groups of four
+    # heads over rows that are widened; others run other code, priced as before)
+    attend_t = (
+        hw.attend_fma_per_s / T_prof
+        if hw.attend_fma_per_s is not None and g % 4 == 0 and dname != "float64"
+        else None
+    )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)

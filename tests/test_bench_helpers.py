@@ -130,9 +130,9 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
         assert getattr(b, f) == getattr(a, f), f
     assert bench.slowed_profile(a, 1.0) == a
     # a profile without the optional in-core rates (measured before they were): still None
-    old = a.replace(sweep_fma_per_s=None, exp_sum_per_s=None)
+    old = a.replace(sweep_fma_per_s=None, exp_sum_per_s=None, attend_fma_per_s=None)
     c = bench.slowed_profile(old, 2.0)
-    assert c.sweep_fma_per_s is None and c.exp_sum_per_s is None
+    assert c.sweep_fma_per_s is None and c.exp_sum_per_s is None and c.attend_fma_per_s is None
     assert c.exp_per_s == 5e7 and c.fma_f64_per_s == 5e8
 
 

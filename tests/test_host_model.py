@@ -304,7 +304,8 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
     # of step 7's passes on rows in cache of 1e8 FMAs/s (all threads; 2.5e7 per thread) the
     # FMAs take 16384 / 2.5e7 = 6.5536e-4 s, longer: each gather costs 1.6384e-5 + 6.5536e-4
     # = 6.71744e-4 s. At 1e10 (6.5536e-6 s) the FMA and widen rates' 8.192e-5 s stay: the
-    # passes are no faster than either. No other phase moves; dense has no kept rows.
+    # passes are no faster than either. No other phase moves; dense has no kept rows. (The
+    # rate applies where it was measured: g a multiple of 4, a widened cache dtype.)
     slow = HOST.replace(attend_fma_per_s=1e8)
     fast = HOST.replace(attend_fma_per_s=1e10)
     for twice in (True, False):
@@ -328,10 +329,22 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
     kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
     d0 = predict_reference("dense", hardware=HOST, **kw)
     assert predict_reference("dense", hardware=slow, **kw).time_s == d0.time_s
+    # per row and layer: two layers, twice the phase
+    two = _phases(predict_reference("sparq", hardware=slow, **dict(SPARQ, n_layers=2)))
+    assert two["gather_k"].time_s == pytest.approx(2 * 6.71744e-4, rel=1e-12)
+    # measured with four heads a block over widened rows: g = 3 (other code) and float64
+    # caches (nothing widened) are priced as before
+    for kw2 in (dict(SPARQ, n_heads=3), dict(SPARQ, dtype="float64")):
+        b = _phases(predict_reference("sparq", hardware=HOST, **kw2))
+        s = _phases(predict_reference("sparq", hardware=slow, **kw2))
+        assert s["gather_k"].time_s == b["gather_k"].time_s, kw2
+        assert s["gather_v"].time_s == b["gather_v"].time_s, kw2
     # the field is optional and validated as the other rates
     assert HOST.attend_fma_per_s is None and "attend_fma_per_s" not in HOST_FIELDS
     with pytest.raises(ValueError, match=r"attend_fma_per_s: expected > 0"):
         HOST.replace(attend_fma_per_s=-1.0)
+    with pytest.raises(ValueError, match=r"attend_fma_per_s: expected >= 1e\+06"):
+        HOST.replace(attend_fma_per_s=10.0)
 
 
 def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
