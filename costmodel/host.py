@@ -503,7 +503,7 @@ def predict_reference(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs (at least at attend_fma_per_s, the "
+                    "k*d widened, g*k*d FMAs (no faster than at attend_fma_per_s, the "
                     "step's passes on rows in cache, where the profile has it)"
                 ),
             ),
@@ -515,7 +515,7 @@ def predict_reference(
                     "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs (at least at attend_fma_per_s, the "
+                    "k*d widened, g*k*d FMAs (no faster than at attend_fma_per_s, the "
                     "step's passes on rows in cache, where the profile has it)"
                 ),
             ),
