@@ -607,6 +607,11 @@ NUM_TEXT = st.one_of(
 )  # fmt: skip
 
 
+#: Where the drawn ``golden --out`` directories go: one temporary directory for the module,
+#: removed with everything in it when the interpreter exits.
+_OUT_ROOT = tempfile.TemporaryDirectory(prefix="sparq-sweep-")
+
+
 @st.composite
 def cli_args(draw):
     cmd = draw(st.sampled_from(["demo", "estimate", "recall", "hardware", "golden", "check"]))
@@ -634,7 +639,7 @@ def cli_args(draw):
     if cmd == "recall":
         argv += ["--trials", "0"] if draw(st.booleans()) else []
     if cmd == "golden":
-        argv += ["--out", tempfile.mkdtemp(prefix="sparq-sweep-")]
+        argv += ["--out", tempfile.mkdtemp(prefix="golden-", dir=_OUT_ROOT.name)]
         argv += draw(st.sampled_from([[], ["--suite", "standard"], ["--dtype", "float32"]]))
     if cmd == "check":
         argv += [draw(st.sampled_from(["/nonexistent", tempfile.gettempdir()]))]
