@@ -32,10 +32,13 @@ elsewhere; ``stream_fma_overlap`` where the profile has no ``gather_fma_overlap`
 :func:`gather_overlap`), and 0 for the
 others: step 1 with K stored once (``r`` elements gathered
 from each S-major row into a block first) and the group score (adds of logits in cache).
-Phases run one after another; ``rows = B * Hkv`` rows are dealt to ``threads`` threads in
-``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and each call
-adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time = n_layers *
-(waves * sum(phase times of one row) + call)``.
+Phases run one after another; SparQ's ``rows = B * Hkv`` rows are dealt to ``threads``
+threads in ``ceil(rows / threads)`` waves (fewer rows than threads leave threads idle), and
+each call adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time =
+n_layers * (waves * sum(phase times of one row) + call)``. Dense splits each row into
+``parts = ceil(S / P)`` parts of at most ``P = reference.dense.DENSE_PART`` = 4096 positions
+(the threads' items): ``ceil(rows * parts / threads)`` waves, each the time of the longest
+part, ``min(S, P) / S`` of a row's.
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
 each; the ``g*S`` float64 logits written by the first and read by the second, ``g*S*8``),
@@ -101,6 +104,7 @@ from costmodel.traffic import (
     dtype_bytes,
     transfers,
 )
+from reference.dense import DENSE_PART
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
 
 __all__ = [
@@ -333,9 +337,9 @@ def predict_reference(
         in-core work plus exps and divisions, ``time_s`` as in the module docstring (the
         read and the in-core work overlapped by ``stream_fma_overlap`` or, over kept rows,
         :func:`gather_overlap`, where it applies).
-        ``params`` holds the configuration, ``rows``, ``waves``, the per-thread rates, the
-        overlap and each phase's per-row counts (``phases``: bytes, FMAs, widened elements,
-        exps, divisions).
+        ``params`` holds the configuration, ``rows``, ``parts`` (per row), ``waves``, the
+        per-thread rates, the overlap and each phase's per-row counts (``phases``: bytes,
+        FMAs, widened elements, exps, divisions).
 
     Raises
     ------
@@ -375,7 +379,12 @@ def predict_reference(
     gbw = hw.gather_bytes_per_s
     rbw = None  # SparQ's kept rows of K and V: d*e bytes each, at gather_rate (below)
     rows = B * Hkv
-    waves = math.ceil(rows / T)
+    # dense splits each row into parts of DENSE_PART positions, the threads' items; SparQ
+    # deals whole rows
+    parts = math.ceil(S / DENSE_PART) if method == "dense" else 1
+    waves = math.ceil(rows * parts / T)
+    # one item's share of its row: the longest part (the first) of S
+    item_share = min(S, DENSE_PART) / S if method == "dense" else 1.0
 
     if method == "dense":
         # the g*S float64 logits of a row (1 MB at g = 4, S = 32768) are written by the K
@@ -550,7 +559,7 @@ def predict_reference(
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)
-    scale = waves * L  # one row's time -> the call's time
+    scale = waves * item_share * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []
     steps = []
@@ -628,6 +637,7 @@ def predict_reference(
         threads=T,
         rows=rows,
         waves=waves,
+        parts=parts,
         per_thread=dict(
             bandwidth_bytes_per_s=bw / T_prof,
             gather_bytes_per_s=gbw / T_prof,

@@ -12,6 +12,8 @@ is float64.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -461,7 +463,36 @@ def weigh_and_v_pass(w, V, positions, n_pos, y, status, ahead=STREAM_AHEAD, requ
     softmax weights (``status[0] = 1`` and nothing else if one is not finite), then
     ``y = w @ V[positions]`` (``status[0] = 2`` if an output is not finite; V's rows
     requested as :func:`prefetch_ahead` says)."""
-    if not logits_to_weights(w):
+    G = w.shape[0]
+    _weigh_v_stats(w, V, positions, n_pos, y, status, np.empty(G), np.empty(G), ahead,
+                   requests)  # fmt: skip
+
+
+@njit_serial
+def attend_part(
+    qg, K, V, positions, n_pos, scale, y, status, work, m, z, ahead=STREAM_AHEAD, requests=1
+):  # fmt: skip
+    """:func:`attend_positions`, and per head ``h`` the softmax statistics of the part:
+    ``m[h]`` the largest logit and ``z[h] = sum_t exp(logit_t - m[h])`` (as the weights
+    were normalised with), so that parts over disjoint positions combine into the attention
+    over all of them (:func:`combine_parts`). ``m`` and ``z`` are unspecified when
+    ``status[0]`` is set."""
+    G = qg.shape[0]
+    w = work[: G * n_pos].reshape(G, n_pos)
+    # The passes request rows ``ahead`` on, so a part's first rows would come on demand
+    # (dense's parts: 64 a call where whole rows had 8): request them before each pass.
+    for t in range(min(ahead, n_pos)):
+        prefetch_row(K, positions[t])
+    _k_pass(qg, K, positions, n_pos, scale, w, ahead, requests)
+    for t in range(min(ahead, n_pos)):
+        prefetch_row(V, positions[t])
+    _weigh_v_stats(w, V, positions, n_pos, y, status, m, z, ahead, requests)
+
+
+@njit_serial
+def _weigh_v_stats(w, V, positions, n_pos, y, status, m, z, ahead, requests):
+    """:func:`weigh_and_v_pass`, writing each head's logit max ``m`` and exp sum ``z``."""
+    if not logits_to_weights_stats(w, m, z):
         status[0] = 1
         return
     _v_pass(V, positions, n_pos, w, y, ahead, requests)
@@ -474,21 +505,71 @@ def logits_to_weights(w):
     """Each row of the logits ``w`` (G, n) becomes its softmax weights in place
     (``exp(l - max) / sum``). False (``w`` then unspecified) if a logit is NaN or +/-inf."""
     G = w.shape[0]
-    total = np.empty(G)
+    return logits_to_weights_stats(w, np.empty(G), np.empty(G))
+
+
+@njit_serial
+def logits_to_weights_stats(w, m, z):
+    """:func:`logits_to_weights`, also writing each row's max ``m[h]`` and its sum
+    ``z[h] = sum_t exp(w[h, t] - m[h])`` (before the division)."""
+    G = w.shape[0]
     chk = 0.0
     for h in range(G):
         wh = w[h]
         for t in range(wh.shape[0]):
             chk += wh[t] * 0.0  # NaN iff some logit is NaN or +/-inf
-        total[h] = softmax_weights(wh, max_of(wh, -np.inf))  # (a NaN row is discarded below)
+        m[h] = max_of(wh, -np.inf)
+        z[h] = softmax_weights(wh, m[h])  # (a NaN row is discarded below)
     if chk != chk:
         return False
     for h in range(G):
-        inv = 1.0 / total[h]
+        inv = 1.0 / z[h]
         wh = w[h]
         for t in range(wh.shape[0]):
             wh[t] *= inv
     return True
+
+
+@njit_serial
+def combine_parts(ys, ms, zs, used, n_parts, out, coef):
+    """The attention over the union of parts from each part's own: ``ys`` (P, G, d) the
+    parts' outputs (each normalised over its own positions), ``ms`` / ``zs`` (P, G) their
+    logit maxima and exp sums (:func:`attend_part`), ``used`` (P,) whether a part had a
+    position; writes ``out`` (G, d). With ``M = max_p ms[p, h]`` and
+    ``c_p = zs[p, h] exp(ms[p, h] - M)`` (the part's softmax mass against the union's max),
+    ``out[h] = sum_p (c_p / sum_p' c_p') ys[p, h]``, parts in index order: a convex
+    combination of the parts' outputs (it cannot overflow where they do not). With one used
+    part its output is copied as it is. ``coef`` is float64 scratch of at least ``P``."""
+    G, d = out.shape
+    n_used = 0
+    last = 0
+    for p in range(n_parts):
+        if used[p]:
+            n_used += 1
+            last = p
+    if n_used == 1:
+        for h in range(G):
+            for c in range(d):
+                out[h, c] = ys[last, h, c]
+        return
+    for h in range(G):
+        mx = -np.inf
+        for p in range(n_parts):
+            if used[p] and ms[p, h] > mx:
+                mx = ms[p, h]
+        den = 0.0
+        for p in range(n_parts):
+            coef[p] = zs[p, h] * math.exp(ms[p, h] - mx) if used[p] else 0.0
+            den += coef[p]
+        for c in range(d):
+            out[h, c] = 0.0
+        for p in range(n_parts):
+            if used[p]:
+                cp = coef[p] / den
+                yp = ys[p, h]
+                oh = out[h]
+                for c in range(d):
+                    oh[c] += cp * yp[c]
 
 
 @njit_serial

@@ -15,7 +15,7 @@ from numba import prange
 
 from reference._checks import KernelInputs, as_bool, check_attention_inputs
 from reference._config import njit_parallel, note_first_compile
-from reference._rows import attend_positions, nonfinite_rows
+from reference._rows import attend_part, combine_parts, nonfinite_rows
 from reference._workspace import workspace
 
 
@@ -35,41 +35,73 @@ def dense_attention_twin(q, k_cache, v_cache, mask=None) -> np.ndarray:
     return out
 
 
+#: Positions per part: each (batch, KV head) row's positions are split into parts of this
+#: many (the last one shorter), attended independently and combined
+#: (:func:`reference._rows.combine_parts`). The parts depend on S alone, never on the thread
+#: count, so the result is the same for any number of threads; they give the threads
+#: ``B * Hkv * ceil(S / DENSE_PART)`` items of work, where ``B * Hkv`` rows alone would leave
+#: the cores of a many-core host idle at batch 1.
+DENSE_PART = 4096
+
+
 @njit_parallel
-def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork):
+def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork, ys, mz, used):
     """All rows: ``q`` (B, H, d) float64, ``K``, ``V`` (B, Hkv, S, d) in their own dtype
     (see reference._rows.widen), ``mask`` (B, S); writes ``out`` (B, H, d).
 
-    One row per (batch, KV head): its g query heads read each K and V row once. ``status``
-    (B, Hkv) is set to 1 where a non-finite value was met (a logit or output, or with
-    ``check_masked`` a masked row of K or V). ``fwork`` (threads, >= g S) float64 and
-    ``iwork`` (threads, >= S) int64 are per-thread scratch (see reference._workspace)."""
+    Work items are (batch, KV head, part) triples, parts of :data:`DENSE_PART` positions:
+    the item's g query heads read each of its K and V rows once (:func:`attend_part`), into
+    ``ys`` (B, Hkv, P, g, d) with the part's softmax statistics ``mz`` (B, Hkv, P, 2, g)
+    and ``used`` (B, Hkv, P) (whether the part has a valid position); then each row
+    combines its parts (:func:`combine_parts`). ``status`` (B, Hkv, P) is set where a
+    non-finite value was met (1: a logit, or with ``check_masked`` a masked row of K or V;
+    2: an output). ``fwork`` (threads, >= g * DENSE_PART + P) float64 and ``iwork``
+    (threads, >= DENSE_PART) int64 are per-thread scratch (see reference._workspace)."""
     B, H, d = q.shape
     Hkv = K.shape[1]
     S = K.shape[2]
     g = H // Hkv
+    P = ys.shape[2]
     scale = 1.0 / math.sqrt(d)
-    for row in prange(B * Hkv):
+    for item in prange(B * Hkv * P):
+        row = item // P
+        p = item % P
         b = row // Hkv
         kv = row % Hkv
+        lo = p * DENSE_PART
+        hi = min(S, lo + DENSE_PART)
         tid = numba.get_thread_id()
         positions = iwork[tid]
         n = 0
-        for j in range(S):
+        for j in range(lo, hi):
             if mask[b, j]:
                 positions[n] = j
                 n += 1
         h0 = kv * g
-        st = status[b, kv : kv + 1]
-        attend_positions(
-            q[b, h0 : h0 + g], K[b, kv], V[b, kv], positions, n, scale,
-            out[b, h0 : h0 + g], st, fwork[tid],
-        )  # fmt: skip
-        if check_masked and n < S:
-            if nonfinite_rows(K[b, kv], mask[b], False):
+        st = status[b, kv, p : p + 1]
+        used[b, kv, p] = n > 0
+        if n > 0:
+            attend_part(
+                q[b, h0 : h0 + g], K[b, kv], V[b, kv], positions, n, scale,
+                ys[b, kv, p], st, fwork[tid], mz[b, kv, p, 0], mz[b, kv, p, 1],
+            )  # fmt: skip
+        if check_masked and n < hi - lo:
+            if nonfinite_rows(K[b, kv, lo:hi], mask[b, lo:hi], False):
                 st[0] = 1
-            if nonfinite_rows(V[b, kv], mask[b], False):
+            if nonfinite_rows(V[b, kv, lo:hi], mask[b, lo:hi], False):
                 st[0] = 1
+    for row in prange(B * Hkv):
+        b = row // Hkv
+        kv = row % Hkv
+        bad = False
+        for p in range(P):
+            bad |= status[b, kv, p] != 0
+        if not bad:  # (a row with a non-finite part is reported, not combined)
+            tid = numba.get_thread_id()
+            combine_parts(
+                ys[b, kv], mz[b, kv, :, 0], mz[b, kv, :, 1], used[b, kv], P,
+                out[b, kv * g : (kv + 1) * g], fwork[tid],
+            )  # fmt: skip
 
 
 def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True) -> np.ndarray:
@@ -101,12 +133,18 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     as_bool("check_finite", check_finite)
     x = KernelInputs(q, k_cache, v_cache, mask)
     out = np.empty((x.B, x.H, x.d))
-    status = np.zeros((x.B, x.Hkv), dtype=np.int64)
     g = x.H // x.Hkv
+    P = -(-x.S // DENSE_PART)
+    part = min(x.S, DENSE_PART)
+    status = np.zeros((x.B, x.Hkv, P), dtype=np.int64)
+    ys = np.empty((x.B, x.Hkv, P, g, x.d))
+    mz = np.empty((x.B, x.Hkv, P, 2, g))
+    used = np.empty((x.B, x.Hkv, P), dtype=np.bool_)
     note_first_compile(_dense_kernel)
     _dense_kernel(
         x.q, x.k, x.v, x.mask, bool(check_finite), out, status,
-        workspace("dense_f", g * x.S, np.float64), workspace("dense_i", x.S, np.int64),
+        workspace("dense_f", max(g * part, P), np.float64),
+        workspace("dense_i", part, np.int64), ys, mz, used,
     )  # fmt: skip
     if status.any():
         x.raise_nonfinite_caches()

@@ -1092,3 +1092,34 @@ def test_gather_microkernel_rows_follow_the_kept_rows_pattern():
     # the windows start at random: the groups are not all the same rows
     ix = hb.gather_index(np.random.default_rng(3), 10 * hb.GATHER_WINDOW, 1)
     assert ix[0, 0] != ix[0, hb.GATHER_KEPT]
+
+
+def test_dense_parts_are_the_threads_items():
+    # Dense splits a row into parts of DENSE_PART (4096) positions, dealt to the threads as
+    # items. A row's phase times are proportional to S (bytes, FMAs, widening and exps all
+    # scale with S), so at S = 3 * 4096 a wave of items costs one 4096-position row:
+    # threads 4 -> 1 wave (3 items), threads 2 -> 2 waves, threads 1 -> 3 waves (the whole
+    # row); at S = 4096 + 100 the longest part (4096) sets each wave.
+    hw = HOST.replace(fma_f64_per_s=1e10)
+
+    def t(S, **kw):
+        return predict_reference(
+            "dense", hardware=hw, batch=1, n_heads=1, seq_len=S, head_dim=64, dtype="float64",
+            **kw,
+        )  # fmt: skip
+
+    call = 1e-5
+    t_part = t(4096).time_s - call
+    for threads, waves in [(4, 1), (2, 2), (1, 3)]:
+        e = t(3 * 4096, threads=threads)
+        assert e.params["parts"] == 3 and e.params["waves"] == waves
+        assert e.time_s == pytest.approx(waves * t_part + call, rel=1e-12), threads
+    e = t(4096 + 100, threads=4)
+    assert e.params["parts"] == 2 and e.params["waves"] == 1
+    assert e.time_s == pytest.approx(t_part + call, rel=1e-12)
+    # SparQ deals whole rows
+    e = predict_reference(
+        "sparq", hardware=hw, batch=1, n_heads=1, seq_len=3 * 4096, head_dim=64, r=4, k=64,
+        threads=4,
+    )  # fmt: skip
+    assert e.params["parts"] == 1 and e.params["waves"] == 1
