@@ -397,7 +397,8 @@ RATE_FIELDS = tuple(
         + ("topk_bytes_per_s",)
         + tuple(f for f in HOST_FIELDS if f != "threads")
         + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
-        + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "exp_sum_per_s")
+        + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s")
+        + ("exp_sum_per_s",)
     )
 )
 
@@ -431,6 +432,11 @@ def fmt_rates(r: dict) -> str:
             ""
             if r.get("attend_fma_per_s") is None
             else f", step-7 passes {r['attend_fma_per_s'] / 1e9:.1f} G FMA/s"
+        )
+        + (
+            ""
+            if r.get("attend1_fma_per_s") is None
+            else f" (one head {r['attend1_fma_per_s'] / 1e9:.1f})"
         )
         + (
             ""

@@ -654,7 +654,9 @@ def measure_sweep(budget_s: float, rng: np.random.Generator) -> tuple[float, str
 
 
 #: rows of K and of V per thread of the exact-attention microkernel (128 float32 each: 128
-#: KiB of K and 128 KiB of V, in the L2 of the hosts measured), and the query heads
+#: KiB of K and 128 KiB of V, in the L2 of the hosts measured), and the query heads (the
+#: kernel's blocks of four; ``measure_attend(heads=1)`` times the path of the heads left
+#: over)
 ATTEND_ROWS = 256
 ATTEND_HEADS = 4
 
@@ -662,8 +664,9 @@ ATTEND_HEADS = 4
 @njit_serial
 def _attend_rounds(Q, K, V, pos, L, W, Y, reps):
     # SparQ's step 7 on kept rows in cache, as the kernel runs it: the K pass (logits of
-    # the four heads, _dot4x4 four rows a step) and the V pass (the weighted rows summed
-    # into the four heads' outputs), every row requested ahead as the kernel requests its
+    # the heads, _dot4x4 four rows a step for a block of four, one head and row at a time
+    # otherwise) and the V pass (the weighted rows summed into the heads' outputs), every
+    # row requested ahead as the kernel requests its
     # kept rows (GATHER_AHEAD, GATHER_REQUESTS). The softmax between them is left out (the
     # model prices its exps on their own); the weights W are fixed.
     n = pos.shape[0]
@@ -681,13 +684,16 @@ def _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, out):
         out[t] = _attend_rounds(Q3[t], K3[t], V3[t], pos, L3[t], W3[t], Y3[t], reps)
 
 
-def measure_attend(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+def measure_attend(
+    budget_s: float, rng: np.random.Generator, heads: int = ATTEND_HEADS
+) -> tuple[float, str]:
     """float64 FMAs per second (all threads) of SparQ's step-7 passes over kept rows in
     cache (:func:`_attend_rounds`: ``reference._rows._k_pass`` and ``_v_pass`` with the
-    kernel's row requests, four query heads, float32 rows of 128, each element widened once
-    for its four FMAs)."""
+    kernel's row requests, ``heads`` query heads, float32 rows of 128, each element widened
+    once for its ``heads`` FMAs): four, a block of the kernel's, or one, its path for the
+    heads left over."""
     nt = numba.get_num_threads()
-    G, n, d = ATTEND_HEADS, ATTEND_ROWS, GATHER_ROW
+    G, n, d = heads, ATTEND_ROWS, GATHER_ROW
     Q3 = aligned_copy(rng.standard_normal((nt, G, d)))
     K3 = aligned_copy(rng.standard_normal((nt, n, d), dtype=np.float32))
     V3 = aligned_copy(rng.standard_normal((nt, n, d), dtype=np.float32))
@@ -696,13 +702,15 @@ def measure_attend(budget_s: float, rng: np.random.Generator) -> tuple[float, st
     W3 = np.full((nt, G, n), 1.0 / n)
     Y3 = np.zeros((nt, G, d))
     out = np.zeros(nt)
-    reps = 32  # about 1 ms a call on the development host: the launch a small share
+    # about 1 ms a call on the development host (four heads): the launch a small share
+    reps = 32 * ATTEND_HEADS // G
     t, m = best_time(
         lambda: _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, out), budget_s=budget_s
     )
     fmas = nt * reps * 2 * G * n * d
     desc = (
-        f"measured: SparQ's step-7 passes (reference._rows._k_pass and _v_pass, {G} heads) "
+        f"measured: SparQ's step-7 passes (reference._rows._k_pass and _v_pass, {G} "
+        f"head{'s' if G != 1 else ''}) "
         f"over {n} float32 rows of K and of V of {d} in cache (each row requested "
         f"{_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows ahead, as the kernel requests "
         f"its kept rows; the softmax between the passes left out), {nt} threads, best of {m}"

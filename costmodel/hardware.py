@@ -85,6 +85,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "gather_fma_overlap": (0.0, False, 1.0, False),
     "sweep_fma_per_s": (0.0, True, 1e16, False),
     "attend_fma_per_s": (0.0, True, 1e16, False),
+    "attend1_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -128,6 +129,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "exp_sum_per_s": 1e6,
     "sweep_fma_per_s": 1e6,
     "attend_fma_per_s": 1e6,
+    "attend1_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
@@ -231,6 +233,9 @@ class Hardware:
         pass (``reference._rows._k_pass``) and the V pass (``_v_pass``) with the kernel's
         row requests, each element widened once for its four FMAs. None: the FMAs at
         ``fma_f64_per_s`` beside the widening stand in for it.
+    attend1_fma_per_s : float or None
+        The same passes for one query head (the kernel's path for the heads left over from
+        blocks of four: one FMA per element widened). None: as above.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -313,6 +318,7 @@ class Hardware:
     gather_fma_overlap: float | None = None
     sweep_fma_per_s: float | None = None
     attend_fma_per_s: float | None = None
+    attend1_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -651,7 +657,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     - ``attend_fma_per_s``: SparQ's step-7 passes (``reference._rows._k_pass`` and
       ``_v_pass``, four query heads, each row requested as the kernel requests its kept
       rows) over 256 float32 rows of 128 of K and of V per thread (in cache): float64 FMAs
-      per second, best of several repetitions;
+      per second, best of several repetitions; ``attend1_fma_per_s`` the same for one query
+      head (the path of the heads left over from blocks of four);
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -702,6 +709,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
     sweep, src_sweep = hb.measure_sweep(seconds * _BUDGET["sweep"], rng)
     attend, src_attend = hb.measure_attend(seconds * _BUDGET["attend"], rng)
+    attend1, src_attend1 = hb.measure_attend(seconds * _BUDGET["attend"], rng, heads=1)
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -746,6 +754,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         gather_fma_overlap=g_overlap,
         sweep_fma_per_s=sweep,
         attend_fma_per_s=attend,
+        attend1_fma_per_s=attend1,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -776,6 +785,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "gather_fma_overlap": (src_g_overlap, today),
             "sweep_fma_per_s": (src_sweep, today),
             "attend_fma_per_s": (src_attend, today),
+            "attend1_fma_per_s": (src_attend1, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

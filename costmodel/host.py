@@ -6,12 +6,13 @@ own dtype, widens each element to float64, accumulates in float64, evaluates ``e
 ``reference._vexp.exp_nonpos_into`` (SparQ's softmax sums, which add the terms up without storing
 them, with ``reference._vexp.exp_nonpos_sum``), selects with
 ``reference.selection.topk_set_into`` (the k largest, then listed in index order) and
-splits its work over ``threads`` threads by (batch, KV head) row. It needs a profile with
+splits its work over ``threads`` threads by (batch, KV head) row (dense: by parts of rows).
+It needs a profile with
 the host fields that :func:`costmodel.hardware.measure_host` writes (:data:`HOST_FIELDS`,
 plus ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_per_s``
-where present, see :func:`gather_rate`, and ``sweep_fma_per_s``, ``attend_fma_per_s`` and
-``exp_sum_per_s`` where present, see below); every rate is divided by the profile's ``threads`` (one
-thread's share of the all-thread measurement).
+where present, see :func:`gather_rate`, and ``sweep_fma_per_s``, ``attend_fma_per_s``,
+``attend1_fma_per_s`` and ``exp_sum_per_s`` where present, see below); every rate is
+divided by the profile's ``threads`` (one thread's share of the all-thread measurement).
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
@@ -37,8 +38,12 @@ threads in ``ceil(rows / threads)`` waves (fewer rows than threads leave threads
 each call adds its measured fixed cost (``dense_call_s`` / ``sparq_call_s``): ``time =
 n_layers * (waves * sum(phase times of one row) + call)``. Dense splits each row into
 ``parts = ceil(S / P)`` parts of at most ``P = reference.dense.DENSE_PART`` = 4096 positions
-(the threads' items): ``ceil(rows * parts / threads)`` waves, each the time of the longest
-part, ``min(S, P) / S`` of a row's.
+(the threads' items, the last part of a row shorter); the items go to the threads in
+contiguous runs of nearly equal count, as Numba's parallel loop deals them, and the call
+takes the busiest run's positions over ``S`` times a row's phase times (a row's phase
+times are proportional to ``S``): the longest run, ``waves = ceil(items / threads)``
+items, less the short last parts it must hold. For SparQ, and for dense with ``S`` a
+multiple of ``P``, that is ``waves`` items' worth.
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
 each; the ``g*S`` float64 logits written by the first and read by the second, ``g*S*8``),
@@ -70,9 +75,11 @@ bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summe
 rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
 :func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, once elsewhere)
 in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs,
-no faster than at ``attend_fma_per_s``, the same passes on rows in cache, where the profile
-has it, ``g`` is a multiple of 4 and the cache dtype is widened (not float64), as in its
-measurement: ``max(FMAs and widening at their rates, FMAs at that rate)``);
+no faster than the same passes on rows in cache: the FMAs of the heads in blocks of four at
+``attend_fma_per_s`` (cache dtypes other than float64) and those of the ``g % 4`` heads
+left over (the kernel's one-head path) at ``attend1_fma_per_s`` (float32 caches: 16-bit
+rows take other code), each term where the profile has its rate, as measured:
+``max(FMAs and widening at their rates, the sum of those terms)``);
 ``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).
@@ -244,6 +251,21 @@ def in_core_time(fma_s: float, widen_s: float, widen_fma_overlap: float) -> floa
     return max(fma_s, widen_s) + (1.0 - widen_fma_overlap) * min(fma_s, widen_s)
 
 
+def _busiest_share(rows: int, parts: int, S: int, part: int, threads: int) -> float:
+    """Rows' worth of work of the busiest thread: ``n = rows * parts`` items (the parts of
+    each row: ``parts - 1`` of ``part`` positions and a last one of the rest; ``parts`` 1:
+    whole rows) dealt to ``threads`` threads in contiguous runs of nearly equal count, the
+    longest ``c = ceil(n / threads)`` items. A run of ``c`` consecutive items holds at least
+    ``c // parts`` last parts, so it has at most ``c * part - (c // parts) * (part - last)``
+    positions (exact where a run of ``c`` starts at a row's first part, as the first run
+    does); that over ``S``."""
+    if parts == 1:
+        part = S
+    last = S - (parts - 1) * part
+    c = -(-(rows * parts) // threads)
+    return (c * part - (c // parts) * (part - last)) / S
+
+
 def gather_rate(hw: Hardware, row_bytes: float) -> float:
     """Bytes per second (all threads) of random gathers of ``row_bytes``-byte rows.
 
@@ -383,15 +405,18 @@ def predict_reference(
     # deals whole rows
     parts = math.ceil(S / DENSE_PART) if method == "dense" else 1
     waves = math.ceil(rows * parts / T)
-    # one item's share of its row: the longest part (the first) of S
-    item_share = min(S, DENSE_PART) / S if method == "dense" else 1.0
+    share = _busiest_share(rows, parts, S, DENSE_PART, T)
 
     if method == "dense":
-        # the g*S float64 logits of a row (1 MB at g = 4, S = 32768) are written by the K
-        # pass, turned into weights by the softmax and read by the V pass: priced as traffic
-        # at the streaming rate, as SparQ's approximate logits are (without it the model
-        # overpredicted dense float32 at Hkv = 8, S >= 32768, in the slow memory state:
-        # pred/meas 0.72-0.80 in two full runs of the benchmark, 0.79-0.88 with it)
+        # the g*S float64 logits of a row are written by the K pass, turned into weights by
+        # the softmax and read by the V pass: priced as traffic at the streaming rate, as
+        # SparQ's approximate logits are (without it the model overpredicted dense float32
+        # at Hkv = 8, S >= 32768, in the slow memory state: pred/meas 0.72-0.80 in two full
+        # runs of the benchmark, 0.79-0.88 with it). Measured with whole rows (1 MB of
+        # logits at g = 4, S = 32768); the kernel's parts of 4096 positions now keep 128 KiB
+        # at a time, which may stay in the L2. Kept: in the first rows-only run with the
+        # parts on the development host the model came within 0.88-1.03 of all 8 dense rows
+        # by round (0.87-1.13 best against best).
         lg = g * S * 8
         phases = [
             _phase(
@@ -512,8 +537,9 @@ def predict_reference(
                     "k rows of K read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs (no faster than at attend_fma_per_s, the "
-                    "step's passes on rows in cache, where the profile has it)"
+                    "k*d widened, g*k*d FMAs (no faster than the step's passes on rows in "
+                    "cache: attend_fma_per_s for blocks of four heads, attend1_fma_per_s "
+                    "for the heads left over, where the profile has them)"
                 ),
             ),
             _phase("gather_softmax", exps_row=g * k, priced_as="exp", note="g*k exps"),
@@ -524,8 +550,9 @@ def predict_reference(
                     "k rows of V read in place (k*d*e at the gather rate of d*e-byte rows, "
                     "each requested ahead in the loop of the FMAs: the "
                     "gathers' overlap credit), "
-                    "k*d widened, g*k*d FMAs (no faster than at attend_fma_per_s, the "
-                    "step's passes on rows in cache, where the profile has it)"
+                    "k*d widened, g*k*d FMAs (no faster than the step's passes on rows in "
+                    "cache: attend_fma_per_s for blocks of four heads, attend1_fma_per_s "
+                    "for the heads left over, where the profile has them)"
                 ),
             ),
         ]  # fmt: skip
@@ -549,17 +576,27 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
-    # (measured with four heads a block and float32 rows: the passes of groups of four
-    # heads over rows that are widened; others run other code, priced as before)
+    # Step 7's passes, measured on float32 rows in cache: attend_fma_per_s for a block of
+    # four heads, attend1_fma_per_s for one head (the kernel's path for the g % 4 heads
+    # left over from the blocks). Each prices its heads' share of the FMAs where the
+    # profile has it and the kernel runs the measured code: the blocks over any widened
+    # rows (not float64), the heads left over over float32 rows only (their V pass takes
+    # 16-bit rows four at a time, other code, faster than one row at a time).
+    g4 = g - g % 4
     attend_t = (
         hw.attend_fma_per_s / T_prof
-        if hw.attend_fma_per_s is not None and g % 4 == 0 and dname != "float64"
+        if hw.attend_fma_per_s is not None and g4 > 0 and dname != "float64"
+        else None
+    )
+    attend1_t = (
+        hw.attend1_fma_per_s / T_prof
+        if hw.attend1_fma_per_s is not None and g % 4 > 0 and dname == "float32"
         else None
     )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)
-    scale = waves * item_share * L  # one row's time -> the call's time
+    scale = share * L  # one row's time -> the call's time
     total = rows * L  # one row's counts -> the call's counts
     kernels = []
     steps = []
@@ -577,11 +614,17 @@ def predict_reference(
             core = scale * ph["fma_row"] / fma_t
             if widen_t is not None:
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
-            if ph["attend"] and attend_t is not None:
+            if ph["attend"] and (attend_t is not None or attend1_t is not None):
                 # step 7's passes over the kept rows: no faster than the same passes on
-                # rows in cache (attend_fma_per_s, measured with float32 rows; 16-bit rows,
-                # whose widening costs more, keep the larger of the two)
-                core = max(core, scale * ph["fma_row"] / attend_t)
+                # rows in cache (the blocks of four heads at attend_fma_per_s, the heads
+                # left over at attend1_fma_per_s, each where measured; float32 rows: 16-bit
+                # rows, whose widening costs more, keep the larger of the two)
+                floor = 0.0
+                if attend_t is not None:
+                    floor += scale * ph["fma_row"] * (g4 / g) / attend_t
+                if attend1_t is not None:
+                    floor += scale * ph["fma_row"] * ((g - g4) / g) / attend1_t
+                core = max(core, floor)
         # exps summed without being stored (reference._vexp.exp_nonpos_sum) at their own
         # measured rate where the profile has it (exp_sum_per_s)
         ex_t = exp_sum_t if ph["exp_sum"] and exp_sum_t is not None else exp_t
@@ -650,6 +693,7 @@ def predict_reference(
             topk_bytes_per_s=topk_t,
             sweep_fma_per_s=sweep_t,
             attend_fma_per_s=attend_t,
+            attend1_fma_per_s=attend1_t,
         ),
         stream_fma_overlap=rho,
         gather_fma_overlap=credit["gather"],

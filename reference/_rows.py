@@ -501,17 +501,11 @@ def _weigh_v_stats(w, V, positions, n_pos, y, status, m, z, ahead, requests):
 
 
 @njit_serial
-def logits_to_weights(w):
-    """Each row of the logits ``w`` (G, n) becomes its softmax weights in place
-    (``exp(l - max) / sum``). False (``w`` then unspecified) if a logit is NaN or +/-inf."""
-    G = w.shape[0]
-    return logits_to_weights_stats(w, np.empty(G), np.empty(G))
-
-
-@njit_serial
 def logits_to_weights_stats(w, m, z):
-    """:func:`logits_to_weights`, also writing each row's max ``m[h]`` and its sum
-    ``z[h] = sum_t exp(w[h, t] - m[h])`` (before the division)."""
+    """Each row of the logits ``w`` (G, n) becomes its softmax weights in place
+    (``exp(l - max) / sum``), its max written to ``m[h]`` and its sum
+    ``z[h] = sum_t exp(w[h, t] - m[h])`` (before the division). False (``w``, ``m`` and
+    ``z`` then unspecified) if a logit is NaN or +/-inf."""
     G = w.shape[0]
     chk = 0.0
     for h in range(G):
@@ -538,8 +532,9 @@ def combine_parts(ys, ms, zs, used, n_parts, out, coef):
     position; writes ``out`` (G, d). With ``M = max_p ms[p, h]`` and
     ``c_p = zs[p, h] exp(ms[p, h] - M)`` (the part's softmax mass against the union's max),
     ``out[h] = sum_p (c_p / sum_p' c_p') ys[p, h]``, parts in index order: a convex
-    combination of the parts' outputs (it cannot overflow where they do not). With one used
-    part its output is copied as it is. ``coef`` is float64 scratch of at least ``P``."""
+    combination of the parts' outputs up to rounding (so with outputs near the float64
+    maximum it can still overflow). With one used part its output is copied as it is.
+    ``coef`` is float64 scratch of at least ``P``. Returns whether every output is finite."""
     G, d = out.shape
     n_used = 0
     last = 0
@@ -551,7 +546,7 @@ def combine_parts(ys, ms, zs, used, n_parts, out, coef):
         for h in range(G):
             for c in range(d):
                 out[h, c] = ys[last, h, c]
-        return
+        return True
     for h in range(G):
         mx = -np.inf
         for p in range(n_parts):
@@ -570,6 +565,7 @@ def combine_parts(ys, ms, zs, used, n_parts, out, coef):
                 oh = out[h]
                 for c in range(d):
                     oh[c] += cp * yp[c]
+    return all_finite(out)
 
 
 @njit_serial

@@ -2,10 +2,11 @@
 
 On the hosts this reference runs on, touching freshly mapped memory costs about as much as
 reading it from DRAM several times over (a page fault per 4 KiB), and at decode sizes the
-per-row scratch (logits of a KV head's query group over S positions) is far above malloc's
-mmap threshold. So the kernels' scratch is allocated once per Python thread and reused:
-each Numba worker takes the row of it given by ``numba.get_thread_id()``. Results never
-depend on the scratch's previous contents. :func:`release` frees it.
+per-row scratch (logits of a KV head's query group over S positions, or over dense's parts
+of 4096) is far above malloc's mmap threshold. So the kernels' scratch is allocated once
+per Python thread and reused: each Numba worker takes the row of it given by
+``numba.get_thread_id()``. Results never depend on the scratch's previous contents.
+:func:`release` frees it.
 """
 
 from __future__ import annotations

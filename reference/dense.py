@@ -55,8 +55,9 @@ def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork, ys, mz
     and ``used`` (B, Hkv, P) (whether the part has a valid position); then each row
     combines its parts (:func:`combine_parts`). ``status`` (B, Hkv, P) is set where a
     non-finite value was met (1: a logit, or with ``check_masked`` a masked row of K or V;
-    2: an output). ``fwork`` (threads, >= g * DENSE_PART + P) float64 and ``iwork``
-    (threads, >= DENSE_PART) int64 are per-thread scratch (see reference._workspace)."""
+    2: an output, a part's or the row's). ``fwork`` (threads, >= max(g * part, P)) float64
+    and ``iwork`` (threads, >= part) int64, ``part = min(S, DENSE_PART)``, are per-thread
+    scratch (see reference._workspace)."""
     B, H, d = q.shape
     Hkv = K.shape[1]
     S = K.shape[2]
@@ -98,10 +99,11 @@ def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork, ys, mz
             bad |= status[b, kv, p] != 0
         if not bad:  # (a row with a non-finite part is reported, not combined)
             tid = numba.get_thread_id()
-            combine_parts(
+            if not combine_parts(
                 ys[b, kv], mz[b, kv, :, 0], mz[b, kv, :, 1], used[b, kv], P,
                 out[b, kv * g : (kv + 1) * g], fwork[tid],
-            )  # fmt: skip
+            ):  # fmt: skip
+                status[b, kv, 0] = 2  # the combined output overflowed (|v| near the max)
 
 
 def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True) -> np.ndarray:
@@ -137,8 +139,12 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     P = -(-x.S // DENSE_PART)
     part = min(x.S, DENSE_PART)
     status = np.zeros((x.B, x.Hkv, P), dtype=np.int64)
-    ys = np.empty((x.B, x.Hkv, P, g, x.d))
-    mz = np.empty((x.B, x.Hkv, P, 2, g))
+    # the parts' outputs and statistics: reused scratch (B * H * P * d float64 for the
+    # outputs; contents undefined until the kernel writes them)
+    ys = workspace("dense_ys", x.B * x.H * P * x.d, np.float64, rows=1)[0]
+    ys = ys.reshape((x.B, x.Hkv, P, g, x.d))
+    mz = workspace("dense_mz", x.B * x.H * P * 2, np.float64, rows=1)[0]
+    mz = mz.reshape((x.B, x.Hkv, P, 2, g))
     used = np.empty((x.B, x.Hkv, P), dtype=np.bool_)
     note_first_compile(_dense_kernel)
     _dense_kernel(

@@ -110,9 +110,11 @@ def _host_summary(hw) -> str:
     g256 = hw.gather256_bytes_per_s
     short = "" if g256 is None else f", (256 B rows) {g256 / 1e9:.1f} GB/s"
     sw = hw.sweep_fma_per_s
-    at = hw.attend_fma_per_s
-    sweep = ("" if sw is None else f"SparQ step-3 sweep {sw / 1e9:.2f} G FMA/s, ") + (
-        "" if at is None else f"SparQ step-7 passes {at / 1e9:.2f} G FMA/s, "
+    at, at1 = hw.attend_fma_per_s, hw.attend1_fma_per_s
+    sweep = (
+        ("" if sw is None else f"SparQ step-3 sweep {sw / 1e9:.2f} G FMA/s, ")
+        + ("" if at is None else f"SparQ step-7 passes {at / 1e9:.2f} G FMA/s, ")
+        + ("" if at1 is None else f"(one head) {at1 / 1e9:.2f} G FMA/s, ")
     )
     es = hw.exp_sum_per_s
     exp_sum = "" if es is None else f", exp summed {es / 1e9:.2f} G/s"

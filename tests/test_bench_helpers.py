@@ -42,7 +42,8 @@ def _host() -> Hardware:
         gather256_bytes_per_s=1.5e9, div_f64_per_s=4e8, widen_f32_per_s=2e9,
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
         widen_fma_overlap=0.4, widen_f16_fma_overlap=0.2, widen_bf16_fma_overlap=0.1,
-        gather_fma_overlap=0.3, sweep_fma_per_s=5e8, attend_fma_per_s=6e8, exp_sum_per_s=1.6e8,
+        gather_fma_overlap=0.3, sweep_fma_per_s=5e8, attend_fma_per_s=6e8,
+        attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8,
         dense_call_s=1e-5, sparq_call_s=2e-5,
     )  # fmt: skip
 
@@ -119,7 +120,7 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     assert set(bench.IN_CORE_RATE_FIELDS) == {
         "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
         "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s", "attend_fma_per_s",
-        "exp_sum_per_s",
+        "attend1_fma_per_s", "exp_sum_per_s",
     }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:
@@ -130,9 +131,12 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
         assert getattr(b, f) == getattr(a, f), f
     assert bench.slowed_profile(a, 1.0) == a
     # a profile without the optional in-core rates (measured before they were): still None
-    old = a.replace(sweep_fma_per_s=None, exp_sum_per_s=None, attend_fma_per_s=None)
+    old = a.replace(
+        sweep_fma_per_s=None, exp_sum_per_s=None, attend_fma_per_s=None, attend1_fma_per_s=None
+    )
     c = bench.slowed_profile(old, 2.0)
     assert c.sweep_fma_per_s is None and c.exp_sum_per_s is None and c.attend_fma_per_s is None
+    assert c.attend1_fma_per_s is None
     assert c.exp_per_s == 5e7 and c.fma_f64_per_s == 5e8
 
 
@@ -144,7 +148,7 @@ def test_round_profile_prices_a_round_at_its_probes(bench):
     assert r.gather_bytes_per_s == 5e8 and r.gather256_bytes_per_s == 3.75e8
     assert r.fma_f64_per_s == 5e8 and r.exp_per_s == 5e7 and r.widen_f16_per_s == 5e8
     assert r.sweep_fma_per_s == 2.5e8 and r.exp_sum_per_s == 8e7
-    assert r.attend_fma_per_s == 3e8
+    assert r.attend_fma_per_s == 3e8 and r.attend1_fma_per_s == 1e8
     # the overlaps and the fixed costs are the profile's
     for f in ("stream_fma_overlap", "gather_fma_overlap", "widen_fma_overlap", "sparq_call_s"):
         assert getattr(r, f) == getattr(a, f), f

@@ -131,3 +131,53 @@ def test_nonfinite_in_a_later_part_is_named(masked):
         V0[0, 1, j, 3] = 0.0  # (the twin rejects NaN anywhere; masked, it has no influence)
         np.testing.assert_allclose(out, dense_attention_twin(q, K, V0, mask), rtol=1e-12,
                                    atol=1e-13)  # fmt: skip
+
+
+def test_overflow_of_the_combined_parts_is_reported():
+    # V at the float64 maximum in three parts (one valid position each): each part's output
+    # is that maximum, and their convex combination, rounded, can exceed it. The call must
+    # report it as the one-part call does, not return inf. (Weights for which it overflows
+    # here: logits 0, -1.7436..., -0.4751... from K with q = 1, d = 1.)
+    big = np.finfo(np.float64).max
+    S = 3 * 4096
+    q = np.ones((1, 1, 1))
+    K = np.zeros((1, 1, S, 1))
+    V = np.full((1, 1, S, 1), big)
+    mask = np.zeros((1, S), dtype=bool)
+    pos = [4095, 8191, 12287]
+    mask[0, pos] = True
+    K[0, 0, pos, 0] = [0.0, -1.7436120513360094, -0.4751486107644167]
+    try:
+        out = dense_attention(q, K, V, mask=mask)
+    except ValueError as err:
+        assert "v_cache: the attention output overflows float64" in str(err)
+    else:  # no overflow on this host's rounding: then the output is the maximum itself
+        assert np.isfinite(out).all() and out[0, 0, 0] == pytest.approx(big, rel=1e-15)
+    # the same positions in one part (the cache cut to 3 rows) are reported or finite too
+    Kc, Vc = K[:, :, pos], V[:, :, pos]
+    try:
+        out1 = dense_attention(q, Kc, Vc)
+    except ValueError as err:
+        assert "overflows float64" in str(err)
+    else:
+        assert np.isfinite(out1).all()
+
+
+def test_logit_overflow_in_a_later_part_is_reported():
+    # q . k overflows float64 at one valid position of part 2 only
+    q, K, V, _ = random_case(25, 1, 4, 2, 3 * 4096, 8)
+    K[0, 1, 2 * 4096 + 5] = 1e300
+    q[0, 2:] = 1e300  # the query heads of KV head 1
+    with pytest.raises(ValueError, match=r"the attention logits overflow float64"):
+        dense_attention(q, K, V)
+
+
+def test_empty_middle_part():
+    # part 1 (positions 4096..8191) fully masked between two used parts
+    q, K, V, _ = random_case(26, 2, 4, 2, 3 * 4096 - 7, 8)
+    mask = np.ones((2, 3 * 4096 - 7), dtype=bool)
+    mask[:, 4096:8192] = False
+    np.testing.assert_allclose(
+        dense_attention(q, K, V, mask=mask), dense_attention_twin(q, K, V, mask), rtol=1e-12,
+        atol=1e-13,
+    )  # fmt: skip

@@ -347,6 +347,56 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
         HOST.replace(attend_fma_per_s=10.0)
 
 
+def test_sparq_step7_heads_left_over_at_the_one_head_rate():
+    # SPARQ's shapes (k 64, d 64, 4 threads) with float32 caches (e 4) and g = 1 or 6 heads
+    # per KV head. Per thread: gather 5e8 B/s, FMA 2.5e8/s, float32 widening 5e8/s; no
+    # overlap (read and in-core work add up). Each gather reads k*d*e = 16384 B, 3.2768e-5 s,
+    # and widens k*d = 4096 elements, 8.192e-6 s.
+    # g = 1: g*k*d = 4096 FMAs, 1.6384e-5 s: in-core 2.4576e-5 s; the phase 5.7344e-5 s.
+    #   The one-head rate 1e8 (2.5e7 per thread): 4096 / 2.5e7 = 1.6384e-4 s, longer: the
+    #   gather costs 3.2768e-5 + 1.6384e-4 = 1.96608e-4 s. The four-head rate alone prices
+    #   no head there (no block of four).
+    # g = 6: 24576 FMAs (9.8304e-5 s) + widening: 1.06496e-4 s, the phase 1.39264e-4 s. The
+    #   block of four heads at 1e8 (2.5e7 per thread): 16384 / 2.5e7 = 6.5536e-4 s; the two
+    #   left over at 5e7 (1.25e7 per thread): 8192 / 1.25e7 = 6.5536e-4 s; both rates:
+    #   1.31072e-3 s, the gather 3.2768e-5 + 1.31072e-3 = 1.343488e-3 s; either alone:
+    #   6.5536e-4 s, the gather 6.88128e-4 s.
+    # float16 caches: the heads left over take other code (four rows at once in the V
+    #   pass), so the one-head rate prices nothing there; the block's rate still applies.
+    one = HOST.replace(attend1_fma_per_s=1e8)
+    four = HOST.replace(attend_fma_per_s=1e8)
+    both = HOST.replace(attend_fma_per_s=1e8, attend1_fma_per_s=5e7)
+    g1 = dict(SPARQ, n_heads=1, dtype="float32")
+    g6 = dict(SPARQ, n_heads=6, dtype="float32")
+
+    def gather_times(hw, kw):
+        ph = _phases(predict_reference("sparq", hardware=hw, **kw))
+        return ph["gather_k"].time_s, ph["gather_v"].time_s
+
+    for hw, kw, t in ((HOST, g1, 5.7344e-5), (one, g1, 1.96608e-4), (four, g1, 5.7344e-5),
+                      (HOST, g6, 1.39264e-4), (both, g6, 1.343488e-3), (four, g6, 6.88128e-4),
+                      (HOST.replace(attend1_fma_per_s=5e7), g6, 6.88128e-4)):  # fmt: skip
+        for got in gather_times(hw, kw):
+            assert got == pytest.approx(t, rel=1e-12), (hw.attend_fma_per_s, kw["n_heads"])
+    e = predict_reference("sparq", hardware=one, **g1)
+    assert e.params["per_thread"]["attend1_fma_per_s"] == pytest.approx(2.5e7)
+    assert e.params["per_thread"]["attend_fma_per_s"] is None
+    # float16: g = 1 as without the rate; g = 6 only the block priced (as in
+    # test_sparq_step7_fmas_no_faster_than_the_attend_rate's slow case: 6.71744e-4 s)
+    for kw in (dict(g1, dtype="float16"), dict(g1, dtype="float64")):
+        assert gather_times(one, kw) == gather_times(HOST, kw), kw["dtype"]
+    for got in gather_times(both, dict(g6, dtype="float16")):
+        assert got == pytest.approx(6.71744e-4, rel=1e-12)
+    # g = 4 has no head left over: the one-head rate prices nothing
+    assert gather_times(one, dict(SPARQ, dtype="float32")) == gather_times(
+        HOST, dict(SPARQ, dtype="float32")
+    )
+    # optional and validated as the other rates
+    assert HOST.attend1_fma_per_s is None and "attend1_fma_per_s" not in HOST_FIELDS
+    with pytest.raises(ValueError, match=r"attend1_fma_per_s: expected >= 1e\+06"):
+        HOST.replace(attend1_fma_per_s=10.0)
+
+
 def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
     # As test_sparq_by_hand_k_once / _k_twice_and_v_mean_supplied, with a measured rate of
     # the exps summed without being stored of 2e8 /s (all threads; 5e7 per thread, against
@@ -801,7 +851,8 @@ def test_measure_host_new_fields_positive_finite():
     for f in ("mem_bandwidth_bytes_per_s", "topk_bytes_per_s", "fma_f64_per_s", "exp_per_s",
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
-              "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "exp_sum_per_s"):  # fmt: skip
+              "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
+              "exp_sum_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -818,6 +869,8 @@ def test_measure_host_new_fields_positive_finite():
     assert "median of (gather + core - both) / min" in hw.sources["gather_fma_overlap"][0]
     assert "SparQ's step-3 sweep" in hw.sources["sweep_fma_per_s"][0]
     assert "SparQ's step-7 passes" in hw.sources["attend_fma_per_s"][0]
+    assert "_v_pass, 4 heads)" in hw.sources["attend_fma_per_s"][0]
+    assert "_v_pass, 1 head)" in hw.sources["attend1_fma_per_s"][0]
     assert "reference._vexp.exp_nonpos_sum" in hw.sources["exp_sum_per_s"][0]
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
@@ -1117,6 +1170,19 @@ def test_dense_parts_are_the_threads_items():
     e = t(4096 + 100, threads=4)
     assert e.params["parts"] == 2 and e.params["waves"] == 1
     assert e.time_s == pytest.approx(t_part + call, rel=1e-12)
+    # at S = 4096 + 100: one thread takes both parts, the whole row (4196 positions, t_part
+    # * 4196 / 4096); two threads one part each, the first (4096) the longer: t_part
+    e = t(4096 + 100, threads=1)
+    assert e.time_s == pytest.approx(t_part * 4196 / 4096 + call, rel=1e-12)
+    assert t(4096 + 100, threads=2).time_s == pytest.approx(t_part + call, rel=1e-12)
+    # S = 2 * 4096 + 100, 2 rows (6 items: 4096, 4096, 100 per row), 4 threads: runs of
+    # at most 2 items, which need not hold a last part: 8192 positions, 2 * t_part
+    e = predict_reference(
+        "dense", hardware=hw, batch=2, n_heads=1, seq_len=2 * 4096 + 100, head_dim=64,
+        dtype="float64", threads=4,
+    )  # fmt: skip
+    assert e.params["waves"] == 2
+    assert e.time_s == pytest.approx(2 * t_part + call, rel=1e-12)
     # SparQ deals whole rows
     e = predict_reference(
         "sparq", hardware=hw, batch=1, n_heads=1, seq_len=3 * 4096, head_dim=64, r=4, k=64,
