@@ -403,6 +403,19 @@ RATE_FIELDS = tuple(
 )
 
 
+#: the optional profile fields :func:`fmt_rates` prints where a profile has them: field,
+#: text, unit
+OPTIONAL_RATE_TEXT = (
+    ("widen_f16_fma_overlap", ", f16 widen/FMA {:.2f}", 1.0),
+    ("widen_bf16_fma_overlap", ", bf16 widen/FMA {:.2f}", 1.0),
+    ("gather_fma_overlap", ", gather/FMA overlap {:.2f}", 1.0),
+    ("sweep_fma_per_s", ", step-3 sweep {:.1f} G FMA/s", 1e9),
+    ("attend_fma_per_s", ", step-7 passes {:.1f} G FMA/s", 1e9),
+    ("attend1_fma_per_s", " (one head {:.1f})", 1e9),
+    ("exp_sum_per_s", ", exp summed {:.2f} G/s", 1e9),
+)
+
+
 def fmt_rates(r: dict) -> str:
     return (
         f"stream {r['mem_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, float64 FMA "
@@ -414,34 +427,7 @@ def fmt_rates(r: dict) -> str:
         f"{r['widen_bf16_per_s'] / 1e9:.0f} G/s, read/FMA overlap {r['stream_fma_overlap']:.2f}"
         f", widen/FMA overlap {r.get('widen_fma_overlap') or 0.0:.2f}"
         + "".join(
-            f", {lab} widen/FMA {r[f]:.2f}"
-            for lab, f in (("f16", "widen_f16_fma_overlap"), ("bf16", "widen_bf16_fma_overlap"))
-            if r.get(f) is not None
-        )
-        + (
-            ""
-            if r.get("gather_fma_overlap") is None
-            else f", gather/FMA overlap {r['gather_fma_overlap']:.2f}"
-        )
-        + (
-            ""
-            if r.get("sweep_fma_per_s") is None
-            else f", step-3 sweep {r['sweep_fma_per_s'] / 1e9:.1f} G FMA/s"
-        )
-        + (
-            ""
-            if r.get("attend_fma_per_s") is None
-            else f", step-7 passes {r['attend_fma_per_s'] / 1e9:.1f} G FMA/s"
-        )
-        + (
-            ""
-            if r.get("attend1_fma_per_s") is None
-            else f" (one head {r['attend1_fma_per_s'] / 1e9:.1f})"
-        )
-        + (
-            ""
-            if r.get("exp_sum_per_s") is None
-            else f", exp summed {r['exp_sum_per_s'] / 1e9:.2f} G/s"
+            text.format(r[f] / unit) for f, text, unit in OPTIONAL_RATE_TEXT if r.get(f) is not None
         )
     )
 
