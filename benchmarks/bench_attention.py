@@ -398,7 +398,7 @@ RATE_FIELDS = tuple(
         + tuple(f for f in HOST_FIELDS if f != "threads")
         + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
         + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s")
-        + ("exp_sum_per_s",)
+        + ("exp_sum_per_s", "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s")
     )
 )
 
@@ -413,6 +413,8 @@ OPTIONAL_RATE_TEXT = (
     ("attend_fma_per_s", ", step-7 passes {:.1f} G FMA/s", 1e9),
     ("attend1_fma_per_s", " (one head {:.1f})", 1e9),
     ("exp_sum_per_s", ", exp summed {:.2f} G/s", 1e9),
+    ("thread_bandwidth_bytes_per_s", ", one thread: stream {:.1f} GB/s", 1e9),
+    ("thread_gather_bytes_per_s", ", gather 512 B rows {:.1f} GB/s", 1e9),
 )
 
 
@@ -509,6 +511,8 @@ MEMORY_STATE_FIELDS = (
     "gather256_bytes_per_s",
     "stream_fma_overlap",
     "gather_fma_overlap",
+    "thread_bandwidth_bytes_per_s",
+    "thread_gather_bytes_per_s",
 )
 #: the host model's in-core rates (the ``*_per_s`` rate fields that do not follow the memory
 #: state), which a round whose cores ran slower gets divided (:func:`slowed_profile`)
@@ -826,8 +830,17 @@ def bench_phases(hw, S, Hkv, dtype, repeats):
     return out
 
 
-def bench_threads(hw, S, Hkv, dtype, repeats):
-    """Stream, dense and SparQ (K twice, supplied v_mean, k = S/8) from 1 thread to all."""
+def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
+    """Stream, dense and SparQ (K twice, supplied v_mean, k = S/8) from 1 thread to all.
+
+    Priced as a row is: ``hw`` (measured just before) and a profile measured just after
+    make one (:func:`best_of_profiles`), its read synced to the all-thread streaming read
+    of the table (:func:`synced_profile`); the host model then prices every thread count
+    from it (``predict_reference(threads=n)``: the profile's rates shared by ``n`` threads,
+    the read and the gathers capped by what one thread reaches). The 'lin' columns price
+    the same profile without its one-thread rates: every rate shared linearly."""
+    from costmodel.hardware import measure_host
+
     inp = make_inputs(B, Hkv, S, dtype)
     q, K, V = inp["q"], inp["K"], inp["V"]
     k = S // 8
@@ -835,14 +848,6 @@ def bench_threads(hw, S, Hkv, dtype, repeats):
     n_max = numba.config.NUMBA_NUM_THREADS
     before = numba.get_num_threads()
     rows = []
-    print(
-        f"\nThread scaling, Hkv={Hkv} S={S} {dtype} (best of {repeats}; SparQ K twice, "
-        f"supplied v_mean, k=S/8)"
-    )
-    print(
-        f"  {'threads':>7}{'stream ms':>11}{'dense ms':>10}{'x1':>7}{'model':>9}"
-        f"{'sparq ms':>10}{'x1':>7}{'model':>9}"
-    )
     try:
         for n in range(1, n_max + 1):
             reference.set_num_threads(n)
@@ -854,24 +859,55 @@ def bench_threads(hw, S, Hkv, dtype, repeats):
                 },
                 repeats,
             )
-            r = dict(
-                threads=n,
-                stream_s=times["stream"][0],
-                dense_s=times["dense"][0],
-                sparq_s=times["sparq"][0],
-                dense_pred_s=predict(hw, "dense", Hkv=Hkv, S=S, dtype=dtype, threads=n).time_s,
-                sparq_pred_s=predict_sparq(hw, Hkv=Hkv, S=S, dtype=dtype, k=k, threads=n).time_s,
-            )
-            rows.append(r)
-            print(
-                f"  {n:>7}{ms(r['stream_s']):>11}{ms(r['dense_s']):>10}"
-                f"{rows[0]['dense_s'] / r['dense_s']:>6.2f}x{ms(r['dense_pred_s']):>9}"
-                f"{ms(r['sparq_s']):>10}{rows[0]['sparq_s'] / r['sparq_s']:>6.2f}x"
-                f"{ms(r['sparq_pred_s']):>9}"
+            rows.append(
+                dict(
+                    threads=n,
+                    stream_s=times["stream"][0],
+                    dense_s=times["dense"][0],
+                    sparq_s=times["sparq"][0],
+                )
             )
     finally:
         reference.set_num_threads(before)
-    return dict(S=S, Hkv=Hkv, dtype=dtype, k=k, repeats=repeats, rows=rows)
+    hw_after = measure_host(seconds=seconds)
+    bw = (K.nbytes + V.nbytes) / rows[-1]["stream_s"]
+    hw_t = synced_profile(best_of_profiles(hw, hw_after, bw), bw)
+    hw_lin = hw_t.replace(thread_bandwidth_bytes_per_s=None, thread_gather_bytes_per_s=None)
+    print(
+        f"\nThread scaling, Hkv={Hkv} S={S} {dtype} (best of {repeats}; SparQ K twice, "
+        f"supplied v_mean, k=S/8; model: the host model at each thread count, from the "
+        f"profiles measured just before and just after the table, its read synced to the "
+        f"{n_max}-thread streaming read; 'lin': the same with every rate shared linearly, "
+        f"without the one-thread read and gathers)"
+    )
+    print(f"  profile measured just after: {fmt_rates(host_rates(hw_after))}")
+    print(
+        f"  {'threads':>7}{'stream ms':>11}{'dense ms':>10}{'x1':>7}{'model':>9}{'lin':>8}"
+        f"{'sparq ms':>10}{'x1':>7}{'model':>9}{'lin':>8}"
+    )
+    for r in rows:
+        n = r["threads"]
+        r.update(
+            dense_pred_s=predict(hw_t, "dense", Hkv=Hkv, S=S, dtype=dtype, threads=n).time_s,
+            sparq_pred_s=predict_sparq(hw_t, Hkv=Hkv, S=S, dtype=dtype, k=k, threads=n).time_s,
+            dense_pred_linear_s=predict(
+                hw_lin, "dense", Hkv=Hkv, S=S, dtype=dtype, threads=n
+            ).time_s,
+            sparq_pred_linear_s=predict_sparq(
+                hw_lin, Hkv=Hkv, S=S, dtype=dtype, k=k, threads=n
+            ).time_s,
+        )
+        print(
+            f"  {n:>7}{ms(r['stream_s']):>11}{ms(r['dense_s']):>10}"
+            f"{rows[0]['dense_s'] / r['dense_s']:>6.2f}x{ms(r['dense_pred_s']):>9}"
+            f"{ms(r['dense_pred_linear_s']):>8}"
+            f"{ms(r['sparq_s']):>10}{rows[0]['sparq_s'] / r['sparq_s']:>6.2f}x"
+            f"{ms(r['sparq_pred_s']):>9}{ms(r['sparq_pred_linear_s']):>8}"
+        )
+    return dict(
+        S=S, Hkv=Hkv, dtype=dtype, k=k, repeats=repeats, rows=rows,
+        host_before=host_rates(hw), host_after=host_rates(hw_after), host=host_rates(hw_t),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------- peak memory
@@ -1468,7 +1504,7 @@ def main(argv=None) -> int:
         phases = bench_phases(hw_ph, S_mid, 8, "float32", repeats)
         hw_th = measure_host(seconds=0.5 if a.quick else 1.0)
         print(f"\nhost profile measured before thread scaling: {fmt_rates(host_rates(hw_th))}")
-        threads = bench_threads(hw_th, S_mid, 8, "float32", repeats)
+        threads = bench_threads(hw_th, S_mid, 8, "float32", repeats, 0.5 if a.quick else 1.0)
         mem = bench_memory(a.quick)
     tg = targets(rows, phases, mem)
     load_after = os.getloadavg()

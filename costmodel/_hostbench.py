@@ -66,6 +66,7 @@ __all__ = [
     "measure_widen_overlap",
     "measure_gather_overlap",
     "measure_calls",
+    "on_one_thread",
 ]
 
 #: float64 elements of each vector of the FMA microkernel (2 KiB: four query-like vectors and
@@ -117,6 +118,23 @@ WIDEN_DTYPES = ("float32", "float16", "bfloat16")
 def _times(n: int) -> str:
     """``"once"``, ``"twice"`` or ``"n times"`` (the descriptions' request counts)."""
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _threads_text(n: int) -> str:
+    """``"1 thread"`` or ``"n threads"`` (the descriptions' thread counts)."""
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
+def on_one_thread(measure: Callable[..., tuple], *args, **kwargs) -> tuple:
+    """``measure(*args, **kwargs)`` with Numba's thread count set to one for the call (the
+    caller's count restored after, also on an error): a ``measure_*`` microbenchmark, which
+    sizes its work by ``numba.get_num_threads()``, then measures what one thread reaches."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return measure(*args, **kwargs)
+    finally:
+        numba.set_num_threads(before)
 
 
 def best_time(
@@ -403,7 +421,7 @@ def measure_stream(a: np.ndarray, budget_s: float) -> tuple[float, str]:
     t, reps = best_time(lambda: _stream_kernel(words, out), budget_s=budget_s)
     desc = (
         f"measured: Numba prange sum of {a.nbytes / 2**20:.0f} MiB as 8-byte words (one chunk "
-        f"per thread) on {nt} threads, best of {reps}"
+        f"per thread) on {_threads_text(nt)}, best of {reps}"
     )
     return a.nbytes / t, desc
 
@@ -539,7 +557,7 @@ def measure_gather(
         f"rows, summed, each requested {_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows "
         f"ahead, "
         f"{GATHER_ROWS_PER_THREAD} rows per "
-        f"thread, {nt} threads, best of {reps}"
+        f"thread, {_threads_text(nt)}, best of {reps}"
     )
     return idx2.size * row_bytes / t, desc
 

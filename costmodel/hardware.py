@@ -106,6 +106,9 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "program_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
     # CPUs: read bandwidth one thread reaches (the ``threads=`` argument of the estimate)
     "thread_bandwidth_bytes_per_s": (0.0, True, 1e15, False),
+    # CPUs: bandwidth of gathered 512-byte rows one thread reaches (the host model's
+    # ``threads=`` argument; measure_host writes it)
+    "thread_gather_bytes_per_s": (0.0, True, 1e15, False),
     # CPUs: threads a framework uses by default (datasheet profiles: the physical cores)
     "cpu_cores": (1.0, False, 1e6, True),
     # tensor parallelism: one direction of one device's link to its peers, and the smallest
@@ -139,6 +142,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "program_bandwidth_bytes_per_s": 1e6,
     "op_mem_efficiency": 1e-3,
     "thread_bandwidth_bytes_per_s": 1e6,
+    "thread_gather_bytes_per_s": 1e6,
     "link_bandwidth_bytes_per_s": 1e6,
 }
 _STRINGS = ("name", "description", "kind")
@@ -272,7 +276,15 @@ class Hardware:
     thread_bandwidth_bytes_per_s : float or None
         CPUs: main-memory read bandwidth one thread reaches; with ``threads=T`` in an
         estimate the bandwidth is at most ``T x`` this (and at most ``mem_efficiency x
-        BW``). None: not known, no cap.
+        BW``). None: not known, no cap. The host model of the reference kernels
+        (``costmodel.host.predict_reference(threads=T)``, ``T`` below the profile's
+        ``threads``) gives each of ``T`` threads ``min(BW / T, this)``, at least its share
+        ``BW / threads`` of the measured all-thread read.
+    thread_gather_bytes_per_s : float or None
+        CPUs: bandwidth of gathered 512-byte rows (``gather_bytes_per_s``'s microkernel)
+        that one thread reaches; the host model caps and shares the gather rates with it as
+        it does the read with ``thread_bandwidth_bytes_per_s``. None: linear scaling (each
+        thread ``gather_bytes_per_s / threads``).
     cpu_cores : int or None
         CPUs: threads a framework uses by default (a datasheet profile's physical cores);
         the default ``threads`` of an estimate when the profile has no measured ``threads``.
@@ -334,6 +346,7 @@ class Hardware:
     topk_latency_s: float | None = None
     program_bandwidth_bytes_per_s: float | None = None
     thread_bandwidth_bytes_per_s: float | None = None
+    thread_gather_bytes_per_s: float | None = None
     cpu_cores: int | None = None
     link_bandwidth_bytes_per_s: float | None = None
     allreduce_latency_s: float | None = None
@@ -605,10 +618,10 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.15, "fma": 0.05, "exp": 0.06, "expsum": 0.04, "topk": 0.07, "gather": 0.1,
-           "gather256": 0.05, "matmul": 0.05, "div": 0.05, "widen": 0.05, "overlap": 0.1,
-           "goverlap": 0.05, "woverlap": 0.05, "sweep": 0.05, "attend": 0.03,
-           "calls": 0.05}  # fmt: skip
+_BUDGET = {"stream": 0.12, "stream1": 0.05, "gather1": 0.04, "fma": 0.05, "exp": 0.06,
+           "expsum": 0.04, "topk": 0.05, "gather": 0.08, "gather256": 0.05, "matmul": 0.05,
+           "div": 0.05, "widen": 0.05, "overlap": 0.08, "goverlap": 0.05, "woverlap": 0.05,
+           "sweep": 0.05, "attend": 0.03, "calls": 0.05}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -631,6 +644,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       kernel makes (input bytes per second);
     - ``gather_bytes_per_s``, ``gather256_bytes_per_s``: random 512-byte rows (128 float32)
       and 256-byte rows (64 float32) of the ``nbytes`` array;
+    - ``thread_bandwidth_bytes_per_s``, ``thread_gather_bytes_per_s``: the same read and the
+      same 512-byte gathers on one thread (``numba.set_num_threads(1)`` for the
+      measurement): what a thread reaches when the others leave the memory to it, which
+      the host model needs at thread counts below ``threads``;
     - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
     - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each
       cache dtype widened to float64 and summed (the kernels' conversion), L1-resident;
@@ -696,6 +713,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     gather256, src_gather256 = hb.measure_gather(
         a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
     )
+    bw1, src_bw1 = hb.on_one_thread(hb.measure_stream, a, seconds * _BUDGET["stream1"])
+    gather1, src_gather1 = hb.on_one_thread(hb.measure_gather, a, seconds * _BUDGET["gather1"], rng)
     overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     g_overlap, src_g_overlap = hb.measure_gather_overlap(a, seconds * _BUDGET["goverlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(
@@ -743,6 +762,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         exp_sum_per_s=exp_sum,
         gather_bytes_per_s=gather,
         gather256_bytes_per_s=gather256,
+        thread_bandwidth_bytes_per_s=bw1,
+        thread_gather_bytes_per_s=gather1,
         div_f64_per_s=div,
         widen_f32_per_s=widen["float32"][0],
         widen_f16_per_s=widen["float16"][0],
@@ -774,6 +795,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "exp_sum_per_s": (src_exp_sum, today),
             "gather_bytes_per_s": (src_gather, today),
             "gather256_bytes_per_s": (src_gather256, today),
+            "thread_bandwidth_bytes_per_s": (src_bw1, today),
+            "thread_gather_bytes_per_s": (src_gather1, today),
             "div_f64_per_s": (src_div, today),
             "widen_f32_per_s": (widen["float32"][1], today),
             "widen_f16_per_s": (widen["float16"][1], today),

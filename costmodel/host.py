@@ -13,6 +13,9 @@ plus ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_p
 where present, see :func:`gather_rate`, and ``sweep_fma_per_s``, ``attend_fma_per_s``,
 ``attend1_fma_per_s`` and ``exp_sum_per_s`` where present, see below); every rate is
 divided by the profile's ``threads`` (one thread's share of the all-thread measurement).
+At fewer threads than the profile's, a thread's share of the read and of the gathers is
+larger where the profile has what one thread reaches (``thread_bandwidth_bytes_per_s``,
+``thread_gather_bytes_per_s``): :func:`thread_gain`.
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
@@ -121,6 +124,7 @@ __all__ = [
     "gather_rate",
     "in_core_time",
     "predict_reference",
+    "thread_gain",
     "reference_dtype_bytes",
     "widen_overlap",
 ]
@@ -266,6 +270,23 @@ def _busiest_share(rows: int, parts: int, S: int, part: int, threads: int) -> fl
     return (c * part - (c // parts) * (part - last)) / S
 
 
+def thread_gain(total: float, one: float | None, threads: int, profile_threads: int) -> float:
+    """How much faster each of ``threads`` threads reads than its share ``total /
+    profile_threads`` of a read measured on all ``profile_threads`` threads at ``total``
+    bytes/s, when one thread alone reaches ``one`` bytes/s: a thread gets ``min(total /
+    threads, one)`` (the threads split the memory's bandwidth, and none exceeds what it
+    reaches alone), never less than its share; so the gain is ``max(1, min(profile_threads /
+    threads, one * profile_threads / total))``. 1 with ``one`` None (linear scaling) and at
+    ``threads >= profile_threads``.
+
+    On the development host (2 vCPUs) one thread read 27 GB/s and gathered 512-byte rows at
+    19 GB/s where both threads read 33-55 and gathered 24-36: the linear share, half of
+    the two-thread rates, priced one thread's dense call at 25.08 ms, measured 16.06."""
+    if one is None or threads >= profile_threads:
+        return 1.0
+    return max(1.0, min(profile_threads / threads, one * profile_threads / total))
+
+
 def gather_rate(hw: Hardware, row_bytes: float) -> float:
     """Bytes per second (all threads) of random gathers of ``row_bytes``-byte rows.
 
@@ -344,7 +365,11 @@ def predict_reference(
     threads : int, optional
         Threads the kernel runs on (default: the profile's ``threads``). Rates are per
         thread (profile rate / profile ``threads``); fewer threads than the profile's use
-        that per-thread share each (linear scaling assumed).
+        that per-thread share each (linear scaling), except the read and the gathers where
+        the profile has what one thread reaches (``thread_bandwidth_bytes_per_s``,
+        ``thread_gather_bytes_per_s``, which ``measure_host`` writes): then each thread
+        gets ``min(all-thread rate / threads, one-thread rate)``, at least its share
+        (:func:`thread_gain`).
     n_layers : int
         Identical calls one after another.
 
@@ -593,6 +618,13 @@ def predict_reference(
         if hw.attend1_fma_per_s is not None and g % 4 > 0 and dname == "float32"
         else None
     )
+    # each thread's share of the read and of the gathers at T threads (thread_gain): larger
+    # than 1 / T_prof of the all-thread rates at T < T_prof where the profile says what one
+    # thread reaches; the gathered phases (kept rows, the spot check) take the gathers'
+    gain = {
+        "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, T, T_prof),
+        "gather": thread_gain(gbw, hw.thread_gather_bytes_per_s, T, T_prof),
+    }
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)
@@ -604,7 +636,10 @@ def predict_reference(
         # The read and the in-core work of the same loop (FMAs + widening) overlap by the
         # measured fraction rho of the shorter; exps, divisions and the top-k run in loops
         # of their own and add up.
-        mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof) if ph["bytes_row"] else 0.0
+        per_thread_bw = ph["bandwidth"] / T_prof if ph["bytes_row"] else None
+        if per_thread_bw is not None:
+            per_thread_bw *= gain["gather" if ph["priced_as"] == "gather" else "stream"]
+        mem = scale * ph["bytes_row"] / per_thread_bw if ph["bytes_row"] else 0.0
         if ph["sweep"] and sweep_t is not None:
             # step 3's sweeps: FMAs, widening, the accumulators' trips and the finish of
             # each block (the logits written out, the group score), measured together
@@ -682,9 +717,9 @@ def predict_reference(
         waves=waves,
         parts=parts,
         per_thread=dict(
-            bandwidth_bytes_per_s=bw / T_prof,
-            gather_bytes_per_s=gbw / T_prof,
-            gather_rows_bytes_per_s=None if rbw is None else rbw / T_prof,
+            bandwidth_bytes_per_s=bw / T_prof * gain["stream"],
+            gather_bytes_per_s=gbw / T_prof * gain["gather"],
+            gather_rows_bytes_per_s=None if rbw is None else rbw / T_prof * gain["gather"],
             fma_f64_per_s=fma_t,
             exp_per_s=exp_t,
             exp_sum_per_s=exp_sum_t,

@@ -118,6 +118,18 @@ def _host_summary(hw) -> str:
     )
     es = hw.exp_sum_per_s
     exp_sum = "" if es is None else f", exp summed {es / 1e9:.2f} G/s"
+    b1, g1 = hw.thread_bandwidth_bytes_per_s, hw.thread_gather_bytes_per_s
+    one = (
+        ""
+        if b1 is None and g1 is None
+        else "one thread: "
+        + ", ".join(
+            f"{what} {v / 1e9:.1f} GB/s"
+            for what, v in (("read", b1), ("gather (512 B rows)", g1))
+            if v is not None
+        )
+        + "; "
+    )
     return (
         f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
         f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s{short}, "
@@ -129,7 +141,7 @@ def _host_summary(hw) -> str:
         f"overlap {hw.stream_fma_overlap:.2f}, widen/FMA overlap float32/float16/bfloat16 "
         f"{widen_overlap(hw):.2f}/{widen_overlap(hw, 'float16'):.2f}/"
         f"{widen_overlap(hw, 'bfloat16'):.2f}, {sweep}"
-        f"call {hw.dense_call_s * 1e6:.0f} us (dense) / "
+        f"{one}call {hw.dense_call_s * 1e6:.0f} us (dense) / "
         f"{hw.sparq_call_s * 1e6:.0f} us (sparq)"
     )
 

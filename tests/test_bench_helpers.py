@@ -43,8 +43,8 @@ def _host() -> Hardware:
         widen_f16_per_s=1e9, widen_bf16_per_s=8e8, stream_fma_overlap=0.5,
         widen_fma_overlap=0.4, widen_f16_fma_overlap=0.2, widen_bf16_fma_overlap=0.1,
         gather_fma_overlap=0.3, sweep_fma_per_s=5e8, attend_fma_per_s=6e8,
-        attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8,
-        dense_call_s=1e-5, sparq_call_s=2e-5,
+        attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8, thread_bandwidth_bytes_per_s=6e9,
+        thread_gather_bytes_per_s=1.2e9, dense_call_s=1e-5, sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -97,7 +97,12 @@ def test_memory_rates_come_from_the_profile_in_the_rows_memory_state(bench):
     fast = slow.replace(
         mem_bandwidth_bytes_per_s=1.8e10, gather_bytes_per_s=2.6e9,
         gather256_bytes_per_s=1.9e9, stream_fma_overlap=0.3, gather_fma_overlap=0.6,
+        thread_bandwidth_bytes_per_s=9e9, thread_gather_bytes_per_s=1.5e9,
     )  # fmt: skip
+    # what one thread reaches follows the memory state too
+    assert {"thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s"} <= set(
+        bench.MEMORY_STATE_FIELDS
+    )
     for bw, want in ((1.1e10, slow), (0.9e10, slow), (1.6e10, fast), (2.5e10, fast)):
         for x, y in ((slow, fast), (fast, slow)):
             c = bench.best_of_profiles(x, y, bw=bw)

@@ -28,6 +28,7 @@ from costmodel.host import (
     gather_overlap,
     in_core_time,
     predict_reference,
+    thread_gain,
     widen_overlap,
 )
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
@@ -459,6 +460,16 @@ def test_host_summary_prints_the_exp_sum_rate_when_present():
     assert "exp 0.10 G/s, exp summed 3.10 G/s, top-k" in line
 
 
+def test_host_summary_prints_the_one_thread_rates_when_present():
+    from sparq_cli.hardware import _host_summary
+
+    assert "one thread" not in _host_summary(HOST)
+    line = _host_summary(HOST.replace(thread_bandwidth_bytes_per_s=4e9))
+    assert "one thread: read 4.0 GB/s; call" in line
+    line = _host_summary(_one_thread_host())
+    assert "one thread: read 4.0 GB/s, gather (512 B rows) 0.8 GB/s; call" in line
+
+
 @pytest.mark.parametrize(
     ("g256", "expect"),
     [
@@ -852,7 +863,8 @@ def test_measure_host_new_fields_positive_finite():
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
-              "exp_sum_per_s"):  # fmt: skip
+              "exp_sum_per_s", "thread_bandwidth_bytes_per_s",
+              "thread_gather_bytes_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -872,6 +884,11 @@ def test_measure_host_new_fields_positive_finite():
     assert "_v_pass, 4 heads)" in hw.sources["attend_fma_per_s"][0]
     assert "_v_pass, 1 head)" in hw.sources["attend1_fma_per_s"][0]
     assert "reference._vexp.exp_nonpos_sum" in hw.sources["exp_sum_per_s"][0]
+    # the one-thread read and gathers: the same microkernels on one thread
+    assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
+    assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
+    assert "per thread, 1 thread, best of" in hw.sources["thread_gather_bytes_per_s"][0]
+    assert numba.get_num_threads() == hw.threads  # restored after the one-thread runs
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
     assert parse_hardware(hardware_to_toml(hw), "measured") == hw
@@ -1189,3 +1206,62 @@ def test_dense_parts_are_the_threads_items():
         threads=4,
     )  # fmt: skip
     assert e.params["parts"] == 1 and e.params["waves"] == 1
+
+
+# ------------------------------------------------------------- fewer threads than measured
+def test_thread_gain_by_hand():
+    # all 4 threads read 1e10 B/s (2.5e9 a thread); one thread alone reaches 4e9
+    assert thread_gain(1e10, 4e9, 1, 4) == pytest.approx(1.6, rel=1e-15)  # min(1e10, 4e9)
+    assert thread_gain(1e10, 4e9, 2, 4) == pytest.approx(1.6, rel=1e-15)  # min(5e9, 4e9)
+    assert thread_gain(1e10, 4e9, 3, 4) == pytest.approx(4 / 3, rel=1e-15)  # min(3.3e9, 4e9)
+    assert thread_gain(1e10, 4e9, 4, 4) == 1.0  # the measured thread count: its share
+    assert thread_gain(1e10, 4e9, 8, 4) == 1.0  # more threads than measured: linear
+    assert thread_gain(1e10, 1e11, 1, 4) == pytest.approx(4.0, rel=1e-15)  # all of it
+    assert thread_gain(1e10, 2e9, 1, 4) == 1.0  # one thread below its share: the share
+    assert thread_gain(1e10, None, 1, 4) == 1.0  # not measured: linear
+
+
+def _one_thread_host():
+    # HOST (per thread: read 2.5e9, gathers 5e8) with one thread reaching 4e9 and 8e8
+    return HOST.replace(thread_bandwidth_bytes_per_s=4e9, thread_gather_bytes_per_s=8e8)
+
+
+def test_fewer_threads_read_at_the_one_thread_rate_dense_by_hand():
+    # dense float64 (no widening), B 1, H 8, Hkv 2 (g 4), S 1000, d 64: 2 rows of one part.
+    # A row's reads: K pass S*d*8 + g*S*8 = 544000 B, softmax 32000 B, V pass 544000 B:
+    # 1.12e6 B. Read/FMA overlap 0: each read adds its time. One thread (2 waves) reads at
+    # min(1e10, 4e9) = 4e9 instead of the share 2.5e9: 2 * 1.12e6 * (1/2.5e9 - 1/4e9)
+    # = 3.36e-4 s less; two threads (1 wave) at min(5e9, 4e9) = 4e9: 1.68e-4 s less; four
+    # threads (the profile's): unchanged.
+    kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float64")
+    for threads, less in ((1, 3.36e-4), (2, 1.68e-4), (4, 0.0)):
+        lin = predict_reference("dense", hardware=HOST, threads=threads, **kw)
+        one = predict_reference("dense", hardware=_one_thread_host(), threads=threads, **kw)
+        assert lin.time_s - one.time_s == pytest.approx(less, rel=1e-9, abs=1e-15), threads
+        bw = one.params["per_thread"]["bandwidth_bytes_per_s"]
+        assert bw == pytest.approx(2.5e9 if threads == 4 else 4e9, rel=1e-15)
+
+
+def test_fewer_threads_gather_at_the_one_thread_rate_sparq():
+    # SparQ K twice at 1 thread: the gathered phases (kept rows, the spot check) read at
+    # min(2e9, 8e8) = 8e8 instead of 5e8 (1.6x), the streamed step 1 at 4e9 instead of
+    # 2.5e9 (1.6x); in-core work unchanged
+    kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=2048, head_dim=64, dtype="float32",
+              r=8, k=256, store_k_twice=True, threads=1)  # fmt: skip
+    lin = _phases(predict_reference("sparq", hardware=HOST, **kw))
+    one = _phases(predict_reference("sparq", hardware=_one_thread_host(), **kw))
+    for name in ("kt_check", "gather_k", "gather_v", "step1"):
+        assert lin[name].memory_s == pytest.approx(1.6 * one[name].memory_s, rel=1e-12), name
+        assert lin[name].compute_s == one[name].compute_s, name
+    # at the profile's four threads nothing changes
+    kw["threads"] = 4
+    assert predict_reference("sparq", hardware=_one_thread_host(), **kw).time_s == (
+        predict_reference("sparq", hardware=HOST, **kw).time_s
+    )
+
+
+def test_one_thread_rates_round_trip_toml():
+    hw = _one_thread_host()
+    text = hardware_to_toml(hw)
+    assert "thread_gather_bytes_per_s = " in text
+    assert parse_hardware(text, "test").thread_gather_bytes_per_s == 8e8
