@@ -273,18 +273,26 @@ def _busiest_share(rows: int, parts: int, S: int, part: int, threads: int) -> fl
 def thread_gain(total: float, one: float | None, threads: int, profile_threads: int) -> float:
     """How much faster each of ``threads`` threads reads than its share ``total /
     profile_threads`` of a read measured on all ``profile_threads`` threads at ``total``
-    bytes/s, when one thread alone reaches ``one`` bytes/s: a thread gets ``min(total /
-    threads, one)`` (the threads split the memory's bandwidth, and none exceeds what it
-    reaches alone), never less than its share; so the gain is ``max(1, min(profile_threads /
-    threads, one * profile_threads / total))``. 1 with ``one`` None (linear scaling) and at
+    bytes/s, when one thread alone reaches ``one`` bytes/s.
+
+    The threads together read at the line between the two measurements, ``B(n) = one + (n
+    - 1) * (total - one) / (profile_threads - 1)``, at most ``total`` and at least the
+    linear share ``n * total / profile_threads``; each reads ``B(n) / n``, so the gain is
+    ``B(n) * profile_threads / (n * total)``. 1 with ``one`` None (linear scaling) and at
     ``threads >= profile_threads``.
 
-    On the development host (2 vCPUs) one thread read 27 GB/s and gathered 512-byte rows at
-    19 GB/s where both threads read 33-55 and gathered 24-36: the linear share, half of
-    the two-thread rates, priced one thread's dense call at 25.08 ms, measured 16.06."""
+    Measured: on the development host (2 vCPUs) one thread read 24.6-27.5 GB/s where both
+    read 32-55 (the line is then just the two points); on a 16-vCPU Intel Xeon one thread
+    read 10.4-13.7 GB/s and the streaming read grew about linearly from it to 114 GB/s at
+    16 threads (30-32 GB/s at 3, 50-69 at 8), where a cap of ``n`` times the one-thread rate
+    (``min(total, n * one)``) priced 8 threads at 96 GB/s. Over two thread-scaling tables
+    there (1 to 16 threads) the line came within 20% of 23 of 32 dense calls and 22 of 32
+    SparQ calls, the cap 14 and 20, the linear share 20 and 18 (docs/performance.md)."""
     if one is None or threads >= profile_threads:
         return 1.0
-    return max(1.0, min(profile_threads / threads, one * profile_threads / total))
+    line = one + (threads - 1) * (total - one) / (profile_threads - 1)
+    both = max(min(total, line), threads * total / profile_threads)
+    return both * profile_threads / (threads * total)
 
 
 def gather_rate(hw: Hardware, row_bytes: float) -> float:
@@ -367,9 +375,9 @@ def predict_reference(
         thread (profile rate / profile ``threads``); fewer threads than the profile's use
         that per-thread share each (linear scaling), except the read and the gathers where
         the profile has what one thread reaches (``thread_bandwidth_bytes_per_s``,
-        ``thread_gather_bytes_per_s``, which ``measure_host`` writes): then each thread
-        gets ``min(all-thread rate / threads, one-thread rate)``, at least its share
-        (:func:`thread_gain`).
+        ``thread_gather_bytes_per_s``, which ``measure_host`` writes): then the threads
+        together read at the line between the one-thread and the all-thread rates, each
+        at least its share (:func:`thread_gain`).
     n_layers : int
         Identical calls one after another.
 
@@ -620,7 +628,8 @@ def predict_reference(
     )
     # each thread's share of the read and of the gathers at T threads (thread_gain): larger
     # than 1 / T_prof of the all-thread rates at T < T_prof where the profile says what one
-    # thread reaches; the gathered phases (kept rows, the spot check) take the gathers'
+    # thread reaches (the threads' total on the line between the two measurements); the
+    # gathered phases (kept rows, the spot check) take the gathers'
     gain = {
         "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, T, T_prof),
         "gather": thread_gain(gbw, hw.thread_gather_bytes_per_s, T, T_prof),

@@ -1210,15 +1210,21 @@ def test_dense_parts_are_the_threads_items():
 
 # ------------------------------------------------------------- fewer threads than measured
 def test_thread_gain_by_hand():
-    # all 4 threads read 1e10 B/s (2.5e9 a thread); one thread alone reaches 4e9
-    assert thread_gain(1e10, 4e9, 1, 4) == pytest.approx(1.6, rel=1e-15)  # min(1e10, 4e9)
-    assert thread_gain(1e10, 4e9, 2, 4) == pytest.approx(1.6, rel=1e-15)  # min(5e9, 4e9)
-    assert thread_gain(1e10, 4e9, 3, 4) == pytest.approx(4 / 3, rel=1e-15)  # min(3.3e9, 4e9)
+    # all 4 threads read 1e10 B/s (2.5e9 a thread); one thread alone reaches 4e9. The
+    # threads' total on the line from (1, 4e9) to (4, 1e10): 4e9, 6e9, 8e9, 1e10
+    assert thread_gain(1e10, 4e9, 1, 4) == pytest.approx(1.6, rel=1e-15)  # 4e9 / 2.5e9
+    assert thread_gain(1e10, 4e9, 2, 4) == pytest.approx(1.2, rel=1e-15)  # 3e9 a thread
+    assert thread_gain(1e10, 4e9, 3, 4) == pytest.approx(16 / 15, rel=1e-15)  # 8e9 / 3
     assert thread_gain(1e10, 4e9, 4, 4) == 1.0  # the measured thread count: its share
     assert thread_gain(1e10, 4e9, 8, 4) == 1.0  # more threads than measured: linear
-    assert thread_gain(1e10, 1e11, 1, 4) == pytest.approx(4.0, rel=1e-15)  # all of it
-    assert thread_gain(1e10, 2e9, 1, 4) == 1.0  # one thread below its share: the share
+    # one thread faster than all (noise): the total is capped at the all-thread read
+    assert thread_gain(1e10, 1e11, 1, 4) == pytest.approx(4.0, rel=1e-15)
+    assert thread_gain(1e10, 1e11, 2, 4) == pytest.approx(2.0, rel=1e-15)
+    # one thread below its share: the linear share (the line would fall under it)
+    assert thread_gain(1e10, 2e9, 1, 4) == 1.0
+    assert thread_gain(1e10, 2e9, 2, 4) == 1.0  # line 4.67e9 < share 5e9
     assert thread_gain(1e10, None, 1, 4) == 1.0  # not measured: linear
+    assert thread_gain(1e10, 4e9, 1, 1) == 1.0  # a one-thread profile
 
 
 def _one_thread_host():
@@ -1230,21 +1236,22 @@ def test_fewer_threads_read_at_the_one_thread_rate_dense_by_hand():
     # dense float64 (no widening), B 1, H 8, Hkv 2 (g 4), S 1000, d 64: 2 rows of one part.
     # A row's reads: K pass S*d*8 + g*S*8 = 544000 B, softmax 32000 B, V pass 544000 B:
     # 1.12e6 B. Read/FMA overlap 0: each read adds its time. One thread (2 waves) reads at
-    # min(1e10, 4e9) = 4e9 instead of the share 2.5e9: 2 * 1.12e6 * (1/2.5e9 - 1/4e9)
-    # = 3.36e-4 s less; two threads (1 wave) at min(5e9, 4e9) = 4e9: 1.68e-4 s less; four
-    # threads (the profile's): unchanged.
+    # 4e9 instead of the share 2.5e9: 2 * 1.12e6 * (1/2.5e9 - 1/4e9) = 3.36e-4 s less; two
+    # threads (1 wave) at 6e9 / 2 = 3e9 each: 1.12e6 * (1/2.5e9 - 1/3e9) = 7.4667e-5 s
+    # less; four threads (the profile's): unchanged.
     kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float64")
-    for threads, less in ((1, 3.36e-4), (2, 1.68e-4), (4, 0.0)):
+    for threads, less, bw in ((1, 3.36e-4, 4e9), (2, 1.12e6 * (1 / 2.5e9 - 1 / 3e9), 3e9),
+                              (4, 0.0, 2.5e9)):  # fmt: skip
         lin = predict_reference("dense", hardware=HOST, threads=threads, **kw)
         one = predict_reference("dense", hardware=_one_thread_host(), threads=threads, **kw)
         assert lin.time_s - one.time_s == pytest.approx(less, rel=1e-9, abs=1e-15), threads
-        bw = one.params["per_thread"]["bandwidth_bytes_per_s"]
-        assert bw == pytest.approx(2.5e9 if threads == 4 else 4e9, rel=1e-15)
+        got = one.params["per_thread"]["bandwidth_bytes_per_s"]
+        assert got == pytest.approx(bw, rel=1e-15), threads
 
 
 def test_fewer_threads_gather_at_the_one_thread_rate_sparq():
-    # SparQ K twice at 1 thread: the gathered phases (kept rows, the spot check) read at
-    # min(2e9, 8e8) = 8e8 instead of 5e8 (1.6x), the streamed step 1 at 4e9 instead of
+    # SparQ K twice at 1 thread: the gathered phases (kept rows, the spot check) read at the
+    # one-thread 8e8 instead of the share 5e8 (1.6x), the streamed step 1 at 4e9 instead of
     # 2.5e9 (1.6x); in-core work unchanged
     kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=2048, head_dim=64, dtype="float32",
               r=8, k=256, store_k_twice=True, threads=1)  # fmt: skip
