@@ -34,7 +34,6 @@ from reference._rows import (
     GATHER_AHEAD,
     GATHER_REQUESTS,
     STREAM_AHEAD,
-    _dot4x4,
     _k_pass,
     _v_pass,
     max_of,
@@ -379,36 +378,48 @@ def _fused_kernel(a2, Q3, X3, stream, out):
         out[t] = _fused_rounds(a2[lo:hi], Q3[t], X3[t], stream)
 
 
+#: blocks of GATHER_KEPT kept rows per thread of the gather-overlap microkernel (the kernel's
+#: rows per thread at 8 KV heads on two threads)
+GOVERLAP_BLOCKS = 4
+
+
 @njit_serial
-def _gather_fused_rounds(a2, idx, Q, X, L, gather):
-    # The kernels' step over kept rows, four rows at a time: _dot4x4 (the sixteen dot
-    # products of four L1-resident float64 vectors Q with four float32 rows, each element
-    # widened once for four FMAs) into the scratch L (4, 4). With ``gather`` the rows
-    # a2[idx[t..t+3]], each step first requesting rows ahead as the kernels' passes over
-    # kept rows do (reference._rows.prefetch_ahead: four rows at each of GATHER_REQUESTS
-    # distances up to GATHER_AHEAD rows on, every line); without it four of the
-    # L1-resident float32 rows X in turn (the same in-core work, no trip to memory). The
-    # idx % 4 last rows are left out.
-    n = idx.shape[0]
-    nx = X.shape[0]
+def _gather_passes_rounds(K, V, idx, Q, L, W, Y, Kc, Vc, pos_c, gather):
+    # SparQ's step-7 passes as the kernel runs them over each block of kept rows: the K pass
+    # (reference._rows._k_pass: the logits of the four heads Q, four rows a step) and the V
+    # pass (_v_pass: the rows weighted by W summed into Y), every row requested ahead as
+    # the kernel requests its kept rows (GATHER_AHEAD, GATHER_REQUESTS); the softmax between
+    # them left out. With ``gather`` the blocks of idx (GATHER_KEPT positions each) of K and
+    # V, rows gathered from memory; without it the positions pos_c of the cache-resident
+    # rows Kc and Vc (the same in-core work, no trip to memory). Returns a checksum: the
+    # sum over blocks of every logit and every output.
+    n = pos_c.shape[0]
     s = 0.0
-    t = 0
-    while t + 4 <= n:
+    for b in range(idx.shape[0] // n):
         if gather:
-            prefetch_ahead(a2, idx, t, 4, n, GATHER_AHEAD, GATHER_REQUESTS)
-            _dot4x4(Q, 0, a2, idx[t], idx[t + 1], idx[t + 2], idx[t + 3], 0, 1.0, L)
+            ix = idx[b * n : (b + 1) * n]
+            _k_pass(Q, K, ix, n, 1.0, L, GATHER_AHEAD, GATHER_REQUESTS)
+            _v_pass(V, ix, n, W, Y, GATHER_AHEAD, GATHER_REQUESTS)
         else:
-            b = t % nx
-            _dot4x4(Q, 0, X, b, (b + 1) % nx, (b + 2) % nx, (b + 3) % nx, 0, 1.0, L)
-        s += L[0, 0] + L[1, 1] + L[2, 2] + L[3, 3]
-        t += 4
+            _k_pass(Q, Kc, pos_c, n, 1.0, L, GATHER_AHEAD, GATHER_REQUESTS)
+            _v_pass(Vc, pos_c, n, W, Y, GATHER_AHEAD, GATHER_REQUESTS)
+        s += L.sum() + Y.sum()
     return s
 
 
 @njit_parallel
-def _gather_fused_kernel(a2, idx2, Q3, X3, L3, gather, out):
+def _gather_passes_kernel(K, V, idx2, Q3, L3, W3, Y3, Kc3, Vc3, pos_c, gather, out):
     for t in prange(idx2.shape[0]):
-        out[t] = _gather_fused_rounds(a2, idx2[t], Q3[t], X3[t], L3[t], gather)
+        out[t] = _gather_passes_rounds(
+            K, V, idx2[t], Q3[t], L3[t], W3[t], Y3[t], Kc3[t], Vc3[t], pos_c, gather
+        )
+
+
+@njit_parallel
+def _gather_kv_kernel(K, V, idx2, out):
+    # the rows of both passes gathered alone (measure_gather's loop over K's rows, then V's)
+    for t in prange(idx2.shape[0]):
+        out[t] = _gather_rows(K, idx2[t]) + _gather_rows(V, idx2[t])
 
 
 # ------------------------------------------------------------------------ measurements
@@ -880,53 +891,61 @@ def measure_widen_overlap(
 def measure_gather_overlap(
     a: np.ndarray, budget_s: float, rng: np.random.Generator
 ) -> tuple[float, str]:
-    """Fraction of the shorter of a gather of rows and the in-core work it feeds that the
-    host hides behind the longer when one loop does both (``[0, 1]``), and its
-    description: :func:`measure_overlap`'s rounds with the gathers of
-    :func:`measure_gather` (rows of ``GATHER_ROW`` float32 of ``a``, 512 bytes, in the
-    pattern of SparQ's kept rows, :func:`gather_index`, each requested
-    as the kernels request them, ``reference._rows.prefetch_ahead``) in place of the
-    streaming read.
+    """Fraction of the shorter of SparQ's step-7 gathers and the in-core work of its passes
+    that the host hides behind the longer when the passes run over gathered rows (``[0,
+    1]``), and its description: :func:`measure_overlap`'s rounds with the passes of the
+    kernel over kept rows in place of the streaming loop.
 
-    Three timings on all threads per round: ``t_gather``, the rows summed
-    (:func:`measure_gather`'s loop); ``t_core``, dot products of four L1-resident float64
-    vectors with as many L1-resident float32 rows of ``GATHER_ROW``, four rows at a time
-    (``reference._rows._dot4x4``, the kernels' step: each element widened once for four
-    FMAs); ``t_both``, the same with the gathered rows, each step first requesting its four
-    rows ahead as the kernels' passes over kept rows do. The median
-    over the rounds of ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, clipped to
-    ``[0, 1]`` (the description keeps the unclipped median: on the Zen 4 host the loop was
-    at times slower than the gather and the arithmetic one after the other).
+    Per thread ``GOVERLAP_BLOCKS`` blocks of ``GATHER_KEPT`` rows, each block rows of a
+    window of ``GATHER_WINDOW`` in the pattern of SparQ's kept rows (:func:`gather_index`);
+    the K rows from the first half of ``a`` viewed as rows of ``GATHER_ROW`` float32 (512
+    bytes), the V rows from the second half. Three timings on all threads per round:
+    ``t_gather``, the K and V rows summed (:func:`measure_gather`'s loop, each row requested
+    as the kernels request them); ``t_core``, the step-7 passes (``reference._rows._k_pass``
+    and ``_v_pass``, four query heads, as in :func:`measure_attend`) over cache-resident
+    rows (``ATTEND_ROWS`` of K and of V, each block's positions running over them in turn);
+    ``t_both``, the same passes over the gathered rows. The median over the rounds of
+    ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, clipped to ``[0, 1]``.
 
-    The loop takes the kernels' step (four rows, their requests together) because the step
-    sets the overlap: on the Zen 4 host a loop of one row per step (four FMAs per element
-    as here) overlapped by 0.47-0.54, the four-row step by -0.6 to 0.25, and the kernels'
-    gathers by about 0.1-0.35 (their phase time against the model's terms)."""
+    Until the run after 16af767 the loop was the K pass's step alone (``_dot4x4``, four
+    rows of four dot products at a time): on the Zen 4 development host it measured
+    0.73-0.93 where the kernel's gathers and attention (the phase table's phase 5) came out
+    at 1.3-1.6x the model priced with it; side by side, three times, these passes measured
+    0.54-0.56, which priced the phase at 1.64-2.17 ms against 1.25-1.80 with the old
+    fraction, measured 2.26-2.37 ms (docs/performance.md)."""
     nt = numba.get_num_threads()
     a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]  # rows on cache lines
     a2 = a[: a.size // GATHER_ROW * GATHER_ROW].reshape(-1, GATHER_ROW)
-    idx2 = gather_index(rng, a2.shape[0], nt)
-    Q3 = aligned_copy(rng.random((nt, 4, GATHER_ROW)))
-    X3 = aligned_copy(rng.random((nt, 2 * DOT_ROWS, GATHER_ROW), dtype=np.float32))
-    L3 = np.zeros((nt, 4, 4))
+    half = a2.shape[0] // 2
+    K, V = a2[:half], a2[half : 2 * half]
+    n = GATHER_KEPT
+    idx2 = gather_index(rng, half, nt, GOVERLAP_BLOCKS * n)
+    G = ATTEND_HEADS
+    Q3 = aligned_copy(rng.random((nt, G, GATHER_ROW)))
+    L3 = np.zeros((nt, G, n))
+    W3 = np.full((nt, G, n), 1.0 / n)
+    Y3 = np.zeros((nt, G, GATHER_ROW))
+    Kc3 = aligned_copy(rng.random((nt, ATTEND_ROWS, GATHER_ROW), dtype=np.float32))
+    Vc3 = aligned_copy(rng.random((nt, ATTEND_ROWS, GATHER_ROW), dtype=np.float32))
+    pos_c = np.arange(n, dtype=np.int64) % ATTEND_ROWS
     out = np.zeros(nt, dtype=np.float64)
-    out32 = np.zeros(nt, dtype=np.float32)
     fns = (
-        lambda: _gather_kernel(a2, idx2, out32),
-        lambda: _gather_fused_kernel(a2, idx2, Q3, X3, L3, False, out),
-        lambda: _gather_fused_kernel(a2, idx2, Q3, X3, L3, True, out),
+        lambda: _gather_kv_kernel(K, V, idx2, out),
+        lambda: _gather_passes_kernel(K, V, idx2, Q3, L3, W3, Y3, Kc3, Vc3, pos_c, False, out),
+        lambda: _gather_passes_kernel(K, V, idx2, Q3, L3, W3, Y3, Kc3, Vc3, pos_c, True, out),
     )
     rounds, ratios, raw, omega, med = overlap_rounds(fns, budget_s)
     desc = (
-        f"measured: dot products of four L1-resident float64 vectors with {GATHER_ROW * 4}-"
-        f"byte float32 rows gathered from a {a2.nbytes / 2**20:.0f} MiB array in ascending "
-        f"groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} rows, four rows a "
-        f"step (each element widened once for four FMAs; each step requests its four rows "
-        f"{_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows on), "
-        f"against the gather alone and the same work on L1-resident rows, {len(rounds)} "
-        f"rounds of the three (medians: gather {med[0] * 1e3:.2f} ms, in-core "
-        f"{med[1] * 1e3:.2f} ms, both {med[2] * 1e3:.2f} ms); median of (gather + core - "
-        f"both) / min = {raw:.3f} (rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), {nt} threads"
+        f"measured: SparQ's step-7 passes (reference._rows._k_pass and _v_pass, {G} heads) "
+        f"over {GOVERLAP_BLOCKS} blocks of {n} {GATHER_ROW * 4}-byte float32 rows of K and of "
+        f"V per thread, gathered from the two halves of a {a2.nbytes / 2**20:.0f} MiB array "
+        f"in ascending groups of {GATHER_KEPT} of a random window of {GATHER_WINDOW} rows "
+        f"(each row requested {_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows ahead), "
+        f"against the gathers alone and the same passes over {ATTEND_ROWS} cache-resident "
+        f"rows, {len(rounds)} rounds of the three (medians: gather {med[0] * 1e3:.2f} ms, "
+        f"in-core {med[1] * 1e3:.2f} ms, both {med[2] * 1e3:.2f} ms); median of (gather + "
+        f"core - both) / min = {raw:.3f} (rounds {ratios[0]:.2f}..{ratios[-1]:.2f}), "
+        f"{_threads_text(nt)}"
     )
     return omega, desc
 

@@ -219,10 +219,11 @@ class Hardware:
         The same with float16 / bfloat16 elements (the kernels' encodings). None:
         ``widen_fma_overlap`` stands in for it.
     gather_fma_overlap : float or None
-        Fraction in ``[0, 1]`` of the shorter of a gather of rows (512-byte rows in the
-        pattern of SparQ's kept rows, requested a few rows ahead) and the FMA work of the
-        same loop that the host hides behind the longer, measured as ``stream_fma_overlap``
-        is. None: ``stream_fma_overlap`` stands in for it.
+        Fraction in ``[0, 1]`` of the shorter of SparQ's step-7 gathers (512-byte rows in the
+        pattern of SparQ's kept rows, requested a few rows ahead) and the in-core work of its
+        passes over them (the K and the V pass, four heads) that the host hides behind the
+        longer, measured as ``stream_fma_overlap`` is. None: ``stream_fma_overlap`` stands in
+        for it.
     sweep_fma_per_s : float or None
         Float64 FMAs per second (all threads) of SparQ's step-3 sweeps on rows in cache: per
         thread 16 float32 rows of 4096 positions, four query heads, the components four at a
@@ -661,10 +662,12 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       ``(t_fma + t_widen - t_core) / min(t_fma, t_widen)``, clipped to ``[0, 1]``;
       ``widen_f16_fma_overlap`` and ``widen_bf16_fma_overlap`` the same with float16 and
       bfloat16 elements;
-    - ``gather_fma_overlap``: the same with the gathers of ``gather_bytes_per_s`` (each row
-      requested a few rows ahead, as the kernels' passes over kept rows do) in place of the
-      streaming read: ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over
-      rounds, clipped to ``[0, 1]``;
+    - ``gather_fma_overlap``: SparQ's step-7 passes (``reference._rows._k_pass`` and
+      ``_v_pass``, four query heads) over rows gathered in the pattern of
+      ``gather_bytes_per_s`` (each requested a few rows ahead, as the kernel requests its
+      kept rows), against the gathers alone and the same passes over cache-resident rows:
+      ``(t_gather + t_core - t_both) / min(t_gather, t_core)``, median over rounds, clipped
+      to ``[0, 1]``;
     - ``sweep_fma_per_s``: SparQ's step-3 sweep (``reference.sparq._sweep_h4c4``, four
       query heads, four components a sweep, 16 components) over 16 float32 rows of 4096
       positions per thread (in cache), each block's float64 accumulators then written out

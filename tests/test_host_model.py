@@ -1045,29 +1045,39 @@ def test_overlap_microkernel_does_the_dot_products():
     assert hb._fused_rounds(a2, Q, X, False) == pytest.approx(want_core, rel=1e-12)
 
 
-def test_gather_overlap_microkernel_does_the_dot_products():
-    # with ``gather`` the four vectors are dotted with the rows idx[t..t+3] of the array,
-    # four at a time (each step requesting rows ahead), without it with four of the
-    # L1-resident rows in turn; each step adds the diagonal of its 4 x 4 products (vector a
-    # with row a of the step); the idx % 4 last rows are left out (checked against NumPy)
+def test_gather_overlap_microkernel_runs_the_step7_passes():
+    # with ``gather`` each block of idx (len(pos_c) positions) is a K pass (logits of the
+    # four heads Q over the rows K[idx]) and a V pass (the rows V[idx] weighted by W summed
+    # into Y); without it the same over the cache-resident rows Kc[pos_c], Vc[pos_c]; the
+    # checksum adds every logit and every output of each block (checked against NumPy)
     from costmodel import _hostbench as hb
 
     rng = np.random.default_rng(5)
-    Q = rng.random((4, hb.GATHER_ROW))
-    X = rng.random((8, hb.GATHER_ROW), dtype=np.float32)
-    a2 = rng.random((50, hb.GATHER_ROW)).astype(np.float32)
-    idx = np.array([7, 3, 3, 49, 0] + list(range(10, 14 + hb.GATHER_AHEAD)), dtype=np.int64)
-    L = np.zeros((4, 4))
-    n4 = idx.size - idx.size % 4
-    assert n4 < idx.size  # a leftover row, left out
+    d, G, n = hb.GATHER_ROW, 4, 8 + hb.GATHER_AHEAD  # rows requested ahead and rows with none
+    Q = rng.random((G, d))
+    K = rng.random((60, d)).astype(np.float32)
+    V = rng.random((60, d)).astype(np.float32)
+    Kc = rng.random((5, d)).astype(np.float32)
+    Vc = rng.random((5, d)).astype(np.float32)
+    W = rng.random((G, n))
+    idx = np.sort(rng.choice(60, 2 * n, replace=False)).astype(np.int64)  # two blocks
+    pos_c = np.arange(n, dtype=np.int64) % 5
+    L, Y = np.zeros((G, n)), np.zeros((G, d))
 
-    def diag(rows):
-        return sum(float(Q[a] @ rows[a].astype(np.float64)) for a in range(4))
+    def block(Kr, Vr):
+        return float((Q @ Kr.astype(np.float64).T).sum() + (W @ Vr.astype(np.float64)).sum())
 
-    want_g = sum(diag(a2[idx[t : t + 4]]) for t in range(0, n4, 4))
-    want_c = sum(diag(X[[(t + a) % 8 for a in range(4)]]) for t in range(0, n4, 4))
-    assert hb._gather_fused_rounds(a2, idx, Q, X, L, True) == pytest.approx(want_g, rel=1e-12)
-    assert hb._gather_fused_rounds(a2, idx, Q, X, L, False) == pytest.approx(want_c, rel=1e-12)
+    want_g = block(K[idx[:n]], V[idx[:n]]) + block(K[idx[n:]], V[idx[n:]])
+    want_c = 2 * block(Kc[pos_c], Vc[pos_c])
+    got_g = hb._gather_passes_rounds(K, V, idx, Q, L, W, Y, Kc, Vc, pos_c, True)
+    got_c = hb._gather_passes_rounds(K, V, idx, Q, L, W, Y, Kc, Vc, pos_c, False)
+    assert got_g == pytest.approx(want_g, rel=1e-12)
+    assert got_c == pytest.approx(want_c, rel=1e-12)
+    # the gathers alone sum every element of both blocks' K and V rows
+    out = np.zeros(1)
+    hb._gather_kv_kernel(K, V, idx[None, :], out)
+    want = float(K[idx].astype(np.float64).sum() + V[idx].astype(np.float64).sum())
+    assert out[0] == pytest.approx(want, rel=1e-6)
 
 
 def test_overlap_rounds_ratio_by_hand():
