@@ -357,6 +357,18 @@ def evict_caches() -> None:
     stream_read(_evict_buf)
 
 
+def host_profile(seconds: float):
+    """``costmodel.hardware.measure_host(seconds=...)`` over an array at least as large as
+    the eviction buffer (:data:`EVICT_BYTES`, at least the default 256 MiB, at most what
+    ``measure_host`` takes): its read and gathers then come from memory, not from a
+    last-level cache that holds 256 MiB (the Xeon of docs/performance.md has 300 MiB, and
+    its profiles' gathers had read faster than its streaming read)."""
+    from costmodel.hardware import measure_host, measure_max_bytes
+
+    nbytes = min(max(256 << 20, EVICT_BYTES), measure_max_bytes())
+    return measure_host(seconds=seconds, nbytes=nbytes - nbytes % 4)
+
+
 def round_robin_rounds(fns: dict, repeats: int, warmup: int = WARMUP) -> dict:
     """Each callable ``warmup`` times, then all of them interleaved ``repeats`` times, each
     timed call preceded by :func:`evict_caches` (untimed); ``{name: times in round order}``
@@ -556,10 +568,9 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     profile that prices the row is measured (``seconds``) just before its timings and again
     just after them, so that the prediction and the measurement see the same state of a
     shared machine (:func:`best_of_profiles` makes one profile of the two)."""
-    from costmodel.hardware import measure_host
 
     inp = make_inputs(B, Hkv, S, dtype)
-    hw = measure_host(seconds=seconds)
+    hw = host_profile(seconds)
     q, K, V = inp["q"], inp["K"], inp["V"]
     kv_bytes = K.nbytes + V.nbytes
     esz = K.itemsize
@@ -611,7 +622,7 @@ def bench_row(Hkv, S, dtype, repeats, seconds):
     # (the probe's own best rate, beside the profiles' gather rates it scales)
     g_best = numba.get_num_threads() * GATHER_PROBE_ROWS * GATHER_PROBE_ROW_BYTES / min(g_rounds)
     hw_before = hw
-    hw_after = measure_host(seconds=seconds)
+    hw_after = host_profile(seconds)
     times = {name: sorted(ts) for name, ts in rounds.items()}
     t_stream = times["stream"][0]
     bw = kv_bytes / t_stream
@@ -837,9 +848,9 @@ def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
     make one (:func:`best_of_profiles`), its read synced to the all-thread streaming read
     of the table (:func:`synced_profile`); the host model then prices every thread count
     from it (``predict_reference(threads=n)``: the profile's rates shared by ``n`` threads,
-    the read and the gathers capped by what one thread reaches). The 'lin' columns price
-    the same profile without its one-thread rates: every rate shared linearly."""
-    from costmodel.hardware import measure_host
+    the read and the gathers on the line between what one thread and what all threads
+    reach, ``costmodel.host.threads_bandwidth``). The 'lin' columns price the same profile
+    without its one-thread rates: every rate shared linearly."""
 
     inp = make_inputs(B, Hkv, S, dtype)
     q, K, V = inp["q"], inp["K"], inp["V"]
@@ -869,15 +880,17 @@ def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
             )
     finally:
         reference.set_num_threads(before)
-    hw_after = measure_host(seconds=seconds)
-    bw = (K.nbytes + V.nbytes) / rows[-1]["stream_s"]
+    hw_after = host_profile(seconds)
+    # the read at the profile's thread count (the threads the benchmark runs with)
+    at_prof = [r for r in rows if r["threads"] == hw.threads] or rows[-1:]
+    bw = (K.nbytes + V.nbytes) / at_prof[0]["stream_s"]
     hw_t = synced_profile(best_of_profiles(hw, hw_after, bw), bw)
     hw_lin = hw_t.replace(thread_bandwidth_bytes_per_s=None, thread_gather_bytes_per_s=None)
     print(
         f"\nThread scaling, Hkv={Hkv} S={S} {dtype} (best of {repeats}; SparQ K twice, "
         f"supplied v_mean, k=S/8; model: the host model at each thread count, from the "
         f"profiles measured just before and just after the table, its read synced to the "
-        f"{n_max}-thread streaming read; 'lin': the same with every rate shared linearly, "
+        f"{hw.threads}-thread streaming read; 'lin': the same with every rate shared linearly, "
         f"without the one-thread read and gathers)"
     )
     print(f"  profile measured just after: {fmt_rates(host_rates(hw_after))}")
@@ -1465,9 +1478,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     t_start = time.perf_counter()
 
-    from costmodel.hardware import measure_host
-
-    hw = measure_host(seconds=0.5 if a.quick else 2.0)
+    hw = host_profile(0.5 if a.quick else 2.0)
     if torch is not None:  # side by side on as many cores as the reference kernels
         torch.set_num_threads(numba.get_num_threads())
     env = environment()
@@ -1499,10 +1510,10 @@ def main(argv=None) -> int:
         phases, threads, mem = [], None, []
     else:
         # each section priced with a profile measured just before it, as the rows are
-        hw_ph = measure_host(seconds=0.5 if a.quick else 1.0)
+        hw_ph = host_profile(0.5 if a.quick else 1.0)
         print(f"\nhost profile measured before the phase table: {fmt_rates(host_rates(hw_ph))}")
         phases = bench_phases(hw_ph, S_mid, 8, "float32", repeats)
-        hw_th = measure_host(seconds=0.5 if a.quick else 1.0)
+        hw_th = host_profile(0.5 if a.quick else 1.0)
         print(f"\nhost profile measured before thread scaling: {fmt_rates(host_rates(hw_th))}")
         threads = bench_threads(hw_th, S_mid, 8, "float32", repeats, 0.5 if a.quick else 1.0)
         mem = bench_memory(a.quick)

@@ -1,11 +1,13 @@
-"""Microbenchmarks behind :func:`costmodel.hardware.measure_host` (all Numba threads).
+"""Microbenchmarks behind :func:`costmodel.hardware.measure_host` (all Numba threads; the
+one-thread read and gathers through :func:`on_one_thread`).
 
 Each rate function times a small kernel that is *not* one of the kernels the host model
 predicts (``reference.dense`` / ``reference.sparq``; the exp and top-k microkernels call the
 same ``exp_nonpos_into``, ``exp_nonpos_sum`` and ``topk_set_into`` routines those kernels call, on
 their own data: :func:`measure_exp` the exps the kernels store, :func:`measure_exp_sum` the
 ones SparQ's softmax sums add up without storing them), on every Numba thread at once
-(``numba.get_num_threads()``: the thread count the kernels run with), and returns
+(``numba.get_num_threads()``: the thread count the kernels run with; :func:`on_one_thread`
+runs one on a single thread), and returns
 ``(rate, description)``; the description goes into the profile's ``[sources]``. The one
 exception is :func:`measure_calls`, which times the public entry points themselves at a
 tiny shape, for their fixed cost per call only. Kernels are

@@ -237,11 +237,21 @@ def _price(
 
 def _effective_bw(hw: Hardware, resident: bool, threads: int | None) -> float:
     """``mem_efficiency x`` the bandwidth of the memory the KV cache is served from, at most
-    ``threads x thread_bandwidth_bytes_per_s`` where the profile gives a per-thread figure."""
+    ``threads x thread_bandwidth_bytes_per_s`` where the profile gives a per-thread figure.
+
+    A measured profile (one with ``threads``: its bandwidth was read on that many threads)
+    takes the host model's line between its one-thread and its all-thread reads instead
+    (:func:`costmodel.host.threads_bandwidth`): its own bandwidth at ``threads`` or more,
+    not ``threads x`` the one-thread rate, so the two models scale one profile alike."""
     bw = hw.onchip_bandwidth_bytes_per_s if resident else hw.mem_bandwidth_bytes_per_s
     eff = hw.mem_efficiency * bw
     if threads is not None and hw.thread_bandwidth_bytes_per_s is not None and not resident:
-        eff = min(eff, threads * hw.thread_bandwidth_bytes_per_s)
+        if hw.threads is not None:
+            from costmodel.host import threads_bandwidth
+
+            eff = threads_bandwidth(eff, hw.thread_bandwidth_bytes_per_s, threads, hw.threads)
+        else:
+            eff = min(eff, threads * hw.thread_bandwidth_bytes_per_s)
     return eff
 
 

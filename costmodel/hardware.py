@@ -277,15 +277,17 @@ class Hardware:
     thread_bandwidth_bytes_per_s : float or None
         CPUs: main-memory read bandwidth one thread reaches; with ``threads=T`` in an
         estimate the bandwidth is at most ``T x`` this (and at most ``mem_efficiency x
-        BW``). None: not known, no cap. The host model of the reference kernels
-        (``costmodel.host.predict_reference(threads=T)``, ``T`` below the profile's
-        ``threads``) gives each of ``T`` threads ``min(BW / T, this)``, at least its share
-        ``BW / threads`` of the measured all-thread read.
+        BW``). None: not known, no cap. On a measured profile (one with ``threads``) both
+        the estimates and the host model of the reference kernels
+        (``costmodel.host.predict_reference``) take the line between this and the measured
+        all-thread read instead: ``T`` threads read together at
+        ``costmodel.host.threads_bandwidth`` (this at one thread, the profile's read at its
+        ``threads`` or more, at least the linear share in between).
     thread_gather_bytes_per_s : float or None
         CPUs: bandwidth of gathered 512-byte rows (``gather_bytes_per_s``'s microkernel)
-        that one thread reaches; the host model caps and shares the gather rates with it as
-        it does the read with ``thread_bandwidth_bytes_per_s``. None: linear scaling (each
-        thread ``gather_bytes_per_s / threads``).
+        that one thread reaches; the host model shares the gather rates among the threads
+        that work on the line between it and ``gather_bytes_per_s``, as it does the read.
+        None: linear scaling (each thread ``gather_bytes_per_s / threads``).
     cpu_cores : int or None
         CPUs: threads a framework uses by default (a datasheet profile's physical cores);
         the default ``threads`` of an estimate when the profile has no measured ``threads``.
@@ -611,6 +613,10 @@ MEASURE_MIN_BYTES = 8 * 2**20
 MEASURE_MAX_BYTES = 16 * 2**30
 
 
+#: bytes of the array the one-thread read of :func:`measure_host` takes, at most
+ONE_THREAD_MAX_BYTES = 1 << 30
+
+
 def measure_max_bytes() -> int:
     """Largest ``nbytes`` :func:`measure_host` takes: 16 GiB or half of this machine's
     physical memory, the smaller (16 GiB where the memory size is unknown)."""
@@ -716,7 +722,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     gather256, src_gather256 = hb.measure_gather(
         a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
     )
-    bw1, src_bw1 = hb.on_one_thread(hb.measure_stream, a, seconds * _BUDGET["stream1"])
+    # (one thread reads at most 1 GiB of it: at least six passes at 10-30 GB/s)
+    a1 = a[: min(a.size, ONE_THREAD_MAX_BYTES // 4)]
+    bw1, src_bw1 = hb.on_one_thread(hb.measure_stream, a1, seconds * _BUDGET["stream1"])
     gather1, src_gather1 = hb.on_one_thread(hb.measure_gather, a, seconds * _BUDGET["gather1"], rng)
     overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     g_overlap, src_g_overlap = hb.measure_gather_overlap(a, seconds * _BUDGET["goverlap"], rng)

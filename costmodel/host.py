@@ -96,6 +96,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from costmodel._tomlio import check_real
 from costmodel.estimate import (
     Estimate,
     StepEstimate,
@@ -125,6 +126,7 @@ __all__ = [
     "in_core_time",
     "predict_reference",
     "thread_gain",
+    "threads_bandwidth",
     "reference_dtype_bytes",
     "widen_overlap",
 ]
@@ -270,29 +272,47 @@ def _busiest_share(rows: int, parts: int, S: int, part: int, threads: int) -> fl
     return (c * part - (c // parts) * (part - last)) / S
 
 
-def thread_gain(total: float, one: float | None, threads: int, profile_threads: int) -> float:
-    """How much faster each of ``threads`` threads reads than its share ``total /
-    profile_threads`` of a read measured on all ``profile_threads`` threads at ``total``
-    bytes/s, when one thread alone reaches ``one`` bytes/s.
+def threads_bandwidth(total: float, one: float | None, threads: int, profile_threads: int) -> float:
+    """Bytes per second that ``threads`` threads read (or gather) together, from a rate
+    ``total`` measured on all ``profile_threads`` threads and a rate ``one`` measured on
+    one thread.
 
-    The threads together read at the line between the two measurements, ``B(n) = one + (n
-    - 1) * (total - one) / (profile_threads - 1)``, at most ``total`` and at least the
-    linear share ``n * total / profile_threads``; each reads ``B(n) / n``, so the gain is
-    ``B(n) * profile_threads / (n * total)``. 1 with ``one`` None (linear scaling) and at
-    ``threads >= profile_threads``.
+    The line between the two measurements, ``B(n) = one + (n - 1) * (total - one) /
+    (profile_threads - 1)``, at most ``total`` and at least the linear share ``n * total /
+    profile_threads``; ``total`` at ``threads >= profile_threads`` (more threads than
+    measured share the measured rate); the linear share ``threads * total /
+    profile_threads`` when ``one`` is None.
 
-    Measured: on the development host (2 vCPUs) one thread read 24.6-27.5 GB/s where both
-    read 32-55 (the line is then just the two points); on a 16-vCPU Intel Xeon one thread
-    read 10.4-13.7 GB/s and the streaming read grew about linearly from it to 114 GB/s at
-    16 threads (30-32 GB/s at 3, 50-69 at 8), where a cap of ``n`` times the one-thread rate
-    (``min(total, n * one)``) priced 8 threads at 96 GB/s. Over two thread-scaling tables
-    there (1 to 16 threads) the line came within 20% of 23 of 32 dense calls and 22 of 32
-    SparQ calls, the cap 14 and 20, the linear share 20 and 18 (docs/performance.md)."""
+    Why a line: on the 2-vCPU development host it is the two points (one thread read
+    24.6-28.9 GB/s where both read 32-55). On a 16-vCPU Intel Xeon (one thread 10.4-17.9
+    GB/s, sixteen 104-147 GB/s) the streaming read grew about linearly with the threads in
+    one lease and saturated by eight threads in another, so no law fits both. Over four
+    thread-scaling tables there (1 to 16 threads, 64 calls each of dense and SparQ) the line
+    came within 20% of 35 dense and 51 SparQ calls; a cap of ``n`` times the one-thread
+    rate, ``min(total, n * one)``, of 34 and 38; the linear share of 29 and 46
+    (docs/performance.md, "Runs since 16af767").
+
+    Raises ValueError naming the argument: ``total`` not a finite number > 0, ``one`` not
+    None or a finite number > 0, ``threads`` or ``profile_threads`` not an int >= 1."""
+    total = check_real("total", total)
+    if one is not None:
+        one = check_real("one", one)
+    threads = _size("threads", threads)
+    profile_threads = _size("profile_threads", profile_threads)
+    share = min(threads, profile_threads) * total / profile_threads
     if one is None or threads >= profile_threads:
-        return 1.0
+        return share
     line = one + (threads - 1) * (total - one) / (profile_threads - 1)
-    both = max(min(total, line), threads * total / profile_threads)
-    return both * profile_threads / (threads * total)
+    return max(min(total, line), share)
+
+
+def thread_gain(total: float, one: float | None, threads: int, profile_threads: int) -> float:
+    """How much faster each of ``threads`` working threads reads than its share ``total /
+    profile_threads`` of the all-thread rate: ``threads_bandwidth(...) / threads`` over
+    that share (1 with ``one`` None and at ``threads >= profile_threads``). Arguments and
+    errors as :func:`threads_bandwidth`."""
+    both = threads_bandwidth(total, one, threads, profile_threads)
+    return max(1.0, both * profile_threads / (threads * total))
 
 
 def gather_rate(hw: Hardware, row_bytes: float) -> float:
@@ -626,13 +646,15 @@ def predict_reference(
         if hw.attend1_fma_per_s is not None and g % 4 > 0 and dname == "float32"
         else None
     )
-    # each thread's share of the read and of the gathers at T threads (thread_gain): larger
-    # than 1 / T_prof of the all-thread rates at T < T_prof where the profile says what one
-    # thread reaches (the threads' total on the line between the two measurements); the
-    # gathered phases (kept rows, the spot check) take the gathers'
+    # each working thread's share of the read and of the gathers (thread_gain): larger than
+    # 1 / T_prof of the all-thread rates when fewer than T_prof threads work and the profile
+    # says what one thread reaches (their total on the line between the two measurements);
+    # the gathered phases (kept rows, the spot check) take the gathers'
+    # (the threads that work: fewer than T when the row items are fewer)
+    busy = min(T, rows * parts)
     gain = {
-        "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, T, T_prof),
-        "gather": thread_gain(gbw, hw.thread_gather_bytes_per_s, T, T_prof),
+        "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, busy, T_prof),
+        "gather": thread_gain(gbw, hw.thread_gather_bytes_per_s, busy, T_prof),
     }
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}

@@ -29,6 +29,7 @@ from costmodel.host import (
     in_core_time,
     predict_reference,
     thread_gain,
+    threads_bandwidth,
     widen_overlap,
 )
 from reference.sparq import KT_SPOT_CHECKS, KT_SPOT_RUN
@@ -1243,14 +1244,14 @@ def _one_thread_host():
 
 
 def test_fewer_threads_read_at_the_one_thread_rate_dense_by_hand():
-    # dense float64 (no widening), B 1, H 8, Hkv 2 (g 4), S 1000, d 64: 2 rows of one part.
+    # dense float64 (no widening), B 2, H 8, Hkv 2 (g 4), S 1000, d 64: 4 rows of one part.
     # A row's reads: K pass S*d*8 + g*S*8 = 544000 B, softmax 32000 B, V pass 544000 B:
-    # 1.12e6 B. Read/FMA overlap 0: each read adds its time. One thread (2 waves) reads at
-    # 4e9 instead of the share 2.5e9: 2 * 1.12e6 * (1/2.5e9 - 1/4e9) = 3.36e-4 s less; two
-    # threads (1 wave) at 6e9 / 2 = 3e9 each: 1.12e6 * (1/2.5e9 - 1/3e9) = 7.4667e-5 s
-    # less; four threads (the profile's): unchanged.
-    kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float64")
-    for threads, less, bw in ((1, 3.36e-4, 4e9), (2, 1.12e6 * (1 / 2.5e9 - 1 / 3e9), 3e9),
+    # 1.12e6 B. Read/FMA overlap 0: each read adds its time. One thread (4 waves) reads at
+    # 4e9 instead of the share 2.5e9: 4 * 1.12e6 * (1/2.5e9 - 1/4e9) = 6.72e-4 s less; two
+    # threads (2 waves) on the line, 6e9 together, 3e9 each: 2 * 1.12e6 * (1/2.5e9 - 1/3e9)
+    # s less; four threads (the profile's, all working): unchanged.
+    kw = dict(batch=2, n_heads=8, n_kv_heads=2, seq_len=1000, head_dim=64, dtype="float64")
+    for threads, less, bw in ((1, 6.72e-4, 4e9), (2, 2 * 1.12e6 * (1 / 2.5e9 - 1 / 3e9), 3e9),
                               (4, 0.0, 2.5e9)):  # fmt: skip
         lin = predict_reference("dense", hardware=HOST, threads=threads, **kw)
         one = predict_reference("dense", hardware=_one_thread_host(), threads=threads, **kw)
@@ -1260,21 +1261,90 @@ def test_fewer_threads_read_at_the_one_thread_rate_dense_by_hand():
 
 
 def test_fewer_threads_gather_at_the_one_thread_rate_sparq():
-    # SparQ K twice at 1 thread: the gathered phases (kept rows, the spot check) read at the
-    # one-thread 8e8 instead of the share 5e8 (1.6x), the streamed step 1 at 4e9 instead of
-    # 2.5e9 (1.6x); in-core work unchanged
-    kw = dict(batch=1, n_heads=8, n_kv_heads=2, seq_len=2048, head_dim=64, dtype="float32",
-              r=8, k=256, store_k_twice=True, threads=1)  # fmt: skip
-    lin = _phases(predict_reference("sparq", hardware=HOST, **kw))
-    one = _phases(predict_reference("sparq", hardware=_one_thread_host(), **kw))
-    for name in ("kt_check", "gather_k", "gather_v", "step1"):
-        assert lin[name].memory_s == pytest.approx(1.6 * one[name].memory_s, rel=1e-12), name
-        assert lin[name].compute_s == one[name].compute_s, name
+    # HOST with one thread reading 4e9 (stream gain at 1 thread 4e9 / 2.5e9 = 1.6; at 2
+    # threads the line's 6e9 / 2 = 3e9: 1.2) and gathering 1e9 (gather share 5e8: gain 2.0
+    # at 1 thread; at 2 the line 1e9 + (2e9 - 1e9) / 3 = 1.333e9, 6.667e8 a thread: 4/3).
+    # The gathered phases (kept rows, the spot check) take the gather gain, the streamed
+    # step 1 the stream gain; in-core work unchanged. 4 rows (Hkv 4): every thread works.
+    hw = HOST.replace(thread_bandwidth_bytes_per_s=4e9, thread_gather_bytes_per_s=1e9)
+    kw = dict(batch=1, n_heads=16, n_kv_heads=4, seq_len=2048, head_dim=64, dtype="float32",
+              r=8, k=256, store_k_twice=True)  # fmt: skip
+    for threads, g_stream, g_gather in ((1, 1.6, 2.0), (2, 1.2, 4 / 3)):
+        lin = _phases(predict_reference("sparq", hardware=HOST, threads=threads, **kw))
+        one = _phases(predict_reference("sparq", hardware=hw, threads=threads, **kw))
+        for name, gain in (("kt_check", g_gather), ("gather_k", g_gather),
+                           ("gather_v", g_gather), ("step1", g_stream)):  # fmt: skip
+            want = lin[name].memory_s / gain
+            assert one[name].memory_s == pytest.approx(want, rel=1e-12), (threads, name)
+            assert lin[name].compute_s == one[name].compute_s, name
     # at the profile's four threads nothing changes
-    kw["threads"] = 4
-    assert predict_reference("sparq", hardware=_one_thread_host(), **kw).time_s == (
-        predict_reference("sparq", hardware=HOST, **kw).time_s
+    assert predict_reference("sparq", hardware=hw, threads=4, **kw).time_s == (
+        predict_reference("sparq", hardware=HOST, threads=4, **kw).time_s
     )
+
+
+def test_fewer_rows_than_threads_share_among_the_working_threads():
+    # one (batch, KV head) row of SparQ: one thread works whatever the thread count, so it
+    # reads at the one-thread rate at 1, 2 and 4 threads alike (no slower with more
+    # threads allowed); dense at S = 8192 has 2 parts: 2 threads work from 2 threads on
+    hw = HOST.replace(thread_bandwidth_bytes_per_s=4e9, thread_gather_bytes_per_s=1e9)
+    kw = dict(batch=1, n_heads=4, n_kv_heads=1, seq_len=2048, head_dim=64, dtype="float32",
+              r=8, k=256, store_k_twice=True)  # fmt: skip
+    t = [predict_reference("sparq", hardware=hw, threads=n, **kw).time_s for n in (1, 2, 4)]
+    assert t[0] == t[1] == t[2]
+    kw = dict(batch=1, n_heads=4, n_kv_heads=1, seq_len=8192, head_dim=64, dtype="float64")
+    t = [predict_reference("dense", hardware=hw, threads=n, **kw) for n in (1, 2, 3, 4)]
+    assert t[1].time_s == t[2].time_s == t[3].time_s < t[0].time_s
+    assert t[3].params["per_thread"]["bandwidth_bytes_per_s"] == pytest.approx(3e9, rel=1e-15)
+
+
+def test_threads_bandwidth_rejects_bad_arguments():
+    ok = dict(total=1e10, one=4e9, threads=1, profile_threads=4)
+    for bad, exc, msg in ((dict(total=0.0), ValueError, "^total: "),
+                          (dict(one=-1.0), ValueError, "^one: "),
+                          (dict(one=float("nan")), ValueError, "^one: "),
+                          (dict(threads=0), ValueError, "^threads: "),
+                          (dict(threads=1.5), TypeError, "^threads: "),
+                          (dict(profile_threads=0), ValueError, "^profile_threads: ")):  # fmt: skip
+        for f in (threads_bandwidth, thread_gain):
+            with pytest.raises(exc, match=msg):
+                f(**{**ok, **bad})
+
+
+def test_fused_estimate_of_a_measured_profile_scales_on_the_line():
+    # a measured profile (threads 4, all-thread read 1e10) whose one thread reads 2e9,
+    # below its share: at its own 4 threads the read is the measured 1e10 (not 4 x 2e9 =
+    # 8e9), at 2 threads the linear 5e9 (the line's 2e9 + 8e9 / 3 = 4.67e9 is below it);
+    # with one thread at 4e9, 2 threads read the line's 6e9. Memory time ~ 1 / read.
+    kw = dict(batch=1, n_heads=8, seq_len=4096, head_dim=128, dtype="float16")
+
+    def mem(h, threads):
+        e = estimate_attention("dense", hardware=h, threads=threads, **kw)
+        return sum(s.memory_s for s in e.kernels)
+
+    full = mem(HOST, None)  # the measured read, no thread count given
+    hw = HOST.replace(thread_bandwidth_bytes_per_s=2e9)
+    assert mem(hw, 4) == pytest.approx(full, rel=1e-12)
+    assert mem(hw, 2) == pytest.approx(2 * full, rel=1e-12)
+    hw = HOST.replace(thread_bandwidth_bytes_per_s=4e9)
+    assert mem(hw, 2) == pytest.approx(full * 1e10 / 6e9, rel=1e-12)
+
+
+def test_on_one_thread_restores_the_thread_count_after_an_error():
+    import numba
+
+    from costmodel import _hostbench as hb
+
+    before = numba.get_num_threads()
+
+    def boom():
+        assert numba.get_num_threads() == 1
+        raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        hb.on_one_thread(boom)
+    assert numba.get_num_threads() == before
+    assert hb.on_one_thread(lambda: (numba.get_num_threads(),)) == (1,)
 
 
 def test_one_thread_rates_round_trip_toml():
