@@ -288,8 +288,9 @@ def threads_bandwidth(total: float, one: float | None, threads: int, profile_thr
     GB/s, sixteen 104-147 GB/s) the streaming read grew about linearly with the threads in
     one lease and saturated by eight threads in another, so no law fits both. Over four
     thread-scaling tables there (1 to 16 threads, 64 calls each of dense and SparQ) the line
-    came within 20% of 35 dense and 51 SparQ calls; a cap of ``n`` times the one-thread
-    rate, ``min(total, n * one)``, of 34 and 38; the linear share of 29 and 46
+    came within 20% of 35 dense and 49 SparQ calls (the line taken at the threads that
+    work, as :func:`predict_reference` takes it); a cap of ``n`` times the one-thread rate,
+    ``min(total, n * one)``, of 34 and 27; the linear share of 29 and 46
     (docs/performance.md, "Runs since 16af767").
 
     Raises ValueError naming the argument: ``total`` not a finite number > 0, ``one`` not
