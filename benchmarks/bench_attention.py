@@ -411,6 +411,7 @@ RATE_FIELDS = tuple(
         + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
         + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s")
         + ("exp_sum_per_s", "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s")
+        + ("thread_fma_per_s",)
     )
 )
 
@@ -427,6 +428,7 @@ OPTIONAL_RATE_TEXT = (
     ("exp_sum_per_s", ", exp summed {:.2f} G/s", 1e9),
     ("thread_bandwidth_bytes_per_s", ", one thread: stream {:.1f} GB/s", 1e9),
     ("thread_gather_bytes_per_s", ", gather 512 B rows {:.1f} GB/s", 1e9),
+    ("thread_fma_per_s", ", FMA {:.1f} G/s", 1e9),
 )
 
 
@@ -848,9 +850,9 @@ def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
     make one (:func:`best_of_profiles`), its read synced to the all-thread streaming read
     of the table (:func:`synced_profile`); the host model then prices every thread count
     from it (``predict_reference(threads=n)``: the profile's rates shared by ``n`` threads,
-    the read and the gathers on the line between what one thread and what all threads
-    reach, ``costmodel.host.threads_bandwidth``). The 'lin' columns price the same profile
-    without its one-thread rates: every rate shared linearly."""
+    the read, the gathers and the in-core rates on the line between what one thread and
+    what all threads reach, ``costmodel.host.threads_bandwidth``). The 'lin' columns price
+    the same profile without its one-thread rates: every rate shared linearly."""
 
     inp = make_inputs(B, Hkv, S, dtype)
     q, K, V = inp["q"], inp["K"], inp["V"]
@@ -885,7 +887,9 @@ def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
     at_prof = [r for r in rows if r["threads"] == hw.threads] or rows[-1:]
     bw = (K.nbytes + V.nbytes) / at_prof[0]["stream_s"]
     hw_t = synced_profile(best_of_profiles(hw, hw_after, bw), bw)
-    hw_lin = hw_t.replace(thread_bandwidth_bytes_per_s=None, thread_gather_bytes_per_s=None)
+    hw_lin = hw_t.replace(
+        thread_bandwidth_bytes_per_s=None, thread_gather_bytes_per_s=None, thread_fma_per_s=None
+    )
     print(
         f"\nThread scaling, Hkv={Hkv} S={S} {dtype} (best of {repeats}; SparQ K twice, "
         f"supplied v_mean, k=S/8; model: the host model at each thread count, from the "

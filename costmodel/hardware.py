@@ -109,6 +109,8 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     # CPUs: bandwidth of gathered 512-byte rows one thread reaches (the host model's
     # ``threads=`` argument; measure_host writes it)
     "thread_gather_bytes_per_s": (0.0, True, 1e15, False),
+    # CPUs: float64 FMAs per second one thread reaches (measure_host writes it)
+    "thread_fma_per_s": (0.0, True, 1e16, False),
     # CPUs: threads a framework uses by default (datasheet profiles: the physical cores)
     "cpu_cores": (1.0, False, 1e6, True),
     # tensor parallelism: one direction of one device's link to its peers, and the smallest
@@ -143,6 +145,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "op_mem_efficiency": 1e-3,
     "thread_bandwidth_bytes_per_s": 1e6,
     "thread_gather_bytes_per_s": 1e6,
+    "thread_fma_per_s": 1e6,
     "link_bandwidth_bytes_per_s": 1e6,
 }
 _STRINGS = ("name", "description", "kind")
@@ -288,6 +291,11 @@ class Hardware:
         that one thread reaches; the host model shares the gather rates among the threads
         that work on the line between it and ``gather_bytes_per_s``, as it does the read.
         None: linear scaling (each thread ``gather_bytes_per_s / threads``).
+    thread_fma_per_s : float or None
+        CPUs: float64 FMAs per second of ``fma_f64_per_s``'s microkernel on one thread; the
+        host model shares every in-core rate among the threads that work on the line between
+        it and ``fma_f64_per_s`` (a core that runs faster alone, or SMT siblings that share
+        one core's units). None: linear scaling.
     cpu_cores : int or None
         CPUs: threads a framework uses by default (a datasheet profile's physical cores);
         the default ``threads`` of an estimate when the profile has no measured ``threads``.
@@ -350,6 +358,7 @@ class Hardware:
     program_bandwidth_bytes_per_s: float | None = None
     thread_bandwidth_bytes_per_s: float | None = None
     thread_gather_bytes_per_s: float | None = None
+    thread_fma_per_s: float | None = None
     cpu_cores: int | None = None
     link_bandwidth_bytes_per_s: float | None = None
     allreduce_latency_s: float | None = None
@@ -625,7 +634,7 @@ def measure_max_bytes() -> int:
 
 
 #: shares of measure_host's ``seconds`` per microbenchmark
-_BUDGET = {"stream": 0.12, "stream1": 0.05, "gather1": 0.04, "fma": 0.05, "exp": 0.06,
+_BUDGET = {"stream": 0.12, "stream1": 0.05, "gather1": 0.04, "fma": 0.04, "fma1": 0.02, "exp": 0.05,
            "expsum": 0.04, "topk": 0.05, "gather": 0.08, "gather256": 0.05, "matmul": 0.05,
            "div": 0.05, "widen": 0.05, "overlap": 0.08, "goverlap": 0.05, "woverlap": 0.05,
            "sweep": 0.05, "attend": 0.03, "calls": 0.05}  # fmt: skip
@@ -651,10 +660,11 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       kernel makes (input bytes per second);
     - ``gather_bytes_per_s``, ``gather256_bytes_per_s``: random 512-byte rows (128 float32)
       and 256-byte rows (64 float32) of the ``nbytes`` array;
-    - ``thread_bandwidth_bytes_per_s``, ``thread_gather_bytes_per_s``: the same read and the
-      same 512-byte gathers on one thread (``numba.set_num_threads(1)`` for the
-      measurement): what a thread reaches when the others leave the memory to it, which
-      the host model needs at thread counts below ``threads``;
+    - ``thread_bandwidth_bytes_per_s``, ``thread_gather_bytes_per_s``, ``thread_fma_per_s``:
+      the same read, the same 512-byte gathers and the FMA loop below on one thread
+      (``numba.set_num_threads(1)`` for the measurement): what a thread reaches when the
+      others leave the memory and the cores to it, which the host model needs at thread
+      counts below ``threads``;
     - ``div_f64_per_s``: float64 ``x / t`` over L1-resident blocks;
     - ``widen_f32_per_s``, ``widen_f16_per_s``, ``widen_bf16_per_s``: elements of each
       cache dtype widened to float64 and summed (the kernels' conversion), L1-resident;
@@ -733,6 +743,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     )
     del a
     fma, src_fma = hb.measure_fma(seconds * _BUDGET["fma"], rng)
+    fma1, src_fma1 = hb.on_one_thread(hb.measure_fma, seconds * _BUDGET["fma1"], rng)
     exps, src_exp = hb.measure_exp(seconds * _BUDGET["exp"], rng)
     exp_sum, src_exp_sum = hb.measure_exp_sum(seconds * _BUDGET["expsum"], rng)
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
@@ -775,6 +786,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         gather256_bytes_per_s=gather256,
         thread_bandwidth_bytes_per_s=bw1,
         thread_gather_bytes_per_s=gather1,
+        thread_fma_per_s=fma1,
         div_f64_per_s=div,
         widen_f32_per_s=widen["float32"][0],
         widen_f16_per_s=widen["float16"][0],
@@ -808,6 +820,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "gather256_bytes_per_s": (src_gather256, today),
             "thread_bandwidth_bytes_per_s": (src_bw1, today),
             "thread_gather_bytes_per_s": (src_gather1, today),
+            "thread_fma_per_s": (src_fma1, today),
             "div_f64_per_s": (src_div, today),
             "widen_f32_per_s": (widen["float32"][1], today),
             "widen_f16_per_s": (widen["float16"][1], today),

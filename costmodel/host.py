@@ -13,9 +13,10 @@ plus ``mem_bandwidth_bytes_per_s`` and ``topk_bytes_per_s``; ``gather256_bytes_p
 where present, see :func:`gather_rate`, and ``sweep_fma_per_s``, ``attend_fma_per_s``,
 ``attend1_fma_per_s`` and ``exp_sum_per_s`` where present, see below); every rate is
 divided by the profile's ``threads`` (one thread's share of the all-thread measurement).
-At fewer threads than the profile's, a thread's share of the read and of the gathers is
-larger where the profile has what one thread reaches (``thread_bandwidth_bytes_per_s``,
-``thread_gather_bytes_per_s``): :func:`thread_gain`.
+At fewer working threads than the profile's, a thread's share of the read, of the gathers
+and of the in-core rates is larger where the profile has what one thread reaches
+(``thread_bandwidth_bytes_per_s``, ``thread_gather_bytes_per_s``, ``thread_fma_per_s``):
+:func:`thread_gain`.
 
 Per (batch, KV head) row, with ``g = H / Hkv`` query heads and ``e`` bytes per cached
 element, a phase has a read (bytes at the streaming or the gather rate), in-core work (FMAs
@@ -397,8 +398,9 @@ def predict_reference(
         that per-thread share each (linear scaling), except the read and the gathers where
         the profile has what one thread reaches (``thread_bandwidth_bytes_per_s``,
         ``thread_gather_bytes_per_s``, which ``measure_host`` writes): then the threads
-        together read at the line between the one-thread and the all-thread rates, each
-        at least its share (:func:`thread_gain`).
+        that work together read at the line between the one-thread and the all-thread
+        rates, each at least its share (:func:`thread_gain`); every in-core rate scales on
+        the FMA loop's line the same way (``thread_fma_per_s``).
     n_layers : int
         Identical calls one after another.
 
@@ -657,6 +659,13 @@ def predict_reference(
         "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, busy, T_prof),
         "gather": thread_gain(gbw, hw.thread_gather_bytes_per_s, busy, T_prof),
     }
+    # every in-core rate likewise, on the FMA loop's line (turbo clocks, SMT siblings)
+    core_gain = thread_gain(hw.fma_f64_per_s, hw.thread_fma_per_s, busy, T_prof)
+    fma_t, exp_t, div_t, topk_t = (x * core_gain for x in (fma_t, exp_t, div_t, topk_t))
+    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t = (
+        None if x is None else x * core_gain
+        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t)
+    )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
     omega = widen_overlap(hw, dname)

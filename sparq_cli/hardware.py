@@ -118,18 +118,17 @@ def _host_summary(hw) -> str:
     )
     es = hw.exp_sum_per_s
     exp_sum = "" if es is None else f", exp summed {es / 1e9:.2f} G/s"
-    b1, g1 = hw.thread_bandwidth_bytes_per_s, hw.thread_gather_bytes_per_s
-    one = (
-        ""
-        if b1 is None and g1 is None
-        else "one thread: "
-        + ", ".join(
-            f"{what} {v / 1e9:.1f} GB/s"
-            for what, v in (("read", b1), ("gather (512 B rows)", g1))
-            if v is not None
+    b1, g1, f1 = hw.thread_bandwidth_bytes_per_s, hw.thread_gather_bytes_per_s, hw.thread_fma_per_s
+    parts = [
+        f"{what} {v / 1e9:.1f} {unit}"
+        for what, v, unit in (
+            ("read", b1, "GB/s"),
+            ("gather (512 B rows)", g1, "GB/s"),
+            ("float64 FMA", f1, "G/s"),
         )
-        + "; "
-    )
+        if v is not None
+    ]
+    one = "one thread: " + ", ".join(parts) + "; " if parts else ""
     return (
         f"  on {hw.threads} threads: read {hw.mem_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
         f"gather (512 B rows) {hw.gather_bytes_per_s / 1e9:.1f} GB/s{short}, "

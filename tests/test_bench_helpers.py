@@ -44,7 +44,8 @@ def _host() -> Hardware:
         widen_fma_overlap=0.4, widen_f16_fma_overlap=0.2, widen_bf16_fma_overlap=0.1,
         gather_fma_overlap=0.3, sweep_fma_per_s=5e8, attend_fma_per_s=6e8,
         attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8, thread_bandwidth_bytes_per_s=6e9,
-        thread_gather_bytes_per_s=1.2e9, dense_call_s=1e-5, sparq_call_s=2e-5,
+        thread_gather_bytes_per_s=1.2e9, thread_fma_per_s=8e8, dense_call_s=1e-5,
+        sparq_call_s=2e-5,
     )  # fmt: skip
 
 
@@ -125,7 +126,7 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     assert set(bench.IN_CORE_RATE_FIELDS) == {
         "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
         "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s", "attend_fma_per_s",
-        "attend1_fma_per_s", "exp_sum_per_s",
+        "attend1_fma_per_s", "exp_sum_per_s", "thread_fma_per_s",
     }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:

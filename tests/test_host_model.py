@@ -469,6 +469,8 @@ def test_host_summary_prints_the_one_thread_rates_when_present():
     assert "one thread: read 4.0 GB/s; call" in line
     line = _host_summary(_one_thread_host())
     assert "one thread: read 4.0 GB/s, gather (512 B rows) 0.8 GB/s; call" in line
+    line = _host_summary(_one_thread_host().replace(thread_fma_per_s=5e8))
+    assert "gather (512 B rows) 0.8 GB/s, float64 FMA 0.5 G/s; call" in line
 
 
 @pytest.mark.parametrize(
@@ -865,7 +867,7 @@ def test_measure_host_new_fields_positive_finite():
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
               "exp_sum_per_s", "thread_bandwidth_bytes_per_s",
-              "thread_gather_bytes_per_s"):  # fmt: skip
+              "thread_gather_bytes_per_s", "thread_fma_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
         assert hw.sources[f][0].startswith("measured:"), f
@@ -889,6 +891,7 @@ def test_measure_host_new_fields_positive_finite():
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
     assert "per thread, 1 thread, best of" in hw.sources["thread_gather_bytes_per_s"][0]
+    assert "1 thread" in hw.sources["thread_fma_per_s"][0]
     assert numba.get_num_threads() == hw.threads  # restored after the one-thread runs
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
@@ -1278,6 +1281,26 @@ def test_fewer_threads_gather_at_the_one_thread_rate_sparq():
             assert one[name].memory_s == pytest.approx(want, rel=1e-12), (threads, name)
             assert lin[name].compute_s == one[name].compute_s, name
     # at the profile's four threads nothing changes
+    assert predict_reference("sparq", hardware=hw, threads=4, **kw).time_s == (
+        predict_reference("sparq", hardware=HOST, threads=4, **kw).time_s
+    )
+
+
+def test_fewer_threads_run_in_core_work_at_the_one_thread_fma_rate():
+    # HOST's FMA loop: 1e9 /s on 4 threads (2.5e8 a thread); one thread alone 5e8: gain 2.0
+    # at 1 thread, 1.0 at 4 (the line 5e8 + (n - 1) * 5e8 / 3: 6.67e8 at 2, 3.33e8 each,
+    # gain 4/3). Every in-core rate (FMAs, exps, divisions, widening, top-k) scales by it;
+    # the reads do not. 4 rows (Hkv 4): every thread works.
+    hw = HOST.replace(thread_fma_per_s=5e8)
+    kw = dict(batch=1, n_heads=16, n_kv_heads=4, seq_len=2048, head_dim=64, dtype="float32",
+              r=8, k=256, store_k_twice=True)  # fmt: skip
+    for threads, gain in ((1, 2.0), (2, 4 / 3)):
+        lin = _phases(predict_reference("sparq", hardware=HOST, threads=threads, **kw))
+        one = _phases(predict_reference("sparq", hardware=hw, threads=threads, **kw))
+        for name in ("step1", "alpha", "gather_k", "gather_v"):
+            assert one[name].compute_s == pytest.approx(lin[name].compute_s / gain, rel=1e-12)
+            assert one[name].memory_s == lin[name].memory_s, name
+        assert one["topk"].topk_s == pytest.approx(lin["topk"].topk_s / gain, rel=1e-12)
     assert predict_reference("sparq", hardware=hw, threads=4, **kw).time_s == (
         predict_reference("sparq", hardware=HOST, threads=4, **kw).time_s
     )
