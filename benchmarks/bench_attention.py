@@ -847,8 +847,9 @@ def bench_threads(hw, S, Hkv, dtype, repeats, seconds=1.0):
     """Stream, dense and SparQ (K twice, supplied v_mean, k = S/8) from 1 thread to all.
 
     Priced as a row is: ``hw`` (measured just before) and a profile measured just after
-    make one (:func:`best_of_profiles`), its read synced to the all-thread streaming read
-    of the table (:func:`synced_profile`); the host model then prices every thread count
+    make one (:func:`best_of_profiles`), its read synced to the table's streaming read at
+    the profile's thread count (:func:`synced_profile`); the host model then prices every
+    thread count
     from it (``predict_reference(threads=n)``: the profile's rates shared by ``n`` threads,
     the read, the gathers and the in-core rates on the line between what one thread and
     what all threads reach, ``costmodel.host.threads_bandwidth``). The 'lin' columns price

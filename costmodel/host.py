@@ -650,10 +650,10 @@ def predict_reference(
         else None
     )
     # each working thread's share of the read and of the gathers (thread_gain): larger than
-    # 1 / T_prof of the all-thread rates when fewer than T_prof threads work and the profile
-    # says what one thread reaches (their total on the line between the two measurements);
-    # the gathered phases (kept rows, the spot check) take the gathers'
-    # (the threads that work: fewer than T when the row items are fewer)
+    # 1 / T_prof of the all-thread rates when fewer than T_prof threads work (fewer than T
+    # where the row items are fewer) and the profile says what one thread reaches (their
+    # total on the line between the two measurements); the gathered phases (kept rows, the
+    # spot check) take the gathers'
     busy = min(T, rows * parts)
     gain = {
         "stream": thread_gain(bw, hw.thread_bandwidth_bytes_per_s, busy, T_prof),
