@@ -463,7 +463,7 @@ def measure_fma(budget_s: float, rng: np.random.Generator | None = None) -> tupl
     desc = (
         f"measured: float64 dot products, 4 L1-resident {DOT_WIDTH}-element vectors against "
         f"each of {DOT_ROWS} others in turn (blocked by 4: 5 L1 loads per 4 FMAs), "
-        f"{nt} threads, best of {reps}"
+        f"{_threads_text(nt)}, best of {reps}"
     )
     return nt * 4 * DOT_WIDTH * DOT_REPS / t, desc
 

@@ -891,7 +891,10 @@ def test_measure_host_new_fields_positive_finite():
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
     assert "per thread, 1 thread, best of" in hw.sources["thread_gather_bytes_per_s"][0]
-    assert "1 thread" in hw.sources["thread_fma_per_s"][0]
+    assert (
+        "in turn (blocked by 4: 5 L1 loads per 4 FMAs), 1 thread, best of"
+        in (hw.sources["thread_fma_per_s"][0])
+    )
     assert numba.get_num_threads() == hw.threads  # restored after the one-thread runs
     for f in ("dense_call_s", "sparq_call_s"):  # each timed call follows a cache-evicting read
         assert "each after a read of 32 MiB (caches cold)" in hw.sources[f][0], f
