@@ -677,10 +677,10 @@ def predict_reference(
         # The read and the in-core work of the same loop (FMAs + widening) overlap by the
         # measured fraction rho of the shorter; exps, divisions and the top-k run in loops
         # of their own and add up.
-        per_thread_bw = ph["bandwidth"] / T_prof if ph["bytes_row"] else None
-        if per_thread_bw is not None:
-            per_thread_bw *= gain["gather" if ph["priced_as"] == "gather" else "stream"]
-        mem = scale * ph["bytes_row"] / per_thread_bw if ph["bytes_row"] else 0.0
+        mem = 0.0
+        if ph["bytes_row"]:
+            kind = "gather" if ph["priced_as"] == "gather" else "stream"
+            mem = scale * ph["bytes_row"] / (ph["bandwidth"] / T_prof * gain[kind])
         if ph["sweep"] and sweep_t is not None:
             # step 3's sweeps: FMAs, widening, the accumulators' trips and the finish of
             # each block (the logits written out, the group score), measured together
