@@ -914,7 +914,7 @@ def measure_gather_overlap(
     0.73-0.93 where the kernel's gathers and attention (the phase table's phase 5) came out
     at 1.3-1.6x the model priced with it; side by side, three times, these passes measured
     0.54-0.56, which priced the phase at 1.64-2.17 ms against 1.25-1.80 with the old
-    fraction, measured 2.26-2.37 ms (docs/performance.md)."""
+    fraction, measured 2.26-2.37 ms (docs/performance-history.md)."""
     nt = numba.get_num_threads()
     a = a[((-a.ctypes.data) % Q_ALIGN) // a.itemsize :]  # rows on cache lines
     a2 = a[: a.size // GATHER_ROW * GATHER_ROW].reshape(-1, GATHER_ROW)

@@ -292,7 +292,7 @@ def threads_bandwidth(total: float, one: float | None, threads: int, profile_thr
     came within 20% of 35 dense and 49 SparQ calls (the line taken at the threads that
     work, as :func:`predict_reference` takes it); a cap of ``n`` times the one-thread rate,
     ``min(total, n * one)``, of 34 and 27; the linear share of 29 and 46
-    (docs/performance.md, "Runs since 16af767").
+    (docs/performance-history.md, "Runs since 16af767").
 
     Raises ValueError naming the argument: ``total`` not a finite number > 0, ``one`` not
     None or a finite number > 0, ``threads`` or ``profile_threads`` not an int >= 1."""

@@ -40,7 +40,7 @@ def prefetch_locality(cpu_name: str) -> int:
     (``znver5``), 2 (``prefetcht1``, into the L2) on every other CPU.
 
     Only speed depends on it, never a result. Measured on two 2-vCPU AMD EPYC development
-    hosts (8 KV heads, S = 32768, float32, two threads, cache-cold; docs/performance.md):
+    hosts (8 KV heads, S = 32768, float32, two threads, cache-cold; docs/performance-history.md):
     on Zen 4 a K pass over every row took 3.4 ms with the rows requested into the L2 and 6.2
     ms into the L1 (9.1 ms with no software prefetch), over 4096 gathered rows per KV head
     1.8 against 3.0 ms (2.4 ms with none): requests into the L1 hold the core's few L1 miss
@@ -71,7 +71,7 @@ def gather_requests(cpu_name: str) -> int:
 
     Only speed depends on it, never a result. Measured with the exact attention over 4096
     or 2048 sorted kept rows of 32768 per KV head (8 KV heads, float32, two threads, rows
-    requested 16 rows ahead, best of 11; docs/performance.md): on the Zen 4 development
+    requested 16 rows ahead, best of 11; docs/performance-history.md): on the Zen 4
     host the repeated requests make up for requests the core drops when its miss buffers
     are full (cache-cold: 2.10 against 2.40 ms at 4096 rows, 1.45 against 1.74 ms at
     2048); on an Intel Xeon (Emerald Rapids, ``emeraldrapids``) the two were even

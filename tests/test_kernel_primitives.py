@@ -103,7 +103,7 @@ def test_any_nonfinite_at_the_scan_chunk_size(n, dtype):
 
 def test_prefetch_locality_by_cpu():
     # Zen 5 keeps the prefetches into the L1; every other CPU requests into the L2
-    # (docs/performance.md has the measurements behind both).
+    # (docs/performance-history.md has the measurements behind both).
     from reference._config import prefetch_locality
 
     assert prefetch_locality("znver5") == 3
@@ -112,7 +112,7 @@ def test_prefetch_locality_by_cpu():
 
 
 def test_gather_requests_by_cpu():
-    # AMD Zen requests each kept row four times, every other CPU once (docs/performance.md
+    # AMD Zen requests each kept row four times, every other CPU once (docs/performance-history.md
     # has the measurements behind both); the kernels take the host's value. (That the
     # setting never changes a result: tests/test_kernel_inputs.py, both settings.)
     from reference import _rows
