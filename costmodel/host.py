@@ -32,9 +32,9 @@ where ``overlap`` is the profile's measured ``stream_fma_overlap`` for phases th
 what they feed to the FMAs in the same loop (dense's K and V passes, the mean of V, SparQ's
 step 1 with K stored twice, whose sweeps read ``r`` rows of the d-major copy with
 prefetches spread through the FMAs), its measured ``gather_fma_overlap`` for SparQ's passes
-over the kept rows (read in place, each requested ahead, four times on AMD Zen and once
-elsewhere; ``stream_fma_overlap`` where the profile has no ``gather_fma_overlap``:
-:func:`gather_overlap`), and 0 for the
+over the kept rows (read in place, each requested ahead, four times on AMD Zen, the
+nearest request into the L1, and once elsewhere; ``stream_fma_overlap`` where the profile
+has no ``gather_fma_overlap``: :func:`gather_overlap`), and 0 for the
 others: step 1 with K stored once (``r`` elements gathered
 from each S-major row into a block first) and the group score (adds of logits in cache).
 Phases run one after another; SparQ's ``rows = B * Hkv`` rows are dealt to ``threads``
@@ -77,13 +77,14 @@ of probabilities it reads them back, which the model does not price); ``topk`` (
 bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summed as step
 1's normalisers are and priced at the same rate); ``gather_k`` and ``gather_v`` (the kept
 rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
-:func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, once elsewhere)
-in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened, ``g*k*d`` FMAs,
-no faster than the same passes on rows in cache: the FMAs of the heads in blocks of four at
-``attend_fma_per_s`` (cache dtypes other than float64) and those of the ``g % 4`` heads
-left over (the kernel's one-head path) at ``attend1_fma_per_s`` (float32 caches: 16-bit
-rows take other code), each term where the profile has its rate, as measured:
-``max(FMAs and widening at their rates, the sum of those terms)``);
+:func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, the nearest
+request into the L1, once elsewhere) in the loop of the FMAs, so with the gathers' overlap
+credit; ``k*d`` widened, ``g*k*d`` FMAs, no faster than the same passes on rows in cache:
+the FMAs of the heads in blocks of four at ``attend_fma_per_s`` (cache dtypes other than
+float64) and those of the ``g % 4`` heads left over (the kernel's one-head path) at
+``attend1_fma_per_s`` (float32 caches: 16-bit rows take other code), each term where the
+profile has its rate, as measured: ``max(FMAs and widening at their rates, the sum of those
+terms)``);
 ``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
 supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
 as FMAs).

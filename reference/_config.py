@@ -86,6 +86,25 @@ def gather_requests(cpu_name: str) -> int:
 #: :func:`gather_requests` of the CPU the kernels compile for (fixed at import).
 GATHER_REQUESTS: int = gather_requests(_host_cpu_name())
 
+#: Locality of the nearest of a kept row's requests when there are several
+#: (:data:`GATHER_REQUESTS` > 1; ``reference._rows.prefetch_ahead``): 3, into the L1. The
+#: farther requests keep :data:`PREFETCH_LOCALITY`. Only speed depends on it, never a
+#: result. On the Zen 4 development host, whose other requests go into the L2, the row is
+#: then in the L1 when the pass reads it (the likely reason it helps: the pass's loads of
+#: rows in the L2 need L1 miss buffers, which the farther requests hold while they wait on
+#: memory). Step 7 over the kept rows of 8 KV heads (S = 32768, float32, two threads,
+#: cache-cold, both forms in one process, best / median of 31) took 1.92 / 2.03 against
+#: 2.10 / 2.29 ms at ``k = 4096`` and 1.26 / 1.39 against 1.33 / 1.45 ms at 2048; whole
+#: SparQ calls (K twice, ``v_mean`` supplied, round-robin, best of 21, three processes)
+#: 0.93-0.96 of their time at ``k = S/8`` and 0.96-0.97 at ``S/16``. In a later, slower
+#: and noisier sitting, against the kernels before it in one process, step 7 took
+#: 0.92-0.96 of its time at 4096 and 0.97-0.99 at 2048 (best of 31), and whole calls
+#: 0.87-1.08 (best of 21-31, five processes; medians 0.92-1.09): a few per cent. Two of
+#: the four requests into the L1 measured about the same, three slower; the distances 12
+#: and 24 instead of 16 no faster (docs/performance-history.md). On Zen 5 every request
+#: already goes into the L1.
+GATHER_NEAR_LOCALITY: int = 3
+
 
 def njit_serial(func=None, **kw):
     """``numba.njit`` with the project's flags, for serial row functions."""

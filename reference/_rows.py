@@ -20,7 +20,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from reference._config import FASTMATH_CHAIN, PREFETCH_LOCALITY, njit_serial
+from reference._config import (
+    FASTMATH_CHAIN,
+    GATHER_NEAR_LOCALITY,
+    PREFETCH_LOCALITY,
+    njit_serial,
+)
 from reference._config import GATHER_REQUESTS as GATHER_REQUESTS  # (the kernels' setting)
 from reference._vexp import exp_nonpos_into
 
@@ -38,7 +43,8 @@ STREAM_AHEAD = 16
 #: SparQ's passes over its kept rows request each row GATHER_REQUESTS times (4 on AMD Zen,
 #: 1 elsewhere: :func:`reference._config.gather_requests`), at
 #: GATHER_AHEAD, ..., 2 * GATHER_AHEAD / GATHER_REQUESTS and GATHER_AHEAD / GATHER_REQUESTS
-#: rows ahead (:func:`prefetch_ahead`). Gathered rows of kept positions are ~S/k rows
+#: rows ahead (:func:`prefetch_ahead`; with several, the nearest into the L1:
+#: :data:`reference._config.GATHER_NEAR_LOCALITY`). Gathered rows of kept positions are ~S/k rows
 #: apart, so the hardware prefetchers do not see them coming (without software prefetch
 #: the K pass over 4096 of 32768 float32 rows of 8 KV heads took 3.5 ms on one thread,
 #: with one request 8 rows ahead 1.0 ms). A software prefetch that finds the core's miss
@@ -58,23 +64,43 @@ STREAM_AHEAD = 16
 GATHER_AHEAD = 16
 
 
-@intrinsic
-def _prefetch(typingctx, arr, i, j):
-    """``llvm.prefetch`` (read, data cache) of the address of ``arr[i, j]``, with the
-    host's locality (:data:`reference._config.PREFETCH_LOCALITY`: into the L1 or the L2)."""
+def _prefetch_intrinsic(name: str, locality: int, doc: str):
+    """An intrinsic ``f(arr, i, j)``: ``llvm.prefetch`` (read, data cache) of the address of
+    ``arr[i, j]`` with the given locality (3: into the L1, 2: into the L2)."""
 
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        loc = ir.Constant(i32, PREFETCH_LOCALITY)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), loc, ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+    def prefetch(typingctx, arr, i, j):
+        def codegen(context, builder, sig, args):
+            aryty = sig.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            loc = ir.Constant(i32, locality)
+            builder.call(fn, [ptr, ir.Constant(i32, 0), loc, ir.Constant(i32, 1)])
+            return context.get_dummy_value()
 
-    return types.none(arr, types.intp, types.intp), codegen
+        return types.none(arr, types.intp, types.intp), codegen
+
+    prefetch.__name__ = prefetch.__qualname__ = name
+    prefetch.__doc__ = doc
+    return intrinsic(prefetch)
+
+
+#: ``_prefetch(arr, i, j)``: request the line of ``arr[i, j]`` with the host's locality.
+_prefetch = _prefetch_intrinsic(
+    "_prefetch",
+    PREFETCH_LOCALITY,
+    "``llvm.prefetch`` of the address of ``arr[i, j]`` with the host's locality "
+    "(:data:`reference._config.PREFETCH_LOCALITY`: into the L1 or the L2).",
+)
+#: ``_prefetch_near(arr, i, j)``: the same into the L1 (the nearest of several requests).
+_prefetch_near = _prefetch_intrinsic(
+    "_prefetch_near",
+    GATHER_NEAR_LOCALITY,
+    "``llvm.prefetch`` of the address of ``arr[i, j]`` with the locality of the nearest "
+    "of several requests (:data:`reference._config.GATHER_NEAR_LOCALITY`: into the L1).",
+)
 
 
 #: Bytes per cache line that the software prefetches assume (one prefetch per line).
@@ -129,7 +155,7 @@ def _bits_impl(A):
 @njit_serial
 def prefetch_row(A, j):
     """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line, also when
-    the row does not start on a line boundary)."""
+    the row does not start on a line boundary), with the host's locality."""
     step = line_elems(A)
     n = A.shape[1]
     c = 0
@@ -145,20 +171,39 @@ def prefetch_row(A, j):
         _prefetch(A, j, n - 1)
 
 
+@njit_serial
+def prefetch_row_near(A, j):
+    """:func:`prefetch_row` into the L1 (:data:`reference._config.GATHER_NEAR_LOCALITY`):
+    the nearest of a row's several requests."""
+    step = line_elems(A)
+    n = A.shape[1]
+    c = 0
+    while c < n:
+        _prefetch_near(A, j, c)
+        c += step
+    if n > 0:
+        _prefetch_near(A, j, n - 1)
+
+
 @njit_serial(inline="always")
 def prefetch_ahead(A, positions, t, count, n_pos, ahead, requests):
     """Request (:func:`prefetch_row`) the rows ``positions[u]`` of ``A`` for ``u`` in
     ``[t + a, t + a + count)`` (clipped to ``n_pos``), for ``a = ahead`` and then each
     ``ahead // requests`` nearer, ``requests`` distances in all (farthest first). A pass that
     calls it at every step of ``count`` rows requests each row ``requests`` times; ``ahead``
-    0 requests nothing."""
+    0 requests nothing. With several requests the nearest goes into the L1
+    (:func:`prefetch_row_near`), the others with the host's locality."""
     if ahead <= 0:
         return
     step = ahead // requests if requests > 1 else ahead
     a = ahead
-    for _ in range(requests):
-        for u in range(t + a, min(t + a + count, n_pos)):
-            prefetch_row(A, positions[u])
+    for rq in range(requests):
+        if requests > 1 and rq == requests - 1:
+            for u in range(t + a, min(t + a + count, n_pos)):
+                prefetch_row_near(A, positions[u])
+        else:
+            for u in range(t + a, min(t + a + count, n_pos)):
+                prefetch_row(A, positions[u])
         a -= step
 
 

@@ -1184,8 +1184,8 @@ def _sparq_group_row(
     if kp.phase_limit < 5:
         return
     # Step 7: exact attention over the kept positions (rows of K and V read in place, each
-    # requested ahead, GATHER_REQUESTS times: four on AMD Zen, once elsewhere; the
-    # kernels compile with the host's value, reference._config.gather_requests).
+    # requested ahead, GATHER_REQUESTS times: four on AMD Zen, the nearest into the L1, once
+    # elsewhere; the kernels compile with the host's value, reference._config).
     attend_positions(qg, K, V, sel, n_sel, 1.0 / math.sqrt(d), y, status, attw, GATHER_AHEAD,
                      GATHER_REQUESTS)  # fmt: skip
     if kp.reallocate:

@@ -642,34 +642,66 @@ def test_gather_requests_do_not_change_attend_positions(G, dtype):
 
 
 def test_prefetch_ahead_requests_each_row_requests_times_within_range(monkeypatch):
-    # The schedule of prefetch_ahead, run as plain Python with prefetch_row recorded: called
-    # at every step of 4 rows (and once per row for a tail of fewer than 4), it requests row
-    # positions[u] once at each of its distances (written out by hand below) for every u at
-    # least that far from the start, never an index at or past n_pos, and nothing with
-    # ``ahead`` 0. (A prefetch has no visible effect on results, so the kernels'
-    # bit-identity tests cannot see this.)
+    # The schedule of prefetch_ahead, run as plain Python with prefetch_row and
+    # prefetch_row_near recorded: called at every step of 4 rows (and once per row for a
+    # tail of fewer than 4), it requests row positions[u] once at each of its distances
+    # (written out by hand below) for every u at least that far from the start, never an
+    # index at or past n_pos, and nothing with ``ahead`` 0. With several requests the
+    # nearest distance goes through prefetch_row_near (into the L1), the others through
+    # prefetch_row; a single request through prefetch_row. (A prefetch has no visible
+    # effect on results, so the kernels' bit-identity tests cannot see this.)
     import reference._rows as rows
 
-    seen = []
-    monkeypatch.setattr(rows, "prefetch_row", lambda A, j: seen.append(int(j)))
+    far, near = [], []
+    monkeypatch.setattr(rows, "prefetch_row", lambda A, j: far.append(int(j)))
+    monkeypatch.setattr(rows, "prefetch_row_near", lambda A, j: near.append(int(j)))
     positions = np.arange(1000, 1023, dtype=np.int64) * 3  # 23 rows: a tail of 3
     n = positions.size
-    distances = {  # (ahead, requests) -> the distances, farthest first
-        (16, 4): [16, 12, 8, 4],
-        (8, 1): [8],
-        (6, 3): [6, 4, 2],
-        (3, 5): [3, 3, 3, 3, 3],  # more requests than rows ahead: the same distance again
-        (0, 1): [],
+    distances = {  # (ahead, requests) -> (far distances, near distances)
+        (16, 4): ([16, 12, 8], [4]),
+        (8, 1): ([8], []),
+        (6, 3): ([6, 4], [2]),
+        (3, 5): ([3, 3, 3, 3], [3]),  # more requests than rows ahead: the same distance
+        (0, 1): ([], []),
+        (0, 4): ([], []),
     }
-    for (ahead, requests), dists in distances.items():
-        seen.clear()
+    for (ahead, requests), (far_d, near_d) in distances.items():
+        far.clear()
+        near.clear()
         t = 0
         while t < n:
             count = 4 if t + 4 <= n else 1
             rows.prefetch_ahead.py_func(None, positions, t, count, n, ahead, requests)
             t += count
-        want = sorted(int(positions[u]) for a in dists for u in range(a, n))
-        assert sorted(seen) == want, (ahead, requests)
+        want_far = sorted(int(positions[u]) for a in far_d for u in range(a, n))
+        want_near = sorted(int(positions[u]) for a in near_d for u in range(a, n))
+        assert sorted(far) == want_far, (ahead, requests)
+        assert sorted(near) == want_near, (ahead, requests)
+
+
+def test_prefetch_localities_in_the_generated_code():
+    # The compiled requests carry their localities: the code of prefetch_ahead holds
+    # llvm.prefetch calls with the nearest request's locality (3, into the L1) and with the
+    # host's (PREFETCH_LOCALITY), and no other (the schedule test above pins which request
+    # takes which).
+    import re
+
+    from reference._config import GATHER_NEAR_LOCALITY, PREFETCH_LOCALITY, njit_serial
+    from reference._rows import prefetch_ahead
+
+    @njit_serial(cache=False)
+    def requests(A, positions, requests):
+        prefetch_ahead(A, positions, 0, 4, positions.shape[0], 8, requests)
+
+    A = np.zeros((64, 16), dtype=np.float32)
+    positions = np.arange(0, 64, 2, dtype=np.int64)
+    requests(A, positions, 4)
+    ir = "".join(requests.inspect_llvm().values())
+    localities = {
+        int(x) for x in re.findall(r"@llvm\.prefetch\.p0\([^)]*i32 0, i32 (\d), i32 1\)", ir)
+    }
+    assert localities == {GATHER_NEAR_LOCALITY, PREFETCH_LOCALITY}
+    assert GATHER_NEAR_LOCALITY == 3
 
 
 @pytest.mark.parametrize("G", [3, 4, 5, 8])
