@@ -152,15 +152,19 @@ def _bits_impl(A):
     return lambda A: A.view(ut)
 
 
-@njit_serial
-def prefetch_row(A, j):
-    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line, also when
-    the row does not start on a line boundary), with the host's locality."""
+@njit_serial(inline="always")
+def _request_row(A, j, near):
+    """Request every cache line of row ``j`` of the 2-D array ``A``, also when the row does
+    not start on a line boundary: into the L1 with ``near`` (a constant at each call site,
+    so the choice is folded away), else with the host's locality."""
     step = line_elems(A)
     n = A.shape[1]
     c = 0
     while c < n:
-        _prefetch(A, j, c)
+        if near:
+            _prefetch_near(A, j, c)
+        else:
+            _prefetch(A, j, c)
         c += step
     # A row that starts inside a line ends in a line that the loop above does not reach
     # (NumPy's large arrays start 16 bytes into a line, so a 512-byte row spans nine).
@@ -168,21 +172,24 @@ def prefetch_row(A, j):
     # gathered row then cost a full memory latency however early the loop above ran, and
     # no arithmetic overlapped the gathers.
     if n > 0:
-        _prefetch(A, j, n - 1)
+        if near:
+            _prefetch_near(A, j, n - 1)
+        else:
+            _prefetch(A, j, n - 1)
+
+
+@njit_serial
+def prefetch_row(A, j):
+    """Ask the cache to fetch row ``j`` of the 2-D array ``A`` (every cache line, also when
+    the row does not start on a line boundary), with the host's locality."""
+    _request_row(A, j, False)
 
 
 @njit_serial
 def prefetch_row_near(A, j):
     """:func:`prefetch_row` into the L1 (:data:`reference._config.GATHER_NEAR_LOCALITY`):
     the nearest of a row's several requests."""
-    step = line_elems(A)
-    n = A.shape[1]
-    c = 0
-    while c < n:
-        _prefetch_near(A, j, c)
-        c += step
-    if n > 0:
-        _prefetch_near(A, j, n - 1)
+    _request_row(A, j, True)
 
 
 @njit_serial(inline="always")
