@@ -34,7 +34,29 @@ def workspace(name: str, per_thread: int, dtype, rows: int | None = None) -> np.
     if arr is None or arr.size < n:
         arr = np.empty(n, dtype=dtype)
         cache[key] = arr
+        # the plans hold views of the arrays: forget them with the array they view
+        _local.__dict__.pop("plans", None)
     return arr[:n].reshape(rows, max(int(per_thread), 1))
+
+
+def max_threads() -> int:
+    """Rows of scratch that serve any thread count: ``numba.config.NUMBA_NUM_THREADS``, the
+    size of Numba's pool (``numba.set_num_threads`` cannot go above it, and a worker's
+    ``numba.get_thread_id()`` is below the count in use). Unlike ``numba.get_num_threads()``
+    it is a plain attribute read (the call cost 20-40 us on a cache-cold call on the
+    development host); the rows no thread takes are never touched, so they cost address
+    space, not memory."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def plans() -> dict:
+    """This Python thread's dict of call plans (see ``reference.sparq``): per-thread, like
+    the scratch they view, and emptied whenever a scratch array is replaced."""
+    try:
+        return _local.plans
+    except AttributeError:
+        _local.plans = {}
+        return _local.plans
 
 
 def held_bytes() -> int:
@@ -43,5 +65,7 @@ def held_bytes() -> int:
 
 
 def release() -> None:
-    """Free this Python thread's scratch (the next kernel call allocates it again)."""
+    """Free this Python thread's scratch and plans (the next kernel call allocates it
+    again)."""
     _local.__dict__.pop("arrays", None)
+    _local.__dict__.pop("plans", None)
