@@ -49,14 +49,28 @@ def max_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
+#: Call plans kept per Python thread (the oldest is dropped first).
+MAX_PLANS = 16
+
+
 def plans() -> dict:
-    """This Python thread's dict of call plans (see ``reference.sparq``): per-thread, like
-    the scratch they view, and emptied whenever a scratch array is replaced."""
+    """This Python thread's dict of call plans (the planned calls of ``dense_attention`` and
+    ``sparq_attention``, docs/sparq.md): per-thread, like the scratch they view, and
+    emptied whenever a scratch array is replaced."""
     try:
         return _local.plans
     except AttributeError:
         _local.plans = {}
         return _local.plans
+
+
+def add_plan(key, plan) -> None:
+    """Keep ``plan`` under ``key``, dropping the oldest plans beyond :data:`MAX_PLANS`. Call
+    it after the plan's scratch views were made (making them can empty the dict)."""
+    table = plans()
+    while len(table) >= MAX_PLANS:
+        del table[next(iter(table))]
+    table[key] = plan
 
 
 def held_bytes() -> int:

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import prange
 
-from reference._checks import KernelInputs, as_bool, check_attention_inputs
+from reference._checks import (
+    Q_ALIGN,
+    KernelInputs,
+    _is_bfloat16,
+    as_bool,
+    check_attention_inputs,
+)
 from reference._config import njit_parallel, note_first_compile
 from reference._rows import attend_part, combine_parts, nonfinite_rows
-from reference._workspace import workspace
+from reference._workspace import add_plan, max_threads, plans, workspace
 
 
 def dense_attention_twin(q, k_cache, v_cache, mask=None) -> np.ndarray:
@@ -64,6 +71,10 @@ def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork, ys, mz
     g = H // Hkv
     P = ys.shape[2]
     scale = 1.0 / math.sqrt(d)
+    for i in range(B):  # (serial: an array expression would be a parallel region of its own)
+        for j in range(Hkv):
+            for p in range(P):
+                status[i, j, p] = 0
     for item in prange(B * Hkv * P):
         row = item // P
         p = item % P
@@ -81,6 +92,13 @@ def _dense_kernel(q, K, V, mask, check_masked, out, status, fwork, iwork, ys, mz
         h0 = kv * g
         st = status[b, kv, p : p + 1]
         used[b, kv, p] = n > 0
+        chk = 0.0  # q finite (always, when validated before the call; see _planned_call)
+        for h in range(h0, h0 + g):
+            for c in range(d):
+                chk += q[b, h, c] * 0.0
+        if chk != chk:
+            st[0] = 1
+            n = 0
         if n > 0:
             attend_part(
                 q[b, h0 : h0 + g], K[b, kv], V[b, kv], positions, n, scale,
@@ -132,26 +150,16 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
     -------
     out : ndarray of float64, shape (B, H, d)
     """
+    if mask is None:
+        out = _planned_call(q, k_cache, v_cache, check_finite)
+        if out is not None:
+            return out
     as_bool("check_finite", check_finite)
     x = KernelInputs(q, k_cache, v_cache, mask)
     out = np.empty((x.B, x.H, x.d))
-    g = x.H // x.Hkv
-    P = -(-x.S // DENSE_PART)
-    part = min(x.S, DENSE_PART)
-    status = np.zeros((x.B, x.Hkv, P), dtype=np.int64)
-    # the parts' outputs and statistics: reused scratch (B * H * P * d float64 for the
-    # outputs; contents undefined until the kernel writes them)
-    ys = workspace("dense_ys", x.B * x.H * P * x.d, np.float64, rows=1)[0]
-    ys = ys.reshape((x.B, x.Hkv, P, g, x.d))
-    mz = workspace("dense_mz", x.B * x.H * P * 2, np.float64, rows=1)[0]
-    mz = mz.reshape((x.B, x.Hkv, P, 2, g))
-    used = np.empty((x.B, x.Hkv, P), dtype=np.bool_)
+    status, scratch = _scratch(x.B, x.H, x.Hkv, x.S, x.d)
     note_first_compile(_dense_kernel)
-    _dense_kernel(
-        x.q, x.k, x.v, x.mask, bool(check_finite), out, status,
-        workspace("dense_f", max(g * part, P), np.float64),
-        workspace("dense_i", part, np.int64), ys, mz, used,
-    )  # fmt: skip
+    _dense_kernel(x.q, x.k, x.v, x.mask, bool(check_finite), out, status, *scratch)
     if status.any():
         x.raise_nonfinite_caches()
         if not (status == 1).any():
@@ -163,7 +171,102 @@ def dense_attention(q, k_cache, v_cache, *, mask=None, check_finite: bool = True
             "q, k_cache: the attention logits overflow float64 (|q . k| is too large);"
             " scale q or k_cache down"
         )
+    if mask is None:
+        _add_plan(q, k_cache, v_cache, check_finite, x)
     return out
+
+
+def _scratch(B, H, Hkv, S, d):
+    """``status`` and the reused scratch of :func:`_dense_kernel`: ``fwork``, ``iwork`` (a
+    row for every thread Numba can run), the parts' outputs ``ys`` and statistics ``mz``
+    (B * H * P * d and B * H * P * 2 float64; contents undefined until the kernel writes
+    them) and ``used``."""
+    g = H // Hkv
+    P = -(-S // DENSE_PART)
+    part = min(S, DENSE_PART)
+    rows = max_threads()
+    ys = workspace("dense_ys", B * H * P * d, np.float64, rows=1)[0]
+    mz = workspace("dense_mz", B * H * P * 2, np.float64, rows=1)[0]
+    status = workspace("dense_st", B * Hkv * P, np.int64, rows=1)[0]
+    used = workspace("dense_used", B * Hkv * P, np.bool_, rows=1)[0]
+    return status.reshape((B, Hkv, P)), (
+        workspace("dense_f", max(g * part, P), np.float64, rows=rows),
+        workspace("dense_i", part, np.int64, rows=rows),
+        ys.reshape((B, Hkv, P, g, d)), mz.reshape((B, Hkv, P, 2, g)),
+        used.reshape((B, Hkv, P)),
+    )  # fmt: skip
+
+
+class _Plan(NamedTuple):
+    kv_shape: tuple  # (B, Hkv, S, d)
+    view: object  # dtype the caches are viewed as (16-bit patterns), or None
+    q: np.ndarray  # (B, H, d) float64 on a Q_ALIGN boundary: the query copy's buffer
+    mask: np.ndarray
+    status: np.ndarray
+    scratch: tuple
+
+
+def _plan_key(q, k_cache, v_cache, check_finite):
+    return ("dense", q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype,
+            check_finite, type(check_finite))  # fmt: skip
+
+
+def _planned_call(q, k_cache, v_cache, check_finite):
+    """The output of a call without a mask planned by an earlier one (the same shapes,
+    dtypes and ``check_finite``), or None: then :func:`dense_attention` takes its full path,
+    which validates, runs and raises as usual. As for SparQ's planned calls (docs/sparq.md,
+    "Planned calls"): per call the arrays' types and layouts are checked here and the values
+    by the kernel as it reads them (``q`` finite, every logit and output); anything
+    unexpected takes the full path, which raises the error it raises without a plan. With
+    no mask, ``check_finite`` changes nothing the kernel reads (it only adds the masked
+    rows' check)."""
+    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
+        return None
+    if type(v_cache) is not np.ndarray:
+        return None
+    try:
+        plan = plans().get(_plan_key(q, k_cache, v_cache, check_finite))
+    except TypeError:
+        return None
+    if plan is None or v_cache.shape != plan.kv_shape:
+        return None
+    if not (k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
+        return None
+    kc, vc = k_cache, v_cache
+    if plan.view is not None:
+        kc, vc = kc.view(plan.view), vc.view(plan.view)
+    np.copyto(plan.q, q, casting="unsafe")  # a float dtype the validation accepted
+    out = np.empty(plan.q.shape)
+    _dense_kernel(plan.q, kc, vc, plan.mask, bool(check_finite), out, plan.status, *plan.scratch)
+    return None if plan.status.any() else out
+
+
+def _add_plan(q, k_cache, v_cache, check_finite, x: KernelInputs):
+    """Plan the call without a mask that just succeeded on the full path, when its inputs
+    qualify: NumPy arrays, caches C-contiguous in native byte order and of one dtype (read
+    in place), ``q`` of a float dtype."""
+    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
+        return
+    if type(v_cache) is not np.ndarray or k_cache.dtype != v_cache.dtype:
+        return
+    for a in (k_cache, v_cache):
+        if not (a.flags.c_contiguous and a.dtype.isnative):
+            return
+    if not (q.dtype.kind == "f" and q.dtype.itemsize in (2, 4, 8) or _is_bfloat16(q.dtype)):
+        return
+    try:
+        key = _plan_key(q, k_cache, v_cache, check_finite)
+        hash(key)
+    except TypeError:
+        return
+    status, scratch = _scratch(x.B, x.H, x.Hkv, x.S, x.d)
+    n = x.B * x.H * x.d
+    qbuf = np.empty(n + Q_ALIGN // 8)
+    off = (-qbuf.ctypes.data % Q_ALIGN) // 8
+    view = None if x.k.dtype == k_cache.dtype else x.k.dtype
+    add_plan(key, _Plan(
+        x.k.shape, view, qbuf[off : off + n].reshape(x.q.shape), x.mask, status, scratch
+    ))  # fmt: skip
 
 
 def dense_attention_naive(*args, **kwargs) -> np.ndarray:

@@ -62,7 +62,7 @@ from reference._rows import (
 from reference._selection_args import effective_k_per_bucket
 from reference._topk_exact import _buffer_size
 from reference._vexp import exp_nonpos_into, exp_nonpos_sum
-from reference._workspace import max_threads, plans, workspace
+from reference._workspace import add_plan, max_threads, plans, workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
 from reference.selection import (
     bucketed_topk_row,
@@ -1508,9 +1508,6 @@ def sparq_attention(
 # development host, 0.17-0.25 ms of Python against 0.06-0.08 ms planned).
 # ---------------------------------------------------------------------------------------------
 
-#: Plans kept per Python thread (the oldest is dropped first).
-MAX_PLANS = 16
-
 
 class _Plan(NamedTuple):
     kv_shape: tuple  # (B, Hkv, S, d)
@@ -1532,8 +1529,8 @@ def _plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts):
     presence of the optional arrays and the options by value and type (``True`` is not
     ``1``, nor ``16.0`` ``16``, as the validation has it). Raises TypeError for an
     unhashable option."""
-    key = (q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype, k_cache_t is None,
-           v_mean is None, opts, tuple(map(type, opts)))  # fmt: skip
+    key = ("sparq", q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype,
+           k_cache_t is None, v_mean is None, opts, tuple(map(type, opts)))  # fmt: skip
     hash(key)
     return key
 
@@ -1618,15 +1615,12 @@ def _add_plan(q, k_cache, v_cache, k_cache_t, v_mean, opts, x, p, kt):
     fout, iout, fwork, iwork = _scratch(B, H, Hkv, H // kp.per, S, d, kp, False)
     qbuf = np.empty(B * H * d + Q_ALIGN // 8)
     off = (-qbuf.ctypes.data % Q_ALIGN) // 8
-    table = plans()
-    while len(table) >= MAX_PLANS:
-        del table[next(iter(table))]
-    table[key] = _Plan(
+    add_plan(key, _Plan(
         x.k.shape, None if x.k.dtype == k_cache.dtype else x.k.dtype,
         None if kt is None else kt.shape, (B, Hkv, d), qbuf[off : off + B * H * d].reshape(B, H, d),
         x.mask, kpa, fout, iout, fwork, iwork,
         _spot_starts(B, Hkv, S) if kt is not None else _NO_STARTS,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def transpose_keys(k_cache) -> np.ndarray:

@@ -17,8 +17,8 @@ import pytest
 
 import reference.sparq as rs
 from reference import sparq_attention
-from reference._workspace import plans, release
-from reference.sparq import MAX_PLANS, sparq_attention_twin, transpose_keys
+from reference._workspace import MAX_PLANS, plans, release
+from reference.sparq import sparq_attention_twin, transpose_keys
 from tests._cases import random_case
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -229,3 +229,62 @@ def test_plans_belong_to_their_python_thread():
         assert len(got[i]) == 6
         for o in got[i]:
             np.testing.assert_array_equal(o, want[i])
+
+
+# --- dense_attention -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("check_finite", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_a_planned_dense_call_is_taken_and_bit_identical(dtype, check_finite, monkeypatch):
+    import reference.dense as rd
+    from reference import dense_attention, dense_attention_twin
+
+    q, K, V = _case(seed=41, dtype=dtype, S=5000)  # two parts of 4096
+    q2 = q[:, ::-1].copy()
+    want = _unplanned(lambda: dense_attention(q2, K, V, check_finite=check_finite))
+    first = dense_attention(q, K, V, check_finite=check_finite)
+    assert len(plans()) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the full path ran")
+
+    monkeypatch.setattr(rd, "KernelInputs", fail)
+    np.testing.assert_array_equal(dense_attention(q2, K, V, check_finite=check_finite), want)
+    np.testing.assert_array_equal(dense_attention(q, K, V, check_finite=check_finite), first)
+    twin = dense_attention_twin(*[np.asarray(x).astype(np.float64) for x in (q2, K, V)])
+    np.testing.assert_allclose(want, twin, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16], ids=["float64", "float16"])
+def test_a_planned_dense_call_raises_what_the_full_path_raises(dtype):
+    from reference import dense_attention
+
+    q, K, V = _case(seed=42, dtype=dtype, S=300)
+    bad_q = q.copy()
+    bad_q[1, 3, 2] = np.nan
+    inf_q = q.copy()
+    inf_q[0, 0, 0] = -np.inf
+    bad_k = K.copy()
+    bad_k[1, 0, 17, 5] = np.inf
+    bad_v = V.copy()
+    bad_v[0, 1, 250, 0] = np.nan
+    cases = {
+        "q NaN": lambda: dense_attention(bad_q, K, V, check_finite=False),
+        "q -inf": lambda: dense_attention(inf_q, K, V, check_finite=False),
+        "k_cache inf": lambda: dense_attention(q, bad_k, V, check_finite=False),
+        "v_cache NaN": lambda: dense_attention(q, K, bad_v, check_finite=False),
+        "check_finite 0": lambda: dense_attention(q, K, V, check_finite=0),
+        "v_cache other shape": lambda: dense_attention(q, K, V[:, :1], check_finite=False),
+    }
+    if dtype == np.float64:  # the overflow needs float64 caches
+        big_q = q * 1e10
+        huge_k = K.copy()
+        huge_k[0, 1, 20, :] = 1e300
+        cases["logit overflow"] = lambda: dense_attention(big_q, huge_k, V, check_finite=False)
+    with np.errstate(all="ignore"):
+        for name, fn in cases.items():
+            want = _unplanned(lambda fn=fn: _message(fn))
+            dense_attention(q, K, V, check_finite=False)  # plans this shape
+            assert len(plans()) == 1, name
+            assert _message(fn) == want, name
