@@ -15,6 +15,7 @@ import threading
 
 import numba
 import numpy as np
+from numba.np.ufunc import parallel as _parallel
 
 _local = threading.local()
 
@@ -32,21 +33,22 @@ def workspace(name: str, per_thread: int, dtype, rows: int | None = None) -> np.
     key = (name, np.dtype(dtype).str)
     arr = cache.get(key)
     if arr is None or arr.size < n:
+        if arr is not None:  # the plans hold views of the arrays: forget them with it
+            _local.__dict__.pop("plans", None)
         arr = np.empty(n, dtype=dtype)
         cache[key] = arr
-        # the plans hold views of the arrays: forget them with the array they view
-        _local.__dict__.pop("plans", None)
     return arr[:n].reshape(rows, max(int(per_thread), 1))
 
 
 def max_threads() -> int:
-    """Rows of scratch that serve any thread count: ``numba.config.NUMBA_NUM_THREADS``, the
-    size of Numba's pool (``numba.set_num_threads`` cannot go above it, and a worker's
-    ``numba.get_thread_id()`` is below the count in use). Unlike ``numba.get_num_threads()``
-    it is a plain attribute read (the call cost 20-40 us on a cache-cold call on the
-    development host); the rows no thread takes are never touched, so they cost address
-    space, not memory."""
-    return numba.config.NUMBA_NUM_THREADS
+    """Rows of scratch that serve any thread count: the size of Numba's pool, fixed when
+    Numba is imported (``numba.np.ufunc.parallel.NUM_THREADS``, from
+    ``NUMBA_NUM_THREADS``; ``numba.set_num_threads`` cannot go above it, and a worker's
+    ``numba.get_thread_id()`` is below the count in use), or ``numba.config``'s value if a
+    caller raised it since. Unlike ``numba.get_num_threads()`` these are plain attribute
+    reads (the call cost 20-40 us on a cache-cold call on the development host); the rows
+    no thread takes are never touched, so they cost address space, not memory."""
+    return max(_parallel.NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
 
 
 #: Call plans kept per Python thread (the oldest is dropped first).
@@ -56,7 +58,7 @@ MAX_PLANS = 16
 def plans() -> dict:
     """This Python thread's dict of call plans (the planned calls of ``dense_attention`` and
     ``sparq_attention``, docs/sparq.md): per-thread, like the scratch they view, and
-    emptied whenever a scratch array is replaced."""
+    emptied whenever a scratch array is replaced by a larger one."""
     try:
         return _local.plans
     except AttributeError:

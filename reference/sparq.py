@@ -164,7 +164,7 @@ class SparqParams:
                 topk, num_buckets, k_per_bucket, interleaved)  # fmt: skip
         try:
             hash(args)
-        except TypeError:  # an unhashable argument: validated (and rejected) below
+        except Exception:  # an argument that does not hash: validated (and rejected) below
             return _build_params(*args)
         return _build_params_cached(*args)
 
@@ -1450,7 +1450,8 @@ def sparq_attention(
             num_buckets, k_per_bucket, interleaved)  # fmt: skip
     planned = (
         check_finite is False and return_steps is False and mask is None
-        and precision == "float64" and (impl is None or impl == "numba")
+        and type(precision) is str and precision == "float64"
+        and (impl is None or type(impl) is str and impl == "numba")
     )  # fmt: skip
     if planned:
         out = _planned_call(q, k_cache, v_cache, k_cache_t, v_mean, opts)
@@ -1527,8 +1528,8 @@ class _Plan(NamedTuple):
 def _plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts):
     """What a plan is keyed by: the arrays' dtypes and the shapes the others follow from, the
     presence of the optional arrays and the options by value and type (``True`` is not
-    ``1``, nor ``16.0`` ``16``, as the validation has it). Raises TypeError for an
-    unhashable option."""
+    ``1``, nor ``16.0`` ``16``, as the validation has it). Raises for an option that does
+    not hash."""
     key = ("sparq", q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype,
            k_cache_t is None, v_mean is None, opts, tuple(map(type, opts)))  # fmt: skip
     hash(key)
@@ -1553,7 +1554,7 @@ def _planned_call(q, k_cache, v_cache, k_cache_t, v_mean, opts):
         return None
     try:
         plan = plans().get(_plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts))
-    except TypeError:
+    except Exception:  # an option that does not hash: the full path names it
         return None
     if plan is None or v_cache.shape != plan.kv_shape:
         return None
@@ -1608,7 +1609,7 @@ def _add_plan(q, k_cache, v_cache, k_cache_t, v_mean, opts, x, p, kt):
         return
     try:
         key = _plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts)
-    except TypeError:
+    except Exception:
         return
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     kp, kpa = _kernel_params(p, H // Hkv, S, 99, False)

@@ -288,3 +288,50 @@ def test_a_planned_dense_call_raises_what_the_full_path_raises(dtype):
             dense_attention(q, K, V, check_finite=False)  # plans this shape
             assert len(plans()) == 1, name
             assert _message(fn) == want, name
+
+
+class _Unhashable:
+    """An option whose hash raises something other than TypeError."""
+
+    def __hash__(self):
+        raise RuntimeError("no hash")
+
+
+def test_odd_option_objects_get_the_full_paths_errors():
+    from reference import dense_attention
+
+    q, K, V = _case(seed=43)
+    sparq_attention(q, K, V, **KW)  # plans this shape
+    dense_attention(q, K, V, check_finite=False)
+    two = np.array(["float64"] * 2)
+    odd = _Unhashable()  # (one object: its repr, in the messages, has its address)
+    calls = {
+        "precision 0-d": lambda: sparq_attention(q, K, V, precision=np.array("float64"), **KW),
+        "precision 1-d": lambda: sparq_attention(q, K, V, precision=two, **KW),
+        "impl 0-d array": lambda: sparq_attention(q, K, V, impl=np.array("numba"), **KW),
+        "r unhashable": lambda: sparq_attention(q, K, V, **dict(KW, r=odd)),
+        "check_finite unhashable": lambda: dense_attention(q, K, V, check_finite=odd),
+    }  # fmt: skip
+    for name, fn in calls.items():
+        want = _unplanned(lambda fn=fn: _message(fn))
+        sparq_attention(q, K, V, **KW)
+        dense_attention(q, K, V, check_finite=False)
+        assert len(plans()) == 2, name
+        assert _message(fn) == want, name
+    assert "precision: expected one of" in _message(calls["precision 1-d"])[1]
+
+
+def test_scratch_rows_follow_numbas_pool_not_a_lowered_config(monkeypatch):
+    # the pool is sized when Numba is imported; lowering the config value afterwards must
+    # not shrink the scratch below the workers that still run (they would write past it)
+    from numba.np.ufunc import parallel
+
+    from reference._workspace import max_threads
+
+    q, K, V = _case(seed=44, B=4, H=16, Hkv=8, S=600)
+    want = _unplanned(lambda: sparq_attention(q, K, V, **KW))
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
+    assert max_threads() == parallel.NUM_THREADS
+    got = _unplanned(lambda: [sparq_attention(q, K, V, **KW) for _ in range(2)])
+    for g in got:
+        np.testing.assert_array_equal(g, want)
