@@ -14,16 +14,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from reference._checks import (
-    Q_ALIGN,
-    KernelInputs,
-    _is_bfloat16,
-    as_bool,
-    check_attention_inputs,
-)
+from reference._checks import KernelInputs, as_bool, check_attention_inputs
 from reference._config import njit_parallel, note_first_compile
+from reference._plans import find, plannable, query_buffer
 from reference._rows import attend_part, combine_parts, nonfinite_rows
-from reference._workspace import add_plan, max_threads, plans, workspace
+from reference._workspace import add_plan, max_threads, workspace
 
 
 def dense_attention_twin(q, k_cache, v_cache, mask=None) -> np.ndarray:
@@ -220,21 +215,10 @@ def _planned_call(q, k_cache, v_cache, check_finite):
     unexpected takes the full path, which raises the error it raises without a plan. With
     no mask, ``check_finite`` changes nothing the kernel reads (it only adds the masked
     rows' check)."""
-    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
+    found = find(q, k_cache, v_cache, lambda: _plan_key(q, k_cache, v_cache, check_finite))
+    if found is None:
         return None
-    if type(v_cache) is not np.ndarray:
-        return None
-    try:
-        plan = plans().get(_plan_key(q, k_cache, v_cache, check_finite))
-    except Exception:  # a check_finite that does not hash: the full path names it
-        return None
-    if plan is None or v_cache.shape != plan.kv_shape:
-        return None
-    if not (k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
-        return None
-    kc, vc = k_cache, v_cache
-    if plan.view is not None:
-        kc, vc = kc.view(plan.view), vc.view(plan.view)
+    plan, kc, vc = found
     np.copyto(plan.q, q, casting="unsafe")  # a float dtype the validation accepted
     out = np.empty(plan.q.shape)
     _dense_kernel(plan.q, kc, vc, plan.mask, bool(check_finite), out, plan.status, *plan.scratch)
@@ -245,14 +229,7 @@ def _add_plan(q, k_cache, v_cache, check_finite, x: KernelInputs):
     """Plan the call without a mask that just succeeded on the full path, when its inputs
     qualify: NumPy arrays, caches C-contiguous in native byte order and of one dtype (read
     in place), ``q`` of a float dtype."""
-    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
-        return
-    if type(v_cache) is not np.ndarray or k_cache.dtype != v_cache.dtype:
-        return
-    for a in (k_cache, v_cache):
-        if not (a.flags.c_contiguous and a.dtype.isnative):
-            return
-    if not (q.dtype.kind == "f" and q.dtype.itemsize in (2, 4, 8) or _is_bfloat16(q.dtype)):
+    if not plannable(q, k_cache, v_cache):
         return
     try:
         key = _plan_key(q, k_cache, v_cache, check_finite)
@@ -260,13 +237,8 @@ def _add_plan(q, k_cache, v_cache, check_finite, x: KernelInputs):
     except Exception:
         return
     status, scratch = _scratch(x.B, x.H, x.Hkv, x.S, x.d)
-    n = x.B * x.H * x.d
-    qbuf = np.empty(n + Q_ALIGN // 8)
-    off = (-qbuf.ctypes.data % Q_ALIGN) // 8
     view = None if x.k.dtype == k_cache.dtype else x.k.dtype
-    add_plan(key, _Plan(
-        x.k.shape, view, qbuf[off : off + n].reshape(x.q.shape), x.mask, status, scratch
-    ))  # fmt: skip
+    add_plan(key, _Plan(x.k.shape, view, query_buffer(x.q.shape), x.mask, status, scratch))
 
 
 def dense_attention_naive(*args, **kwargs) -> np.ndarray:

@@ -34,9 +34,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import overload
 
 from reference._checks import (
-    Q_ALIGN,
     KernelInputs,
-    _is_bfloat16,
     as_bool,
     as_cache_array,
     as_choice,
@@ -47,6 +45,7 @@ from reference._checks import (
     raise_nonfinite,
 )
 from reference._config import FASTMATH_CHAIN, njit_parallel, njit_serial, note_first_compile
+from reference._plans import find, plannable, query_buffer
 from reference._rows import (
     EXP_CHUNK,
     GATHER_AHEAD,
@@ -62,7 +61,7 @@ from reference._rows import (
 from reference._selection_args import effective_k_per_bucket
 from reference._topk_exact import _buffer_size
 from reference._vexp import exp_nonpos_into, exp_nonpos_sum
-from reference._workspace import add_plan, max_threads, plans, workspace
+from reference._workspace import add_plan, max_threads, workspace
 from reference.precision import PRECISIONS, TRUTH, Precision
 from reference.selection import (
     bucketed_topk_row,
@@ -1548,18 +1547,12 @@ def _planned_call(q, k_cache, v_cache, k_cache_t, v_mean, opts):
     them: ``q`` and ``v_mean`` finite (checked by every row), the ``k_cache_t`` spot check,
     the non-finite entries and overflows that the rows detect. Any of those sends the call
     down the full path, which raises the same error it raises without a plan."""
-    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
+    found = find(
+        q, k_cache, v_cache, lambda: _plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts)
+    )
+    if found is None:
         return None
-    if type(v_cache) is not np.ndarray:
-        return None
-    try:
-        plan = plans().get(_plan_key(q, k_cache, v_cache, k_cache_t, v_mean, opts))
-    except Exception:  # an option that does not hash: the full path names it
-        return None
-    if plan is None or v_cache.shape != plan.kv_shape:
-        return None
-    if not (k_cache.flags.c_contiguous and v_cache.flags.c_contiguous):
-        return None
+    plan, kc, vc = found
     if plan.kt_shape is not None:
         if type(k_cache_t) is not np.ndarray or k_cache_t.shape != plan.kt_shape:
             return None
@@ -1570,11 +1563,8 @@ def _planned_call(q, k_cache, v_cache, k_cache_t, v_mean, opts):
             return None
         if v_mean.shape != plan.vm_shape or not v_mean.flags.c_contiguous:
             return None
-    kc, vc = k_cache, v_cache
-    if plan.view is not None:
-        kc, vc = kc.view(plan.view), vc.view(plan.view)
-        if k_cache_t is not None:
-            k_cache_t = k_cache_t.view(plan.view)
+    if plan.view is not None and k_cache_t is not None:
+        k_cache_t = k_cache_t.view(plan.view)
     np.copyto(plan.q, q, casting="unsafe")  # a float dtype the validation accepted
     if v_mean is None:
         v_mean = np.empty(plan.vm_shape)
@@ -1594,14 +1584,7 @@ def _planned_call(q, k_cache, v_cache, k_cache_t, v_mean, opts):
 def _add_plan(q, k_cache, v_cache, k_cache_t, v_mean, opts, x, p, kt):
     """Plan the call that just succeeded on the full path, when its inputs qualify (see
     :func:`_planned_call`)."""
-    if type(q) is not np.ndarray or type(k_cache) is not np.ndarray:
-        return
-    if type(v_cache) is not np.ndarray or k_cache.dtype != v_cache.dtype:
-        return
-    for a in (k_cache, v_cache):
-        if not (a.flags.c_contiguous and a.dtype.isnative):
-            return  # copied by the full path: no plan
-    if not (q.dtype.kind == "f" and q.dtype.itemsize in (2, 4, 8) or _is_bfloat16(q.dtype)):
+    if not plannable(q, k_cache, v_cache):
         return
     if v_mean is not None and not (
         type(v_mean) is np.ndarray and v_mean.dtype == np.float64 and v_mean.flags.c_contiguous
@@ -1614,11 +1597,9 @@ def _add_plan(q, k_cache, v_cache, k_cache_t, v_mean, opts, x, p, kt):
     B, H, Hkv, S, d = x.B, x.H, x.Hkv, x.S, x.d
     kp, kpa = _kernel_params(p, H // Hkv, S, 99, False)
     fout, iout, fwork, iwork = _scratch(B, H, Hkv, H // kp.per, S, d, kp, False)
-    qbuf = np.empty(B * H * d + Q_ALIGN // 8)
-    off = (-qbuf.ctypes.data % Q_ALIGN) // 8
     add_plan(key, _Plan(
         x.k.shape, None if x.k.dtype == k_cache.dtype else x.k.dtype,
-        None if kt is None else kt.shape, (B, Hkv, d), qbuf[off : off + B * H * d].reshape(B, H, d),
+        None if kt is None else kt.shape, (B, Hkv, d), query_buffer((B, H, d)),
         x.mask, kpa, fout, iout, fwork, iwork,
         _spot_starts(B, Hkv, S) if kt is not None else _NO_STARTS,
     ))  # fmt: skip
