@@ -1,6 +1,6 @@
-"""Planned calls of ``sparq_attention``: a call that repeats the shapes, dtypes, layouts and
-options of an earlier successful one (``check_finite=False``, no mask, no steps) skips the
-Python validation and set-up.
+"""Planned calls of ``sparq_attention`` (``check_finite=False``, no mask, no steps) and of
+``dense_attention`` (no mask): a call that repeats the shapes, dtypes, layouts and options
+of an earlier successful one skips the Python validation and set-up.
 
 Oracles: the float64 NumPy twin (inputs widened by NumPy); the same call made with no plan
 (the plans released first), for bit-identity and for the errors, which must be the same
