@@ -37,8 +37,8 @@ def tally(runs: list[list[dict]]) -> list[dict]:
     ``target``, ``met`` (True, False, or None for an informational line) and ``value``):
     ``{"target", "met", "judged", "runs", "values"}``, targets in the order they first
     appear. ``met`` counts the runs that met it, ``judged`` the runs that judged it (``met``
-    not None), ``runs`` the runs that printed it; ``values`` holds each of those runs' value
-    (None where the run did not print the target)."""
+    not None), ``runs`` the runs that printed it; ``values`` holds every run's value, in run
+    order (None for a run that did not print the target)."""
     names: list[str] = []
     for targets in runs:
         for t in targets:
@@ -66,7 +66,7 @@ def format_tally(rows: list[dict]) -> str:
         if r["judged"]:
             head = f"met in {r['met']} of {r['judged']} runs"
         else:
-            head = f"information only ({r['runs']} runs)"
+            head = f"information only (printed by {r['runs']} of {len(r['values'])} runs)"
         lines.append(f"{r['target']}: {head}")
         for i, v in enumerate(r["values"], 1):
             if v is not None:
