@@ -202,8 +202,12 @@ class _Plan(NamedTuple):
 
 
 def _plan_key(q, k_cache, v_cache, check_finite):
-    return ("dense", q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype,
-            check_finite, type(check_finite))  # fmt: skip
+    """What a plan is keyed by (as SparQ's ``_plan_key``): the arrays' dtypes and shapes and
+    ``check_finite`` by value and type. Raises for a ``check_finite`` that does not hash."""
+    key = ("dense", q.shape, q.dtype, k_cache.shape, k_cache.dtype, v_cache.dtype,
+           check_finite, type(check_finite))  # fmt: skip
+    hash(key)
+    return key
 
 
 def _planned_call(q, k_cache, v_cache, check_finite):
@@ -233,7 +237,6 @@ def _add_plan(q, k_cache, v_cache, check_finite, x: KernelInputs):
         return
     try:
         key = _plan_key(q, k_cache, v_cache, check_finite)
-        hash(key)
     except Exception:
         return
     status, scratch = _scratch(x.B, x.H, x.Hkv, x.S, x.d)
