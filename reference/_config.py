@@ -60,6 +60,20 @@ def _host_cpu_name() -> str:
     return binding.get_host_cpu_name()
 
 
+def cpu_features(llvm=None) -> frozenset:
+    """The CPU features Numba compiles for, as LLVM names them (``"+avx512f"``, ...): those
+    named with ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when a CPU is named, else
+    ``NUMBA_CPU_FEATURES`` or the host's (``llvm``: the ``llvmlite.binding`` module to ask,
+    by default the real one)."""
+    if numba.config.CPU_NAME:  # compiling for a named CPU: only the features named with it
+        feats = numba.config.CPU_FEATURES or ""
+    else:
+        if llvm is None:
+            from llvmlite import binding as llvm
+        feats = numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
+    return frozenset(f for f in feats.split(",") if f)
+
+
 #: :func:`prefetch_locality` of the CPU the kernels compile for (fixed at import).
 PREFETCH_LOCALITY: int = prefetch_locality(_host_cpu_name())
 

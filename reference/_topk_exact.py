@@ -9,14 +9,14 @@ Row functions (serial, callable from other Numba code; re-exported by
 from __future__ import annotations
 
 import llvmlite.binding as _llvm
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from reference._config import njit_parallel, njit_serial
+from reference._config import cpu_features, njit_parallel, njit_serial
+from reference._llvmir import splat as _splat
 from reference._pairsort import (
     _SMALL,
     _depth_limit,
@@ -219,11 +219,7 @@ def _compress_ok() -> bool:
     loop is at least as fast as LLVM's expansion of it."""
     if _llvm.llvm_version_info < (19,):
         return False
-    if numba.config.CPU_NAME:  # compiling for a named CPU: only the features named with it
-        feats = numba.config.CPU_FEATURES or ""
-    else:
-        feats = numba.config.CPU_FEATURES or _llvm.get_host_cpu_features().flatten()
-    return "+avx512f" in feats.split(",")
+    return "+avx512f" in cpu_features(_llvm)
 
 
 #: Whether :func:`split8` takes the vector path for float32 and float64 rows (decided once
@@ -248,14 +244,6 @@ def split8_scalar(x, t, lo, hi, bi, nd, kc):
         a += up
         m += not (v < lo) and not up
     return a + (m << 16)
-
-
-def _splat(builder, val, vt):
-    """``val`` in every lane of the vector type ``vt`` (LLVM IR)."""
-    i32 = ir.IntType(32)
-    zero = ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count)
-    one = builder.insert_element(ir.Constant(vt, ir.Undefined), val, ir.Constant(i32, 0))
-    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), zero)
 
 
 def _compress_store(context, builder, vec, mask, aty, arr, start):

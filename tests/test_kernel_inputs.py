@@ -15,9 +15,16 @@ import numba
 import numpy as np
 import pytest
 
-from reference import dense_attention, dense_attention_twin, sparq_attention
+from reference import _vexp, dense_attention, dense_attention_twin, sparq_attention
+from reference._config import cpu_features
 from reference._rows import widen_into
-from reference._vexp import exp_into, exp_nonpos_into, exp_nonpos_sum
+from reference._vexp import (
+    exp_into,
+    exp_nonpos_into,
+    exp_nonpos_into_poly,
+    exp_nonpos_sum,
+    exp_nonpos_sum_poly,
+)
 from reference.sparq import transpose_keys
 from tests._cases import random_case
 
@@ -86,7 +93,15 @@ def test_exp_special_values_and_in_place():
     np.testing.assert_array_equal(y, out)
 
 
-def test_exp_nonpos_matches_math_exp_on_its_domain():
+# exp_nonpos_into / exp_nonpos_sum take the table route on AVX-512 CPUs and the polynomial
+# route elsewhere (and for strided arrays); every test below runs the polynomial route by
+# name as well, so that both are checked on any host.
+NONPOS = [(exp_nonpos_into, exp_nonpos_sum), (exp_nonpos_into_poly, exp_nonpos_sum_poly)]
+NONPOS_IDS = ["host-route", "polynomial-route"]
+
+
+@pytest.mark.parametrize(("exp_nonpos_into", "exp_nonpos_sum"), NONPOS, ids=NONPOS_IDS)
+def test_exp_nonpos_matches_math_exp_on_its_domain(exp_nonpos_into, exp_nonpos_sum):
     # exp_nonpos_into (softmax terms, arguments <= 0): within 2 ulp of math.exp where the
     # argument is at least -708 (normal results), exactly 0 below it and at -inf, NaN
     # stays NaN, exp(0) = exp(-0) = 1; the shift is the float64 subtraction, as exp_into's.
@@ -116,7 +131,8 @@ def test_exp_nonpos_matches_math_exp_on_its_domain():
         np.testing.assert_array_equal(a, b)
 
 
-def test_exp_nonpos_sum_is_the_sum_of_its_terms():
+@pytest.mark.parametrize(("exp_nonpos_into", "exp_nonpos_sum"), NONPOS, ids=NONPOS_IDS)
+def test_exp_nonpos_sum_is_the_sum_of_its_terms(exp_nonpos_into, exp_nonpos_sum):
     # exp_nonpos_sum(x, m) against math.fsum of math.exp(x - m): each term within 2 ulp and
     # a float64 sum of n terms, so within (2 + n) eps of the exact sum. Arguments near -700
     # (terms ~1e-304, scaled by 2^-1010) would lose ~1e-10 relative if the range reduction
@@ -139,6 +155,71 @@ def test_exp_nonpos_sum_is_the_sum_of_its_terms():
         assert abs(got - math.fsum(terms.tolist())) <= x.size * eps * want
     assert exp_nonpos_sum(np.array([-np.inf, -800.0]), 0.0) == 0.0
     assert np.isnan(exp_nonpos_sum(np.array([-1.0, np.nan]), 0.0))
+
+
+def test_exp_nonpos_every_length_and_layout():
+    # the table route's loops (4 vectors of 8 a step, then single vectors, then a masked
+    # step for the last 0-7 elements) at every length 0-80: each term within 2 ulp of
+    # math.exp, the elements past the end neither read into the sum nor written; a strided
+    # view and an in-place call give the terms of the contiguous call within 2 ulp
+    rng = np.random.default_rng(11)
+    eps = np.finfo(np.float64).eps
+    base = -np.abs(rng.normal(size=200)) * 4.0
+    for n in range(81):
+        x = base[:n].copy()
+        out = np.full(n + 9, 7.0)
+        exp_nonpos_into(x, out[:n], 0.25)
+        ref = np.array([math.exp(v - 0.25) for v in x.tolist()])
+        assert (np.abs(out[:n] - ref) <= 2 * np.spacing(ref)).all(), n
+        np.testing.assert_array_equal(out[n:], 7.0)  # nothing written past the end
+        # a NaN just past the end must not be read into the sum
+        padded = np.concatenate([x, [np.nan] * 8])
+        got = exp_nonpos_sum(padded[:n], 0.25)
+        want = math.fsum(ref.tolist())
+        assert abs(got - want) <= (2 + n) * eps * max(want, 1e-300), n
+    x = base.copy()
+    a = np.empty_like(x)
+    exp_nonpos_into(x, a, 0.0)
+    strided = np.empty(2 * x.size)
+    strided[::2] = x
+    b = np.empty_like(x)
+    exp_nonpos_into(strided[::2], b, 0.0)
+    assert (np.abs(a - b) <= 2 * np.spacing(a)).all()
+    y = x.copy()
+    exp_nonpos_into(y, y, 0.0)  # in place
+    np.testing.assert_array_equal(y, a)
+
+
+def test_exp_table_holds_the_correctly_rounded_sixteenths():
+    # 2^(j/16) from mpmath at 50 digits, rounded once to float64
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(50):
+        want = [float(mpmath.power(2, mpmath.mpf(j) / 16)) for j in range(16)]
+    assert list(_vexp._TAB16) == want
+
+
+def test_exp_routes_agree_within_an_ulp():
+    # the two routes, each within 1 ulp of the correctly rounded exp (mpmath), so within 2
+    # of each other; measured: within 1 of each other
+    rng = np.random.default_rng(12)
+    x = np.concatenate([-rng.uniform(0.0, 708.0, 50_000), -np.abs(rng.normal(size=50_000))])
+    a, b = np.empty_like(x), np.empty_like(x)
+    exp_nonpos_into(x, a, 0.0)
+    exp_nonpos_into_poly(x, b, 0.0)
+    assert (np.abs(a - b) <= np.spacing(b)).all()
+
+
+def test_cpu_features_follow_a_named_cpu(monkeypatch):
+    # with NUMBA_CPU_NAME set, only the features named with it count (the host is not asked)
+    class _NoHost:
+        def get_host_cpu_features(self):
+            raise AssertionError("the host's features must not be asked for here")
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", "znver4")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+avx2,+avx512f")
+    assert cpu_features(_NoHost()) == frozenset({"+avx2", "+avx512f"})
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
+    assert cpu_features(_NoHost()) == frozenset()
 
 
 # --- 16-bit decoders -------------------------------------------------------------------------
