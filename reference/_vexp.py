@@ -15,14 +15,19 @@ whole block with a branch-free element-wise loop that LLVM turns into SIMD code:
    integers' bits read as float64 (:func:`_bits_as_f64`, an LLVM ``bitcast``, which stays in
    the vector registers; a round trip through a scratch array made the loop 10% slower).
 
-:func:`exp_nonpos_into` is the same computation for arguments that are at most 0 (softmax
-terms against their maximum): without the overflow clamp and the split scaling (``2^n`` is
-a normal number for every ``n`` it meets) and with every result below ``exp(-708)`` set to
-0, it runs about 0.78 of the time of :func:`exp_into` on the development host, and
-:func:`exp_nonpos_sum` sums such terms in the same loop, without storing them (0.81 of the
-time of :func:`exp_nonpos_into` and a summing pass).
+:func:`exp_nonpos_into` and :func:`exp_nonpos_sum` are the kernels' exps of softmax terms
+(arguments at most 0, results below ``exp(-708)`` set to 0), stored or summed. They take
+one of two routes, the same for every call in a process:
 
-All three take their polynomial from one scalar function (:func:`_exp_poly`), compiled
+- the table route, on CPUs with AVX-512 (:data:`TABLE_EXP`): ``2^(j/16)`` looked up by one
+  ``vpermi2pd`` and a degree-6 polynomial, in explicit LLVM vector code (about 0.7 of the
+  time of the polynomial route);
+- the polynomial route (:func:`exp_nonpos_into_poly`, :func:`exp_nonpos_sum_poly`): the
+  computation of :func:`exp_into` without the overflow clamp and the split scaling (``2^n``
+  is a normal number for every ``n`` it meets), about 0.78 of the time of
+  :func:`exp_into`; the sum adds the terms in the same loop, without storing them.
+
+The polynomial routes take their polynomial from one scalar function (:func:`_exp_poly`), compiled
 with contraction only and *not* inlined by Numba: LLVM inlines it into each loop and keeps
 its instructions' flags, so the summing loop may reassociate its sum (which is what lets it
 vectorise) while the range reduction inside stays as written.
