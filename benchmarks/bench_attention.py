@@ -426,6 +426,7 @@ OPTIONAL_RATE_TEXT = (
     ("attend_fma_per_s", ", step-7 passes {:.1f} G FMA/s", 1e9),
     ("attend1_fma_per_s", " (one head {:.1f})", 1e9),
     ("exp_sum_per_s", ", exp summed {:.2f} G/s", 1e9),
+    ("column_copy_per_s", ", column copy {:.2f} G/s", 1e9),
     ("thread_bandwidth_bytes_per_s", ", one thread: stream {:.1f} GB/s", 1e9),
     ("thread_gather_bytes_per_s", ", gather 512 B rows {:.1f} GB/s", 1e9),
     ("thread_fma_per_s", ", FMA {:.1f} G/s", 1e9),

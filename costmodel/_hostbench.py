@@ -47,6 +47,8 @@ from reference._vexp import exp_nonpos_into, exp_nonpos_sum
 from reference.selection import topk_set_into
 from reference.sparq import (
     _ACC_PAD,
+    _GATHER_AHEAD,
+    _STEP3_BLOCK,
     _finish_block4,
     _finite_probe,
     _sort_positions,
@@ -67,6 +69,7 @@ __all__ = [
     "measure_widen_overlap",
     "measure_gather_overlap",
     "measure_calls",
+    "measure_column_copy",
     "on_one_thread",
 ]
 
@@ -682,6 +685,72 @@ def measure_sweep(budget_s: float, rng: np.random.Generator) -> tuple[float, str
         f"{nt} threads, best of {reps}"
     )
     return fmas / t, desc
+
+
+#: rows of 128 float32 (512 KiB) per thread of the column-copy microkernel, and the
+#: components copied out of each (SparQ's r in the benchmark's rows)
+COPY_ROWS = 1024
+COPY_COLS = 16
+#: passes over a thread's rows per repetition (262 144 elements a thread)
+COPY_REPS = 16
+
+
+@njit_serial
+def _copy_columns_rounds(K, comps, raw, blk, reps):
+    # SparQ's step 3 with K stored once, before its sweeps: for each block of positions, the
+    # r components of every S-major row copied out one element at a time (each row
+    # requested a few rows ahead), then the block widened to float64 in a second pass.
+    # Written here, not taken from the kernel; the loops are the kernel's.
+    S = K.shape[0]
+    r = comps.shape[0]
+    block = raw.shape[1]
+    s = 0.0
+    for _ in range(reps):
+        for j0 in range(0, S, block):
+            n = min(block, S - j0)
+            for jj in range(n):
+                if j0 + jj + _GATHER_AHEAD < S:
+                    prefetch_row(K, j0 + jj + _GATHER_AHEAD)
+                krow = K[j0 + jj]
+                for u in range(r):
+                    raw[u, jj] = krow[comps[u]]
+            for u in range(r):
+                ru = raw[u]
+                bu = blk[u]
+                for jj in range(n):
+                    bu[jj] = widen(ru[jj])
+            s += blk[0, 0]
+    return s
+
+
+@njit_parallel
+def _copy_columns_kernel(K3, comps, raw3, blk3, reps, out):
+    for t in prange(K3.shape[0]):
+        out[t] = _copy_columns_rounds(K3[t], comps, raw3[t], blk3[t], reps)
+
+
+def measure_column_copy(budget_s: float, rng: np.random.Generator) -> tuple[float, str]:
+    """Elements per second (all threads) copied out of S-major float32 rows in cache and
+    widened, as SparQ's step 3 does with K stored once before its sweeps
+    (:func:`_copy_columns_rounds`: ``COPY_COLS`` components of each of ``COPY_ROWS`` rows a
+    thread, in blocks of the kernel's size)."""
+    nt = numba.get_num_threads()
+    K3 = rng.standard_normal((nt, COPY_ROWS, GATHER_ROW)).astype(np.float32)
+    comps = np.sort(rng.choice(GATHER_ROW, size=COPY_COLS, replace=False)).astype(np.int64)
+    raw3 = np.zeros((nt, COPY_COLS, _STEP3_BLOCK), dtype=np.float32)
+    blk3 = np.zeros((nt, COPY_COLS, _STEP3_BLOCK))
+    out = np.zeros(nt)
+    t, reps = best_time(
+        lambda: _copy_columns_kernel(K3, comps, raw3, blk3, COPY_REPS, out), budget_s=budget_s
+    )
+    desc = (
+        f"measured: {COPY_COLS} components of each of {COPY_ROWS} float32 rows of "
+        f"{GATHER_ROW} per thread (in cache) copied out one element at a time into blocks of "
+        f"{_STEP3_BLOCK} positions, each row requested {_GATHER_AHEAD} rows ahead, each block "
+        f"then widened to float64 (SparQ's step 3 with K stored once, before its sweeps), "
+        f"{COPY_REPS} passes a repetition, {nt} threads, best of {reps}"
+    )
+    return nt * COPY_ROWS * COPY_COLS * COPY_REPS / t, desc
 
 
 #: rows of K and of V per thread of the exact-attention microkernel (128 float32 each: 128

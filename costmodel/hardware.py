@@ -84,6 +84,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "widen_bf16_fma_overlap": (0.0, False, 1.0, False),
     "gather_fma_overlap": (0.0, False, 1.0, False),
     "sweep_fma_per_s": (0.0, True, 1e16, False),
+    "column_copy_per_s": (0.0, True, 1e16, False),
     "attend_fma_per_s": (0.0, True, 1e16, False),
     "attend1_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
@@ -133,6 +134,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "exp_per_s": 1e6,
     "exp_sum_per_s": 1e6,
     "sweep_fma_per_s": 1e6,
+    "column_copy_per_s": 1e6,
     "attend_fma_per_s": 1e6,
     "attend1_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
@@ -235,6 +237,13 @@ class Hardware:
         position: written out as float64 logits (1 MiB a thread) and summed into the group
         score (``reference.sparq._finish_block4``), each head's maximum taken and the score
         checked. None: the FMAs at ``fma_f64_per_s`` beside the widening stand in for it.
+    column_copy_per_s : float or None
+        Elements per second (all threads) that SparQ's step 3 with K stored once copies out
+        of S-major rows in cache before its sweeps: per thread 16 components of each of 1024
+        float32 rows of 128, copied one element at a time into blocks of 256 positions
+        (each row requested a few rows ahead, as the kernel requests them), each block then
+        widened to float64. None: that copy is not priced (the model of profiles measured
+        before it was).
     attend_fma_per_s : float or None
         Float64 FMAs per second (all threads) of SparQ's step-7 passes over kept rows in
         cache: per thread 256 float32 rows of 128 of K and of V, four query heads, the K
@@ -340,6 +349,7 @@ class Hardware:
     widen_bf16_fma_overlap: float | None = None
     gather_fma_overlap: float | None = None
     sweep_fma_per_s: float | None = None
+    column_copy_per_s: float | None = None
     attend_fma_per_s: float | None = None
     attend1_fma_per_s: float | None = None
     dense_call_s: float | None = None
@@ -635,9 +645,9 @@ def measure_max_bytes() -> int:
 
 #: shares of measure_host's ``seconds`` per microbenchmark
 _BUDGET = {"stream": 0.12, "stream1": 0.05, "gather1": 0.04, "fma": 0.04, "fma1": 0.02, "exp": 0.05,
-           "expsum": 0.04, "topk": 0.05, "gather": 0.08, "gather256": 0.05, "matmul": 0.05,
+           "expsum": 0.04, "topk": 0.05, "gather": 0.08, "gather256": 0.05, "matmul": 0.02,
            "div": 0.05, "widen": 0.05, "overlap": 0.08, "goverlap": 0.05, "woverlap": 0.05,
-           "sweep": 0.05, "attend": 0.03, "calls": 0.05}  # fmt: skip
+           "sweep": 0.05, "attend": 0.03, "calls": 0.05, "copy": 0.03}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -690,6 +700,11 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       as logits and summed into the group score (``reference.sparq._finish_block4``, 32768
       positions a thread), their maximum taken and the score checked: float64 FMAs per
       second, best of several repetitions;
+    - ``column_copy_per_s``: 16 components of each of 1024 float32 rows of 128 per thread
+      (in cache) copied out one element at a time into blocks of 256 positions, each row
+      requested a few rows ahead, each block then widened to float64 (the loops of SparQ's
+      step 3 with K stored once before its sweeps, written in ``costmodel._hostbench``):
+      elements per second, best of several repetitions;
     - ``attend_fma_per_s``: SparQ's step-7 passes (``reference._rows._k_pass`` and
       ``_v_pass``, four query heads, each row requested as the kernel requests its kept
       rows) over 256 float32 rows of 128 of K and of V per thread (in cache): float64 FMAs
@@ -749,6 +764,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     topk_rate, src_topk = hb.measure_topk(seconds * _BUDGET["topk"], rng)
     div, src_div = hb.measure_div(seconds * _BUDGET["div"], rng)
     sweep, src_sweep = hb.measure_sweep(seconds * _BUDGET["sweep"], rng)
+    copy, src_copy = hb.measure_column_copy(seconds * _BUDGET["copy"], rng)
     attend, src_attend = hb.measure_attend(seconds * _BUDGET["attend"], rng)
     attend1, src_attend1 = hb.measure_attend(seconds * _BUDGET["attend"], rng, heads=1)
     widen = {}
@@ -797,6 +813,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         widen_bf16_fma_overlap=w_overlap["bfloat16"][0],
         gather_fma_overlap=g_overlap,
         sweep_fma_per_s=sweep,
+        column_copy_per_s=copy,
         attend_fma_per_s=attend,
         attend1_fma_per_s=attend1,
         dense_call_s=dense_call,
@@ -831,6 +848,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "widen_bf16_fma_overlap": (w_overlap["bfloat16"][1], today),
             "gather_fma_overlap": (src_g_overlap, today),
             "sweep_fma_per_s": (src_sweep, today),
+            "column_copy_per_s": (src_copy, today),
             "attend_fma_per_s": (src_attend, today),
             "attend1_fma_per_s": (src_attend1, today),
             "dense_call_s": (src_dcall, today),

@@ -59,35 +59,36 @@ positions per row in runs of ``L = reference.sparq.KT_SPOT_RUN`` = 16 consecutiv
 run reads ``d`` segments of the d-major copy, ``max(T, L*e)`` bytes each (at least one line
 of ``T`` bytes; ``S*e`` bytes apart, each priced as a gathered row of its own at the gather
 rate of its size, :func:`gather_rate`), and ``L`` consecutive K rows, ``max(T, L*d*e)``
-bytes, priced as one gathered row, at most at the streaming rate); ``step1``
-(``r*S*e`` streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows
-the kernel prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it
-writes; ``r*S`` widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components
-by the temperature; where the profile has ``sweep_fma_per_s``, the FMAs are priced at it,
-which measures the kernel's sweeps with their widening, their accumulators and the
-logits' writes on rows in cache, in place of the FMA and widen rates; and the softmax
-normalisers, ``g*S`` exps, which the kernel takes segment by segment of 4096 positions
-while the logits are in cache and sums without storing them, priced at ``exp_sum_per_s``,
-the rate of ``reference._vexp.exp_nonpos_sum``, where the profile has it, else at
-``exp_per_s``); ``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel
-sums each block of logits in step 1's loop while the block is in cache, for ``g`` a
-multiple of 4 in the pass that copies the block out, which ``sweep_fma_per_s`` measures
-with the sweeps, so nothing more where the profile has it; with a mask or the group score
-of probabilities it reads them back, which the model does not price); ``topk`` (``8*S``
-bytes of float64 scores at ``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summed as step
-1's normalisers are and priced at the same rate); ``gather_k`` and ``gather_v`` (the kept
-rows read in place, ``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows,
-:func:`gather_rate`, each requested a few rows ahead (four times on AMD Zen, the nearest
-request into the L1, once elsewhere) in the loop of the FMAs, so with the gathers' overlap
-credit; ``k*d`` widened, ``g*k*d`` FMAs, no faster than the same passes on rows in cache:
-the FMAs of the heads in blocks of four at ``attend_fma_per_s`` (cache dtypes other than
-float64) and those of the ``g % 4`` heads left over (the kernel's one-head path) at
-``attend1_fma_per_s`` (float32 caches: 16-bit rows take other code), each term where the
-profile has its rate, as measured: ``max(FMAs and widening at their rates, the sum of those
-terms)``);
-``gather_softmax`` (``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller
-supplies ``v_mean``, ``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced
-as FMAs).
+bytes, priced as one gathered row, at most at the streaming rate); ``step1`` (``r*S*e``
+streamed from the d-major copy, or ``S*d*e`` from the S-major cache, whose rows the kernel
+prefetches whole, plus the ``g*S*8`` bytes of float64 approximate logits it writes; ``r*S``
+widened, ``g*r*S`` FMAs, ``g*r`` divisions of the kept query components by the temperature;
+where the profile has ``sweep_fma_per_s``, the FMAs are priced at it, which measures the
+kernel's sweeps with their widening, their accumulators and the logits' writes on rows in
+cache, in place of the FMA and widen rates; and the softmax normalisers, ``g*S`` exps, which
+the kernel takes segment by segment of 4096 positions while the logits are in cache and sums
+without storing them, priced at ``exp_sum_per_s``, the rate of
+``reference._vexp.exp_nonpos_sum``, where the profile has it, else at ``exp_per_s``; with K
+stored once also the ``r*S`` elements the kernel copies out of the rows one at a time and
+widens in blocks before its sweeps, at ``column_copy_per_s`` where the profile has it: the
+copy is the loop that reads the rows, so the read takes the longer of the two);
+``group_score`` (``g*S`` adds priced as FMAs and no read: the kernel sums each block of
+logits in step 1's loop while the block is in cache, for ``g`` a multiple of 4 in the pass
+that copies the block out, which ``sweep_fma_per_s`` measures with the sweeps, so nothing
+more where the profile has it; with a mask or the group score of probabilities it reads them
+back, which the model does not price); ``topk`` (``8*S`` bytes of float64 scores at
+``topk_bytes_per_s``); ``alpha`` (``g*k`` exps, summed as step 1's normalisers are and
+priced at the same rate); ``gather_k`` and ``gather_v`` (the kept rows read in place,
+``k*d*e`` bytes each at the gather rate of ``d*e``-byte rows, :func:`gather_rate`, each
+requested a few rows ahead (four times on AMD Zen, the nearest request into the L1, once
+elsewhere) in the loop of the FMAs, so with the gathers' overlap credit; ``k*d`` widened,
+``g*k*d`` FMAs, no faster than the same passes on rows in cache: the FMAs of the heads in
+blocks of four at ``attend_fma_per_s`` (cache dtypes other than float64) and those of the
+``g % 4`` heads left over (the kernel's one-head path) at ``attend1_fma_per_s`` (float32
+caches: 16-bit rows take other code), each term where the profile has its rate, as measured:
+``max(FMAs and widening at their rates, the sum of those terms)``); ``gather_softmax``
+(``g*k`` exps, stored, at ``exp_per_s``) and, unless the caller supplies ``v_mean``,
+``v_mean`` (``S*d*e`` streamed, ``S*d`` widened, ``S*d`` adds priced as FMAs).
 
 docs/costmodel.md (section 9) has the measurements behind each term and where the model
 and the kernels still differ.
@@ -201,6 +202,7 @@ def _phase(
     exps_row: float = 0.0,
     div_row: float = 0.0,
     topk_bytes_row: float = 0.0,
+    copy_row: float = 0.0,
     overlap: str | None = "stream",
     sweep: bool = False,
     attend: bool = False,
@@ -220,6 +222,7 @@ def _phase(
         exps_row=float(exps_row),
         div_row=float(div_row),
         topk_bytes_row=float(topk_bytes_row),
+        copy_row=float(copy_row),
         overlap=overlap,
         priced_as=priced_as,
         note=note,
@@ -516,6 +519,7 @@ def predict_reference(
         step1 = _phase(
             "step1", bytes_row=k_read + g * S * 8, bandwidth=bw, fma_row=g * r * S,
             widen_row=r * S, div_row=g * r, exps_row=g * S,
+            copy_row=0 if store_k_twice else r * S,
             overlap="stream" if store_k_twice else None, sweep=True, exp_sum=True,
             priced_as="memory",
             note=(
@@ -524,6 +528,9 @@ def predict_reference(
                 "writes, where it has one); g*r divisions of the kept query components by "
                 "tau; and the softmax normalisers, g*S exps, segment by segment, summed "
                 "without being stored (at exp_sum_per_s where the profile has it)"
+                + ("" if store_k_twice else "; the r*S elements copied out of the rows one "
+                   "at a time and widened in blocks before the sweeps (at column_copy_per_s "
+                   "where the profile has it)")
             ),
         )  # fmt: skip
         phases = []
@@ -633,6 +640,7 @@ def predict_reference(
     widen_t = None if wfield is None else getattr(hw, wfield) / T_prof
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
+    copy_t = None if hw.column_copy_per_s is None else hw.column_copy_per_s / T_prof
     # Step 7's passes, measured on float32 rows in cache: attend_fma_per_s for a block of
     # four heads, attend1_fma_per_s for one head (the kernel's path for the g % 4 heads
     # left over from the blocks). Each prices its heads' share of the FMAs where the
@@ -663,9 +671,9 @@ def predict_reference(
     # every in-core rate likewise, on the FMA loop's line (turbo clocks, SMT siblings)
     core_gain = thread_gain(hw.fma_f64_per_s, hw.thread_fma_per_s, busy, T_prof)
     fma_t, exp_t, div_t, topk_t = (x * core_gain for x in (fma_t, exp_t, div_t, topk_t))
-    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t = (
+    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t = (
         None if x is None else x * core_gain
-        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t)
+        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t)
     )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
@@ -702,6 +710,12 @@ def predict_reference(
                 if attend1_t is not None:
                     floor += scale * ph["fma_row"] * ((g - g4) / g) / attend1_t
                 core = max(core, floor)
+        if ph["copy_row"] and copy_t is not None:
+            # step 1 with K once: the r components of every row copied out one element at a
+            # time and widened in blocks (column_copy_per_s). The copy is the loop that
+            # reads the rows, so it takes the longer of the stream and the copy; the sweeps
+            # that follow it on the block in cache add as before.
+            mem = max(mem, scale * ph["copy_row"] / copy_t)
         # exps summed without being stored (reference._vexp.exp_nonpos_sum) at their own
         # measured rate where the profile has it (exp_sum_per_s)
         ex_t = exp_sum_t if ph["exp_sum"] and exp_sum_t is not None else exp_t
@@ -769,6 +783,7 @@ def predict_reference(
             widen_per_s=widen_t,
             topk_bytes_per_s=topk_t,
             sweep_fma_per_s=sweep_t,
+            column_copy_per_s=copy_t,
             attend_fma_per_s=attend_t,
             attend1_fma_per_s=attend1_t,
         ),
@@ -782,6 +797,7 @@ def predict_reference(
                 widen=p["widen_row"] if widen_t is not None else 0.0,
                 exps=p["exps_row"],
                 divisions=p["div_row"],
+                copies=p["copy_row"] if copy_t is not None else 0.0,
             )
             for p in phases
         },

@@ -230,7 +230,9 @@ def test_sparq_by_hand_k_once():
     assert pa["step1"] == "memory" and pa["group_score"] == "memory" and pa["topk"] == "topk"
     assert pa["v_mean"] == "memory" and pa["gather_k"] == "gather" and pa["call"] == "latency"
     counts = e.params["phases"]
-    assert counts["step1"] == dict(bytes=163840, fma=32768, widen=8192, exps=4096, divisions=32)
+    assert counts["step1"] == dict(
+        bytes=163840, fma=32768, widen=8192, exps=4096, divisions=32, copies=0.0
+    )
     assert counts["v_mean"]["widen"] == 65536 and counts["v_mean"]["fma"] == 65536
 
 
@@ -397,6 +399,71 @@ def test_sparq_step7_heads_left_over_at_the_one_head_rate():
     assert HOST.attend1_fma_per_s is None and "attend1_fma_per_s" not in HOST_FIELDS
     with pytest.raises(ValueError, match=r"attend1_fma_per_s: expected >= 1e\+06"):
         HOST.replace(attend1_fma_per_s=10.0)
+
+
+def test_sparq_step1_k_once_copies_at_the_column_copy_rate():
+    # As test_sparq_by_hand_k_once, with a measured column-copy rate of 4e8 elements/s (all
+    # threads; 1e8 per thread): step 1 with K stored once also copies r*S = 8 * 1024 = 8192
+    # elements out of the rows and widens them, 8192 / 1e8 = 8.192e-5 s. The copy is the
+    # loop that reads the rows, so the read part of step 1 takes the longer of the stream
+    # (6.5536e-5 s there) and the copy: 8.192e-5 s, 1.6384e-5 s more; the in-core part is
+    # unchanged. At 4e9 (8.192e-6 s, shorter than the stream) nothing changes. K twice reads
+    # the d-major copy in place: no copy, nothing changes. No other phase changes.
+    hw = HOST.replace(column_copy_per_s=4e8)
+    base = _phases(predict_reference("sparq", hardware=HOST, **SPARQ))
+    e = predict_reference("sparq", hardware=hw, **SPARQ)
+    ph = _phases(e)
+    assert base["step1"].memory_s == pytest.approx(6.5536e-5, rel=1e-12)
+    assert ph["step1"].memory_s == pytest.approx(8.192e-5, rel=1e-12)
+    assert ph["step1"].time_s - base["step1"].time_s == pytest.approx(1.6384e-5, rel=1e-9)
+    assert ph["step1"].compute_s == base["step1"].compute_s
+    fast = predict_reference("sparq", hardware=HOST.replace(column_copy_per_s=4e9), **SPARQ)
+    assert _phases(fast)["step1"].time_s == base["step1"].time_s
+    for name in ph:
+        if name != "step1":
+            assert ph[name].time_s == base[name].time_s, name
+    assert e.params["phases"]["step1"]["copies"] == 8192
+    assert e.params["per_thread"]["column_copy_per_s"] == pytest.approx(1e8, rel=1e-12)
+    b2 = predict_reference("sparq", hardware=HOST, store_k_twice=True, **SPARQ)
+    e2 = predict_reference("sparq", hardware=hw, store_k_twice=True, **SPARQ)
+    assert e2.time_s == b2.time_s
+    assert e2.params["phases"]["step1"]["copies"] == 0
+    # dense copies nothing
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    assert (
+        predict_reference("dense", hardware=hw, **kw).time_s
+        == predict_reference("dense", hardware=HOST, **kw).time_s
+    )
+    # the field is optional, validated as the other rates, and survives the TOML round trip
+    assert HOST.column_copy_per_s is None and "column_copy_per_s" not in HOST_FIELDS
+    with pytest.raises(ValueError, match=r"column_copy_per_s: expected >= 1e\+06"):
+        HOST.replace(column_copy_per_s=10.0)
+    text = hardware_to_toml(hw)
+    assert "column_copy_per_s = 400000000.0" in text and "[sources.column_copy_per_s]" in text
+    assert parse_hardware(text, "x") == hw
+
+
+def test_column_copy_microkernel_copies_and_widens_the_components():
+    # after one pass, each thread's float64 block holds the components of the rows of the
+    # last block of positions, read by NumPy fancy indexing (the oracle), widened by NumPy
+    import numba
+
+    from costmodel import _hostbench as hb
+    from reference.sparq import _STEP3_BLOCK
+
+    nt = numba.get_num_threads()
+    rng = np.random.default_rng(13)
+    K3 = rng.standard_normal((nt, 3 * _STEP3_BLOCK + 5, 128)).astype(np.float32)
+    comps = np.sort(rng.choice(128, size=16, replace=False)).astype(np.int64)
+    raw3 = np.zeros((nt, 16, _STEP3_BLOCK), dtype=np.float32)
+    blk3 = np.zeros((nt, 16, _STEP3_BLOCK))
+    out = np.zeros(nt)
+    hb._copy_columns_kernel(K3, comps, raw3, blk3, 2, out)
+    for t in range(nt):
+        last = K3[t, 3 * _STEP3_BLOCK :][:, comps].astype(np.float64).T  # 5 rows
+        np.testing.assert_array_equal(blk3[t][:, :5], last)
+        before = K3[t, 2 * _STEP3_BLOCK : 3 * _STEP3_BLOCK][:, comps].astype(np.float64).T
+        np.testing.assert_array_equal(blk3[t][:, 5:], before[:, 5:])  # the block before's
 
 
 def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
@@ -866,7 +933,7 @@ def test_measure_host_new_fields_positive_finite():
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
-              "exp_sum_per_s", "thread_bandwidth_bytes_per_s",
+              "exp_sum_per_s", "column_copy_per_s", "thread_bandwidth_bytes_per_s",
               "thread_gather_bytes_per_s", "thread_fma_per_s"):  # fmt: skip
         v = getattr(hw, f)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, f
@@ -887,6 +954,7 @@ def test_measure_host_new_fields_positive_finite():
     assert "_v_pass, 4 heads)" in hw.sources["attend_fma_per_s"][0]
     assert "_v_pass, 1 head)" in hw.sources["attend1_fma_per_s"][0]
     assert "reference._vexp.exp_nonpos_sum" in hw.sources["exp_sum_per_s"][0]
+    assert "copied out one element at a time" in hw.sources["column_copy_per_s"][0]
     # the one-thread read and gathers: the same microkernels on one thread
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
