@@ -411,7 +411,7 @@ RATE_FIELDS = tuple(
         + ("widen_fma_overlap", "widen_f16_fma_overlap", "widen_bf16_fma_overlap")
         + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s")
         + ("exp_sum_per_s", "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s")
-        + ("thread_fma_per_s",)
+        + ("thread_fma_per_s", "column_copy_per_s")
     )
 )
 

@@ -45,7 +45,7 @@ def _host() -> Hardware:
         gather_fma_overlap=0.3, sweep_fma_per_s=5e8, attend_fma_per_s=6e8,
         attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8, thread_bandwidth_bytes_per_s=6e9,
         thread_gather_bytes_per_s=1.2e9, thread_fma_per_s=8e8, dense_call_s=1e-5,
-        sparq_call_s=2e-5,
+        sparq_call_s=2e-5, column_copy_per_s=3e8,
     )  # fmt: skip
 
 
@@ -60,6 +60,7 @@ def test_in_core_rates_are_the_better_of_the_two_profiles(bench):
     assert "fma_f64_per_s" in incore and "dense_call_s" in incore and "topk_bytes_per_s" in incore
     assert "widen_fma_overlap" in incore and "widen_f16_fma_overlap" in incore
     assert "widen_bf16_fma_overlap" in incore and "exp_sum_per_s" in incore
+    assert "column_copy_per_s" in incore
     for x, y in ((a, b), (b, a)):  # symmetric
         c = bench.best_of_profiles(x, y, bw=a.mem_bandwidth_bytes_per_s)
         for f in incore:
@@ -126,7 +127,7 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     assert set(bench.IN_CORE_RATE_FIELDS) == {
         "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
         "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s", "attend_fma_per_s",
-        "attend1_fma_per_s", "exp_sum_per_s", "thread_fma_per_s",
+        "attend1_fma_per_s", "exp_sum_per_s", "thread_fma_per_s", "column_copy_per_s",
     }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:
@@ -138,11 +139,15 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
     assert bench.slowed_profile(a, 1.0) == a
     # a profile without the optional in-core rates (measured before they were): still None
     old = a.replace(
-        sweep_fma_per_s=None, exp_sum_per_s=None, attend_fma_per_s=None, attend1_fma_per_s=None
+        sweep_fma_per_s=None,
+        exp_sum_per_s=None,
+        attend_fma_per_s=None,
+        attend1_fma_per_s=None,
+        column_copy_per_s=None,
     )
     c = bench.slowed_profile(old, 2.0)
     assert c.sweep_fma_per_s is None and c.exp_sum_per_s is None and c.attend_fma_per_s is None
-    assert c.attend1_fma_per_s is None
+    assert c.attend1_fma_per_s is None and c.column_copy_per_s is None
     assert c.exp_per_s == 5e7 and c.fma_f64_per_s == 5e8
 
 
