@@ -50,8 +50,11 @@ items, less the short last parts it must hold. For SparQ, and for dense with ``S
 multiple of ``P``, that is ``waves`` items' worth.
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
-each; the ``g*S`` float64 logits written by the first and read by the second, ``g*S*8``),
-``softmax`` (``g*S`` exps at ``exp_per_s``; the logits read back, one streaming read of ``g*S*8``).
+each, for float32 caches no faster than the same passes on rows in cache where the profile
+has ``attend_fma_per_s`` (the heads in blocks of four; ``attend1_fma_per_s`` for the ``g %
+4`` left over), as SparQ's step 7; the ``g*S`` float64 logits written by the first and read
+by the second, ``g*S*8``), ``softmax`` (``g*S`` exps at ``exp_per_s``; the logits read back,
+one streaming read of ``g*S*8``).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
@@ -478,12 +481,19 @@ def predict_reference(
         # parts on the development host the model came within 0.88-1.03 of all 8 dense rows
         # by round (0.87-1.13 best against best).
         lg = g * S * 8
+        # the passes' in-cache rate (attend_fma_per_s) was measured with float32 rows, and
+        # binds dense's float32 passes (on the Zen 5 host at 41.7 G FMA/s against 86 for the
+        # FMA loop; dense float32 measured 0.79-0.87 of its time without it); 16-bit rows ran
+        # faster than it (dense float16, Hkv = 8: 55 G FMA/s), so they keep the FMA and
+        # widen rates
+        f32 = dname == "float32"
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
-                widen_row=S * d, priced_as="memory",
+                widen_row=S * d, attend=f32, priced_as="memory",
                 note="read K: S*d*e streamed, g*S*8 of float64 logits written; S*d widened; "
-                "g*S*d FMAs (q.k)",
+                "g*S*d FMAs (q.k), float32 rows no faster than the same pass on rows in cache "
+                "(attend_fma_per_s)",
             ),
             _phase(
                 "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=None,
@@ -492,9 +502,10 @@ def predict_reference(
             ),
             _phase(
                 "v_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
-                widen_row=S * d, priced_as="memory",
+                widen_row=S * d, attend=f32, priced_as="memory",
                 note="read V: S*d*e streamed, the g*S*8 of weights read; S*d widened; g*S*d "
-                "FMAs (p*v)",
+                "FMAs (p*v), float32 rows no faster than the same pass on rows in cache "
+                "(attend_fma_per_s)",
             ),
         ]  # fmt: skip
     else:

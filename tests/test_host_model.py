@@ -308,7 +308,7 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
     # of step 7's passes on rows in cache of 1e8 FMAs/s (all threads; 2.5e7 per thread) the
     # FMAs take 16384 / 2.5e7 = 6.5536e-4 s, longer: each gather costs 1.6384e-5 + 6.5536e-4
     # = 6.71744e-4 s. At 1e10 (6.5536e-6 s) the FMA and widen rates' 8.192e-5 s stay: the
-    # passes are no faster than either. No other phase moves; dense has no kept rows. (The
+    # passes are no faster than either. No other phase of SparQ moves. (The
     # rate applies where it was measured: g a multiple of 4, a widened cache dtype.)
     slow = HOST.replace(attend_fma_per_s=1e8)
     fast = HOST.replace(attend_fma_per_s=1e10)
@@ -330,9 +330,26 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
         predict_reference("sparq", hardware=HOST, **SPARQ).params["per_thread"]["attend_fma_per_s"]
         is None
     )
+    # dense runs the same passes over every position: with float32 rows (those the rate was
+    # measured with) its K and V passes' g*S*d = 4 * 1024 * 64 = 262144 FMAs each take
+    # 262144 / 2.5e7 = 1.048576e-2 s of in-core work (read/FMA overlap 0: the read adds as
+    # before); at 1e10 they stay at the FMA and widen rates. float16 rows (faster than the
+    # float32 passes where measured) keep the FMA and widen rates: as before.
     kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
-    d0 = predict_reference("dense", hardware=HOST, **kw)
-    assert predict_reference("dense", hardware=slow, **kw).time_s == d0.time_s
+    kw32 = dict(kw, dtype="float32")
+    d0 = _phases(predict_reference("dense", hardware=HOST, **kw32))
+    ds = _phases(predict_reference("dense", hardware=slow, **kw32))
+    df = _phases(predict_reference("dense", hardware=fast, **kw32))
+    for name in ("k_pass", "v_pass"):
+        assert d0[name].compute_s < 1.048576e-2 / 5
+        assert ds[name].compute_s == pytest.approx(1.048576e-2, rel=1e-12)
+        assert ds[name].time_s - ds[name].compute_s == pytest.approx(
+            d0[name].time_s - d0[name].compute_s, rel=1e-12
+        )
+        assert df[name].time_s == d0[name].time_s
+    assert ds["softmax"].time_s == d0["softmax"].time_s
+    h0 = predict_reference("dense", hardware=HOST, **kw)
+    assert predict_reference("dense", hardware=slow, **kw).time_s == h0.time_s
     # per row and layer: two layers, twice the phase
     two = _phases(predict_reference("sparq", hardware=slow, **dict(SPARQ, n_layers=2)))
     assert two["gather_k"].time_s == pytest.approx(2 * 6.71744e-4, rel=1e-12)
