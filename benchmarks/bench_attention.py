@@ -1519,6 +1519,8 @@ def main(argv=None) -> int:
         hw_ph = host_profile(0.5 if a.quick else 1.0)
         print(f"\nhost profile measured before the phase table: {fmt_rates(host_rates(hw_ph))}")
         phases = bench_phases(hw_ph, S_mid, 8, "float32", repeats)
+        # and the rows with one query head per KV head (g = 1), whose model misses most often
+        phases += bench_phases(hw_ph, S_mid, 32, "float32", repeats)
         hw_th = host_profile(0.5 if a.quick else 1.0)
         print(f"\nhost profile measured before thread scaling: {fmt_rates(host_rates(hw_th))}")
         threads = bench_threads(hw_th, S_mid, 8, "float32", repeats, 0.5 if a.quick else 1.0)
