@@ -17,7 +17,7 @@ import pytest
 
 from reference import _vexp, dense_attention, dense_attention_twin, sparq_attention
 from reference._config import cpu_features
-from reference._rows import widen_into
+from reference._rows import opaque_int, widen_into
 from reference._vexp import (
     exp_into,
     exp_nonpos_into,
@@ -220,6 +220,16 @@ def test_cpu_features_follow_a_named_cpu(monkeypatch):
     assert cpu_features(_NoHost()) == frozenset({"+avx2", "+avx512f"})
     monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
     assert cpu_features(_NoHost()) == frozenset()
+
+
+def test_opaque_int_returns_its_argument():
+    # the optimisation barrier of the V pass's prefetch distances changes no value
+    @numba.njit
+    def through(x, y):
+        return opaque_int(x), opaque_int(np.int64(16)), opaque_int(y)
+
+    for x in (0, 1, -3, 2**62, -(2**63)):
+        assert through(x, np.int32(-7)) == (x, 16, -7)
 
 
 # --- 16-bit decoders -------------------------------------------------------------------------
