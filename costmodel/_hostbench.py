@@ -762,7 +762,7 @@ ATTEND_HEADS = 4
 
 
 @njit_serial
-def _attend_rounds(Q, K, V, pos, L, W, Y, reps):
+def _attend_rounds(Q, K, V, pos, L, W, Y, reps, ahead, requests):
     # SparQ's step 7 on kept rows in cache, as the kernel runs it: the K pass (logits of
     # the heads, _dot4x4 four rows a step for a block of four, one head and row at a time
     # otherwise) and the V pass (the weighted rows summed into the heads' outputs), every
@@ -772,26 +772,29 @@ def _attend_rounds(Q, K, V, pos, L, W, Y, reps):
     n = pos.shape[0]
     s = 0.0
     for _ in range(reps):
-        _k_pass(Q, K, pos, n, 0.125, L, GATHER_AHEAD, GATHER_REQUESTS)
-        _v_pass(V, pos, n, W, Y, GATHER_AHEAD, GATHER_REQUESTS)
+        _k_pass(Q, K, pos, n, 0.125, L, ahead, requests)
+        _v_pass(V, pos, n, W, Y, ahead, requests)
         s += Y[0, 0] + L[0, 0]
     return s
 
 
 @njit_parallel
-def _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, out):
+def _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, ahead, requests, out):
     for t in prange(K3.shape[0]):
-        out[t] = _attend_rounds(Q3[t], K3[t], V3[t], pos, L3[t], W3[t], Y3[t], reps)
+        out[t] = _attend_rounds(
+            Q3[t], K3[t], V3[t], pos, L3[t], W3[t], Y3[t], reps, ahead, requests
+        )
 
 
 def measure_attend(
-    budget_s: float, rng: np.random.Generator, heads: int = ATTEND_HEADS
+    budget_s: float, rng: np.random.Generator, heads: int = ATTEND_HEADS, dense: bool = False
 ) -> tuple[float, str]:
     """float64 FMAs per second (all threads) of SparQ's step-7 passes over kept rows in
     cache (:func:`_attend_rounds`: ``reference._rows._k_pass`` and ``_v_pass`` with the
     kernel's row requests, ``heads`` query heads, float32 rows of 128, each element widened
     once for its ``heads`` FMAs): four, a block of the kernel's, or one, its path for the
-    heads left over."""
+    heads left over. With ``dense``, the same passes with dense attention's requests (each
+    row once, ``STREAM_AHEAD`` rows ahead)."""
     nt = numba.get_num_threads()
     G, n, d = heads, ATTEND_ROWS, GATHER_ROW
     Q3 = aligned_copy(rng.standard_normal((nt, G, d)))
@@ -804,16 +807,24 @@ def measure_attend(
     out = np.zeros(nt)
     # about 1 ms a call on the development host (four heads): the launch a small share
     reps = 32 * ATTEND_HEADS // G
+    ahead, requests = (STREAM_AHEAD, 1) if dense else (GATHER_AHEAD, GATHER_REQUESTS)
     t, m = best_time(
-        lambda: _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, out), budget_s=budget_s
+        lambda: _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, ahead, requests, out),
+        budget_s=budget_s,
     )
     fmas = nt * reps * 2 * G * n * d
+    whose = (
+        "dense attention's K and V passes" if dense else "SparQ's step-7 passes"
+    ) + f" (reference._rows._k_pass and _v_pass, {G} head{'s' if G != 1 else ''})"
+    how = (
+        f"once from {STREAM_AHEAD} rows ahead, as dense attention requests its rows"
+        if dense
+        else f"{_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows ahead, as the kernel "
+        "requests its kept rows"
+    )
     desc = (
-        f"measured: SparQ's step-7 passes (reference._rows._k_pass and _v_pass, {G} "
-        f"head{'s' if G != 1 else ''}) "
-        f"over {n} float32 rows of K and of V of {d} in cache (each row requested "
-        f"{_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows ahead, as the kernel requests "
-        f"its kept rows; the softmax between the passes left out), {nt} threads, best of {m}"
+        f"measured: {whose} over {n} float32 rows of K and of V of {d} in cache (each row "
+        f"requested {how}; the softmax between the passes left out), {nt} threads, best of {m}"
     )
     return fmas / t, desc
 

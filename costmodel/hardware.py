@@ -87,6 +87,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "column_copy_per_s": (0.0, True, 1e16, False),
     "attend_fma_per_s": (0.0, True, 1e16, False),
     "attend1_fma_per_s": (0.0, True, 1e16, False),
+    "dense_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -137,6 +138,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "column_copy_per_s": 1e6,
     "attend_fma_per_s": 1e6,
     "attend1_fma_per_s": 1e6,
+    "dense_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
@@ -253,6 +255,11 @@ class Hardware:
     attend1_fma_per_s : float or None
         The same passes for one query head (the kernel's path for the heads left over from
         blocks of four: one FMA per element widened). None: as above.
+    dense_fma_per_s : float or None
+        Float64 FMAs per second (all threads) of dense attention's K and V passes over rows
+        in cache: the passes of ``attend_fma_per_s`` (four query heads, float32 rows) with
+        dense's row requests (each row once, ``reference._rows.STREAM_AHEAD`` rows ahead).
+        None: dense's FMAs at ``fma_f64_per_s`` beside the widening.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -352,6 +359,7 @@ class Hardware:
     column_copy_per_s: float | None = None
     attend_fma_per_s: float | None = None
     attend1_fma_per_s: float | None = None
+    dense_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -646,8 +654,8 @@ def measure_max_bytes() -> int:
 #: shares of measure_host's ``seconds`` per microbenchmark
 _BUDGET = {"stream": 0.12, "stream1": 0.05, "gather1": 0.04, "fma": 0.04, "fma1": 0.02, "exp": 0.05,
            "expsum": 0.04, "topk": 0.05, "gather": 0.08, "gather256": 0.05, "matmul": 0.02,
-           "div": 0.05, "widen": 0.05, "overlap": 0.08, "goverlap": 0.05, "woverlap": 0.05,
-           "sweep": 0.05, "attend": 0.03, "calls": 0.05, "copy": 0.03}  # fmt: skip
+           "div": 0.05, "widen": 0.05, "overlap": 0.06, "goverlap": 0.05, "woverlap": 0.05,
+           "sweep": 0.05, "attend": 0.03, "calls": 0.05, "copy": 0.03, "dense": 0.02}  # fmt: skip
 
 
 def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware:
@@ -710,6 +718,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       rows) over 256 float32 rows of 128 of K and of V per thread (in cache): float64 FMAs
       per second, best of several repetitions; ``attend1_fma_per_s`` the same for one query
       head (the path of the heads left over from blocks of four);
+    - ``dense_fma_per_s``: the same passes, four query heads, with dense attention's row
+      requests (each row once, from ``STREAM_AHEAD`` rows ahead);
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -767,6 +777,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     copy, src_copy = hb.measure_column_copy(seconds * _BUDGET["copy"], rng)
     attend, src_attend = hb.measure_attend(seconds * _BUDGET["attend"], rng)
     attend1, src_attend1 = hb.measure_attend(seconds * _BUDGET["attend"], rng, heads=1)
+    dense_fma, src_dense_fma = hb.measure_attend(seconds * _BUDGET["dense"], rng, dense=True)
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -816,6 +827,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         column_copy_per_s=copy,
         attend_fma_per_s=attend,
         attend1_fma_per_s=attend1,
+        dense_fma_per_s=dense_fma,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -851,6 +863,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "column_copy_per_s": (src_copy, today),
             "attend_fma_per_s": (src_attend, today),
             "attend1_fma_per_s": (src_attend1, today),
+            "dense_fma_per_s": (src_dense_fma, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

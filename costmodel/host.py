@@ -49,12 +49,11 @@ times are proportional to ``S``): the longest run, ``waves = ceil(items / thread
 items, less the short last parts it must hold. For SparQ, and for dense with ``S`` a
 multiple of ``P``, that is ``waves`` items' worth.
 
-Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs
-each, for float32 caches no faster than the same passes on rows in cache where the profile
-has ``attend_fma_per_s`` (the heads in blocks of four; ``attend1_fma_per_s`` for the ``g %
-4`` left over), as SparQ's step 7; the ``g*S`` float64 logits written by the first and read
-by the second, ``g*S*8``), ``softmax`` (``g*S`` exps at ``exp_per_s``; the logits read back,
-one streaming read of ``g*S*8``).
+Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs each,
+for float32 caches the heads in blocks of four no faster than the same passes on rows in
+cache with dense's row requests where the profile has ``dense_fma_per_s``; the ``g*S``
+float64 logits written by the first and read by the second, ``g*S*8``), ``softmax`` (``g*S``
+exps at ``exp_per_s``; the logits read back, one streaming read of ``g*S*8``).
 
 SparQ (exact top-k, one selection per KV head): with K stored twice, ``kt_check`` (the
 ``k_cache_t`` spot check of ``sparq_attention``: ``reference.sparq.KT_SPOT_CHECKS`` = 64
@@ -481,19 +480,19 @@ def predict_reference(
         # parts on the development host the model came within 0.88-1.03 of all 8 dense rows
         # by round (0.87-1.13 best against best).
         lg = g * S * 8
-        # the passes' in-cache rate (attend_fma_per_s) was measured with float32 rows, and
-        # binds dense's float32 passes (on the Zen 5 host at 41.7 G FMA/s against 86 for the
-        # FMA loop; dense float32 measured 0.79-0.87 of its time without it); 16-bit rows ran
-        # faster than it (dense float16, Hkv = 8: 55 G FMA/s), so they keep the FMA and
-        # widen rates
+        # the passes' in-cache rate with dense's row requests (dense_fma_per_s) was measured
+        # with float32 rows and four heads, and binds dense's float32 passes of the heads in
+        # blocks of four (on the Zen 5 host the passes ran at about 60% of the FMA loop, and
+        # dense float32 measured 0.79-0.88 of its time without it); 16-bit rows ran faster
+        # than it, and the heads left over take other code: both keep the FMA and widen rates
         f32 = dname == "float32"
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=f32, priced_as="memory",
                 note="read K: S*d*e streamed, g*S*8 of float64 logits written; S*d widened; "
-                "g*S*d FMAs (q.k), float32 rows no faster than the same pass on rows in cache "
-                "(attend_fma_per_s)",
+                "g*S*d FMAs (q.k); float32 rows, heads in blocks of four, no faster than the "
+                "same pass on rows in cache (dense_fma_per_s)",
             ),
             _phase(
                 "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=None,
@@ -504,8 +503,8 @@ def predict_reference(
                 "v_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=f32, priced_as="memory",
                 note="read V: S*d*e streamed, the g*S*8 of weights read; S*d widened; g*S*d "
-                "FMAs (p*v), float32 rows no faster than the same pass on rows in cache "
-                "(attend_fma_per_s)",
+                "FMAs (p*v); float32 rows, heads in blocks of four, no faster than the same "
+                "pass on rows in cache (dense_fma_per_s)",
             ),
         ]  # fmt: skip
     else:
@@ -652,6 +651,11 @@ def predict_reference(
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
     copy_t = None if hw.column_copy_per_s is None else hw.column_copy_per_s / T_prof
+    dense_t = (
+        hw.dense_fma_per_s / T_prof
+        if hw.dense_fma_per_s is not None and (g - g % 4) > 0 and dname == "float32"
+        else None
+    )
     # Step 7's passes, measured on float32 rows in cache: attend_fma_per_s for a block of
     # four heads, attend1_fma_per_s for one head (the kernel's path for the g % 4 heads
     # left over from the blocks). Each prices its heads' share of the FMAs where the
@@ -682,9 +686,9 @@ def predict_reference(
     # every in-core rate likewise, on the FMA loop's line (turbo clocks, SMT siblings)
     core_gain = thread_gain(hw.fma_f64_per_s, hw.thread_fma_per_s, busy, T_prof)
     fma_t, exp_t, div_t, topk_t = (x * core_gain for x in (fma_t, exp_t, div_t, topk_t))
-    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t = (
+    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t = (
         None if x is None else x * core_gain
-        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t)
+        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t)
     )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
@@ -710,7 +714,12 @@ def predict_reference(
             core = scale * ph["fma_row"] / fma_t
             if widen_t is not None:
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
-            if ph["attend"] and (attend_t is not None or attend1_t is not None):
+            if ph["attend"] and method == "dense":
+                # dense's passes: the heads in blocks of four no faster than the same passes
+                # on rows in cache with dense's requests (dense_fma_per_s), where measured
+                if dense_t is not None:
+                    core = max(core, scale * ph["fma_row"] * (g4 / g) / dense_t)
+            elif ph["attend"] and (attend_t is not None or attend1_t is not None):
                 # step 7's passes over the kept rows: no faster than the same passes on
                 # rows in cache (the blocks of four heads at attend_fma_per_s, the heads
                 # left over at attend1_fma_per_s, each where measured; float32 rows: 16-bit
@@ -795,6 +804,7 @@ def predict_reference(
             topk_bytes_per_s=topk_t,
             sweep_fma_per_s=sweep_t,
             column_copy_per_s=copy_t,
+            dense_fma_per_s=dense_t,
             attend_fma_per_s=attend_t,
             attend1_fma_per_s=attend1_t,
         ),

@@ -116,9 +116,11 @@ def _host_summary(hw) -> str:
         + ("" if at is None else f"SparQ step-7 passes {at / 1e9:.2f} G FMA/s, ")
         + ("" if at1 is None else f"(one head) {at1 / 1e9:.2f} G FMA/s, ")
     )
-    es, cc = hw.exp_sum_per_s, hw.column_copy_per_s
-    exp_sum = ("" if es is None else f", exp summed {es / 1e9:.2f} G/s") + (
-        "" if cc is None else f", column copy (K once) {cc / 1e9:.2f} G/s"
+    es, cc, dp = hw.exp_sum_per_s, hw.column_copy_per_s, hw.dense_fma_per_s
+    exp_sum = (
+        ("" if es is None else f", exp summed {es / 1e9:.2f} G/s")
+        + ("" if cc is None else f", column copy (K once) {cc / 1e9:.2f} G/s")
+        + ("" if dp is None else f", dense passes {dp / 1e9:.2f} G FMA/s")
     )
     b1, g1, f1 = hw.thread_bandwidth_bytes_per_s, hw.thread_gather_bytes_per_s, hw.thread_fma_per_s
     parts = [
