@@ -451,7 +451,8 @@ def _v_accumulate(V, positions, n_pos, w, y, ahead=STREAM_AHEAD, requests=1):
     # The prefetch distances as run-time values: compiled with them constant (the dense
     # kernel's defaults, step 7's module constants), the pass ran at half the speed over
     # float32 and float64 rows on the Zen 5 host (17 against 35 G FMA/s in cache, one
-    # thread), the same code the disk cache then kept.
+    # thread; the kernels as loaded from the disk cache), a third of its time in flag
+    # tests ahead of the vector loop.
     ahead = opaque_int(ahead)
     requests = opaque_int(requests)
     t = 0
