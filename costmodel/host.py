@@ -485,11 +485,11 @@ def predict_reference(
         # blocks of four (on the Zen 5 host the passes ran at about 60% of the FMA loop, and
         # dense float32 measured 0.79-0.88 of its time without it); 16-bit rows ran faster
         # than it, and the heads left over take other code: both keep the FMA and widen rates
-        f32 = dname == "float32"
+        # (dense_t below is None for them)
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
-                widen_row=S * d, attend=f32, priced_as="memory",
+                widen_row=S * d, attend=True, priced_as="memory",
                 note="read K: S*d*e streamed, g*S*8 of float64 logits written; S*d widened; "
                 "g*S*d FMAs (q.k); float32 rows, heads in blocks of four, no faster than the "
                 "same pass on rows in cache (dense_fma_per_s)",
@@ -501,7 +501,7 @@ def predict_reference(
             ),
             _phase(
                 "v_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
-                widen_row=S * d, attend=f32, priced_as="memory",
+                widen_row=S * d, attend=True, priced_as="memory",
                 note="read V: S*d*e streamed, the g*S*8 of weights read; S*d widened; g*S*d "
                 "FMAs (p*v); float32 rows, heads in blocks of four, no faster than the same "
                 "pass on rows in cache (dense_fma_per_s)",
