@@ -68,6 +68,16 @@ def _phases(e):
     return {s.kernel: s for s in e.kernels}
 
 
+def _check_optional_rate(field):
+    # an optional profile rate: absent from the synthetic host and from the required host
+    # fields, and validated as the other rates (positive, at least a plausible 1e6)
+    assert getattr(HOST, field) is None and field not in HOST_FIELDS
+    with pytest.raises(ValueError, match=rf"{field}: expected > 0"):
+        HOST.replace(**{field: -1.0})
+    with pytest.raises(ValueError, match=rf"{field}: expected >= 1e\+06"):
+        HOST.replace(**{field: 10.0})
+
+
 # ------------------------------------------------------------------------------ dense
 def test_dense_by_hand_compute_bound():
     # B 2, H 8, Hkv 2 (g 4), S 1000, d 64, float32 (e 4): rows = 4 = threads -> 1 wave.
@@ -346,11 +356,7 @@ def test_sparq_step7_fmas_no_faster_than_the_attend_rate():
         assert s["gather_k"].time_s == b["gather_k"].time_s, kw2
         assert s["gather_v"].time_s == b["gather_v"].time_s, kw2
     # the field is optional and validated as the other rates
-    assert HOST.attend_fma_per_s is None and "attend_fma_per_s" not in HOST_FIELDS
-    with pytest.raises(ValueError, match=r"attend_fma_per_s: expected > 0"):
-        HOST.replace(attend_fma_per_s=-1.0)
-    with pytest.raises(ValueError, match=r"attend_fma_per_s: expected >= 1e\+06"):
-        HOST.replace(attend_fma_per_s=10.0)
+    _check_optional_rate("attend_fma_per_s")
 
 
 def test_sparq_step7_heads_left_over_at_the_one_head_rate():
@@ -398,9 +404,7 @@ def test_sparq_step7_heads_left_over_at_the_one_head_rate():
         HOST, dict(SPARQ, dtype="float32")
     )
     # optional and validated as the other rates
-    assert HOST.attend1_fma_per_s is None and "attend1_fma_per_s" not in HOST_FIELDS
-    with pytest.raises(ValueError, match=r"attend1_fma_per_s: expected >= 1e\+06"):
-        HOST.replace(attend1_fma_per_s=10.0)
+    _check_optional_rate("attend1_fma_per_s")
 
 
 def test_sparq_step1_k_once_copies_at_the_column_copy_rate():
@@ -437,9 +441,7 @@ def test_sparq_step1_k_once_copies_at_the_column_copy_rate():
         == predict_reference("dense", hardware=HOST, **kw).time_s
     )
     # the field is optional, validated as the other rates, and survives the TOML round trip
-    assert HOST.column_copy_per_s is None and "column_copy_per_s" not in HOST_FIELDS
-    with pytest.raises(ValueError, match=r"column_copy_per_s: expected >= 1e\+06"):
-        HOST.replace(column_copy_per_s=10.0)
+    _check_optional_rate("column_copy_per_s")
     text = hardware_to_toml(hw)
     assert "column_copy_per_s = 400000000.0" in text and "[sources.column_copy_per_s]" in text
     assert parse_hardware(text, "x") == hw
@@ -478,9 +480,7 @@ def test_dense_passes_no_faster_than_the_dense_pass_rate():
         == predict_reference("sparq", hardware=HOST, **SPARQ).time_s
     )
     # optional, validated as the other rates, and kept through the TOML round trip
-    assert HOST.dense_fma_per_s is None and "dense_fma_per_s" not in HOST_FIELDS
-    with pytest.raises(ValueError, match=r"dense_fma_per_s: expected >= 1e\+06"):
-        HOST.replace(dense_fma_per_s=10.0)
+    _check_optional_rate("dense_fma_per_s")
     assert parse_hardware(hardware_to_toml(slow), "x") == slow
 
 
@@ -551,11 +551,7 @@ def test_sparq_step1_and_alpha_exps_at_the_exp_sum_rate():
     assert d1.time_s == d0.time_s
     assert _phases(d1)["softmax"].time_s == pytest.approx(4096 / 2.5e7 + 32768 / 2.5e9)
     # the field is optional, validated as exp_per_s, and survives the TOML round trip
-    assert HOST.exp_sum_per_s is None and "exp_sum_per_s" not in HOST_FIELDS
-    with pytest.raises(ValueError, match=r"exp_sum_per_s: expected > 0"):
-        HOST.replace(exp_sum_per_s=-1.0)
-    with pytest.raises(ValueError, match=r"exp_sum_per_s: expected >= 1e\+06"):
-        HOST.replace(exp_sum_per_s=1.0)
+    _check_optional_rate("exp_sum_per_s")
     text = hardware_to_toml(hw)
     assert "exp_sum_per_s = 200000000.0" in text and "[sources.exp_sum_per_s]" in text
     assert parse_hardware(text, "x") == hw
