@@ -139,3 +139,50 @@ def test_row_prefetch_compiles_to_the_configured_instruction():
     others = {"prefetcht0", "prefetcht1", "prefetcht2", "prefetchnta"} - {want}
     assert want in asm
     assert not any(o in asm for o in others)
+
+
+# --- the V pass: one FMA per (row, head, element), in position order ------------------------
+
+
+def _fma_chain(w, X):
+    """``y[h, c]``: starting from 0, ``y = fl(y + w[h, t] * X[t, c])`` for t in order, each
+    step rounded once (an FMA), computed exactly with fractions and rounded by ``float``."""
+    from fractions import Fraction
+
+    G, n = w.shape
+    y = np.zeros((G, X.shape[1]))
+    for h in range(G):
+        for c in range(X.shape[1]):
+            acc = 0.0
+            for t in range(n):
+                acc = float(Fraction(acc) + Fraction(float(w[h, t])) * Fraction(float(X[t, c])))
+            y[h, c] = acc
+    return y
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("G", [1, 3, 4, 5, 8])
+def test_v_pass_is_one_fma_per_row_in_position_order(dtype, G):
+    # The documented accumulation order of ``softmax weights @ V`` for every head, in a block
+    # of four or left over, and every cache dtype: y[h, c] = fma(w[h, t], v[t, c], y[h, c])
+    # for the positions in the order given. n = 11 covers the blocks of four rows and the
+    # rows left over; d = 19 a vector loop and its scalar tail.
+    from reference._rows import _v_pass
+
+    rng = np.random.default_rng(41 + G)
+    n, d, S = 11, 19, 23
+    V = rng.standard_normal((S, d))
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        Vc = V.astype(ml_dtypes.bfloat16)
+        X, Vk = Vc.astype(np.float64), Vc.view(np.int16)
+    else:
+        Vc = V.astype(dtype)
+        X = Vc.astype(np.float64)
+        Vk = Vc.view(np.uint16) if dtype == "float16" else Vc
+    positions = np.sort(rng.choice(S, size=n, replace=False)).astype(np.int64)
+    w = rng.random((G, n))
+    y = np.full((G, d), np.nan)  # the pass zeroes it first
+    _v_pass(Vk, positions, n, w, y, 16, 1)
+    want = _fma_chain(w, X[positions])
+    np.testing.assert_array_equal(y.view(np.uint64), want.view(np.uint64))
