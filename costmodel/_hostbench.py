@@ -787,19 +787,30 @@ def _attend_kernel(Q3, K3, V3, pos, L3, W3, Y3, reps, ahead, requests, out):
 
 
 def measure_attend(
-    budget_s: float, rng: np.random.Generator, heads: int = ATTEND_HEADS, dense: bool = False
+    budget_s: float,
+    rng: np.random.Generator,
+    heads: int = ATTEND_HEADS,
+    dense: bool = False,
+    dtype: str = "float32",
 ) -> tuple[float, str]:
     """float64 FMAs per second (all threads) of SparQ's step-7 passes over kept rows in
     cache (:func:`_attend_rounds`: ``reference._rows._k_pass`` and ``_v_pass`` with the
     kernel's row requests, ``heads`` query heads, float32 rows of 128, each element widened
     once for its ``heads`` FMAs): four, a block of the kernel's, or one, its path for the
     heads left over. With ``dense``, the same passes with dense attention's requests (each
-    row once, ``STREAM_AHEAD`` rows ahead)."""
+    row once, ``STREAM_AHEAD`` rows ahead). ``dtype``: the rows' dtype, ``"float32"`` or
+    ``"float16"`` (passed to the passes as its bits, as the kernels take it)."""
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype: expected 'float32' or 'float16', got {dtype!r}")
     nt = numba.get_num_threads()
     G, n, d = heads, ATTEND_ROWS, GATHER_ROW
     Q3 = aligned_copy(rng.standard_normal((nt, G, d)))
-    K3 = aligned_copy(rng.standard_normal((nt, n, d), dtype=np.float32))
-    V3 = aligned_copy(rng.standard_normal((nt, n, d), dtype=np.float32))
+
+    def rows():
+        x = rng.standard_normal((nt, n, d), dtype=np.float32)
+        return aligned_copy(x if dtype == "float32" else x.astype(np.float16).view(np.uint16))
+
+    K3, V3 = rows(), rows()
     pos = np.arange(n, dtype=np.int64)
     L3 = np.zeros((nt, G, n))
     W3 = np.full((nt, G, n), 1.0 / n)
@@ -823,7 +834,7 @@ def measure_attend(
         "requests its kept rows"
     )
     desc = (
-        f"measured: {whose} over {n} float32 rows of K and of V of {d} in cache (each row "
+        f"measured: {whose} over {n} {dtype} rows of K and of V of {d} in cache (each row "
         f"requested {how}; the softmax between the passes left out), {nt} threads, best of {m}"
     )
     return fmas / t, desc

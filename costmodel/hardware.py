@@ -88,6 +88,7 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "attend_fma_per_s": (0.0, True, 1e16, False),
     "attend1_fma_per_s": (0.0, True, 1e16, False),
     "dense_fma_per_s": (0.0, True, 1e16, False),
+    "dense_f16_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -139,6 +140,7 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "attend_fma_per_s": 1e6,
     "attend1_fma_per_s": 1e6,
     "dense_fma_per_s": 1e6,
+    "dense_f16_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
@@ -260,6 +262,9 @@ class Hardware:
         in cache: the passes of ``attend_fma_per_s`` (four query heads, float32 rows) with
         dense's row requests (each row once, ``reference._rows.STREAM_AHEAD`` rows ahead).
         None: dense's FMAs at ``fma_f64_per_s`` beside the widening.
+    dense_f16_fma_per_s : float or None
+        The same over float16 rows (dense's float16 passes). None: dense's float16 FMAs at
+        ``fma_f64_per_s`` beside the float16 widening.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -360,6 +365,7 @@ class Hardware:
     attend_fma_per_s: float | None = None
     attend1_fma_per_s: float | None = None
     dense_fma_per_s: float | None = None
+    dense_f16_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -720,6 +726,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       head (the path of the heads left over from blocks of four);
     - ``dense_fma_per_s``: the same passes, four query heads, with dense attention's row
       requests (each row once, from ``STREAM_AHEAD`` rows ahead);
+      ``dense_f16_fma_per_s`` the same over float16 rows;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -778,6 +785,9 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     attend, src_attend = hb.measure_attend(seconds * _BUDGET["attend"], rng)
     attend1, src_attend1 = hb.measure_attend(seconds * _BUDGET["attend"], rng, heads=1)
     dense_fma, src_dense_fma = hb.measure_attend(seconds * _BUDGET["dense"], rng, dense=True)
+    dense16, src_dense16 = hb.measure_attend(
+        seconds * _BUDGET["dense"], rng, dense=True, dtype="float16"
+    )
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -828,6 +838,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         attend_fma_per_s=attend,
         attend1_fma_per_s=attend1,
         dense_fma_per_s=dense_fma,
+        dense_f16_fma_per_s=dense16,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -864,6 +875,7 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "attend_fma_per_s": (src_attend, today),
             "attend1_fma_per_s": (src_attend1, today),
             "dense_fma_per_s": (src_dense_fma, today),
+            "dense_f16_fma_per_s": (src_dense16, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

@@ -50,8 +50,9 @@ items, less the short last parts it must hold. For SparQ, and for dense with ``S
 multiple of ``P``, that is ``waves`` items' worth.
 
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs each,
-for float32 caches the heads in blocks of four no faster than the same passes on rows in
-cache with dense's row requests where the profile has ``dense_fma_per_s``; the ``g*S``
+for float32 and float16 caches the heads in blocks of four no faster than the same passes
+on rows in cache with dense's row requests where the profile has ``dense_fma_per_s``,
+``dense_f16_fma_per_s``; the ``g*S``
 float64 logits written by the first and read by the second, ``g*S*8``), ``softmax`` (``g*S``
 exps at ``exp_per_s``; the logits read back, one streaming read of ``g*S*8``).
 
@@ -483,16 +484,18 @@ def predict_reference(
         # the passes' in-cache rate with dense's row requests (dense_fma_per_s) was measured
         # with float32 rows and four heads, and binds dense's float32 passes of the heads in
         # blocks of four (on the Zen 5 host the passes ran at about 60% of the FMA loop, and
-        # dense float32 measured 0.79-0.88 of its time without it); 16-bit rows ran faster
-        # than it, and the heads left over take other code: both keep the FMA and widen rates
-        # (dense_t below is None for them)
+        # dense float32 measured 0.79-0.88 of its time without it); float16 rows have their
+        # own rate (dense_f16_fma_per_s: without it the model put dense float16 at Hkv = 8,
+        # in-core-bound, at 0.73-0.79 of its time in two of five rows-only runs on the Zen 5
+        # host); bfloat16 rows and the heads left over take other code and keep the FMA and
+        # widen rates (dense_t below is None for them)
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=True, priced_as="memory",
                 note="read K: S*d*e streamed, g*S*8 of float64 logits written; S*d widened; "
-                "g*S*d FMAs (q.k); float32 rows, heads in blocks of four, no faster than the "
-                "same pass on rows in cache (dense_fma_per_s)",
+                "g*S*d FMAs (q.k); float32 or float16 rows, heads in blocks of four, no faster "
+                "than the same pass on rows in cache (dense_fma_per_s, dense_f16_fma_per_s)",
             ),
             _phase(
                 "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=None,
@@ -503,8 +506,8 @@ def predict_reference(
                 "v_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=True, priced_as="memory",
                 note="read V: S*d*e streamed, the g*S*8 of weights read; S*d widened; g*S*d "
-                "FMAs (p*v); float32 rows, heads in blocks of four, no faster than the same "
-                "pass on rows in cache (dense_fma_per_s)",
+                "FMAs (p*v); float32 or float16 rows, heads in blocks of four, no faster than "
+                "the same pass on rows in cache (dense_fma_per_s, dense_f16_fma_per_s)",
             ),
         ]  # fmt: skip
     else:
@@ -651,11 +654,8 @@ def predict_reference(
     topk_t = hw.topk_bytes_per_s / T_prof
     sweep_t = None if hw.sweep_fma_per_s is None else hw.sweep_fma_per_s / T_prof
     copy_t = None if hw.column_copy_per_s is None else hw.column_copy_per_s / T_prof
-    dense_t = (
-        hw.dense_fma_per_s / T_prof
-        if hw.dense_fma_per_s is not None and (g - g % 4) > 0 and dname == "float32"
-        else None
-    )
+    dense_rate = {"float32": hw.dense_fma_per_s, "float16": hw.dense_f16_fma_per_s}.get(dname)
+    dense_t = dense_rate / T_prof if dense_rate is not None and (g - g % 4) > 0 else None
     # Step 7's passes, measured on float32 rows in cache: attend_fma_per_s for a block of
     # four heads, attend1_fma_per_s for one head (the kernel's path for the g % 4 heads
     # left over from the blocks). Each prices its heads' share of the FMAs where the
@@ -716,7 +716,8 @@ def predict_reference(
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
             if ph["attend"] and method == "dense":
                 # dense's passes: the heads in blocks of four no faster than the same passes
-                # on rows in cache with dense's requests (dense_fma_per_s), where measured
+                # on rows in cache with dense's requests (dense_fma_per_s, for float16 rows
+                # dense_f16_fma_per_s), where measured
                 if dense_t is not None:
                     core = max(core, scale * ph["fma_row"] * (g4 / g) / dense_t)
             elif ph["attend"] and (attend_t is not None or attend1_t is not None):

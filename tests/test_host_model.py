@@ -452,9 +452,9 @@ def test_dense_passes_no_faster_than_the_dense_pass_rate():
     # passes on rows in cache of 1e8 FMAs/s (all threads; 2.5e7 per thread) the K and V
     # passes' g*S*d = 4 * 1024 * 64 = 262144 FMAs each take 262144 / 2.5e7 = 1.048576e-2 s
     # of in-core work, longer than at the FMA and widen rates; the read is unchanged. At
-    # 1e10 the FMA and widen rates stay (no faster than either). float16 rows (faster than
-    # the float32 measurement) and g = 3 (the heads left over take other code) are priced
-    # as before, and SparQ does not use the rate.
+    # 1e10 the FMA and widen rates stay (no faster than either). float16 rows (their own
+    # rate, dense_f16_fma_per_s) and g = 3 (the heads left over take other code) are
+    # priced as before, and SparQ does not use the rate.
     kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
     kw32 = dict(kw, dtype="float32")
     slow = HOST.replace(dense_fma_per_s=1e8)
@@ -481,6 +481,36 @@ def test_dense_passes_no_faster_than_the_dense_pass_rate():
     )
     # optional, validated as the other rates, and kept through the TOML round trip
     _check_optional_rate("dense_fma_per_s")
+    assert parse_hardware(hardware_to_toml(slow), "x") == slow
+
+
+def test_dense_float16_passes_no_faster_than_their_own_rate():
+    # The same case in float16 (e = 2): a measured rate of dense's float16 passes of 1e8
+    # FMAs/s (2.5e7 per thread) makes each pass's 262144 FMAs take 1.048576e-2 s of in-core
+    # work; the float32 rate does not touch float16 rows, the float16 rate neither float32
+    # nor bfloat16 rows, and g = 3 keeps its price.
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    kw16 = dict(kw, dtype="float16")
+    slow = HOST.replace(dense_f16_fma_per_s=1e8)
+    d0 = _phases(predict_reference("dense", hardware=HOST, **kw16))
+    ds = _phases(predict_reference("dense", hardware=slow, **kw16))
+    for name in ("k_pass", "v_pass"):
+        assert d0[name].compute_s < 1.048576e-2 / 5
+        assert ds[name].compute_s == pytest.approx(1.048576e-2, rel=1e-12)
+        assert ds[name].memory_s == d0[name].memory_s
+    e = predict_reference("dense", hardware=slow, **kw16)
+    assert e.params["per_thread"]["dense_fma_per_s"] == pytest.approx(2.5e7)
+    f32_slow = HOST.replace(dense_fma_per_s=1e8)
+    assert (
+        predict_reference("dense", hardware=f32_slow, **kw16).time_s
+        == predict_reference("dense", hardware=HOST, **kw16).time_s
+    )
+    for other in (dict(kw, dtype="float32"), dict(kw, dtype="bfloat16"), dict(kw16, n_heads=3)):
+        assert (
+            predict_reference("dense", hardware=slow, **other).time_s
+            == predict_reference("dense", hardware=HOST, **other).time_s
+        ), other
+    _check_optional_rate("dense_f16_fma_per_s")
     assert parse_hardware(hardware_to_toml(slow), "x") == slow
 
 
@@ -970,7 +1000,7 @@ def test_measure_host_new_fields_positive_finite():
               "gather_bytes_per_s", "gather256_bytes_per_s", "peak_flops_fp32", "div_f64_per_s",
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
-              "exp_sum_per_s", "column_copy_per_s", "dense_fma_per_s",
+              "exp_sum_per_s", "column_copy_per_s", "dense_fma_per_s", "dense_f16_fma_per_s",
               "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s",
               "thread_fma_per_s"):  # fmt: skip
         v = getattr(hw, f)
@@ -995,6 +1025,9 @@ def test_measure_host_new_fields_positive_finite():
     assert "copied out one element at a time" in hw.sources["column_copy_per_s"][0]
     assert "dense attention's K and V passes" in hw.sources["dense_fma_per_s"][0]
     assert "once from 16 rows ahead" in hw.sources["dense_fma_per_s"][0]
+    assert "float32 rows of K" in hw.sources["dense_fma_per_s"][0]
+    assert "dense attention's K and V passes" in hw.sources["dense_f16_fma_per_s"][0]
+    assert "float16 rows of K" in hw.sources["dense_f16_fma_per_s"][0]
     # the one-thread read and gathers: the same microkernels on one thread
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
