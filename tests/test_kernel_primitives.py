@@ -186,3 +186,25 @@ def test_v_pass_is_one_fma_per_row_in_position_order(dtype, G):
     _v_pass(Vk, positions, n, w, y, 16, 1)
     want = _fma_chain(w, X[positions])
     np.testing.assert_array_equal(y.view(np.uint64), want.view(np.uint64))
+
+
+# --- scratch on cache lines -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.bool_])
+@pytest.mark.parametrize("per_thread", [1, 5, 8, 13, 4096])
+def test_workspace_rows_start_on_cache_lines(dtype, per_thread):
+    from reference._workspace import LINE_BYTES, release, workspace
+
+    release()
+    try:
+        for rows in (1, 3):
+            w = workspace(f"test_{rows}", per_thread, dtype, rows=rows)
+            assert w.flags.c_contiguous and w.dtype == np.dtype(dtype)
+            assert w.shape[0] == rows and w.shape[1] >= per_thread
+            if rows == 1:
+                assert w.shape[1] == per_thread  # shared scratch: reshaped by its callers
+            for r in range(rows):
+                assert w[r].ctypes.data % LINE_BYTES == 0, (rows, r)
+    finally:
+        release()
