@@ -554,18 +554,31 @@ def gather_index(
 
 
 def measure_gather(
-    a: np.ndarray, budget_s: float, rng: np.random.Generator, row: int = GATHER_ROW
+    a: np.ndarray,
+    budget_s: float,
+    rng: np.random.Generator,
+    row: int = GATHER_ROW,
+    flush: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """Gather bandwidth (bytes/s): every thread sums rows of ``row`` float32 (512 bytes by
     default) of ``a`` viewed as rows, in the pattern of SparQ's kept rows
     (:func:`gather_index`), requesting rows ahead before it sums each, as the kernels do
     (``reference._rows.prefetch_ahead``: each row ``GATHER_REQUESTS`` times, from
-    ``GATHER_AHEAD`` rows ahead)."""
+    ``GATHER_AHEAD`` rows ahead). With ``flush`` (an array larger than the last-level
+    cache), every timed repetition follows an untimed read of it, so the rows come from
+    memory with cold caches and translations, as a decode step's gathers meet them (on the
+    Zen 5 host, back to back, the repetitions had gathered at 52-54 GB/s where, each after
+    a read of 128 MiB, they gathered at 34-39 and SparQ's step 7 at 29)."""
     nt = numba.get_num_threads()
     a2 = a[: a.size // row * row].reshape(-1, row)
     idx2 = gather_index(rng, a2.shape[0], nt)
     out = np.zeros(nt, dtype=np.float32)
-    t, reps = best_time(lambda: _gather_kernel(a2, idx2, out), budget_s=budget_s)
+    before, cold = None, ""
+    if flush is not None:
+        words, fout = stream_view(flush), np.zeros(nt, dtype=np.float32)
+        before = lambda: _stream_kernel(words, fout)  # noqa: E731
+        cold = f", each after a read of {flush.nbytes / 2**20:.0f} MiB (caches cold)"
+    t, reps = best_time(lambda: _gather_kernel(a2, idx2, out), budget_s=budget_s, before=before)
     row_bytes = row * a.itemsize
     desc = (
         f"measured: {row_bytes}-byte rows ({row} float32) of a {a2.nbytes / 2**20:.0f} MiB "
@@ -573,7 +586,7 @@ def measure_gather(
         f"rows, summed, each requested {_times(GATHER_REQUESTS)} from {GATHER_AHEAD} rows "
         f"ahead, "
         f"{GATHER_ROWS_PER_THREAD} rows per "
-        f"thread, {_threads_text(nt)}, best of {reps}"
+        f"thread, {_threads_text(nt)}{cold}, best of {reps}"
     )
     return idx2.size * row_bytes / t, desc
 

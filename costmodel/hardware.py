@@ -683,7 +683,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       (``reference.selection.topk_set_into``) listed in index order, the selection SparQ's
       kernel makes (input bytes per second);
     - ``gather_bytes_per_s``, ``gather256_bytes_per_s``: random 512-byte rows (128 float32)
-      and 256-byte rows (64 float32) of the ``nbytes`` array;
+      and 256-byte rows (64 float32) of the first half of the ``nbytes`` array, each timed
+      repetition after an untimed read of the second half (caches cold);
     - ``thread_bandwidth_bytes_per_s``, ``thread_gather_bytes_per_s``, ``thread_fma_per_s``:
       the same read, the same 512-byte gathers and the FMA loop below on one thread
       (``numba.set_num_threads(1)`` for the measurement): what a thread reaches when the
@@ -760,14 +761,19 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     threads = int(numba.get_num_threads())
     a = np.ones(nbytes // 4, dtype=np.float32)  # written once: the pages are touched
     bw, src_bw = hb.measure_stream(a, seconds * _BUDGET["stream"])
-    gather, src_gather = hb.measure_gather(a, seconds * _BUDGET["gather"], rng)
+    # the gathers from the array's first half, each repetition after a read of the second
+    # (caches and address translations cold, as a decode step meets its gathered rows)
+    ga, fl = a[: a.size // 2], a[a.size // 2 :]
+    gather, src_gather = hb.measure_gather(ga, seconds * _BUDGET["gather"], rng, flush=fl)
     gather256, src_gather256 = hb.measure_gather(
-        a, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT
+        ga, seconds * _BUDGET["gather256"], rng, row=hb.GATHER_ROW_SHORT, flush=fl
     )
     # (one thread reads at most 1 GiB of it: at least six passes at 10-30 GB/s)
     a1 = a[: min(a.size, ONE_THREAD_MAX_BYTES // 4)]
     bw1, src_bw1 = hb.on_one_thread(hb.measure_stream, a1, seconds * _BUDGET["stream1"])
-    gather1, src_gather1 = hb.on_one_thread(hb.measure_gather, a, seconds * _BUDGET["gather1"], rng)
+    gather1, src_gather1 = hb.on_one_thread(
+        hb.measure_gather, ga, seconds * _BUDGET["gather1"], rng, flush=fl
+    )
     overlap, src_overlap = hb.measure_overlap(a, seconds * _BUDGET["overlap"], rng)
     g_overlap, src_g_overlap = hb.measure_gather_overlap(a, seconds * _BUDGET["goverlap"], rng)
     dense_call, sparq_call, src_dcall, src_scall = hb.measure_calls(

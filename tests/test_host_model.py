@@ -1031,7 +1031,13 @@ def test_measure_host_new_fields_positive_finite():
     # the one-thread read and gathers: the same microkernels on one thread
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
-    assert "per thread, 1 thread, best of" in hw.sources["thread_gather_bytes_per_s"][0]
+    assert (
+        "per thread, 1 thread, each after a read of" in hw.sources["thread_gather_bytes_per_s"][0]
+    )
+    # the gathers come from the first half of the array, each after a read of the second
+    for f in ("gather_bytes_per_s", "gather256_bytes_per_s", "thread_gather_bytes_per_s"):
+        assert "of a 16 MiB array" in hw.sources[f][0], f
+        assert "each after a read of 16 MiB (caches cold)" in hw.sources[f][0], f
     assert (
         "in turn (blocked by 4: 5 L1 loads per 4 FMAs), 1 thread, best of"
         in (hw.sources["thread_fma_per_s"][0])
