@@ -412,6 +412,7 @@ RATE_FIELDS = tuple(
         + ("gather_fma_overlap", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s")
         + ("exp_sum_per_s", "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s")
         + ("thread_fma_per_s", "column_copy_per_s", "dense_fma_per_s", "dense_f16_fma_per_s")
+        + ("dense1_fma_per_s", "dense1_f16_fma_per_s")
     )
 )
 
@@ -429,6 +430,8 @@ OPTIONAL_RATE_TEXT = (
     ("column_copy_per_s", ", column copy {:.2f} G/s", 1e9),
     ("dense_fma_per_s", ", dense passes {:.1f} G FMA/s", 1e9),
     ("dense_f16_fma_per_s", " (float16 {:.1f})", 1e9),
+    ("dense1_fma_per_s", ", one head {:.1f}", 1e9),
+    ("dense1_f16_fma_per_s", " (float16 {:.1f})", 1e9),
     ("thread_bandwidth_bytes_per_s", ", one thread: stream {:.1f} GB/s", 1e9),
     ("thread_gather_bytes_per_s", ", gather 512 B rows {:.1f} GB/s", 1e9),
     ("thread_fma_per_s", ", FMA {:.1f} G/s", 1e9),

@@ -89,6 +89,8 @@ _OPTIONAL_NUMERIC: dict[str, tuple[float, bool, float | None, bool]] = {
     "attend1_fma_per_s": (0.0, True, 1e16, False),
     "dense_fma_per_s": (0.0, True, 1e16, False),
     "dense_f16_fma_per_s": (0.0, True, 1e16, False),
+    "dense1_fma_per_s": (0.0, True, 1e16, False),
+    "dense1_f16_fma_per_s": (0.0, True, 1e16, False),
     "dense_call_s": (0.0, False, 1.0, False),
     "sparq_call_s": (0.0, False, 1.0, False),
     # eager (op-by-op) execution timed by wall clock: host side of each framework op, the
@@ -141,6 +143,8 @@ _PLAUSIBLE_MIN: dict[str, float] = {
     "attend1_fma_per_s": 1e6,
     "dense_fma_per_s": 1e6,
     "dense_f16_fma_per_s": 1e6,
+    "dense1_fma_per_s": 1e6,
+    "dense1_f16_fma_per_s": 1e6,
     "gather_bytes_per_s": 1e6,
     "gather256_bytes_per_s": 1e6,
     "div_f64_per_s": 1e6,
@@ -265,6 +269,9 @@ class Hardware:
     dense_f16_fma_per_s : float or None
         The same over float16 rows (dense's float16 passes). None: dense's float16 FMAs at
         ``fma_f64_per_s`` beside the float16 widening.
+    dense1_fma_per_s, dense1_f16_fma_per_s : float or None
+        The same two for one query head (dense's path for the heads left over from blocks
+        of four: at ``g = 1``, every head). None: as above.
     dense_call_s, sparq_call_s : float or None
         Fixed cost of one call of ``reference.dense_attention`` / ``sparq_attention``
         (argument checks, allocation, dispatch, thread-pool start), timed at a tiny size
@@ -366,6 +373,8 @@ class Hardware:
     attend1_fma_per_s: float | None = None
     dense_fma_per_s: float | None = None
     dense_f16_fma_per_s: float | None = None
+    dense1_fma_per_s: float | None = None
+    dense1_f16_fma_per_s: float | None = None
     dense_call_s: float | None = None
     sparq_call_s: float | None = None
     host_dispatch_s: float | None = None
@@ -727,7 +736,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
       head (the path of the heads left over from blocks of four);
     - ``dense_fma_per_s``: the same passes, four query heads, with dense attention's row
       requests (each row once, from ``STREAM_AHEAD`` rows ahead);
-      ``dense_f16_fma_per_s`` the same over float16 rows;
+      ``dense_f16_fma_per_s`` the same over float16 rows; ``dense1_fma_per_s`` and
+      ``dense1_f16_fma_per_s`` both for one query head;
     - ``dense_call_s``, ``sparq_call_s``: one call of ``reference.dense_attention`` /
       ``sparq_attention`` at B = H = 1, S = 64, d = 16 (their fixed cost: the only timing of
       the reference's own functions, at a size where their per-element work is nil), each
@@ -794,6 +804,10 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
     dense16, src_dense16 = hb.measure_attend(
         seconds * _BUDGET["dense"], rng, dense=True, dtype="float16"
     )
+    dense1, src_dense1 = hb.measure_attend(seconds * _BUDGET["dense"], rng, heads=1, dense=True)
+    dense1_16, src_dense1_16 = hb.measure_attend(
+        seconds * _BUDGET["dense"], rng, heads=1, dense=True, dtype="float16"
+    )
     widen = {}
     for dt in hb.WIDEN_DTYPES:
         widen[dt] = hb.measure_widen(dt, seconds * _BUDGET["widen"] / 3, rng)
@@ -845,6 +859,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
         attend1_fma_per_s=attend1,
         dense_fma_per_s=dense_fma,
         dense_f16_fma_per_s=dense16,
+        dense1_fma_per_s=dense1,
+        dense1_f16_fma_per_s=dense1_16,
         dense_call_s=dense_call,
         sparq_call_s=sparq_call,
         sources={
@@ -882,6 +898,8 @@ def measure_host(*, nbytes: int = 256 * 2**20, seconds: float = 1.0) -> Hardware
             "attend1_fma_per_s": (src_attend1, today),
             "dense_fma_per_s": (src_dense_fma, today),
             "dense_f16_fma_per_s": (src_dense16, today),
+            "dense1_fma_per_s": (src_dense1, today),
+            "dense1_f16_fma_per_s": (src_dense1_16, today),
             "dense_call_s": (src_dcall, today),
             "sparq_call_s": (src_scall, today),
         },

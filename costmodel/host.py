@@ -52,7 +52,8 @@ multiple of ``P``, that is ``waves`` items' worth.
 Dense: ``k_pass`` and ``v_pass`` (``S*d*e`` streamed, ``S*d`` widened, ``g*S*d`` FMAs each,
 for float32 and float16 caches the heads in blocks of four no faster than the same passes
 on rows in cache with dense's row requests where the profile has ``dense_fma_per_s``,
-``dense_f16_fma_per_s``; the ``g*S``
+``dense_f16_fma_per_s``, and the ``g % 4`` heads left over no faster than the one-head
+passes, ``dense1_fma_per_s``, ``dense1_f16_fma_per_s``; the ``g*S``
 float64 logits written by the first and read by the second, ``g*S*8``), ``softmax`` (``g*S``
 exps at ``exp_per_s``; the logits read back, one streaming read of ``g*S*8``).
 
@@ -656,6 +657,9 @@ def predict_reference(
     copy_t = None if hw.column_copy_per_s is None else hw.column_copy_per_s / T_prof
     dense_rate = {"float32": hw.dense_fma_per_s, "float16": hw.dense_f16_fma_per_s}.get(dname)
     dense_t = dense_rate / T_prof if dense_rate is not None and (g - g % 4) > 0 else None
+    # the same passes for one head (dense's path for the g % 4 heads left over)
+    dense1_rate = {"float32": hw.dense1_fma_per_s, "float16": hw.dense1_f16_fma_per_s}.get(dname)
+    dense1_t = dense1_rate / T_prof if dense1_rate is not None and g % 4 > 0 else None
     # Step 7's passes, measured on float32 rows in cache: attend_fma_per_s for a block of
     # four heads, attend1_fma_per_s for one head (the kernel's path for the g % 4 heads
     # left over from the blocks). Each prices its heads' share of the FMAs where the
@@ -686,9 +690,9 @@ def predict_reference(
     # every in-core rate likewise, on the FMA loop's line (turbo clocks, SMT siblings)
     core_gain = thread_gain(hw.fma_f64_per_s, hw.thread_fma_per_s, busy, T_prof)
     fma_t, exp_t, div_t, topk_t = (x * core_gain for x in (fma_t, exp_t, div_t, topk_t))
-    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t = (
+    exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t, dense1_t = (
         None if x is None else x * core_gain
-        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t)
+        for x in (exp_sum_t, widen_t, sweep_t, attend_t, attend1_t, copy_t, dense_t, dense1_t)
     )
     rho = float(hw.stream_fma_overlap)
     credit = {"stream": rho, "gather": gather_overlap(hw), None: 0.0}
@@ -717,9 +721,14 @@ def predict_reference(
             if ph["attend"] and method == "dense":
                 # dense's passes: the heads in blocks of four no faster than the same passes
                 # on rows in cache with dense's requests (dense_fma_per_s, for float16 rows
-                # dense_f16_fma_per_s), where measured
+                # dense_f16_fma_per_s), the heads left over no faster than the one-head
+                # passes (dense1_fma_per_s, dense1_f16_fma_per_s), each where measured
+                floor = 0.0
                 if dense_t is not None:
-                    core = max(core, scale * ph["fma_row"] * (g4 / g) / dense_t)
+                    floor += scale * ph["fma_row"] * (g4 / g) / dense_t
+                if dense1_t is not None:
+                    floor += scale * ph["fma_row"] * ((g - g4) / g) / dense1_t
+                core = max(core, floor)
             elif ph["attend"] and (attend_t is not None or attend1_t is not None):
                 # step 7's passes over the kept rows: no faster than the same passes on
                 # rows in cache (the blocks of four heads at attend_fma_per_s, the heads
@@ -806,6 +815,7 @@ def predict_reference(
             sweep_fma_per_s=sweep_t,
             column_copy_per_s=copy_t,
             dense_fma_per_s=dense_t,
+            dense1_fma_per_s=dense1_t,
             attend_fma_per_s=attend_t,
             attend1_fma_per_s=attend1_t,
         ),

@@ -117,12 +117,14 @@ def _host_summary(hw) -> str:
         + ("" if at1 is None else f"(one head) {at1 / 1e9:.2f} G FMA/s, ")
     )
     es, cc, dp = hw.exp_sum_per_s, hw.column_copy_per_s, hw.dense_fma_per_s
-    dp16 = hw.dense_f16_fma_per_s
+    dp16, d1, d1_16 = hw.dense_f16_fma_per_s, hw.dense1_fma_per_s, hw.dense1_f16_fma_per_s
     exp_sum = (
         ("" if es is None else f", exp summed {es / 1e9:.2f} G/s")
         + ("" if cc is None else f", column copy (K once) {cc / 1e9:.2f} G/s")
         + ("" if dp is None else f", dense passes {dp / 1e9:.2f} G FMA/s")
         + ("" if dp16 is None else f" (float16 rows {dp16 / 1e9:.2f})")
+        + ("" if d1 is None else f", dense passes one head {d1 / 1e9:.2f} G FMA/s")
+        + ("" if d1_16 is None else f" (float16 rows {d1_16 / 1e9:.2f})")
     )
     b1, g1, f1 = hw.thread_bandwidth_bytes_per_s, hw.thread_gather_bytes_per_s, hw.thread_fma_per_s
     parts = [

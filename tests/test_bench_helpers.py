@@ -46,6 +46,7 @@ def _host() -> Hardware:
         attend1_fma_per_s=2e8, exp_sum_per_s=1.6e8, thread_bandwidth_bytes_per_s=6e9,
         thread_gather_bytes_per_s=1.2e9, thread_fma_per_s=8e8, dense_call_s=1e-5,
         sparq_call_s=2e-5, column_copy_per_s=3e8, dense_fma_per_s=7e8, dense_f16_fma_per_s=6e8,
+        dense1_fma_per_s=2.5e8, dense1_f16_fma_per_s=2.6e8,
     )  # fmt: skip
 
 
@@ -128,7 +129,7 @@ def test_in_core_slowdowns_and_slowed_profile(bench):
         "fma_f64_per_s", "exp_per_s", "div_f64_per_s", "topk_bytes_per_s", "widen_f32_per_s",
         "widen_f16_per_s", "widen_bf16_per_s", "sweep_fma_per_s", "attend_fma_per_s",
         "attend1_fma_per_s", "exp_sum_per_s", "thread_fma_per_s", "column_copy_per_s",
-        "dense_fma_per_s", "dense_f16_fma_per_s",
+        "dense_fma_per_s", "dense_f16_fma_per_s", "dense1_fma_per_s", "dense1_f16_fma_per_s",
     }  # fmt: skip
     b = bench.slowed_profile(a, 2.0)
     for f in bench.IN_CORE_RATE_FIELDS:

@@ -514,6 +514,36 @@ def test_dense_float16_passes_no_faster_than_their_own_rate():
     assert parse_hardware(hardware_to_toml(slow), "x") == slow
 
 
+@pytest.mark.parametrize("dtype, field", [("float32", "dense1_fma_per_s"),
+                                          ("float16", "dense1_f16_fma_per_s")])  # fmt: skip
+def test_dense_left_over_heads_no_faster_than_the_one_head_rate(dtype, field):
+    # S 1024, d 64, one KV head, 4 threads. A one-head rate of 1e8 FMAs/s (2.5e7 per
+    # thread): at g = 3 every head is left over, each pass's g*S*d = 3 * 1024 * 64 = 196608
+    # FMAs take 196608 / 2.5e7 = 7.86432e-3 s of in-core work; at g = 5 the one head left
+    # over takes a fifth of its 327680 FMAs (65536 / 2.5e7 = 2.62144e-3 s), with the
+    # blocks' four at their own rate (here 1e8 too: 262144 / 2.5e7 = 1.048576e-2 s, added).
+    # g = 4 (no head left over) and the other dtype are priced as before.
+    kw = {k: v for k, v in SPARQ.items() if k not in ("r", "k")}
+    four = "dense_fma_per_s" if dtype == "float32" else "dense_f16_fma_per_s"
+    slow = HOST.replace(**{field: 1e8})
+    for g, want in ((3, 7.86432e-3), (5, 2.62144e-3 + 1.048576e-2)):
+        hw = slow.replace(**{four: 1e8}) if g == 5 else slow
+        a = _phases(predict_reference("dense", hardware=HOST, **dict(kw, dtype=dtype, n_heads=g)))
+        b = _phases(predict_reference("dense", hardware=hw, **dict(kw, dtype=dtype, n_heads=g)))
+        for name in ("k_pass", "v_pass"):
+            assert a[name].compute_s < want / 5
+            assert b[name].compute_s == pytest.approx(want, rel=1e-12), (g, name)
+            assert b[name].memory_s == a[name].memory_s
+    other = "float16" if dtype == "float32" else "float32"
+    for case in (dict(kw, dtype=dtype, n_heads=4), dict(kw, dtype=other, n_heads=3)):
+        assert (
+            predict_reference("dense", hardware=slow, **case).time_s
+            == predict_reference("dense", hardware=HOST, **case).time_s
+        ), case
+    _check_optional_rate(field)
+    assert parse_hardware(hardware_to_toml(slow), "x") == slow
+
+
 def test_column_copy_microkernel_copies_and_widens_the_components():
     # after one pass, each thread's float64 block holds the components of the rows of the
     # last block of positions, read by NumPy fancy indexing (the oracle), widened by NumPy
@@ -1001,6 +1031,7 @@ def test_measure_host_new_fields_positive_finite():
               "widen_f32_per_s", "widen_f16_per_s", "widen_bf16_per_s", "dense_call_s",
               "sparq_call_s", "sweep_fma_per_s", "attend_fma_per_s", "attend1_fma_per_s",
               "exp_sum_per_s", "column_copy_per_s", "dense_fma_per_s", "dense_f16_fma_per_s",
+              "dense1_fma_per_s", "dense1_f16_fma_per_s",
               "thread_bandwidth_bytes_per_s", "thread_gather_bytes_per_s",
               "thread_fma_per_s"):  # fmt: skip
         v = getattr(hw, f)
@@ -1028,6 +1059,10 @@ def test_measure_host_new_fields_positive_finite():
     assert "float32 rows of K" in hw.sources["dense_fma_per_s"][0]
     assert "dense attention's K and V passes" in hw.sources["dense_f16_fma_per_s"][0]
     assert "float16 rows of K" in hw.sources["dense_f16_fma_per_s"][0]
+    assert "_v_pass, 1 head)" in hw.sources["dense1_fma_per_s"][0]
+    assert "float32 rows of K" in hw.sources["dense1_fma_per_s"][0]
+    assert "_v_pass, 1 head)" in hw.sources["dense1_f16_fma_per_s"][0]
+    assert "float16 rows of K" in hw.sources["dense1_f16_fma_per_s"][0]
     # the one-thread read and gathers: the same microkernels on one thread
     assert "on 1 thread, best of" in hw.sources["thread_bandwidth_bytes_per_s"][0]
     assert "512-byte rows" in hw.sources["thread_gather_bytes_per_s"][0]
