@@ -488,15 +488,16 @@ def predict_reference(
         # dense float32 measured 0.79-0.88 of its time without it); float16 rows have their
         # own rate (dense_f16_fma_per_s: without it the model put dense float16 at Hkv = 8,
         # in-core-bound, at 0.73-0.79 of its time in two of five rows-only runs on the Zen 5
-        # host); bfloat16 rows and the heads left over take other code and keep the FMA and
-        # widen rates (dense_t below is None for them)
+        # host); the heads left over from the blocks take other code, priced at the one-head
+        # rates (dense1_fma_per_s, dense1_f16_fma_per_s); bfloat16 rows keep the FMA and
+        # widen rates (dense_t and dense1_t below are None for them)
         phases = [
             _phase(
                 "k_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=True, priced_as="memory",
                 note="read K: S*d*e streamed, g*S*8 of float64 logits written; S*d widened; "
-                "g*S*d FMAs (q.k); float32 or float16 rows, heads in blocks of four, no faster "
-                "than the same pass on rows in cache (dense_fma_per_s, dense_f16_fma_per_s)",
+                "g*S*d FMAs (q.k); float32 or float16 rows no faster than the same pass on rows "
+                "in cache (dense_fma_per_s, dense_f16_fma_per_s; one head: dense1_*)",
             ),
             _phase(
                 "softmax", bytes_row=lg, bandwidth=bw, exps_row=g * S, overlap=None,
@@ -507,8 +508,8 @@ def predict_reference(
                 "v_pass", bytes_row=S * d * e + lg, bandwidth=bw, fma_row=g * S * d,
                 widen_row=S * d, attend=True, priced_as="memory",
                 note="read V: S*d*e streamed, the g*S*8 of weights read; S*d widened; g*S*d "
-                "FMAs (p*v); float32 or float16 rows, heads in blocks of four, no faster than "
-                "the same pass on rows in cache (dense_fma_per_s, dense_f16_fma_per_s)",
+                "FMAs (p*v); float32 or float16 rows no faster than the same pass on rows in "
+                "cache (dense_fma_per_s, dense_f16_fma_per_s; one head: dense1_*)",
             ),
         ]  # fmt: skip
     else:
@@ -718,27 +719,20 @@ def predict_reference(
             core = scale * ph["fma_row"] / fma_t
             if widen_t is not None:
                 core = in_core_time(core, scale * ph["widen_row"] / widen_t, omega)
-            if ph["attend"] and method == "dense":
-                # dense's passes: the heads in blocks of four no faster than the same passes
-                # on rows in cache with dense's requests (dense_fma_per_s, for float16 rows
-                # dense_f16_fma_per_s), the heads left over no faster than the one-head
-                # passes (dense1_fma_per_s, dense1_f16_fma_per_s), each where measured
+            if ph["attend"]:
+                # the passes over rows (dense's, step 7's over the kept rows): no faster than
+                # the same passes on rows in cache, the heads in blocks of four at the
+                # four-head rate and the heads left over at the one-head rate, each where
+                # measured. Dense: dense_fma_per_s / dense1_fma_per_s (float16 rows:
+                # dense_f16_fma_per_s / dense1_f16_fma_per_s), with dense's row requests.
+                # Step 7: attend_fma_per_s / attend1_fma_per_s with its requests (float32
+                # rows: 16-bit rows, whose widening costs more, keep the larger of the two).
+                four_t, one_t = (dense_t, dense1_t) if method == "dense" else (attend_t, attend1_t)
                 floor = 0.0
-                if dense_t is not None:
-                    floor += scale * ph["fma_row"] * (g4 / g) / dense_t
-                if dense1_t is not None:
-                    floor += scale * ph["fma_row"] * ((g - g4) / g) / dense1_t
-                core = max(core, floor)
-            elif ph["attend"] and (attend_t is not None or attend1_t is not None):
-                # step 7's passes over the kept rows: no faster than the same passes on
-                # rows in cache (the blocks of four heads at attend_fma_per_s, the heads
-                # left over at attend1_fma_per_s, each where measured; float32 rows: 16-bit
-                # rows, whose widening costs more, keep the larger of the two)
-                floor = 0.0
-                if attend_t is not None:
-                    floor += scale * ph["fma_row"] * (g4 / g) / attend_t
-                if attend1_t is not None:
-                    floor += scale * ph["fma_row"] * ((g - g4) / g) / attend1_t
+                if four_t is not None:
+                    floor += scale * ph["fma_row"] * (g4 / g) / four_t
+                if one_t is not None:
+                    floor += scale * ph["fma_row"] * ((g - g4) / g) / one_t
                 core = max(core, floor)
         if ph["copy_row"] and copy_t is not None:
             # step 1 with K once: the r components of every row copied out one element at a
